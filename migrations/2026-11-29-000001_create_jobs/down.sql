@@ -1,0 +1,3 @@
+DROP TABLE job_attempt_failures;
+DROP TABLE job_results;
+DROP TABLE jobs;

@@ -1,0 +1,9 @@
+//! The gRPC services: decode requests, call the gateway, encode responses.
+//!
+//! - [`jobs`]: the `llmjobs.v1.JobService` implementation.
+//! - [`validate`]: it turns a `SubmitJobRequest` into a [`crate::job::NewJob`] or field violations.
+//! - [`convert`]: maps domain types to wire types.
+
+pub mod convert;
+pub mod jobs;
+pub mod validate;

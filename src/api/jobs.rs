@@ -1,0 +1,139 @@
+//! `llmjobs.v1.JobService`: decode, call the [`Gateway`], encode.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::{convert, validate};
+use crate::{
+    error::Error,
+    gateway::Gateway,
+    job::JobId,
+    proto::v1::{self, job_service_server::JobService},
+    streaming,
+};
+
+/// The JobService implementation.
+pub struct JobApi {
+    gateway: Gateway,
+    rules: validate::Rules,
+    shutdown: CancellationToken,
+}
+
+impl JobApi {
+    /// A service over `gateway`, validating with `rules`; open streams end with UNAVAILABLE
+    /// when `shutdown` is cancelled.
+    pub fn new(gateway: Gateway, rules: validate::Rules, shutdown: CancellationToken) -> JobApi {
+        JobApi {
+            gateway,
+            rules,
+            shutdown,
+        }
+    }
+
+    async fn submit(&self, req: v1::SubmitJobRequest) -> Result<crate::job::Job, Status> {
+        let job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
+        Ok(self.gateway.submit(job).await?)
+    }
+
+    fn follow(&self, job_id: JobId, after: u64) -> streaming::EventStream {
+        streaming::follow(
+            self.gateway.store.clone(),
+            self.gateway.events.clone(),
+            job_id,
+            after,
+            self.shutdown.clone(),
+        )
+    }
+}
+
+/// Parses a `job_id` field. Errors: INVALID_ARGUMENT naming the field.
+fn job_id(raw: &str) -> Result<JobId, Status> {
+    if raw.is_empty() {
+        return Err(Error::invalid("job_id", "must not be empty").into());
+    }
+    JobId::parse_str(raw).map_err(|_| Error::invalid("job_id", "must be a UUID").into())
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    #[instrument(skip_all, fields(job_id))]
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let job = self.submit(request.into_inner()).await?;
+        tracing::Span::current().record("job_id", job.id.to_string());
+        Ok(Response::new(v1::SubmitJobResponse {
+            job: Some(convert::job(&job, 0)),
+        }))
+    }
+
+    type SubmitAndStreamStream = EventStream;
+
+    #[instrument(skip_all, fields(job_id))]
+    async fn submit_and_stream(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
+        let job = self.submit(request.into_inner()).await?;
+        tracing::Span::current().record("job_id", job.id.to_string());
+        Ok(Response::new(Box::pin(self.follow(job.id, 0))))
+    }
+
+    type StreamJobStream = EventStream;
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id, after = request.get_ref().after_sequence))]
+    async fn stream_job(
+        &self,
+        request: Request<v1::StreamJobRequest>,
+    ) -> Result<Response<Self::StreamJobStream>, Status> {
+        let req = request.into_inner();
+        let id = job_id(&req.job_id)?;
+        // Unknown jobs fail the call itself, not the stream.
+        self.gateway.get(id).await?;
+        Ok(Response::new(Box::pin(self.follow(id, req.after_sequence))))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let id = job_id(&request.get_ref().job_id)?;
+        let (job, tokens) = self.gateway.get(id).await?;
+        Ok(Response::new(convert::job(&job, tokens)))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn get_job_result(
+        &self,
+        request: Request<v1::GetJobResultRequest>,
+    ) -> Result<Response<v1::JobResult>, Status> {
+        let id = job_id(&request.get_ref().job_id)?;
+        let stored = self.gateway.result(id).await?;
+        Ok(Response::new(convert::job_result(
+            &stored.job,
+            stored.outcome.as_ref(),
+        )))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let req = request.into_inner();
+        let id = job_id(&req.job_id)?;
+        if req.reason.len() > 1024 {
+            return Err(Error::invalid("reason", "at most 1024 bytes").into());
+        }
+        let job = self.gateway.cancel(id, &req.reason).await?;
+        Ok(Response::new(convert::job(&job, 0)))
+    }
+}

@@ -1,0 +1,319 @@
+//! Validation of `SubmitJobRequest`: every violation is collected with its field path, so a
+//! client learns everything wrong with a request at once.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    error::FieldViolation,
+    job::{ChatMessage, GenerationParams, Limits, NewJob, Priority, StreamingMode, queue_name},
+    proto::v1,
+};
+
+/// What validation needs from the server's configuration.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// Accepted job types.
+    pub job_types: Vec<String>,
+    /// Model used when the request names none.
+    pub default_model: String,
+    /// Attempts per job.
+    pub max_attempts: u32,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+const ROLES: [&str; 4] = ["system", "developer", "user", "assistant"];
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+const MAX_MODEL_BYTES: usize = 256;
+
+/// Checks `req` and builds the job, or returns every violation found.
+pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<FieldViolation>> {
+    let mut v = Vec::new();
+    let limits = &rules.limits;
+
+    let has_prompt = !req.prompt.trim().is_empty();
+    if has_prompt && !req.messages.is_empty() {
+        v.push(FieldViolation::new(
+            "prompt",
+            "set either prompt or messages, not both",
+        ));
+    } else if !has_prompt && req.messages.is_empty() {
+        v.push(FieldViolation::new(
+            "prompt",
+            "must not be empty (or give messages)",
+        ));
+    }
+    if req.messages.len() > limits.max_messages {
+        v.push(FieldViolation::new(
+            "messages",
+            format!("at most {} messages", limits.max_messages),
+        ));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            v.push(FieldViolation::new(
+                format!("messages[{i}].role"),
+                format!("must be one of {}", ROLES.join(", ")),
+            ));
+        }
+        if m.content.trim().is_empty() {
+            v.push(FieldViolation::new(
+                format!("messages[{i}].content"),
+                "must not be empty",
+            ));
+        }
+    }
+    let prompt_bytes = req.prompt.len()
+        + req.system_prompt.len()
+        + req.messages.iter().map(|m| m.content.len()).sum::<usize>();
+    if prompt_bytes > limits.max_prompt_bytes {
+        v.push(FieldViolation::new(
+            "prompt",
+            format!(
+                "prompt, system prompt and messages exceed {} bytes",
+                limits.max_prompt_bytes
+            ),
+        ));
+    }
+
+    let job_type = if req.job_type.is_empty() {
+        "general".to_owned()
+    } else {
+        req.job_type.clone()
+    };
+    if !rules.job_types.contains(&job_type) {
+        v.push(FieldViolation::new(
+            "job_type",
+            format!(
+                "unknown job type {:?}; configured: {}",
+                truncate(&job_type),
+                rules.job_types.join(", ")
+            ),
+        ));
+    }
+
+    let priority = match v1::Priority::try_from(req.priority) {
+        Ok(v1::Priority::Urgent) => Priority::Urgent,
+        Ok(v1::Priority::High) => Priority::High,
+        Ok(v1::Priority::Normal | v1::Priority::Unspecified) => Priority::Normal,
+        Ok(v1::Priority::Low) => Priority::Low,
+        Err(_) => {
+            v.push(FieldViolation::new(
+                "priority",
+                format!("unknown value {}", req.priority),
+            ));
+            Priority::Normal
+        }
+    };
+    let streaming_mode = match v1::StreamingMode::try_from(req.streaming_mode) {
+        Ok(v1::StreamingMode::Buffered) => StreamingMode::Buffered,
+        Ok(_) => StreamingMode::Realtime,
+        Err(_) => {
+            v.push(FieldViolation::new(
+                "streaming_mode",
+                format!("unknown value {}", req.streaming_mode),
+            ));
+            StreamingMode::Realtime
+        }
+    };
+
+    let g = req.generation_config.unwrap_or_default();
+    let model = if g.model.is_empty() {
+        rules.default_model.clone()
+    } else {
+        g.model
+    };
+    if model.len() > MAX_MODEL_BYTES || model.chars().any(char::is_control) {
+        v.push(FieldViolation::new(
+            "generation_config.model",
+            format!("at most {MAX_MODEL_BYTES} bytes, no control characters"),
+        ));
+    }
+    if let Some(m) = g.max_tokens
+        && (m == 0 || m > limits.max_output_tokens)
+    {
+        v.push(FieldViolation::new(
+            "generation_config.max_tokens",
+            format!("must be within 1..={}", limits.max_output_tokens),
+        ));
+    }
+    if let Some(t) = g.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        v.push(FieldViolation::new(
+            "generation_config.temperature",
+            "must be within 0..=2",
+        ));
+    }
+    if let Some(p) = g.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        v.push(FieldViolation::new(
+            "generation_config.top_p",
+            "must be within 0..=1",
+        ));
+    }
+    if g.stop.len() > limits.max_stop_sequences {
+        v.push(FieldViolation::new(
+            "generation_config.stop",
+            format!("at most {} stop sequences", limits.max_stop_sequences),
+        ));
+    }
+    if g.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        v.push(FieldViolation::new(
+            "generation_config.stop",
+            "stop sequences must be 1..=256 bytes",
+        ));
+    }
+
+    if req.metadata.len() > limits.max_metadata_entries {
+        v.push(FieldViolation::new(
+            "metadata",
+            format!("at most {} entries", limits.max_metadata_entries),
+        ));
+    }
+    if req.metadata.iter().any(|(k, val)| {
+        k.is_empty() || k.len() > limits.max_metadata_bytes || val.len() > limits.max_metadata_bytes
+    }) {
+        v.push(FieldViolation::new(
+            "metadata",
+            format!(
+                "keys must be 1..={0} bytes and values at most {0} bytes",
+                limits.max_metadata_bytes
+            ),
+        ));
+    }
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        v.push(FieldViolation::new(
+            "idempotency_key",
+            format!("at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+        ));
+    }
+
+    if !v.is_empty() {
+        return Err(v);
+    }
+
+    let mut messages = Vec::with_capacity(req.messages.len() + 2);
+    if !req.system_prompt.trim().is_empty() {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: req.system_prompt,
+        });
+    }
+    if has_prompt {
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: req.prompt,
+        });
+    }
+    messages.extend(req.messages.into_iter().map(|m| ChatMessage {
+        role: m.role,
+        content: m.content,
+    }));
+    Ok(NewJob {
+        id: uuid::Uuid::now_v7(),
+        queue: queue_name(&job_type, priority),
+        job_type,
+        priority,
+        messages,
+        params: GenerationParams {
+            model,
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            stop: g.stop,
+            seed: g.seed,
+        },
+        streaming_mode,
+        metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+        max_attempts: rules.max_attempts.max(1),
+    })
+}
+
+/// Quotes at most 64 characters of client input in error messages.
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            job_types: vec!["general".into(), "code_review".into()],
+            default_model: "sim".into(),
+            max_attempts: 3,
+            limits: Limits::default(),
+        }
+    }
+
+    fn fields(req: v1::SubmitJobRequest) -> Vec<String> {
+        submit(req, &rules())
+            .expect_err("invalid")
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_prompt_becomes_a_normal_general_job_on_the_default_model() {
+        let job = submit(
+            v1::SubmitJobRequest {
+                prompt: "hi".into(),
+                system_prompt: "be brief".into(),
+                ..Default::default()
+            },
+            &rules(),
+        )
+        .expect("valid");
+        assert_eq!(job.queue, "openai-general");
+        assert_eq!(job.params.model, "sim");
+        assert_eq!(job.messages.len(), 2);
+        assert_eq!(job.messages[0].role, "system");
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_its_field() {
+        let got = fields(v1::SubmitJobRequest {
+            job_type: "nope".into(),
+            generation_config: Some(v1::GenerationConfig {
+                max_tokens: Some(0),
+                temperature: Some(3.0),
+                top_p: Some(1.5),
+                stop: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            got,
+            [
+                "prompt",
+                "job_type",
+                "generation_config.max_tokens",
+                "generation_config.temperature",
+                "generation_config.top_p",
+                "generation_config.stop"
+            ]
+        );
+    }
+
+    #[test]
+    fn nan_temperature_and_bad_roles_are_rejected() {
+        let got = fields(v1::SubmitJobRequest {
+            messages: vec![v1::ChatMessage {
+                role: "robot".into(),
+                content: "x".into(),
+            }],
+            generation_config: Some(v1::GenerationConfig {
+                temperature: Some(f32::NAN),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(got, ["messages[0].role", "generation_config.temperature"]);
+    }
+}

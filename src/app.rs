@@ -1,0 +1,205 @@
+//! Composition root: configuration to connected backends, the gateway and the worker.
+//! No business logic here.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    api::{jobs::JobApi, validate},
+    backend::Redis,
+    config,
+    events::{EventLog, redis::RedisEventLog},
+    gateway::Gateway,
+    health,
+    provider::{Providers, openai::OpenAi, sim::Sim},
+    queue::{Queue, redis::RedisQueue},
+    server,
+    store::{self, Store, postgres::PgStore},
+    worker::{self, Worker},
+};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration that cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed at start-up (unreachable, migrations).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The listener could not be bound or served.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// Everything `serve`, `gateway` and `worker` are configured with.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: config::Server,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: config::Redis,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub postgres: config::Postgres,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jobs: config::Jobs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: config::Worker,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub provider: config::Provider,
+}
+
+/// Which sides this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Serve the gRPC API.
+    pub gateway: bool,
+    /// Run jobs.
+    pub worker: bool,
+}
+
+/// Creates the database if needed and applies pending migrations; returns versions applied.
+///
+/// Errors: [`Error::Store`].
+pub async fn migrate(cfg: &config::Postgres) -> Result<Vec<String>, Error> {
+    store::postgres::ensure_database(&cfg.url).await?;
+    Ok(store::postgres::migrate(&cfg.url).await?)
+}
+
+/// Runs the configured roles until `shutdown` is cancelled, then drains within the grace
+/// period. `listener` is used by the gateway (bound from `cfg.server.listen` when `None`).
+///
+/// Errors: start-up failures ([`Error`]); a dependency that goes down later is retried.
+pub async fn run(
+    cfg: Config,
+    roles: Roles,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    if cfg.jobs.job_types.is_empty() || cfg.jobs.job_types.iter().any(|t| t.is_empty()) {
+        return Err(Error::Config(
+            "LLMJOBS_JOB_TYPES needs at least one non-empty job type".into(),
+        ));
+    }
+    if !cfg.postgres.no_migrate {
+        let applied = migrate(&cfg.postgres).await?;
+        if !applied.is_empty() {
+            info!(?applied, "applied migrations");
+        }
+    }
+    let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
+    let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
+    let queue: Arc<dyn Queue> = Arc::new(RedisQueue::new(redis.clone()));
+    let events: Arc<dyn EventLog> =
+        Arc::new(RedisEventLog::new(redis, cfg.jobs.event_log_ttl_secs));
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+    let default_model = cfg.provider.default_model();
+    info!(
+        redis = %redact_url(&cfg.redis.url),
+        postgres = %redact_url(&cfg.postgres.url),
+        default_model = %default_model,
+        upstream = %cfg.provider.openai_base_url,
+        "backends: Redis queue and event log, Postgres store"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.worker {
+        let providers = Providers::new(
+            Arc::new(OpenAi::new(&cfg.provider).map_err(Error::Config)?),
+            Arc::new(Sim::new(&cfg.provider)),
+        );
+        let worker = Worker::new(
+            worker::Deps {
+                queue: queue.clone(),
+                events: events.clone(),
+                store: store.clone(),
+                providers,
+            },
+            cfg.worker.clone(),
+            cfg.jobs.job_types.clone(),
+        );
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(stop, grace).await;
+            Ok(())
+        });
+    }
+    if roles.gateway {
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(cfg.server.listen).await.map_err(|e| {
+                Error::Server(format!("cannot listen on {}: {e}", cfg.server.listen))
+            })?,
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Server(e.to_string()))?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::start_not_serving(&reporter).await;
+        tokio::spawn(health::run(
+            reporter,
+            store.clone(),
+            queue.clone(),
+            shutdown.clone(),
+        ));
+        let rules = validate::Rules {
+            job_types: cfg.jobs.job_types.clone(),
+            default_model,
+            max_attempts: cfg.jobs.max_attempts,
+            limits: cfg.jobs.limits.clone(),
+        };
+        let gateway = Gateway {
+            store: store.clone(),
+            queue: queue.clone(),
+            events: events.clone(),
+        };
+        let api = JobApi::new(gateway, rules, shutdown.clone());
+        let stop = shutdown.clone();
+        info!(%addr, "gRPC (grpc-web, health, reflection) listening");
+        tasks.spawn(async move {
+            let drained = async move {
+                stop.cancelled().await;
+                // Streams end on the same signal; unary calls get the grace period.
+            };
+            server::serve(listener, api, health_service, drained)
+                .await
+                .map_err(|e| Error::Server(e.to_string()))
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                result = Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                result = Err(Error::Server(format!("task failed: {e}")));
+            }
+        }
+    }
+    result
+}
+
+/// A URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

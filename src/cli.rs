@@ -1,0 +1,51 @@
+//! The `llm-jobs` command line: server commands (`serve`, `gateway`, `worker`, `migrate`) and
+//! client commands that talk to a running server over gRPC (`submit`, `watch`, `status`,
+//! `result`, `cancel`).
+
+pub mod client;
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+
+/// Background LLM generation jobs with live token streaming over gRPC.
+#[derive(Parser, Debug)]
+#[command(name = "llm-jobs", version, about, args_override_self = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (gRPC API) and a worker in one process.
+    Serve(app::Config),
+    /// Run only the gateway.
+    Gateway(app::Config),
+    /// Run only a worker.
+    Worker(app::Config),
+    /// Create the database if needed and apply pending migrations.
+    Migrate(crate::config::Postgres),
+    /// Submit a job (and with --stream, print its tokens as they arrive).
+    Submit(client::SubmitArgs),
+    /// Follow a job's events, printing its text as it arrives.
+    Watch(client::WatchArgs),
+    /// Print a job's status.
+    Status(client::JobArgs),
+    /// Print a finished job's result.
+    Result(client::JobArgs),
+    /// Cancel a job.
+    Cancel(client::JobArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,321 @@
+//! Client commands: talk to a running llm-jobs server over gRPC and print for humans (text to
+//! stdout, progress and figures to stderr).
+
+use std::io::Write;
+
+use anyhow::Context;
+use tonic::transport::Channel;
+
+use crate::proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient};
+
+/// Where the server is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Connection {
+    /// Server URL.
+    #[arg(
+        long = "server",
+        env = "LLMJOBS_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+}
+
+/// `submit` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// The prompt.
+    pub prompt: String,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Job type (one of the server's configured types).
+    #[arg(long = "job-type", default_value = "general")]
+    pub job_type: String,
+    /// urgent, high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: String,
+    /// Model (empty: the server's default; `sim` is simulated).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// Upper bound of output tokens.
+    #[arg(long = "max-tokens")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (0..=2).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Coalesce deltas (BUFFERED) instead of one event per token.
+    #[arg(long)]
+    pub buffered: bool,
+    /// Metadata entries, `key=value`.
+    #[arg(long = "metadata", value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    /// Idempotency key: resubmitting with it returns the first job.
+    #[arg(long = "idempotency-key", default_value = "")]
+    pub idempotency_key: String,
+    /// Follow the job and print tokens as they arrive.
+    #[arg(long)]
+    pub stream: bool,
+}
+
+/// `watch` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// The job's id.
+    pub job_id: String,
+    /// Resume after this sequence (0: from the start).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+/// Arguments of commands that name one job.
+#[derive(clap::Args, Clone, Debug)]
+pub struct JobArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// The job's id.
+    pub job_id: String,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
+    JobServiceClient::connect(c.server.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", c.server))
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
+    let mut msg = format!("{:?}: {}", s.code(), s.message());
+    if let Some(bad) = s.get_details_bad_request() {
+        for v in bad.field_violations {
+            msg.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// `submit`.
+pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let priority = match a.priority.as_str() {
+        "urgent" => v1::Priority::Urgent,
+        "high" => v1::Priority::High,
+        "normal" => v1::Priority::Normal,
+        "low" => v1::Priority::Low,
+        other => anyhow::bail!("unknown priority {other:?} (urgent, high, normal, low)"),
+    };
+    let req = v1::SubmitJobRequest {
+        prompt: a.prompt,
+        system_prompt: a.system.unwrap_or_default(),
+        job_type: a.job_type,
+        priority: priority.into(),
+        generation_config: Some(v1::GenerationConfig {
+            model: a.model,
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            ..Default::default()
+        }),
+        streaming_mode: if a.buffered {
+            v1::StreamingMode::Buffered
+        } else {
+            v1::StreamingMode::Realtime
+        }
+        .into(),
+        metadata: a.metadata.into_iter().collect(),
+        idempotency_key: a.idempotency_key,
+        ..Default::default()
+    };
+    let mut client = connect(&a.connection).await?;
+    if a.stream {
+        let stream = client
+            .submit_and_stream(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        print_events(stream).await
+    } else {
+        let job = client
+            .submit_job(req)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .job;
+        let job = job.context("server sent no job")?;
+        println!("{}", job.id);
+        eprintln!("queued in {}", job.queue);
+        Ok(())
+    }
+}
+
+/// `watch`.
+pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.connection).await?;
+    let stream = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: a.job_id,
+            after_sequence: a.after,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_events(stream).await
+}
+
+async fn print_events(mut stream: tonic::Streaming<v1::JobEvent>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let mut last = 0;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(()),
+            Err(s) => {
+                return Err(status_error(s))
+                    .context(format!("stream ended; resume with --after {last}"));
+            }
+        };
+        last = event.sequence;
+        match event.kind {
+            Some(Kind::Queued(q)) => eprintln!(
+                "[{}] job {} queued in {}",
+                event.sequence, event.job_id, q.queue
+            ),
+            Some(Kind::Started(s)) => {
+                if s.attempt > 1 {
+                    println!();
+                }
+                eprintln!(
+                    "[{}] attempt {} started on {} ({})",
+                    event.sequence, s.attempt, s.worker_id, s.model
+                )
+            }
+            Some(Kind::TokenDelta(d)) => {
+                write!(out, "{}", d.text)?;
+                out.flush()?;
+            }
+            Some(Kind::AttemptFailed(f)) => {
+                let e = f.error.unwrap_or_default();
+                eprintln!(
+                    "\n[{}] attempt {} failed: {} {} (retry: {})",
+                    event.sequence, f.attempt, e.code, e.message, f.will_retry
+                );
+            }
+            Some(Kind::Snapshot(s)) => {
+                write!(out, "{}", s.content)?;
+            }
+            Some(Kind::Completed(c)) => {
+                let u = c.usage.unwrap_or_default();
+                println!();
+                eprintln!(
+                    "[{}] completed: finish_reason={} input_tokens={} output_tokens={}",
+                    event.sequence, c.finish_reason, u.input_tokens, u.output_tokens
+                );
+            }
+            Some(Kind::Failed(f)) => {
+                let e = f.error.unwrap_or_default();
+                println!();
+                anyhow::bail!(
+                    "job failed after {} attempt(s): {} {}",
+                    f.attempts,
+                    e.code,
+                    e.message
+                );
+            }
+            Some(Kind::Cancelled(c)) => {
+                println!();
+                eprintln!("[{}] cancelled: {}", event.sequence, c.reason);
+            }
+            None => {}
+        }
+    }
+}
+
+fn status_name(s: i32) -> String {
+    v1::JobStatus::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("JOB_STATUS_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| s.to_string())
+}
+
+/// `status`.
+pub async fn status(a: JobArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.connection).await?;
+    let job = client
+        .get_job(v1::GetJobRequest { job_id: a.job_id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("id:            {}", job.id);
+    println!("status:        {}", status_name(job.status));
+    println!("queue:         {}", job.queue);
+    println!("attempts:      {}", job.attempts);
+    println!("output tokens: {}", job.output_tokens);
+    if let Some(e) = job.error {
+        println!("error:         {} {}", e.code, e.message);
+    }
+    Ok(())
+}
+
+/// `result`.
+pub async fn result(a: JobArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.connection).await?;
+    let r = client
+        .get_job_result(v1::GetJobResultRequest { job_id: a.job_id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{}", r.content);
+    let u = r.usage.unwrap_or_default();
+    eprintln!(
+        "status={} finish_reason={} model={} provider={}{} attempts={}",
+        status_name(r.status),
+        r.finish_reason,
+        r.model,
+        r.provider,
+        if r.simulated { " (simulated)" } else { "" },
+        r.attempts
+    );
+    eprintln!(
+        "input_tokens={} output_tokens={}{} time_to_first_token_ms={} duration_ms={} output_tokens_per_second={:.1} queue_wait_ms={}",
+        u.input_tokens,
+        u.output_tokens,
+        if u.estimated { " (estimated)" } else { "" },
+        r.time_to_first_token_ms
+            .map_or("-".into(), |v| v.to_string()),
+        r.duration_ms,
+        r.output_tokens_per_second,
+        r.queue_wait_ms
+    );
+    if let Some(e) = r.error {
+        eprintln!("error: {} {}", e.code, e.message);
+    }
+    Ok(())
+}
+
+/// `cancel`.
+pub async fn cancel(a: JobArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.connection).await?;
+    let job = client
+        .cancel_job(v1::CancelJobRequest {
+            job_id: a.job_id,
+            reason: String::new(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{} {}", job.id, status_name(job.status));
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Configuration: one struct per subsystem, each flattened into the CLI, every flag with an
+//! environment variable.
+//!
+//! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`,
+//! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
+//! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
+//! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_WORKER_CONCURRENCY`,
+//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_RETRY_BASE_MS`,
+//! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
+//! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
+//! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+
+use crate::job::Limits;
+
+/// The gRPC listener.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Server {
+    /// Address to serve gRPC, grpc-web, health and reflection on.
+    #[arg(
+        long = "listen",
+        env = "LLMJOBS_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+    /// Seconds to let in-flight RPCs and jobs finish after SIGTERM/SIGINT.
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "LLMJOBS_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Redis: queue, leases and the live event log.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Redis {
+    /// Redis URL (`redis://host:port/db`).
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments (or tests) share one Redis.
+    #[arg(
+        id = "redis_prefix",
+        long = "redis-prefix",
+        env = "LLMJOBS_REDIS_PREFIX",
+        default_value = "llmjobs"
+    )]
+    pub prefix: String,
+    /// Pooled connections for commands (watchers share separate pub/sub connections).
+    #[arg(
+        id = "redis_pool_size",
+        long = "redis-pool-size",
+        env = "LLMJOBS_REDIS_POOL_SIZE",
+        default_value_t = 32
+    )]
+    pub pool_size: usize,
+}
+
+/// Postgres: the durable store.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Postgres {
+    /// Postgres URL. The database is created at start-up when it does not exist.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/llm_jobs"
+    )]
+    pub url: String,
+    /// Pooled connections.
+    #[arg(
+        id = "database_pool_size",
+        long = "database-pool-size",
+        env = "LLMJOBS_DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub pool_size: usize,
+    /// Do not apply pending migrations at start-up (run `llm-jobs migrate` instead).
+    #[arg(long = "no-migrate", env = "LLMJOBS_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// What clients may submit.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Jobs {
+    /// Accepted job types; each has its four priority queues.
+    #[arg(
+        long = "job-types",
+        env = "LLMJOBS_JOB_TYPES",
+        value_delimiter = ',',
+        default_value = "general,code_review,security_analysis"
+    )]
+    pub job_types: Vec<String>,
+    /// Attempts per job before it fails for good.
+    #[arg(
+        long = "max-attempts",
+        env = "LLMJOBS_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub max_attempts: u32,
+    /// Seconds a finished job's event log stays in Redis for replay (after that, replays are
+    /// snapshots from Postgres).
+    #[arg(
+        long = "event-log-ttl-secs",
+        env = "LLMJOBS_EVENT_LOG_TTL_SECS",
+        default_value_t = 3600
+    )]
+    pub event_log_ttl_secs: u64,
+    /// Input limits (not flags yet).
+    #[arg(skip)]
+    pub limits: Limits,
+}
+
+/// The worker side: slots, leases, retries.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Worker {
+    /// Jobs run at once by this process (they are I/O-bound).
+    #[arg(
+        long = "concurrency",
+        env = "LLMJOBS_WORKER_CONCURRENCY",
+        default_value_t = 32
+    )]
+    pub concurrency: usize,
+    /// Seconds a claim stays valid without a heartbeat; an expired lease returns the job to its
+    /// queue.
+    #[arg(long = "lease-secs", env = "LLMJOBS_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Seconds one attempt may take in all.
+    #[arg(
+        long = "job-timeout-secs",
+        env = "LLMJOBS_JOB_TIMEOUT_SECS",
+        default_value_t = 300
+    )]
+    pub job_timeout_secs: u64,
+    /// First retry delay (ms); doubles per attempt, with full jitter.
+    #[arg(
+        long = "retry-base-ms",
+        env = "LLMJOBS_RETRY_BASE_MS",
+        default_value_t = 1000
+    )]
+    pub retry_base_ms: u64,
+    /// Largest retry delay (ms).
+    #[arg(
+        long = "retry-cap-ms",
+        env = "LLMJOBS_RETRY_CAP_MS",
+        default_value_t = 60_000
+    )]
+    pub retry_cap_ms: u64,
+    /// BUFFERED mode: flush coalesced deltas at least this often (ms).
+    #[arg(
+        long = "buffer-flush-ms",
+        env = "LLMJOBS_BUFFER_FLUSH_MS",
+        default_value_t = 50
+    )]
+    pub buffer_flush_ms: u64,
+    /// BUFFERED mode: flush once this many bytes are waiting.
+    #[arg(
+        long = "buffer-max-bytes",
+        env = "LLMJOBS_BUFFER_MAX_BYTES",
+        default_value_t = 512
+    )]
+    pub buffer_max_bytes: usize,
+}
+
+impl Worker {
+    /// Lease length.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+}
+
+/// The upstream LLM.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Provider {
+    /// API key of the OpenAI-compatible upstream. Without it, the default model is `sim`.
+    #[arg(
+        long = "openai-api-key",
+        env = "OPENAI_API_KEY",
+        hide_env_values = true
+    )]
+    pub openai_api_key: Option<SecretString>,
+    /// Base URL of the OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp, OpenRouter, ...).
+    #[arg(
+        long = "openai-base-url",
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+    /// Model used when a job names none. Default: `gpt-4o-mini` with an API key, else `sim`.
+    #[arg(long = "default-model", env = "LLMJOBS_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    /// Simulated provider: time to first token (ms).
+    #[arg(
+        long = "sim-first-token-ms",
+        env = "LLMJOBS_SIM_FIRST_TOKEN_MS",
+        default_value_t = 200
+    )]
+    pub sim_first_token_ms: u64,
+    /// Simulated provider: output tokens per second.
+    #[arg(
+        long = "sim-tokens-per-second",
+        env = "LLMJOBS_SIM_TOKENS_PER_SECOND",
+        default_value_t = 40.0
+    )]
+    pub sim_tokens_per_second: f64,
+    /// Seconds to establish the upstream connection.
+    #[arg(
+        long = "upstream-connect-timeout-secs",
+        env = "LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub connect_timeout_secs: u64,
+}
+
+impl Provider {
+    /// The model used when a job names none.
+    pub fn default_model(&self) -> String {
+        match (&self.default_model, &self.openai_api_key) {
+            (Some(model), _) if !model.is_empty() => model.clone(),
+            (_, Some(_)) => "gpt-4o-mini".to_owned(),
+            _ => "sim".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The per-job event log and its fan-out to watchers.
+//!
+//! Every job has an ordered log of [`JobEvent`]s (the wire type is also the stored form):
+//! sequences start at 1 and rise by 1 with no gaps, and exactly one terminal event ends it.
+//! [`EventLog`] is the narrow interface; [`redis`] keeps the log in a Redis list, assigns
+//! sequences in a Lua script, and multiplexes all live watchers of a gateway over one pub/sub
+//! connection. Serving one watcher (replay, follow, repair) is in [`crate::streaming`].
+
+pub mod redis;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::{
+    job::JobId,
+    proto::v1::{JobEvent, job_event::Kind},
+};
+
+/// An event log failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis cannot be reached or refused the command.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// Stored events do not decode.
+    #[error("corrupt event log: {0}")]
+    Corrupt(String),
+}
+
+/// Which writer may append, so a stale attempt cannot write into a newer one's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// Anyone (the gateway: queued, cancelled while queued).
+    None,
+    /// Only attempt N, which must be the current one.
+    Attempt(u32),
+    /// Attempt N starts now: from here on older attempts are refused.
+    Start(u32),
+}
+
+/// What a live subscription delivers.
+#[derive(Clone, Debug)]
+pub enum Live {
+    /// An event as published, with its sequence set.
+    Event(JobEvent),
+    /// Events may have been missed (lag, reconnect): re-read the log from the last sequence.
+    Resync,
+}
+
+/// What [`EventLog::read_after`] found.
+#[derive(Clone, Debug, Default)]
+pub struct LogRead {
+    /// The events after the requested sequence, in order.
+    pub events: Vec<JobEvent>,
+    /// Sequence of the terminal event, once the log has one.
+    pub terminal_sequence: Option<u64>,
+}
+
+/// True for completed, failed and cancelled events.
+pub fn is_terminal(event: &JobEvent) -> bool {
+    matches!(
+        event.kind,
+        Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+    )
+}
+
+/// A live feed of one job's events; unsubscribes when dropped.
+pub struct Subscription {
+    rx: broadcast::Receiver<Live>,
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl Subscription {
+    /// A feed from a broadcast receiver; `guard` is dropped with it.
+    pub fn new(rx: broadcast::Receiver<Live>, guard: Box<dyn Send + Sync>) -> Subscription {
+        Subscription { rx, _guard: guard }
+    }
+
+    /// The next live item; `Resync` after a lag. `None` when the feed ended (shutdown).
+    pub async fn recv(&mut self) -> Option<Live> {
+        match self.rx.recv().await {
+            Ok(live) => Some(live),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Live::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// Event log operations.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `event` (its `sequence` is ignored) and publishes it to live watchers. Returns
+    /// the assigned sequence, or `None` when refused: the log already has its terminal event,
+    /// or `fence` names a stale attempt.
+    async fn append(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        fence: Fence,
+    ) -> Result<Option<u64>, Error>;
+
+    /// Every event with a sequence greater than `after`, in order; `None` when the job has no
+    /// log (expired, never written, or Redis lost it).
+    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error>;
+
+    /// A live feed of the job's events from now on. Subscribe before reading the log so that
+    /// nothing falls between the two.
+    async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error>;
+
+    /// Output tokens generated so far by the current attempt, when known.
+    async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error>;
+}

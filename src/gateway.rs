@@ -1,0 +1,152 @@
+//! The gateway's job operations, called by the API: submit, get, result, cancel.
+//!
+//! Ordering rules: a job row exists in Postgres before its id is in Redis; the `queued` event
+//! is the first in its log; a Redis failure after the insert removes the row again, so a
+//! client that saw UNAVAILABLE left no half-written job behind.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::{info, instrument, warn};
+
+use crate::{
+    api::convert,
+    error::Error,
+    events::{EventLog, Fence},
+    job::{Job, JobId, JobStatus, NewJob},
+    proto::v1::{self, job_event::Kind},
+    queue::{Queue, Removal},
+    store::{Store, StoredResult},
+};
+
+/// Shared handles of the gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Durable store.
+    pub store: Arc<dyn Store>,
+    /// Job queue.
+    pub queue: Arc<dyn Queue>,
+    /// Event log.
+    pub events: Arc<dyn EventLog>,
+}
+
+fn event(kind: Kind) -> v1::JobEvent {
+    v1::JobEvent {
+        time: Some(convert::timestamp(Utc::now())),
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+impl Gateway {
+    /// Stores and enqueues a validated job; with a known idempotency key, returns the earlier
+    /// job unchanged. Errors: `Store`/`Queue`/`Events` (UNAVAILABLE).
+    #[instrument(skip_all, fields(job_id = %job.id, job_type = %job.job_type))]
+    pub async fn submit(&self, job: NewJob) -> Result<Job, Error> {
+        let inserted = self.store.insert_job(&job).await?;
+        if !inserted.created {
+            return Ok(inserted.job);
+        }
+        let queued = event(Kind::Queued(v1::JobQueued {
+            queue: job.queue.clone(),
+            priority: convert::priority(job.priority).into(),
+            job_type: job.job_type.clone(),
+        }));
+        let published = async {
+            self.events.append(job.id, &queued, Fence::None).await?;
+            self.queue.enqueue(job.id, &job.queue, Utc::now()).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = published {
+            if let Err(undo) = self.store.discard_job(job.id).await {
+                warn!(error = %undo, "cannot discard the job after a Redis failure");
+            }
+            return Err(e);
+        }
+        info!(queue = %job.queue, "job submitted");
+        Ok(inserted.job)
+    }
+
+    /// The job and its live output token count. Errors: `NotFound`, `Store`.
+    pub async fn get(&self, id: JobId) -> Result<(Job, u64), Error> {
+        let job = self
+            .store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        let tokens = if job.status == JobStatus::Running {
+            self.events
+                .output_tokens(id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        } else if job.status.is_terminal() {
+            match self.store.get_result(id).await? {
+                Some(StoredResult {
+                    outcome: Some(o), ..
+                }) => o.usage.output_tokens,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        Ok((job, tokens))
+    }
+
+    /// The result of a finished job. Errors: `NotFound`, `FailedPrecondition` while unfinished.
+    pub async fn result(&self, id: JobId) -> Result<StoredResult, Error> {
+        let stored = self
+            .store
+            .get_result(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        if !stored.job.status.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} is {}; its result exists once it is completed, failed or cancelled",
+                stored.job.status.as_str()
+            )));
+        }
+        Ok(stored)
+    }
+
+    /// Cancels a job. A waiting job is taken out of its queue and cancelled here; a running one
+    /// is signalled to its worker, which stops it and records the cancel. Finished jobs are
+    /// returned unchanged. Errors: `NotFound`, `Store`, `Queue`.
+    #[instrument(skip_all, fields(job_id = %id))]
+    pub async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, Error> {
+        let job = self
+            .store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        // Flag first: a worker that claims the job from now on stops it at once.
+        self.queue.request_cancel(id).await?;
+        match self.queue.remove(id).await? {
+            Removal::Leased => Ok(job),
+            Removal::Removed | Removal::Absent => match self.store.cancel_queued(id).await? {
+                Some(cancelled) => {
+                    let reason = if reason.is_empty() {
+                        "cancelled by a client"
+                    } else {
+                        reason
+                    };
+                    let ev = event(Kind::Cancelled(v1::JobCancelled {
+                        reason: reason.to_owned(),
+                    }));
+                    if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {
+                        self.store.set_last_sequence(id, seq).await?;
+                    }
+                    info!("queued job cancelled");
+                    Ok(cancelled)
+                }
+                // It started running meanwhile; the flag reaches its worker.
+                None => Ok(self.store.get_job(id).await?.unwrap_or(job)),
+            },
+        }
+    }
+}

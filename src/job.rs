@@ -1,0 +1,340 @@
+//! Domain types of a job: status, priority, queue names, parameters, results and input limits.
+//!
+//! Nothing here knows about tonic, diesel or Redis; `api/` maps these to the wire and `store/`
+//! to rows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's id: a UUID v7, so ids sort by creation time.
+pub type JobId = Uuid;
+
+/// Scheduling priority inside a job type; claims take urgent before high before normal before low.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Queue `openai-{job_type}-urgent`.
+    Urgent,
+    /// Queue `openai-{job_type}-high`.
+    High,
+    /// Queue `openai-{job_type}`.
+    Normal,
+    /// Queue `openai-{job_type}-low`.
+    Low,
+}
+
+impl Priority {
+    /// All priorities in claim order.
+    pub const CLAIM_ORDER: [Priority; 4] = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// Stored spelling: `urgent`, `high`, `normal`, `low`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// Parses the stored spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Priority> {
+        Self::CLAIM_ORDER.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The Redis queue of a job type and priority, named as Horizon named them:
+/// `openai-{job_type}-urgent`, `openai-{job_type}-high`, `openai-{job_type}` (normal),
+/// `openai-{job_type}-low`.
+pub fn queue_name(job_type: &str, priority: Priority) -> String {
+    match priority {
+        Priority::Normal => format!("openai-{job_type}"),
+        other => format!("openai-{job_type}-{}", other.as_str()),
+    }
+}
+
+/// Lifecycle of a job: `Queued -> Running -> Completed | Failed | Cancelled`; a retried attempt
+/// goes from `Running` back to `Queued`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waiting in its queue (first time or before a retry).
+    Queued,
+    /// A worker holds it and is generating.
+    Running,
+    /// Terminal: generation finished.
+    Completed,
+    /// Terminal: generation failed for good.
+    Failed,
+    /// Terminal: cancelled by a client.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Stored spelling: `queued`, `running`, `completed`, `failed`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// True for `Completed`, `Failed` and `Cancelled`: nothing changes a job after that.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// How token deltas reach watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StreamingMode {
+    /// One event per upstream chunk.
+    #[default]
+    Realtime,
+    /// Deltas coalesced by time and size (see `worker::Config`).
+    Buffered,
+}
+
+impl StreamingMode {
+    /// Stored spelling: `realtime`, `buffered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamingMode::Realtime => "realtime",
+            StreamingMode::Buffered => "buffered",
+        }
+    }
+
+    /// Parses the stored spelling; unknown values fall back to `Realtime`.
+    pub fn parse(s: &str) -> StreamingMode {
+        if s == "buffered" {
+            StreamingMode::Buffered
+        } else {
+            StreamingMode::Realtime
+        }
+    }
+}
+
+/// One chat message (OpenAI chat-completions `messages[]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user` or `assistant`.
+    pub role: String,
+    /// Message text.
+    pub content: String,
+}
+
+/// Model parameters, passed upstream as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationParams {
+    /// Upstream model name; `sim` / `sim-*` select the simulated provider.
+    pub model: String,
+    /// Upper bound of output tokens.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, 0..=2.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling, 0..=1.
+    pub top_p: Option<f32>,
+    /// Stop sequences (at most [`Limits::max_stop_sequences`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+}
+
+/// A validated job, ready to be stored and enqueued.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// UUID v7.
+    pub id: JobId,
+    /// One of the configured job types.
+    pub job_type: String,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// `queue_name(job_type, priority)`.
+    pub queue: String,
+    /// The conversation sent upstream (system prompt first, when given).
+    pub messages: Vec<ChatMessage>,
+    /// Model parameters; `model` is already resolved to the server default when it was empty.
+    pub params: GenerationParams,
+    /// Delivery mode of token deltas.
+    pub streaming_mode: StreamingMode,
+    /// Caller data.
+    pub metadata: BTreeMap<String, String>,
+    /// Client-chosen deduplication key.
+    pub idempotency_key: Option<String>,
+    /// Attempts allowed before the job fails for good.
+    pub max_attempts: u32,
+}
+
+/// Why a job or an attempt failed: a stable code and a human-readable message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobError {
+    /// e.g. `upstream_server_error`, `upstream_stream_truncated`, `timeout`.
+    pub code: String,
+    /// Detail for humans; never contains secrets.
+    pub message: String,
+}
+
+/// A job as stored.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// UUID v7.
+    pub id: JobId,
+    /// Current status.
+    pub status: JobStatus,
+    /// Configured job type.
+    pub job_type: String,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// Queue name.
+    pub queue: String,
+    /// Conversation sent upstream.
+    pub messages: Vec<ChatMessage>,
+    /// Model parameters.
+    pub params: GenerationParams,
+    /// Delivery mode of token deltas.
+    pub streaming_mode: StreamingMode,
+    /// Caller data.
+    pub metadata: BTreeMap<String, String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Last error, for failed jobs.
+    pub error: Option<JobError>,
+    /// Sequence of the terminal event, once it is known (0 before).
+    pub last_sequence: u64,
+    /// Submission time.
+    pub created_at: DateTime<Utc>,
+    /// When it (last) entered its queue.
+    pub enqueued_at: DateTime<Utc>,
+    /// Start of the current or last attempt.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it became terminal.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Token usage, named after the OpenTelemetry GenAI conventions (`gen_ai.usage.*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Sum reported by the upstream.
+    pub total_tokens: u64,
+    /// True when the upstream reported nothing and `output_tokens` counts streamed deltas.
+    pub estimated: bool,
+}
+
+/// What one attempt produced, stored as the job's result when the attempt is the final one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Generated text.
+    pub content: String,
+    /// Reasoning text, kept apart from `content`.
+    pub reasoning_content: String,
+    /// Upstream finish reason (`stop`, `length`, ...); empty when it did not finish.
+    pub finish_reason: String,
+    /// Model as reported by the upstream (or the requested one).
+    pub model: String,
+    /// `openai` or `sim`.
+    pub provider: String,
+    /// True for the simulated provider.
+    pub simulated: bool,
+    /// Token usage.
+    pub usage: Usage,
+    /// Request sent to first content token, ms.
+    pub time_to_first_token_ms: Option<u64>,
+    /// Request sent to end of stream, ms.
+    pub duration_ms: u64,
+    /// Output tokens per second between first and last token.
+    pub output_tokens_per_second: f64,
+    /// Time in queue before this attempt, ms.
+    pub queue_wait_ms: u64,
+}
+
+/// Bounds on client input, checked at submit before anything is written.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Total bytes of prompt, system prompt and messages.
+    pub max_prompt_bytes: usize,
+    /// Messages per job.
+    pub max_messages: usize,
+    /// Metadata entries.
+    pub max_metadata_entries: usize,
+    /// Bytes per metadata key or value.
+    pub max_metadata_bytes: usize,
+    /// Stop sequences (the OpenAI API accepts at most 4).
+    pub max_stop_sequences: usize,
+    /// Largest accepted `max_tokens`.
+    pub max_output_tokens: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_prompt_bytes: 1024 * 1024,
+            max_messages: 256,
+            max_metadata_entries: 64,
+            max_metadata_bytes: 1024,
+            max_stop_sequences: 4,
+            max_output_tokens: 128_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_follow_horizon() {
+        assert_eq!(
+            queue_name("general", Priority::Urgent),
+            "openai-general-urgent"
+        );
+        assert_eq!(queue_name("general", Priority::High), "openai-general-high");
+        assert_eq!(queue_name("general", Priority::Normal), "openai-general");
+        assert_eq!(
+            queue_name("code_review", Priority::Low),
+            "openai-code_review-low"
+        );
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for p in Priority::CLAIM_ORDER {
+            assert_eq!(Priority::parse(p.as_str()), Some(p));
+        }
+        for s in ["queued", "running", "completed", "failed", "cancelled"] {
+            assert_eq!(JobStatus::parse(s).map(JobStatus::as_str), Some(s));
+        }
+        assert_eq!(JobStatus::parse("retrying"), None);
+    }
+}

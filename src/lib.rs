@@ -1,0 +1,47 @@
+//! llm-jobs: background LLM generation jobs over gRPC, with live token streaming.
+//!
+//! A client submits a job; it waits in a Redis priority queue; a worker streams it from an
+//! OpenAI-compatible upstream and publishes every token to the job's event log; clients follow
+//! the log live and resume by sequence; results land in Postgres.
+//!
+//! Modules:
+//! - [`job`]: domain types (status, priority, queue names, results, limits).
+//! - [`config`]: one configuration struct per subsystem, flags + environment variables.
+//! - [`error`]: the RPC error type and its mapping to gRPC status codes.
+//! - [`proto`]: code generated from `proto/llmjobs/v1`.
+//! - [`backend`]: Redis connections and key layout shared by queue and events.
+//! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals.
+//! - [`events`]: per-job ordered event log and fan-out to watchers.
+//! - [`store`]: the durable store (Postgres) of jobs, results and failed attempts.
+//! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
+//!   classification.
+//! - [`worker`]: claiming jobs, running attempts, retries, cancellation.
+//! - [`gateway`]: job operations behind the API (submit, get, result, cancel).
+//! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots.
+//! - [`api`]: the gRPC services (decode, call the core, encode).
+//! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
+//! - [`server`]: the tonic router (grpc-web, CORS, health, reflection) and `serve`.
+//! - [`app`]: composition root: configuration to running gateway and worker.
+//! - [`shutdown`]: signals to a shutdown future.
+//! - [`telemetry`]: tracing and OpenTelemetry export.
+//! - [`cli`]: the `llm-jobs` command line (server and client commands).
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod health;
+pub mod job;
+pub mod proto;
+pub mod provider;
+pub mod queue;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod streaming;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,79 @@
+//! The `llm-jobs` binary: parse the command line, start telemetry, dispatch, map failure to an
+//! exit code (1 for errors, 2 for bad usage via clap).
+
+use clap::Parser;
+use llm_jobs::{
+    app::{self, Roles},
+    cli::{Cli, Command, client},
+    shutdown, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The upstream HTTP client uses rustls; it needs one process-wide crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _telemetry = match telemetry::init() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let serve = |cfg, roles| async move {
+        app::run(cfg, roles, None, shutdown::on_signal()).await?;
+        Ok(())
+    };
+    match command {
+        Command::Serve(cfg) => {
+            serve(
+                cfg,
+                Roles {
+                    gateway: true,
+                    worker: true,
+                },
+            )
+            .await
+        }
+        Command::Gateway(cfg) => {
+            serve(
+                cfg,
+                Roles {
+                    gateway: true,
+                    worker: false,
+                },
+            )
+            .await
+        }
+        Command::Worker(cfg) => {
+            serve(
+                cfg,
+                Roles {
+                    gateway: false,
+                    worker: true,
+                },
+            )
+            .await
+        }
+        Command::Migrate(cfg) => {
+            let applied = app::migrate(&cfg).await?;
+            println!("applied {} migration(s)", applied.len());
+            Ok(())
+        }
+        Command::Submit(a) => client::submit(a).await,
+        Command::Watch(a) => client::watch(a).await,
+        Command::Status(a) => client::status(a).await,
+        Command::Result(a) => client::result(a).await,
+        Command::Cancel(a) => client::cancel(a).await,
+    }
+}

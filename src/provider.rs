@@ -1,0 +1,182 @@
+//! LLM providers: one streaming chat-completions call per attempt, and the classification of
+//! what can go wrong with it.
+//!
+//! [`Provider`] is the interface the worker uses; [`openai`] talks to any OpenAI-compatible API
+//! through async-openai, [`sim`] produces deterministic text for demos, load tests and keyless
+//! first runs. [`Providers`] picks one by model name: `sim` and `sim-*` are simulated.
+//!
+//! Exactly one upstream HTTP request per attempt: nothing here retries; the worker decides.
+
+pub mod openai;
+pub mod sim;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::job::{ChatMessage, GenerationParams, Usage};
+
+/// What a generation request failed with, classified by what the caller should do next.
+/// Sources: OpenAI API error codes (<https://platform.openai.com/docs/guides/error-codes>) and
+/// HTTP semantics (RFC 9110).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// HTTP 429: retry, after `retry_after` when the upstream said.
+    #[error("upstream rate limited: {message}")]
+    RateLimited {
+        /// From the `Retry-After` header, when present.
+        retry_after: Option<Duration>,
+        /// Upstream message.
+        message: String,
+    },
+    /// HTTP 5xx, 408, 409, or a server-side `error` object inside the stream: retryable.
+    #[error("upstream server error ({status:?}): {message}")]
+    Server {
+        /// HTTP status, when the error came as one.
+        status: Option<u16>,
+        /// Upstream message.
+        message: String,
+    },
+    /// Connection refused or reset, TLS failure, or a body that broke off: retryable.
+    #[error("upstream connection failed: {0}")]
+    Connection(String),
+    /// The stream ended without a `finish_reason`: retryable.
+    #[error("upstream stream ended early (no finish_reason)")]
+    Truncated,
+    /// A chunk that is not valid JSON of the streaming format: retryable.
+    #[error("upstream sent a malformed chunk: {0}")]
+    Malformed(String),
+    /// HTTP 401 or 403: permanent until the key is fixed.
+    #[error("upstream rejected the credentials ({status}): {message}")]
+    Auth {
+        /// HTTP status.
+        status: u16,
+        /// Upstream message.
+        message: String,
+    },
+    /// HTTP 400, 404, 422 or an invalid request / content policy error: permanent.
+    #[error("upstream rejected the request ({status:?}): {message}")]
+    InvalidRequest {
+        /// HTTP status, when the error came as one.
+        status: Option<u16>,
+        /// Upstream message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::Auth { .. } | Error::InvalidRequest { .. })
+    }
+
+    /// The upstream's own wait hint (`Retry-After`), when it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Stable code stored with the job and sent to clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::RateLimited { .. } => "upstream_rate_limited",
+            Error::Server { .. } => "upstream_server_error",
+            Error::Connection(_) => "upstream_connection_failed",
+            Error::Truncated => "upstream_stream_truncated",
+            Error::Malformed(_) => "upstream_malformed_chunk",
+            Error::Auth { .. } => "upstream_auth_failed",
+            Error::InvalidRequest { .. } => "upstream_invalid_request",
+        }
+    }
+
+    /// Classifies an HTTP error status (with the upstream's message).
+    pub fn from_status(status: u16, message: String, retry_after: Option<Duration>) -> Error {
+        match status {
+            429 => Error::RateLimited {
+                retry_after,
+                message,
+            },
+            401 | 403 => Error::Auth { status, message },
+            408 | 409 | 500..=599 => Error::Server {
+                status: Some(status),
+                message,
+            },
+            _ => Error::InvalidRequest {
+                status: Some(status),
+                message,
+            },
+        }
+    }
+}
+
+/// One request to a provider.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Model and sampling parameters (`model` resolved).
+    pub params: GenerationParams,
+}
+
+/// One piece of a streamed answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chunk {
+    /// Content text to append (may be empty).
+    pub content: String,
+    /// Reasoning text to append (may be empty).
+    pub reasoning: String,
+    /// Set on the chunk that ends the choice (`stop`, `length`, ...).
+    pub finish_reason: Option<String>,
+    /// Token usage, when the upstream reports it (usually on the last chunk).
+    pub usage: Option<Usage>,
+    /// The model that answers, as the upstream names it.
+    pub model: Option<String>,
+}
+
+/// A stream of chunks; dropping it drops the upstream request.
+pub type ChunkStream = BoxStream<'static, Result<Chunk, Error>>;
+
+/// A streaming chat-completions provider.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// `openai` or `sim`.
+    fn name(&self) -> &'static str;
+
+    /// True when the text is simulated, not generated by a model.
+    fn simulated(&self) -> bool;
+
+    /// Sends the request; the stream yields chunks until the upstream ends it. A stream that
+    /// ends without a chunk carrying `finish_reason` was cut short.
+    async fn stream(&self, request: &Request) -> Result<ChunkStream, Error>;
+}
+
+/// The providers of this process, chosen by model name.
+#[derive(Clone)]
+pub struct Providers {
+    openai: Arc<dyn Provider>,
+    sim: Arc<dyn Provider>,
+}
+
+impl Providers {
+    /// Providers from these implementations.
+    pub fn new(openai: Arc<dyn Provider>, sim: Arc<dyn Provider>) -> Providers {
+        Providers { openai, sim }
+    }
+
+    /// True for the model names that select the simulated provider: `sim` and `sim-*`.
+    pub fn is_simulated_model(model: &str) -> bool {
+        model == "sim" || model.starts_with("sim-")
+    }
+
+    /// The provider that serves `model`.
+    pub fn for_model(&self, model: &str) -> &Arc<dyn Provider> {
+        if Self::is_simulated_model(model) {
+            &self.sim
+        } else {
+            &self.openai
+        }
+    }
+}

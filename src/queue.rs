@@ -1,0 +1,109 @@
+//! The job queue: priority queues per job type, claims with leases, delayed retries, and the
+//! signals (wake-up, cancel) that reach workers.
+//!
+//! [`Queue`] is the narrow interface; [`redis`] implements it with Lua scripts so every claim,
+//! settle and removal is atomic. Delivery is at-least-once: a claim holds a lease that the
+//! worker's heartbeat extends; an expired lease puts the job back at the front of its queue.
+
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::job::JobId;
+
+/// A queue failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis cannot be reached or refused the command.
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+    /// Queue data does not decode.
+    #[error("corrupt queue data: {0}")]
+    Corrupt(String),
+}
+
+/// A job taken from a queue by a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The job.
+    pub job_id: JobId,
+    /// The queue it came from.
+    pub queue: String,
+    /// How many times the job has been delivered (1 on the first claim).
+    pub deliveries: u64,
+}
+
+/// Where [`Queue::remove`] found the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// It was waiting (in its queue or the delayed set) and is gone now.
+    Removed,
+    /// A worker holds it: cancelling needs [`Queue::request_cancel`].
+    Leased,
+    /// The queue does not know it.
+    Absent,
+}
+
+/// A message for the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Work may be waiting: try to claim.
+    Wake,
+    /// A client asked to cancel this job.
+    Cancel(JobId),
+}
+
+/// Queue operations.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Puts a job at the back of `queue` (no-op when it is already there) and wakes workers.
+    async fn enqueue(&self, job_id: JobId, queue: &str, at: DateTime<Utc>) -> Result<(), Error>;
+
+    /// Claims the first job of the first non-paused, non-empty queue in `queues` for `owner`
+    /// (a token unique to this claim),
+    /// with a lease of `lease`. Also moves due retries back to their queues and reclaims
+    /// expired leases.
+    async fn claim(
+        &self,
+        queues: &[String],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, Error>;
+
+    /// Extends the leases of `claims` (job id, owner token of its claim); returns the jobs
+    /// whose lease was lost (expired and reclaimed, or settled by someone else).
+    async fn heartbeat(
+        &self,
+        claims: &[(JobId, String)],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error>;
+
+    /// Ends `owner`'s claim: done for good (`retry_at` `None`) or waiting in the delayed set
+    /// until `retry_at`. Returns false when the claim was no longer `owner`'s.
+    async fn settle(
+        &self,
+        job_id: JobId,
+        owner: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, Error>;
+
+    /// Takes a waiting job out of the queue.
+    async fn remove(&self, job_id: JobId) -> Result<Removal, Error>;
+
+    /// Marks the job as cancel-requested and tells the worker that holds it.
+    async fn request_cancel(&self, job_id: JobId) -> Result<(), Error>;
+
+    /// Whether a cancel was requested for the job.
+    async fn cancel_requested(&self, job_id: JobId) -> Result<bool, Error>;
+
+    /// Signals for this worker process, for as long as the receiver lives. The sender side
+    /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].
+    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error>;
+
+    /// Round trip to the backend (health checks).
+    async fn ping(&self) -> Result<(), Error>;
+}

@@ -1,0 +1,275 @@
+//! [`Queue`] on Redis: sorted sets per queue, Lua scripts for every multi-key step, and one
+//! pub/sub connection per worker process for wake-ups and cancels. Key layout: [`crate::backend`].
+
+use std::{sync::LazyLock, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use redis::{AsyncCommands, Script};
+use tokio::sync::mpsc;
+use tracing::{instrument, warn};
+
+use super::{Claim, Error, Queue, Removal, Signal};
+use crate::{backend::Redis, job::JobId};
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
+static REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("remove.lua")));
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
+
+/// How long a cancel request stays visible to a worker that claims the job later.
+const CANCEL_FLAG_TTL_SECS: u64 = 24 * 3600;
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for Error {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+/// The Redis queue.
+#[derive(Clone)]
+pub struct RedisQueue {
+    redis: Redis,
+}
+
+impl RedisQueue {
+    /// A queue over these connections.
+    pub fn new(redis: Redis) -> RedisQueue {
+        RedisQueue { redis }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, Error> {
+        Ok(self.redis.pool.get().await?)
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn parse_id(s: &str) -> Result<JobId, Error> {
+    JobId::parse_str(s).map_err(|_| Error::Corrupt(format!("bad job id {s:?} in queue")))
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    #[instrument(skip_all, fields(job_id = %job_id, queue))]
+    async fn enqueue(&self, job_id: JobId, queue: &str, at: DateTime<Utc>) -> Result<(), Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        let _: i64 = ENQUEUE
+            .key(k.queue(queue))
+            .key(k.shared("job-queue"))
+            .arg(job_id.to_string())
+            .arg(queue)
+            .arg(millis(at))
+            .arg(k.channel("wake"))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, Error> {
+        let k = &self.redis.keys;
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(k.shared("leases"))
+            .key(k.shared("delayed"))
+            .key(k.shared("job-queue"))
+            .key(k.shared("owner"))
+            .key(k.shared("deliveries"));
+        for q in queues {
+            inv.key(k.queue(q));
+        }
+        inv.arg(Utc::now().timestamp_millis())
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(owner)
+            .arg(k.queue_prefix())
+            .arg(k.shared("paused"));
+        for q in queues {
+            inv.arg(q);
+        }
+        let mut conn = self.conn().await?;
+        let claimed: Option<(String, String, u64)> = inv.invoke_async(&mut conn).await?;
+        claimed
+            .map(|(id, queue, deliveries)| {
+                Ok(Claim {
+                    job_id: parse_id(&id)?,
+                    queue,
+                    deliveries,
+                })
+            })
+            .transpose()
+    }
+
+    async fn heartbeat(
+        &self,
+        claims: &[(JobId, String)],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.redis.keys;
+        let deadline = Utc::now().timestamp_millis()
+            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut inv = HEARTBEAT.prepare_invoke();
+        inv.key(k.shared("leases"))
+            .key(k.shared("owner"))
+            .arg(deadline);
+        for (id, owner) in claims {
+            inv.arg(id.to_string()).arg(owner);
+        }
+        let mut conn = self.conn().await?;
+        let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
+        lost.iter().map(|s| parse_id(s)).collect()
+    }
+
+    #[instrument(skip_all, fields(job_id = %job_id))]
+    async fn settle(
+        &self,
+        job_id: JobId,
+        owner: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        let settled: i64 = SETTLE
+            .key(k.shared("leases"))
+            .key(k.shared("owner"))
+            .key(k.shared("deliveries"))
+            .key(k.shared("job-queue"))
+            .key(k.shared("delayed"))
+            .arg(job_id.to_string())
+            .arg(owner)
+            .arg(retry_at.map(|t| millis(t).to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(settled == 1)
+    }
+
+    #[instrument(skip_all, fields(job_id = %job_id))]
+    async fn remove(&self, job_id: JobId) -> Result<Removal, Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        let result: String = REMOVE
+            .key(k.shared("job-queue"))
+            .key(k.shared("delayed"))
+            .key(k.shared("leases"))
+            .key(k.shared("deliveries"))
+            .arg(job_id.to_string())
+            .arg(k.queue_prefix())
+            .invoke_async(&mut conn)
+            .await?;
+        match result.as_str() {
+            "removed" => Ok(Removal::Removed),
+            "leased" => Ok(Removal::Leased),
+            "absent" => Ok(Removal::Absent),
+            other => Err(Error::Corrupt(format!("remove script answered {other:?}"))),
+        }
+    }
+
+    #[instrument(skip_all, fields(job_id = %job_id))]
+    async fn request_cancel(&self, job_id: JobId) -> Result<(), Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        // Flag first, then publish: a worker that registers the job after the publish still
+        // sees the flag when it checks right after registering.
+        let () = conn
+            .set_ex(k.cancel_flag(&job_id), 1, CANCEL_FLAG_TTL_SECS)
+            .await?;
+        let _: i64 = conn
+            .publish(k.channel("cancel"), job_id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel_requested(&self, job_id: JobId) -> Result<bool, Error> {
+        let mut conn = self.conn().await?;
+        Ok(conn.exists(self.redis.keys.cancel_flag(&job_id)).await?)
+    }
+
+    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {
+        let (tx, rx) = mpsc::channel(1024);
+        let client = self.redis.client.clone();
+        let wake = self.redis.keys.channel("wake");
+        let cancel = self.redis.keys.channel("cancel");
+        // Fail fast when Redis is down at start; later outages are retried in the task.
+        let first = subscribe(&client, &wake, &cancel).await?;
+        tokio::spawn(async move {
+            let mut stream = Some(first);
+            loop {
+                let mut messages = match stream.take() {
+                    Some(s) => s,
+                    None => match subscribe(&client, &wake, &cancel).await {
+                        Ok(s) => {
+                            if tx.send(Signal::Wake).await.is_err() {
+                                return;
+                            }
+                            s
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "queue signals: Redis pub/sub unavailable, retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                                _ = tx.closed() => return,
+                            }
+                        }
+                    },
+                };
+                loop {
+                    let msg = tokio::select! {
+                        msg = messages.next() => msg,
+                        _ = tx.closed() => return,
+                    };
+                    let Some(msg) = msg else { break };
+                    let signal = if msg.get_channel_name() == cancel {
+                        match msg
+                            .get_payload::<String>()
+                            .ok()
+                            .and_then(|s| JobId::parse_str(&s).ok())
+                        {
+                            Some(id) => Signal::Cancel(id),
+                            None => continue,
+                        }
+                    } else {
+                        Signal::Wake
+                    };
+                    if tx.send(signal).await.is_err() {
+                        return;
+                    }
+                }
+                warn!("queue signals: Redis pub/sub connection lost, reconnecting");
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    wake: &str,
+    cancel: &str,
+) -> Result<redis::aio::PubSubStream, Error> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    sink.subscribe(&[wake, cancel]).await?;
+    Ok(stream)
+}

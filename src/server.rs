@@ -1,0 +1,81 @@
+//! The tonic router: JobService, health and reflection on one port, with grpc-web (HTTP/1.1
+//! included) and CORS for browsers. [`serve`] takes a bound listener and a shutdown future, so
+//! tests bind port 0 and pass it in.
+
+use std::{future::Future, time::Duration};
+
+use http::{HeaderName, Method};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::pb::health_server::HealthServer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    api::jobs::JobApi,
+    proto::{FILE_DESCRIPTOR_SET, v1::job_service_server::JobServiceServer},
+};
+
+/// Largest accepted request message (bytes); the prompt limit is checked separately.
+pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// CORS for grpc-web clients: any origin; the headers grpc-web sends and reads.
+/// Header names from the grpc-web protocol (github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md).
+fn cors() -> CorsLayer {
+    let h = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            h("authorization"),
+            h("content-type"),
+            h("x-grpc-web"),
+            h("x-user-agent"),
+            h("grpc-timeout"),
+        ])
+        .expose_headers([
+            h("grpc-status"),
+            h("grpc-message"),
+            h("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 3600))
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` completes, then drains in-flight
+/// calls.
+///
+/// Errors: the transport's, when serving fails.
+pub async fn serve<H>(
+    listener: TcpListener,
+    jobs: JobApi,
+    health: HealthServer<H>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+
+    Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(cors())
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(jobs)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

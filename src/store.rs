@@ -1,0 +1,134 @@
+//! The durable store: the source of truth for a job's existence and final state.
+//!
+//! [`Store`] is the narrow interface the gateway and the worker use; [`postgres`] implements it
+//! with diesel-async. Every state change that must happen once (start of an attempt, the final
+//! status) is a conditional update, so a stale worker cannot overwrite a newer attempt.
+
+pub mod models;
+pub mod postgres;
+pub mod schema;
+
+use async_trait::async_trait;
+
+use crate::job::{Job, JobError, JobId, NewJob, Outcome};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be had (pool timeout, connection refused, server gone).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Stored data does not decode (a bug or a manual edit).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Migrations could not be applied.
+    #[error("migrations failed: {0}")]
+    Migration(String),
+}
+
+impl Error {
+    /// True when retrying later may succeed (the database is down or overloaded).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_)
+                | Error::Query(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::ClosedConnection,
+                    _,
+                ))
+        )
+    }
+}
+
+/// What `insert_job` did.
+#[derive(Clone, Debug)]
+pub struct Inserted {
+    /// The stored job (the earlier one when the idempotency key was already used).
+    pub job: Job,
+    /// False when an earlier job with the same idempotency key was returned instead.
+    pub created: bool,
+}
+
+/// How an attempt ends, as written by [`Store::finish_attempt`].
+#[derive(Clone, Debug)]
+pub enum Finish {
+    /// The upstream finished: status COMPLETED with this result.
+    Completed(Outcome),
+    /// The job failed for good: status FAILED; `partial` keeps what was generated.
+    Failed {
+        /// The last attempt's error.
+        error: JobError,
+        /// Whether that error was retryable (kept with the attempt's failure record).
+        retryable: bool,
+        /// What the attempt produced before failing.
+        partial: Outcome,
+    },
+    /// A client cancelled it while it ran: status CANCELLED; `partial` keeps the text so far.
+    Cancelled {
+        /// What the attempt produced before the cancel.
+        partial: Outcome,
+    },
+}
+
+/// A stored result with the job it belongs to.
+#[derive(Clone, Debug)]
+pub struct StoredResult {
+    /// The job (terminal).
+    pub job: Job,
+    /// The final attempt's outcome; `None` when the job never produced one (cancelled while
+    /// queued).
+    pub outcome: Option<Outcome>,
+}
+
+/// The durable store's operations.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a QUEUED job; with an idempotency key already used, returns the earlier job.
+    async fn insert_job(&self, job: &NewJob) -> Result<Inserted, Error>;
+
+    /// Deletes a job that never left QUEUED and never ran (its enqueue failed). Returns
+    /// whether a row was deleted.
+    async fn discard_job(&self, id: JobId) -> Result<bool, Error>;
+
+    /// The job, or `None` when unknown.
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, Error>;
+
+    /// The job and its result, or `None` when the job is unknown.
+    async fn get_result(&self, id: JobId) -> Result<Option<StoredResult>, Error>;
+
+    /// Starts a new attempt: QUEUED or RUNNING (a reclaimed lease) becomes RUNNING with
+    /// `attempts + 1`. Returns the updated job, or `None` when the job is terminal or unknown.
+    async fn start_attempt(&self, id: JobId) -> Result<Option<Job>, Error>;
+
+    /// Ends attempt `attempt` for good. Returns the updated job, or `None` when the attempt no
+    /// longer owns the job (a newer attempt started, or it is already terminal): the caller
+    /// must then publish nothing.
+    async fn finish_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        finish: Finish,
+    ) -> Result<Option<Job>, Error>;
+
+    /// Records a failed attempt that will be retried: RUNNING becomes QUEUED again. Returns
+    /// false when the attempt no longer owns the job.
+    async fn retry_attempt(&self, id: JobId, attempt: u32, error: &JobError)
+    -> Result<bool, Error>;
+
+    /// Cancels a job that is QUEUED (not running). Returns the updated job, or `None` when it
+    /// was not QUEUED.
+    async fn cancel_queued(&self, id: JobId) -> Result<Option<Job>, Error>;
+
+    /// Remembers the sequence of the job's terminal event, for snapshots after the Redis log
+    /// expired.
+    async fn set_last_sequence(&self, id: JobId, sequence: u64) -> Result<(), Error>;
+
+    /// Errors of every failed attempt, oldest first.
+    async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error>;
+
+    /// Round trip to the database (health checks).
+    async fn ping(&self) -> Result<(), Error>;
+}

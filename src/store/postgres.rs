@@ -1,0 +1,364 @@
+//! [`Store`] on Postgres through diesel-async, with a deadpool connection pool and embedded
+//! migrations.
+
+use async_trait::async_trait;
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{AsyncDieselConnectionManager, deadpool::Pool},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tracing::instrument;
+
+use super::{
+    Error, Finish, Inserted, Store, StoredResult,
+    models::{AttemptFailureRow, JobRow, NewJobRow, ResultRow},
+    schema::{job_attempt_failures, job_results, jobs},
+};
+use crate::{
+    config,
+    job::{Job, JobError, JobId, JobStatus, NewJob},
+};
+
+/// The migrations under `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The Postgres store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
+    fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl PgStore {
+    /// Builds the pool (connections open lazily, so this succeeds while Postgres is down).
+    ///
+    /// Errors: [`Error::Unavailable`] when the pool cannot be built from the URL.
+    pub fn new(cfg: &config::Postgres) -> Result<PgStore, Error> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(cfg.url.clone());
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn conn(
+        &self,
+    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, Error> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Creates the database named in `url` when it does not exist (connecting to the `postgres`
+/// maintenance database for that), so a fresh machine needs no manual `createdb`.
+///
+/// Errors: [`Error::Unavailable`] when Postgres cannot be reached.
+pub async fn ensure_database(url: &str) -> Result<(), Error> {
+    match AsyncPgConnection::establish(url).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.to_string().contains("does not exist") => {}
+        Err(e) => return Err(Error::Unavailable(e.to_string())),
+    }
+    let (base, name) = url
+        .rsplit_once('/')
+        .ok_or_else(|| Error::Unavailable(format!("no database name in URL {url:?}")))?;
+    let name = name.split('?').next().unwrap_or(name);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::Unavailable(format!(
+            "database {name:?} does not exist and its name is not a plain identifier"
+        )));
+    }
+    let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres"))
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    match diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = name, "created database");
+            Ok(())
+        }
+        // Another instance created it at the same moment.
+        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        Err(e) => Err(Error::Query(e)),
+    }
+}
+
+/// Applies pending migrations; returns the versions applied.
+///
+/// Runs diesel's sync migration harness over diesel-async's connection wrapper on a blocking
+/// thread. Errors: [`Error::Unavailable`], [`Error::Migration`].
+pub async fn migrate(url: &str) -> Result<Vec<String>, Error> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| Error::Migration(e.to_string()))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    })
+    .await
+    .map_err(|e| Error::Migration(format!("migration task failed: {e}")))?
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    #[instrument(skip_all, fields(job_id = %job.id))]
+    async fn insert_job(&self, job: &NewJob) -> Result<Inserted, Error> {
+        let mut conn = self.conn().await?;
+        let inserted: Option<JobRow> = diesel::insert_into(jobs::table)
+            .values(NewJobRow::from_new(job))
+            .on_conflict_do_nothing()
+            .returning(JobRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+        if let Some(row) = inserted {
+            return Ok(Inserted {
+                job: row.try_into()?,
+                created: true,
+            });
+        }
+        // Conflict: either the idempotency key was used before, or (never in practice) the id.
+        let key = job.idempotency_key.as_deref().unwrap_or_default();
+        let row: JobRow = jobs::table
+            .filter(jobs::idempotency_key.eq(key))
+            .select(JobRow::as_select())
+            .first(&mut conn)
+            .await?;
+        Ok(Inserted {
+            job: row.try_into()?,
+            created: false,
+        })
+    }
+
+    async fn discard_job(&self, id: JobId) -> Result<bool, Error> {
+        let mut conn = self.conn().await?;
+        let deleted = diesel::delete(jobs::table.find(id))
+            .filter(jobs::status.eq(JobStatus::Queued.as_str()))
+            .filter(jobs::attempts.eq(0))
+            .execute(&mut conn)
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let row: Option<JobRow> = jobs::table
+            .find(id)
+            .select(JobRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn get_result(&self, id: JobId) -> Result<Option<StoredResult>, Error> {
+        let mut conn = self.conn().await?;
+        let row: Option<(JobRow, Option<ResultRow>)> = jobs::table
+            .left_join(job_results::table)
+            .filter(jobs::id.eq(id))
+            .select((JobRow::as_select(), Option::<ResultRow>::as_select()))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((job, result)) => Ok(Some(StoredResult {
+                job: job.try_into()?,
+                outcome: result.map(Into::into),
+            })),
+        }
+    }
+
+    #[instrument(skip_all, fields(job_id = %id))]
+    async fn start_attempt(&self, id: JobId) -> Result<Option<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let now = chrono::Utc::now();
+        let row: Option<JobRow> = diesel::update(jobs::table.find(id))
+            .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
+            .set((
+                jobs::status.eq(JobStatus::Running.as_str()),
+                jobs::attempts.eq(jobs::attempts + 1),
+                jobs::started_at.eq(now),
+                jobs::updated_at.eq(now),
+            ))
+            .returning(JobRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+        row.map(Job::try_from).transpose()
+    }
+
+    #[instrument(skip_all, fields(job_id = %id, attempt))]
+    async fn finish_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        finish: Finish,
+    ) -> Result<Option<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let (status, error, retryable, outcome) = match finish {
+            Finish::Completed(o) => (JobStatus::Completed, None, false, o),
+            Finish::Failed {
+                error,
+                retryable,
+                partial,
+            } => (JobStatus::Failed, Some(error), retryable, partial),
+            Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
+        };
+        let row = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let now = chrono::Utc::now();
+                let row: Option<JobRow> = diesel::update(jobs::table.find(id))
+                    .filter(jobs::status.eq(JobStatus::Running.as_str()))
+                    .filter(jobs::attempts.eq(to_i32(attempt)))
+                    .set((
+                        jobs::status.eq(status.as_str()),
+                        jobs::error_code.eq(error.as_ref().map(|e| e.code.as_str())),
+                        jobs::error_message.eq(error.as_ref().map(|e| e.message.as_str())),
+                        jobs::finished_at.eq(now),
+                        jobs::updated_at.eq(now),
+                    ))
+                    .returning(JobRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                let Some(row) = row else { return Ok(None) };
+                diesel::insert_into(job_results::table)
+                    .values(ResultRow::from_outcome(id, &outcome))
+                    .execute(conn)
+                    .await?;
+                if let Some(error) = &error {
+                    diesel::insert_into(job_attempt_failures::table)
+                        .values(AttemptFailureRow {
+                            job_id: id,
+                            attempt: to_i32(attempt),
+                            error_code: &error.code,
+                            message: &error.message,
+                            retryable,
+                        })
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(Some(row))
+            })
+            .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    #[instrument(skip_all, fields(job_id = %id, attempt))]
+    async fn retry_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: &JobError,
+    ) -> Result<bool, Error> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Error, _>(async |conn| {
+            let now = chrono::Utc::now();
+            let updated = diesel::update(jobs::table.find(id))
+                .filter(jobs::status.eq(JobStatus::Running.as_str()))
+                .filter(jobs::attempts.eq(to_i32(attempt)))
+                .set((
+                    jobs::status.eq(JobStatus::Queued.as_str()),
+                    jobs::error_code.eq(&error.code),
+                    jobs::error_message.eq(&error.message),
+                    jobs::enqueued_at.eq(now),
+                    jobs::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            if updated == 0 {
+                return Ok(false);
+            }
+            diesel::insert_into(job_attempt_failures::table)
+                .values(AttemptFailureRow {
+                    job_id: id,
+                    attempt: to_i32(attempt),
+                    error_code: &error.code,
+                    message: &error.message,
+                    retryable: true,
+                })
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    #[instrument(skip_all, fields(job_id = %id))]
+    async fn cancel_queued(&self, id: JobId) -> Result<Option<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let now = chrono::Utc::now();
+        let row: Option<JobRow> = diesel::update(jobs::table.find(id))
+            .filter(jobs::status.eq(JobStatus::Queued.as_str()))
+            .set((
+                jobs::status.eq(JobStatus::Cancelled.as_str()),
+                jobs::finished_at.eq(now),
+                jobs::updated_at.eq(now),
+            ))
+            .returning(JobRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn set_last_sequence(&self, id: JobId, sequence: u64) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        diesel::update(jobs::table.find(id))
+            .set(jobs::last_sequence.eq(i64::try_from(sequence).unwrap_or(i64::MAX)))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(i32, String, String)> = job_attempt_failures::table
+            .filter(job_attempt_failures::job_id.eq(id))
+            .order(job_attempt_failures::attempt.asc())
+            .select((
+                job_attempt_failures::attempt,
+                job_attempt_failures::error_code,
+                job_attempt_failures::message,
+            ))
+            .load(&mut conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, code, message)| {
+                (
+                    u32::try_from(attempt).unwrap_or(0),
+                    JobError { code, message },
+                )
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+}

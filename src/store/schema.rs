@@ -1,0 +1,65 @@
+//! Diesel table definitions, matching `migrations/` (kept by hand: there is no diesel CLI step).
+
+#![allow(missing_docs)]
+
+diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        status -> Text,
+        job_type -> Text,
+        priority -> Text,
+        queue -> Text,
+        messages -> Jsonb,
+        params -> Jsonb,
+        model -> Text,
+        streaming_mode -> Text,
+        metadata -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        attempts -> Int4,
+        max_attempts -> Int4,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        last_sequence -> Int8,
+        created_at -> Timestamptz,
+        enqueued_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    job_results (job_id) {
+        job_id -> Uuid,
+        content -> Text,
+        reasoning_content -> Text,
+        finish_reason -> Text,
+        model -> Text,
+        provider -> Text,
+        simulated -> Bool,
+        input_tokens -> Int8,
+        output_tokens -> Int8,
+        total_tokens -> Int8,
+        usage_estimated -> Bool,
+        time_to_first_token_ms -> Nullable<Int8>,
+        duration_ms -> Int8,
+        output_tokens_per_second -> Float8,
+        queue_wait_ms -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    job_attempt_failures (job_id, attempt) {
+        job_id -> Uuid,
+        attempt -> Int4,
+        error_code -> Text,
+        message -> Text,
+        retryable -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(job_results -> jobs (job_id));
+diesel::joinable!(job_attempt_failures -> jobs (job_id));
+diesel::allow_tables_to_appear_in_same_query!(jobs, job_results, job_attempt_failures);

@@ -1,0 +1,280 @@
+//! Serving one job's events to one watcher: replay after a sequence, follow live, repair gaps,
+//! fall back to a Postgres snapshot when the log is gone, and end after the terminal event.
+//!
+//! Guarantees: events arrive in sequence order with no gaps and no duplicates; the stream ends
+//! after the terminal event; it never hangs on a lost message: after [`IDLE_CHECK`] of silence
+//! it re-reads the log and consults the store.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, warn};
+
+use crate::{
+    api::convert,
+    events::{EventLog, Fence, Live, is_terminal},
+    job::{Job, JobId, JobStatus},
+    proto::v1::{self, job_event::Kind},
+    store::Store,
+};
+
+/// Silence after which a watcher re-reads the log and checks the store.
+pub const IDLE_CHECK: Duration = Duration::from_secs(3);
+/// Events buffered per watcher before the producer waits for the client.
+const WATCHER_BUFFER: usize = 256;
+
+/// What a watcher stream yields.
+pub type EventStream = ReceiverStream<Result<v1::JobEvent, Status>>;
+
+/// Starts following `job_id` after `after` and returns the stream at once. The stream ends
+/// after the terminal event, with UNAVAILABLE when a dependency fails or the server shuts
+/// down (clients reconnect with their last sequence), or when the client goes away.
+pub fn follow(
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventLog>,
+    job_id: JobId,
+    after: u64,
+    shutdown: CancellationToken,
+) -> EventStream {
+    let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+    tokio::spawn(async move {
+        let mut w = Watcher {
+            store,
+            events,
+            job_id,
+            last: after,
+            tx,
+        };
+        let result = tokio::select! {
+            r = w.run() => r,
+            _ = shutdown.cancelled() => Err(Stop::Status(Status::unavailable(
+                "the server is shutting down; reconnect with after_sequence set to the last sequence received",
+            ))),
+        };
+        match result {
+            Ok(()) | Err(Stop::Gone) => {}
+            Err(Stop::Status(status)) => {
+                let _ = w.tx.send(Err(status)).await;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// End the stream with this status.
+    Status(Status),
+}
+
+impl From<Status> for Stop {
+    fn from(s: Status) -> Self {
+        Stop::Status(s)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Stop {
+    warn!(error = %e, "watcher: dependency failed");
+    Stop::Status(Status::unavailable(
+        "a dependency of the event stream is unavailable; reconnect with after_sequence",
+    ))
+}
+
+struct Watcher {
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventLog>,
+    job_id: JobId,
+    last: u64,
+    tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
+}
+
+/// Whether the watcher is done.
+#[derive(PartialEq)]
+enum Done {
+    Yes,
+    No,
+}
+
+impl Watcher {
+    async fn run(&mut self) -> Result<(), Stop> {
+        // Subscribe before reading so nothing falls between the replay and the live feed.
+        let mut live = self
+            .events
+            .subscribe(self.job_id)
+            .await
+            .map_err(unavailable)?;
+        if self.catch_up().await? == Done::Yes {
+            return Ok(());
+        }
+        loop {
+            let item = tokio::select! {
+                item = live.recv() => item,
+                _ = tokio::time::sleep(IDLE_CHECK) => {
+                    if self.catch_up().await? == Done::Yes {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = self.tx.closed() => return Err(Stop::Gone),
+            };
+            match item {
+                Some(Live::Event(ev)) if ev.sequence <= self.last => {}
+                Some(Live::Event(ev)) if ev.sequence == self.last + 1 => {
+                    if self.send(ev).await? == Done::Yes {
+                        return Ok(());
+                    }
+                }
+                // A gap (a missed message) or a resync request: the log has everything.
+                Some(_) => {
+                    if self.catch_up().await? == Done::Yes {
+                        return Ok(());
+                    }
+                }
+                None => return Err(unavailable("live feed closed")),
+            }
+        }
+    }
+
+    async fn send(&mut self, ev: v1::JobEvent) -> Result<Done, Stop> {
+        let terminal = is_terminal(&ev);
+        self.last = ev.sequence;
+        self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
+        Ok(if terminal { Done::Yes } else { Done::No })
+    }
+
+    /// Sends everything the log has after `last`; when the log is gone, falls back to the
+    /// store; when the store says the job ended but the log never got its terminal event (a
+    /// worker died in between), writes that event from the store.
+    async fn catch_up(&mut self) -> Result<Done, Stop> {
+        match self
+            .events
+            .read_after(self.job_id, self.last)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(read) => {
+                for ev in read.events {
+                    if self.send(ev).await? == Done::Yes {
+                        return Ok(Done::Yes);
+                    }
+                }
+                // Resumed at or after the terminal event: nothing more will come.
+                if read.terminal_sequence.is_some_and(|t| self.last >= t) {
+                    return Ok(Done::Yes);
+                }
+                let job = self.job().await?;
+                if job.status.is_terminal() && self.repair_terminal(&job).await? {
+                    return Box::pin(self.catch_up()).await;
+                }
+                Ok(Done::No)
+            }
+            None => {
+                let job = self.job().await?;
+                if job.status.is_terminal() {
+                    self.snapshot(&job).await
+                } else {
+                    // Redis lost the log of an unfinished job; the reconciler re-enqueues it
+                    // and a new log starts. Keep watching.
+                    debug!(job_id = %self.job_id, "no event log yet");
+                    Ok(Done::No)
+                }
+            }
+        }
+    }
+
+    async fn job(&self) -> Result<Job, Stop> {
+        self.store
+            .get_job(self.job_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Stop::Status(Status::not_found(format!("job {} not found", self.job_id)))
+            })
+    }
+
+    async fn terminal_kind(&self, job: &Job) -> Result<Kind, Stop> {
+        Ok(match job.status {
+            JobStatus::Completed => {
+                let stored = self.store.get_result(job.id).await.map_err(unavailable)?;
+                let outcome = stored.and_then(|s| s.outcome).unwrap_or_default();
+                Kind::Completed(v1::JobCompleted {
+                    finish_reason: outcome.finish_reason,
+                    usage: Some(convert::usage(&outcome.usage)),
+                })
+            }
+            JobStatus::Failed => Kind::Failed(v1::JobFailed {
+                error: job.error.as_ref().map(convert::job_error),
+                attempts: job.attempts,
+            }),
+            _ => Kind::Cancelled(v1::JobCancelled {
+                reason: "cancelled by a client".into(),
+            }),
+        })
+    }
+
+    /// Appends the terminal event from the store when the job ended long enough ago that its
+    /// writer should have published it. Returns whether something was appended.
+    async fn repair_terminal(&self, job: &Job) -> Result<bool, Stop> {
+        let ended_long_ago = job.finished_at.is_some_and(|t| {
+            chrono::Utc::now() - t > chrono::Duration::from_std(IDLE_CHECK).unwrap_or_default()
+        });
+        if !ended_long_ago {
+            return Ok(false);
+        }
+        let ev = v1::JobEvent {
+            time: job.finished_at.map(convert::timestamp),
+            kind: Some(self.terminal_kind(job).await?),
+            ..Default::default()
+        };
+        let seq = self
+            .events
+            .append(job.id, &ev, Fence::None)
+            .await
+            .map_err(unavailable)?;
+        if let Some(seq) = seq {
+            warn!(job_id = %job.id, seq, "repaired a missing terminal event from the store");
+            let _ = self.store.set_last_sequence(job.id, seq).await;
+        }
+        Ok(seq.is_some())
+    }
+
+    /// The log expired: send the stored content as one snapshot, then the terminal event with
+    /// its original sequence (when known).
+    async fn snapshot(&mut self, job: &Job) -> Result<Done, Stop> {
+        let terminal_seq = if job.last_sequence > 0 {
+            job.last_sequence
+        } else {
+            self.last + 2
+        };
+        if self.last >= terminal_seq {
+            return Ok(Done::Yes);
+        }
+        let stored = self.store.get_result(job.id).await.map_err(unavailable)?;
+        let outcome = stored.and_then(|s| s.outcome).unwrap_or_default();
+        let time = job.finished_at.map(convert::timestamp);
+        if self.last + 1 < terminal_seq {
+            let snap = v1::JobEvent {
+                sequence: terminal_seq - 1,
+                time,
+                job_id: job.id.to_string(),
+                kind: Some(Kind::Snapshot(v1::JobSnapshot {
+                    status: convert::status(job.status).into(),
+                    content: outcome.content,
+                    reasoning_content: outcome.reasoning_content,
+                })),
+            };
+            self.send(snap).await?;
+        }
+        let terminal = v1::JobEvent {
+            sequence: terminal_seq,
+            time,
+            job_id: job.id.to_string(),
+            kind: Some(self.terminal_kind(job).await?),
+        };
+        self.send(terminal).await
+    }
+}

@@ -1,0 +1,253 @@
+//! The worker: claims jobs from the queues into a fixed number of slots, runs each attempt,
+//! keeps leases alive, and reacts to cancel signals.
+//!
+//! Balancing: job types take turns (the claim order rotates over job types); inside a job type
+//! priority is strict (urgent, high, normal, low). Idle slots wait for a wake-up published on
+//! enqueue, with a one-second fallback that also picks up due retries and expired leases.
+
+mod attempt;
+pub mod retry;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    config,
+    events::EventLog,
+    job::{JobId, Priority, queue_name},
+    provider::Providers,
+    queue::{Queue, Signal},
+    store::Store,
+};
+
+/// Why a running attempt was told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A client cancelled the job.
+    Cancelled,
+    /// The lease was lost: another worker owns the job now; write nothing.
+    LeaseLost,
+    /// The process is shutting down: give the job back to its queue.
+    Shutdown,
+}
+
+/// A running attempt, as the rest of the worker sees it.
+struct Running {
+    owner: String,
+    stop: CancellationToken,
+    reason: std::sync::OnceLock<StopReason>,
+}
+
+impl Running {
+    fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.stop.cancel();
+    }
+}
+
+/// What a worker needs from the rest of the service.
+#[derive(Clone)]
+pub struct Deps {
+    /// The queue to claim from.
+    pub queue: Arc<dyn Queue>,
+    /// Where events are published.
+    pub events: Arc<dyn EventLog>,
+    /// Where attempts and results are recorded.
+    pub store: Arc<dyn Store>,
+    /// The LLM providers.
+    pub providers: Providers,
+}
+
+/// A worker process's job runner.
+pub struct Worker {
+    id: String,
+    deps: Deps,
+    cfg: config::Worker,
+    job_types: Vec<String>,
+    running: Mutex<HashMap<JobId, Arc<Running>>>,
+    wake: Notify,
+}
+
+impl Worker {
+    /// A worker serving the queues of `job_types`.
+    pub fn new(deps: Deps, cfg: config::Worker, job_types: Vec<String>) -> Arc<Worker> {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let short = uuid::Uuid::new_v4().simple().to_string();
+        Arc::new(Worker {
+            id: format!("{host}-{}-{}", std::process::id(), &short[..8]),
+            deps,
+            cfg,
+            job_types,
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// This worker's id: `{host}-{pid}-{random}`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<Running>>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The claim order for turn `turn`: job types rotate, priorities are strict within a type.
+    fn claim_order(&self, turn: usize) -> Vec<String> {
+        let n = self.job_types.len().max(1);
+        (0..self.job_types.len())
+            .flat_map(|i| {
+                let job_type = &self.job_types[(turn + i) % n];
+                Priority::CLAIM_ORDER
+                    .into_iter()
+                    .map(move |p| queue_name(job_type, p))
+            })
+            .collect()
+    }
+
+    /// Runs until `shutdown` is cancelled: stops claiming, gives running jobs `grace` to finish,
+    /// then stops them and hands them back to their queues.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        info!(worker_id = %self.id, concurrency = self.cfg.concurrency, "worker started");
+        let tasks = tokio_util::task::TaskTracker::new();
+        let signals = tokio::spawn(self.clone().follow_signals(shutdown.clone()));
+        let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut turn = 0usize;
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let owner = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
+            let order = self.claim_order(turn);
+            turn = turn.wrapping_add(1);
+            match self
+                .deps
+                .queue
+                .claim(&order, &owner, self.cfg.lease())
+                .await
+            {
+                Ok(Some(claim)) => {
+                    let running = Arc::new(Running {
+                        owner: owner.clone(),
+                        stop: CancellationToken::new(),
+                        reason: std::sync::OnceLock::new(),
+                    });
+                    self.running().insert(claim.job_id, running.clone());
+                    let me = self.clone();
+                    tasks.spawn(async move {
+                        me.clone().run_attempt(claim.job_id, running).await;
+                        me.running().remove(&claim.job_id);
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    warn!(error = %e, "claim failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tasks.close();
+        let busy = self.running().len();
+        if busy > 0 {
+            info!(jobs = busy, grace_secs = grace.as_secs(), "worker draining");
+        }
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            let running: Vec<_> = self.running().values().cloned().collect();
+            warn!(
+                jobs = running.len(),
+                "drain timeout: handing running jobs back to their queues"
+            );
+            for r in running {
+                r.stop(StopReason::Shutdown);
+            }
+            tasks.wait().await;
+        }
+        signals.abort();
+        heartbeat.abort();
+        info!(worker_id = %self.id, "worker stopped");
+    }
+
+    async fn follow_signals(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut rx = loop {
+            match self.deps.queue.signals().await {
+                Ok(rx) => break rx,
+                Err(e) => {
+                    warn!(error = %e, "worker signals unavailable; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        };
+        while let Some(signal) = rx.recv().await {
+            match signal {
+                Signal::Wake => self.wake.notify_one(),
+                Signal::Cancel(job_id) => {
+                    let running = self.running().get(&job_id).cloned();
+                    if let Some(r) = running {
+                        r.stop(StopReason::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let lease = self.cfg.lease();
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            let claims: Vec<(JobId, String)> = self
+                .running()
+                .iter()
+                .map(|(id, r)| (*id, r.owner.clone()))
+                .collect();
+            if claims.is_empty() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            match self.deps.queue.heartbeat(&claims, lease).await {
+                Ok(lost) => {
+                    for id in lost {
+                        let running = self.running().get(&id).cloned();
+                        if let Some(r) = running {
+                            warn!(job_id = %id, "lease lost; stopping the attempt");
+                            r.stop(StopReason::LeaseLost);
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}

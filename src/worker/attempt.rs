@@ -1,0 +1,473 @@
+//! Running one attempt of a job: start it in the store, stream from the provider, publish
+//! token deltas, and end it exactly once (completed, retry, failed, cancelled, or handed back).
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{Running, StopReason, Worker, retry::backoff};
+use crate::{
+    events::Fence,
+    job::{Job, JobError, JobId, Outcome, StreamingMode, Usage},
+    proto::v1::{self, job_event::Kind},
+    provider,
+    store::Finish,
+};
+
+/// How generation ended.
+enum End {
+    Completed,
+    Failed(AttemptError),
+    Stopped(StopReason),
+}
+
+/// An attempt failure: the provider's, or a timeout of ours.
+enum AttemptError {
+    Provider(provider::Error),
+    Timeout,
+}
+
+impl AttemptError {
+    fn to_job_error(&self) -> JobError {
+        match self {
+            AttemptError::Provider(e) => JobError {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            },
+            AttemptError::Timeout => JobError {
+                code: "timeout".to_owned(),
+                message: "the attempt exceeded the job timeout".to_owned(),
+            },
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Provider(e) => e.is_retryable(),
+            AttemptError::Timeout => true,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::Provider(e) => e.retry_after(),
+            AttemptError::Timeout => None,
+        }
+    }
+}
+
+/// What the attempt has produced so far.
+struct Progress {
+    outcome: Outcome,
+    output_tokens: u64,
+    reported_usage: Option<Usage>,
+    sent_at: Instant,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
+    /// BUFFERED mode: text not yet published.
+    pending: String,
+    pending_reasoning: String,
+}
+
+impl Progress {
+    fn finish(&mut self) {
+        let now = Instant::now();
+        let o = &mut self.outcome;
+        o.duration_ms = ms(now - self.sent_at);
+        o.time_to_first_token_ms = self.first_token_at.map(|t| ms(t - self.sent_at));
+        o.usage = self.reported_usage.unwrap_or(Usage {
+            input_tokens: 0,
+            output_tokens: self.output_tokens,
+            total_tokens: self.output_tokens,
+            estimated: true,
+        });
+        let generating = match (self.first_token_at, self.last_token_at) {
+            (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
+            _ => 0.0,
+        };
+        o.output_tokens_per_second = if generating > 0.0 {
+            o.usage.output_tokens as f64 / generating
+        } else {
+            0.0
+        };
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn event(kind: Kind) -> v1::JobEvent {
+    v1::JobEvent {
+        time: Some(crate::api::convert::timestamp(Utc::now())),
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+impl Worker {
+    /// Runs one claimed job to the end of this attempt.
+    pub(super) async fn run_attempt(self: Arc<Self>, job_id: JobId, running: Arc<Running>) {
+        let span = info_span!("job.run", job_id = %job_id, job_type = tracing::field::Empty,
+            model = tracing::field::Empty, attempt = tracing::field::Empty);
+        async {
+            // A worker that cannot reach Postgres gives the claim back for a later try.
+            let job = match self.deps.store.start_attempt(job_id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    // Terminal or unknown in the store: nothing to run.
+                    self.settle(job_id, &running.owner, None).await;
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot start the attempt; handing the job back");
+                    let later = Utc::now() + chrono::Duration::seconds(2);
+                    self.settle(job_id, &running.owner, Some(later)).await;
+                    return;
+                }
+            };
+            let span = tracing::Span::current();
+            span.record("job_type", job.job_type.as_str());
+            span.record("model", job.params.model.as_str());
+            span.record("attempt", job.attempts);
+            self.attempt(job, running).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn attempt(&self, job: Job, running: Arc<Running>) {
+        let attempt = job.attempts;
+        let started = event(Kind::Started(v1::JobStarted {
+            attempt,
+            worker_id: self.id.clone(),
+            model: job.params.model.clone(),
+        }));
+        match self
+            .deps
+            .events
+            .append(job.id, &started, Fence::Start(attempt))
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // The log is closed (the job ended meanwhile) or a newer attempt started.
+                self.settle(job.id, &running.owner, None).await;
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot publish the started event"),
+        }
+        if self
+            .deps
+            .queue
+            .cancel_requested(job.id)
+            .await
+            .unwrap_or(false)
+        {
+            running.stop(StopReason::Cancelled);
+        }
+
+        let provider = self.deps.providers.for_model(&job.params.model).clone();
+        let mut progress = Progress {
+            outcome: Outcome {
+                model: job.params.model.clone(),
+                provider: provider.name().to_owned(),
+                simulated: provider.simulated(),
+                queue_wait_ms: job
+                    .started_at
+                    .map(|s| u64::try_from((s - job.enqueued_at).num_milliseconds()).unwrap_or(0))
+                    .unwrap_or(0),
+                ..Outcome::default()
+            },
+            output_tokens: 0,
+            reported_usage: None,
+            sent_at: Instant::now(),
+            first_token_at: None,
+            last_token_at: None,
+            pending: String::new(),
+            pending_reasoning: String::new(),
+        };
+        let end = self
+            .generate(&job, &*provider, &running, &mut progress)
+            .await;
+        progress.finish();
+        self.end(job, &running, end, progress.outcome).await;
+    }
+
+    async fn generate(
+        &self,
+        job: &Job,
+        provider: &dyn provider::Provider,
+        running: &Running,
+        progress: &mut Progress,
+    ) -> End {
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.job_timeout_secs.max(1));
+        let stop = running.stop.clone();
+        let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
+        let request = provider::Request {
+            messages: job.messages.clone(),
+            params: job.params.clone(),
+        };
+        progress.sent_at = Instant::now();
+        let mut stream = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return stopped(),
+            _ = tokio::time::sleep_until(deadline) => return End::Failed(AttemptError::Timeout),
+            s = provider.stream(&request) => match s {
+                Ok(s) => s,
+                Err(e) => return End::Failed(AttemptError::Provider(e)),
+            },
+        };
+        let buffered = job.streaming_mode == StreamingMode::Buffered;
+        let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
+        let mut next_flush = Instant::now() + flush_every;
+        let mut finished = false;
+        loop {
+            let has_pending =
+                !progress.pending.is_empty() || !progress.pending_reasoning.is_empty();
+            let item = tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    self.flush(job, progress).await;
+                    return stopped();
+                }
+                _ = tokio::time::sleep_until(deadline) => return End::Failed(AttemptError::Timeout),
+                _ = tokio::time::sleep_until(next_flush), if buffered && has_pending => {
+                    self.flush(job, progress).await;
+                    next_flush = Instant::now() + flush_every;
+                    continue;
+                }
+                item = stream.next() => item,
+            };
+            let chunk = match item {
+                None => break,
+                Some(Err(e)) => return End::Failed(AttemptError::Provider(e)),
+                Some(Ok(chunk)) => chunk,
+            };
+            if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+                progress.outcome.model = model;
+            }
+            if let Some(usage) = chunk.usage {
+                progress.reported_usage = Some(usage);
+            }
+            if chunk.finish_reason.is_some() {
+                finished = true;
+                progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
+            }
+            if chunk.content.is_empty() && chunk.reasoning.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            progress.first_token_at.get_or_insert(now);
+            progress.last_token_at = Some(now);
+            progress.output_tokens += 1;
+            progress.outcome.content.push_str(&chunk.content);
+            progress
+                .outcome
+                .reasoning_content
+                .push_str(&chunk.reasoning);
+            progress.pending.push_str(&chunk.content);
+            progress.pending_reasoning.push_str(&chunk.reasoning);
+            if !buffered
+                || progress.pending.len() + progress.pending_reasoning.len()
+                    >= self.cfg.buffer_max_bytes
+            {
+                self.flush(job, progress).await;
+                next_flush = Instant::now() + flush_every;
+            }
+        }
+        self.flush(job, progress).await;
+        if finished {
+            End::Completed
+        } else {
+            End::Failed(AttemptError::Provider(provider::Error::Truncated))
+        }
+    }
+
+    /// Publishes the text not yet published as one token delta.
+    async fn flush(&self, job: &Job, progress: &mut Progress) {
+        if progress.pending.is_empty() && progress.pending_reasoning.is_empty() {
+            return;
+        }
+        let delta = event(Kind::TokenDelta(v1::TokenDelta {
+            text: std::mem::take(&mut progress.pending),
+            output_tokens: progress.output_tokens,
+            reasoning_text: std::mem::take(&mut progress.pending_reasoning),
+        }));
+        if let Err(e) = self
+            .deps
+            .events
+            .append(job.id, &delta, Fence::Attempt(job.attempts))
+            .await
+        {
+            // Watchers repair from the stored result; the generation goes on.
+            warn!(error = %e, "cannot publish a token delta");
+        }
+    }
+
+    async fn end(&self, job: Job, running: &Running, end: End, outcome: Outcome) {
+        let attempt = job.attempts;
+        let store = &self.deps.store;
+        let finish = match end {
+            End::Stopped(StopReason::LeaseLost) => {
+                // Another worker owns the job now: write nothing.
+                return;
+            }
+            End::Stopped(StopReason::Shutdown) => {
+                self.retry_or_fail(
+                    &job,
+                    running,
+                    AttemptError::Provider(provider::Error::Connection(
+                        "the worker shut down during the attempt".into(),
+                    )),
+                    outcome,
+                    Some(Duration::ZERO),
+                )
+                .await;
+                return;
+            }
+            End::Failed(err) => {
+                self.retry_or_fail(&job, running, err, outcome, None).await;
+                return;
+            }
+            End::Completed => Finish::Completed(outcome.clone()),
+            End::Stopped(StopReason::Cancelled) => Finish::Cancelled {
+                partial: outcome.clone(),
+            },
+        };
+        let terminal = match &finish {
+            Finish::Completed(o) => Kind::Completed(v1::JobCompleted {
+                finish_reason: o.finish_reason.clone(),
+                usage: Some(crate::api::convert::usage(&o.usage)),
+            }),
+            _ => Kind::Cancelled(v1::JobCancelled {
+                reason: "cancelled by a client".to_owned(),
+            }),
+        };
+        match store.finish_attempt(job.id, attempt, finish).await {
+            Ok(Some(_)) => {
+                self.publish_terminal(job.id, attempt, terminal).await;
+                info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
+            }
+            Ok(None) => info!("attempt was superseded; result discarded"),
+            Err(e) => {
+                // The lease will expire and another attempt will run the job again.
+                warn!(error = %e, "cannot store the result; the job will be retried");
+                return;
+            }
+        }
+        self.settle(job.id, &running.owner, None).await;
+    }
+
+    async fn retry_or_fail(
+        &self,
+        job: &Job,
+        running: &Running,
+        err: AttemptError,
+        partial: Outcome,
+        delay: Option<Duration>,
+    ) {
+        let attempt = job.attempts;
+        let error = err.to_job_error();
+        let will_retry = err.is_retryable() && attempt < job.max_attempts;
+        warn!(code = %error.code, will_retry, "attempt failed: {}", error.message);
+        if will_retry {
+            let delay = delay.unwrap_or_else(|| {
+                backoff(
+                    attempt,
+                    Duration::from_millis(self.cfg.retry_base_ms),
+                    Duration::from_millis(self.cfg.retry_cap_ms),
+                    err.retry_after(),
+                )
+            });
+            let retry_at =
+                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            match self.deps.store.retry_attempt(job.id, attempt, &error).await {
+                Ok(true) => {
+                    let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
+                        attempt,
+                        error: Some(crate::api::convert::job_error(&error)),
+                        will_retry: true,
+                        retry_time: Some(crate::api::convert::timestamp(retry_at)),
+                    }));
+                    if let Err(e) = self
+                        .deps
+                        .events
+                        .append(job.id, &failed, Fence::Attempt(attempt))
+                        .await
+                    {
+                        warn!(error = %e, "cannot publish the attempt-failed event");
+                    }
+                    self.settle(job.id, &running.owner, Some(retry_at)).await;
+                }
+                Ok(false) => self.settle(job.id, &running.owner, None).await,
+                Err(e) => warn!(error = %e, "cannot record the retry; the lease will expire"),
+            }
+            return;
+        }
+        let finish = Finish::Failed {
+            error: error.clone(),
+            retryable: err.is_retryable(),
+            partial,
+        };
+        match self
+            .deps
+            .store
+            .finish_attempt(job.id, attempt, finish)
+            .await
+        {
+            Ok(Some(_)) => {
+                let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
+                    attempt,
+                    error: Some(crate::api::convert::job_error(&error)),
+                    will_retry: false,
+                    retry_time: None,
+                }));
+                let _ = self
+                    .deps
+                    .events
+                    .append(job.id, &failed, Fence::Attempt(attempt))
+                    .await;
+                let terminal = Kind::Failed(v1::JobFailed {
+                    error: Some(crate::api::convert::job_error(&error)),
+                    attempts: attempt,
+                });
+                self.publish_terminal(job.id, attempt, terminal).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot store the failure; the lease will expire");
+                return;
+            }
+        }
+        self.settle(job.id, &running.owner, None).await;
+    }
+
+    /// Appends the terminal event and remembers its sequence in the store.
+    async fn publish_terminal(&self, job_id: JobId, attempt: u32, kind: Kind) {
+        match self
+            .deps
+            .events
+            .append(job_id, &event(kind), Fence::Attempt(attempt))
+            .await
+        {
+            Ok(Some(seq)) => {
+                if let Err(e) = self.deps.store.set_last_sequence(job_id, seq).await {
+                    warn!(error = %e, "cannot store the terminal sequence");
+                }
+            }
+            Ok(None) => {}
+            // Watchers notice the terminal status in the store and repair the log.
+            Err(e) => warn!(error = %e, "cannot publish the terminal event"),
+        }
+    }
+
+    async fn settle(&self, job_id: JobId, owner: &str, retry_at: Option<chrono::DateTime<Utc>>) {
+        if let Err(e) = self.deps.queue.settle(job_id, owner, retry_at).await {
+            warn!(error = %e, "cannot settle the claim; its lease will expire");
+        }
+    }
+}

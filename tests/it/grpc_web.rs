@@ -1,0 +1,192 @@
+//! grpc-web over plain HTTP/1.1 (what browsers speak), CORS, and the health service.
+
+use std::time::Duration;
+
+use llm_jobs::proto::v1;
+use prost::Message;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::support::{PATIENCE, TestApp, request};
+
+/// A grpc-web request body: one uncompressed data frame.
+fn frame(msg: &impl Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Splits a grpc-web response body into data frames and the trailer text.
+fn unframe(mut body: &[u8]) -> (Vec<Vec<u8>>, String) {
+    let (mut data, mut trailers) = (Vec::new(), String::new());
+    while body.len() >= 5 {
+        let flag = body[0];
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let payload = &body[5..5 + len];
+        if flag & 0x80 != 0 {
+            trailers.push_str(&String::from_utf8_lossy(payload));
+        } else {
+            data.push(payload.to_vec());
+        }
+        body = &body[5 + len..];
+    }
+    (data, trailers)
+}
+
+async fn grpc_web(
+    app: &TestApp,
+    method: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
+    let http = reqwest::Client::builder().http1_only().build()?;
+    let resp = http
+        .post(format!(
+            "http://{}/llmjobs.v1.JobService/{method}",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("origin", "https://app.example")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "HTTP {}", resp.status());
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example")
+    );
+    let exposed = resp
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_lowercase();
+    for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        assert!(exposed.contains(header), "exposes {header}: {exposed}");
+    }
+    // A trailers-only response (an error before any message) carries the status as headers.
+    let header_status: String = ["grpc-status", "grpc-status-details-bin"]
+        .iter()
+        .filter_map(|h| {
+            resp.headers()
+                .get(*h)
+                .map(|v| format!("{h}:{}\r\n", v.to_str().unwrap_or("")))
+        })
+        .collect();
+    let bytes = resp.bytes().await?;
+    let (data, trailers) = unframe(&bytes);
+    Ok((data, trailers + &header_status))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_and_server_streaming_calls_work_over_http1() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let (data, trailers) =
+        grpc_web(&app, "SubmitJob", frame(&request("from a browser", "sim"))).await?;
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let job = v1::SubmitJobResponse::decode(&data[0][..])?
+        .job
+        .expect("job");
+
+    let (data, trailers) = grpc_web(
+        &app,
+        "StreamJob",
+        frame(&v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        }),
+    )
+    .await?;
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let events: Vec<v1::JobEvent> = data
+        .iter()
+        .map(|d| v1::JobEvent::decode(&d[..]))
+        .collect::<Result<_, _>>()?;
+    crate::support::assert_well_formed(&events, 0);
+    let result = app.result(&job.id).await?;
+    assert_eq!(crate::support::text_of(&events), result.content);
+
+    // Errors travel in the trailers, with the BadRequest detail.
+    let (_, trailers) = grpc_web(&app, "SubmitJob", frame(&request("", "sim"))).await?;
+    assert!(trailers.contains("grpc-status:3"), "{trailers}");
+    assert!(trailers.contains("grpc-status-details-bin"), "{trailers}");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_allows_grpc_web_headers() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/llmjobs.v1.JobService/GetJob", app.addr),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,x-grpc-web,grpc-timeout,content-type",
+        )
+        .send()
+        .await?;
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_lowercase()
+    };
+    for header in ["authorization", "x-grpc-web", "grpc-timeout"] {
+        assert!(
+            h("access-control-allow-headers").contains(header),
+            "allows {header}"
+        );
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_while_redis_and_postgres_answer() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for service in ["", "llmjobs.v1.JobService"] {
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await?
+                .into_inner()
+                .status();
+            if status == ServingStatus::Serving {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{service:?} never SERVING"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await;
+    assert_eq!(
+        unknown.expect_err("unknown service").code(),
+        tonic::Code::NotFound
+    );
+    app.stop().await
+}

@@ -1,0 +1,11 @@
+//! Integration tests: a real llm-jobs against real Redis and Postgres, a real HTTP upstream
+//! speaking the OpenAI streaming format, and real gRPC / grpc-web clients over TCP.
+
+mod cancel;
+mod fixtures;
+mod grpc_web;
+mod priority;
+mod retries;
+mod support;
+mod validation;
+mod watchers;

@@ -1,0 +1,125 @@
+//! Claim order: strict priority inside a job type, turns across job types.
+
+use std::time::Duration;
+
+use llm_jobs::proto::v1;
+
+use crate::support::{
+    PATIENCE, TestApp, request,
+    upstream::{Reply, TestUpstream},
+};
+
+fn prompt_of(body: &serde_json::Value) -> String {
+    body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Occupies the single worker slot until the job's slow stream ends.
+async fn occupy(app: &TestApp, upstream: &TestUpstream) -> anyhow::Result<v1::Job> {
+    upstream.push_reply(Reply::Slow {
+        tokens: 2,
+        first_token_delay: Duration::from_millis(400),
+        interval: Duration::from_millis(10),
+    });
+    let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
+    anyhow::ensure!(
+        upstream.wait_for_requests(1, PATIENCE).await,
+        "blocker never ran"
+    );
+    Ok(blocker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_runs_first_and_low_last() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .start()
+        .await?;
+    occupy(&app, &upstream).await?;
+    let mut ids = Vec::new();
+    for (name, p) in [
+        ("low", v1::Priority::Low),
+        ("normal", v1::Priority::Normal),
+        ("high", v1::Priority::High),
+        ("urgent", v1::Priority::Urgent),
+    ] {
+        let mut req = request(name, "gpt-4o-mini");
+        req.priority = p.into();
+        let job = app.submit(req).await?;
+        let expected_queue = match name {
+            "normal" => "openai-general".to_owned(),
+            other => format!("openai-general-{other}"),
+        };
+        assert_eq!(job.queue, expected_queue);
+        ids.push(job.id);
+    }
+    for id in &ids {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let order: Vec<_> = upstream
+        .requests()
+        .iter()
+        .map(|r| prompt_of(&r.body))
+        .collect();
+    assert_eq!(order, ["blocker", "urgent", "high", "normal", "low"]);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_types_take_turns() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .job_types("general,code_review")
+        .start()
+        .await?;
+    occupy(&app, &upstream).await?;
+    let mut ids = Vec::new();
+    for name in ["g1", "g2", "g3", "c1", "c2", "c3"] {
+        let mut req = request(name, "gpt-4o-mini");
+        req.job_type = if name.starts_with('g') {
+            "general"
+        } else {
+            "code_review"
+        }
+        .into();
+        ids.push(app.submit(req).await?.id);
+    }
+    for id in &ids {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let order: Vec<_> = upstream
+        .requests()
+        .iter()
+        .skip(1)
+        .map(|r| prompt_of(&r.body))
+        .collect();
+    let kinds: String = order
+        .iter()
+        .map(|p| p.chars().next().unwrap_or('?'))
+        .collect();
+    assert!(
+        kinds == "gcgcgc" || kinds == "cgcgcg",
+        "types alternate: {order:?}"
+    );
+    for prefix in ["g", "c"] {
+        let same: Vec<_> = order
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        assert_eq!(
+            same,
+            [1, 2, 3].map(|i| format!("{prefix}{i}")),
+            "FIFO inside a queue"
+        );
+    }
+    app.stop().await
+}

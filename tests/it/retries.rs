@@ -1,0 +1,159 @@
+//! Failing attempts: retryable errors retry (and clients are told to reset), permanent errors
+//! and exhausted attempts fail, and partial text never becomes a completed result.
+
+use llm_jobs::proto::v1::{self, job_event::Kind};
+
+use crate::support::{
+    TestApp, assert_well_formed, collect, request, text_of,
+    upstream::{Reply, TestUpstream},
+};
+
+const BASIC: &str = "The queue is a line of work waiting its turn.";
+
+async fn run(app: &TestApp) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let mut c = app.client.clone();
+    let s = c
+        .submit_and_stream(request("q", "gpt-4o-mini"))
+        .await?
+        .into_inner();
+    let events = collect(s).await?;
+    assert_well_formed(&events, 0);
+    Ok(events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_midstream_error_and_a_truncated_stream_are_retried_to_success() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .max_attempts(3)
+        .start()
+        .await?;
+    upstream.push_reply(Reply::fixture("error-midstream.sse"));
+    upstream.push_reply(Reply::fixture("truncated.sse"));
+    let events = run(&app).await?;
+
+    let failures: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::AttemptFailed(f)) => Some((
+                f.attempt,
+                f.error.clone().unwrap_or_default().code,
+                f.will_retry,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (1, "upstream_server_error".to_owned(), true),
+            (2, "upstream_stream_truncated".to_owned(), true)
+        ]
+    );
+    let starts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Started(s)) => Some(s.attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [1, 2, 3]);
+    assert_eq!(
+        text_of(&events),
+        BASIC,
+        "a client that resets on each start gets the final text"
+    );
+
+    let result = app.result(&events[0].job_id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Completed);
+    assert_eq!(result.content, BASIC);
+    assert_eq!(result.attempts, 3);
+    assert_eq!(upstream.requests().len(), 3, "one request per attempt");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_attempts_and_permanent_errors_fail_the_job() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("truncated.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .max_attempts(2)
+        .start()
+        .await?;
+
+    let events = run(&app).await?;
+    let Some(Kind::Failed(failed)) = events.last().and_then(|e| e.kind.clone()) else {
+        panic!("ends failed: {events:?}");
+    };
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(
+        failed.error.unwrap_or_default().code,
+        "upstream_stream_truncated"
+    );
+    let result = app.result(&events[0].job_id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Failed);
+    assert_eq!(result.finish_reason, "");
+    assert_eq!(upstream.requests().len(), 2);
+
+    // 400 is permanent: one attempt only.
+    upstream.push_reply(Reply::Status {
+        status: 400,
+        error_type: "invalid_request_error",
+        retry_after_secs: None,
+    });
+    let events = run(&app).await?;
+    let Some(Kind::Failed(failed)) = events.last().and_then(|e| e.kind.clone()) else {
+        panic!("ends failed: {events:?}");
+    };
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(
+        failed.error.unwrap_or_default().code,
+        "upstream_invalid_request"
+    );
+    let job = app
+        .wait_for_job(&events[0].job_id, |j| j.status() == v1::JobStatus::Failed)
+        .await?;
+    assert_eq!(
+        job.error.unwrap_or_default().code,
+        "upstream_invalid_request"
+    );
+    assert_eq!(upstream.requests().len(), 3);
+
+    // 503 then success.
+    upstream.push_reply(Reply::Status {
+        status: 503,
+        error_type: "server_error",
+        retry_after_secs: None,
+    });
+    upstream.push_reply(Reply::fixture("basic.sse"));
+    let events = run(&app).await?;
+    assert!(matches!(
+        events.last().and_then(|e| e.kind.clone()),
+        Some(Kind::Completed(_))
+    ));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_retried() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    upstream.push_reply(Reply::DropAfter {
+        name: "basic.sse",
+        after_bytes: 700,
+    });
+    let events = run(&app).await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, Some(Kind::AttemptFailed(f))
+        if f.error.as_ref().is_some_and(|e| e.code == "upstream_connection_failed"))),
+        "{events:?}"
+    );
+    assert_eq!(text_of(&events), BASIC);
+    app.stop().await
+}

@@ -1,0 +1,364 @@
+//! Test harness: a real llm-jobs (gateway + worker) on port 0 against real Redis and Postgres,
+//! each test in its own Redis key prefix and its own database, with a real tonic client.
+//!
+//! Environment: `LLMJOBS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
+//! `LLMJOBS_TEST_POSTGRES_URL` (server URL without database, default
+//! `postgres://postgres@127.0.0.1:5432`).
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use llm_jobs::{
+    app::{self, Roles},
+    cli::{Cli, Command},
+    proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Longest any test waits for something that should happen in well under a second; a guard
+/// against hangs, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+fn redis_url() -> String {
+    std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn postgres_server_url() -> String {
+    std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Builds a [`TestApp`].
+pub struct TestAppBuilder {
+    upstream: Option<String>,
+    concurrency: usize,
+    max_attempts: u32,
+    job_types: String,
+    extra: Vec<String>,
+}
+
+impl TestAppBuilder {
+    /// Upstream base URL (`.../v1`).
+    pub fn upstream(mut self, base_url: String) -> Self {
+        self.upstream = Some(base_url);
+        self
+    }
+
+    /// Worker slots.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Attempts per job.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Configured job types, comma-separated.
+    pub fn job_types(mut self, types: &str) -> Self {
+        self.job_types = types.into();
+        self
+    }
+
+    /// Any other `serve` flag.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.extra.push(flag.into());
+        self.extra.push(value.into());
+        self
+    }
+
+    /// Starts gateway and worker and connects a client.
+    pub async fn start(self) -> anyhow::Result<TestApp> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("it-{id}");
+        let database = format!("llmjobs_it_{id}");
+        let database_url = format!("{}/{database}", postgres_server_url());
+        let mut args: Vec<String> = [
+            "llm-jobs",
+            "serve",
+            "--redis-url",
+            &redis_url(),
+            "--redis-prefix",
+            &prefix,
+            "--database-url",
+            &database_url,
+            "--database-pool-size",
+            "4",
+            "--redis-pool-size",
+            "8",
+            "--job-types",
+            &self.job_types,
+            "--concurrency",
+            &self.concurrency.to_string(),
+            "--max-attempts",
+            &self.max_attempts.to_string(),
+            "--retry-base-ms",
+            "10",
+            "--retry-cap-ms",
+            "50",
+            "--sim-first-token-ms",
+            "0",
+            "--sim-tokens-per-second",
+            "2000",
+            "--shutdown-grace-secs",
+            "2",
+            "--openai-api-key",
+            "sk-test-key",
+            "--openai-base-url",
+            self.upstream.as_deref().unwrap_or("http://127.0.0.1:9/v1"),
+            "--default-model",
+            "gpt-4o-mini",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        args.extend(self.extra);
+        let Command::Serve(cfg) = Cli::try_parse_from(&args)?.command else {
+            anyhow::bail!("not a serve command");
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            app::run(
+                cfg,
+                Roles {
+                    gateway: true,
+                    worker: true,
+                },
+                Some(listener),
+                stop,
+            )
+            .await
+        });
+        let client = connect(addr, &handle).await?;
+        Ok(TestApp {
+            addr,
+            client,
+            shutdown,
+            handle: Some(handle),
+            database,
+            prefix,
+        })
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    handle: &JoinHandle<Result<(), app::Error>>,
+) -> anyhow::Result<JobServiceClient<Channel>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        anyhow::ensure!(!handle.is_finished(), "the server stopped during start-up");
+        if let Ok(c) = JobServiceClient::connect(format!("http://{addr}")).await {
+            return Ok(c);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running service with a connected client.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A JobService client.
+    pub client: JobServiceClient<Channel>,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), app::Error>>>,
+    database: String,
+    /// Redis key prefix of this test.
+    pub prefix: String,
+}
+
+impl TestApp {
+    /// A builder with one job type `general`, 4 slots and 3 attempts.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            upstream: None,
+            concurrency: 4,
+            max_attempts: 3,
+            job_types: "general".into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Submits a job and returns it.
+    pub async fn submit(&self, req: v1::SubmitJobRequest) -> anyhow::Result<v1::Job> {
+        let mut c = self.client.clone();
+        c.submit_job(req)
+            .await?
+            .into_inner()
+            .job
+            .context("no job in response")
+    }
+
+    /// `StreamJob` from `after` to the end.
+    pub async fn watch(&self, job_id: &str, after: u64) -> anyhow::Result<Vec<v1::JobEvent>> {
+        let mut c = self.client.clone();
+        let stream = c
+            .stream_job(v1::StreamJobRequest {
+                job_id: job_id.into(),
+                after_sequence: after,
+            })
+            .await?
+            .into_inner();
+        collect(stream).await
+    }
+
+    /// Polls `GetJob` until `done` holds for it.
+    pub async fn wait_for_job(
+        &self,
+        job_id: &str,
+        done: impl Fn(&v1::Job) -> bool,
+    ) -> anyhow::Result<v1::Job> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut c = self.client.clone();
+        loop {
+            let job = c
+                .get_job(v1::GetJobRequest {
+                    job_id: job_id.into(),
+                })
+                .await?
+                .into_inner();
+            if done(&job) {
+                return Ok(job);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} never reached the expected state; last: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GetJobResult`.
+    pub async fn result(&self, job_id: &str) -> anyhow::Result<v1::JobResult> {
+        let mut c = self.client.clone();
+        Ok(c.get_job_result(v1::GetJobResultRequest {
+            job_id: job_id.into(),
+        })
+        .await?
+        .into_inner())
+    }
+
+    /// Stops the service and drops its database and Redis keys.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(PATIENCE, h)
+                .await
+                .context("server did not stop")???;
+        }
+        let admin = format!("{}/postgres", postgres_server_url());
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&admin).await?;
+        diesel::sql_query(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database
+        ))
+        .execute(&mut conn)
+        .await?;
+        let client = redis::Client::open(redis_url())?;
+        let mut r = client.get_multiplexed_async_connection().await?;
+        for pattern in [
+            format!("{}:*", self.prefix),
+            format!("{{{}}}:*", self.prefix),
+        ] {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut r).await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut r).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Collects a stream to its end (error statuses fail).
+pub async fn collect(
+    mut stream: tonic::Streaming<v1::JobEvent>,
+) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let mut out = Vec::new();
+    let run = async {
+        while let Some(ev) = stream.next().await {
+            out.push(ev?);
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .context("stream did not end")??;
+    Ok(out)
+}
+
+/// The text a client assembles from events: deltas appended, reset on a new attempt.
+pub fn text_of(events: &[v1::JobEvent]) -> String {
+    let mut text = String::new();
+    for ev in events {
+        match &ev.kind {
+            Some(Kind::Started(_)) => text.clear(),
+            Some(Kind::TokenDelta(d)) => text.push_str(&d.text),
+            Some(Kind::Snapshot(s)) => text = s.content.clone(),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// Asserts sequences rise by one from `after + 1` and exactly one terminal event ends the list.
+pub fn assert_well_formed(events: &[v1::JobEvent], after: u64) {
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(
+            ev.sequence,
+            after + 1 + i as u64,
+            "sequence gap or duplicate at {i}: {events:?}"
+        );
+    }
+    let terminal: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+            )
+        })
+        .collect();
+    assert_eq!(terminal.len(), 1, "exactly one terminal event: {events:?}");
+    assert!(
+        std::ptr::eq(terminal[0], events.last().expect("events")),
+        "terminal event is last"
+    );
+}
+
+/// A request for `prompt` on `model`.
+pub fn request(prompt: &str, model: &str) -> v1::SubmitJobRequest {
+    v1::SubmitJobRequest {
+        prompt: prompt.into(),
+        generation_config: Some(v1::GenerationConfig {
+            model: model.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

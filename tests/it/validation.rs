@@ -1,0 +1,157 @@
+//! Bad input gets the right status code naming the field, and writes nothing.
+
+use llm_jobs::proto::v1;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::support::{TestApp, request};
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_submissions_are_invalid_argument_with_the_field() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut c = app.client.clone();
+    let cases: Vec<(&str, v1::SubmitJobRequest)> = vec![
+        ("prompt", request("", "sim")),
+        ("prompt", request("   ", "sim")),
+        (
+            "job_type",
+            v1::SubmitJobRequest {
+                job_type: "nope".into(),
+                ..request("hi", "sim")
+            },
+        ),
+        (
+            "generation_config.max_tokens",
+            v1::SubmitJobRequest {
+                generation_config: Some(v1::GenerationConfig {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                }),
+                ..request("hi", "sim")
+            },
+        ),
+        (
+            "generation_config.temperature",
+            v1::SubmitJobRequest {
+                generation_config: Some(v1::GenerationConfig {
+                    temperature: Some(3.0),
+                    ..Default::default()
+                }),
+                ..request("hi", "sim")
+            },
+        ),
+        (
+            "priority",
+            v1::SubmitJobRequest {
+                priority: 42,
+                ..request("hi", "sim")
+            },
+        ),
+        ("prompt", request(&"x".repeat(1024 * 1024 + 1), "sim")),
+    ];
+    for (field, req) in cases {
+        for stream in [false, true] {
+            let status = if stream {
+                c.submit_and_stream(req.clone()).await.err()
+            } else {
+                c.submit_job(req.clone()).await.err()
+            }
+            .expect("rejected");
+            assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+            assert!(
+                violated_fields(&status).contains(&field.to_owned()),
+                "{field}: {status:?}"
+            );
+        }
+    }
+    // A message over the decode limit is refused by the transport, not accepted.
+    let huge = request(&"x".repeat(5 * 1024 * 1024), "sim");
+    let status = c.submit_job(huge).await.expect_err("too large");
+    assert_eq!(status.code(), Code::OutOfRange);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_malformed_job_ids() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut c = app.client.clone();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let s = c
+        .get_job(v1::GetJobRequest {
+            job_id: unknown.clone(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(s.code(), Code::NotFound);
+    let s = c
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: unknown.clone(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(s.code(), Code::NotFound);
+    let s = c
+        .cancel_job(v1::CancelJobRequest {
+            job_id: unknown.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(s.code(), Code::NotFound);
+    let s = c
+        .stream_job(v1::StreamJobRequest {
+            job_id: unknown,
+            after_sequence: 0,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(s.code(), Code::NotFound);
+    for bad in ["", "not-a-uuid", "'; DROP TABLE jobs; --"] {
+        let s = c
+            .get_job(v1::GetJobRequest { job_id: bad.into() })
+            .await
+            .expect_err("malformed");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&s), ["job_id"]);
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_wait_for_the_end_and_idempotency_keys_dedupe() -> anyhow::Result<()> {
+    let upstream =
+        crate::support::upstream::TestUpstream::start(crate::support::upstream::Reply::Slow {
+            tokens: 1,
+            first_token_delay: std::time::Duration::from_secs(60),
+            interval: std::time::Duration::from_millis(1),
+        })
+        .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let mut req = request("hi", "gpt-4o-mini");
+    req.idempotency_key = "order-42".into();
+    let first = app.submit(req.clone()).await?;
+    let second = app.submit(req).await?;
+    assert_eq!(first.id, second.id, "same idempotency key, same job");
+    app.wait_for_job(&first.id, |j| j.status() == v1::JobStatus::Running)
+        .await?;
+    let mut c = app.client.clone();
+    let s = c
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: first.id.clone(),
+        })
+        .await
+        .expect_err("not finished");
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert_eq!(upstream.requests().len(), 1, "one job, one request");
+    app.stop().await
+}
