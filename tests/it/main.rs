@@ -5,6 +5,7 @@ mod cancel;
 mod fixtures;
 mod grpc_web;
 mod priority;
+mod reflection;
 mod retries;
 mod support;
 mod validation;
