@@ -155,14 +155,19 @@ pub async fn run(
             job_types: cfg.jobs.job_types.clone(),
             default_model,
             max_attempts: cfg.jobs.max_attempts,
-            limits: cfg.jobs.limits.clone(),
+            limits: crate::job::Limits {
+                max_attempts_cap: cfg.jobs.max_attempts_cap.max(1),
+                timeout_cap: Duration::from_secs(cfg.jobs.job_timeout_cap_secs.max(1)),
+                ..cfg.jobs.limits.clone()
+            },
         };
         let gateway = Gateway {
             store: store.clone(),
             queue: queue.clone(),
             events: events.clone(),
         };
-        let api = JobApi::new(gateway, rules, shutdown.clone());
+        let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
+        let api = JobApi::new(gateway, rules, heartbeat, shutdown.clone());
         let stop = shutdown.clone();
         info!(%addr, "gRPC (grpc-web, health, reflection) listening");
         tasks.spawn(async move {

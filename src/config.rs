@@ -1,11 +1,11 @@
 //! Configuration: one struct per subsystem, each flattened into the CLI, every flag with an
 //! environment variable.
 //!
-//! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`,
+//! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
-//! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_WORKER_CONCURRENCY`,
-//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_RETRY_BASE_MS`,
+//! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_WORKER_CONCURRENCY`,
+//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`.
@@ -33,6 +33,14 @@ pub struct Server {
         default_value_t = 10
     )]
     pub shutdown_grace_secs: u64,
+    /// Seconds of silence on a job stream before the server sends a heartbeat event (proxies
+    /// and load balancers cut idle streams).
+    #[arg(
+        long = "stream-heartbeat-secs",
+        env = "LLMJOBS_STREAM_HEARTBEAT_SECS",
+        default_value_t = 15
+    )]
+    pub stream_heartbeat_secs: u64,
 }
 
 /// Redis: queue, leases and the live event log.
@@ -106,6 +114,20 @@ pub struct Jobs {
         default_value_t = 3
     )]
     pub max_attempts: u32,
+    /// Largest `max_attempts` a job may ask for.
+    #[arg(
+        long = "max-attempts-cap",
+        env = "LLMJOBS_MAX_ATTEMPTS_CAP",
+        default_value_t = 10
+    )]
+    pub max_attempts_cap: u32,
+    /// Largest `timeout_seconds` a job may ask for.
+    #[arg(
+        long = "job-timeout-cap-secs",
+        env = "LLMJOBS_JOB_TIMEOUT_CAP_SECS",
+        default_value_t = 3600
+    )]
+    pub job_timeout_cap_secs: u64,
     /// Seconds a finished job's event log stays in Redis for replay (after that, replays are
     /// snapshots from Postgres).
     #[arg(
@@ -140,6 +162,14 @@ pub struct Worker {
         default_value_t = 300
     )]
     pub job_timeout_secs: u64,
+    /// Seconds from sending the request to the first token before the attempt fails
+    /// (retryable) and the request is dropped.
+    #[arg(
+        long = "first-token-timeout-secs",
+        env = "LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub first_token_timeout_secs: u64,
     /// First retry delay (ms); doubles per attempt, with full jitter.
     #[arg(
         long = "retry-base-ms",

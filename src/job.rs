@@ -189,6 +189,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Attempts allowed before the job fails for good.
     pub max_attempts: u32,
+    /// Limit of one attempt; `None`: the worker's default.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Why a job or an attempt failed: a stable code and a human-readable message.
@@ -225,6 +227,8 @@ pub struct Job {
     pub attempts: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// Limit of one attempt; `None`: the worker's default.
+    pub timeout: Option<std::time::Duration>,
     /// Last error, for failed jobs.
     pub error: Option<JobError>,
     /// Sequence of the terminal event, once it is known (0 before).
@@ -294,6 +298,10 @@ pub struct Limits {
     pub max_stop_sequences: usize,
     /// Largest accepted `max_tokens`.
     pub max_output_tokens: u32,
+    /// Largest accepted per-job `max_attempts`.
+    pub max_attempts_cap: u32,
+    /// Largest accepted per-job timeout.
+    pub timeout_cap: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -305,6 +313,8 @@ impl Default for Limits {
             max_metadata_bytes: 1024,
             max_stop_sequences: 4,
             max_output_tokens: 128_000,
+            max_attempts_cap: 10,
+            timeout_cap: std::time::Duration::from_secs(3600),
         }
     }
 }

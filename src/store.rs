@@ -30,6 +30,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the same write may succeed later: the database is down, restarting, or the
+    /// connection was cut. Constraint violations and decoding errors are permanent.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Query(D::DatabaseError(
+                K::UniqueViolation
+                | K::ForeignKeyViolation
+                | K::NotNullViolation
+                | K::CheckViolation
+                | K::RestrictViolation,
+                _,
+            )) => false,
+            Error::Query(D::DatabaseError(..) | D::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+
     /// True when retrying later may succeed (the database is down or overloaded).
     pub fn is_unavailable(&self) -> bool {
         matches!(

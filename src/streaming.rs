@@ -29,24 +29,40 @@ const WATCHER_BUFFER: usize = 256;
 /// What a watcher stream yields.
 pub type EventStream = ReceiverStream<Result<v1::JobEvent, Status>>;
 
-/// Starts following `job_id` after `after` and returns the stream at once. The stream ends
-/// after the terminal event, with UNAVAILABLE when a dependency fails or the server shuts
-/// down (clients reconnect with their last sequence), or when the client goes away.
+/// How a watcher's stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// After the terminal event.
+    Terminal,
+    /// The client went away first.
+    ClientGone,
+    /// With an error status (dependency down, shutdown, unknown job).
+    Error,
+}
+
+/// Starts following `job_id` after `after` and returns the stream at once, with a handle that
+/// tells how it ended. The stream ends after the terminal event, with UNAVAILABLE when a
+/// dependency fails or the server shuts down (clients reconnect with their last sequence), or
+/// when the client goes away (within one scheduling round: the forwarding task watches the
+/// channel's closing).
 pub fn follow(
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     job_id: JobId,
     after: u64,
+    heartbeat: Duration,
     shutdown: CancellationToken,
-) -> EventStream {
+) -> (EventStream, tokio::task::JoinHandle<Ended>) {
     let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         let mut w = Watcher {
             store,
             events,
             job_id,
             last: after,
             tx,
+            last_sent: tokio::time::Instant::now(),
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
         };
         let result = tokio::select! {
             r = w.run() => r,
@@ -55,13 +71,15 @@ pub fn follow(
             ))),
         };
         match result {
-            Ok(()) | Err(Stop::Gone) => {}
+            Ok(()) => Ended::Terminal,
+            Err(Stop::Gone) => Ended::ClientGone,
             Err(Stop::Status(status)) => {
                 let _ = w.tx.send(Err(status)).await;
+                Ended::Error
             }
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), handle)
 }
 
 enum Stop {
@@ -90,6 +108,10 @@ struct Watcher {
     job_id: JobId,
     last: u64,
     tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
+    /// When the client last got anything (heartbeats included).
+    last_sent: tokio::time::Instant,
+    /// Longest silence towards the client before a heartbeat event.
+    heartbeat: Duration,
 }
 
 /// Whether the watcher is done.
@@ -113,9 +135,12 @@ impl Watcher {
         loop {
             let item = tokio::select! {
                 item = live.recv() => item,
-                _ = tokio::time::sleep(IDLE_CHECK) => {
+                _ = tokio::time::sleep(IDLE_CHECK.min(self.heartbeat)) => {
                     if self.catch_up().await? == Done::Yes {
                         return Ok(());
+                    }
+                    if self.last_sent.elapsed() >= self.heartbeat {
+                        self.heartbeat().await?;
                     }
                     continue;
                 }
@@ -143,7 +168,24 @@ impl Watcher {
         let terminal = is_terminal(&ev);
         self.last = ev.sequence;
         self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
+        self.last_sent = tokio::time::Instant::now();
         Ok(if terminal { Done::Yes } else { Done::No })
+    }
+
+    /// Tells a quiet stream's client (and the proxies between) that the job is alive.
+    async fn heartbeat(&mut self) -> Result<(), Stop> {
+        let job = self.job().await?;
+        let ev = v1::JobEvent {
+            sequence: self.last,
+            time: Some(convert::timestamp(chrono::Utc::now())),
+            job_id: self.job_id.to_string(),
+            kind: Some(Kind::Heartbeat(v1::JobHeartbeat {
+                status: convert::status(job.status).into(),
+            })),
+        };
+        self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
+        self.last_sent = tokio::time::Instant::now();
+        Ok(())
     }
 
     /// Sends everything the log has after `last`; when the log is gone, falls back to the

@@ -73,6 +73,8 @@ pub struct Worker {
     job_types: Vec<String>,
     running: Mutex<HashMap<JobId, Arc<Running>>>,
     wake: Notify,
+    /// Cancelled when the drain period is over: store retries give up.
+    hard_stop: CancellationToken,
 }
 
 impl Worker {
@@ -87,6 +89,7 @@ impl Worker {
             job_types,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            hard_stop: CancellationToken::new(),
         })
     }
 
@@ -180,6 +183,7 @@ impl Worker {
                 jobs = running.len(),
                 "drain timeout: handing running jobs back to their queues"
             );
+            self.hard_stop.cancel();
             for r in running {
                 r.stop(StopReason::Shutdown);
             }

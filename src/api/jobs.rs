@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -13,23 +14,30 @@ use crate::{
     gateway::Gateway,
     job::JobId,
     proto::v1::{self, job_service_server::JobService},
-    streaming,
+    streaming::{self, Ended},
 };
 
 /// The JobService implementation.
 pub struct JobApi {
     gateway: Gateway,
     rules: validate::Rules,
+    heartbeat: std::time::Duration,
     shutdown: CancellationToken,
 }
 
 impl JobApi {
-    /// A service over `gateway`, validating with `rules`; open streams end with UNAVAILABLE
-    /// when `shutdown` is cancelled.
-    pub fn new(gateway: Gateway, rules: validate::Rules, shutdown: CancellationToken) -> JobApi {
+    /// A service over `gateway`, validating with `rules`; quiet streams get a heartbeat
+    /// event every `heartbeat`; open streams end with UNAVAILABLE when `shutdown` is cancelled.
+    pub fn new(
+        gateway: Gateway,
+        rules: validate::Rules,
+        heartbeat: std::time::Duration,
+        shutdown: CancellationToken,
+    ) -> JobApi {
         JobApi {
             gateway,
             rules,
+            heartbeat,
             shutdown,
         }
     }
@@ -39,12 +47,13 @@ impl JobApi {
         Ok(self.gateway.submit(job).await?)
     }
 
-    fn follow(&self, job_id: JobId, after: u64) -> streaming::EventStream {
+    fn follow(&self, job_id: JobId, after: u64) -> (streaming::EventStream, JoinHandle<Ended>) {
         streaming::follow(
             self.gateway.store.clone(),
             self.gateway.events.clone(),
             job_id,
             after,
+            self.heartbeat,
             self.shutdown.clone(),
         )
     }
@@ -81,9 +90,22 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
-        let job = self.submit(request.into_inner()).await?;
+        let req = request.into_inner();
+        let cancel_on_disconnect = req.cancel_on_disconnect;
+        let job = self.submit(req).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
-        Ok(Response::new(Box::pin(self.follow(job.id, 0))))
+        let (stream, ended) = self.follow(job.id, 0);
+        if cancel_on_disconnect {
+            let gateway = self.gateway.clone();
+            tokio::spawn(async move {
+                if let Ok(Ended::ClientGone) = ended.await
+                    && let Err(e) = gateway.cancel(job.id, "the client disconnected").await
+                {
+                    tracing::warn!(job_id = %job.id, error = %e, "cancel on disconnect failed");
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type StreamJobStream = EventStream;
@@ -97,7 +119,9 @@ impl JobService for JobApi {
         let id = job_id(&req.job_id)?;
         // Unknown jobs fail the call itself, not the stream.
         self.gateway.get(id).await?;
-        Ok(Response::new(Box::pin(self.follow(id, req.after_sequence))))
+        Ok(Response::new(Box::pin(
+            self.follow(id, req.after_sequence).0,
+        )))
     }
 
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]

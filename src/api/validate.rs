@@ -190,6 +190,24 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         ));
     }
 
+    if let Some(n) = req.max_attempts
+        && (n == 0 || n > limits.max_attempts_cap)
+    {
+        v.push(FieldViolation::new(
+            "max_attempts",
+            format!("must be within 1..={}", limits.max_attempts_cap),
+        ));
+    }
+    let timeout_cap = limits.timeout_cap.as_secs();
+    if let Some(t) = req.timeout_seconds
+        && (t == 0 || u64::from(t) > timeout_cap)
+    {
+        v.push(FieldViolation::new(
+            "timeout_seconds",
+            format!("must be within 1..={timeout_cap}"),
+        ));
+    }
+
     if !v.is_empty() {
         return Err(v);
     }
@@ -228,7 +246,10 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         streaming_mode,
         metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
-        max_attempts: rules.max_attempts.max(1),
+        max_attempts: req.max_attempts.unwrap_or(rules.max_attempts).max(1),
+        timeout: req
+            .timeout_seconds
+            .map(|s| std::time::Duration::from_secs(u64::from(s))),
     })
 }
 

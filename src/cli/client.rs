@@ -235,7 +235,7 @@ async fn print_events(mut stream: tonic::Streaming<v1::JobEvent>) -> anyhow::Res
                 println!();
                 eprintln!("[{}] cancelled: {}", event.sequence, c.reason);
             }
-            None => {}
+            Some(Kind::Heartbeat(_)) | None => {}
         }
     }
 }

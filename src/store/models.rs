@@ -40,6 +40,7 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub timeout_secs: Option<i32>,
 }
 
 /// A new row of `jobs`.
@@ -58,6 +59,7 @@ pub struct NewJobRow {
     pub metadata: serde_json::Value,
     pub idempotency_key: Option<String>,
     pub max_attempts: i32,
+    pub timeout_secs: Option<i32>,
 }
 
 /// A row of `job_results`.
@@ -117,6 +119,9 @@ impl NewJobRow {
             metadata: json(&job.metadata),
             idempotency_key: job.idempotency_key.clone(),
             max_attempts: i32::try_from(job.max_attempts).unwrap_or(i32::MAX),
+            timeout_secs: job
+                .timeout
+                .map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
         }
     }
 }
@@ -153,6 +158,10 @@ impl TryFrom<JobRow> for Job {
             metadata,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+            timeout: row
+                .timeout_secs
+                .and_then(|s| u64::try_from(s).ok())
+                .map(std::time::Duration::from_secs),
             error,
             last_sequence: u64::try_from(row.last_sequence).unwrap_or(0),
             created_at: row.created_at,

@@ -25,6 +25,7 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        timeout_secs -> Nullable<Int4>,
     }
 }
 

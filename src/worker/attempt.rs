@@ -28,6 +28,7 @@ enum End {
 enum AttemptError {
     Provider(provider::Error),
     Timeout,
+    FirstTokenTimeout,
 }
 
 impl AttemptError {
@@ -41,20 +42,24 @@ impl AttemptError {
                 code: "timeout".to_owned(),
                 message: "the attempt exceeded the job timeout".to_owned(),
             },
+            AttemptError::FirstTokenTimeout => JobError {
+                code: "first_token_timeout".to_owned(),
+                message: "no token arrived within the first-token timeout".to_owned(),
+            },
         }
     }
 
     fn is_retryable(&self) -> bool {
         match self {
             AttemptError::Provider(e) => e.is_retryable(),
-            AttemptError::Timeout => true,
+            AttemptError::Timeout | AttemptError::FirstTokenTimeout => true,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             AttemptError::Provider(e) => e.retry_after(),
-            AttemptError::Timeout => None,
+            AttemptError::Timeout | AttemptError::FirstTokenTimeout => None,
         }
     }
 }
@@ -109,6 +114,39 @@ fn event(kind: Kind) -> v1::JobEvent {
 }
 
 impl Worker {
+    /// Runs a store write until it succeeds, retrying while the store is unavailable and this
+    /// worker still holds the job's lease (the heartbeat keeps it alive meanwhile), so a
+    /// Postgres outage delays a result instead of losing it. `None` when it gave up: the lease
+    /// was lost, the drain period ended, or the error is permanent.
+    async fn persist<T, F, Fut>(&self, running: &Running, what: &str, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::store::Error>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) if e.is_transient() => {
+                    if running.reason.get() == Some(&StopReason::LeaseLost) {
+                        warn!(error = %e, "{what}: store unavailable and the lease is lost; giving up");
+                        return None;
+                    }
+                    warn!(error = %e, "{what}: store unavailable; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.hard_stop.cancelled() => return None,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "{what} failed");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Runs one claimed job to the end of this attempt.
     pub(super) async fn run_attempt(self: Arc<Self>, job_id: JobId, running: Arc<Running>) {
         let span = info_span!("job.run", job_id = %job_id, job_type = tracing::field::Empty,
@@ -204,7 +242,20 @@ impl Worker {
         running: &Running,
         progress: &mut Progress,
     ) -> End {
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.job_timeout_secs.max(1));
+        let timeout = job
+            .timeout
+            .unwrap_or(Duration::from_secs(self.cfg.job_timeout_secs.max(1)));
+        let deadline = Instant::now() + timeout;
+        let first_token_deadline =
+            Instant::now() + Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
+        // While no token has arrived, whichever limit comes first applies.
+        let limit = |p: &Progress| {
+            if p.first_token_at.is_none() && first_token_deadline < deadline {
+                (first_token_deadline, AttemptError::FirstTokenTimeout)
+            } else {
+                (deadline, AttemptError::Timeout)
+            }
+        };
         let stop = running.stop.clone();
         let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
         let request = provider::Request {
@@ -215,7 +266,7 @@ impl Worker {
         let mut stream = tokio::select! {
             biased;
             _ = stop.cancelled() => return stopped(),
-            _ = tokio::time::sleep_until(deadline) => return End::Failed(AttemptError::Timeout),
+            _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
             s = provider.stream(&request) => match s {
                 Ok(s) => s,
                 Err(e) => return End::Failed(AttemptError::Provider(e)),
@@ -234,7 +285,7 @@ impl Worker {
                     self.flush(job, progress).await;
                     return stopped();
                 }
-                _ = tokio::time::sleep_until(deadline) => return End::Failed(AttemptError::Timeout),
+                _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
                 _ = tokio::time::sleep_until(next_flush), if buffered && has_pending => {
                     self.flush(job, progress).await;
                     next_flush = Instant::now() + flush_every;
@@ -347,17 +398,19 @@ impl Worker {
                 reason: "cancelled by a client".to_owned(),
             }),
         };
-        match store.finish_attempt(job.id, attempt, finish).await {
-            Ok(Some(_)) => {
+        let stored = self
+            .persist(running, "storing the result", || {
+                store.finish_attempt(job.id, attempt, finish.clone())
+            })
+            .await;
+        match stored {
+            Some(Some(_)) => {
                 self.publish_terminal(job.id, attempt, terminal).await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
-            Ok(None) => info!("attempt was superseded; result discarded"),
-            Err(e) => {
-                // The lease will expire and another attempt will run the job again.
-                warn!(error = %e, "cannot store the result; the job will be retried");
-                return;
-            }
+            Some(None) => info!("attempt was superseded; result discarded"),
+            // The lease expires and another attempt runs the job again.
+            None => return,
         }
         self.settle(job.id, &running.owner, None).await;
     }
@@ -385,8 +438,13 @@ impl Worker {
             });
             let retry_at =
                 Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            match self.deps.store.retry_attempt(job.id, attempt, &error).await {
-                Ok(true) => {
+            let recorded = self
+                .persist(running, "recording the retry", || {
+                    self.deps.store.retry_attempt(job.id, attempt, &error)
+                })
+                .await;
+            match recorded {
+                Some(true) => {
                     let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
                         attempt,
                         error: Some(crate::api::convert::job_error(&error)),
@@ -403,8 +461,8 @@ impl Worker {
                     }
                     self.settle(job.id, &running.owner, Some(retry_at)).await;
                 }
-                Ok(false) => self.settle(job.id, &running.owner, None).await,
-                Err(e) => warn!(error = %e, "cannot record the retry; the lease will expire"),
+                Some(false) => self.settle(job.id, &running.owner, None).await,
+                None => {}
             }
             return;
         }
@@ -413,13 +471,15 @@ impl Worker {
             retryable: err.is_retryable(),
             partial,
         };
-        match self
-            .deps
-            .store
-            .finish_attempt(job.id, attempt, finish)
-            .await
-        {
-            Ok(Some(_)) => {
+        let stored = self
+            .persist(running, "storing the failure", || {
+                self.deps
+                    .store
+                    .finish_attempt(job.id, attempt, finish.clone())
+            })
+            .await;
+        match stored {
+            Some(Some(_)) => {
                 let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
                     attempt,
                     error: Some(crate::api::convert::job_error(&error)),
@@ -437,11 +497,8 @@ impl Worker {
                 });
                 self.publish_terminal(job.id, attempt, terminal).await;
             }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(error = %e, "cannot store the failure; the lease will expire");
-                return;
-            }
+            Some(None) => {}
+            None => return,
         }
         self.settle(job.id, &running.owner, None).await;
     }

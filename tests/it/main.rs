@@ -4,6 +4,7 @@
 mod cancel;
 mod fixtures;
 mod grpc_web;
+mod limits;
 mod priority;
 mod reflection;
 mod retries;
