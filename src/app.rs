@@ -97,6 +97,15 @@ pub async fn run(
         }
     }
     let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
+    match redis.eviction_policy().await.as_deref() {
+        Some("noeviction") | None => {}
+        Some(policy) => tracing::error!(
+            policy,
+            "Redis may evict keys (maxmemory-policy is not noeviction): queued jobs and event \
+             logs can vanish; the reconciler re-enqueues jobs from Postgres, but set \
+             maxmemory-policy noeviction"
+        ),
+    }
     let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
     let queue: Arc<dyn Queue> = Arc::new(RedisQueue::new(redis.clone()));
     let events: Arc<dyn EventLog> =
@@ -132,6 +141,13 @@ pub async fn run(
             worker.run(stop, grace).await;
             Ok(())
         });
+        let reconciler = crate::reconciler::Reconciler {
+            store: store.clone(),
+            queue: queue.clone(),
+            events: events.clone(),
+        };
+        let every = Duration::from_secs(cfg.worker.reconcile_secs.max(1));
+        tokio::spawn(reconciler.run(every, shutdown.clone()));
     }
     if roles.gateway {
         let listener = match listener {

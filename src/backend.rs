@@ -64,6 +64,20 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Redis's `maxmemory-policy`, when the server lets us read it (managed services may not).
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let mut conn = self.pool.get().await.ok()?;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        reply.into_iter().nth(1)
+    }
+}
+
 /// Key and channel names under one prefix.
 #[derive(Clone, Debug)]
 pub struct Keys {

@@ -107,6 +107,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// nothing falls between the two.
     async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error>;
 
+    /// Starts a new log for a job whose log was lost (Redis restarted or was flushed):
+    /// sequences continue above `base`, and attempts before `attempt` may not write. Returns
+    /// false (and changes nothing) when the job still has a log.
+    async fn restart(&self, job_id: JobId, base: u64, attempt: u32) -> Result<bool, Error>;
+
     /// Output tokens generated so far by the current attempt, when known.
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error>;
 }

@@ -12,6 +12,7 @@
 //! - [`backend`]: Redis connections and key layout shared by queue and events.
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals.
 //! - [`events`]: per-job ordered event log and fan-out to watchers.
+//! - [`reconciler`]: re-enqueues jobs Postgres has as unfinished but Redis lost.
 //! - [`store`]: the durable store (Postgres) of jobs, results and failed attempts.
 //! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
 //!   classification.
@@ -39,6 +40,7 @@ pub mod job;
 pub mod proto;
 pub mod provider;
 pub mod queue;
+pub mod reconciler;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -63,12 +63,43 @@ pub enum Error {
         /// Upstream message.
         message: String,
     },
+    /// HTTP 200 whose body is a JSON document (a non-streaming answer) instead of an event
+    /// stream: the server ignored `stream: true`; permanent (another attempt gets the same).
+    #[error("upstream answered with {content_type} instead of an event stream: {message}")]
+    NotEventStream {
+        /// The `Content-Type` of the answer (empty when absent).
+        content_type: String,
+        /// The start of the body.
+        message: String,
+    },
+    /// The answer finished with reasoning text but no content: a reasoning model that spent
+    /// its budget thinking (`length`), or a server whose reasoning parser took the whole
+    /// answer. Retryable unless `finish_reason` is `length` or `content_filter` (the same
+    /// request would end the same way).
+    #[error(
+        "upstream answered with reasoning only and no content (finish_reason {finish_reason:?}, \
+         {reasoning_chars} chars of reasoning)"
+    )]
+    EmptyAnswer {
+        /// The upstream's finish reason.
+        finish_reason: String,
+        /// Length of the reasoning text (chars).
+        reasoning_chars: usize,
+    },
 }
 
 impl Error {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::Auth { .. } | Error::InvalidRequest { .. })
+        match self {
+            Error::Auth { .. } | Error::InvalidRequest { .. } | Error::NotEventStream { .. } => {
+                false
+            }
+            Error::EmptyAnswer { finish_reason, .. } => {
+                !matches!(finish_reason.as_str(), "length" | "content_filter")
+            }
+            _ => true,
+        }
     }
 
     /// The upstream's own wait hint (`Retry-After`), when it gave one.
@@ -89,6 +120,8 @@ impl Error {
             Error::Malformed(_) => "upstream_malformed_chunk",
             Error::Auth { .. } => "upstream_auth_failed",
             Error::InvalidRequest { .. } => "upstream_invalid_request",
+            Error::NotEventStream { .. } => "upstream_not_event_stream",
+            Error::EmptyAnswer { .. } => "upstream_empty_answer",
         }
     }
 

@@ -104,6 +104,9 @@ pub trait Queue: Send + Sync + 'static {
     /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].
     async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error>;
 
+    /// For each job, whether the queue knows it (waiting, delayed or claimed).
+    async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;
+
     /// Round trip to the backend (health checks).
     async fn ping(&self) -> Result<(), Error>;
 }

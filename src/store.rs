@@ -148,6 +148,14 @@ pub trait Store: Send + Sync + 'static {
     /// Errors of every failed attempt, oldest first.
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error>;
 
+    /// Up to `limit` QUEUED or RUNNING jobs last changed before `before`, oldest first (the
+    /// reconciler compares them with what Redis knows).
+    async fn unfinished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error>;
+
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;
 }

@@ -27,6 +27,10 @@ use crate::{
     store::Store,
 };
 
+/// How long an attempt keeps reading after the `finish_reason` chunk (for the usage chunk);
+/// then it completes even if the upstream neither sends `[DONE]` nor closes.
+pub const FINISH_GRACE: Duration = Duration::from_secs(3);
+
 /// Why a running attempt was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {

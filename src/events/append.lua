@@ -17,13 +17,15 @@ if fence ~= '' then
     return 0
   end
 end
-local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+-- A log restarted after a Redis loss continues above `base` (see restart.lua).
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+local seq = tonumber(redis.call('HGET', state, 'base') or '0') + n
 if ARGV[5] ~= '' then redis.call('HSET', state, 'output_tokens', ARGV[5]) end
 if ARGV[3] == '1' then
   redis.call('HSET', state, 'done', seq)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   redis.call('EXPIRE', state, tonumber(ARGV[6]))
-elseif seq == 1 or string.sub(fence, 1, 1) == 's' then
+elseif n == 1 or string.sub(fence, 1, 1) == 's' then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
   redis.call('EXPIRE', state, tonumber(ARGV[7]))
 end

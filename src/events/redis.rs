@@ -18,6 +18,8 @@ use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal};
 use crate::{backend::Redis, job::JobId, proto::v1::JobEvent};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
+static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("read.lua")));
+static RESTART: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restart.lua")));
 
 /// Buffered live items per job before a slow watcher is told to resync from the log.
 const LIVE_BUFFER: usize = 1024;
@@ -105,31 +107,44 @@ impl EventLog for RedisEventLog {
     }
 
     async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
-        let key = self.redis.keys.job(&job_id, "events");
+        let k = &self.redis.keys;
         let mut conn = self.redis.pool.get().await?;
-        let start = isize::try_from(after).unwrap_or(isize::MAX);
-        let (exists, raw, done): (bool, Vec<Vec<u8>>, Option<u64>) = redis::pipe()
-            .exists(&key)
-            .lrange(&key, start, -1)
-            .hget(self.redis.keys.job(&job_id, "state"), "done")
-            .query_async(&mut conn)
+        let read: Option<(u64, String, u64, Vec<Vec<u8>>)> = READ
+            .key(k.job(&job_id, "events"))
+            .key(k.job(&job_id, "state"))
+            .arg(after)
+            .invoke_async(&mut conn)
             .await?;
-        if !exists {
+        let Some((base, done, first, raw)) = read else {
             return Ok(None);
-        }
+        };
         let events = raw
             .iter()
-            .zip(after + 1..)
+            .zip(base + first + 1..)
             .map(|(bytes, seq)| decode(job_id, seq, bytes))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(LogRead {
             events,
-            terminal_sequence: done,
+            terminal_sequence: done.parse().ok(),
         }))
     }
 
     async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error> {
         self.hub.subscribe(job_id).await
+    }
+
+    async fn restart(&self, job_id: JobId, base: u64, attempt: u32) -> Result<bool, Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.redis.pool.get().await?;
+        let started: i64 = RESTART
+            .key(k.job(&job_id, "events"))
+            .key(k.job(&job_id, "state"))
+            .arg(base)
+            .arg(attempt)
+            .arg(UNFINISHED_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(started == 1)
     }
 
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error> {

@@ -1,24 +1,37 @@
 //! The OpenAI-compatible provider: `POST {base}/chat/completions` with `stream: true` through
-//! async-openai, parsed chunk by chunk.
+//! async-openai's bring-your-own-types streaming call, decoded leniently by [`wire`].
 //!
-//! Wire format (OpenAI chat-completions streaming, <https://platform.openai.com/docs/api-reference/chat/streaming>):
-//! SSE `data:` lines carrying `chat.completion.chunk` objects, ended by `data: [DONE]`. With
-//! `stream_options.include_usage` the last chunk has empty `choices` and the `usage`. Some
-//! servers (vLLM, DeepSeek, OpenRouter) stream `reasoning_content` (or `reasoning`) apart from
-//! `content`. A failure after the headers arrives as a chunk with an `error` object.
-//! async-openai is used with its "bring your own types" calls so these fields survive.
+//! async-openai supplies configuration, auth headers, the base URL, the transport and the SSE
+//! parsing. Two things are changed on its HTTP path (its `middleware` feature):
+//! - its default retry layer is left out: exactly one upstream request per attempt, the worker
+//!   decides about retries;
+//! - [`Inspect`] looks at the response before async-openai does, so an error answer keeps its
+//!   status, `Retry-After` and body, and a 2xx answer that is not an event stream (a JSON
+//!   document, a proxy's HTML page) becomes a clear error instead of an empty stream.
 
-use std::time::Duration;
+pub mod wire;
 
-use async_openai::{Client, config::OpenAIConfig, error::OpenAIError};
+use std::{future::Future, pin::Pin, time::Duration};
+
+use async_openai::{
+    Client,
+    config::OpenAIConfig,
+    error::OpenAIError,
+    middleware::{HttpRequestFactory, ReqwestService},
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Chunk, ChunkStream, Error, Provider, Request};
-use crate::{config, job::Usage};
+use super::{ChunkStream, Error, Provider, Request};
+use crate::config;
+use wire::Payload;
+
+/// Longest error body read from the upstream (bytes).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Characters of a body quoted in an error message.
+const SNIPPET_CHARS: usize = 200;
 
 /// Provider for OpenAI and every server that speaks its chat-completions API.
 pub struct OpenAi {
@@ -28,14 +41,14 @@ pub struct OpenAi {
 impl OpenAi {
     /// A provider for `cfg.openai_base_url` with `cfg.openai_api_key`.
     ///
-    /// The HTTP client has a connect timeout but no overall timeout: the worker bounds each
-    /// attempt itself. async-openai sends exactly one request per call (its retry middleware is
-    /// not enabled).
+    /// The HTTP client has a connect timeout but no overall timeout (the worker bounds each
+    /// attempt) and follows no redirects (a redirect would be a second request).
     ///
     /// Errors: a message when the HTTP client cannot be built (no TLS provider).
     pub fn new(cfg: &config::Provider) -> Result<OpenAi, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
@@ -44,13 +57,14 @@ impl OpenAi {
         if let Some(key) = &cfg.openai_api_key {
             openai = openai.with_api_key(key.expose_secret());
         }
-        Ok(OpenAi {
-            client: Client::build(http, openai),
-        })
+        let client = Client::with_config(openai).with_http_service(Inspect {
+            inner: ReqwestService::new(http),
+        });
+        Ok(OpenAi { client })
     }
 }
 
-/// Request body of `POST /chat/completions` with streaming on and usage requested.
+/// Request body of `POST /chat/completions`: streaming on, usage requested.
 fn request_body(request: &Request) -> Value {
     let p = &request.params;
     let mut body = json!({
@@ -78,135 +92,250 @@ fn request_body(request: &Request) -> Value {
     body
 }
 
-#[derive(Deserialize)]
-struct WireChunk {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<WireChoice>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<WireError>,
+/// An upstream answer that is not a usable event stream: an error status, or a 2xx whose
+/// content type says it is something else.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream answered HTTP {status} ({content_type})")]
+struct Refused {
+    status: u16,
+    content_type: String,
+    retry_after: Option<Duration>,
+    body: String,
 }
 
-#[derive(Deserialize)]
-struct WireChoice {
-    #[serde(default)]
-    delta: Option<WireDelta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    reasoning: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    #[serde(default)]
-    message: String,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-}
-
-impl WireError {
-    /// Error objects inside a 200 stream: server-side types are retryable, request and policy
-    /// errors are not.
-    fn classify(self) -> Error {
-        let kind = self.kind.unwrap_or_default();
-        let message = if kind.is_empty() {
-            self.message
-        } else {
-            format!("{kind}: {}", self.message)
-        };
-        match kind.as_str() {
-            "invalid_request_error" | "content_policy_violation" | "content_filter" => {
-                Error::InvalidRequest {
-                    status: None,
-                    message,
-                }
+impl Refused {
+    fn into_error(self) -> Error {
+        let parsed = serde_json::from_str::<Value>(self.body.trim()).ok();
+        let object = parsed.as_ref().and_then(Value::as_object);
+        if (200..300).contains(&self.status) {
+            if let Some(err) = object.and_then(wire::error_in) {
+                return err;
             }
-            "authentication_error" | "permission_error" => Error::Auth {
-                status: 401,
+            if object.is_some_and(|o| o.contains_key("choices")) {
+                return Error::NotEventStream {
+                    content_type: self.content_type,
+                    message: snippet(&self.body),
+                };
+            }
+            return Error::Server {
+                status: Some(self.status),
+                message: format!(
+                    "not an event stream ({}): {}",
+                    self.content_type,
+                    snippet(&self.body)
+                ),
+            };
+        }
+        let error = match object.map(|o| o.get("error").and_then(Value::as_object).unwrap_or(o)) {
+            Some(o)
+                if o.contains_key("message")
+                    || o.contains_key("type")
+                    || o.contains_key("code") =>
+            {
+                wire::classify_object(Some(self.status), o)
+            }
+            _ => Error::from_status(
+                self.status,
+                format!("{} ({})", snippet(&self.body), self.content_type),
+                None,
+            ),
+        };
+        match error {
+            Error::RateLimited { message, .. } => Error::RateLimited {
+                retry_after: self.retry_after,
                 message,
             },
-            "rate_limit_error" | "rate_limit_exceeded" => Error::RateLimited {
-                retry_after: None,
-                message,
-            },
-            _ => Error::Server {
-                status: None,
-                message,
-            },
+            other => other,
         }
     }
 }
 
+/// The start of a body for an error message: HTML reduced to its visible text, whitespace
+/// collapsed, at most [`SNIPPET_CHARS`] characters.
+fn snippet(body: &str) -> String {
+    let visible = if body.trim_start().starts_with('<') {
+        visible_text(body)
+    } else {
+        body.to_owned()
+    };
+    let flat: String = visible.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut s: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if flat.chars().count() > SNIPPET_CHARS {
+        s.push('…');
+    }
+    if s.is_empty() { "empty body".into() } else { s }
+}
+
+/// The text of an HTML page without its tags, styles and scripts.
+fn visible_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        out.push(' ');
+        let tag = &rest[open..];
+        let lower = tag.get(..8).unwrap_or(tag).to_ascii_lowercase();
+        let skip_to = ["<style", "<script"]
+            .iter()
+            .find(|t| lower.starts_with(**t))
+            .and_then(|t| {
+                let close = format!("</{}", &t[1..]);
+                tag.to_ascii_lowercase().find(&close)
+            });
+        let from = skip_to.unwrap_or(0);
+        rest = match tag[from..].find('>') {
+            Some(end) => &tag[from + end + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `Retry-After` (seconds or HTTP date, RFC 9110 §10.2.3) or OpenAI's `retry-after-ms`.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    let value = text("retry-after")?;
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The HTTP service under async-openai: one request, then a look at the answer.
+#[derive(Clone)]
+struct Inspect {
+    inner: ReqwestService,
+}
+
+impl tower::Service<HttpRequestFactory> for Inspect {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), OpenAIError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            // Only a content type that clearly says "not a stream" is refused: servers label
+            // event streams text/plain, octet-stream or nothing at all.
+            let streams = !(content_type.starts_with("application/json")
+                || content_type.starts_with("text/html"));
+            if response.status().is_success() && streams {
+                return Ok(response);
+            }
+            let retry_after = retry_after(response.headers());
+            let body = read_limited(response).await;
+            Err(OpenAIError::Boxed(Box::new(Refused {
+                status,
+                content_type: if content_type.is_empty() {
+                    "no content type".into()
+                } else {
+                    content_type
+                },
+                retry_after,
+                body,
+            })))
+        })
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_LIMIT {
+            body.truncate(ERROR_BODY_LIMIT);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Maps async-openai's errors to ours.
 fn classify(e: OpenAIError) -> Error {
     match e {
+        OpenAIError::Boxed(boxed) => match boxed.downcast::<Refused>() {
+            Ok(refused) => refused.into_error(),
+            Err(other) => Error::Connection(other.to_string()),
+        },
         OpenAIError::ApiError(api) => {
             Error::from_status(api.status_code.as_u16(), api.api_error.message, None)
         }
-        OpenAIError::Reqwest(e) => {
-            if let Some(status) = e.status() {
-                Error::from_status(status.as_u16(), e.to_string(), None)
-            } else {
-                Error::Connection(e.to_string())
-            }
-        }
+        OpenAIError::Reqwest(e) => Error::Connection(error_chain(&e)),
         OpenAIError::StreamError(e) => Error::Connection(e.to_string()),
-        OpenAIError::JSONDeserialize(e, content) => {
-            // A non-JSON error body (a proxy's HTML page, a bare string).
-            let snippet: String = content.chars().take(200).collect();
-            Error::Malformed(format!("{e}: {snippet}"))
-        }
         other => Error::Connection(other.to_string()),
     }
 }
 
-fn to_chunk(wire: WireChunk) -> Result<Chunk, Error> {
-    if let Some(err) = wire.error {
-        return Err(err.classify());
+/// An error with its sources ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
-    let mut chunk = Chunk {
-        model: wire.model,
-        usage: wire.usage.map(|u| Usage {
-            input_tokens: u.prompt_tokens,
-            output_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-            estimated: false,
-        }),
-        ..Chunk::default()
-    };
-    // One choice is requested (n = 1); index 0 is the answer.
-    if let Some(choice) = wire.choices.into_iter().next() {
-        if let Some(delta) = choice.delta {
-            chunk.content = delta.content.unwrap_or_default();
-            chunk.reasoning = delta
-                .reasoning_content
-                .or(delta.reasoning)
-                .unwrap_or_default();
+    text
+}
+
+/// The chunks of one stream item: payloads that are not JSON (keep-alives, empty data) give
+/// none; strict JSON failures get a lenient second parse; a JSON object that stays broken is
+/// a retryable malformed-chunk error.
+fn items(result: Result<Value, OpenAIError>) -> Vec<Result<super::Chunk, Error>> {
+    let values = match result {
+        Ok(value) => vec![value],
+        Err(OpenAIError::JSONDeserialize(e, content)) => {
+            let content = content.trim();
+            match wire::parse_lenient(content) {
+                Some(values) => values,
+                None if content.starts_with('{') => {
+                    return vec![Err(Error::Malformed(format!("{e}: {}", snippet(content))))];
+                }
+                None => {
+                    tracing::debug!(payload = %snippet(content), "skipping a non-JSON data event");
+                    Vec::new()
+                }
+            }
         }
-        chunk.finish_reason = choice.finish_reason.filter(|r| !r.is_empty());
-    }
-    Ok(chunk)
+        Err(e) => return vec![Err(classify(e))],
+    };
+    values
+        .iter()
+        .filter_map(|v| match wire::decode(v) {
+            Ok(Payload::Chunk(chunk)) => Some(Ok(chunk)),
+            Ok(Payload::Skip) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -223,12 +352,10 @@ impl Provider for OpenAi {
         let stream = self
             .client
             .chat()
-            .create_stream_byot::<Value, WireChunk>(request_body(request))
+            .create_stream_byot::<Value, Value>(request_body(request))
             .await
             .map_err(classify)?;
-        Ok(stream
-            .map(|item| item.map_err(classify).and_then(to_chunk))
-            .boxed())
+        Ok(stream.flat_map(|r| futures::stream::iter(items(r))).boxed())
     }
 }
 
@@ -236,54 +363,90 @@ impl Provider for OpenAi {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Chunk, Error> {
-        to_chunk(serde_json::from_str(s).expect("valid json"))
-    }
-
-    #[test]
-    fn reads_content_reasoning_finish_and_usage() {
-        let c = parse(r#"{"model":"m","choices":[{"index":0,"delta":{"content":"Hi","reasoning_content":"hm"},"finish_reason":null}]}"#).expect("chunk");
-        assert_eq!((c.content.as_str(), c.reasoning.as_str()), ("Hi", "hm"));
-        assert_eq!(c.finish_reason, None);
-        let c = parse(r#"{"choices":[],"usage":{"prompt_tokens":19,"completion_tokens":11,"total_tokens":30}}"#).expect("chunk");
-        assert_eq!(
-            c.usage
-                .map(|u| (u.input_tokens, u.output_tokens, u.total_tokens)),
-            Some((19, 11, 30))
-        );
-    }
-
-    #[test]
-    fn error_objects_in_the_stream_are_classified() {
-        let e =
-            parse(r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#)
-                .expect_err("error chunk");
-        assert!(e.is_retryable());
-        assert_eq!(e.code(), "upstream_server_error");
-        let e = parse(r#"{"error":{"message":"no","type":"invalid_request_error"}}"#)
-            .expect_err("error chunk");
-        assert!(!e.is_retryable());
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        for (status, retryable) in [
-            (400, false),
-            (401, false),
-            (403, false),
-            (404, false),
-            (408, true),
-            (409, true),
-            (422, false),
-            (429, true),
-            (500, true),
-            (503, true),
-        ] {
-            assert_eq!(
-                Error::from_status(status, String::new(), None).is_retryable(),
-                retryable,
-                "status {status}"
-            );
+    fn refused(status: u16, content_type: &str, body: &str) -> Error {
+        Refused {
+            status,
+            content_type: content_type.into(),
+            retry_after: Some(Duration::from_secs(7)),
+            body: body.into(),
         }
+        .into_error()
+    }
+
+    #[test]
+    fn error_answers_keep_status_message_and_retry_after() {
+        let e = refused(
+            429,
+            "application/json",
+            r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert!(e.to_string().contains("slow down"));
+        let e = refused(
+            429,
+            "application/json",
+            r#"{"error":{"message":"pay up","type":"insufficient_quota"}}"#,
+        );
+        assert!(!e.is_retryable(), "out of quota is permanent");
+        let e = refused(
+            502,
+            "text/html",
+            "<html><style>h1{}</style><title>502 Bad Gateway</title></html>",
+        );
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("502 Bad Gateway (text/html)"), "{e}");
+        assert!(!e.to_string().contains("h1{}"));
+        let e = refused(
+            400,
+            "application/json",
+            r#"{"object":"error","message":"bad model","type":"BadRequestError","code":400}"#,
+        );
+        assert_eq!(e.code(), "upstream_invalid_request");
+        assert!(refused(401, "", "").to_string().contains("empty body"));
+    }
+
+    #[test]
+    fn success_answers_that_are_not_streams_are_errors() {
+        let e = refused(
+            200,
+            "application/json",
+            r#"{"choices":[{"message":{"content":"hi"}}]}"#,
+        );
+        assert_eq!(e.code(), "upstream_not_event_stream");
+        assert!(!e.is_retryable());
+        let e = refused(
+            200,
+            "application/json",
+            r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#,
+        );
+        assert!(e.is_retryable());
+        let e = refused(200, "text/html", "<html>captive portal</html>");
+        assert_eq!(e.code(), "upstream_server_error");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_ms() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+        h.insert("retry-after", later.to_rfc2822().parse().expect("header"));
+        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(50)));
+        h.insert("retry-after-ms", "1500".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn keep_alives_are_skipped_and_broken_objects_are_malformed() {
+        let json_err = |s: &str| {
+            OpenAIError::JSONDeserialize(
+                serde_json::from_str::<Value>(s).expect_err("invalid"),
+                s.into(),
+            )
+        };
+        assert!(items(Err(json_err(""))).is_empty());
+        assert!(items(Err(json_err("PING"))).is_empty());
+        let broken = items(Err(json_err(r#"{"choices": ["#)));
+        assert!(matches!(broken[..], [Err(Error::Malformed(_))]));
     }
 }

@@ -257,6 +257,19 @@ impl Queue for RedisQueue {
         Ok(rx)
     }
 
+    async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.redis.keys.shared("job-queue");
+        let mut pipe = redis::pipe();
+        for id in jobs {
+            pipe.hexists(&key, id.to_string());
+        }
+        let mut conn = self.conn().await?;
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;

@@ -21,6 +21,9 @@ use crate::{
     job::{Job, JobError, JobId, JobStatus, NewJob},
 };
 
+/// How long an idempotency key returns the job first submitted with it.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 /// The migrations under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -66,7 +69,9 @@ impl PgStore {
 pub async fn ensure_database(url: &str) -> Result<(), Error> {
     match AsyncPgConnection::establish(url).await {
         Ok(_) => return Ok(()),
-        Err(e) if e.to_string().contains("does not exist") => {}
+        Err(e) if e.to_string().contains("does not exist") => {
+            tracing::info!(error = %e, "database missing; creating it");
+        }
         Err(e) => return Err(Error::Unavailable(e.to_string())),
     }
     let (base, name) = url
@@ -123,30 +128,47 @@ impl Store for PgStore {
     #[instrument(skip_all, fields(job_id = %job.id))]
     async fn insert_job(&self, job: &NewJob) -> Result<Inserted, Error> {
         let mut conn = self.conn().await?;
-        let inserted: Option<JobRow> = diesel::insert_into(jobs::table)
-            .values(NewJobRow::from_new(job))
-            .on_conflict_do_nothing()
-            .returning(JobRow::as_returning())
-            .get_result(&mut conn)
-            .await
-            .optional()?;
-        if let Some(row) = inserted {
-            return Ok(Inserted {
-                job: row.try_into()?,
-                created: true,
-            });
+        // Twice at most: a key older than the idempotency window is released, then reused.
+        for _ in 0..2 {
+            let inserted: Option<JobRow> = diesel::insert_into(jobs::table)
+                .values(NewJobRow::from_new(job))
+                .on_conflict_do_nothing()
+                .returning(JobRow::as_returning())
+                .get_result(&mut conn)
+                .await
+                .optional()?;
+            if let Some(row) = inserted {
+                return Ok(Inserted {
+                    job: row.try_into()?,
+                    created: true,
+                });
+            }
+            // Conflict: the idempotency key was used before (ids are fresh UUIDs).
+            let key = job.idempotency_key.as_deref().unwrap_or_default();
+            let earlier: Option<JobRow> = jobs::table
+                .filter(jobs::idempotency_key.eq(key))
+                .select(JobRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?;
+            let Some(row) = earlier else {
+                continue; // released meanwhile
+            };
+            if row.created_at > chrono::Utc::now() - IDEMPOTENCY_WINDOW {
+                return Ok(Inserted {
+                    job: row.try_into()?,
+                    created: false,
+                });
+            }
+            diesel::update(jobs::table.find(row.id))
+                .filter(jobs::idempotency_key.eq(key))
+                .set(jobs::idempotency_key.eq(None::<String>))
+                .execute(&mut conn)
+                .await?;
         }
-        // Conflict: either the idempotency key was used before, or (never in practice) the id.
-        let key = job.idempotency_key.as_deref().unwrap_or_default();
-        let row: JobRow = jobs::table
-            .filter(jobs::idempotency_key.eq(key))
-            .select(JobRow::as_select())
-            .first(&mut conn)
-            .await?;
-        Ok(Inserted {
-            job: row.try_into()?,
-            created: false,
-        })
+        Err(Error::Unavailable(
+            "the idempotency key is being released concurrently; retry".into(),
+        ))
     }
 
     async fn discard_job(&self, id: JobId) -> Result<bool, Error> {
@@ -354,6 +376,23 @@ impl Store for PgStore {
                 )
             })
             .collect())
+    }
+
+    async fn unfinished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<JobRow> = jobs::table
+            .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
+            .filter(jobs::updated_at.lt(before))
+            .order(jobs::updated_at.asc())
+            .limit(limit)
+            .select(JobRow::as_select())
+            .load(&mut conn)
+            .await?;
+        rows.into_iter().map(Job::try_from).collect()
     }
 
     async fn ping(&self) -> Result<(), Error> {

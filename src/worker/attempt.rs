@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Running, StopReason, Worker, retry::backoff};
+use super::{FINISH_GRACE, Running, StopReason, Worker, retry::backoff};
 use crate::{
     events::Fence,
     job::{Job, JobError, JobId, Outcome, StreamingMode, Usage},
@@ -29,6 +29,8 @@ enum AttemptError {
     Provider(provider::Error),
     Timeout,
     FirstTokenTimeout,
+    /// The worker shut down before the attempt ended; never counts against the job.
+    Shutdown,
 }
 
 impl AttemptError {
@@ -42,6 +44,11 @@ impl AttemptError {
                 code: "timeout".to_owned(),
                 message: "the attempt exceeded the job timeout".to_owned(),
             },
+            AttemptError::Shutdown => JobError {
+                code: "worker_shutdown".to_owned(),
+                message: "the worker shut down during the attempt; the job goes back to its queue"
+                    .to_owned(),
+            },
             AttemptError::FirstTokenTimeout => JobError {
                 code: "first_token_timeout".to_owned(),
                 message: "no token arrived within the first-token timeout".to_owned(),
@@ -52,14 +59,18 @@ impl AttemptError {
     fn is_retryable(&self) -> bool {
         match self {
             AttemptError::Provider(e) => e.is_retryable(),
-            AttemptError::Timeout | AttemptError::FirstTokenTimeout => true,
+            AttemptError::Timeout | AttemptError::FirstTokenTimeout | AttemptError::Shutdown => {
+                true
+            }
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             AttemptError::Provider(e) => e.retry_after(),
-            AttemptError::Timeout | AttemptError::FirstTokenTimeout => None,
+            AttemptError::Timeout | AttemptError::FirstTokenTimeout | AttemptError::Shutdown => {
+                None
+            }
         }
     }
 }
@@ -99,6 +110,26 @@ impl Progress {
             0.0
         };
     }
+}
+
+/// Largest text of one token delta event (bytes).
+pub const MAX_DELTA_BYTES: usize = 64 * 1024;
+
+/// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary (at least one character, so progress is always made).
+fn take_prefix(s: &mut String, max: usize) -> String {
+    if s.len() <= max {
+        return std::mem::take(s);
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut == 0 {
+        cut = s.chars().next().map_or(s.len(), char::len_utf8);
+    }
+    let rest = s.split_off(cut);
+    std::mem::replace(s, rest)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -276,6 +307,9 @@ impl Worker {
         let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         let mut next_flush = Instant::now() + flush_every;
         let mut finished = false;
+        // After the finish, wait this long for the usage chunk and the end of the stream
+        // (some servers never send `[DONE]` nor close).
+        let mut finish_deadline = Instant::now();
         loop {
             let has_pending =
                 !progress.pending.is_empty() || !progress.pending_reasoning.is_empty();
@@ -291,6 +325,7 @@ impl Worker {
                     next_flush = Instant::now() + flush_every;
                     continue;
                 }
+                _ = tokio::time::sleep_until(finish_deadline), if finished => break,
                 item = stream.next() => item,
             };
             let chunk = match item {
@@ -305,6 +340,9 @@ impl Worker {
                 progress.reported_usage = Some(usage);
             }
             if chunk.finish_reason.is_some() {
+                if !finished {
+                    finish_deadline = Instant::now() + FINISH_GRACE;
+                }
                 finished = true;
                 progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
             }
@@ -331,31 +369,41 @@ impl Worker {
             }
         }
         self.flush(job, progress).await;
-        if finished {
+        let o = &progress.outcome;
+        if finished && o.content.trim().is_empty() && !o.reasoning_content.is_empty() {
+            // A reasoning model that spent its budget thinking, or a server whose reasoning
+            // parser took the whole answer: not a silent success.
+            End::Failed(AttemptError::Provider(provider::Error::EmptyAnswer {
+                finish_reason: o.finish_reason.clone(),
+                reasoning_chars: o.reasoning_content.chars().count(),
+            }))
+        } else if finished {
             End::Completed
         } else {
             End::Failed(AttemptError::Provider(provider::Error::Truncated))
         }
     }
 
-    /// Publishes the text not yet published as one token delta.
+    /// Publishes the text not yet published as token deltas of at most [`MAX_DELTA_BYTES`]
+    /// each (split on character boundaries), so no single log entry grows without bound.
     async fn flush(&self, job: &Job, progress: &mut Progress) {
-        if progress.pending.is_empty() && progress.pending_reasoning.is_empty() {
-            return;
-        }
-        let delta = event(Kind::TokenDelta(v1::TokenDelta {
-            text: std::mem::take(&mut progress.pending),
-            output_tokens: progress.output_tokens,
-            reasoning_text: std::mem::take(&mut progress.pending_reasoning),
-        }));
-        if let Err(e) = self
-            .deps
-            .events
-            .append(job.id, &delta, Fence::Attempt(job.attempts))
-            .await
-        {
-            // Watchers repair from the stored result; the generation goes on.
-            warn!(error = %e, "cannot publish a token delta");
+        let mut text = std::mem::take(&mut progress.pending);
+        let mut reasoning = std::mem::take(&mut progress.pending_reasoning);
+        while !text.is_empty() || !reasoning.is_empty() {
+            let delta = event(Kind::TokenDelta(v1::TokenDelta {
+                text: take_prefix(&mut text, MAX_DELTA_BYTES),
+                output_tokens: progress.output_tokens,
+                reasoning_text: take_prefix(&mut reasoning, MAX_DELTA_BYTES),
+            }));
+            if let Err(e) = self
+                .deps
+                .events
+                .append(job.id, &delta, Fence::Attempt(job.attempts))
+                .await
+            {
+                // Watchers repair from the stored result; the generation goes on.
+                warn!(error = %e, "cannot publish a token delta");
+            }
         }
     }
 
@@ -371,9 +419,7 @@ impl Worker {
                 self.retry_or_fail(
                     &job,
                     running,
-                    AttemptError::Provider(provider::Error::Connection(
-                        "the worker shut down during the attempt".into(),
-                    )),
+                    AttemptError::Shutdown,
                     outcome,
                     Some(Duration::ZERO),
                 )
@@ -381,6 +427,9 @@ impl Worker {
                 return;
             }
             End::Failed(err) => {
+                let mut outcome = outcome;
+                // The job did not complete: no finish reason in its result.
+                outcome.finish_reason.clear();
                 self.retry_or_fail(&job, running, err, outcome, None).await;
                 return;
             }
@@ -425,7 +474,9 @@ impl Worker {
     ) {
         let attempt = job.attempts;
         let error = err.to_job_error();
-        let will_retry = err.is_retryable() && attempt < job.max_attempts;
+        // A shutdown hands the job back whatever its attempt count: it did not fail.
+        let will_retry = matches!(err, AttemptError::Shutdown)
+            || (err.is_retryable() && attempt < job.max_attempts);
         warn!(code = %error.code, will_retry, "attempt failed: {}", error.message);
         if will_retry {
             let delay = delay.unwrap_or_else(|| {
@@ -526,5 +577,24 @@ impl Worker {
         if let Err(e) = self.deps.queue.settle(job_id, owner, retry_at).await {
             warn!(error = %e, "cannot settle the claim; its lease will expire");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_prefix;
+
+    #[test]
+    fn deltas_split_on_character_boundaries() {
+        let mut s = "aé👋b".to_owned(); // 1 + 2 + 4 + 1 bytes
+        assert_eq!(take_prefix(&mut s, 2), "a");
+        assert_eq!(take_prefix(&mut s, 2), "é");
+        assert_eq!(
+            take_prefix(&mut s, 2),
+            "👋",
+            "one character even when wider than max"
+        );
+        assert_eq!(take_prefix(&mut s, 2), "b");
+        assert!(s.is_empty());
     }
 }

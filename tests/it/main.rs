@@ -2,6 +2,7 @@
 //! speaking the OpenAI streaming format, and real gRPC / grpc-web clients over TCP.
 
 mod cancel;
+mod crash;
 mod fixtures;
 mod grpc_web;
 mod limits;
@@ -9,5 +10,6 @@ mod priority;
 mod reflection;
 mod retries;
 mod support;
+mod upstream_variety;
 mod validation;
 mod watchers;

@@ -155,3 +155,38 @@ async fn results_wait_for_the_end_and_idempotency_keys_dedupe() -> anyhow::Resul
     assert_eq!(upstream.requests().len(), 1, "one job, one request");
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_submits_with_one_key_make_one_job() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut req = request("once", "sim");
+    req.idempotency_key = "concurrent-key".into();
+    let submits = (0..16).map(|_| {
+        let mut c = app.client.clone();
+        let req = req.clone();
+        async move { c.submit_job(req).await }
+    });
+    let ids: Vec<String> = futures::future::try_join_all(submits)
+        .await?
+        .into_iter()
+        .map(|r| r.into_inner().job.map(|j| j.id).unwrap_or_default())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0] && !id.is_empty()),
+        "{ids:?}"
+    );
+    app.wait_for_job(&ids[0], |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+
+    // After the 24 h window the key starts a new job.
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let server = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut conn = AsyncPgConnection::establish(&format!("{server}/{}", app.database)).await?;
+    diesel::sql_query("UPDATE jobs SET created_at = now() - interval '25 hours'")
+        .execute(&mut conn)
+        .await?;
+    let later = app.submit(req).await?;
+    assert_ne!(later.id, ids[0], "an expired key makes a new job");
+    app.stop().await
+}

@@ -43,6 +43,7 @@ pub struct TestAppBuilder {
     max_attempts: u32,
     job_types: String,
     extra: Vec<String>,
+    worker: bool,
 }
 
 impl TestAppBuilder {
@@ -67,6 +68,12 @@ impl TestAppBuilder {
     /// Configured job types, comma-separated.
     pub fn job_types(mut self, types: &str) -> Self {
         self.job_types = types.into();
+        self
+    }
+
+    /// Run without the in-process worker (tests that run workers as child processes).
+    pub fn without_worker(mut self) -> Self {
+        self.worker = false;
         self
     }
 
@@ -123,6 +130,7 @@ impl TestAppBuilder {
         .map(String::from)
         .collect();
         args.extend(self.extra);
+        let serve_args = args[2..].to_vec();
         let Command::Serve(cfg) = Cli::try_parse_from(&args)?.command else {
             anyhow::bail!("not a serve command");
         };
@@ -131,12 +139,13 @@ impl TestAppBuilder {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let worker = self.worker;
         let handle = tokio::spawn(async move {
             app::run(
                 cfg,
                 Roles {
                     gateway: true,
-                    worker: true,
+                    worker,
                 },
                 Some(listener),
                 stop,
@@ -151,23 +160,41 @@ impl TestAppBuilder {
             handle: Some(handle),
             database,
             prefix,
+            serve_args,
         })
     }
 }
 
+/// Connects once the server is ready: health answers SERVING (so migrations ran and Redis and
+/// Postgres answer). A bare TCP connect is not enough: the test binds the port before the
+/// server accepts on it.
 async fn connect(
     addr: SocketAddr,
     handle: &JoinHandle<Result<(), app::Error>>,
 ) -> anyhow::Result<JobServiceClient<Channel>> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         anyhow::ensure!(!handle.is_finished(), "the server stopped during start-up");
-        if let Ok(c) = JobServiceClient::connect(format!("http://{addr}")).await {
-            return Ok(c);
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+        {
+            let serving = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
+            if serving {
+                return Ok(JobServiceClient::new(channel));
+            }
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "server did not start"
+            "server did not become ready"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -181,9 +208,11 @@ pub struct TestApp {
     pub client: JobServiceClient<Channel>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::Error>>>,
-    database: String,
+    /// Postgres database of this test.
+    pub database: String,
     /// Redis key prefix of this test.
     pub prefix: String,
+    serve_args: Vec<String>,
 }
 
 impl TestApp {
@@ -195,7 +224,39 @@ impl TestApp {
             max_attempts: 3,
             job_types: "general".into(),
             extra: Vec::new(),
+            worker: true,
         }
+    }
+
+    /// Starts `llm-jobs worker` as a child process on this test's Redis prefix, database and
+    /// upstream, with `extra` flags on top. Killed when the handle is dropped.
+    pub fn spawn_worker(&self, extra: &[&str]) -> anyhow::Result<ChildWorker> {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("worker")
+            .args(&self.serve_args)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("spawn llm-jobs worker")?;
+        Ok(ChildWorker(child))
+    }
+
+    /// Deletes every Redis key of this test (what FLUSHALL does to one tenant), leaving
+    /// Postgres as it is.
+    pub async fn flush_redis(&self) -> anyhow::Result<()> {
+        let client = redis::Client::open(redis_url())?;
+        let mut r = client.get_multiplexed_async_connection().await?;
+        for pattern in [
+            format!("{}:*", self.prefix),
+            format!("{{{}}}:*", self.prefix),
+        ] {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut r).await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut r).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Submits a job and returns it.
@@ -274,18 +335,44 @@ impl TestApp {
         ))
         .execute(&mut conn)
         .await?;
-        let client = redis::Client::open(redis_url())?;
-        let mut r = client.get_multiplexed_async_connection().await?;
-        for pattern in [
-            format!("{}:*", self.prefix),
-            format!("{{{}}}:*", self.prefix),
-        ] {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut r).await?;
-            if !keys.is_empty() {
-                let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut r).await?;
-            }
-        }
+        self.flush_redis().await
+    }
+}
+
+/// A worker child process; SIGKILLed when dropped.
+pub struct ChildWorker(pub std::process::Child);
+
+impl ChildWorker {
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, `KILL`) with the `kill` command.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} failed");
         Ok(())
+    }
+
+    /// Waits for the process to exit (with a deadline); returns its exit status.
+    pub async fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "worker did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

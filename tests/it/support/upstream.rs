@@ -1,8 +1,14 @@
 //! A scripted, OpenAI-compatible test upstream: a real HTTP server on `127.0.0.1:0` that answers
 //! `POST /v1/chat/completions` (and `POST /chat/completions`) with `text/event-stream` bodies taken
-//! from the shared fixtures, generated slow streams, HTTP errors or aborted connections.
+//! from the shared fixtures, generated slow streams, HTTP errors, aborted connections, or raw
+//! bytes of the test's own (any status and content type), written whole or split at chosen or
+//! seeded-random byte offsets.
+//!
+//! Replies come from a per-model route when the request's `model` has one ([`TestUpstream::route`]:
+//! the same reply for every request of that model, so concurrent jobs on different models do not
+//! compete for a shared script), else from the script, else the default.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
@@ -59,6 +66,55 @@ pub enum Reply {
         name: &'static str,
         after_bytes: usize,
     },
+    /// Any bytes, served as they are with this status and `Content-Type` (none when `None`),
+    /// written in pieces as `split` says; the body then stays open for `linger` (a server that
+    /// neither closes nor sends more) and ends cleanly.
+    Raw {
+        status: u16,
+        content_type: Option<&'static str>,
+        body: Bytes,
+        split: Split,
+        linger: Duration,
+    },
+}
+
+/// How a [`Reply::Raw`] body is cut into writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// One write.
+    Whole,
+    /// Writes of `n` bytes (the last may be shorter).
+    Every(usize),
+    /// Writes of 1..=`max` bytes, lengths drawn from an RNG seeded with `seed` (the same seed
+    /// always gives the same offsets; offsets fall anywhere, also inside UTF-8 characters and
+    /// CRLF pairs).
+    Random { seed: u64, max: usize },
+}
+
+impl Split {
+    /// The body cut into pieces.
+    pub fn pieces(&self, body: &Bytes) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut rng = match self {
+            Split::Random { seed, .. } => Some(StdRng::seed_from_u64(*seed)),
+            _ => None,
+        };
+        while at < body.len() {
+            let n = match self {
+                Split::Whole => body.len(),
+                Split::Every(n) => (*n).max(1),
+                Split::Random { max, .. } => match rng.as_mut() {
+                    Some(rng) => rng.random_range(1..=(*max).max(1)),
+                    None => 1,
+                },
+            };
+            let end = (at + n).min(body.len());
+            out.push(body.slice(at..end));
+            at = end;
+        }
+        out
+    }
 }
 
 impl Reply {
@@ -69,6 +125,53 @@ impl Reply {
             chunk_bytes: usize::MAX,
             delay: Duration::ZERO,
         }
+    }
+
+    /// Raw bytes with a status and a content type, in one write.
+    pub fn raw(status: u16, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Reply {
+        Reply::Raw {
+            status,
+            content_type,
+            body: body.into(),
+            split: Split::Whole,
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// A `200 text/event-stream` answer with this body, in one write.
+    pub fn sse(body: impl Into<Bytes>) -> Reply {
+        Reply::raw(200, Some("text/event-stream"), body)
+    }
+
+    /// A fixture served as `200 text/event-stream`, cut into writes of 1..=`max` bytes at
+    /// offsets drawn from an RNG seeded with `seed`.
+    ///
+    /// Panics if the fixture cannot be read.
+    pub fn fixture_split(name: &str, seed: u64, max: usize) -> Reply {
+        Reply::Raw {
+            status: 200,
+            content_type: Some("text/event-stream"),
+            body: Bytes::from(fixture(name)),
+            split: Split::Random { seed, max },
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// The same reply with its body cut as `split` says (only [`Reply::Raw`] changes).
+    pub fn split(mut self, how: Split) -> Reply {
+        if let Reply::Raw { split, .. } = &mut self {
+            *split = how;
+        }
+        self
+    }
+
+    /// The same reply with its body kept open for `how_long` after the last byte (only
+    /// [`Reply::Raw`] changes).
+    pub fn linger(mut self, how_long: Duration) -> Reply {
+        if let Reply::Raw { linger, .. } = &mut self {
+            *linger = how_long;
+        }
+        self
     }
 }
 
@@ -86,6 +189,7 @@ pub struct RecordedRequest {
 struct Shared {
     default: Reply,
     script: Mutex<VecDeque<Reply>>,
+    routes: Mutex<HashMap<String, Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
     disconnects: AtomicUsize,
 }
@@ -105,6 +209,7 @@ impl TestUpstream {
         let shared = Arc::new(Shared {
             default,
             script: Mutex::default(),
+            routes: Mutex::default(),
             requests: Mutex::default(),
             disconnects: AtomicUsize::new(0),
         });
@@ -139,6 +244,26 @@ impl TestUpstream {
             panic!("{err}");
         }
         lock(&self.shared.script).push_back(reply);
+    }
+
+    /// Answer every request whose body names `model` with `reply` (before the script and the
+    /// default; a later route for the same model replaces the earlier one).
+    ///
+    /// Panics if the reply names a fixture file that does not exist.
+    pub fn route(&self, model: &str, reply: Reply) {
+        if let Err(err) = check_fixture(&reply) {
+            panic!("{err}");
+        }
+        lock(&self.shared.routes).insert(model.to_owned(), reply);
+    }
+
+    /// The requests received so far whose body names `model`.
+    pub fn requests_for(&self, model: &str) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.body.get("model").and_then(Value::as_str) == Some(model))
+            .cloned()
+            .collect()
     }
 
     /// All requests received so far: parsed JSON bodies of POST /v1/chat/completions, with the Authorization header.
@@ -216,18 +341,26 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = serde_json::from_slice(&body)
+    let body: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let authorization = authorization.map(str::to_owned);
+    let routed = body
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|model| lock(&shared.routes).get(model).cloned());
     lock(&shared.requests).push(RecordedRequest {
         body,
         authorization,
     });
 
-    let reply = lock(&shared.script)
-        .pop_front()
-        .unwrap_or_else(|| shared.default.clone());
+    let reply = routed.unwrap_or_else(|| {
+        lock(&shared.script)
+            .pop_front()
+            .unwrap_or_else(|| shared.default.clone())
+    });
+    let mut status = StatusCode::OK;
+    let mut content_type = Some("text/event-stream");
     let inner: BoxStream<'static, io::Result<Bytes>> = match reply {
         Reply::Status {
             status,
@@ -272,13 +405,46 @@ async fn chat_completions(
                 }))
                 .boxed()
         }
+        Reply::Raw {
+            status: code,
+            content_type: ct,
+            body,
+            split,
+            linger,
+        } => {
+            status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            content_type = ct;
+            let pieces = split.pieces(&body);
+            stream::iter(pieces.into_iter().enumerate())
+                .then(|(i, piece)| async move {
+                    if i > 0 {
+                        // Give hyper a chance to write each piece on its own.
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(piece)
+                })
+                .chain(
+                    stream::once(async move {
+                        if !linger.is_zero() {
+                            sleep(linger).await;
+                        }
+                        Ok(Bytes::new())
+                    })
+                    .filter(|_| async { false }),
+                )
+                .boxed()
+        }
     };
     let body = Body::from_stream(Tracked {
         inner,
         ended: false,
         shared,
     });
-    ([(CONTENT_TYPE, "text/event-stream")], body).into_response()
+    let mut response = (status, body).into_response();
+    if let Some(value) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
 }
 
 /// An OpenAI-style error response.

@@ -1,0 +1,341 @@
+//! The chat-completions streaming wire format, decoded leniently, and upstream error objects,
+//! classified by what the caller should do next.
+//!
+//! Format: OpenAI chat-completions streaming
+//! (<https://platform.openai.com/docs/api-reference/chat/streaming>); dialects seen from Azure
+//! OpenAI, OpenRouter, vLLM, SGLang, Ollama, llama.cpp, LM Studio, Gemini and DeepSeek
+//! OpenAI-compatible endpoints. Lenient where they differ (missing, null or empty envelope
+//! fields, choices without `delta`, `usage: {}`, `reasoning_content` / `reasoning`), strict
+//! where correctness is at stake: every payload is checked for an error first.
+
+use serde_json::{Map, Value};
+
+use crate::{
+    job::Usage,
+    provider::{Chunk, Error},
+};
+
+/// What one `data:` payload carries.
+#[derive(Debug, PartialEq)]
+pub enum Payload {
+    /// A chunk of the answer (possibly empty: role-only, annotations).
+    Chunk(Chunk),
+    /// Nothing for us: keep-alives, non-object JSON.
+    Skip,
+}
+
+/// Decodes one payload: an error object (`error`, or vLLM's `"object": "error"`) becomes the
+/// classified error; `finish_reason: "error"` without one is a retryable server error.
+pub fn decode(value: &Value) -> Result<Payload, Error> {
+    let Some(obj) = value.as_object() else {
+        return Ok(Payload::Skip);
+    };
+    if let Some(err) = error_in(obj) {
+        return Err(err);
+    }
+    let mut chunk = Chunk {
+        model: str_of(obj.get("model")).filter(|m| !m.is_empty()),
+        usage: obj.get("usage").and_then(usage_of),
+        ..Chunk::default()
+    };
+    let choice = obj
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find_map(Value::as_object));
+    if let Some(choice) = choice {
+        if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+            chunk.content = str_of(delta.get("content")).unwrap_or_default();
+            chunk.reasoning = str_of(delta.get("reasoning_content"))
+                .or_else(|| str_of(delta.get("reasoning")))
+                .unwrap_or_default();
+        }
+        chunk.finish_reason = str_of(choice.get("finish_reason")).filter(|r| !r.is_empty());
+        if chunk.finish_reason.as_deref() == Some("error") {
+            return Err(Error::Server {
+                status: None,
+                message: "the upstream ended the answer with finish_reason \"error\"".into(),
+            });
+        }
+    }
+    Ok(Payload::Chunk(chunk))
+}
+
+fn str_of(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Usage from a `usage` object; `None` when absent, empty or all zero (some servers send
+/// `usage: {}` on every chunk).
+fn usage_of(v: &Value) -> Option<Usage> {
+    let obj = v.as_object()?;
+    let n = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (input, output) = (n("prompt_tokens"), n("completion_tokens"));
+    let total = n("total_tokens").max(input + output);
+    (total > 0).then_some(Usage {
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: total,
+        estimated: false,
+    })
+}
+
+/// The error a payload or an error body carries, if any.
+pub fn error_in(obj: &Map<String, Value>) -> Option<Error> {
+    match obj.get("error") {
+        None | Some(Value::Null | Value::Bool(false)) => {}
+        Some(Value::String(s)) if s.trim().is_empty() => {}
+        Some(Value::Object(o)) if o.is_empty() => {}
+        Some(Value::String(s)) => return Some(classify(None, &[], s)),
+        Some(Value::Object(o)) => return Some(classify_object(None, o)),
+        Some(other) => return Some(classify(None, &[], &other.to_string())),
+    }
+    // vLLM / SGLang: {"object": "error", "message": ..., "type": ..., "code": 400}
+    (obj.get("object").and_then(Value::as_str) == Some("error")).then(|| classify_object(None, obj))
+}
+
+/// Classifies an error object (`message`, `type`, `code`, `status`), with the HTTP status
+/// when it came as one.
+pub fn classify_object(status: Option<u16>, o: &Map<String, Value>) -> Error {
+    let message = str_of(o.get("message")).unwrap_or_else(|| Value::Object(o.clone()).to_string());
+    let mut kinds = Vec::new();
+    let mut number = status;
+    for key in ["type", "code", "status"] {
+        match o.get(key) {
+            Some(Value::String(s)) => kinds.push(s.clone()),
+            Some(Value::Number(n)) => {
+                number = number.or(n.as_u64().and_then(|n| u16::try_from(n).ok()))
+            }
+            _ => {}
+        }
+    }
+    let message = match kinds.first() {
+        Some(kind) if !message.starts_with(kind.as_str()) => format!("{kind}: {message}"),
+        _ => message,
+    };
+    classify(number, &kinds, &message)
+}
+
+/// The class of an error from its `type`/`code` words, then its status, then its message.
+/// Unknown errors are retryable server errors: a later attempt may succeed.
+pub fn classify(status: Option<u16>, kinds: &[String], message: &str) -> Error {
+    let message = message.chars().take(1000).collect::<String>();
+    let words: Vec<String> = kinds.iter().map(|k| normalize(k)).collect();
+    let has = |terms: &[&str]| words.iter().any(|w| terms.iter().any(|t| w.contains(t)));
+    let status_or = |s: u16| status.unwrap_or(s);
+    if has(&["insufficientquota", "billing"]) {
+        return Error::InvalidRequest { status, message };
+    }
+    // Statuses that say it all (OpenAI's 401 body has type `invalid_request_error`).
+    match status {
+        Some(s @ (401 | 403)) => return Error::Auth { status: s, message },
+        Some(429) => {
+            return Error::RateLimited {
+                retry_after: None,
+                message,
+            };
+        }
+        _ => {}
+    }
+    if has(&["ratelimit", "toomanyrequests", "resourceexhausted"]) {
+        return Error::RateLimited {
+            retry_after: None,
+            message,
+        };
+    }
+    if has(&[
+        "contextlength",
+        "contextwindow",
+        "invalidrequest",
+        "badrequest",
+        "invalidparam",
+        "contentfilter",
+        "contentpolicy",
+        "policy",
+        "notfound",
+        "unprocessable",
+    ]) {
+        return Error::InvalidRequest { status, message };
+    }
+    if has(&[
+        "authentication",
+        "unauthorized",
+        "permission",
+        "forbidden",
+        "invalidapikey",
+    ]) {
+        return Error::Auth {
+            status: status_or(401),
+            message,
+        };
+    }
+    if has(&[
+        "server",
+        "internal",
+        "overload",
+        "unavailable",
+        "timeout",
+        "capacity",
+    ]) {
+        return Error::Server { status, message };
+    }
+    match status {
+        Some(s) if s != 200 => Error::from_status(s, message, None),
+        _ => {
+            let m = normalize(&message);
+            if m.contains("contextlength") || m.contains("maximumcontext") {
+                Error::InvalidRequest { status, message }
+            } else if m.contains("ratelimit") {
+                Error::RateLimited {
+                    retry_after: None,
+                    message,
+                }
+            } else {
+                Error::Server { status, message }
+            }
+        }
+    }
+}
+
+/// Parses a payload leniently: several JSON values in one event (joined `data:` lines) are
+/// each decoded, and the non-standard `NaN` / `Infinity` / `-Infinity` that Python servers
+/// write (in `logprobs`) are read as `null`. `None` when it is not JSON at all.
+pub fn parse_lenient(text: &str) -> Option<Vec<Value>> {
+    let parse = |t: &str| {
+        serde_json::Deserializer::from_str(t)
+            .into_iter::<Value>()
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+    };
+    parse(text).or_else(|| parse(&non_finite_as_null(text)))
+}
+
+/// Replaces `NaN`, `Infinity` and `-Infinity` outside JSON strings with `null`.
+fn non_finite_as_null(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .iter()
+            .find(|t| rest.starts_with(**t))
+        {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        in_string = c == '"';
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Lowercase letters and digits only: `rate_limit_exceeded` and `RateLimitExceeded` match.
+fn normalize(s: &str) -> String {
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chunk(v: Value) -> Chunk {
+        match decode(&v) {
+            Ok(Payload::Chunk(c)) => c,
+            other => panic!("not a chunk: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn odd_but_healthy_shapes_decode() {
+        let c = chunk(
+            json!({"id": null, "model": "", "choices": [{"delta": {"content": "Hi", "reasoning_content": "hm"}, "finish_reason": ""}]}),
+        );
+        assert_eq!(
+            (
+                c.content.as_str(),
+                c.reasoning.as_str(),
+                c.finish_reason,
+                c.model
+            ),
+            ("Hi", "hm", None, None)
+        );
+        let c = chunk(json!({"choices": [{"index": 0, "content_filter_results": {}}]}));
+        assert_eq!(c, Chunk::default());
+        let c = chunk(json!({"choices": [], "usage": {}}));
+        assert_eq!(c.usage, None, "empty usage is no usage");
+        let c = chunk(
+            json!({"usage": {"prompt_tokens": 19, "completion_tokens": 11, "total_tokens": 30}}),
+        );
+        assert_eq!(
+            c.usage
+                .map(|u| (u.input_tokens, u.output_tokens, u.total_tokens)),
+            Some((19, 11, 30))
+        );
+        let c =
+            chunk(json!({"choices": [{"delta": {"reasoning": "r"}, "finish_reason": "end_turn"}]}));
+        assert_eq!(
+            (c.reasoning.as_str(), c.finish_reason.as_deref()),
+            ("r", Some("end_turn"))
+        );
+        assert_eq!(decode(&json!("ping")), Ok(Payload::Skip));
+        assert_eq!(
+            decode(&json!({"error": null, "choices": []})).map(|_| ()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn lenient_parsing_reads_two_values_and_non_finite_numbers() {
+        let v = parse_lenient("{\"a\":1}\n{\"b\":2}").expect("json");
+        assert_eq!(v, [json!({"a": 1}), json!({"b": 2})]);
+        let v = parse_lenient(r#"{"x":-Infinity,"t":"NaN stays","y":[NaN]}"#).expect("json");
+        assert_eq!(v, [json!({"x": null, "t": "NaN stays", "y": [null]})]);
+        assert_eq!(parse_lenient("PING"), None);
+    }
+
+    #[test]
+    fn errors_are_found_first_and_classified() {
+        let retryable = |v: Value| decode(&v).expect_err("error").is_retryable();
+        assert!(retryable(
+            json!({"error": {"message": "boom", "type": "server_error"}})
+        ));
+        assert!(retryable(
+            json!({"error": {"message": "busy", "type": "overloaded_error"}, "choices": [{"delta": {"content": "x"}}]})
+        ));
+        assert!(!retryable(
+            json!({"error": {"message": "too long", "code": "context_length_exceeded"}})
+        ));
+        assert!(!retryable(
+            json!({"error": {"message": "no", "type": "invalid_request_error"}})
+        ));
+        assert!(!retryable(
+            json!({"object": "error", "message": "bad", "type": "BadRequestError", "code": 400})
+        ));
+        assert!(retryable(
+            json!({"choices": [{"delta": {}, "finish_reason": "error"}]})
+        ));
+        let e = decode(&json!({"error": {"message": "slow down", "type": "rate_limit_error"}}))
+            .expect_err("error");
+        assert_eq!(e.code(), "upstream_rate_limited");
+        let e = decode(&json!({"error": {"message": "pay", "code": "insufficient_quota"}}))
+            .expect_err("error");
+        assert!(!e.is_retryable());
+    }
+}

@@ -1,0 +1,122 @@
+//! The reconciler: Postgres is the source of truth, so jobs that Postgres has as QUEUED or
+//! RUNNING but Redis does not know (after FLUSHALL, a Redis restart without persistence, or a
+//! submit whose enqueue failed after the row was written) are put back in their queues.
+//!
+//! A job whose event log was lost with Redis gets a new log whose sequences continue above
+//! every sequence published before (the next multiple of [`EPOCH`] above the last one Postgres
+//! knows), starting with a `queued` event; watchers see a jump in sequence, never a repeat.
+//! Running as several instances at once is harmless: enqueueing and restarting a log are
+//! idempotent.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    api::convert,
+    events::{EventLog, Fence},
+    job::Job,
+    proto::v1::{self, job_event::Kind},
+    queue::Queue,
+    store::Store,
+};
+
+/// Sequence distance between a lost log and its successor.
+pub const EPOCH: u64 = 1_000_000;
+/// Jobs changed more recently than this are left alone (a submit may be between its insert
+/// and its enqueue).
+const MIN_AGE: Duration = Duration::from_secs(5);
+/// Jobs examined per pass.
+const BATCH: i64 = 500;
+
+/// What the reconciler needs.
+#[derive(Clone)]
+pub struct Reconciler {
+    /// Source of truth.
+    pub store: Arc<dyn Store>,
+    /// Where lost jobs go back.
+    pub queue: Arc<dyn Queue>,
+    /// Where lost logs restart.
+    pub events: Arc<dyn EventLog>,
+}
+
+impl Reconciler {
+    /// Runs a pass every `every` until `shutdown`.
+    pub async fn run(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match self.pass().await {
+                Ok(0) => {}
+                Ok(n) => info!(jobs = n, "reconciler re-enqueued jobs unknown to Redis"),
+                Err(e) => warn!(error = %e, "reconciler pass failed"),
+            }
+        }
+    }
+
+    /// One pass; returns how many jobs were re-enqueued.
+    ///
+    /// Errors: a message when Postgres or Redis cannot be read.
+    pub async fn pass(&self) -> Result<usize, String> {
+        let before = Utc::now() - chrono::Duration::from_std(MIN_AGE).unwrap_or_default();
+        let jobs = self
+            .store
+            .unfinished(before, BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        let known = self.queue.known(&ids).await.map_err(|e| e.to_string())?;
+        let mut requeued = 0;
+        for (job, known) in jobs.iter().zip(known) {
+            if known {
+                continue;
+            }
+            if let Err(e) = self.requeue(job).await {
+                warn!(job_id = %job.id, error = %e, "reconciler could not re-enqueue");
+                continue;
+            }
+            requeued += 1;
+        }
+        Ok(requeued)
+    }
+
+    async fn requeue(&self, job: &Job) -> Result<(), String> {
+        let base = (job.last_sequence / EPOCH + 1) * EPOCH;
+        let restarted = self
+            .events
+            .restart(job.id, base, job.attempts + 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if restarted {
+            // A later loss must jump above this log too.
+            self.store
+                .set_last_sequence(job.id, base)
+                .await
+                .map_err(|e| e.to_string())?;
+            let queued = v1::JobEvent {
+                time: Some(convert::timestamp(Utc::now())),
+                kind: Some(Kind::Queued(v1::JobQueued {
+                    queue: job.queue.clone(),
+                    priority: convert::priority(job.priority).into(),
+                    job_type: job.job_type.clone(),
+                })),
+                ..Default::default()
+            };
+            self.events
+                .append(job.id, &queued, Fence::None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.queue
+            .enqueue(job.id, &job.queue, Utc::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        warn!(job_id = %job.id, status = job.status.as_str(), log_restarted = restarted,
+            "job was unknown to Redis; re-enqueued");
+        Ok(())
+    }
+}

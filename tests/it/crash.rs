@@ -1,0 +1,316 @@
+//! Crashes and faults: a SIGKILLed worker process, a worker paused past its lease (fencing),
+//! long streams under a short lease, SIGTERM drain, Redis losing the job's keys, and Postgres
+//! connections cut mid-run. Workers run as real child processes where a process must die.
+
+use std::time::Duration;
+
+use llm_jobs::proto::v1::{self, job_event::Kind};
+
+use crate::support::{
+    PATIENCE, TestApp, assert_well_formed, request, text_of,
+    upstream::{Reply, TestUpstream},
+};
+
+fn tokens(n: usize) -> String {
+    (0..n).map(|i| format!("tok{i} ")).collect()
+}
+
+fn slow(n: usize, interval_ms: u64) -> Reply {
+    Reply::Slow {
+        tokens: n,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(interval_ms),
+    }
+}
+
+fn starts(events: &[v1::JobEvent]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Started(s)) => Some(s.attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
+-> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(40, 25)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .without_worker()
+        .arg("--lease-secs", "2")
+        .start()
+        .await?;
+    let mut first = app.spawn_worker(&[])?;
+    let job = app
+        .submit(request("survive a crash", "gpt-4o-mini"))
+        .await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    first.signal("KILL")?;
+    first.wait().await?;
+
+    let _second = app.spawn_worker(&[])?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 2);
+    let result = app.result(&job.id).await?;
+    assert_eq!(result.content, tokens(40));
+    let events = app.watch(&job.id, 0).await?;
+    assert_well_formed(&events, 0);
+    assert_eq!(starts(&events), [1, 2]);
+    assert_eq!(text_of(&events), tokens(40));
+    assert_eq!(upstream.requests().len(), 2, "one request per attempt");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_several_leases_is_never_reclaimed_while_its_worker_lives()
+-> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(60, 50)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--lease-secs", "1")
+        .start()
+        .await?;
+    let job = app
+        .submit(request("three leases long", "gpt-4o-mini"))
+        .await?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 1);
+    assert_eq!(upstream.requests().len(), 1);
+    assert_eq!(app.result(&job.id).await?.content, tokens(60));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(40, 25)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .without_worker()
+        .arg("--lease-secs", "1")
+        .start()
+        .await?;
+    let paused = app.spawn_worker(&[])?;
+    let job = app.submit(request("fence me", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
+    paused.signal("STOP")?;
+    let _other = app.spawn_worker(&[])?;
+    app.wait_for_job(&job.id, |j| j.attempts == 2).await?;
+    // The first worker wakes up still streaming attempt 1; nothing of it may land.
+    paused.signal("CONT")?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 2);
+    let events = app.watch(&job.id, 0).await?;
+    assert_well_formed(&events, 0);
+    assert_eq!(starts(&events), [1, 2]);
+    assert_eq!(
+        text_of(&events),
+        tokens(40),
+        "no stale token after attempt 2 started"
+    );
+    assert_eq!(app.result(&job.id).await?.content, tokens(40));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(10_000, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .without_worker()
+        .start()
+        .await?;
+    let mut worker = app.spawn_worker(&["--shutdown-grace-secs", "2", "--concurrency", "2"])?;
+    upstream.push_reply(slow(50, 20));
+    let short = app
+        .submit(request("finishes in time", "gpt-4o-mini"))
+        .await?;
+    app.wait_for_job(&short.id, |j| j.output_tokens >= 1)
+        .await?;
+    let long = app
+        .submit(request("too long to drain", "gpt-4o-mini"))
+        .await?;
+    app.wait_for_job(&long.id, |j| j.output_tokens >= 1).await?;
+
+    worker.signal("TERM")?;
+    let status = worker.wait().await?;
+    assert!(status.success(), "clean exit: {status:?}");
+    let short_done = app
+        .wait_for_job(&short.id, |j| is_terminal(j.status()))
+        .await?;
+    assert_eq!(
+        short_done.status(),
+        v1::JobStatus::Completed,
+        "finished within the drain"
+    );
+    let handed_back = app.wait_for_job(&long.id, |_| true).await?;
+    assert_eq!(
+        handed_back.status(),
+        v1::JobStatus::Queued,
+        "given back, not failed"
+    );
+    let mut c = app.client.clone();
+    let mut s = c
+        .stream_job(v1::StreamJobRequest {
+            job_id: long.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner();
+    let mut handed_back_event = None;
+    while let Some(ev) = s.message().await? {
+        if let Some(Kind::AttemptFailed(f)) = ev.kind {
+            handed_back_event = Some(f);
+            break;
+        }
+    }
+    let f = handed_back_event.expect("an attempt-failed event");
+    assert!(f.will_retry);
+    assert_eq!(f.error.unwrap_or_default().code, "worker_shutdown");
+    assert!(
+        upstream.wait_for_disconnects(1, PATIENCE).await,
+        "its upstream request dropped"
+    );
+
+    upstream.push_reply(Reply::fixture("basic.sse"));
+    let _next = app.spawn_worker(&[])?;
+    let done = app
+        .wait_for_job(&long.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 2);
+    app.stop().await
+}
+
+fn is_terminal(status: v1::JobStatus) -> bool {
+    matches!(
+        status,
+        v1::JobStatus::Completed | v1::JobStatus::Failed | v1::JobStatus::Cancelled
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_with_unavailable_when_the_server_shuts_down() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(10_000, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("endless", "gpt-4o-mini")).await?;
+    let mut c = app.client.clone();
+    let mut stream = c
+        .stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner();
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 1).await?;
+    let watcher = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    });
+    app.stop().await?;
+    let code = tokio::time::timeout(PATIENCE, watcher).await??;
+    assert_eq!(code, Some(tonic::Code::Unavailable));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(40, 25)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .arg("--lease-secs", "2")
+        .arg("--reconcile-secs", "1")
+        .start()
+        .await?;
+    let running = app.submit(request("running", "gpt-4o-mini")).await?;
+    app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
+        .await?;
+    let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
+    let watcher = {
+        let mut c = app.client.clone();
+        let id = running.id.clone();
+        tokio::spawn(async move {
+            let s = c
+                .stream_job(v1::StreamJobRequest {
+                    job_id: id,
+                    after_sequence: 0,
+                })
+                .await?
+                .into_inner();
+            crate::support::collect(s).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.flush_redis().await?;
+
+    for id in [&running.id, &queued.id] {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        assert_eq!(app.result(id).await?.content, tokens(40));
+    }
+    let events = watcher.await??;
+    let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequences only rise: {seqs:?}"
+    );
+    assert!(
+        seqs.iter().any(|s| *s > llm_jobs::reconciler::EPOCH),
+        "the new log continues above the old one"
+    );
+    let terminal = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+            )
+        })
+        .count();
+    assert_eq!(terminal, 1);
+    assert_eq!(text_of(&events), tokens(40));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_postgres_connections_do_not_lose_a_result() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(30, 30)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("keep going", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let admin = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut conn = AsyncPgConnection::establish(&format!("{admin}/postgres")).await?;
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        app.database
+    ))
+    .execute(&mut conn)
+    .await?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 1);
+    assert_eq!(app.result(&job.id).await?.content, tokens(30));
+    app.stop().await
+}
