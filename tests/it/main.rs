@@ -6,6 +6,7 @@ mod crash;
 mod fixtures;
 mod grpc_web;
 mod limits;
+mod outages;
 mod priority;
 mod reflection;
 mod retries;

@@ -44,6 +44,7 @@ pub struct TestAppBuilder {
     job_types: String,
     extra: Vec<String>,
     worker: bool,
+    wait_until_serving: bool,
 }
 
 impl TestAppBuilder {
@@ -71,9 +72,22 @@ impl TestAppBuilder {
         self
     }
 
+    /// Return as soon as the server answers health checks, whatever it answers (tests of a
+    /// dependency that is down).
+    pub fn without_waiting_for_serving(mut self) -> Self {
+        self.wait_until_serving = false;
+        self
+    }
+
     /// Run without the in-process worker (tests that run workers as child processes).
     pub fn without_worker(mut self) -> Self {
         self.worker = false;
+        self
+    }
+
+    /// A `serve` switch without a value.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.extra.push(flag.into());
         self
     }
 
@@ -152,7 +166,7 @@ impl TestAppBuilder {
             )
             .await
         });
-        let client = connect(addr, &handle).await?;
+        let client = connect(addr, &handle, self.wait_until_serving).await?;
         Ok(TestApp {
             addr,
             client,
@@ -171,6 +185,7 @@ impl TestAppBuilder {
 async fn connect(
     addr: SocketAddr,
     handle: &JoinHandle<Result<(), app::Error>>,
+    wait_until_serving: bool,
 ) -> anyhow::Result<JobServiceClient<Channel>> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -187,7 +202,9 @@ async fn connect(
                     service: String::new(),
                 })
                 .await
-                .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
+                .is_ok_and(|r| {
+                    !wait_until_serving || r.into_inner().status() == ServingStatus::Serving
+                });
             if serving {
                 return Ok(JobServiceClient::new(channel));
             }
@@ -225,6 +242,7 @@ impl TestApp {
             job_types: "general".into(),
             extra: Vec::new(),
             worker: true,
+            wait_until_serving: true,
         }
     }
 
