@@ -157,3 +157,38 @@ async fn a_dropped_connection_is_retried() -> anyhow::Result<()> {
     assert_eq!(text_of(&events), BASIC);
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_waits_at_least_its_retry_after() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    upstream.push_reply(Reply::Status {
+        status: 429,
+        error_type: "rate_limit_error",
+        retry_after_secs: Some(2),
+    });
+    let events = run(&app).await?;
+    let (failed_at, f) = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(Kind::AttemptFailed(f)) => Some((e.time.unwrap_or_default(), f.clone())),
+            _ => None,
+        })
+        .expect("an attempt-failed event");
+    assert!(f.will_retry);
+    assert_eq!(f.error.unwrap_or_default().code, "upstream_rate_limited");
+    let retry_at = f.retry_time.expect("retry time");
+    let scheduled = (retry_at.seconds - failed_at.seconds) as f64
+        + f64::from(retry_at.nanos - failed_at.nanos) / 1e9;
+    assert!(
+        scheduled >= 1.9,
+        "retry scheduled {scheduled:.3} s later, Retry-After said 2 s"
+    );
+    let result = app.result(&events[0].job_id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Completed);
+    assert_eq!(result.attempts, 2);
+    app.stop().await
+}
