@@ -8,6 +8,7 @@ mod grpc_web;
 mod limits;
 mod outages;
 mod priority;
+mod redis_restart;
 mod reflection;
 mod retries;
 mod support;

@@ -1,0 +1,170 @@
+//! A real Redis restart with data loss: the test runs its own `redis-server` on a free port,
+//! SIGKILLs it mid-run and starts an empty one on the same port. Jobs still finish exactly
+//! once, and a client that resumes with its last sequence after UNAVAILABLE gets a clean
+//! stream.
+
+use std::{process::Stdio, time::Duration};
+
+use llm_jobs::proto::v1::{self, job_event::Kind};
+
+use crate::support::{
+    PATIENCE, TestApp, request, text_of,
+    upstream::{Reply, TestUpstream},
+};
+
+/// A private `redis-server` (without persistence) on `port`; killed when dropped.
+struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    async fn start(port: u16) -> anyhow::Result<PrivateRedis> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut c) = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return Ok(PrivateRedis(child));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Follows a job like a well-behaved client: on UNAVAILABLE it reconnects after the last
+/// sequence it saw.
+async fn watch_resuming(app: &TestApp, job_id: &str) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let mut events: Vec<v1::JobEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never reached the end: {events:?}"
+        );
+        let after = events.last().map_or(0, |e| e.sequence);
+        let mut c = app.client.clone();
+        let stream = c
+            .stream_job(v1::StreamJobRequest {
+                job_id: job_id.into(),
+                after_sequence: after,
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(s) => return Err(s.into()),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) if matches!(ev.kind, Some(Kind::Heartbeat(_))) => {}
+                Ok(Some(ev)) => {
+                    let terminal = matches!(
+                        ev.kind,
+                        Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+                    );
+                    events.push(ev);
+                    if terminal {
+                        return Ok(events);
+                    }
+                }
+                Ok(None) => anyhow::bail!("stream ended without a terminal event"),
+                Err(s) if s.code() == tonic::Code::Unavailable => break,
+                Err(s) => return Err(s.into()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
+    let port = free_port()?;
+    let redis = PrivateRedis::start(port).await?;
+    let upstream = TestUpstream::start(Reply::Slow {
+        tokens: 40,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(25),
+    })
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .arg("--redis-url", &format!("redis://127.0.0.1:{port}"))
+        .arg("--lease-secs", "2")
+        .arg("--reconcile-secs", "1")
+        .start()
+        .await?;
+    let running = app.submit(request("running", "gpt-4o-mini")).await?;
+    let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
+    app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
+        .await?;
+    let watcher = {
+        let (app_ref, id) = (&app, running.id.clone());
+        async move { watch_resuming(app_ref, &id).await }
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(redis);
+        PrivateRedis::start(port).await
+    };
+    let (events, redis) = tokio::join!(watcher, restart);
+    let (events, _redis) = (events?, redis?);
+
+    let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no repeat, no reordering: {seqs:?}"
+    );
+    assert_eq!(
+        text_of(&events),
+        (0..40).map(|i| format!("tok{i} ")).collect::<String>()
+    );
+    for id in [&running.id, &queued.id] {
+        let job = app
+            .wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        assert!(job.attempts >= 1);
+        assert_eq!(
+            app.result(id).await?.content,
+            (0..40).map(|i| format!("tok{i} ")).collect::<String>()
+        );
+    }
+    app.stop().await
+}
