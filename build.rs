@@ -5,7 +5,10 @@
 use std::{env, path::PathBuf};
 
 fn main() -> anyhow::Result<()> {
-    let protos = ["proto/llmjobs/v1/jobs.proto"];
+    let protos = [
+        "proto/llmjobs/v1/jobs.proto",
+        "proto/llmjobs/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
 
     let descriptors = protox::compile(protos, ["proto"])?;

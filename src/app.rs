@@ -184,6 +184,12 @@ pub async fn run(
         };
         let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
         let api = JobApi::new(gateway, rules, heartbeat, shutdown.clone());
+        let admin = crate::api::admin::AdminApi::new(crate::admin::Admin {
+            store: store.clone(),
+            queue: queue.clone(),
+            events: events.clone(),
+            job_types: cfg.jobs.job_types.clone(),
+        });
         let stop = shutdown.clone();
         info!(%addr, "gRPC (grpc-web, health, reflection) listening");
         tasks.spawn(async move {
@@ -191,7 +197,7 @@ pub async fn run(
                 stop.cancelled().await;
                 // Streams end on the same signal; unary calls get the grace period.
             };
-            server::serve(listener, api, health_service, drained)
+            server::serve(listener, api, admin, health_service, drained)
                 .await
                 .map_err(|e| Error::Server(e.to_string()))
         });

@@ -1,7 +1,8 @@
 //! The `llm-jobs` command line: server commands (`serve`, `gateway`, `worker`, `migrate`) and
 //! client commands that talk to a running server over gRPC (`submit`, `watch`, `status`,
-//! `result`, `cancel`).
+//! `result`, `cancel`) and operator commands (`admin …`).
 
+pub mod admin;
 pub mod client;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ pub enum Command {
     Result(client::JobArgs),
     /// Cancel a job.
     Cancel(client::JobArgs),
+    /// Operate the queues: stats, pause, resume, toggle, purge, failed, retry, forget.
+    Admin(admin::AdminArgs),
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ pub struct LogRead {
     pub terminal_sequence: Option<u64>,
 }
 
+/// A new event of `kind` stamped now (sequence and job id are set by the log).
+pub fn event(kind: Kind) -> JobEvent {
+    JobEvent {
+        time: Some(crate::api::convert::timestamp(chrono::Utc::now())),
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
 /// True for completed, failed and cancelled events.
 pub fn is_terminal(event: &JobEvent) -> bool {
     matches!(
@@ -107,10 +116,17 @@ pub trait EventLog: Send + Sync + 'static {
     /// nothing falls between the two.
     async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error>;
 
-    /// Starts a new log for a job whose log was lost (Redis restarted or was flushed):
-    /// sequences continue above `base`, and attempts before `attempt` may not write. Returns
-    /// false (and changes nothing) when the job still has a log.
-    async fn restart(&self, job_id: JobId, base: u64, attempt: u32) -> Result<bool, Error>;
+    /// Starts a new log for a job: sequences continue above `base`, and attempts before
+    /// `attempt` may not write. Without `replace` (a log lost with Redis) it returns false and
+    /// changes nothing when the job still has a log; with it (a failed job retried) the old
+    /// log is dropped.
+    async fn restart(
+        &self,
+        job_id: JobId,
+        base: u64,
+        attempt: u32,
+        replace: bool,
+    ) -> Result<bool, Error>;
 
     /// Output tokens generated so far by the current attempt, when known.
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error>;

@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 use crate::{
     api::convert,
     error::Error,
-    events::{EventLog, Fence},
+    events::{EventLog, Fence, event},
     job::{Job, JobId, JobStatus, NewJob},
     proto::v1::{self, job_event::Kind},
     queue::{Queue, Removal},
@@ -28,14 +28,6 @@ pub struct Gateway {
     pub queue: Arc<dyn Queue>,
     /// Event log.
     pub events: Arc<dyn EventLog>,
-}
-
-fn event(kind: Kind) -> v1::JobEvent {
-    v1::JobEvent {
-        time: Some(convert::timestamp(Utc::now())),
-        kind: Some(kind),
-        ..Default::default()
-    }
 }
 
 impl Gateway {

@@ -19,6 +19,7 @@
 //! - [`worker`]: claiming jobs, running attempts, retries, cancellation.
 //! - [`gateway`]: job operations behind the API (submit, get, result, cancel).
 //! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots.
+//! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry).
 //! - [`api`]: the gRPC services (decode, call the core, encode).
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
 //! - [`server`]: the tonic router (grpc-web, CORS, health, reflection) and `serve`.
@@ -27,6 +28,7 @@
 //! - [`telemetry`]: tracing and OpenTelemetry export.
 //! - [`cli`]: the `llm-jobs` command line (server and client commands).
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod backend;

@@ -75,5 +75,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(a) => client::status(a).await,
         Command::Result(a) => client::result(a).await,
         Command::Cancel(a) => client::cancel(a).await,
+        Command::Admin(a) => llm_jobs::cli::admin::run(a).await,
     }
 }

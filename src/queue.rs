@@ -48,6 +48,21 @@ pub enum Removal {
     Absent,
 }
 
+/// What the queue holds for one queue name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Jobs waiting in the queue.
+    pub pending: u64,
+    /// When the oldest pending job entered the queue, if any.
+    pub oldest_enqueued: Option<DateTime<Utc>>,
+    /// Jobs of this queue waiting to retry.
+    pub delayed: u64,
+    /// Jobs of this queue claimed by a worker.
+    pub running: u64,
+    /// Whether claims skip the queue.
+    pub paused: bool,
+}
+
 /// A message for the workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
@@ -103,6 +118,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Signals for this worker process, for as long as the receiver lives. The sender side
     /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].
     async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error>;
+
+    /// Counts for each of `queues`, in the same order.
+    async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error>;
+
+    /// Pauses (`true`) or resumes (`false`) a queue.
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), Error>;
+
+    /// Takes every pending job out of `queue` and returns their ids (delayed and claimed jobs
+    /// stay).
+    async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error>;
 
     /// For each job, whether the queue knows it (waiting, delayed or claimed).
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::convert,
-    events::{EventLog, Fence},
+    events::{EventLog, Fence, event},
     job::Job,
     proto::v1::{self, job_event::Kind},
     queue::Queue,
@@ -88,7 +88,7 @@ impl Reconciler {
         let base = (job.last_sequence / EPOCH + 1) * EPOCH;
         let restarted = self
             .events
-            .restart(job.id, base, job.attempts + 1)
+            .restart(job.id, base, job.attempts + 1, false)
             .await
             .map_err(|e| e.to_string())?;
         if restarted {
@@ -97,15 +97,11 @@ impl Reconciler {
                 .set_last_sequence(job.id, base)
                 .await
                 .map_err(|e| e.to_string())?;
-            let queued = v1::JobEvent {
-                time: Some(convert::timestamp(Utc::now())),
-                kind: Some(Kind::Queued(v1::JobQueued {
-                    queue: job.queue.clone(),
-                    priority: convert::priority(job.priority).into(),
-                    job_type: job.job_type.clone(),
-                })),
-                ..Default::default()
-            };
+            let queued = event(Kind::Queued(v1::JobQueued {
+                queue: job.queue.clone(),
+                priority: convert::priority(job.priority).into(),
+                job_type: job.job_type.clone(),
+            }));
             self.events
                 .append(job.id, &queued, Fence::None)
                 .await

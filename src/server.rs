@@ -12,8 +12,14 @@ use tonic_health::pb::health_server::HealthServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    api::jobs::JobApi,
-    proto::{FILE_DESCRIPTOR_SET, v1::job_service_server::JobServiceServer},
+    api::{admin::AdminApi, jobs::JobApi},
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        v1::{
+            job_service_server::JobServiceServer,
+            queue_admin_service_server::QueueAdminServiceServer,
+        },
+    },
 };
 
 /// Largest accepted request message (bytes); the prompt limit is checked separately.
@@ -48,6 +54,7 @@ fn cors() -> CorsLayer {
 pub async fn serve<H>(
     listener: TcpListener,
     jobs: JobApi,
+    admin: AdminApi,
     health: HealthServer<H>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
@@ -65,6 +72,7 @@ where
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let admin = QueueAdminServiceServer::new(admin);
 
     Server::builder()
         .accept_http1(true)
@@ -76,6 +84,7 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(jobs)
+        .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

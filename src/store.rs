@@ -102,6 +102,32 @@ pub struct StoredResult {
     pub outcome: Option<Outcome>,
 }
 
+/// Figures of one queue from finished jobs (Horizon's metrics).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueFigures {
+    /// Queue name.
+    pub queue: String,
+    /// Jobs completed in the last 5 minutes.
+    pub completed_last_5_minutes: u64,
+    /// Average queue wait of jobs finished in the last hour (ms).
+    pub average_wait_ms: f64,
+    /// Average final-attempt duration of jobs finished in the last hour (ms).
+    pub average_runtime_ms: f64,
+    /// Jobs that failed in the last hour.
+    pub failed_last_hour: u64,
+}
+
+/// Which failed jobs an operator means.
+#[derive(Clone, Debug, Default)]
+pub struct FailedFilter {
+    /// Queue name, if given.
+    pub queue: Option<String>,
+    /// Job type, if given.
+    pub job_type: Option<String>,
+    /// Error code, if given.
+    pub error_code: Option<String>,
+}
+
 /// The durable store's operations.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -155,6 +181,25 @@ pub trait Store: Send + Sync + 'static {
         before: chrono::DateTime<chrono::Utc>,
         limit: i64,
     ) -> Result<Vec<Job>, Error>;
+
+    /// Per-queue figures from jobs finished in the last hour.
+    async fn queue_figures(&self) -> Result<Vec<QueueFigures>, Error>;
+
+    /// Failed, not forgotten jobs matching `filter`, newest first, with ids below `before`
+    /// (pagination), at most `limit`.
+    async fn failed_jobs(
+        &self,
+        filter: &FailedFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error>;
+
+    /// Marks failed jobs as forgotten; returns how many.
+    async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error>;
+
+    /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result goes,
+    /// its attempt history stays. `None` when the job is not FAILED.
+    async fn requeue_failed(&self, id: JobId) -> Result<Option<Job>, Error>;
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;

@@ -15,7 +15,8 @@ pub struct Connection {
     #[arg(
         long = "server",
         env = "LLMJOBS_SERVER",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        global = true
     )]
     pub server: String,
 }
@@ -95,7 +96,8 @@ async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
         .with_context(|| format!("cannot connect to {}", c.server))
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+/// A status as a readable error, with its field violations.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
     let mut msg = format!("{:?}: {}", s.code(), s.message());
     if let Some(bad) = s.get_details_bad_request() {

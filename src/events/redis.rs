@@ -133,7 +133,13 @@ impl EventLog for RedisEventLog {
         self.hub.subscribe(job_id).await
     }
 
-    async fn restart(&self, job_id: JobId, base: u64, attempt: u32) -> Result<bool, Error> {
+    async fn restart(
+        &self,
+        job_id: JobId,
+        base: u64,
+        attempt: u32,
+        replace: bool,
+    ) -> Result<bool, Error> {
         let k = &self.redis.keys;
         let mut conn = self.redis.pool.get().await?;
         let started: i64 = RESTART
@@ -142,6 +148,7 @@ impl EventLog for RedisEventLog {
             .arg(base)
             .arg(attempt)
             .arg(UNFINISHED_TTL_SECS)
+            .arg(if replace { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         Ok(started == 1)

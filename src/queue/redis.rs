@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tracing::{instrument, warn};
 
-use super::{Claim, Error, Queue, Removal, Signal};
+use super::{Claim, Counts, Error, Queue, Removal, Signal};
 use crate::{backend::Redis, job::JobId};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
@@ -18,6 +18,8 @@ static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("en
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 static REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("remove.lua")));
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
+static STATS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("stats.lua")));
+static DRAIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drain.lua")));
 
 /// How long a cancel request stays visible to a worker that claims the job later.
 const CANCEL_FLAG_TTL_SECS: u64 = 24 * 3600;
@@ -255,6 +257,58 @@ impl Queue for RedisQueue {
             }
         });
         Ok(rx)
+    }
+
+    async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error> {
+        let k = &self.redis.keys;
+        let mut inv = STATS.prepare_invoke();
+        inv.key(k.shared("leases"))
+            .key(k.shared("delayed"))
+            .key(k.shared("job-queue"))
+            .key(k.shared("paused"));
+        for q in queues {
+            inv.key(k.queue(q));
+        }
+        for q in queues {
+            inv.arg(q);
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<(u64, i64, u64, u64, u8)> = inv.invoke_async(&mut conn).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(pending, oldest, delayed, running, paused)| Counts {
+                pending,
+                oldest_enqueued: (oldest >= 0)
+                    .then(|| DateTime::from_timestamp_millis(oldest))
+                    .flatten(),
+                delayed,
+                running,
+                paused: paused == 1,
+            })
+            .collect())
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), Error> {
+        let key = self.redis.keys.shared("paused");
+        let mut conn = self.conn().await?;
+        if paused {
+            let _: i64 = conn.sadd(key, queue).await?;
+        } else {
+            let _: i64 = conn.srem(key, queue).await?;
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = DRAIN
+            .key(k.queue(queue))
+            .key(k.shared("job-queue"))
+            .key(k.shared("deliveries"))
+            .invoke_async(&mut conn)
+            .await?;
+        ids.iter().map(|s| parse_id(s)).collect()
     }
 
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {

@@ -41,6 +41,7 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub timeout_secs: Option<i32>,
+    pub forgotten_at: Option<DateTime<Utc>>,
 }
 
 /// A new row of `jobs`.

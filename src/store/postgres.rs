@@ -12,7 +12,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::instrument;
 
 use super::{
-    Error, Finish, Inserted, Store, StoredResult,
+    Error, FailedFilter, Finish, Inserted, QueueFigures, Store, StoredResult,
     models::{AttemptFailureRow, JobRow, NewJobRow, ResultRow},
     schema::{job_attempt_failures, job_results, jobs},
 };
@@ -393,6 +393,119 @@ impl Store for PgStore {
             .load(&mut conn)
             .await?;
         rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn queue_figures(&self) -> Result<Vec<QueueFigures>, Error> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            queue: String,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            completed: i64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            wait: f64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            runtime: f64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            failed: i64,
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT j.queue, \
+               count(*) FILTER (WHERE j.status = 'completed' AND j.finished_at > now() - interval '5 minutes') AS completed, \
+               coalesce(avg(r.queue_wait_ms) FILTER (WHERE j.status = 'completed'), 0)::float8 AS wait, \
+               coalesce(avg(r.duration_ms) FILTER (WHERE j.status = 'completed'), 0)::float8 AS runtime, \
+               count(*) FILTER (WHERE j.status = 'failed') AS failed \
+             FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id \
+             WHERE j.finished_at > now() - interval '1 hour' \
+             GROUP BY j.queue",
+        )
+        .load(&mut conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueueFigures {
+                queue: r.queue,
+                completed_last_5_minutes: u64::try_from(r.completed).unwrap_or(0),
+                average_wait_ms: r.wait,
+                average_runtime_ms: r.runtime,
+                failed_last_hour: u64::try_from(r.failed).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn failed_jobs(
+        &self,
+        filter: &FailedFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let mut query = jobs::table
+            .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+            .filter(jobs::forgotten_at.is_null())
+            .order(jobs::id.desc())
+            .limit(limit)
+            .select(JobRow::as_select())
+            .into_boxed();
+        if let Some(q) = &filter.queue {
+            query = query.filter(jobs::queue.eq(q.clone()));
+        }
+        if let Some(t) = &filter.job_type {
+            query = query.filter(jobs::job_type.eq(t.clone()));
+        }
+        if let Some(c) = &filter.error_code {
+            query = query.filter(jobs::error_code.eq(c.clone()));
+        }
+        if let Some(id) = before {
+            query = query.filter(jobs::id.lt(id));
+        }
+        let rows: Vec<JobRow> = query.load(&mut conn).await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error> {
+        let mut conn = self.conn().await?;
+        let n = diesel::update(jobs::table)
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+            .filter(jobs::forgotten_at.is_null())
+            .set(jobs::forgotten_at.eq(chrono::Utc::now()))
+            .execute(&mut conn)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn requeue_failed(&self, id: JobId) -> Result<Option<Job>, Error> {
+        let mut conn = self.conn().await?;
+        let row = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let now = chrono::Utc::now();
+                let row: Option<JobRow> = diesel::update(jobs::table.find(id))
+                    .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+                    .set((
+                        jobs::status.eq(JobStatus::Queued.as_str()),
+                        jobs::max_attempts.eq(jobs::attempts + 1),
+                        jobs::error_code.eq(None::<String>),
+                        jobs::error_message.eq(None::<String>),
+                        jobs::finished_at.eq(None::<chrono::DateTime<chrono::Utc>>),
+                        jobs::forgotten_at.eq(None::<chrono::DateTime<chrono::Utc>>),
+                        jobs::enqueued_at.eq(now),
+                        jobs::updated_at.eq(now),
+                    ))
+                    .returning(JobRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                if row.is_some() {
+                    diesel::delete(job_results::table.find(id))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(row)
+            })
+            .await?;
+        row.map(Job::try_from).transpose()
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -26,6 +26,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
         timeout_secs -> Nullable<Int4>,
+        forgotten_at -> Nullable<Timestamptz>,
     }
 }
 

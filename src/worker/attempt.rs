@@ -10,7 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{FINISH_GRACE, Running, StopReason, Worker, retry::backoff};
 use crate::{
-    events::Fence,
+    events::{Fence, event},
     job::{Job, JobError, JobId, Outcome, StreamingMode, Usage},
     proto::v1::{self, job_event::Kind},
     provider,
@@ -134,14 +134,6 @@ fn take_prefix(s: &mut String, max: usize) -> String {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn event(kind: Kind) -> v1::JobEvent {
-    v1::JobEvent {
-        time: Some(crate::api::convert::timestamp(Utc::now())),
-        kind: Some(kind),
-        ..Default::default()
-    }
 }
 
 impl Worker {

@@ -1,6 +1,7 @@
 //! Integration tests: a real llm-jobs against real Redis and Postgres, a real HTTP upstream
 //! speaking the OpenAI streaming format, and real gRPC / grpc-web clients over TCP.
 
+mod admin;
 mod cancel;
 mod crash;
 mod fixtures;

@@ -1,0 +1,2 @@
+DROP INDEX jobs_failed;
+ALTER TABLE jobs DROP COLUMN forgotten_at;

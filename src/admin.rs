@@ -1,0 +1,239 @@
+//! Queue administration behind `QueueAdminService`, in Horizon's vocabulary: queue statistics,
+//! pause and resume, purge, failed jobs, retry and forget.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::{info, instrument};
+
+use crate::{
+    api::convert,
+    error::Error,
+    events::{EventLog, Fence, event},
+    job::{Job, JobError, JobId, Priority, queue_name},
+    proto::v1::{self, job_event::Kind},
+    queue::Queue,
+    reconciler::EPOCH,
+    store::{FailedFilter, Store},
+};
+
+/// Largest page of failed jobs, and most jobs one retry or forget by filter touches.
+pub const MAX_PAGE: i64 = 1000;
+
+/// One queue's statistics (see `QueueStats` in `admin.proto` for the windows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueStats {
+    /// Queue name.
+    pub name: String,
+    /// Its job type.
+    pub job_type: String,
+    /// Its priority.
+    pub priority: Priority,
+    /// Counts from Redis.
+    pub counts: crate::queue::Counts,
+    /// Figures from Postgres.
+    pub figures: crate::store::QueueFigures,
+}
+
+/// A failed job with its attempts' errors.
+#[derive(Clone, Debug)]
+pub struct FailedJob {
+    /// The job (status FAILED).
+    pub job: Job,
+    /// Every failed attempt, oldest first.
+    pub attempt_errors: Vec<(u32, JobError)>,
+}
+
+/// Queue administration over the shared backends.
+#[derive(Clone)]
+pub struct Admin {
+    /// Durable store.
+    pub store: Arc<dyn Store>,
+    /// Job queue.
+    pub queue: Arc<dyn Queue>,
+    /// Event log.
+    pub events: Arc<dyn EventLog>,
+    /// Configured job types.
+    pub job_types: Vec<String>,
+}
+
+impl Admin {
+    /// Every queue: configured job types times priorities.
+    pub fn queues(&self) -> Vec<(String, String, Priority)> {
+        self.job_types
+            .iter()
+            .flat_map(|t| {
+                Priority::CLAIM_ORDER
+                    .into_iter()
+                    .map(move |p| (queue_name(t, p), t.clone(), p))
+            })
+            .collect()
+    }
+
+    /// Errors: `InvalidArgument` for an empty name, `NotFound` for an unknown queue.
+    fn check_queue(&self, name: &str) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::invalid("queue", "must not be empty"));
+        }
+        if self.queues().iter().any(|(q, _, _)| q == name) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("queue {name:?}")))
+        }
+    }
+
+    /// Statistics of every queue.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>, Error> {
+        let queues = self.queues();
+        let names: Vec<String> = queues.iter().map(|(q, _, _)| q.clone()).collect();
+        let counts = self.queue.counts(&names).await?;
+        let figures = self.store.queue_figures().await?;
+        Ok(queues
+            .into_iter()
+            .zip(counts)
+            .map(|((name, job_type, priority), counts)| QueueStats {
+                figures: figures
+                    .iter()
+                    .find(|f| f.queue == name)
+                    .cloned()
+                    .unwrap_or_default(),
+                name,
+                job_type,
+                priority,
+                counts,
+            })
+            .collect())
+    }
+
+    /// Pauses (`Some(true)`), resumes (`Some(false)`) or toggles (`None`) a queue; returns
+    /// whether it is paused now.
+    #[instrument(skip(self))]
+    pub async fn set_paused(&self, queue: &str, paused: Option<bool>) -> Result<bool, Error> {
+        self.check_queue(queue)?;
+        let paused = match paused {
+            Some(p) => p,
+            None => {
+                let now = self.queue.counts(&[queue.to_owned()]).await?;
+                !now.first().is_some_and(|c| c.paused)
+            }
+        };
+        self.queue.set_paused(queue, paused).await?;
+        info!(queue, paused, "queue paused state changed");
+        Ok(paused)
+    }
+
+    /// Cancels every pending job of `queue`; returns how many.
+    #[instrument(skip(self))]
+    pub async fn purge(&self, queue: &str) -> Result<u64, Error> {
+        self.check_queue(queue)?;
+        let ids = self.queue.drain(queue).await?;
+        let mut purged = 0;
+        for id in ids {
+            if self.store.cancel_queued(id).await?.is_some() {
+                let ev = event(Kind::Cancelled(v1::JobCancelled {
+                    reason: format!("queue {queue} purged by an operator"),
+                }));
+                if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {
+                    self.store.set_last_sequence(id, seq).await?;
+                }
+                purged += 1;
+            }
+        }
+        info!(queue, purged, "queue purged");
+        Ok(purged)
+    }
+
+    /// A page of failed jobs, newest first, and the token of the next page (empty at the end).
+    /// Errors: `InvalidArgument` for a bad page size or token.
+    pub async fn failed(
+        &self,
+        filter: &FailedFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<FailedJob>, String), Error> {
+        let limit = match page_size {
+            0 => 50,
+            n if n < 0 || i64::from(n) > MAX_PAGE => {
+                return Err(Error::invalid(
+                    "page_size",
+                    format!("must be within 0..={MAX_PAGE}"),
+                ));
+            }
+            n => i64::from(n),
+        };
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            Some(JobId::parse_str(page_token).map_err(|_| {
+                Error::invalid("page_token", "not a token from a previous response")
+            })?)
+        };
+        let jobs = self.store.failed_jobs(filter, before, limit).await?;
+        let next = if jobs.len() as i64 == limit {
+            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let attempt_errors = self.store.attempt_failures(job.id).await?;
+            out.push(FailedJob {
+                job,
+                attempt_errors,
+            });
+        }
+        Ok((out, next))
+    }
+
+    /// The ids named, or every failed job matching `filter` when none are.
+    /// Errors: `InvalidArgument` for a malformed id.
+    pub async fn select(&self, ids: &[String], filter: &FailedFilter) -> Result<Vec<JobId>, Error> {
+        if ids.is_empty() {
+            let jobs = self.store.failed_jobs(filter, None, MAX_PAGE).await?;
+            return Ok(jobs.into_iter().map(|j| j.id).collect());
+        }
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                JobId::parse_str(id)
+                    .map_err(|_| Error::invalid(format!("job_ids[{i}]"), "must be a UUID"))
+            })
+            .collect()
+    }
+
+    /// Runs failed jobs again, one new attempt each; returns the ids queued again.
+    #[instrument(skip_all, fields(jobs = ids.len()))]
+    pub async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
+        let mut retried = Vec::new();
+        for &id in ids {
+            let Some(job) = self.store.requeue_failed(id).await? else {
+                continue;
+            };
+            // A new log after the old one's terminal event: watchers that saw the failure
+            // resume right after it.
+            let base = if job.last_sequence > 0 {
+                job.last_sequence
+            } else {
+                EPOCH
+            };
+            self.events
+                .restart(id, base, job.attempts + 1, true)
+                .await?;
+            let queued = event(Kind::Queued(v1::JobQueued {
+                queue: job.queue.clone(),
+                priority: convert::priority(job.priority).into(),
+                job_type: job.job_type.clone(),
+            }));
+            self.events.append(id, &queued, Fence::None).await?;
+            self.queue.enqueue(id, &job.queue, Utc::now()).await?;
+            retried.push(id);
+        }
+        info!(retried = retried.len(), "failed jobs retried");
+        Ok(retried)
+    }
+
+    /// Removes failed jobs from the failed list; returns how many.
+    pub async fn forget(&self, ids: &[JobId]) -> Result<u64, Error> {
+        Ok(self.store.forget_failed(ids).await?)
+    }
+}

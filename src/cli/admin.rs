@@ -1,0 +1,218 @@
+//! `llm-jobs admin …`: operator commands over `QueueAdminService`, printed as tables.
+
+use anyhow::Context;
+use tonic::transport::Channel;
+
+use super::client::{Connection, status_error};
+use crate::proto::v1::{self, queue_admin_service_client::QueueAdminServiceClient};
+
+/// `admin` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Operator commands.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum AdminCommand {
+    /// Per-queue pending, delayed, running, paused, throughput, wait, runtime, failures.
+    Stats,
+    /// Pause a queue: its jobs stay pending.
+    Pause {
+        /// Queue name, e.g. openai-general-high.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// Queue name.
+        queue: String,
+    },
+    /// Pause a running queue or resume a paused one.
+    Toggle {
+        /// Queue name.
+        queue: String,
+    },
+    /// Cancel every pending job of a queue.
+    Purge {
+        /// Queue name.
+        queue: String,
+    },
+    /// List failed jobs, newest first.
+    Failed {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this error code.
+        #[arg(long = "error-code")]
+        error_code: Option<String>,
+        /// Page size (max 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Run failed jobs again (all failed jobs when no id is given).
+    Retry {
+        /// Job ids.
+        job_ids: Vec<String>,
+    },
+    /// Remove failed jobs from the failed list (all when no id is given).
+    Forget {
+        /// Job ids.
+        job_ids: Vec<String>,
+    },
+}
+
+async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
+    QueueAdminServiceClient::connect(c.server.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", c.server))
+}
+
+/// Runs an `admin` command.
+pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.connection).await?;
+    match a.command {
+        AdminCommand::Stats => {
+            let queues = client
+                .get_queue_stats(v1::GetQueueStatsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .queues;
+            println!(
+                "{:<36} {:>8} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>12} {:>8}",
+                "QUEUE",
+                "PENDING",
+                "DELAYED",
+                "RUNNING",
+                "PAUSED",
+                "JOBS/MIN",
+                "AVG WAIT ms",
+                "OLDEST ms",
+                "RUNTIME ms",
+                "FAILED/h"
+            );
+            for q in queues {
+                println!(
+                    "{:<36} {:>8} {:>8} {:>8} {:>7} {:>10.1} {:>12.0} {:>12} {:>12.0} {:>8}",
+                    q.name,
+                    q.pending,
+                    q.delayed,
+                    q.running,
+                    if q.paused { "yes" } else { "no" },
+                    q.throughput_per_minute,
+                    q.average_wait_ms,
+                    q.oldest_wait_ms,
+                    q.average_runtime_ms,
+                    q.failed_last_hour
+                );
+            }
+        }
+        AdminCommand::Pause { queue } => {
+            let s = client
+                .pause_queue(v1::PauseQueueRequest { queue })
+                .await
+                .map_err(status_error)?;
+            print_state(&s.into_inner());
+        }
+        AdminCommand::Resume { queue } => {
+            let s = client
+                .resume_queue(v1::ResumeQueueRequest { queue })
+                .await
+                .map_err(status_error)?;
+            print_state(&s.into_inner());
+        }
+        AdminCommand::Toggle { queue } => {
+            let s = client
+                .toggle_queue(v1::ToggleQueueRequest { queue })
+                .await
+                .map_err(status_error)?;
+            print_state(&s.into_inner());
+        }
+        AdminCommand::Purge { queue } => {
+            let r = client
+                .purge_queue(v1::PurgeQueueRequest {
+                    queue: queue.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            println!(
+                "{queue}: {} pending job(s) cancelled",
+                r.into_inner().purged
+            );
+        }
+        AdminCommand::Failed {
+            queue,
+            error_code,
+            limit,
+        } => {
+            let r = client
+                .list_failed_jobs(v1::ListFailedJobsRequest {
+                    queue: queue.unwrap_or_default(),
+                    error_code: error_code.unwrap_or_default(),
+                    page_size: limit,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "{:<36} {:<28} {:>8}  LAST ERROR",
+                "JOB", "QUEUE", "ATTEMPTS"
+            );
+            for f in r.failed_jobs {
+                let job = f.job.unwrap_or_default();
+                let error = f
+                    .attempt_errors
+                    .last()
+                    .and_then(|a| a.error.clone())
+                    .unwrap_or_default();
+                println!(
+                    "{:<36} {:<28} {:>8}  {} {}",
+                    job.id, job.queue, job.attempts, error.code, error.message
+                );
+            }
+            if !r.next_page_token.is_empty() {
+                eprintln!("(more: raise --limit)");
+            }
+        }
+        AdminCommand::Retry { job_ids } => {
+            let r = client
+                .retry_jobs(v1::RetryJobsRequest {
+                    job_ids,
+                    filter: None,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{} job(s) queued again", r.retried_job_ids.len());
+            for id in r.retried_job_ids {
+                println!("{id}");
+            }
+        }
+        AdminCommand::Forget { job_ids } => {
+            let r = client
+                .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+                    job_ids,
+                    filter: None,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{} failed job(s) forgotten", r.forgotten);
+        }
+    }
+    Ok(())
+}
+
+fn print_state(s: &v1::QueueState) {
+    println!(
+        "{}: {}",
+        s.queue,
+        if s.paused { "paused" } else { "running" }
+    );
+}

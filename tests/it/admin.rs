@@ -1,0 +1,363 @@
+//! QueueAdminService: exact stats, pause/resume/toggle, purge, failed jobs, retry, forget.
+
+use std::time::Duration;
+
+use llm_jobs::proto::v1::{
+    self, job_event::Kind, queue_admin_service_client::QueueAdminServiceClient,
+};
+use tonic::{Code, transport::Channel};
+
+use crate::support::{
+    TestApp, request,
+    upstream::{Reply, TestUpstream},
+};
+
+const BASIC: &str = "The queue is a line of work waiting its turn.";
+
+async fn admin(app: &TestApp) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
+    Ok(QueueAdminServiceClient::connect(format!("http://{}", app.addr)).await?)
+}
+
+fn with_priority(prompt: &str, p: v1::Priority) -> v1::SubmitJobRequest {
+    v1::SubmitJobRequest {
+        priority: p.into(),
+        ..request(prompt, "gpt-4o-mini")
+    }
+}
+
+async fn stats(
+    a: &mut QueueAdminServiceClient<Channel>,
+    queue: &str,
+) -> anyhow::Result<v1::QueueStats> {
+    let all = a
+        .get_queue_stats(v1::GetQueueStatsRequest {})
+        .await?
+        .into_inner()
+        .queues;
+    all.into_iter()
+        .find(|q| q.name == queue)
+        .ok_or_else(|| anyhow::anyhow!("no queue {queue}"))
+}
+
+async fn fail_one(app: &TestApp, upstream: &TestUpstream, prompt: &str) -> anyhow::Result<v1::Job> {
+    upstream.push_reply(Reply::fixture("truncated.sse"));
+    let mut req = request(prompt, "gpt-4o-mini");
+    req.max_attempts = Some(1);
+    let job = app.submit(req).await?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_pause_resume_toggle_and_purge() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .start()
+        .await?;
+    let mut a = admin(&app).await?;
+    fail_one(&app, &upstream, "fails").await?;
+
+    upstream.push_reply(Reply::Slow {
+        tokens: 100_000,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(20),
+    });
+    let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
+    app.wait_for_job(&blocker.id, |j| j.output_tokens >= 1)
+        .await?;
+    let high = [
+        app.submit(with_priority("h1", v1::Priority::High)).await?,
+        app.submit(with_priority("h2", v1::Priority::High)).await?,
+    ];
+    let low = app.submit(with_priority("l1", v1::Priority::Low)).await?;
+
+    let normal = stats(&mut a, "openai-general").await?;
+    assert_eq!(
+        (
+            normal.pending,
+            normal.running,
+            normal.delayed,
+            normal.failed_last_hour
+        ),
+        (0, 1, 0, 1)
+    );
+    let h = stats(&mut a, "openai-general-high").await?;
+    assert_eq!((h.pending, h.running, h.paused), (2, 0, false));
+    assert!(h.oldest_wait_ms < 60_000);
+    assert_eq!(stats(&mut a, "openai-general-low").await?.pending, 1);
+    assert_eq!(stats(&mut a, "openai-general-urgent").await?.pending, 0);
+
+    // Paused: its jobs stay pending while the low queue runs.
+    let state = a
+        .pause_queue(v1::PauseQueueRequest {
+            queue: "openai-general-high".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(state.paused);
+    let mut c = app.client.clone();
+    c.cancel_job(v1::CancelJobRequest {
+        job_id: blocker.id.clone(),
+        reason: String::new(),
+    })
+    .await?;
+    app.wait_for_job(&low.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    for j in &high {
+        let now = app.wait_for_job(&j.id, |_| true).await?;
+        assert_eq!(
+            now.status(),
+            v1::JobStatus::Queued,
+            "a paused queue's jobs stay pending"
+        );
+    }
+    assert_eq!(stats(&mut a, "openai-general-high").await?.pending, 2);
+
+    // Toggle twice: resumed, then paused again; resume runs them.
+    assert!(
+        !a.toggle_queue(v1::ToggleQueueRequest {
+            queue: "openai-general-high".into()
+        })
+        .await?
+        .into_inner()
+        .paused
+    );
+    assert!(
+        a.toggle_queue(v1::ToggleQueueRequest {
+            queue: "openai-general-high".into()
+        })
+        .await?
+        .into_inner()
+        .paused
+    );
+    assert!(
+        !a.resume_queue(v1::ResumeQueueRequest {
+            queue: "openai-general-high".into()
+        })
+        .await?
+        .into_inner()
+        .paused
+    );
+    for j in &high {
+        app.wait_for_job(&j.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+
+    // Purge cancels pending jobs only.
+    a.pause_queue(v1::PauseQueueRequest {
+        queue: "openai-general-low".into(),
+    })
+    .await?;
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        pending.push(
+            app.submit(with_priority(&format!("p{i}"), v1::Priority::Low))
+                .await?,
+        );
+    }
+    let purged = a
+        .purge_queue(v1::PurgeQueueRequest {
+            queue: "openai-general-low".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(purged.purged, 3);
+    for j in &pending {
+        let events = app.watch(&j.id, 0).await?;
+        assert!(matches!(
+            events.last().and_then(|e| e.kind.clone()),
+            Some(Kind::Cancelled(_))
+        ));
+        assert_eq!(
+            app.wait_for_job(&j.id, |_| true).await?.status(),
+            v1::JobStatus::Cancelled
+        );
+    }
+    assert_eq!(stats(&mut a, "openai-general-low").await?.pending, 0);
+
+    for (queue, code) in [("nope", Code::NotFound), ("", Code::InvalidArgument)] {
+        let e = a
+            .pause_queue(v1::PauseQueueRequest {
+                queue: queue.into(),
+            })
+            .await
+            .expect_err("bad queue");
+        assert_eq!(e.code(), code);
+        let e = a
+            .purge_queue(v1::PurgeQueueRequest {
+                queue: queue.into(),
+            })
+            .await
+            .expect_err("bad queue");
+        assert_eq!(e.code(), code);
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_are_listed_retried_and_forgotten() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let mut a = admin(&app).await?;
+    let first = fail_one(&app, &upstream, "first").await?;
+    let second = fail_one(&app, &upstream, "second").await?;
+
+    let page = a
+        .list_failed_jobs(v1::ListFailedJobsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(page.failed_jobs.len(), 1);
+    let newest = page.failed_jobs[0].clone();
+    assert_eq!(
+        newest.job.as_ref().map(|j| j.id.clone()),
+        Some(second.id.clone()),
+        "newest first"
+    );
+    assert_eq!(newest.attempt_errors.len(), 1);
+    assert_eq!(
+        newest.attempt_errors[0]
+            .error
+            .clone()
+            .unwrap_or_default()
+            .code,
+        "upstream_stream_truncated"
+    );
+    let page2 = a
+        .list_failed_jobs(v1::ListFailedJobsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        page2.failed_jobs[0].job.as_ref().map(|j| j.id.clone()),
+        Some(first.id.clone())
+    );
+    let filtered = a
+        .list_failed_jobs(v1::ListFailedJobsRequest {
+            error_code: "timeout".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(filtered.failed_jobs.is_empty());
+
+    // Retry the first: it runs again and completes, keeping its history.
+    let seen = app.watch(&first.id, 0).await?;
+    let last_seen = seen.last().map_or(0, |e| e.sequence);
+    let retried = a
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: vec![first.id.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(retried.retried_job_ids, std::slice::from_ref(&first.id));
+    let done = app
+        .wait_for_job(&first.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(done.attempts, 2);
+    assert_eq!(app.result(&first.id).await?.content, BASIC);
+    let rest = app.watch(&first.id, last_seen).await?;
+    assert_eq!(
+        rest.first().map(|e| e.sequence),
+        Some(last_seen + 1),
+        "the retried log continues the old one"
+    );
+    assert!(matches!(
+        rest.last().and_then(|e| e.kind.clone()),
+        Some(Kind::Completed(_))
+    ));
+
+    // Forget the second: gone from the list, row kept.
+    let forgotten = a
+        .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+            job_ids: vec![second.id.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(forgotten.forgotten, 1);
+    let left = a
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?
+        .into_inner();
+    assert!(left.failed_jobs.is_empty(), "{left:?}");
+    assert_eq!(
+        app.wait_for_job(&second.id, |_| true).await?.status(),
+        v1::JobStatus::Failed
+    );
+
+    let e = a
+        .list_failed_jobs(v1::ListFailedJobsRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad token");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = a
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: vec!["x".into()],
+            filter: None,
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
+    let app = TestApp::builder()
+        .job_types("general,code_review")
+        .start()
+        .await?;
+    let server = format!("http://{}", app.addr);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("admin")
+            .args(args)
+            .args(["--server", &server])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let table = run(&["stats"])?;
+    for q in [
+        "openai-general-urgent",
+        "openai-code_review",
+        "openai-code_review-low",
+    ] {
+        assert!(table.lines().any(|l| l.starts_with(q)), "{q} in {table}");
+    }
+    assert_eq!(
+        run(&["pause", "openai-code_review"])?.trim(),
+        "openai-code_review: paused"
+    );
+    let paused_row = run(&["stats"])?
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("openai-code_review"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(paused_row.contains(" yes "), "{paused_row}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["admin", "purge", "nope", "--server", &server])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    app.stop().await
+}
