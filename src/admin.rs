@@ -1,5 +1,8 @@
 //! Queue administration behind `QueueAdminService`, in Horizon's vocabulary: queue statistics,
-//! pause and resume, purge, failed jobs, retry and forget.
+//! pause and resume, purge, failed jobs, retry and forget; [`report`] builds the read-only
+//! views (workload, workers, performance, health, dashboard).
+
+pub mod report;
 
 use std::sync::Arc;
 
@@ -55,6 +58,29 @@ pub struct Admin {
     pub events: Arc<dyn EventLog>,
     /// Configured job types.
     pub job_types: Vec<String>,
+    /// A worker that has not reported for this long is gone (one lease period).
+    pub worker_window: std::time::Duration,
+}
+
+/// A queue's statistics on the wire.
+pub fn encode_stats(s: QueueStats) -> v1::QueueStats {
+    let now = Utc::now();
+    v1::QueueStats {
+        priority: convert::priority(s.priority).into(),
+        pending: s.counts.pending,
+        delayed: s.counts.delayed,
+        running: s.counts.running,
+        paused: s.counts.paused,
+        throughput_per_minute: s.figures.completed_last_5_minutes as f64 / 5.0,
+        average_wait_ms: s.figures.average_wait_ms,
+        oldest_wait_ms: s.counts.oldest_enqueued.map_or(0, |t| {
+            u64::try_from((now - t).num_milliseconds()).unwrap_or(0)
+        }),
+        average_runtime_ms: s.figures.average_runtime_ms,
+        failed_last_hour: s.figures.failed_last_hour,
+        name: s.name,
+        job_type: s.job_type,
+    }
 }
 
 impl Admin {

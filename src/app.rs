@@ -184,12 +184,16 @@ pub async fn run(
         };
         let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
         let api = JobApi::new(gateway, rules, heartbeat, shutdown.clone());
-        let admin = crate::api::admin::AdminApi::new(crate::admin::Admin {
-            store: store.clone(),
-            queue: queue.clone(),
-            events: events.clone(),
-            job_types: cfg.jobs.job_types.clone(),
-        });
+        let admin = crate::api::admin::AdminApi::new(
+            crate::admin::Admin {
+                store: store.clone(),
+                queue: queue.clone(),
+                events: events.clone(),
+                job_types: cfg.jobs.job_types.clone(),
+                worker_window: cfg.worker.lease(),
+            },
+            shutdown.clone(),
+        );
         let stop = shutdown.clone();
         info!(%addr, "gRPC (grpc-web, health, reflection) listening");
         tasks.spawn(async move {

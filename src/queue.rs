@@ -63,6 +63,36 @@ pub struct Counts {
     pub paused: bool,
 }
 
+/// What a live worker process reports about itself (registry entry, refreshed by its
+/// heartbeat).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerInfo {
+    /// `{host}-{pid}-{random}`.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When the process started.
+    pub started_at: DateTime<Utc>,
+    /// llm-jobs version.
+    pub version: String,
+    /// Job types it serves.
+    pub job_types: Vec<String>,
+    /// Slots in use.
+    pub busy_slots: u32,
+    /// Slots in all.
+    pub total_slots: u32,
+    /// Jobs it runs now.
+    pub job_ids: Vec<String>,
+    /// Resident memory (MiB), when known.
+    pub resident_memory_mib: Option<f64>,
+    /// CPU use since its previous heartbeat (percent of one core), when known.
+    pub cpu_percent: Option<f64>,
+    /// When it last reported.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
 /// A message for the workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
@@ -128,6 +158,15 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes every pending job out of `queue` and returns their ids (delayed and claimed jobs
     /// stay).
     async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error>;
+
+    /// Records (or refreshes) a worker's registry entry.
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error>;
+
+    /// Removes a worker's registry entry (clean shutdown).
+    async fn deregister_worker(&self, id: &str) -> Result<(), Error>;
+
+    /// Workers that reported within `window`; older entries are removed.
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error>;
 
     /// For each job, whether the queue knows it (waiting, delayed or claimed).
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;

@@ -117,6 +117,36 @@ pub struct QueueFigures {
     pub failed_last_hour: u64,
 }
 
+/// Performance of one queue or model over a window (jobs finished in it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Performance {
+    /// Queue or model name.
+    pub key: String,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Jobs failed.
+    pub failed: u64,
+    /// Final-attempt duration percentiles 50/95/99 (ms) of completed jobs.
+    pub runtime_ms: [Option<f64>; 3],
+    /// Time-to-first-token percentiles 50/95/99 (ms) of completed jobs.
+    pub time_to_first_token_ms: [Option<f64>; 3],
+    /// Average output tokens per second of completed jobs.
+    pub output_tokens_per_second: f64,
+    /// Input tokens of completed jobs.
+    pub input_tokens: u64,
+    /// Output tokens of completed jobs.
+    pub output_tokens: u64,
+}
+
+/// How [`Store::performance`] groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// By queue name.
+    Queue,
+    /// By the model that answered.
+    Model,
+}
+
 /// Which failed jobs an operator means.
 #[derive(Clone, Debug, Default)]
 pub struct FailedFilter {
@@ -200,6 +230,16 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result goes,
     /// its attempt history stays. `None` when the job is not FAILED.
     async fn requeue_failed(&self, id: JobId) -> Result<Option<Job>, Error>;
+
+    /// Performance per queue or model of jobs finished within `window`.
+    async fn performance(
+        &self,
+        window: std::time::Duration,
+        by: GroupBy,
+    ) -> Result<Vec<Performance>, Error>;
+
+    /// Failed attempts / all ended attempts within `window` (0 when none ended).
+    async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error>;
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;

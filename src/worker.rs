@@ -6,6 +6,7 @@
 //! enqueue, with a one-second fallback that also picks up due retries and expired leases.
 
 mod attempt;
+pub mod resources;
 pub mod retry;
 
 use std::{
@@ -79,6 +80,7 @@ pub struct Worker {
     wake: Notify,
     /// Cancelled when the drain period is over: store retries give up.
     hard_stop: CancellationToken,
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Worker {
@@ -94,7 +96,30 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             hard_stop: CancellationToken::new(),
+            started_at: chrono::Utc::now(),
         })
+    }
+
+    fn info(
+        &self,
+        claims: &[(JobId, String)],
+        rss: Option<f64>,
+        cpu: Option<f64>,
+    ) -> crate::queue::WorkerInfo {
+        crate::queue::WorkerInfo {
+            id: self.id.clone(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            job_types: self.job_types.clone(),
+            busy_slots: u32::try_from(claims.len()).unwrap_or(u32::MAX),
+            total_slots: u32::try_from(self.cfg.concurrency.max(1)).unwrap_or(u32::MAX),
+            job_ids: claims.iter().map(|(id, _)| id.to_string()).collect(),
+            resident_memory_mib: rss,
+            cpu_percent: cpu,
+            heartbeat_at: chrono::Utc::now(),
+        }
     }
 
     /// This worker's id: `{host}-{pid}-{random}`.
@@ -195,6 +220,9 @@ impl Worker {
         }
         signals.abort();
         heartbeat.abort();
+        if let Err(e) = self.deps.queue.deregister_worker(&self.id).await {
+            warn!(error = %e, "cannot remove this worker from the registry");
+        }
         info!(worker_id = %self.id, "worker stopped");
     }
 
@@ -224,24 +252,35 @@ impl Worker {
         }
     }
 
+    /// Extends the leases of running jobs every third of a lease (also while draining) and
+    /// refreshes this worker's registry entry; stops when shut down with nothing running.
     async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
         let lease = self.cfg.lease();
         let mut tick = tokio::time::interval(lease / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampler = resources::Sampler::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.cancelled() => {}
+                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
             }
             let claims: Vec<(JobId, String)> = self
                 .running()
                 .iter()
                 .map(|(id, r)| (*id, r.owner.clone()))
                 .collect();
-            if claims.is_empty() {
-                if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
+                if claims.is_empty() {
                     return;
                 }
+            } else {
+                let (rss, cpu) = sampler.sample();
+                let info = self.info(&claims, rss, cpu);
+                if let Err(e) = self.deps.queue.register_worker(&info).await {
+                    warn!(error = %e, "cannot refresh the worker registry");
+                }
+            }
+            if claims.is_empty() {
                 continue;
             }
             match self.deps.queue.heartbeat(&claims, lease).await {

@@ -3,12 +3,16 @@
 //! Not yet behind authentication: the admin role arrives with API keys; until then, bind the
 //! server to a trusted network.
 
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert;
 use crate::{
-    admin::{Admin, FailedJob},
+    admin::{Admin, FailedJob, encode_stats},
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
     store::FailedFilter,
 };
@@ -16,14 +20,18 @@ use crate::{
 /// The QueueAdminService implementation.
 pub struct AdminApi {
     admin: Admin,
+    shutdown: CancellationToken,
 }
 
 impl AdminApi {
-    /// A service over `admin`.
-    pub fn new(admin: Admin) -> AdminApi {
-        AdminApi { admin }
+    /// A service over `admin`; dashboard streams end when `shutdown` is cancelled.
+    pub fn new(admin: Admin, shutdown: CancellationToken) -> AdminApi {
+        AdminApi { admin, shutdown }
     }
 }
+
+/// Bounds of `WatchDashboardRequest.interval_seconds`.
+const DASHBOARD_INTERVAL_SECS: std::ops::RangeInclusive<u32> = 1..=60;
 
 fn filter(f: Option<&v1::ListFailedJobsRequest>) -> FailedFilter {
     let some = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
@@ -57,28 +65,12 @@ impl QueueAdminService for AdminApi {
         &self,
         _request: Request<v1::GetQueueStatsRequest>,
     ) -> Result<Response<v1::GetQueueStatsResponse>, Status> {
-        let now = chrono::Utc::now();
         let queues = self
             .admin
             .stats()
             .await?
             .into_iter()
-            .map(|s| v1::QueueStats {
-                priority: convert::priority(s.priority).into(),
-                pending: s.counts.pending,
-                delayed: s.counts.delayed,
-                running: s.counts.running,
-                paused: s.counts.paused,
-                throughput_per_minute: s.figures.completed_last_5_minutes as f64 / 5.0,
-                average_wait_ms: s.figures.average_wait_ms,
-                oldest_wait_ms: s.counts.oldest_enqueued.map_or(0, |t| {
-                    u64::try_from((now - t).num_milliseconds()).unwrap_or(0)
-                }),
-                average_runtime_ms: s.figures.average_runtime_ms,
-                failed_last_hour: s.figures.failed_last_hour,
-                name: s.name,
-                job_type: s.job_type,
-            })
+            .map(encode_stats)
             .collect();
         Ok(Response::new(v1::GetQueueStatsResponse { queues }))
     }
@@ -166,5 +158,91 @@ impl QueueAdminService for AdminApi {
             .await?;
         let forgotten = self.admin.forget(&ids).await?;
         Ok(Response::new(v1::ForgetFailedJobsResponse { forgotten }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_workload(
+        &self,
+        _request: Request<v1::GetWorkloadRequest>,
+    ) -> Result<Response<v1::GetWorkloadResponse>, Status> {
+        Ok(Response::new(v1::GetWorkloadResponse {
+            queues: self.admin.workload().await?,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: self.admin.workers().await?,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_performance_metrics(
+        &self,
+        _request: Request<v1::GetPerformanceMetricsRequest>,
+    ) -> Result<Response<v1::GetPerformanceMetricsResponse>, Status> {
+        Ok(Response::new(self.admin.performance().await?))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_system_health(
+        &self,
+        _request: Request<v1::GetSystemHealthRequest>,
+    ) -> Result<Response<v1::SystemHealth>, Status> {
+        Ok(Response::new(self.admin.health().await))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_dashboard(
+        &self,
+        _request: Request<v1::GetDashboardRequest>,
+    ) -> Result<Response<v1::Dashboard>, Status> {
+        Ok(Response::new(self.admin.dashboard().await?))
+    }
+
+    type WatchDashboardStream = Pin<Box<dyn Stream<Item = Result<v1::Dashboard, Status>> + Send>>;
+
+    #[instrument(skip_all)]
+    async fn watch_dashboard(
+        &self,
+        request: Request<v1::WatchDashboardRequest>,
+    ) -> Result<Response<Self::WatchDashboardStream>, Status> {
+        let secs = match request.into_inner().interval_seconds {
+            0 => 5,
+            n if DASHBOARD_INTERVAL_SECS.contains(&n) => n,
+            _ => {
+                return Err(crate::error::Error::invalid(
+                    "interval_seconds",
+                    "must be within 1..=60",
+                )
+                .into());
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (admin, shutdown) = (self.admin.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(u64::from(secs)));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                        return;
+                    }
+                }
+                let update = admin.dashboard().await.map_err(Status::from);
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

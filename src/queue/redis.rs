@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tracing::{instrument, warn};
 
-use super::{Claim, Counts, Error, Queue, Removal, Signal};
+use super::{Claim, Counts, Error, Queue, Removal, Signal, WorkerInfo};
 use crate::{backend::Redis, job::JobId};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
@@ -309,6 +309,63 @@ impl Queue for RedisQueue {
             .invoke_async(&mut conn)
             .await?;
         ids.iter().map(|s| parse_id(s)).collect()
+    }
+
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
+        let k = &self.redis.keys;
+        let json = serde_json::to_string(info).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut conn = self.conn().await?;
+        let () = redis::pipe()
+            .hset(k.shared("workers"), &info.id, json)
+            .ignore()
+            .zadd(
+                k.shared("workers-seen"),
+                &info.id,
+                info.heartbeat_at.timestamp_millis(),
+            )
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.conn().await?;
+        let () = redis::pipe()
+            .hdel(k.shared("workers"), id)
+            .ignore()
+            .zrem(k.shared("workers-seen"), id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
+        let k = &self.redis.keys;
+        let oldest = Utc::now().timestamp_millis()
+            - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut conn = self.conn().await?;
+        let stale: Vec<String> = conn
+            .zrangebyscore(k.shared("workers-seen"), "-inf", format!("({oldest}"))
+            .await?;
+        if !stale.is_empty() {
+            let () = redis::pipe()
+                .hdel(k.shared("workers"), &stale)
+                .ignore()
+                .zrem(k.shared("workers-seen"), &stale)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+        }
+        let entries: Vec<String> = conn.hvals(k.shared("workers")).await?;
+        let mut workers: Vec<WorkerInfo> = entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
     }
 
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {

@@ -12,7 +12,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::instrument;
 
 use super::{
-    Error, FailedFilter, Finish, Inserted, QueueFigures, Store, StoredResult,
+    Error, FailedFilter, Finish, GroupBy, Inserted, Performance, QueueFigures, Store, StoredResult,
     models::{AttemptFailureRow, JobRow, NewJobRow, ResultRow},
     schema::{job_attempt_failures, job_results, jobs},
 };
@@ -506,6 +506,111 @@ impl Store for PgStore {
             })
             .await?;
         row.map(Job::try_from).transpose()
+    }
+
+    async fn performance(
+        &self,
+        window: std::time::Duration,
+        by: GroupBy,
+    ) -> Result<Vec<Performance>, Error> {
+        use diesel::sql_types::{BigInt, Double, Nullable, Text};
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            key: String,
+            #[diesel(sql_type = BigInt)]
+            completed: i64,
+            #[diesel(sql_type = BigInt)]
+            failed: i64,
+            #[diesel(sql_type = Nullable<Double>)]
+            r50: Option<f64>,
+            #[diesel(sql_type = Nullable<Double>)]
+            r95: Option<f64>,
+            #[diesel(sql_type = Nullable<Double>)]
+            r99: Option<f64>,
+            #[diesel(sql_type = Nullable<Double>)]
+            t50: Option<f64>,
+            #[diesel(sql_type = Nullable<Double>)]
+            t95: Option<f64>,
+            #[diesel(sql_type = Nullable<Double>)]
+            t99: Option<f64>,
+            #[diesel(sql_type = Double)]
+            tps: f64,
+            #[diesel(sql_type = BigInt)]
+            input: i64,
+            #[diesel(sql_type = BigInt)]
+            output: i64,
+        }
+        // The key column is one of two constants, never client input.
+        let key = match by {
+            GroupBy::Queue => "j.queue",
+            GroupBy::Model => "r.model",
+        };
+        let done = "j.status = 'completed'";
+        let p = |q: f64, col: &str| {
+            format!(
+                "(percentile_cont({q}) WITHIN GROUP (ORDER BY r.{col}) FILTER (WHERE {done}))::float8"
+            )
+        };
+        let sql = format!(
+            "SELECT {key} AS key, \
+               count(*) FILTER (WHERE {done}) AS completed, \
+               count(*) FILTER (WHERE j.status = 'failed') AS failed, \
+               {} AS r50, {} AS r95, {} AS r99, {} AS t50, {} AS t95, {} AS t99, \
+               coalesce(avg(r.output_tokens_per_second) FILTER (WHERE {done}), 0)::float8 AS tps, \
+               coalesce(sum(r.input_tokens) FILTER (WHERE {done}), 0)::int8 AS input, \
+               coalesce(sum(r.output_tokens) FILTER (WHERE {done}), 0)::int8 AS output \
+             FROM jobs j JOIN job_results r ON r.job_id = j.id \
+             WHERE j.finished_at > now() - make_interval(secs => $1) \
+               AND j.status IN ('completed', 'failed') \
+             GROUP BY {key} ORDER BY {key}",
+            p(0.5, "duration_ms"),
+            p(0.95, "duration_ms"),
+            p(0.99, "duration_ms"),
+            p(0.5, "time_to_first_token_ms"),
+            p(0.95, "time_to_first_token_ms"),
+            p(0.99, "time_to_first_token_ms"),
+        );
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = diesel::sql_query(sql)
+            .bind::<Double, _>(window.as_secs_f64())
+            .load(&mut conn)
+            .await?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .map(|r| Performance {
+                key: r.key,
+                completed: n(r.completed),
+                failed: n(r.failed),
+                runtime_ms: [r.r50, r.r95, r.r99],
+                time_to_first_token_ms: [r.t50, r.t95, r.t99],
+                output_tokens_per_second: r.tps,
+                input_tokens: n(r.input),
+                output_tokens: n(r.output),
+            })
+            .collect())
+    }
+
+    async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error> {
+        use diesel::sql_types::Double;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Double)]
+            rate: f64,
+        }
+        let mut conn = self.conn().await?;
+        let row: Row = diesel::sql_query(
+            "WITH f AS (SELECT count(*)::float8 AS n FROM job_attempt_failures \
+                        WHERE created_at > now() - make_interval(secs => $1)), \
+                  c AS (SELECT count(*)::float8 AS n FROM job_results r JOIN jobs j ON j.id = r.job_id \
+                        WHERE j.status = 'completed' AND r.created_at > now() - make_interval(secs => $1)) \
+             SELECT CASE WHEN f.n + c.n = 0 THEN 0 ELSE f.n / (f.n + c.n) END AS rate FROM f, c",
+        )
+        .bind::<Double, _>(window.as_secs_f64())
+        .get_result(&mut conn)
+        .await?;
+        Ok(row.rate)
     }
 
     async fn ping(&self) -> Result<(), Error> {

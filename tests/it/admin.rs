@@ -361,3 +361,160 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
+    let app = TestApp::builder()
+        .without_worker()
+        .arg("--lease-secs", "1")
+        .start()
+        .await?;
+    let mut a = admin(&app).await?;
+    assert!(
+        a.list_workers(v1::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers
+            .is_empty()
+    );
+    // Waiting work and no worker: degraded.
+    app.submit(request("waits", "sim")).await?;
+    let h = a
+        .get_system_health(v1::GetSystemHealthRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(h.status, "degraded", "{h:?}");
+    assert!(
+        h.reasons.iter().any(|r| r.contains("no live worker")),
+        "{h:?}"
+    );
+    assert!(h.redis_latency_ms.is_some() && h.postgres_latency_ms.is_some());
+    assert_eq!(h.backlog, 1);
+
+    let mut worker = app.spawn_worker(&["--concurrency", "3"])?;
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let listed = loop {
+        let w = a
+            .list_workers(v1::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers;
+        if let Some(w) = w.into_iter().find(|w| w.pid == worker.0.id()) {
+            break w;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "worker never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed.total_slots, 3);
+    assert_eq!(listed.job_types, ["general"]);
+    assert!(listed.resident_memory_mib.is_some_and(|m| m > 1.0));
+    let h = a
+        .get_system_health(v1::GetSystemHealthRequest {})
+        .await?
+        .into_inner();
+    assert!(h.workers >= 1);
+
+    worker.signal("KILL")?;
+    worker.wait().await?;
+    while a
+        .list_workers(v1::ListWorkersRequest {})
+        .await?
+        .into_inner()
+        .workers
+        .iter()
+        .any(|w| w.pid == listed.pid)
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "killed worker never dropped off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn performance_percentiles_come_from_known_durations() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let server = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut conn = AsyncPgConnection::establish(&format!("{server}/{}", app.database)).await?;
+    // Ten completed jobs with runtimes 100, 200, ..., 1000 ms and one failed job.
+    for i in 1..=11 {
+        let status = if i == 11 { "failed" } else { "completed" };
+        diesel::sql_query(format!(
+            "WITH j AS (INSERT INTO jobs (id, status, job_type, priority, queue, messages, params, model, streaming_mode, max_attempts, finished_at) \
+             VALUES (gen_random_uuid(), '{status}', 'general', 'normal', 'openai-general', '[]', '{{}}', 'm', 'realtime', 1, now()) RETURNING id) \
+             INSERT INTO job_results (job_id, content, model, provider, simulated, input_tokens, output_tokens, total_tokens, usage_estimated, time_to_first_token_ms, duration_ms, output_tokens_per_second, queue_wait_ms) \
+             SELECT id, '', 'model-x', 'openai', false, 10, 20, 30, false, {ttft}, {dur}, 50, 0 FROM j",
+            ttft = i * 10,
+            dur = i * 100,
+        ))
+        .execute(&mut conn)
+        .await?;
+    }
+    let mut a = admin(&app).await?;
+    let perf = a
+        .get_performance_metrics(v1::GetPerformanceMetricsRequest {})
+        .await?
+        .into_inner();
+    let names: Vec<_> = perf.windows.iter().map(|w| w.window.as_str()).collect();
+    assert_eq!(names, ["1m", "5m", "1h", "24h"]);
+    let m = perf.windows[0]
+        .by_model
+        .iter()
+        .find(|m| m.key == "model-x")
+        .expect("model-x");
+    assert_eq!((m.completed, m.failed), (10, 1));
+    // percentile_cont over 100..=1000: p50 = 550, p95 = 955, p99 = 991.
+    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-6);
+    assert!(near(m.runtime_p50_ms, 550.0), "{m:?}");
+    assert!(near(m.runtime_p95_ms, 955.0), "{m:?}");
+    assert!(near(m.runtime_p99_ms, 991.0), "{m:?}");
+    assert!(near(m.time_to_first_token_p50_ms, 55.0), "{m:?}");
+    assert!((m.failure_rate - 1.0 / 11.0).abs() < 1e-9);
+    assert_eq!((m.input_tokens, m.output_tokens), (100, 200));
+    assert!(
+        (m.throughput_per_minute - 10.0).abs() < 1e-9,
+        "10 jobs in the 1-minute window"
+    );
+    assert_eq!(m.cost_usd, None, "no pricing table yet: absent, not zero");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_streams_updates_until_the_client_leaves() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut a = admin(&app).await?;
+    let e = a
+        .watch_dashboard(v1::WatchDashboardRequest {
+            interval_seconds: 61,
+        })
+        .await
+        .expect_err("too slow");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut stream = a
+        .watch_dashboard(v1::WatchDashboardRequest {
+            interval_seconds: 1,
+        })
+        .await?
+        .into_inner();
+    let first = stream.message().await?.expect("an update");
+    let second = stream.message().await?.expect("another update");
+    let secs = |d: &v1::Dashboard| d.time.map_or(0, |t| t.seconds);
+    assert!(secs(&second) > secs(&first), "a later update");
+    assert_eq!(first.queues.len(), 4);
+    assert_eq!(first.health.map(|h| h.status), Some("ok".to_owned()));
+    drop(stream);
+    let one = a
+        .get_dashboard(v1::GetDashboardRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(one.workload.len(), 4);
+    assert_eq!(one.performance.map(|p| p.windows.len()), Some(4));
+    app.stop().await
+}
