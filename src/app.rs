@@ -30,6 +30,9 @@ pub enum Error {
     /// The store failed at start-up (unreachable, migrations).
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// Start-up could not prepare a dependency.
+    #[error("{0}")]
+    Startup(String),
     /// The listener could not be bound or served.
     #[error("server: {0}")]
     Server(String),
@@ -91,7 +94,13 @@ pub async fn run(
         ));
     }
     if !cfg.postgres.no_migrate {
-        let applied = migrate(&cfg.postgres).await?;
+        let applied = migrate(&cfg.postgres).await.map_err(|e| {
+            Error::Startup(format!(
+                "cannot prepare the database at {} ({e}); is Postgres running? \
+                 (LLMJOBS_NO_MIGRATE=true starts without it, NOT_SERVING until it answers)",
+                redact_url(&cfg.postgres.url)
+            ))
+        })?;
         if !applied.is_empty() {
             info!(?applied, "applied migrations");
         }
@@ -226,11 +235,28 @@ pub async fn run(
 /// A URL without its password, for logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _password)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden_and_nothing_else() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -26,7 +26,8 @@ pub struct Server {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
-    /// Seconds to let in-flight RPCs and jobs finish after SIGTERM/SIGINT.
+    /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are handed back to
+    /// their queues (open streams end at once with UNAVAILABLE: clients resume elsewhere).
     #[arg(
         long = "shutdown-grace-secs",
         env = "LLMJOBS_SHUTDOWN_GRACE_SECS",
@@ -92,7 +93,12 @@ pub struct Postgres {
     )]
     pub pool_size: usize,
     /// Do not apply pending migrations at start-up (run `llm-jobs migrate` instead).
-    #[arg(long = "no-migrate", env = "LLMJOBS_NO_MIGRATE")]
+    #[arg(
+        long = "no-migrate",
+        env = "LLMJOBS_NO_MIGRATE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_migrate: bool,
 }
 

@@ -19,6 +19,11 @@ use crate::{
     store::{Store, StoredResult},
 };
 
+/// Reason of a cancel when the client gave none.
+pub const DEFAULT_CANCEL_REASON: &str = "cancelled by a client";
+/// How long `CancelJob` waits for the worker of a running job to confirm the cancel.
+const CANCEL_CONFIRM: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Shared handles of the gateway.
 #[derive(Clone)]
 pub struct Gateway {
@@ -104,7 +109,8 @@ impl Gateway {
     }
 
     /// Cancels a job. A waiting job is taken out of its queue and cancelled here; a running one
-    /// is signalled to its worker, which stops it and records the cancel. Finished jobs are
+    /// is signalled to its worker, which stops it and records the cancel, and the call waits
+    /// (up to 2 s) for that, so it usually returns the job CANCELLED. Finished jobs are
     /// returned unchanged. Errors: `NotFound`, `Store`, `Queue`.
     #[instrument(skip_all, fields(job_id = %id))]
     pub async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, Error> {
@@ -116,17 +122,32 @@ impl Gateway {
         if job.status.is_terminal() {
             return Ok(job);
         }
+        let reason = if reason.is_empty() {
+            DEFAULT_CANCEL_REASON
+        } else {
+            reason
+        };
+        // Watch before asking, so the worker's cancelled event cannot be missed.
+        let mut live = self.events.subscribe(id).await?;
         // Flag first: a worker that claims the job from now on stops it at once.
-        self.queue.request_cancel(id).await?;
+        self.queue.request_cancel(id, reason).await?;
         match self.queue.remove(id).await? {
-            Removal::Leased => Ok(job),
+            Removal::Leased => {
+                let confirmed = tokio::time::timeout(CANCEL_CONFIRM, async {
+                    while let Some(item) = live.recv().await {
+                        if matches!(item, crate::events::Live::Event(ref e) if crate::events::is_terminal(e)) {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                if confirmed.is_err() {
+                    info!("cancel requested; the worker has not confirmed it yet");
+                }
+                Ok(self.store.get_job(id).await?.unwrap_or(job))
+            }
             Removal::Removed | Removal::Absent => match self.store.cancel_queued(id).await? {
                 Some(cancelled) => {
-                    let reason = if reason.is_empty() {
-                        "cancelled by a client"
-                    } else {
-                        reason
-                    };
                     let ev = event(Kind::Cancelled(v1::JobCancelled {
                         reason: reason.to_owned(),
                     }));

@@ -31,7 +31,7 @@ pub enum Error {
         message: String,
     },
     /// HTTP 5xx, 408, 409, or a server-side `error` object inside the stream: retryable.
-    #[error("upstream server error ({status:?}): {message}")]
+    #[error("upstream server error{}: {message}", http(*.status))]
     Server {
         /// HTTP status, when the error came as one.
         status: Option<u16>,
@@ -48,7 +48,7 @@ pub enum Error {
     #[error("upstream sent a malformed chunk: {0}")]
     Malformed(String),
     /// HTTP 401 or 403: permanent until the key is fixed.
-    #[error("upstream rejected the credentials ({status}): {message}")]
+    #[error("upstream rejected the credentials (HTTP {status}): {message}")]
     Auth {
         /// HTTP status.
         status: u16,
@@ -56,7 +56,7 @@ pub enum Error {
         message: String,
     },
     /// HTTP 400, 404, 422 or an invalid request / content policy error: permanent.
-    #[error("upstream rejected the request ({status:?}): {message}")]
+    #[error("upstream rejected the request{}: {message}", http(*.status))]
     InvalidRequest {
         /// HTTP status, when the error came as one.
         status: Option<u16>,
@@ -88,7 +88,78 @@ pub enum Error {
     },
 }
 
+/// " (HTTP 503)" when the error came with a status.
+fn http(status: Option<u16>) -> String {
+    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+}
+
+/// Removes secrets from upstream text before it is stored, logged or sent to clients: the
+/// configured API key, `Bearer …` credentials and OpenAI-style `sk-…` keys (some proxies echo
+/// request headers into their error pages).
+pub fn redact(text: &str, api_key: Option<&str>) -> String {
+    let mut out = match api_key {
+        Some(key) if key.len() >= 8 => text.replace(key, "[redacted]"),
+        _ => text.to_owned(),
+    };
+    for marker in ["Bearer ", "bearer ", "sk-"] {
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(marker) {
+            result.push_str(&rest[..at]);
+            let after = &rest[at + marker.len()..];
+            let secret_len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.=+/".contains(c)))
+                .unwrap_or(after.len());
+            if secret_len >= 8 {
+                result.push_str(if marker == "sk-" { "sk-" } else { marker });
+                result.push_str("[redacted]");
+            } else {
+                result.push_str(&rest[at..at + marker.len() + secret_len]);
+            }
+            rest = &after[secret_len..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
 impl Error {
+    /// The same error with `f` applied to every piece of upstream text it carries.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Error {
+        match self {
+            Error::RateLimited {
+                retry_after,
+                message,
+            } => Error::RateLimited {
+                retry_after,
+                message: f(&message),
+            },
+            Error::Server { status, message } => Error::Server {
+                status,
+                message: f(&message),
+            },
+            Error::Connection(m) => Error::Connection(f(&m)),
+            Error::Malformed(m) => Error::Malformed(f(&m)),
+            Error::Auth { status, message } => Error::Auth {
+                status,
+                message: f(&message),
+            },
+            Error::InvalidRequest { status, message } => Error::InvalidRequest {
+                status,
+                message: f(&message),
+            },
+            Error::NotEventStream {
+                content_type,
+                message,
+            } => Error::NotEventStream {
+                content_type,
+                message: f(&message),
+            },
+            other => other,
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -211,5 +282,29 @@ impl Providers {
         } else {
             &self.openai
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_from_upstream_text() {
+        let text = "echo: Authorization: Bearer sk-SECRETSECRET123456, key sk-proj-abcdefgh123 and my-own-key-123";
+        let clean = redact(text, Some("my-own-key-123"));
+        assert!(
+            !clean.contains("SECRET")
+                && !clean.contains("abcdefgh")
+                && !clean.contains("my-own-key"),
+            "{clean}"
+        );
+        assert!(clean.contains("Bearer [redacted]"));
+        assert_eq!(redact("sk-short ok", None), "sk-short ok");
+        let e = Error::Server {
+            status: Some(500),
+            message: "boom".into(),
+        };
+        assert_eq!(e.to_string(), "upstream server error (HTTP 500): boom");
     }
 }

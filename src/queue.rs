@@ -139,11 +139,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes a waiting job out of the queue.
     async fn remove(&self, job_id: JobId) -> Result<Removal, Error>;
 
-    /// Marks the job as cancel-requested and tells the worker that holds it.
-    async fn request_cancel(&self, job_id: JobId) -> Result<(), Error>;
+    /// Marks the job as cancel-requested (with the client's reason) and tells the worker that
+    /// holds it.
+    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<(), Error>;
 
-    /// Whether a cancel was requested for the job.
-    async fn cancel_requested(&self, job_id: JobId) -> Result<bool, Error>;
+    /// The reason given when a cancel was requested for the job; `None` when none was.
+    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error>;
 
     /// Signals for this worker process, for as long as the receiver lives. The sender side
     /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].

@@ -44,7 +44,20 @@ impl Error {
                 | K::RestrictViolation,
                 _,
             )) => false,
-            Error::Query(D::DatabaseError(..) | D::BrokenTransactionManager) => true,
+            Error::Query(D::DatabaseError(K::ClosedConnection | K::SerializationFailure, _))
+            | Error::Query(D::BrokenTransactionManager) => true,
+            // Postgres reports a killed or restarting backend with a message, not a kind.
+            Error::Query(D::DatabaseError(_, info)) => {
+                let m = info.message();
+                [
+                    "terminating connection",
+                    "connection",
+                    "shutting down",
+                    "starting up",
+                ]
+                .iter()
+                .any(|s| m.contains(s))
+            }
             _ => false,
         }
     }

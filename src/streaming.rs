@@ -174,13 +174,17 @@ impl Watcher {
 
     /// Tells a quiet stream's client (and the proxies between) that the job is alive.
     async fn heartbeat(&mut self) -> Result<(), Stop> {
-        let job = self.job().await?;
+        let status = match self.store.get_job(self.job_id).await {
+            Ok(Some(job)) => convert::status(job.status),
+            // The store is down: the heartbeat still keeps the stream open.
+            _ => v1::JobStatus::Unspecified,
+        };
         let ev = v1::JobEvent {
             sequence: self.last,
             time: Some(convert::timestamp(chrono::Utc::now())),
             job_id: self.job_id.to_string(),
             kind: Some(Kind::Heartbeat(v1::JobHeartbeat {
-                status: convert::status(job.status).into(),
+                status: status.into(),
             })),
         };
         self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
@@ -208,7 +212,12 @@ impl Watcher {
                 if read.terminal_sequence.is_some_and(|t| self.last >= t) {
                     return Ok(Done::Yes);
                 }
-                let job = self.job().await?;
+                // The store is only consulted to repair a lost terminal event: while it is
+                // down, the live log keeps flowing.
+                let job = match self.store.get_job(self.job_id).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) | Err(_) => return Ok(Done::No),
+                };
                 if job.status.is_terminal() && self.repair_terminal(&job).await? {
                     return Box::pin(self.catch_up()).await;
                 }

@@ -26,7 +26,9 @@ impl Drop for Guard {
 /// Installs the global subscriber. Errors: a message when the OTLP exporter cannot be built.
 pub fn init() -> Result<Guard, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
     if !otlp {
         let _ = tracing_subscriber::registry()

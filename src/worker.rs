@@ -162,7 +162,6 @@ impl Worker {
             };
             let owner = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
             let order = self.claim_order(turn);
-            turn = turn.wrapping_add(1);
             match self
                 .deps
                 .queue
@@ -170,6 +169,15 @@ impl Worker {
                 .await
             {
                 Ok(Some(claim)) => {
+                    // The next turn starts after the job type just served, so an empty type
+                    // does not hand its turn to its neighbour.
+                    if let Some(served) = self.job_types.iter().position(|t| {
+                        Priority::CLAIM_ORDER
+                            .iter()
+                            .any(|p| queue_name(t, *p) == claim.queue)
+                    }) {
+                        turn = served + 1;
+                    }
                     let running = Arc::new(Running {
                         owner: owner.clone(),
                         stop: CancellationToken::new(),

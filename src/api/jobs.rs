@@ -67,6 +67,9 @@ fn job_id(raw: &str) -> Result<JobId, Status> {
     JobId::parse_str(raw).map_err(|_| Error::invalid("job_id", "must be a UUID").into())
 }
 
+/// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).
+const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -117,8 +120,25 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::StreamJobStream>, Status> {
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
-        // Unknown jobs fail the call itself, not the stream.
-        self.gateway.get(id).await?;
+        if req.after_sequence > MAX_SEQUENCE {
+            return Err(Error::invalid(
+                "after_sequence",
+                format!("must be at most {MAX_SEQUENCE}"),
+            )
+            .into());
+        }
+        // Unknown jobs fail the call itself, not the stream. While Postgres is down, a job
+        // whose event log Redis still has can be followed all the same.
+        match self.gateway.get(id).await {
+            Ok(_) => {}
+            Err(Error::Store(e)) if e.is_unavailable() => {
+                let in_log = self.gateway.events.read_after(id, u64::MAX >> 12).await;
+                if !matches!(in_log, Ok(Some(_))) {
+                    return Err(Error::Store(e).into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(Response::new(Box::pin(
             self.follow(id, req.after_sequence).0,
         )))
@@ -154,8 +174,8 @@ impl JobService for JobApi {
     ) -> Result<Response<v1::Job>, Status> {
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
-        if req.reason.len() > 1024 {
-            return Err(Error::invalid("reason", "at most 1024 bytes").into());
+        if req.reason.len() > 1024 || req.reason.contains('\0') {
+            return Err(Error::invalid("reason", "at most 1024 bytes, no NUL characters").into());
         }
         let job = self.gateway.cancel(id, &req.reason).await?;
         Ok(Response::new(convert::job(&job, 0)))

@@ -31,6 +31,30 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
     let mut v = Vec::new();
     let limits = &rules.limits;
 
+    // NUL cannot be stored (Postgres text) and is never meaningful in a prompt.
+    const NUL_FREE: &str = "must not contain NUL characters";
+    let mut nul = |field: String, s: &str| {
+        if s.contains('\0') {
+            v.push(FieldViolation::new(field, NUL_FREE));
+        }
+    };
+    nul("prompt".into(), &req.prompt);
+    nul("system_prompt".into(), &req.system_prompt);
+    nul("idempotency_key".into(), &req.idempotency_key);
+    for (i, m) in req.messages.iter().enumerate() {
+        nul(format!("messages[{i}].content"), &m.content);
+    }
+    for (k, val) in &req.metadata {
+        nul("metadata".into(), k);
+        nul("metadata".into(), val);
+    }
+    if let Some(g) = &req.generation_config {
+        for s in &g.stop {
+            nul("generation_config.stop".into(), s);
+        }
+    }
+    v.dedup();
+
     let has_prompt = !req.prompt.trim().is_empty();
     if has_prompt && !req.messages.is_empty() {
         v.push(FieldViolation::new(
@@ -320,6 +344,18 @@ mod tests {
                 "generation_config.stop"
             ]
         );
+    }
+
+    #[test]
+    fn nul_characters_are_rejected_where_they_appear() {
+        let mut req = v1::SubmitJobRequest {
+            prompt: "a\0b".into(),
+            idempotency_key: "k\0".into(),
+            ..Default::default()
+        };
+        req.metadata.insert("x".into(), "\0".into());
+        req.metadata.insert("y".into(), "\0".into());
+        assert_eq!(fields(req), ["prompt", "idempotency_key", "metadata"]);
     }
 
     #[test]

@@ -67,9 +67,9 @@ pub enum AdminCommand {
 }
 
 async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
-    QueueAdminServiceClient::connect(c.server.clone())
+    QueueAdminServiceClient::connect(c.url())
         .await
-        .with_context(|| format!("cannot connect to {}", c.server))
+        .with_context(|| format!("cannot connect to {}", c.url()))
 }
 
 /// Runs an `admin` command.

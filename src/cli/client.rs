@@ -56,9 +56,27 @@ pub struct SubmitArgs {
     /// Idempotency key: resubmitting with it returns the first job.
     #[arg(long = "idempotency-key", default_value = "")]
     pub idempotency_key: String,
+    /// Nucleus sampling (0..=1).
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Sampling seed.
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// Stop sequence (repeatable, at most 4).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Attempts before the job fails for good (default: the server's).
+    #[arg(long = "max-attempts")]
+    pub max_attempts: Option<u32>,
+    /// Limit of one attempt in seconds (default: the server's).
+    #[arg(long = "timeout-seconds")]
+    pub timeout_seconds: Option<u32>,
     /// Follow the job and print tokens as they arrive.
     #[arg(long)]
     pub stream: bool,
+    /// With --stream: cancel the job if this command is interrupted.
+    #[arg(long = "cancel-on-disconnect", requires = "stream")]
+    pub cancel_on_disconnect: bool,
 }
 
 /// `watch` arguments.
@@ -90,10 +108,21 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
+impl Connection {
+    /// The server URL, with `http://` added when no scheme is given.
+    pub fn url(&self) -> String {
+        if self.server.contains("://") {
+            self.server.clone()
+        } else {
+            format!("http://{}", self.server)
+        }
+    }
+}
+
 async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
-    JobServiceClient::connect(c.server.clone())
+    JobServiceClient::connect(c.url())
         .await
-        .with_context(|| format!("cannot connect to {}", c.server))
+        .with_context(|| format!("cannot connect to {}", c.url()))
 }
 
 /// A status as a readable error, with its field violations.
@@ -126,8 +155,13 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             model: a.model,
             max_tokens: a.max_tokens,
             temperature: a.temperature,
-            ..Default::default()
+            top_p: a.top_p,
+            stop: a.stop,
+            seed: a.seed,
         }),
+        max_attempts: a.max_attempts,
+        timeout_seconds: a.timeout_seconds,
+        cancel_on_disconnect: a.cancel_on_disconnect,
         streaming_mode: if a.buffered {
             v1::StreamingMode::Buffered
         } else {
@@ -265,6 +299,16 @@ pub async fn status(a: JobArgs) -> anyhow::Result<()> {
     println!("queue:         {}", job.queue);
     println!("attempts:      {}", job.attempts);
     println!("output tokens: {}", job.output_tokens);
+    println!("last sequence: {}", job.last_sequence);
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.and_then(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+        })
+        .map_or("-".to_owned(), |t| t.to_rfc3339())
+    };
+    println!("created:       {}", time(job.create_time));
+    println!("started:       {}", time(job.start_time));
+    println!("ended:         {}", time(job.end_time));
     if let Some(e) = job.error {
         println!("error:         {} {}", e.code, e.message);
     }

@@ -36,6 +36,8 @@ const SNIPPET_CHARS: usize = 200;
 /// Provider for OpenAI and every server that speaks its chat-completions API.
 pub struct OpenAi {
     client: Client<OpenAIConfig>,
+    /// Kept to redact it from upstream error text.
+    api_key: Option<secrecy::SecretString>,
 }
 
 impl OpenAi {
@@ -60,7 +62,10 @@ impl OpenAi {
         let client = Client::with_config(openai).with_http_service(Inspect {
             inner: ReqwestService::new(http),
         });
-        Ok(OpenAi { client })
+        Ok(OpenAi {
+            client,
+            api_key: cfg.openai_api_key.clone(),
+        })
     }
 }
 
@@ -349,13 +354,18 @@ impl Provider for OpenAi {
     }
 
     async fn stream(&self, request: &Request) -> Result<ChunkStream, Error> {
+        let key = self.api_key.as_ref().map(|k| k.expose_secret().to_owned());
+        let clean = move |e: Error| e.map_text(|t| super::redact(t, key.as_deref()));
         let stream = self
             .client
             .chat()
             .create_stream_byot::<Value, Value>(request_body(request))
             .await
-            .map_err(classify)?;
-        Ok(stream.flat_map(|r| futures::stream::iter(items(r))).boxed())
+            .map_err(|e| clean(classify(e)))?;
+        Ok(stream
+            .flat_map(|r| futures::stream::iter(items(r)))
+            .map(move |item| item.map_err(&clean))
+            .boxed())
     }
 }
 

@@ -184,13 +184,13 @@ impl Queue for RedisQueue {
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]
-    async fn request_cancel(&self, job_id: JobId) -> Result<(), Error> {
+    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<(), Error> {
         let k = &self.redis.keys;
         let mut conn = self.conn().await?;
         // Flag first, then publish: a worker that registers the job after the publish still
         // sees the flag when it checks right after registering.
         let () = conn
-            .set_ex(k.cancel_flag(&job_id), 1, CANCEL_FLAG_TTL_SECS)
+            .set_ex(k.cancel_flag(&job_id), reason, CANCEL_FLAG_TTL_SECS)
             .await?;
         let _: i64 = conn
             .publish(k.channel("cancel"), job_id.to_string())
@@ -198,9 +198,9 @@ impl Queue for RedisQueue {
         Ok(())
     }
 
-    async fn cancel_requested(&self, job_id: JobId) -> Result<bool, Error> {
+    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
         let mut conn = self.conn().await?;
-        Ok(conn.exists(self.redis.keys.cancel_flag(&job_id)).await?)
+        Ok(conn.get(self.redis.keys.cancel_flag(&job_id)).await?)
     }
 
     async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {

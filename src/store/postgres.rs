@@ -69,10 +69,10 @@ impl PgStore {
 pub async fn ensure_database(url: &str) -> Result<(), Error> {
     match AsyncPgConnection::establish(url).await {
         Ok(_) => return Ok(()),
-        Err(e) if e.to_string().contains("does not exist") => {
+        Err(e) if describe(&e).contains("does not exist") => {
             tracing::info!(error = %e, "database missing; creating it");
         }
-        Err(e) => return Err(Error::Unavailable(e.to_string())),
+        Err(e) => return Err(Error::Unavailable(describe(&e))),
     }
     let (base, name) = url
         .rsplit_once('/')
@@ -117,6 +117,21 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, Error> {
     })
     .await
     .map_err(|e| Error::Migration(format!("migration task failed: {e}")))?
+}
+
+/// An error with its causes ("error connecting to server: Connection refused").
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn to_i32(v: u32) -> i32 {

@@ -132,39 +132,54 @@ fn take_prefix(s: &mut String, max: usize) -> String {
     std::mem::replace(s, rest)
 }
 
+fn events_transient(e: &crate::events::Error) -> bool {
+    matches!(e, crate::events::Error::Unavailable(_))
+}
+
+fn store_transient(e: &crate::store::Error) -> bool {
+    e.is_transient()
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Worker {
-    /// Runs a store write until it succeeds, retrying while the store is unavailable and this
-    /// worker still holds the job's lease (the heartbeat keeps it alive meanwhile), so a
-    /// Postgres outage delays a result instead of losing it. `None` when it gave up: the lease
-    /// was lost, the drain period ended, or the error is permanent.
-    async fn persist<T, F, Fut>(&self, running: &Running, what: &str, mut op: F) -> Option<T>
+    /// Runs a write until it succeeds, retrying while `transient` says the backend is only
+    /// unavailable and this worker still holds the job's lease (the heartbeat keeps it alive
+    /// meanwhile), so an outage delays a result instead of losing it. `Err(Some(e))` for a
+    /// permanent error; `Err(None)` when it gave up: the lease was lost or the drain ended.
+    async fn persist<T, E, F, Fut>(
+        &self,
+        running: &Running,
+        what: &str,
+        transient: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> Result<T, Option<E>>
     where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, crate::store::Error>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut delay = Duration::from_millis(200);
         loop {
             match op().await {
-                Ok(v) => return Some(v),
-                Err(e) if e.is_transient() => {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) => {
                     if running.reason.get() == Some(&StopReason::LeaseLost) {
-                        warn!(error = %e, "{what}: store unavailable and the lease is lost; giving up");
-                        return None;
+                        warn!(error = %e, "{what}: backend unavailable and the lease is lost; giving up");
+                        return Err(None);
                     }
-                    warn!(error = %e, "{what}: store unavailable; retrying in {delay:?}");
+                    warn!(error = %e, "{what}: backend unavailable; retrying in {delay:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.hard_stop.cancelled() => return None,
+                        _ = self.hard_stop.cancelled() => return Err(None),
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "{what} failed");
-                    return None;
+                    return Err(Some(e));
                 }
             }
         }
@@ -207,27 +222,29 @@ impl Worker {
             worker_id: self.id.clone(),
             model: job.params.model.clone(),
         }));
-        match self
-            .deps
-            .events
-            .append(job.id, &started, Fence::Start(attempt))
-            .await
-        {
+        let published = self
+            .persist(
+                &running,
+                "publishing the started event",
+                events_transient,
+                || {
+                    self.deps
+                        .events
+                        .append(job.id, &started, Fence::Start(attempt))
+                },
+            )
+            .await;
+        match published {
             Ok(Some(_)) => {}
             Ok(None) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
                 self.settle(job.id, &running.owner, None).await;
                 return;
             }
-            Err(e) => warn!(error = %e, "cannot publish the started event"),
+            // Lease lost, or shutting down: another attempt will run it.
+            Err(_) => return,
         }
-        if self
-            .deps
-            .queue
-            .cancel_requested(job.id)
-            .await
-            .unwrap_or(false)
-        {
+        if let Ok(Some(_)) = self.deps.queue.cancel_requested(job.id).await {
             running.stop(StopReason::Cancelled);
         }
 
@@ -308,11 +325,11 @@ impl Worker {
             let item = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    self.flush(job, progress).await;
+                    self.flush_all(job, running, progress).await;
                     return stopped();
                 }
                 _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
-                _ = tokio::time::sleep_until(next_flush), if buffered && has_pending => {
+                _ = tokio::time::sleep_until(next_flush), if has_pending => {
                     self.flush(job, progress).await;
                     next_flush = Instant::now() + flush_every;
                     continue;
@@ -320,11 +337,18 @@ impl Worker {
                 _ = tokio::time::sleep_until(finish_deadline), if finished => break,
                 item = stream.next() => item,
             };
-            let chunk = match item {
+            let mut chunk = match item {
                 None => break,
                 Some(Err(e)) => return End::Failed(AttemptError::Provider(e)),
                 Some(Ok(chunk)) => chunk,
             };
+            // NUL cannot be stored in Postgres text (nor shown usefully): it is dropped here,
+            // so the streamed and the stored text stay identical.
+            for text in [&mut chunk.content, &mut chunk.reasoning] {
+                if text.contains('\0') {
+                    text.retain(|c| c != '\0');
+                }
+            }
             if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
                 progress.outcome.model = model;
             }
@@ -360,7 +384,10 @@ impl Worker {
                 next_flush = Instant::now() + flush_every;
             }
         }
-        self.flush(job, progress).await;
+        if !self.flush_all(job, running, progress).await {
+            // Lease lost or shutting down: `end` hands the job on.
+            return stopped();
+        }
         let o = &progress.outcome;
         if finished && o.content.trim().is_empty() && !o.reasoning_content.is_empty() {
             // A reasoning model that spent its budget thinking, or a server whose reasoning
@@ -378,24 +405,54 @@ impl Worker {
 
     /// Publishes the text not yet published as token deltas of at most [`MAX_DELTA_BYTES`]
     /// each (split on character boundaries), so no single log entry grows without bound.
-    async fn flush(&self, job: &Job, progress: &mut Progress) {
-        let mut text = std::mem::take(&mut progress.pending);
-        let mut reasoning = std::mem::take(&mut progress.pending_reasoning);
-        while !text.is_empty() || !reasoning.is_empty() {
+    /// Text that cannot be published (Redis unavailable) stays pending for the next flush, so
+    /// an outage delays deltas but loses none. Returns whether nothing is left pending.
+    async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
+        while !progress.pending.is_empty() || !progress.pending_reasoning.is_empty() {
+            let mut text = progress.pending.clone();
+            let mut reasoning = progress.pending_reasoning.clone();
+            let (text_part, reasoning_part) = (
+                take_prefix(&mut text, MAX_DELTA_BYTES),
+                take_prefix(&mut reasoning, MAX_DELTA_BYTES),
+            );
             let delta = event(Kind::TokenDelta(v1::TokenDelta {
-                text: take_prefix(&mut text, MAX_DELTA_BYTES),
+                text: text_part,
                 output_tokens: progress.output_tokens,
-                reasoning_text: take_prefix(&mut reasoning, MAX_DELTA_BYTES),
+                reasoning_text: reasoning_part,
             }));
-            if let Err(e) = self
+            match self
                 .deps
                 .events
                 .append(job.id, &delta, Fence::Attempt(job.attempts))
                 .await
             {
-                // Watchers repair from the stored result; the generation goes on.
-                warn!(error = %e, "cannot publish a token delta");
+                // Published, or refused because a newer attempt owns the log: either way done.
+                Ok(_) => (progress.pending, progress.pending_reasoning) = (text, reasoning),
+                Err(e) => {
+                    warn!(error = %e, "cannot publish a token delta yet; keeping it");
+                    return false;
+                }
             }
+        }
+        true
+    }
+
+    /// Flushes until everything is published, retrying through a Redis outage while the
+    /// lease holds. Returns false when it gave up.
+    async fn flush_all(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            if self.flush(job, progress).await {
+                return true;
+            }
+            if running.reason.get() == Some(&StopReason::LeaseLost) {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.hard_stop.cancelled() => return false,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -436,22 +493,49 @@ impl Worker {
                 usage: Some(crate::api::convert::usage(&o.usage)),
             }),
             _ => Kind::Cancelled(v1::JobCancelled {
-                reason: "cancelled by a client".to_owned(),
+                reason: self
+                    .deps
+                    .queue
+                    .cancel_requested(job.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| crate::gateway::DEFAULT_CANCEL_REASON.to_owned()),
             }),
         };
         let stored = self
-            .persist(running, "storing the result", || {
+            .persist(running, "storing the result", store_transient, || {
                 store.finish_attempt(job.id, attempt, finish.clone())
             })
             .await;
         match stored {
-            Some(Some(_)) => {
+            Ok(Some(_)) => {
                 self.publish_terminal(job.id, attempt, terminal).await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
-            Some(None) => info!("attempt was superseded; result discarded"),
+            Ok(None) => info!("attempt was superseded; result discarded"),
+            // The store will never take this result (it should not happen: text is cleaned
+            // first); fail the job rather than run it again and again.
+            Err(Some(e)) => {
+                let error = JobError {
+                    code: "result_not_storable".to_owned(),
+                    message: format!("the store rejected the result: {e}"),
+                };
+                let finish = Finish::Failed {
+                    error: error.clone(),
+                    retryable: false,
+                    partial: Outcome::default(),
+                };
+                if let Ok(Some(_)) = store.finish_attempt(job.id, attempt, finish).await {
+                    let terminal = Kind::Failed(v1::JobFailed {
+                        error: Some(crate::api::convert::job_error(&error)),
+                        attempts: attempt,
+                    });
+                    self.publish_terminal(job.id, attempt, terminal).await;
+                }
+            }
             // The lease expires and another attempt runs the job again.
-            None => return,
+            Err(None) => return,
         }
         self.settle(job.id, &running.owner, None).await;
     }
@@ -482,12 +566,12 @@ impl Worker {
             let retry_at =
                 Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
             let recorded = self
-                .persist(running, "recording the retry", || {
+                .persist(running, "recording the retry", store_transient, || {
                     self.deps.store.retry_attempt(job.id, attempt, &error)
                 })
                 .await;
             match recorded {
-                Some(true) => {
+                Ok(true) => {
                     let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
                         attempt,
                         error: Some(crate::api::convert::job_error(&error)),
@@ -504,8 +588,8 @@ impl Worker {
                     }
                     self.settle(job.id, &running.owner, Some(retry_at)).await;
                 }
-                Some(false) => self.settle(job.id, &running.owner, None).await,
-                None => {}
+                Ok(false) => self.settle(job.id, &running.owner, None).await,
+                Err(_) => {}
             }
             return;
         }
@@ -515,14 +599,14 @@ impl Worker {
             partial,
         };
         let stored = self
-            .persist(running, "storing the failure", || {
+            .persist(running, "storing the failure", store_transient, || {
                 self.deps
                     .store
                     .finish_attempt(job.id, attempt, finish.clone())
             })
             .await;
         match stored {
-            Some(Some(_)) => {
+            Ok(Some(_)) => {
                 let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
                     attempt,
                     error: Some(crate::api::convert::job_error(&error)),
@@ -540,8 +624,8 @@ impl Worker {
                 });
                 self.publish_terminal(job.id, attempt, terminal).await;
             }
-            Some(None) => {}
-            None => return,
+            Ok(None) => {}
+            Err(_) => return,
         }
         self.settle(job.id, &running.owner, None).await;
     }

@@ -127,3 +127,45 @@ async fn cancelling_a_queued_job_removes_it_from_its_queue() -> anyhow::Result<(
     assert_eq!(finished.status(), v1::JobStatus::Completed);
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_returns_it_cancelled_with_the_reason() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::Slow {
+        tokens: 10_000,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(20),
+    })
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("long", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
+    let mut c = app.client.clone();
+    let cancelled = c
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job.id.clone(),
+            reason: "user pressed stop".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(cancelled.status(), v1::JobStatus::Cancelled);
+    let events = app.watch(&job.id, 0).await?;
+    let Some(Kind::Cancelled(c)) = events.last().and_then(|e| e.kind.clone()) else {
+        panic!("ends cancelled: {events:?}");
+    };
+    assert_eq!(c.reason, "user pressed stop");
+    // A resume far past the end is refused clearly, not retried forever.
+    let mut client = app.client.clone();
+    let e = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 1 << 62,
+        })
+        .await
+        .expect_err("too far");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(PATIENCE.as_secs() > 0);
+    app.stop().await
+}

@@ -123,3 +123,41 @@ async fn job_types_take_turns() -> anyhow::Result<()> {
     }
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_job_type_does_not_give_its_turn_to_a_neighbour() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .job_types("general,code_review,security_analysis")
+        .start()
+        .await?;
+    occupy(&app, &upstream).await?;
+    let mut ids = Vec::new();
+    for name in ["c1", "c2", "c3", "s1", "s2", "s3"] {
+        let mut req = request(name, "gpt-4o-mini");
+        req.job_type = if name.starts_with('c') {
+            "code_review"
+        } else {
+            "security_analysis"
+        }
+        .into();
+        ids.push(app.submit(req).await?.id);
+    }
+    for id in &ids {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let kinds: String = upstream
+        .requests()
+        .iter()
+        .skip(1)
+        .map(|r| prompt_of(&r.body).chars().next().unwrap_or('?'))
+        .collect();
+    assert!(
+        kinds == "cscscs" || kinds == "scscsc",
+        "types alternate: {kinds}"
+    );
+    app.stop().await
+}

@@ -5,11 +5,12 @@
 
 use std::{process::Stdio, time::Duration};
 
-use llm_jobs::proto::v1::{self, job_event::Kind};
+use llm_jobs::proto::v1;
 
 use crate::support::{
     PATIENCE, TestApp, request, text_of,
     upstream::{Reply, TestUpstream},
+    watch_resuming,
 };
 
 /// A private `redis-server` (without persistence) on `port`; killed when dropped.
@@ -65,54 +66,6 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Follows a job like a well-behaved client: on UNAVAILABLE it reconnects after the last
-/// sequence it saw.
-async fn watch_resuming(app: &TestApp, job_id: &str) -> anyhow::Result<Vec<v1::JobEvent>> {
-    let mut events: Vec<v1::JobEvent> = Vec::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    loop {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "never reached the end: {events:?}"
-        );
-        let after = events.last().map_or(0, |e| e.sequence);
-        let mut c = app.client.clone();
-        let stream = c
-            .stream_job(v1::StreamJobRequest {
-                job_id: job_id.into(),
-                after_sequence: after,
-            })
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Err(s) => return Err(s.into()),
-        };
-        loop {
-            match stream.message().await {
-                Ok(Some(ev)) if matches!(ev.kind, Some(Kind::Heartbeat(_))) => {}
-                Ok(Some(ev)) => {
-                    let terminal = matches!(
-                        ev.kind,
-                        Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
-                    );
-                    events.push(ev);
-                    if terminal {
-                        return Ok(events);
-                    }
-                }
-                Ok(None) => anyhow::bail!("stream ended without a terminal event"),
-                Err(s) if s.code() == tonic::Code::Unavailable => break,
-                Err(s) => return Err(s.into()),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
     let port = free_port()?;
@@ -166,5 +119,43 @@ async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<
             (0..40).map(|i| format!("tok{i} ")).collect::<String>()
         );
     }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
+    let redis_host = std::env::var("LLMJOBS_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = crate::support::proxy::Proxy::start(&redis_host).await?;
+    let upstream = TestUpstream::start(Reply::Slow {
+        tokens: 40,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(25),
+    })
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--redis-url", &format!("redis://{}", proxy.addr))
+        .start()
+        .await?;
+    let job = app
+        .submit(request("through an outage", "gpt-4o-mini"))
+        .await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    let events = watch_resuming(&app, &job.id).await?;
+    let full: String = (0..40).map(|i| format!("tok{i} ")).collect();
+    assert_eq!(text_of(&events), full, "no delta lost");
+    assert_eq!(app.result(&job.id).await?.content, full);
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "the outage did not restart the attempt"
+    );
     app.stop().await
 }

@@ -192,3 +192,47 @@ async fn a_429_waits_at_least_its_retry_after() -> anyhow::Result<()> {
     assert_eq!(result.attempts, 2);
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_from_the_model_are_dropped_not_fatal() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::sse(concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"a\\u0000b\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n",
+    )))
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let events = run(&app).await?;
+    assert_eq!(text_of(&events), "ab");
+    let result = app.result(&events[0].job_id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Completed);
+    assert_eq!(result.content, "ab");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_shows_in_errors() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::raw(
+        502,
+        Some("text/plain"),
+        "proxy error; request had Authorization: Bearer sk-test-key and sk-other-secret-123",
+    ))
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .max_attempts(1)
+        .start()
+        .await?;
+    let events = run(&app).await?;
+    let result = app.result(&events[0].job_id).await?;
+    let message = result.error.unwrap_or_default().message;
+    assert!(message.contains("proxy error"), "{message}");
+    assert!(
+        !message.contains("sk-test-key") && !message.contains("other-secret"),
+        "{message}"
+    );
+    app.stop().await
+}

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod upstream;
 
 use std::{net::SocketAddr, time::Duration};
@@ -465,5 +466,53 @@ pub fn request(prompt: &str, model: &str) -> v1::SubmitJobRequest {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Follows a job like a well-behaved client: on UNAVAILABLE it reconnects after the last
+/// sequence it saw.
+pub async fn watch_resuming(app: &TestApp, job_id: &str) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let mut events: Vec<v1::JobEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never reached the end: {events:?}"
+        );
+        let after = events.last().map_or(0, |e| e.sequence);
+        let mut c = app.client.clone();
+        let stream = c
+            .stream_job(v1::StreamJobRequest {
+                job_id: job_id.into(),
+                after_sequence: after,
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(s) => return Err(s.into()),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) if matches!(ev.kind, Some(Kind::Heartbeat(_))) => {}
+                Ok(Some(ev)) => {
+                    let terminal = matches!(
+                        ev.kind,
+                        Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+                    );
+                    events.push(ev);
+                    if terminal {
+                        return Ok(events);
+                    }
+                }
+                Ok(None) => anyhow::bail!("stream ended without a terminal event"),
+                Err(s) if s.code() == tonic::Code::Unavailable => break,
+                Err(s) => return Err(s.into()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
