@@ -5,7 +5,7 @@
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
 //! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_WORKER_CONCURRENCY`,
-//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_RETRY_BASE_MS`,
+//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`.
@@ -184,6 +184,13 @@ pub struct Worker {
         default_value_t = 15
     )]
     pub reconcile_secs: u64,
+    /// How job types share this worker's slots: `simple` (equal turns) or `auto` (weighted
+    /// by backlog and oldest wait).
+    #[arg(long = "balance", env = "LLMJOBS_BALANCE", value_enum, default_value_t = crate::worker::balance::Strategy::Simple)]
+    pub balance: crate::worker::balance::Strategy,
+    /// Most jobs of one queue this worker runs at once (unset: no cap).
+    #[arg(long = "queue-cap", env = "LLMJOBS_QUEUE_CAP")]
+    pub queue_cap: Option<usize>,
     /// First retry delay (ms); doubles per attempt, with full jitter.
     #[arg(
         long = "retry-base-ms",

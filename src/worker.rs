@@ -1,11 +1,12 @@
 //! The worker: claims jobs from the queues into a fixed number of slots, runs each attempt,
 //! keeps leases alive, and reacts to cancel signals.
 //!
-//! Balancing: job types take turns (the claim order rotates over job types); inside a job type
+//! Balancing ([`balance`]): job types take turns or are weighted by backlog; inside a job type
 //! priority is strict (urgent, high, normal, low). Idle slots wait for a wake-up published on
 //! enqueue, with a one-second fallback that also picks up due retries and expired leases.
 
 mod attempt;
+pub mod balance;
 pub mod resources;
 pub mod retry;
 
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 use crate::{
     config,
     events::EventLog,
-    job::{JobId, Priority, queue_name},
+    job::JobId,
     provider::Providers,
     queue::{Queue, Signal},
     store::Store,
@@ -46,6 +47,7 @@ pub enum StopReason {
 /// A running attempt, as the rest of the worker sees it.
 struct Running {
     owner: String,
+    queue: String,
     stop: CancellationToken,
     reason: std::sync::OnceLock<StopReason>,
 }
@@ -76,6 +78,7 @@ pub struct Worker {
     deps: Deps,
     cfg: config::Worker,
     job_types: Vec<String>,
+    balancer: balance::Balancer,
     running: Mutex<HashMap<JobId, Arc<Running>>>,
     wake: Notify,
     /// Cancelled when the drain period is over: store retries give up.
@@ -91,6 +94,7 @@ impl Worker {
         Arc::new(Worker {
             id: format!("{host}-{}-{}", std::process::id(), &short[..8]),
             deps,
+            balancer: balance::Balancer::new(cfg.balance, job_types.clone(), cfg.queue_cap),
             cfg,
             job_types,
             running: Mutex::new(HashMap::new()),
@@ -133,19 +137,6 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The claim order for turn `turn`: job types rotate, priorities are strict within a type.
-    fn claim_order(&self, turn: usize) -> Vec<String> {
-        let n = self.job_types.len().max(1);
-        (0..self.job_types.len())
-            .flat_map(|i| {
-                let job_type = &self.job_types[(turn + i) % n];
-                Priority::CLAIM_ORDER
-                    .into_iter()
-                    .map(move |p| queue_name(job_type, p))
-            })
-            .collect()
-    }
-
     /// Runs until `shutdown` is cancelled: stops claiming, gives running jobs `grace` to finish,
     /// then stops them and hands them back to their queues.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
@@ -161,7 +152,17 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             };
             let owner = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
-            let order = self.claim_order(turn);
+            let per_queue = {
+                let mut per_queue = HashMap::new();
+                for r in self.running().values() {
+                    *per_queue.entry(r.queue.clone()).or_insert(0) += 1;
+                }
+                per_queue
+            };
+            let order = self
+                .balancer
+                .order(&*self.deps.queue, turn, &per_queue)
+                .await;
             match self
                 .deps
                 .queue
@@ -171,15 +172,13 @@ impl Worker {
                 Ok(Some(claim)) => {
                     // The next turn starts after the job type just served, so an empty type
                     // does not hand its turn to its neighbour.
-                    if let Some(served) = self.job_types.iter().position(|t| {
-                        Priority::CLAIM_ORDER
-                            .iter()
-                            .any(|p| queue_name(t, *p) == claim.queue)
-                    }) {
+                    self.balancer.claimed();
+                    if let Some(served) = self.balancer.type_of(&claim.queue) {
                         turn = served + 1;
                     }
                     let running = Arc::new(Running {
                         owner: owner.clone(),
+                        queue: claim.queue.clone(),
                         stop: CancellationToken::new(),
                         reason: std::sync::OnceLock::new(),
                     });
@@ -189,6 +188,8 @@ impl Worker {
                         me.clone().run_attempt(claim.job_id, running).await;
                         me.running().remove(&claim.job_id);
                         drop(permit);
+                        // A capped queue may be claimable again.
+                        me.wake.notify_one();
                     });
                 }
                 Ok(None) => {

@@ -161,3 +161,87 @@ async fn an_empty_job_type_does_not_give_its_turn_to_a_neighbour() -> anyhow::Re
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_cap_limits_how_many_jobs_of_one_queue_run_at_once() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(4)
+        .job_types("general,code_review")
+        .arg("--queue-cap", "1")
+        .start()
+        .await?;
+    // Three slow jobs in one queue: the cap lets one run at a time.
+    for _ in 0..3 {
+        upstream.push_reply(Reply::Slow {
+            tokens: 20,
+            first_token_delay: Duration::from_millis(10),
+            interval: Duration::from_millis(20),
+        });
+    }
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(
+            app.submit(request(&format!("capped {i}"), "gpt-4o-mini"))
+                .await?,
+        );
+    }
+    app.wait_for_job(&jobs[0].id, |j| j.status() == v1::JobStatus::Running)
+        .await?;
+    let mut most_running = 0;
+    for _ in 0..20 {
+        let mut running = 0;
+        for j in &jobs {
+            let now = app.wait_for_job(&j.id, |_| true).await?;
+            if now.status() == v1::JobStatus::Running {
+                running += 1;
+            }
+        }
+        most_running = most_running.max(running);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most_running, 1, "queue cap 1");
+    for j in &jobs {
+        app.wait_for_job(&j.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_balancing_serves_the_bigger_backlog_first() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .job_types("general,code_review")
+        .arg("--balance", "auto")
+        .start()
+        .await?;
+    occupy(&app, &upstream).await?;
+    let mut ids = Vec::new();
+    for name in ["g1", "c1", "c2", "c3"] {
+        let mut req = request(name, "gpt-4o-mini");
+        req.job_type = if name.starts_with('g') {
+            "general"
+        } else {
+            "code_review"
+        }
+        .into();
+        ids.push(app.submit(req).await?.id);
+    }
+    for id in &ids {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let order: Vec<_> = upstream
+        .requests()
+        .iter()
+        .skip(1)
+        .map(|r| prompt_of(&r.body))
+        .collect();
+    assert_eq!(order[0], "c1", "three waiting outweigh one: {order:?}");
+    assert!(order.contains(&"g1".to_owned()), "{order:?}");
+    app.stop().await
+}
