@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -39,8 +40,16 @@ pub enum Command {
     Result(client::JobArgs),
     /// Cancel a job.
     Cancel(client::JobArgs),
-    /// Operate the queues: stats, pause, resume, toggle, purge, failed, retry, forget.
+    /// Operate the queues: stats, workload, workers, performance, health, pause, resume,
+    /// toggle, purge, failed, retry, forget.
     Admin(admin::AdminArgs),
+    /// A live terminal dashboard (queues, workload, workers, health).
+    Monitor(tools::MonitorArgs),
+    /// Run one scenario per default job type and stream each live.
+    Demo(tools::DemoArgs),
+    /// Submit and stream many jobs; report jobs/s, time to first token and inter-token
+    /// latency percentiles, tokens/s and errors.
+    LoadTest(tools::LoadTestArgs),
 }
 
 #[cfg(test)]

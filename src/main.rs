@@ -11,6 +11,7 @@ use llm_jobs::{
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_stdout();
     // The upstream HTTP client uses rustls; it needs one process-wide crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _telemetry = match telemetry::init() {
@@ -27,6 +28,24 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `llm-jobs admin stats | head` closes stdout early; Rust's `println!` then panics with a
+/// broken pipe (Rust ignores SIGPIPE). Exit quietly instead, as Unix tools do.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -76,5 +95,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Result(a) => client::result(a).await,
         Command::Cancel(a) => client::cancel(a).await,
         Command::Admin(a) => llm_jobs::cli::admin::run(a).await,
+        Command::Monitor(a) => llm_jobs::cli::tools::monitor(a).await,
+        Command::Demo(a) => llm_jobs::cli::tools::demo(a).await,
+        Command::LoadTest(a) => llm_jobs::cli::tools::load_test(a).await,
     }
 }

@@ -518,3 +518,44 @@ async fn the_dashboard_streams_updates_until_the_client_leaves() -> anyhow::Resu
     assert_eq!(one.performance.map(|p| p.windows.len()), Some(4));
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
+    let app = TestApp::builder()
+        .job_types("general,code_review,security_analysis")
+        .start()
+        .await?;
+    let server = format!("http://{}", app.addr);
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(args)
+            .args(["--server", &server])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let demo = run(&["demo", "--model", "sim"])?;
+    for title in ["smart contract", "small diff", "general question"] {
+        assert!(demo.contains(title), "{title} in {demo}");
+    }
+    let report = run(&[
+        "load-test",
+        "--jobs",
+        "20",
+        "--concurrency",
+        "5",
+        "--model",
+        "sim",
+    ])?;
+    assert!(
+        report.contains(r#"final states:         {"completed": 20}"#),
+        "{report}"
+    );
+    assert!(report.contains("errors by code:       {}"), "{report}");
+    assert!(report.contains("time to first token:  p50 "), "{report}");
+    app.stop().await
+}
