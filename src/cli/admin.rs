@@ -12,6 +12,9 @@ pub struct AdminArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: Connection,
+    /// Print the response as protobuf JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -81,58 +84,88 @@ pub async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<C
         .with_context(|| format!("cannot connect to {}", c.url()))
 }
 
+/// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
+/// descriptors compiled into the binary.
+fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
+    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .with_context(|| format!("no descriptor for {full_name}"))?;
+    let dynamic =
+        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    println!("{}", serde_json::to_string_pretty(&dynamic)?);
+    Ok(())
+}
+
 /// Runs an `admin` command.
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.connection).await?;
+    let json = a.json;
+    macro_rules! show {
+        ($name:literal, $msg:expr, $table:expr) => {{
+            let msg = $msg;
+            if json {
+                print_json(concat!("llmjobs.v1.", $name), &msg)?;
+            } else {
+                $table(&msg);
+            }
+        }};
+    }
     match a.command {
-        AdminCommand::Stats => {
-            let queues = client
+        AdminCommand::Stats => show!(
+            "GetQueueStatsResponse",
+            client
                 .get_queue_stats(v1::GetQueueStatsRequest {})
                 .await
                 .map_err(status_error)?
-                .into_inner()
-                .queues;
-            print_stats(&queues);
-        }
-        AdminCommand::Pause { queue } => {
-            let s = client
+                .into_inner(),
+            |r: &v1::GetQueueStatsResponse| print_stats(&r.queues)
+        ),
+        AdminCommand::Pause { queue } => show!(
+            "QueueState",
+            client
                 .pause_queue(v1::PauseQueueRequest { queue })
                 .await
-                .map_err(status_error)?;
-            print_state(&s.into_inner());
-        }
-        AdminCommand::Resume { queue } => {
-            let s = client
+                .map_err(status_error)?
+                .into_inner(),
+            print_state
+        ),
+        AdminCommand::Resume { queue } => show!(
+            "QueueState",
+            client
                 .resume_queue(v1::ResumeQueueRequest { queue })
                 .await
-                .map_err(status_error)?;
-            print_state(&s.into_inner());
-        }
-        AdminCommand::Toggle { queue } => {
-            let s = client
+                .map_err(status_error)?
+                .into_inner(),
+            print_state
+        ),
+        AdminCommand::Toggle { queue } => show!(
+            "QueueState",
+            client
                 .toggle_queue(v1::ToggleQueueRequest { queue })
                 .await
-                .map_err(status_error)?;
-            print_state(&s.into_inner());
-        }
-        AdminCommand::Purge { queue } => {
-            let r = client
+                .map_err(status_error)?
+                .into_inner(),
+            print_state
+        ),
+        AdminCommand::Purge { queue } => show!(
+            "PurgeQueueResponse",
+            client
                 .purge_queue(v1::PurgeQueueRequest {
-                    queue: queue.clone(),
+                    queue: queue.clone()
                 })
                 .await
-                .map_err(status_error)?;
-            println!(
-                "{queue}: {} pending job(s) cancelled",
-                r.into_inner().purged
-            );
-        }
+                .map_err(status_error)?
+                .into_inner(),
+            |r: &v1::PurgeQueueResponse| println!("{queue}: {} pending job(s) cancelled", r.purged)
+        ),
         AdminCommand::Failed {
             queue,
             error_code,
             limit,
-        } => {
-            let r = client
+        } => show!(
+            "ListFailedJobsResponse",
+            client
                 .list_failed_jobs(v1::ListFailedJobsRequest {
                     queue: queue.unwrap_or_default(),
                     error_code: error_code.unwrap_or_default(),
@@ -141,89 +174,100 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            println!(
-                "{:<36} {:<28} {:>8}  LAST ERROR",
-                "JOB", "QUEUE", "ATTEMPTS"
-            );
-            for f in r.failed_jobs {
-                let job = f.job.unwrap_or_default();
-                let error = f
-                    .attempt_errors
-                    .last()
-                    .and_then(|a| a.error.clone())
-                    .unwrap_or_default();
-                println!(
-                    "{:<36} {:<28} {:>8}  {} {}",
-                    job.id, job.queue, job.attempts, error.code, error.message
-                );
-            }
-            if !r.next_page_token.is_empty() {
-                eprintln!("(more: raise --limit)");
-            }
-        }
-        AdminCommand::Retry { job_ids } => {
-            let r = client
+                .into_inner(),
+            print_failed
+        ),
+        AdminCommand::Retry { job_ids } => show!(
+            "RetryJobsResponse",
+            client
                 .retry_jobs(v1::RetryJobsRequest {
                     job_ids,
-                    filter: None,
+                    filter: None
                 })
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            println!("{} job(s) queued again", r.retried_job_ids.len());
-            for id in r.retried_job_ids {
-                println!("{id}");
+                .into_inner(),
+            |r: &v1::RetryJobsResponse| {
+                println!("{} job(s) queued again", r.retried_job_ids.len());
+                for id in &r.retried_job_ids {
+                    println!("{id}");
+                }
             }
-        }
-        AdminCommand::Forget { job_ids } => {
-            let r = client
+        ),
+        AdminCommand::Forget { job_ids } => show!(
+            "ForgetFailedJobsResponse",
+            client
                 .forget_failed_jobs(v1::ForgetFailedJobsRequest {
                     job_ids,
-                    filter: None,
+                    filter: None
                 })
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            println!("{} failed job(s) forgotten", r.forgotten);
-        }
-        AdminCommand::Workload => {
-            let r = client
+                .into_inner(),
+            |r: &v1::ForgetFailedJobsResponse| println!("{} failed job(s) forgotten", r.forgotten)
+        ),
+        AdminCommand::Workload => show!(
+            "GetWorkloadResponse",
+            client
                 .get_workload(v1::GetWorkloadRequest {})
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            print_workload(&r.queues);
-        }
-        AdminCommand::Workers => {
-            let r = client
+                .into_inner(),
+            |r: &v1::GetWorkloadResponse| print_workload(&r.queues)
+        ),
+        AdminCommand::Workers => show!(
+            "ListWorkersResponse",
+            client
                 .list_workers(v1::ListWorkersRequest {})
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            print_workers(&r.workers);
-        }
-        AdminCommand::Performance => {
-            let r = client
+                .into_inner(),
+            |r: &v1::ListWorkersResponse| print_workers(&r.workers)
+        ),
+        AdminCommand::Performance => show!(
+            "GetPerformanceMetricsResponse",
+            client
                 .get_performance_metrics(v1::GetPerformanceMetricsRequest {})
                 .await
                 .map_err(status_error)?
-                .into_inner();
-            print_performance(&r);
-        }
+                .into_inner(),
+            print_performance
+        ),
         AdminCommand::Health => {
             let h = client
                 .get_system_health(v1::GetSystemHealthRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_health(&h);
+            show!("SystemHealth", h.clone(), print_health);
             if h.status == "down" {
                 anyhow::bail!("the system is down");
             }
         }
     }
     Ok(())
+}
+
+fn print_failed(r: &v1::ListFailedJobsResponse) {
+    println!(
+        "{:<36} {:<28} {:>8}  LAST ERROR",
+        "JOB", "QUEUE", "ATTEMPTS"
+    );
+    for f in &r.failed_jobs {
+        let job = f.job.clone().unwrap_or_default();
+        let error = f
+            .attempt_errors
+            .last()
+            .and_then(|a| a.error.clone())
+            .unwrap_or_default();
+        println!(
+            "{:<36} {:<28} {:>8}  {} {}",
+            job.id, job.queue, job.attempts, error.code, error.message
+        );
+    }
+    if !r.next_page_token.is_empty() {
+        eprintln!("(more: raise --limit)");
+    }
 }
 
 /// Prints the queue table.

@@ -354,6 +354,16 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
         .map(str::to_owned)
         .unwrap_or_default();
     assert!(paused_row.contains(" yes "), "{paused_row}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])?)?;
+    let queues = json["queues"].as_array().map_or(0, Vec::len);
+    assert_eq!(queues, 8, "two job types x four priorities: {json}");
+    assert!(
+        json["queues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["name"] == "openai-code_review" && q["paused"] == true)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args(["admin", "purge", "nope", "--server", &server])
         .output()?;
