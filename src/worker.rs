@@ -7,6 +7,7 @@
 
 mod attempt;
 pub mod balance;
+mod generate;
 pub mod resources;
 pub mod retry;
 

@@ -1,136 +1,24 @@
-//! Running one attempt of a job: start it in the store, stream from the provider, publish
-//! token deltas, and end it exactly once (completed, retry, failed, cancelled, or handed back).
+//! Running one attempt of a job: start it in the store, have [`super::generate`] stream it,
+//! and end it exactly once (completed, retry, failed, cancelled, or handed back), retrying
+//! writes through dependency outages while the lease holds.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{FINISH_GRACE, Running, StopReason, Worker, retry::backoff};
+use super::{
+    Running, StopReason, Worker,
+    generate::{AttemptError, End, Progress},
+    retry::backoff,
+};
 use crate::{
     events::{Fence, event},
-    job::{Job, JobError, JobId, Outcome, StreamingMode, Usage},
+    job::{Job, JobError, JobId, Outcome},
     proto::v1::{self, job_event::Kind},
-    provider,
     store::Finish,
 };
-
-/// How generation ended.
-enum End {
-    Completed,
-    Failed(AttemptError),
-    Stopped(StopReason),
-}
-
-/// An attempt failure: the provider's, or a timeout of ours.
-enum AttemptError {
-    Provider(provider::Error),
-    Timeout,
-    FirstTokenTimeout,
-    /// The worker shut down before the attempt ended; never counts against the job.
-    Shutdown,
-}
-
-impl AttemptError {
-    fn to_job_error(&self) -> JobError {
-        match self {
-            AttemptError::Provider(e) => JobError {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            },
-            AttemptError::Timeout => JobError {
-                code: "timeout".to_owned(),
-                message: "the attempt exceeded the job timeout".to_owned(),
-            },
-            AttemptError::Shutdown => JobError {
-                code: "worker_shutdown".to_owned(),
-                message: "the worker shut down during the attempt; the job goes back to its queue"
-                    .to_owned(),
-            },
-            AttemptError::FirstTokenTimeout => JobError {
-                code: "first_token_timeout".to_owned(),
-                message: "no token arrived within the first-token timeout".to_owned(),
-            },
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            AttemptError::Provider(e) => e.is_retryable(),
-            AttemptError::Timeout | AttemptError::FirstTokenTimeout | AttemptError::Shutdown => {
-                true
-            }
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            AttemptError::Provider(e) => e.retry_after(),
-            AttemptError::Timeout | AttemptError::FirstTokenTimeout | AttemptError::Shutdown => {
-                None
-            }
-        }
-    }
-}
-
-/// What the attempt has produced so far.
-struct Progress {
-    outcome: Outcome,
-    output_tokens: u64,
-    reported_usage: Option<Usage>,
-    sent_at: Instant,
-    first_token_at: Option<Instant>,
-    last_token_at: Option<Instant>,
-    /// BUFFERED mode: text not yet published.
-    pending: String,
-    pending_reasoning: String,
-}
-
-impl Progress {
-    fn finish(&mut self) {
-        let now = Instant::now();
-        let o = &mut self.outcome;
-        o.duration_ms = ms(now - self.sent_at);
-        o.time_to_first_token_ms = self.first_token_at.map(|t| ms(t - self.sent_at));
-        o.usage = self.reported_usage.unwrap_or(Usage {
-            input_tokens: 0,
-            output_tokens: self.output_tokens,
-            total_tokens: self.output_tokens,
-            estimated: true,
-        });
-        let generating = match (self.first_token_at, self.last_token_at) {
-            (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
-            _ => 0.0,
-        };
-        o.output_tokens_per_second = if generating > 0.0 {
-            o.usage.output_tokens as f64 / generating
-        } else {
-            0.0
-        };
-    }
-}
-
-/// Largest text of one token delta event (bytes).
-pub const MAX_DELTA_BYTES: usize = 64 * 1024;
-
-/// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
-/// character boundary (at least one character, so progress is always made).
-fn take_prefix(s: &mut String, max: usize) -> String {
-    if s.len() <= max {
-        return std::mem::take(s);
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    if cut == 0 {
-        cut = s.chars().next().map_or(s.len(), char::len_utf8);
-    }
-    let rest = s.split_off(cut);
-    std::mem::replace(s, rest)
-}
 
 fn events_transient(e: &crate::events::Error) -> bool {
     matches!(e, crate::events::Error::Unavailable(_))
@@ -138,10 +26,6 @@ fn events_transient(e: &crate::events::Error) -> bool {
 
 fn store_transient(e: &crate::store::Error) -> bool {
     e.is_transient()
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Worker {
@@ -273,187 +157,6 @@ impl Worker {
             .await;
         progress.finish();
         self.end(job, &running, end, progress.outcome).await;
-    }
-
-    async fn generate(
-        &self,
-        job: &Job,
-        provider: &dyn provider::Provider,
-        running: &Running,
-        progress: &mut Progress,
-    ) -> End {
-        let timeout = job
-            .timeout
-            .unwrap_or(Duration::from_secs(self.cfg.job_timeout_secs.max(1)));
-        let deadline = Instant::now() + timeout;
-        let first_token_deadline =
-            Instant::now() + Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
-        // While no token has arrived, whichever limit comes first applies.
-        let limit = |p: &Progress| {
-            if p.first_token_at.is_none() && first_token_deadline < deadline {
-                (first_token_deadline, AttemptError::FirstTokenTimeout)
-            } else {
-                (deadline, AttemptError::Timeout)
-            }
-        };
-        let stop = running.stop.clone();
-        let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
-        let request = provider::Request {
-            messages: job.messages.clone(),
-            params: job.params.clone(),
-        };
-        progress.sent_at = Instant::now();
-        let mut stream = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return stopped(),
-            _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
-            s = provider.stream(&request) => match s {
-                Ok(s) => s,
-                Err(e) => return End::Failed(AttemptError::Provider(e)),
-            },
-        };
-        let buffered = job.streaming_mode == StreamingMode::Buffered;
-        let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
-        let mut next_flush = Instant::now() + flush_every;
-        let mut finished = false;
-        // After the finish, wait this long for the usage chunk and the end of the stream
-        // (some servers never send `[DONE]` nor close).
-        let mut finish_deadline = Instant::now();
-        loop {
-            let has_pending =
-                !progress.pending.is_empty() || !progress.pending_reasoning.is_empty();
-            let item = tokio::select! {
-                biased;
-                _ = stop.cancelled() => {
-                    self.flush_all(job, running, progress).await;
-                    return stopped();
-                }
-                _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
-                _ = tokio::time::sleep_until(next_flush), if has_pending => {
-                    self.flush(job, progress).await;
-                    next_flush = Instant::now() + flush_every;
-                    continue;
-                }
-                _ = tokio::time::sleep_until(finish_deadline), if finished => break,
-                item = stream.next() => item,
-            };
-            let mut chunk = match item {
-                None => break,
-                Some(Err(e)) => return End::Failed(AttemptError::Provider(e)),
-                Some(Ok(chunk)) => chunk,
-            };
-            // NUL cannot be stored in Postgres text (nor shown usefully): it is dropped here,
-            // so the streamed and the stored text stay identical.
-            for text in [&mut chunk.content, &mut chunk.reasoning] {
-                if text.contains('\0') {
-                    text.retain(|c| c != '\0');
-                }
-            }
-            if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
-                progress.outcome.model = model;
-            }
-            if let Some(usage) = chunk.usage {
-                progress.reported_usage = Some(usage);
-            }
-            if chunk.finish_reason.is_some() {
-                if !finished {
-                    finish_deadline = Instant::now() + FINISH_GRACE;
-                }
-                finished = true;
-                progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
-            }
-            if chunk.content.is_empty() && chunk.reasoning.is_empty() {
-                continue;
-            }
-            let now = Instant::now();
-            progress.first_token_at.get_or_insert(now);
-            progress.last_token_at = Some(now);
-            progress.output_tokens += 1;
-            progress.outcome.content.push_str(&chunk.content);
-            progress
-                .outcome
-                .reasoning_content
-                .push_str(&chunk.reasoning);
-            progress.pending.push_str(&chunk.content);
-            progress.pending_reasoning.push_str(&chunk.reasoning);
-            if !buffered
-                || progress.pending.len() + progress.pending_reasoning.len()
-                    >= self.cfg.buffer_max_bytes
-            {
-                self.flush(job, progress).await;
-                next_flush = Instant::now() + flush_every;
-            }
-        }
-        if !self.flush_all(job, running, progress).await {
-            // Lease lost or shutting down: `end` hands the job on.
-            return stopped();
-        }
-        let o = &progress.outcome;
-        if finished && o.content.trim().is_empty() && !o.reasoning_content.is_empty() {
-            // A reasoning model that spent its budget thinking, or a server whose reasoning
-            // parser took the whole answer: not a silent success.
-            End::Failed(AttemptError::Provider(provider::Error::EmptyAnswer {
-                finish_reason: o.finish_reason.clone(),
-                reasoning_chars: o.reasoning_content.chars().count(),
-            }))
-        } else if finished {
-            End::Completed
-        } else {
-            End::Failed(AttemptError::Provider(provider::Error::Truncated))
-        }
-    }
-
-    /// Publishes the text not yet published as token deltas of at most [`MAX_DELTA_BYTES`]
-    /// each (split on character boundaries), so no single log entry grows without bound.
-    /// Text that cannot be published (Redis unavailable) stays pending for the next flush, so
-    /// an outage delays deltas but loses none. Returns whether nothing is left pending.
-    async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
-        while !progress.pending.is_empty() || !progress.pending_reasoning.is_empty() {
-            let mut text = progress.pending.clone();
-            let mut reasoning = progress.pending_reasoning.clone();
-            let (text_part, reasoning_part) = (
-                take_prefix(&mut text, MAX_DELTA_BYTES),
-                take_prefix(&mut reasoning, MAX_DELTA_BYTES),
-            );
-            let delta = event(Kind::TokenDelta(v1::TokenDelta {
-                text: text_part,
-                output_tokens: progress.output_tokens,
-                reasoning_text: reasoning_part,
-            }));
-            match self
-                .deps
-                .events
-                .append(job.id, &delta, Fence::Attempt(job.attempts))
-                .await
-            {
-                // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(_) => (progress.pending, progress.pending_reasoning) = (text, reasoning),
-                Err(e) => {
-                    warn!(error = %e, "cannot publish a token delta yet; keeping it");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// Flushes until everything is published, retrying through a Redis outage while the
-    /// lease holds. Returns false when it gave up.
-    async fn flush_all(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if self.flush(job, progress).await {
-                return true;
-            }
-            if running.reason.get() == Some(&StopReason::LeaseLost) {
-                return false;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.hard_stop.cancelled() => return false,
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
     }
 
     async fn end(&self, job: Job, running: &Running, end: End, outcome: Outcome) {
@@ -653,24 +356,5 @@ impl Worker {
         if let Err(e) = self.deps.queue.settle(job_id, owner, retry_at).await {
             warn!(error = %e, "cannot settle the claim; its lease will expire");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::take_prefix;
-
-    #[test]
-    fn deltas_split_on_character_boundaries() {
-        let mut s = "aé👋b".to_owned(); // 1 + 2 + 4 + 1 bytes
-        assert_eq!(take_prefix(&mut s, 2), "a");
-        assert_eq!(take_prefix(&mut s, 2), "é");
-        assert_eq!(
-            take_prefix(&mut s, 2),
-            "👋",
-            "one character even when wider than max"
-        );
-        assert_eq!(take_prefix(&mut s, 2), "b");
-        assert!(s.is_empty());
     }
 }
