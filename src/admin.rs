@@ -20,8 +20,8 @@ use crate::{
     store::{FailedFilter, Store},
 };
 
-/// Largest page of failed jobs, and most jobs one retry or forget by filter touches.
-pub const MAX_PAGE: i64 = 1000;
+/// Most jobs one retry or forget by filter touches.
+pub const MAX_PAGE: i64 = crate::paging::MAX_PAGE_SIZE;
 
 /// One queue's statistics (see `QueueStats` in `admin.proto` for the windows).
 #[derive(Clone, Debug, PartialEq)]
@@ -177,29 +177,10 @@ impl Admin {
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<FailedJob>, String), Error> {
-        let limit = match page_size {
-            0 => 50,
-            n if n < 0 || i64::from(n) > MAX_PAGE => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!("must be within 0..={MAX_PAGE}"),
-                ));
-            }
-            n => i64::from(n),
-        };
-        let before = if page_token.is_empty() {
-            None
-        } else {
-            Some(JobId::parse_str(page_token).map_err(|_| {
-                Error::invalid("page_token", "not a token from a previous response")
-            })?)
-        };
+        let (limit, before) = crate::paging::page(page_size, page_token)?;
         let jobs = self.store.failed_jobs(filter, before, limit).await?;
-        let next = if jobs.len() as i64 == limit {
-            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let next = crate::paging::next_token(&ids, limit);
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
             let attempt_errors = self.store.attempt_failures(job.id).await?;

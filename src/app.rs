@@ -141,6 +141,10 @@ pub async fn run(
                 events: events.clone(),
                 store: store.clone(),
                 providers,
+                pricing: Arc::new(
+                    crate::pricing::Pricing::load(cfg.provider.pricing_file.as_deref())
+                        .map_err(Error::Config)?,
+                ),
             },
             cfg.worker.clone(),
             cfg.jobs.job_types.clone(),

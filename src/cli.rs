@@ -40,6 +40,8 @@ pub enum Command {
     Result(client::JobArgs),
     /// Cancel a job.
     Cancel(client::JobArgs),
+    /// List the newest jobs (filters: --status, --job-type, --tag).
+    Jobs(client::ListArgs),
     /// Operate the queues: stats, workload, workers, performance, health, pause, resume,
     /// toggle, purge, failed, retry, forget.
     Admin(admin::AdminArgs),

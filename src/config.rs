@@ -8,7 +8,7 @@
 //! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
-//! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`.
+//! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -269,6 +269,10 @@ pub struct Provider {
         default_value_t = 10
     )]
     pub connect_timeout_secs: u64,
+    /// JSON file of model prices (USD per million input/output tokens) that replaces or adds
+    /// to the built-in table.
+    #[arg(long = "pricing-file", env = "LLMJOBS_PRICING_FILE")]
+    pub pricing_file: Option<std::path::PathBuf>,
 }
 
 impl Provider {

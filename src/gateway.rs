@@ -92,6 +92,21 @@ impl Gateway {
         Ok((job, tokens))
     }
 
+    /// A page of jobs matching `filter`, newest first, and the next page's token.
+    /// Errors: `InvalidArgument` (page size or token), `Store`.
+    pub async fn list(
+        &self,
+        filter: &crate::store::JobFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<Job>, String), Error> {
+        let (limit, before) = crate::paging::page(page_size, page_token)?;
+        let jobs = self.store.list_jobs(filter, before, limit).await?;
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let next = crate::paging::next_token(&ids, limit);
+        Ok((jobs, next))
+    }
+
     /// The result of a finished job. Errors: `NotFound`, `FailedPrecondition` while unfinished.
     pub async fn result(&self, id: JobId) -> Result<StoredResult, Error> {
         let stored = self

@@ -191,6 +191,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// Limit of one attempt; `None`: the worker's default.
     pub timeout: Option<std::time::Duration>,
+    /// Labels for listing.
+    pub tags: Vec<String>,
 }
 
 /// Why a job or an attempt failed: a stable code and a human-readable message.
@@ -229,6 +231,8 @@ pub struct Job {
     pub max_attempts: u32,
     /// Limit of one attempt; `None`: the worker's default.
     pub timeout: Option<std::time::Duration>,
+    /// Labels for listing.
+    pub tags: Vec<String>,
     /// Last error, for failed jobs.
     pub error: Option<JobError>,
     /// Sequence of the terminal event, once it is known (0 before).
@@ -281,6 +285,8 @@ pub struct Outcome {
     pub output_tokens_per_second: f64,
     /// Time in queue before this attempt, ms.
     pub queue_wait_ms: u64,
+    /// Cost in USD, when the model's price is known.
+    pub cost_usd: Option<f64>,
 }
 
 /// Bounds on client input, checked at submit before anything is written.
@@ -302,6 +308,10 @@ pub struct Limits {
     pub max_attempts_cap: u32,
     /// Largest accepted per-job timeout.
     pub timeout_cap: std::time::Duration,
+    /// Tags per job.
+    pub max_tags: usize,
+    /// Bytes per tag.
+    pub max_tag_bytes: usize,
 }
 
 impl Default for Limits {
@@ -315,6 +325,8 @@ impl Default for Limits {
             max_output_tokens: 128_000,
             max_attempts_cap: 10,
             timeout_cap: std::time::Duration::from_secs(3600),
+            max_tags: 16,
+            max_tag_bytes: 64,
         }
     }
 }

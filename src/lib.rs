@@ -8,6 +8,8 @@
 //! - [`job`]: domain types (status, priority, queue names, results, limits).
 //! - [`config`]: one configuration struct per subsystem, flags + environment variables.
 //! - [`error`]: the RPC error type and its mapping to gRPC status codes.
+//! - [`paging`]: page sizes and tokens of list RPCs (AIP-158).
+//! - [`pricing`]: token prices per model, for costs in USD.
 //! - [`proto`]: code generated from `proto/llmjobs/v1`.
 //! - [`backend`]: Redis connections and key layout shared by queue and events.
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals.
@@ -39,6 +41,8 @@ pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod job;
+pub mod paging;
+pub mod pricing;
 pub mod proto;
 pub mod provider;
 pub mod queue;

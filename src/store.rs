@@ -149,6 +149,8 @@ pub struct Performance {
     pub input_tokens: u64,
     /// Output tokens of completed jobs.
     pub output_tokens: u64,
+    /// Summed cost (USD) of completed jobs with a known price; `None` when none had one.
+    pub cost_usd: Option<f64>,
 }
 
 /// How [`Store::performance`] groups.
@@ -158,6 +160,23 @@ pub enum GroupBy {
     Queue,
     /// By the model that answered.
     Model,
+}
+
+/// Which jobs `ListJobs` means; `None` fields match any job.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Status.
+    pub status: Option<crate::job::JobStatus>,
+    /// Job type.
+    pub job_type: Option<String>,
+    /// Priority.
+    pub priority: Option<crate::job::Priority>,
+    /// A tag the job has.
+    pub tag: Option<String>,
+    /// Created strictly after.
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created strictly before.
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which failed jobs an operator means.
@@ -222,6 +241,15 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished(
         &self,
         before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error>;
+
+    /// Jobs matching `filter`, newest first, with ids below `before` (pagination), at most
+    /// `limit`.
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        before: Option<JobId>,
         limit: i64,
     ) -> Result<Vec<Job>, Error>;
 

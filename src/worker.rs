@@ -71,6 +71,8 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     /// The LLM providers.
     pub providers: Providers,
+    /// Token prices, for result costs.
+    pub pricing: Arc<crate::pricing::Pricing>,
 }
 
 /// A worker process's job runner.

@@ -220,7 +220,7 @@ fn metrics(p: Performance, minutes: f64) -> v1::PerformanceMetrics {
         output_tokens_per_second: p.output_tokens_per_second,
         input_tokens: p.input_tokens,
         output_tokens: p.output_tokens,
-        cost_usd: None,
+        cost_usd: p.cost_usd,
         key: p.key,
         completed: p.completed,
         failed: p.failed,

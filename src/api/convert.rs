@@ -96,6 +96,7 @@ pub fn job(j: &Job, output_tokens: u64) -> v1::Job {
             None
         },
         last_sequence: j.last_sequence,
+        tags: j.tags.clone(),
     }
 }
 
@@ -122,6 +123,7 @@ pub fn job_result(j: &Job, outcome: Option<&Outcome>) -> v1::JobResult {
         provider: o.provider.clone(),
         simulated: o.simulated,
         attempts: j.attempts,
+        cost_usd: o.cost_usd,
         error: if j.status == JobStatus::Failed {
             j.error.as_ref().map(job_error)
         } else {

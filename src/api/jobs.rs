@@ -167,6 +167,54 @@ impl JobService for JobApi {
         )))
     }
 
+    #[instrument(skip_all)]
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let time = |t: Option<prost_types::Timestamp>, field: &str| {
+            t.map(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                    .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
+            })
+            .transpose()
+        };
+        let some = |s: String| Some(s).filter(|s| !s.is_empty());
+        let filter = crate::store::JobFilter {
+            status: match v1::JobStatus::try_from(req.status) {
+                Ok(v1::JobStatus::Unspecified) => None,
+                Ok(s) => crate::job::JobStatus::parse(
+                    &s.as_str_name()
+                        .trim_start_matches("JOB_STATUS_")
+                        .to_lowercase(),
+                ),
+                Err(_) => return Err(Error::invalid("status", "unknown value").into()),
+            },
+            priority: match v1::Priority::try_from(req.priority) {
+                Ok(v1::Priority::Unspecified) => None,
+                Ok(p) => crate::job::Priority::parse(
+                    &p.as_str_name()
+                        .trim_start_matches("PRIORITY_")
+                        .to_lowercase(),
+                ),
+                Err(_) => return Err(Error::invalid("priority", "unknown value").into()),
+            },
+            job_type: some(req.job_type),
+            tag: some(req.tag),
+            created_after: time(req.created_after, "created_after")?,
+            created_before: time(req.created_before, "created_before")?,
+        };
+        let (jobs, next_page_token) = self
+            .gateway
+            .list(&filter, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: jobs.iter().map(|j| convert::job(j, 0)).collect(),
+            next_page_token,
+        }))
+    }
+
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
     async fn cancel_job(
         &self,

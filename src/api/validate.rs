@@ -232,6 +232,26 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         ));
     }
 
+    if req.tags.len() > limits.max_tags {
+        v.push(FieldViolation::new(
+            "tags",
+            format!("at most {} tags", limits.max_tags),
+        ));
+    }
+    if req
+        .tags
+        .iter()
+        .any(|t| t.is_empty() || t.len() > limits.max_tag_bytes || t.chars().any(char::is_control))
+    {
+        v.push(FieldViolation::new(
+            "tags",
+            format!(
+                "tags must be 1..={} bytes without control characters",
+                limits.max_tag_bytes
+            ),
+        ));
+    }
+
     if !v.is_empty() {
         return Err(v);
     }
@@ -271,6 +291,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
         max_attempts: req.max_attempts.unwrap_or(rules.max_attempts).max(1),
+        tags: req.tags,
         timeout: req
             .timeout_seconds
             .map(|s| std::time::Duration::from_secs(u64::from(s))),

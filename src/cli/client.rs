@@ -53,6 +53,9 @@ pub struct SubmitArgs {
     /// Metadata entries, `key=value`.
     #[arg(long = "metadata", value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// Tag for listing (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
     /// Idempotency key: resubmitting with it returns the first job.
     #[arg(long = "idempotency-key", default_value = "")]
     pub idempotency_key: String,
@@ -162,6 +165,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         max_attempts: a.max_attempts,
         timeout_seconds: a.timeout_seconds,
         cancel_on_disconnect: a.cancel_on_disconnect,
+        tags: a.tags,
         streaming_mode: if a.buffered {
             v1::StreamingMode::Buffered
         } else {
@@ -345,8 +349,67 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
         r.output_tokens_per_second,
         r.queue_wait_ms
     );
+    if let Some(cost) = r.cost_usd {
+        eprintln!("cost_usd={cost:.6}");
+    }
     if let Some(e) = r.error {
         eprintln!("error: {} {}", e.code, e.message);
+    }
+    Ok(())
+}
+
+/// `jobs` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// Only this status (queued, running, completed, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this job type.
+    #[arg(long = "job-type")]
+    pub job_type: Option<String>,
+    /// Only jobs with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Jobs to show (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub limit: i32,
+}
+
+/// `jobs`: the newest jobs, filtered.
+pub async fn list(a: ListArgs) -> anyhow::Result<()> {
+    let status = match a.status.as_deref() {
+        None => v1::JobStatus::Unspecified,
+        Some(s) => v1::JobStatus::from_str_name(&format!("JOB_STATUS_{}", s.to_uppercase()))
+            .ok_or_else(|| anyhow::anyhow!("unknown status {s:?}"))?,
+    };
+    let mut client = connect(&a.connection).await?;
+    let r = client
+        .list_jobs(v1::ListJobsRequest {
+            page_size: a.limit,
+            status: status.into(),
+            job_type: a.job_type.unwrap_or_default(),
+            tag: a.tag.unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "{:<36} {:<10} {:<28} {:>8}  TAGS",
+        "JOB", "STATUS", "QUEUE", "ATTEMPTS"
+    );
+    for j in r.jobs {
+        println!(
+            "{:<36} {:<10} {:<28} {:>8}  {}",
+            j.id,
+            status_name(j.status),
+            j.queue,
+            j.attempts,
+            j.tags.join(",")
+        );
     }
     Ok(())
 }

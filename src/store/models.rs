@@ -42,6 +42,7 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub timeout_secs: Option<i32>,
     pub forgotten_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
 }
 
 /// A new row of `jobs`.
@@ -61,6 +62,7 @@ pub struct NewJobRow {
     pub idempotency_key: Option<String>,
     pub max_attempts: i32,
     pub timeout_secs: Option<i32>,
+    pub tags: Vec<String>,
 }
 
 /// A row of `job_results`.
@@ -82,6 +84,7 @@ pub struct ResultRow {
     pub duration_ms: i64,
     pub output_tokens_per_second: f64,
     pub queue_wait_ms: i64,
+    pub cost_usd: Option<f64>,
 }
 
 /// A row of `job_attempt_failures`.
@@ -123,6 +126,7 @@ impl NewJobRow {
             timeout_secs: job
                 .timeout
                 .map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
+            tags: job.tags.clone(),
         }
     }
 }
@@ -163,6 +167,7 @@ impl TryFrom<JobRow> for Job {
                 .timeout_secs
                 .and_then(|s| u64::try_from(s).ok())
                 .map(std::time::Duration::from_secs),
+            tags: row.tags,
             error,
             last_sequence: u64::try_from(row.last_sequence).unwrap_or(0),
             created_at: row.created_at,
@@ -192,6 +197,7 @@ impl ResultRow {
             duration_ms: saturating_i64(o.duration_ms),
             output_tokens_per_second: o.output_tokens_per_second,
             queue_wait_ms: saturating_i64(o.queue_wait_ms),
+            cost_usd: o.cost_usd,
         }
     }
 }
@@ -216,6 +222,7 @@ impl From<ResultRow> for Outcome {
             duration_ms: u(r.duration_ms),
             output_tokens_per_second: r.output_tokens_per_second,
             queue_wait_ms: u(r.queue_wait_ms),
+            cost_usd: r.cost_usd,
         }
     }
 }

@@ -15,7 +15,8 @@ use diesel_async::{
 use tracing::instrument;
 
 use super::{
-    Error, FailedFilter, Finish, GroupBy, Inserted, Performance, QueueFigures, Store, StoredResult,
+    Error, FailedFilter, Finish, GroupBy, Inserted, JobFilter, Performance, QueueFigures, Store,
+    StoredResult,
     models::{AttemptFailureRow, JobRow, NewJobRow, ResultRow},
     schema::{job_attempt_failures, job_results, jobs},
 };
@@ -336,6 +337,15 @@ impl Store for PgStore {
             .load(&mut conn)
             .await?;
         rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> Result<Vec<Job>, Error> {
+        reports::list_jobs(self, filter, before, limit).await
     }
 
     async fn queue_figures(&self) -> Result<Vec<QueueFigures>, Error> {

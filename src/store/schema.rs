@@ -27,6 +27,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         timeout_secs -> Nullable<Int4>,
         forgotten_at -> Nullable<Timestamptz>,
+        tags -> Array<Text>,
     }
 }
 
@@ -48,6 +49,7 @@ diesel::table! {
         output_tokens_per_second -> Float8,
         queue_wait_ms -> Int8,
         created_at -> Timestamptz,
+        cost_usd -> Nullable<Float8>,
     }
 }
 

@@ -156,6 +156,12 @@ impl Worker {
             .generate(&job, &*provider, &running, &mut progress)
             .await;
         progress.finish();
+        let o = &mut progress.outcome;
+        o.cost_usd = if o.simulated {
+            None
+        } else {
+            self.deps.pricing.cost(&o.model, &o.usage)
+        };
         self.end(job, &running, end, progress.outcome).await;
     }
 

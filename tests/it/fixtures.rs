@@ -189,3 +189,36 @@ async fn the_sim_model_streams_deterministic_text_marked_simulated() -> anyhow::
     assert_eq!(texts[0], texts[1], "same prompt, same simulated text");
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_is_tokens_times_price_and_absent_when_unknown() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("with-usage.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let run = |model: &'static str| {
+        let mut client = app.client.clone();
+        async move {
+            let s = client
+                .submit_and_stream(request("price me", model))
+                .await?
+                .into_inner();
+            let events = collect(s).await?;
+            Ok::<_, anyhow::Error>(events[0].job_id.clone())
+        }
+    };
+    // Reported model gpt-4o-mini-2024-07-18, 19 input and 11 output tokens, $0.15 / $0.60 per M.
+    let known = app.result(&run("gpt-4o-mini").await?).await?;
+    let cost = known.cost_usd.expect("a known model has a cost");
+    assert!(
+        (cost - (19.0 * 0.15 + 11.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    // Estimated usage (no usage in the stream): no cost rather than a wrong one.
+    upstream.push_reply(Reply::fixture("basic.sse"));
+    assert_eq!(app.result(&run("gpt-4o-mini").await?).await?.cost_usd, None);
+    // Simulated: never a cost.
+    assert_eq!(app.result(&run("sim").await?).await?.cost_usd, None);
+    app.stop().await
+}

@@ -7,6 +7,7 @@ mod crash;
 mod fixtures;
 mod grpc_web;
 mod limits;
+mod listing;
 mod outages;
 mod priority;
 mod redis_restart;

@@ -1,14 +1,16 @@
 //! The operators' queries on Postgres: queue figures, failed jobs (list, forget, requeue),
 //! performance percentiles and the upstream error rate.
 
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{
+    ExpressionMethods, OptionalExtension, PgArrayExpressionMethods, QueryDsl, SelectableHelper,
+};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::PgStore;
 use crate::{
     job::{Job, JobId, JobStatus},
     store::{
-        Error, FailedFilter, GroupBy, Performance, QueueFigures,
+        Error, FailedFilter, GroupBy, JobFilter, Performance, QueueFigures,
         models::JobRow,
         schema::{job_results, jobs},
     },
@@ -159,6 +161,8 @@ pub(super) async fn performance(
         input: i64,
         #[diesel(sql_type = BigInt)]
         output: i64,
+        #[diesel(sql_type = Nullable<Double>)]
+        cost: Option<f64>,
     }
     // The key column is one of two constants, never client input.
     let key = match by {
@@ -178,7 +182,8 @@ pub(super) async fn performance(
            {} AS r50, {} AS r95, {} AS r99, {} AS t50, {} AS t95, {} AS t99, \
            coalesce(avg(r.output_tokens_per_second) FILTER (WHERE {done}), 0)::float8 AS tps, \
            coalesce(sum(r.input_tokens) FILTER (WHERE {done}), 0)::int8 AS input, \
-           coalesce(sum(r.output_tokens) FILTER (WHERE {done}), 0)::int8 AS output \
+           coalesce(sum(r.output_tokens) FILTER (WHERE {done}), 0)::int8 AS output, \
+           (sum(r.cost_usd) FILTER (WHERE {done}))::float8 AS cost \
          FROM jobs j JOIN job_results r ON r.job_id = j.id \
          WHERE j.finished_at > now() - make_interval(secs => $1) \
            AND j.status IN ('completed', 'failed') \
@@ -207,6 +212,7 @@ pub(super) async fn performance(
             output_tokens_per_second: r.tps,
             input_tokens: n(r.input),
             output_tokens: n(r.output),
+            cost_usd: r.cost,
         })
         .collect())
 }
@@ -233,4 +239,41 @@ pub(super) async fn upstream_error_rate(
     .get_result(&mut conn)
     .await?;
     Ok(row.rate)
+}
+
+pub(super) async fn list_jobs(
+    store: &PgStore,
+    filter: &JobFilter,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<Job>, Error> {
+    let mut conn = store.conn().await?;
+    let mut query = jobs::table
+        .order(jobs::id.desc())
+        .limit(limit)
+        .select(JobRow::as_select())
+        .into_boxed();
+    if let Some(s) = filter.status {
+        query = query.filter(jobs::status.eq(s.as_str()));
+    }
+    if let Some(t) = &filter.job_type {
+        query = query.filter(jobs::job_type.eq(t.clone()));
+    }
+    if let Some(p) = filter.priority {
+        query = query.filter(jobs::priority.eq(p.as_str()));
+    }
+    if let Some(tag) = &filter.tag {
+        query = query.filter(jobs::tags.contains(vec![tag.clone()]));
+    }
+    if let Some(t) = filter.created_after {
+        query = query.filter(jobs::created_at.gt(t));
+    }
+    if let Some(t) = filter.created_before {
+        query = query.filter(jobs::created_at.lt(t));
+    }
+    if let Some(id) = before {
+        query = query.filter(jobs::id.lt(id));
+    }
+    let rows: Vec<JobRow> = query.load(&mut conn).await?;
+    rows.into_iter().map(Job::try_from).collect()
 }
