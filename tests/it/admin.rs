@@ -322,20 +322,7 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
         .job_types("general,code_review")
         .start()
         .await?;
-    let server = format!("http://{}", app.addr);
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .arg("admin")
-            .args(args)
-            .args(["--server", &server])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |args: &[&str]| app.cli(&[&["admin"], args].concat());
     let table = run(&["stats"])?;
     for q in [
         "openai-general-urgent",
@@ -364,11 +351,10 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
             .flatten()
             .any(|q| q["name"] == "openai-code_review" && q["paused"] == true)
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-        .args(["admin", "purge", "nope", "--server", &server])
-        .output()?;
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    let refused = app
+        .cli(&["admin", "purge", "nope"])
+        .expect_err("unknown queue");
+    assert!(refused.to_string().contains("NotFound"), "{refused}");
     app.stop().await
 }
 
@@ -449,10 +435,8 @@ async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn performance_percentiles_come_from_known_durations() -> anyhow::Result<()> {
     let app = TestApp::builder().start().await?;
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let server = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let mut conn = AsyncPgConnection::establish(&format!("{server}/{}", app.database)).await?;
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.db().await?;
     // Ten completed jobs with runtimes 100, 200, ..., 1000 ms and one failed job.
     for i in 1..=11 {
         let status = if i == 11 { "failed" } else { "completed" };
@@ -535,19 +519,7 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
         .job_types("general,code_review,security_analysis")
         .start()
         .await?;
-    let server = format!("http://{}", app.addr);
-    let run = |args: &[&str]| -> anyhow::Result<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(args)
-            .args(["--server", &server])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |args: &[&str]| app.cli(args);
     let demo = run(&["demo", "--model", "sim"])?;
     for title in ["smart contract", "small diff", "general question"] {
         assert!(demo.contains(title), "{title} in {demo}");

@@ -1,7 +1,7 @@
 //! A dependency that is down: health says NOT_SERVING, submits answer UNAVAILABLE and leave no
 //! half-written job behind, and nothing panics or hangs.
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -48,9 +48,7 @@ async fn with_redis_down_submits_are_unavailable_and_write_nothing() -> anyhow::
         .expect_err("Redis is down");
     assert_eq!(err.code(), Code::Unavailable);
 
-    let server = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let mut conn = AsyncPgConnection::establish(&format!("{server}/{}", app.database)).await?;
+    let mut conn = app.db().await?;
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

@@ -179,10 +179,8 @@ async fn concurrent_duplicate_submits_with_one_key_make_one_job() -> anyhow::Res
         .await?;
 
     // After the 24 h window the key starts a new job.
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let server = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let mut conn = AsyncPgConnection::establish(&format!("{server}/{}", app.database)).await?;
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.db().await?;
     diesel::sql_query("UPDATE jobs SET created_at = now() - interval '25 hours'")
         .execute(&mut conn)
         .await?;

@@ -261,6 +261,28 @@ impl TestApp {
         Ok(ChildWorker(child))
     }
 
+    /// Runs the `llm-jobs` binary with `args` against this server; its stdout, or an error
+    /// with its stderr when it fails.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(args)
+            .args(["--server", &format!("http://{}", self.addr)])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A direct connection to this test's database.
+    pub async fn db(&self) -> anyhow::Result<diesel_async::AsyncPgConnection> {
+        use diesel_async::AsyncConnection;
+        let url = format!("{}/{}", postgres_server_url(), self.database);
+        Ok(diesel_async::AsyncPgConnection::establish(&url).await?)
+    }
+
     /// Deletes every Redis key of this test (what FLUSHALL does to one tenant), leaving
     /// Postgres as it is.
     pub async fn flush_redis(&self) -> anyhow::Result<()> {
