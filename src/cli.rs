@@ -30,6 +30,8 @@ pub enum Command {
     Worker(app::Config),
     /// Create the database if needed and apply pending migrations.
     Migrate(crate::config::Postgres),
+    /// Delete jobs that ended long ago, with their results and history, in batches.
+    Cleanup(CleanupArgs),
     /// Submit a job (and with --stream, print its tokens as they arrive).
     Submit(client::SubmitArgs),
     /// Follow a job's events, printing its text as it arrives.
@@ -54,9 +56,52 @@ pub enum Command {
     LoadTest(tools::LoadTestArgs),
 }
 
+/// `cleanup` arguments.
+#[derive(clap::Args, Debug)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub postgres: crate::config::Postgres,
+    /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended).
+    #[arg(long = "older-than", value_parser = parse_age)]
+    pub older_than: std::time::Duration,
+    /// Jobs deleted per statement.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: i64,
+}
+
+/// `30d`, `12h`, `90m`, `45s` as a duration.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a number and a unit (d, h, m, s), got {s:?}"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" | "" => n,
+        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn ages_parse() {
+        assert_eq!(
+            super::parse_age("30d"),
+            Ok(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            super::parse_age("90m"),
+            Ok(std::time::Duration::from_secs(5400))
+        );
+        assert!(super::parse_age("3 weeks").is_err());
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

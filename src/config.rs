@@ -139,7 +139,7 @@ pub struct Jobs {
     #[arg(
         long = "event-log-ttl-secs",
         env = "LLMJOBS_EVENT_LOG_TTL_SECS",
-        default_value_t = 3600
+        default_value_t = 86_400
     )]
     pub event_log_ttl_secs: u64,
     /// Input limits (not flags yet).

@@ -89,6 +89,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
+        Command::Cleanup(a) => {
+            let store = llm_jobs::store::postgres::PgStore::new(&a.postgres)?;
+            let before = chrono::Utc::now() - chrono::Duration::from_std(a.older_than)?;
+            let mut total = 0;
+            loop {
+                let n =
+                    llm_jobs::store::Store::delete_finished(&store, before, a.batch.max(1)).await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+                eprintln!("deleted {total} job(s) so far");
+            }
+            println!(
+                "deleted {total} job(s) that ended before {before} (with their results and history)"
+            );
+            Ok(())
+        }
         Command::Submit(a) => client::submit(a).await,
         Command::Watch(a) => client::watch(a).await,
         Command::Status(a) => client::status(a).await,

@@ -282,6 +282,14 @@ pub trait Store: Send + Sync + 'static {
     /// Failed attempts / all ended attempts within `window` (0 when none ended).
     async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error>;
 
+    /// Deletes up to `batch` jobs that ended before `before`, with their results and attempt
+    /// history; returns how many were deleted (0 when none are left).
+    async fn delete_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        batch: i64,
+    ) -> Result<u64, Error>;
+
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;
 }

@@ -381,6 +381,30 @@ impl Store for PgStore {
         reports::upstream_error_rate(self, window).await
     }
 
+    async fn delete_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        batch: i64,
+    ) -> Result<u64, Error> {
+        let mut conn = self.conn().await?;
+        let old = jobs::table
+            .filter(jobs::status.eq_any([
+                JobStatus::Completed.as_str(),
+                JobStatus::Failed.as_str(),
+                JobStatus::Cancelled.as_str(),
+            ]))
+            .filter(jobs::finished_at.lt(before))
+            .select(jobs::id)
+            .limit(batch)
+            .load::<JobId>(&mut conn)
+            .await?;
+        // Results and attempt failures go with their job (ON DELETE CASCADE).
+        let n = diesel::delete(jobs::table.filter(jobs::id.eq_any(old)))
+            .execute(&mut conn)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let mut conn = self.conn().await?;
         diesel::sql_query("SELECT 1").execute(&mut conn).await?;

@@ -120,3 +120,58 @@ async fn pages_cover_every_job_once_newest_first_and_filters_apply() -> anyhow::
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let old = app.submit(request("old", "sim")).await?;
+    let recent = app.submit(request("recent", "sim")).await?;
+    for id in [&old.id, &recent.id] {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.db().await?;
+    diesel::sql_query(format!(
+        "UPDATE jobs SET finished_at = now() - interval '31 days' WHERE id = '{}'",
+        old.id
+    ))
+    .execute(&mut conn)
+    .await?;
+    let database_url = format!(
+        "{}/{}",
+        std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
+        app.database
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args([
+            "cleanup",
+            "--older-than",
+            "30d",
+            "--database-url",
+            &database_url,
+            "--batch",
+            "1",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("deleted 1 job(s)"));
+    let mut c = app.client.clone();
+    let gone = c
+        .get_job(v1::GetJobRequest {
+            job_id: old.id.clone(),
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(
+        app.wait_for_job(&recent.id, |_| true).await?.status(),
+        v1::JobStatus::Completed
+    );
+    app.stop().await
+}
