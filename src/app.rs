@@ -180,7 +180,10 @@ pub async fn run(
             queue.clone(),
             shutdown.clone(),
         ));
+        let upstream_configured = cfg.provider.openai_api_key.is_some()
+            || !cfg.provider.openai_base_url.contains("api.openai.com");
         let rules = validate::Rules {
+            upstream_configured,
             job_types: cfg.jobs.job_types.clone(),
             default_model,
             max_attempts: cfg.jobs.max_attempts,

@@ -41,7 +41,7 @@ pub enum Command {
     /// Print a finished job's result.
     Result(client::JobArgs),
     /// Cancel a job.
-    Cancel(client::JobArgs),
+    Cancel(client::CancelArgs),
     /// List the newest jobs (filters: --status, --job-type, --tag).
     Jobs(client::ListArgs),
     /// Operate the queues: stats, workload, workers, performance, health, pause, resume,

@@ -172,6 +172,9 @@ pub trait Queue: Send + Sync + 'static {
     /// For each job, whether the queue knows it (waiting, delayed or claimed).
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;
 
+    /// For each job, whether a worker holds a lease on it.
+    async fn leased(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;
+
     /// Round trip to the backend (health checks).
     async fn ping(&self) -> Result<(), Error>;
 }

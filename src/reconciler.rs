@@ -70,9 +70,15 @@ impl Reconciler {
             .map_err(|e| e.to_string())?;
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
         let known = self.queue.known(&ids).await.map_err(|e| e.to_string())?;
+        let leased = self.queue.leased(&ids).await.map_err(|e| e.to_string())?;
         let mut requeued = 0;
-        for (job, known) in jobs.iter().zip(known) {
+        for ((job, known), leased) in jobs.iter().zip(known).zip(leased) {
             if known {
+                // An attempt whose worker died: Redis put the job back in its queue when the
+                // lease expired; the store still says RUNNING until it says so too.
+                if job.status == crate::job::JobStatus::Running && !leased {
+                    let _ = self.store.release_running(job.id, job.attempts).await;
+                }
                 continue;
             }
             if let Err(e) = self.requeue(job).await {

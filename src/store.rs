@@ -225,8 +225,13 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_attempt(&self, id: JobId, attempt: u32, error: &JobError)
     -> Result<bool, Error>;
 
-    /// Cancels a job that is QUEUED (not running). Returns the updated job, or `None` when it
-    /// was not QUEUED.
+    /// Marks a RUNNING job whose attempt `attempt` was lost (no lease; it waits in its queue
+    /// again) as QUEUED. Returns false when it changed meanwhile.
+    async fn release_running(&self, id: JobId, attempt: u32) -> Result<bool, Error>;
+
+    /// Cancels a job that no worker holds: QUEUED, or RUNNING in the store although its
+    /// attempt was lost (its lease expired and it waits in its queue again). The caller
+    /// knows no lease is held. Returns the updated job, or `None` when it had ended.
     async fn cancel_queued(&self, id: JobId) -> Result<Option<Job>, Error>;
 
     /// Remembers the sequence of the job's terminal event, for snapshots after the Redis log

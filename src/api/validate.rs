@@ -20,6 +20,9 @@ pub struct Rules {
     pub max_attempts: u32,
     /// Input limits.
     pub limits: Limits,
+    /// Whether non-simulated models can be served: an API key is set, or the base URL is not
+    /// OpenAI's (self-hosted servers often need no key).
+    pub upstream_configured: bool,
 }
 
 const ROLES: [&str; 4] = ["system", "developer", "user", "assistant"];
@@ -151,6 +154,15 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         v.push(FieldViolation::new(
             "generation_config.model",
             format!("at most {MAX_MODEL_BYTES} bytes, no control characters"),
+        ));
+    }
+    if !rules.upstream_configured && !crate::provider::Providers::is_simulated_model(&model) {
+        v.push(FieldViolation::new(
+            "generation_config.model",
+            format!(
+                "{:?} needs an upstream, but OPENAI_API_KEY is not set; use the simulated model \"sim\"",
+                truncate(&model)
+            ),
         ));
     }
     if let Some(m) = g.max_tokens
@@ -313,6 +325,7 @@ mod tests {
             default_model: "sim".into(),
             max_attempts: 3,
             limits: Limits::default(),
+            upstream_configured: true,
         }
     }
 

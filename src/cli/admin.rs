@@ -50,9 +50,15 @@ pub enum AdminCommand {
         /// Only this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Only this job type.
+        #[arg(long = "job-type")]
+        job_type: Option<String>,
         /// Only this error code.
         #[arg(long = "error-code")]
         error_code: Option<String>,
+        /// Continue after a previous page (the token it printed).
+        #[arg(long = "page-token", default_value = "")]
+        page_token: String,
         /// Page size (max 1000).
         #[arg(long, default_value_t = 50)]
         limit: i32,
@@ -93,7 +99,10 @@ fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result
         .with_context(|| format!("no descriptor for {full_name}"))?;
     let dynamic =
         prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
-    println!("{}", serde_json::to_string_pretty(&dynamic)?);
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    let mut out = serde_json::Serializer::pretty(Vec::new());
+    dynamic.serialize_with_options(&mut out, &options)?;
+    println!("{}", String::from_utf8_lossy(&out.into_inner()));
     Ok(())
 }
 
@@ -161,16 +170,19 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         ),
         AdminCommand::Failed {
             queue,
+            job_type,
             error_code,
             limit,
+            page_token,
         } => show!(
             "ListFailedJobsResponse",
             client
                 .list_failed_jobs(v1::ListFailedJobsRequest {
                     queue: queue.unwrap_or_default(),
+                    job_type: job_type.unwrap_or_default(),
                     error_code: error_code.unwrap_or_default(),
                     page_size: limit,
-                    ..Default::default()
+                    page_token,
                 })
                 .await
                 .map_err(status_error)?
@@ -266,7 +278,7 @@ fn print_failed(r: &v1::ListFailedJobsResponse) {
         );
     }
     if !r.next_page_token.is_empty() {
-        eprintln!("(more: raise --limit)");
+        eprintln!("more: --page-token {}", r.next_page_token);
     }
 }
 

@@ -358,6 +358,19 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cancel` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// The job's id.
+    pub job_id: String,
+    /// Why (kept with the cancelled event).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
 /// `jobs` arguments.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ListArgs {
@@ -376,6 +389,9 @@ pub struct ListArgs {
     /// Jobs to show (newest first).
     #[arg(long, default_value_t = 20)]
     pub limit: i32,
+    /// Continue after a previous page (the token it printed).
+    #[arg(long = "page-token", default_value = "")]
+    pub page_token: String,
 }
 
 /// `jobs`: the newest jobs, filtered.
@@ -392,6 +408,7 @@ pub async fn list(a: ListArgs) -> anyhow::Result<()> {
             status: status.into(),
             job_type: a.job_type.unwrap_or_default(),
             tag: a.tag.unwrap_or_default(),
+            page_token: a.page_token,
             ..Default::default()
         })
         .await
@@ -411,16 +428,19 @@ pub async fn list(a: ListArgs) -> anyhow::Result<()> {
             j.tags.join(",")
         );
     }
+    if !r.next_page_token.is_empty() {
+        eprintln!("more: --page-token {}", r.next_page_token);
+    }
     Ok(())
 }
 
 /// `cancel`.
-pub async fn cancel(a: JobArgs) -> anyhow::Result<()> {
+pub async fn cancel(a: CancelArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.connection).await?;
     let job = client
         .cancel_job(v1::CancelJobRequest {
             job_id: a.job_id,
-            reason: String::new(),
+            reason: a.reason,
         })
         .await
         .map_err(status_error)?

@@ -20,8 +20,14 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[4], id)
   local q = redis.call('HGET', KEYS[3], id)
-  -- A reclaimed job has waited already: it goes to the front of its queue.
-  if q then redis.call('ZADD', ARGV[4] .. q, 'NX', 0, id) end
+  -- A reclaimed job has waited already: it goes to the front of its queue (just before the
+  -- oldest job there, or "now" when the queue is empty, so wait figures stay true).
+  if q then
+    local first = redis.call('ZRANGE', ARGV[4] .. q, 0, 0, 'WITHSCORES')
+    local score = now
+    if first[2] and tonumber(first[2]) <= now then score = tonumber(first[2]) - 1 end
+    redis.call('ZADD', ARGV[4] .. q, 'NX', score, id)
+  end
 end
 
 for i = 6, #KEYS do

@@ -381,6 +381,20 @@ impl Queue for RedisQueue {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
+    async fn leased(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.redis.keys.shared("leases");
+        let mut pipe = redis::pipe();
+        for id in jobs {
+            pipe.zscore(&key, id.to_string());
+        }
+        let mut conn = self.conn().await?;
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
+        Ok(scores.into_iter().map(|s| s.is_some()).collect())
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;

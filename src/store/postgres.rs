@@ -272,12 +272,28 @@ impl Store for PgStore {
         .await
     }
 
+    async fn release_running(&self, id: JobId, attempt: u32) -> Result<bool, Error> {
+        let mut conn = self.conn().await?;
+        let now = chrono::Utc::now();
+        let n = diesel::update(jobs::table.find(id))
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::attempts.eq(to_i32(attempt)))
+            .set((
+                jobs::status.eq(JobStatus::Queued.as_str()),
+                jobs::enqueued_at.eq(now),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
     #[instrument(skip_all, fields(job_id = %id))]
     async fn cancel_queued(&self, id: JobId) -> Result<Option<Job>, Error> {
         let mut conn = self.conn().await?;
         let now = chrono::Utc::now();
         let row: Option<JobRow> = diesel::update(jobs::table.find(id))
-            .filter(jobs::status.eq(JobStatus::Queued.as_str()))
+            .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
             .set((
                 jobs::status.eq(JobStatus::Cancelled.as_str()),
                 jobs::finished_at.eq(now),

@@ -541,3 +541,99 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
     assert!(report.contains("time to first token:  p50 "), "{report}");
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
+-> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::Slow {
+        tokens: 100_000,
+        first_token_delay: Duration::from_millis(10),
+        interval: Duration::from_millis(20),
+    })
+    .await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .without_worker()
+        .arg("--lease-secs", "1")
+        .arg("--reconcile-secs", "1")
+        .start()
+        .await?;
+    let mut a = admin(&app).await?;
+    let mut worker = app.spawn_worker(&[])?;
+    let mut jobs = Vec::new();
+    for i in 0..2 {
+        jobs.push(
+            app.submit(with_priority(&format!("k{i}"), v1::Priority::High))
+                .await?,
+        );
+    }
+    for j in &jobs {
+        app.wait_for_job(&j.id, |j| j.output_tokens >= 1).await?;
+    }
+    a.pause_queue(v1::PauseQueueRequest {
+        queue: "openai-general-high".into(),
+    })
+    .await?;
+    // A surviving worker's claims reclaim expired leases; its reconciler updates the store.
+    let _survivor = app.spawn_worker(&[])?;
+    worker.signal("KILL")?;
+    worker.wait().await?;
+    // The leases expire, the reclaim puts the jobs back, and the reconciler tells the store.
+    for j in &jobs {
+        app.wait_for_job(&j.id, |j| j.status() == v1::JobStatus::Queued)
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let high = loop {
+        let s = stats(&mut a, "openai-general-high").await?;
+        if s.pending == 2 {
+            break s;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never pending again: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        high.oldest_wait_ms < 60_000,
+        "a true wait, not the epoch: {high:?}"
+    );
+    let purged = a
+        .purge_queue(v1::PurgeQueueRequest {
+            queue: "openai-general-high".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(purged.purged, 2);
+    for j in &jobs {
+        assert_eq!(
+            app.wait_for_job(&j.id, |_| true).await?.status(),
+            v1::JobStatus::Cancelled
+        );
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_upstream_only_the_simulated_model_is_accepted() -> anyhow::Result<()> {
+    let app = TestApp::builder().without_api_key().start().await?;
+    let mut c = app.client.clone();
+    let e = c
+        .submit_job(request("hi", "gpt-4o-mini"))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("generation_config.model") && e.message().contains("OPENAI_API_KEY"),
+        "{}",
+        e.message()
+    );
+    let job = app.submit(request("hi", "")).await?;
+    assert_eq!(
+        job.generation_config.map(|g| g.model),
+        Some("sim".to_owned()),
+        "the default model is sim"
+    );
+    app.stop().await
+}

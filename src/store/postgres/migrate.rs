@@ -8,6 +8,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::store::Error;
 
+/// Key of the Postgres advisory lock held while migrating ("llm-jobs" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c6c_6d2d_6a6f_6273;
+
 /// The migrations under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -59,6 +62,13 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, Error> {
         use diesel::Connection;
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
+        // Instances that start together take turns: concurrent CREATE TABLE statements
+        // collide in Postgres's catalogue. The lock ends with this connection.
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
+            &mut conn,
+        )
+        .map_err(|e| Error::Migration(e.to_string()))?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| Error::Migration(e.to_string()))?;

@@ -46,6 +46,7 @@ pub struct TestAppBuilder {
     extra: Vec<String>,
     worker: bool,
     wait_until_serving: bool,
+    api_key: bool,
 }
 
 impl TestAppBuilder {
@@ -77,6 +78,12 @@ impl TestAppBuilder {
     /// dependency that is down).
     pub fn without_waiting_for_serving(mut self) -> Self {
         self.wait_until_serving = false;
+        self
+    }
+
+    /// Run as a fresh install would: no API key and the default OpenAI base URL.
+    pub fn without_api_key(mut self) -> Self {
+        self.api_key = false;
         self
     }
 
@@ -134,16 +141,22 @@ impl TestAppBuilder {
             "2000",
             "--shutdown-grace-secs",
             "2",
-            "--openai-api-key",
-            "sk-test-key",
-            "--openai-base-url",
-            self.upstream.as_deref().unwrap_or("http://127.0.0.1:9/v1"),
-            "--default-model",
-            "gpt-4o-mini",
         ]
         .into_iter()
         .map(String::from)
         .collect();
+        if self.api_key {
+            for a in [
+                "--openai-api-key",
+                "sk-test-key",
+                "--openai-base-url",
+                self.upstream.as_deref().unwrap_or("http://127.0.0.1:9/v1"),
+                "--default-model",
+                "gpt-4o-mini",
+            ] {
+                args.push(a.into());
+            }
+        }
         args.extend(self.extra);
         let serve_args = args[2..].to_vec();
         let Command::Serve(cfg) = Cli::try_parse_from(&args)?.command else {
@@ -244,6 +257,7 @@ impl TestApp {
             extra: Vec::new(),
             worker: true,
             wait_until_serving: true,
+            api_key: true,
         }
     }
 
