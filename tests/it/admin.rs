@@ -59,11 +59,7 @@ async fn stats_pause_resume_toggle_and_purge() -> anyhow::Result<()> {
     let mut a = admin(&app).await?;
     fail_one(&app, &upstream, "fails").await?;
 
-    upstream.push_reply(Reply::Slow {
-        tokens: 100_000,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    });
+    upstream.push_reply(Reply::slow(100_000, 10, 20));
     let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
     app.wait_for_job(&blocker.id, |j| j.output_tokens >= 1)
         .await?;
@@ -545,12 +541,7 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
 -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 100_000,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(100_000, 10, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .without_worker()

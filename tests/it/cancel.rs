@@ -1,7 +1,5 @@
 //! Cancelling queued and running jobs.
 
-use std::time::Duration;
-
 use llm_jobs::proto::v1::{self, job_event::Kind};
 
 use crate::support::{
@@ -22,12 +20,7 @@ async fn cancel(app: &TestApp, id: &str) -> anyhow::Result<v1::Job> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_stops_it_and_closes_the_upstream_connection() -> anyhow::Result<()>
 {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 10_000,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .start()
@@ -93,11 +86,7 @@ async fn cancelling_a_queued_job_removes_it_from_its_queue() -> anyhow::Result<(
         .concurrency(1)
         .start()
         .await?;
-    upstream.push_reply(Reply::Slow {
-        tokens: 3,
-        first_token_delay: Duration::from_millis(300),
-        interval: Duration::from_millis(10),
-    });
+    upstream.push_reply(Reply::slow(3, 300, 10));
     let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
     assert!(upstream.wait_for_requests(1, PATIENCE).await);
     let queued = app.submit(request("never runs", "gpt-4o-mini")).await?;
@@ -130,12 +119,7 @@ async fn cancelling_a_queued_job_removes_it_from_its_queue() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_returns_it_cancelled_with_the_reason() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 10_000,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .start()

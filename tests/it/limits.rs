@@ -168,11 +168,7 @@ async fn cancel_on_disconnect_cancels_when_the_client_goes_away() -> anyhow::Res
     assert!(upstream.wait_for_disconnects(1, PATIENCE).await);
 
     // Without the flag, the job runs on after the client leaves.
-    upstream.push_reply(Reply::Slow {
-        tokens: 5,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    });
+    upstream.push_reply(Reply::slow(5, 10, 20));
     let mut stream = c
         .submit_and_stream(request("stay", "gpt-4o-mini"))
         .await?

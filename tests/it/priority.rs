@@ -18,17 +18,50 @@ fn prompt_of(body: &serde_json::Value) -> String {
 
 /// Occupies the single worker slot until the job's slow stream ends.
 async fn occupy(app: &TestApp, upstream: &TestUpstream) -> anyhow::Result<v1::Job> {
-    upstream.push_reply(Reply::Slow {
-        tokens: 2,
-        first_token_delay: Duration::from_millis(400),
-        interval: Duration::from_millis(10),
-    });
+    upstream.push_reply(Reply::slow(2, 400, 10));
     let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
     anyhow::ensure!(
         upstream.wait_for_requests(1, PATIENCE).await,
         "blocker never ran"
     );
     Ok(blocker)
+}
+
+/// Runs `jobs` (prompt, job type) on one worker slot behind a blocker, with `job_types`
+/// configured and `extra` flags; returns the prompts in the order they reached the upstream.
+async fn order_behind_blocker(
+    job_types: &str,
+    extra: &[(&str, &str)],
+    jobs: &[(&str, &str)],
+) -> anyhow::Result<Vec<String>> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let mut builder = TestApp::builder()
+        .upstream(upstream.base_url())
+        .concurrency(1)
+        .job_types(job_types);
+    for (flag, value) in extra {
+        builder = builder.arg(flag, value);
+    }
+    let app = builder.start().await?;
+    occupy(&app, &upstream).await?;
+    let mut ids = Vec::new();
+    for (prompt, job_type) in jobs {
+        let mut req = request(prompt, "gpt-4o-mini");
+        req.job_type = (*job_type).into();
+        ids.push(app.submit(req).await?.id);
+    }
+    for id in &ids {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let order = upstream
+        .requests()
+        .iter()
+        .skip(1)
+        .map(|r| prompt_of(&r.body))
+        .collect();
+    app.stop().await?;
+    Ok(order)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,98 +104,6 @@ async fn urgent_runs_first_and_low_last() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_types_take_turns() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .concurrency(1)
-        .job_types("general,code_review")
-        .start()
-        .await?;
-    occupy(&app, &upstream).await?;
-    let mut ids = Vec::new();
-    for name in ["g1", "g2", "g3", "c1", "c2", "c3"] {
-        let mut req = request(name, "gpt-4o-mini");
-        req.job_type = if name.starts_with('g') {
-            "general"
-        } else {
-            "code_review"
-        }
-        .into();
-        ids.push(app.submit(req).await?.id);
-    }
-    for id in &ids {
-        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
-            .await?;
-    }
-    let order: Vec<_> = upstream
-        .requests()
-        .iter()
-        .skip(1)
-        .map(|r| prompt_of(&r.body))
-        .collect();
-    let kinds: String = order
-        .iter()
-        .map(|p| p.chars().next().unwrap_or('?'))
-        .collect();
-    assert!(
-        kinds == "gcgcgc" || kinds == "cgcgcg",
-        "types alternate: {order:?}"
-    );
-    for prefix in ["g", "c"] {
-        let same: Vec<_> = order
-            .iter()
-            .filter(|p| p.starts_with(prefix))
-            .cloned()
-            .collect();
-        assert_eq!(
-            same,
-            [1, 2, 3].map(|i| format!("{prefix}{i}")),
-            "FIFO inside a queue"
-        );
-    }
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_job_type_does_not_give_its_turn_to_a_neighbour() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .concurrency(1)
-        .job_types("general,code_review,security_analysis")
-        .start()
-        .await?;
-    occupy(&app, &upstream).await?;
-    let mut ids = Vec::new();
-    for name in ["c1", "c2", "c3", "s1", "s2", "s3"] {
-        let mut req = request(name, "gpt-4o-mini");
-        req.job_type = if name.starts_with('c') {
-            "code_review"
-        } else {
-            "security_analysis"
-        }
-        .into();
-        ids.push(app.submit(req).await?.id);
-    }
-    for id in &ids {
-        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
-            .await?;
-    }
-    let kinds: String = upstream
-        .requests()
-        .iter()
-        .skip(1)
-        .map(|r| prompt_of(&r.body).chars().next().unwrap_or('?'))
-        .collect();
-    assert!(
-        kinds == "cscscs" || kinds == "scscsc",
-        "types alternate: {kinds}"
-    );
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_cap_limits_how_many_jobs_of_one_queue_run_at_once() -> anyhow::Result<()> {
     let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
     let app = TestApp::builder()
@@ -174,11 +115,7 @@ async fn a_queue_cap_limits_how_many_jobs_of_one_queue_run_at_once() -> anyhow::
         .await?;
     // Three slow jobs in one queue: the cap lets one run at a time.
     for _ in 0..3 {
-        upstream.push_reply(Reply::Slow {
-            tokens: 20,
-            first_token_delay: Duration::from_millis(10),
-            interval: Duration::from_millis(20),
-        });
+        upstream.push_reply(Reply::slow(20, 10, 20));
     }
     let mut jobs = Vec::new();
     for i in 0..3 {
@@ -210,38 +147,81 @@ async fn a_queue_cap_limits_how_many_jobs_of_one_queue_run_at_once() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_balancing_serves_the_bigger_backlog_first() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .concurrency(1)
-        .job_types("general,code_review")
-        .arg("--balance", "auto")
-        .start()
-        .await?;
-    occupy(&app, &upstream).await?;
-    let mut ids = Vec::new();
-    for name in ["g1", "c1", "c2", "c3"] {
-        let mut req = request(name, "gpt-4o-mini");
-        req.job_type = if name.starts_with('g') {
-            "general"
-        } else {
-            "code_review"
-        }
-        .into();
-        ids.push(app.submit(req).await?.id);
-    }
-    for id in &ids {
-        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
-            .await?;
-    }
-    let order: Vec<_> = upstream
-        .requests()
+async fn job_types_take_turns() -> anyhow::Result<()> {
+    let (g, c) = ("general", "code_review");
+    let order = order_behind_blocker(
+        "general,code_review",
+        &[],
+        &[
+            ("g1", g),
+            ("g2", g),
+            ("g3", g),
+            ("c1", c),
+            ("c2", c),
+            ("c3", c),
+        ],
+    )
+    .await?;
+    let kinds: String = order
         .iter()
-        .skip(1)
-        .map(|r| prompt_of(&r.body))
+        .map(|p| p.chars().next().unwrap_or('?'))
         .collect();
+    assert!(
+        kinds == "gcgcgc" || kinds == "cgcgcg",
+        "types alternate: {order:?}"
+    );
+    for prefix in ["g", "c"] {
+        let same: Vec<_> = order
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        assert_eq!(
+            same,
+            [1, 2, 3].map(|i| format!("{prefix}{i}")),
+            "FIFO inside a queue"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_job_type_does_not_give_its_turn_to_a_neighbour() -> anyhow::Result<()> {
+    let (c, s) = ("code_review", "security_analysis");
+    let order = order_behind_blocker(
+        "general,code_review,security_analysis",
+        &[],
+        &[
+            ("c1", c),
+            ("c2", c),
+            ("c3", c),
+            ("s1", s),
+            ("s2", s),
+            ("s3", s),
+        ],
+    )
+    .await?;
+    let kinds: String = order
+        .iter()
+        .map(|p| p.chars().next().unwrap_or('?'))
+        .collect();
+    assert!(
+        kinds == "cscscs" || kinds == "scscsc",
+        "types alternate: {kinds}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_balancing_serves_the_bigger_backlog_first() -> anyhow::Result<()> {
+    let (g, c) = ("general", "code_review");
+    let order = order_behind_blocker(
+        "general,code_review",
+        &[("--balance", "auto")],
+        &[("g1", g), ("c1", c), ("c2", c), ("c3", c)],
+    )
+    .await?;
     assert_eq!(order[0], "c1", "three waiting outweigh one: {order:?}");
     assert!(order.contains(&"g1".to_owned()), "{order:?}");
-    app.stop().await
+    Ok(())
 }

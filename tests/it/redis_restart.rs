@@ -70,12 +70,7 @@ fn free_port() -> anyhow::Result<u16> {
 async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
     let port = free_port()?;
     let redis = PrivateRedis::start(port).await?;
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 40,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(25),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .concurrency(1)
@@ -130,12 +125,7 @@ async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<(
         .trim_end_matches('/')
         .to_owned();
     let proxy = crate::support::proxy::Proxy::start(&redis_host).await?;
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 40,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(25),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .arg("--redis-url", &format!("redis://{}", proxy.addr))

@@ -10,12 +10,7 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_watchers_agree_and_resume_gets_exactly_the_rest() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 20,
-        first_token_delay: Duration::from_millis(50),
-        interval: Duration::from_millis(10),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(20, 50, 10)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .start()
@@ -43,12 +38,7 @@ async fn concurrent_watchers_agree_and_resume_gets_exactly_the_rest() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_joins_mid_stream_gets_replay_then_live() -> anyhow::Result<()> {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 10,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(40),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(10, 10, 40)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .start()
@@ -84,12 +74,7 @@ async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_watchers_share_one_subscription_and_leave_nothing_behind() -> anyhow::Result<()>
 {
-    let upstream = TestUpstream::start(Reply::Slow {
-        tokens: 10_000,
-        first_token_delay: Duration::from_millis(10),
-        interval: Duration::from_millis(20),
-    })
-    .await?;
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .start()

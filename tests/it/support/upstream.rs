@@ -119,6 +119,16 @@ impl Split {
 
 impl Reply {
     /// A fixture served in one write.
+    /// A generated stream of `tokens` tokens: the first after `first_ms`, then one every
+    /// `interval_ms` (see [`Reply::Slow`]).
+    pub fn slow(tokens: usize, first_ms: u64, interval_ms: u64) -> Reply {
+        Reply::Slow {
+            tokens,
+            first_token_delay: Duration::from_millis(first_ms),
+            interval: Duration::from_millis(interval_ms),
+        }
+    }
+
     pub fn fixture(name: &'static str) -> Reply {
         Reply::Fixture {
             name,
