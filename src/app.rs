@@ -117,8 +117,11 @@ pub async fn run(
     }
     let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
     let queue: Arc<dyn Queue> = Arc::new(RedisQueue::new(redis.clone()));
-    let events: Arc<dyn EventLog> =
-        Arc::new(RedisEventLog::new(redis, cfg.jobs.event_log_ttl_secs));
+    let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(
+        redis,
+        cfg.jobs.event_log_ttl_secs,
+        cfg.jobs.progress_ttl_secs,
+    ));
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     let default_model = cfg.provider.default_model();
     info!(

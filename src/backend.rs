@@ -17,6 +17,7 @@
 //! | `P:cancel:<job id>` | string | cancel requested (expires after a day) |
 //! | `P:{<job id>}:events` | list | the job's event log, entry i = sequence i + 1 |
 //! | `P:{<job id>}:state` | hash | `attempt`, `done`, `output_tokens` |
+//! | `P:{<job id>}:progress` | string | encoded `JobProgress` snapshot of the running attempt |
 //! | channel `P:wake` | pub/sub | a queue got work |
 //! | channel `P:cancel` | pub/sub | job id to cancel |
 //! | channel `P:events:<job id>` | pub/sub | `<sequence>:<encoded JobEvent>` |

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client;
 pub mod tools;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app;
@@ -40,6 +41,9 @@ pub enum Command {
     Status(client::JobArgs),
     /// Print a finished job's result.
     Result(client::JobArgs),
+    /// Print a job's progress: stage, tokens against the estimate, speed, ETA (--history:
+    /// its stored stage changes and milestones).
+    Progress(client::ProgressArgs),
     /// Cancel a job.
     Cancel(client::CancelArgs),
     /// List the newest jobs (filters: --status, --job-type, --tag).
@@ -84,6 +88,22 @@ fn parse_age(s: &str) -> Result<std::time::Duration, String> {
         other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
     };
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
+/// descriptors compiled into the binary.
+pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
+    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .with_context(|| format!("no descriptor for {full_name}"))?;
+    let dynamic =
+        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    let mut out = serde_json::Serializer::pretty(Vec::new());
+    dynamic.serialize_with_options(&mut out, &options)?;
+    println!("{}", String::from_utf8_lossy(&out.into_inner()));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
-//! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_WORKER_CONCURRENCY`,
+//! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_PROGRESS_TTL_SECS`, `LLMJOBS_PROGRESS_INTERVAL_MS`, `LLMJOBS_WORKER_CONCURRENCY`,
 //! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
@@ -142,6 +142,14 @@ pub struct Jobs {
         default_value_t = 86_400
     )]
     pub event_log_ttl_secs: u64,
+    /// Seconds a finished job's live progress (GetJobProgress) stays in Redis; after that it
+    /// is rebuilt from the history in Postgres.
+    #[arg(
+        long = "progress-ttl-secs",
+        env = "LLMJOBS_PROGRESS_TTL_SECS",
+        default_value_t = 7_200
+    )]
+    pub progress_ttl_secs: u64,
     /// Input limits (not flags yet).
     #[arg(skip)]
     pub limits: Limits,
@@ -219,6 +227,13 @@ pub struct Worker {
         default_value_t = 512
     )]
     pub buffer_max_bytes: usize,
+    /// Least time between two progress events of a running job (ms).
+    #[arg(
+        long = "progress-interval-ms",
+        env = "LLMJOBS_PROGRESS_INTERVAL_MS",
+        default_value_t = 250
+    )]
+    pub progress_interval_ms: u64,
 }
 
 impl Worker {

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     job::JobId,
-    proto::v1::{JobEvent, job_event::Kind},
+    proto::v1::{JobEvent, JobProgress, job_event::Kind},
 };
 
 /// An event log failure.
@@ -107,6 +107,21 @@ pub trait EventLog: Send + Sync + 'static {
         event: &JobEvent,
         fence: Fence,
     ) -> Result<Option<u64>, Error>;
+
+    /// Appends like [`EventLog::append`] and, in the same step and only when the append is
+    /// accepted, replaces the job's progress snapshot with `progress` (so a stale attempt
+    /// cannot overwrite a newer one's progress either).
+    async fn append_tracked(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        fence: Fence,
+        progress: &JobProgress,
+    ) -> Result<Option<u64>, Error>;
+
+    /// The job's latest progress snapshot, written by its worker; `None` before the first
+    /// attempt and some time (`LLMJOBS_PROGRESS_TTL_SECS`) after the end.
+    async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error>;
 
     /// Every event with a sequence greater than `after`, in order; `None` when the job has no
     /// log (expired, never written, or Redis lost it).

@@ -4,6 +4,8 @@
 //! is the first in its log; a Redis failure after the insert removes the row again, so a
 //! client that saw UNAVAILABLE left no half-written job behind.
 
+mod progress;
+
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -107,8 +109,12 @@ impl Gateway {
         Ok((jobs, next))
     }
 
-    /// The result of a finished job. Errors: `NotFound`, `FailedPrecondition` while unfinished.
-    pub async fn result(&self, id: JobId) -> Result<StoredResult, Error> {
+    /// The result of a finished job and the errors of its failed attempts (oldest first).
+    /// Errors: `NotFound`, `FailedPrecondition` while unfinished.
+    pub async fn result(
+        &self,
+        id: JobId,
+    ) -> Result<(StoredResult, Vec<(u32, crate::job::JobError)>), Error> {
         let stored = self
             .store
             .get_result(id)
@@ -120,7 +126,8 @@ impl Gateway {
                 stored.job.status.as_str()
             )));
         }
-        Ok(stored)
+        let failures = self.store.attempt_failures(id).await?;
+        Ok((stored, failures))
     }
 
     /// Cancels a job. A waiting job is taken out of its queue and cancelled here; a running one
@@ -163,6 +170,25 @@ impl Gateway {
             }
             Removal::Removed | Removal::Absent => match self.store.cancel_queued(id).await? {
                 Some(cancelled) => {
+                    let now = Utc::now();
+                    let change =
+                        crate::progress::cancelled_in_queue(job.attempts + 1, job.enqueued_at, now);
+                    let record = v1::ProgressEvent {
+                        time: Some(convert::timestamp(now)),
+                        kind: Some(v1::progress_event::Kind::StageChanged(change.clone())),
+                    };
+                    // History and the stage event are reporting: a failure loses them, not the
+                    // cancel.
+                    if let Err(e) = self.store.append_progress(id, &[record]).await {
+                        warn!(error = %e, "cannot store the cancelled stage");
+                    }
+                    if let Err(e) = self
+                        .events
+                        .append(id, &event(Kind::StageChanged(change)), Fence::None)
+                        .await
+                    {
+                        warn!(error = %e, "cannot publish the cancelled stage");
+                    }
                     let ev = event(Kind::Cancelled(v1::JobCancelled {
                         reason: reason.to_owned(),
                     }));

@@ -164,6 +164,30 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// Sampling seed.
     pub seed: Option<i64>,
+    /// Structured output requested upstream; `None`: plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// A JSON `response_format` of the OpenAI chat-completions API (plain text is `None`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// `{"type": "json_object"}`: any JSON object; parsed, not validated.
+    JsonObject,
+    /// `{"type": "json_schema", "json_schema": {...}}`: parsed and validated against `schema`.
+    JsonSchema {
+        /// `json_schema.name`.
+        name: String,
+        /// The JSON Schema (a JSON object), checked to compile at submit.
+        schema: serde_json::Value,
+        /// `json_schema.strict`.
+        #[serde(default)]
+        strict: bool,
+        /// `json_schema.description` (empty: not sent).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+    },
 }
 
 /// A validated job, ready to be stored and enqueued.
@@ -258,6 +282,34 @@ pub struct Usage {
     pub total_tokens: u64,
     /// True when the upstream reported nothing and `output_tokens` counts streamed deltas.
     pub estimated: bool,
+    /// Input tokens read from the upstream's prompt cache, when reported.
+    pub cached_input_tokens: Option<u64>,
+    /// Output tokens spent on reasoning (part of `output_tokens`), when reported.
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// How an attempt's stream arrived.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamingStats {
+    /// Upstream chunks that carried text.
+    pub chunks: u64,
+    /// Bytes of text, content and reasoning (UTF-8).
+    pub bytes: u64,
+    /// Median gap between consecutive text chunks (ms); `None` with fewer than two chunks.
+    pub inter_token_p50_ms: Option<f64>,
+    /// 95th percentile of those gaps (ms).
+    pub inter_token_p95_ms: Option<f64>,
+}
+
+/// The parsed final content of a job that asked for a JSON `response_format`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StructuredOutput {
+    /// Parsed, and with a schema valid.
+    pub valid: bool,
+    /// The parsed content; `None` when it did not parse.
+    pub json: Option<serde_json::Value>,
+    /// (JSON Pointer path, message) of each problem: a parse error has an empty path.
+    pub errors: Vec<(String, String)>,
 }
 
 /// What one attempt produced, stored as the job's result when the attempt is the final one.
@@ -287,6 +339,12 @@ pub struct Outcome {
     pub queue_wait_ms: u64,
     /// Cost in USD, when the model's price is known.
     pub cost_usd: Option<f64>,
+    /// Chunk, byte and inter-token latency figures of the stream.
+    pub streaming: StreamingStats,
+    /// The upstream's `x-request-id` for this attempt's request.
+    pub upstream_request_id: Option<String>,
+    /// Parsed (and validated) content, when a JSON response format was asked for.
+    pub structured: Option<StructuredOutput>,
 }
 
 /// Bounds on client input, checked at submit before anything is written.
@@ -312,6 +370,8 @@ pub struct Limits {
     pub max_tags: usize,
     /// Bytes per tag.
     pub max_tag_bytes: usize,
+    /// Bytes of a `response_format` JSON schema, encoded.
+    pub max_schema_bytes: usize,
 }
 
 impl Default for Limits {
@@ -327,6 +387,7 @@ impl Default for Limits {
             timeout_cap: std::time::Duration::from_secs(3600),
             max_tags: 16,
             max_tag_bytes: 64,
+            max_schema_bytes: 64 * 1024,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`error`]: the RPC error type and its mapping to gRPC status codes.
 //! - [`paging`]: page sizes and tokens of list RPCs (AIP-158).
 //! - [`pricing`]: token prices per model, for costs in USD.
+//! - [`progress`]: stages of an attempt, output estimates, progress fractions and milestones.
+//! - [`structured`]: JSON response formats: schema checks at submit, parsing and validation.
 //! - [`proto`]: code generated from `proto/llmjobs/v1`.
 //! - [`backend`]: Redis connections and key layout shared by queue and events.
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals.
@@ -43,6 +45,7 @@ pub mod health;
 pub mod job;
 pub mod paging;
 pub mod pricing;
+pub mod progress;
 pub mod proto;
 pub mod provider;
 pub mod queue;
@@ -51,5 +54,6 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod streaming;
+pub mod structured;
 pub mod telemetry;
 pub mod worker;

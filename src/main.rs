@@ -111,6 +111,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Watch(a) => client::watch(a).await,
         Command::Status(a) => client::status(a).await,
         Command::Result(a) => client::result(a).await,
+        Command::Progress(a) => client::progress(a).await,
         Command::Cancel(a) => client::cancel(a).await,
         Command::Jobs(a) => client::list(a).await,
         Command::Admin(a) => llm_jobs::cli::admin::run(a).await,

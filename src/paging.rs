@@ -41,3 +41,24 @@ pub fn next_token(ids: &[JobId], limit: i64) -> String {
         String::new()
     }
 }
+
+/// The limit and the position to continue after, for lists ordered by a stored position
+/// (oldest first) instead of a job id. Errors: `InvalidArgument` naming `page_size` or
+/// `page_token`.
+pub fn page_by_position(page_size: i32, page_token: &str) -> Result<(i64, Option<i64>), Error> {
+    let (limit, _) = page(page_size, "")?;
+    if page_token.is_empty() {
+        return Ok((limit, None));
+    }
+    let after = page_token
+        .strip_prefix("p")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::invalid("page_token", "not a token from a previous response"))?;
+    Ok((limit, Some(after)))
+}
+
+/// The page token that continues after stored position `position`.
+pub fn position_token(position: i64) -> String {
+    format!("p{position}")
+}

@@ -109,7 +109,7 @@ mod tests {
             input_tokens: input,
             output_tokens: output,
             total_tokens: input + output,
-            estimated: false,
+            ..Usage::default()
         }
     }
 

@@ -238,6 +238,8 @@ pub struct Chunk {
     pub usage: Option<Usage>,
     /// The model that answers, as the upstream names it.
     pub model: Option<String>,
+    /// The upstream's id of the request (`x-request-id`), on the first chunk.
+    pub upstream_request_id: Option<String>,
 }
 
 /// A stream of chunks; dropping it drops the upstream request.

@@ -295,6 +295,31 @@ pub trait Store: Send + Sync + 'static {
         batch: i64,
     ) -> Result<u64, Error>;
 
+    /// Appends stage changes and milestones to the job's progress history, in order.
+    async fn append_progress(
+        &self,
+        id: JobId,
+        events: &[crate::proto::v1::ProgressEvent],
+    ) -> Result<(), Error>;
+
+    /// Up to `limit` entries of the job's progress history after position `after` (from a
+    /// previous page), oldest first, each with its position.
+    async fn progress_history(
+        &self,
+        id: JobId,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error>;
+
+    /// Output tokens of up to `limit` recently completed jobs of `job_type` and `model`,
+    /// newest first (the basis of progress estimates).
+    async fn recent_output_tokens(
+        &self,
+        job_type: &str,
+        model: &str,
+        limit: i64,
+    ) -> Result<Vec<u64>, Error>;
+
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;
 }

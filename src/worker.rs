@@ -10,6 +10,7 @@ pub mod balance;
 mod generate;
 pub mod resources;
 pub mod retry;
+mod tracker;
 
 use std::{
     collections::HashMap,
@@ -87,7 +88,17 @@ pub struct Worker {
     /// Cancelled when the drain period is over: store retries give up.
     hard_stop: CancellationToken,
     started_at: chrono::DateTime<chrono::Utc>,
+    /// This process's latest resource figures (refreshed with the registry entry).
+    resources: Mutex<Option<crate::proto::v1::WorkerResources>>,
+    /// Recent output sizes per (job type, model), for progress estimates.
+    estimates: Mutex<HashMap<(String, String), RecentOutputs>>,
 }
+
+/// When recent output sizes were read, and the sizes (output tokens, newest first).
+type RecentOutputs = (tokio::time::Instant, Vec<u64>);
+
+/// How long recent output sizes are reused before they are read again.
+const ESTIMATE_CACHE: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// A worker serving the queues of `job_types`.
@@ -104,7 +115,62 @@ impl Worker {
             wake: Notify::new(),
             hard_stop: CancellationToken::new(),
             started_at: chrono::Utc::now(),
+            resources: Mutex::new(None),
+            estimates: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This process's latest resource figures, if sampled yet.
+    fn latest_resources(&self) -> Option<crate::proto::v1::WorkerResources> {
+        self.resources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The estimate of `job`'s output, from recent completed jobs of its job type and model
+    /// (read at most every [`ESTIMATE_CACHE`] per pair once there are enough) or its
+    /// `max_tokens`.
+    async fn estimate(&self, job: &crate::job::Job) -> crate::progress::Estimate {
+        let key = (job.job_type.clone(), job.params.model.clone());
+        let cached = {
+            let map = self
+                .estimates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.get(&key)
+                .filter(|(at, _)| at.elapsed() < ESTIMATE_CACHE)
+                .map(|(_, recent)| recent.clone())
+        };
+        let recent = match cached {
+            Some(recent) => recent,
+            None => match self
+                .deps
+                .store
+                .recent_output_tokens(&key.0, &key.1, crate::progress::ESTIMATE_WINDOW)
+                .await
+            {
+                // Too few to estimate from: read again next time rather than keep "none".
+                Ok(recent) if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE => recent,
+                Ok(recent) => {
+                    let mut map = self
+                        .estimates
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Model names come from clients: keep the cache bounded.
+                    if map.len() >= 1024 {
+                        map.clear();
+                    }
+                    map.insert(key, (tokio::time::Instant::now(), recent.clone()));
+                    recent
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read recent output sizes; estimating without them");
+                    Vec::new()
+                }
+            },
+        };
+        crate::progress::estimate(&recent, job.params.max_tokens)
     }
 
     fn info(
@@ -287,6 +353,16 @@ impl Worker {
                 }
             } else {
                 let (rss, cpu) = sampler.sample();
+                *self
+                    .resources
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(crate::proto::v1::WorkerResources {
+                        worker_id: self.id.clone(),
+                        resident_memory_mib: rss,
+                        cpu_percent: cpu,
+                        sample_time: Some(crate::api::convert::timestamp(chrono::Utc::now())),
+                    });
                 let info = self.info(&claims, rss, cpu);
                 if let Err(e) = self.deps.queue.register_worker(&info).await {
                     warn!(error = %e, "cannot refresh the worker registry");

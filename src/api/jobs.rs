@@ -160,10 +160,11 @@ impl JobService for JobApi {
         request: Request<v1::GetJobResultRequest>,
     ) -> Result<Response<v1::JobResult>, Status> {
         let id = job_id(&request.get_ref().job_id)?;
-        let stored = self.gateway.result(id).await?;
+        let (stored, failures) = self.gateway.result(id).await?;
         Ok(Response::new(convert::job_result(
             &stored.job,
             stored.outcome.as_ref(),
+            &failures,
         )))
     }
 
@@ -211,6 +212,32 @@ impl JobService for JobApi {
             .await?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.iter().map(|j| convert::job(j, 0)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn get_job_progress(
+        &self,
+        request: Request<v1::GetJobProgressRequest>,
+    ) -> Result<Response<v1::JobProgress>, Status> {
+        let id = job_id(&request.get_ref().job_id)?;
+        Ok(Response::new(self.gateway.progress(id).await?))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn list_job_progress_events(
+        &self,
+        request: Request<v1::ListJobProgressEventsRequest>,
+    ) -> Result<Response<v1::ListJobProgressEventsResponse>, Status> {
+        let req = request.into_inner();
+        let id = job_id(&req.job_id)?;
+        let (events, next_page_token) = self
+            .gateway
+            .progress_events(id, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(v1::ListJobProgressEventsResponse {
+            events,
             next_page_token,
         }))
     }

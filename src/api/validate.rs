@@ -144,7 +144,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         }
     };
 
-    let g = req.generation_config.unwrap_or_default();
+    let mut g = req.generation_config.unwrap_or_default();
     let model = if g.model.is_empty() {
         rules.default_model.clone()
     } else {
@@ -201,6 +201,16 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
             "stop sequences must be 1..=256 bytes",
         ));
     }
+    let response_format = match g.response_format.take() {
+        None => None,
+        Some(f) => match response_format(f, limits) {
+            Ok(f) => f,
+            Err(violation) => {
+                v.push(violation);
+                None
+            }
+        },
+    };
 
     if req.metadata.len() > limits.max_metadata_entries {
         v.push(FieldViolation::new(
@@ -298,6 +308,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
             top_p: g.top_p,
             stop: g.stop,
             seed: g.seed,
+            response_format,
         },
         streaming_mode,
         metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
@@ -313,6 +324,68 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
 /// Quotes at most 64 characters of client input in error messages.
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+/// Longest `response_format.schema_name` (the OpenAI API's limit).
+const MAX_SCHEMA_NAME_CHARS: usize = 64;
+
+/// A checked response format (`None` for plain text). Errors: the violation naming
+/// `generation_config.response_format.*`.
+fn response_format(
+    f: v1::ResponseFormat,
+    limits: &crate::job::Limits,
+) -> Result<Option<crate::job::ResponseFormat>, FieldViolation> {
+    use v1::response_format::Type;
+    let field = |name: &str| format!("generation_config.response_format.{name}");
+    match Type::try_from(f.r#type) {
+        Ok(Type::Unspecified | Type::Text) => Ok(None),
+        Ok(Type::JsonObject) => Ok(Some(crate::job::ResponseFormat::JsonObject)),
+        Ok(Type::JsonSchema) => {
+            let name_ok = (1..=MAX_SCHEMA_NAME_CHARS).contains(&f.schema_name.chars().count())
+                && f.schema_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(FieldViolation::new(
+                    field("schema_name"),
+                    format!("1..={MAX_SCHEMA_NAME_CHARS} characters of a-z, A-Z, 0-9, '_' and '-'"),
+                ));
+            }
+            let Some(schema) = f.schema.as_ref() else {
+                return Err(FieldViolation::new(
+                    field("schema"),
+                    "required for TYPE_JSON_SCHEMA",
+                ));
+            };
+            let schema = super::convert::struct_json(schema);
+            let size = serde_json::to_vec(&schema).map_or(usize::MAX, |b| b.len());
+            if size > limits.max_schema_bytes {
+                return Err(FieldViolation::new(
+                    field("schema"),
+                    format!("at most {} bytes as JSON", limits.max_schema_bytes),
+                ));
+            }
+            if let Err(e) = crate::structured::check_schema(&schema) {
+                return Err(FieldViolation::new(
+                    field("schema"),
+                    format!("not a usable JSON Schema: {}", truncate(&e)),
+                ));
+            }
+            if f.description.len() > 1024 {
+                return Err(FieldViolation::new(
+                    field("description"),
+                    "at most 1024 bytes",
+                ));
+            }
+            Ok(Some(crate::job::ResponseFormat::JsonSchema {
+                name: f.schema_name,
+                schema,
+                strict: f.strict,
+                description: f.description,
+            }))
+        }
+        Err(_) => Err(FieldViolation::new(field("type"), "unknown type")),
+    }
 }
 
 #[cfg(test)]

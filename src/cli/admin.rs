@@ -90,22 +90,6 @@ pub async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<C
         .with_context(|| format!("cannot connect to {}", c.url()))
 }
 
-/// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
-/// descriptors compiled into the binary.
-fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
-    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
-    let descriptor = pool
-        .get_message_by_name(full_name)
-        .with_context(|| format!("no descriptor for {full_name}"))?;
-    let dynamic =
-        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
-    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut out = serde_json::Serializer::pretty(Vec::new());
-    dynamic.serialize_with_options(&mut out, &options)?;
-    println!("{}", String::from_utf8_lossy(&out.into_inner()));
-    Ok(())
-}
-
 /// Runs an `admin` command.
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.connection).await?;
@@ -114,7 +98,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         ($name:literal, $msg:expr, $table:expr) => {{
             let msg = $msg;
             if json {
-                print_json(concat!("llmjobs.v1.", $name), &msg)?;
+                super::print_json(concat!("llmjobs.v1.", $name), &msg)?;
             } else {
                 $table(&msg);
             }

@@ -65,6 +65,16 @@ pub struct SubmitArgs {
     /// Sampling seed.
     #[arg(long)]
     pub seed: Option<i64>,
+    /// Ask for a JSON object (`response_format` json_object); the result carries it parsed.
+    #[arg(long = "json-object", conflicts_with = "json_schema")]
+    pub json_object: bool,
+    /// Ask for JSON matching the JSON Schema in this file (`response_format` json_schema);
+    /// the result carries it parsed and validated.
+    #[arg(long = "json-schema", value_name = "FILE")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// With --json-schema: the schema's name (default: the file name without extension).
+    #[arg(long = "schema-name", requires = "json_schema")]
+    pub schema_name: Option<String>,
     /// Stop sequence (repeatable, at most 4).
     #[arg(long)]
     pub stop: Vec<String>,
@@ -103,6 +113,58 @@ pub struct JobArgs {
     pub connection: Connection,
     /// The job's id.
     pub job_id: String,
+    /// Print the response as canonical protobuf JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `progress` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProgressArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub job: JobArgs,
+    /// Print the stored history of stage changes and milestones instead.
+    #[arg(long)]
+    pub history: bool,
+}
+
+/// The `response_format` of `submit`'s flags. Errors: an unreadable or non-JSON schema file.
+fn response_format(
+    json_object: bool,
+    schema: Option<&std::path::Path>,
+    name: Option<String>,
+) -> anyhow::Result<Option<v1::ResponseFormat>> {
+    use v1::response_format::Type;
+    if let Some(path) = schema {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let serde_json::Value::Object(_) = json else {
+            anyhow::bail!("{} must hold a JSON object", path.display());
+        };
+        let Some(prost_types::value::Kind::StructValue(schema)) =
+            crate::api::convert::json_value(&json).kind
+        else {
+            anyhow::bail!("{} must hold a JSON object", path.display());
+        };
+        let name = name.unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().replace('.', "_"))
+                .unwrap_or_else(|| "schema".to_owned())
+        });
+        return Ok(Some(v1::ResponseFormat {
+            r#type: Type::JsonSchema.into(),
+            schema_name: name,
+            schema: Some(schema),
+            ..Default::default()
+        }));
+    }
+    Ok(json_object.then(|| v1::ResponseFormat {
+        r#type: Type::JsonObject.into(),
+        ..Default::default()
+    }))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -161,6 +223,11 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             top_p: a.top_p,
             stop: a.stop,
             seed: a.seed,
+            response_format: response_format(
+                a.json_object,
+                a.json_schema.as_deref(),
+                a.schema_name,
+            )?,
         }),
         max_attempts: a.max_attempts,
         timeout_seconds: a.timeout_seconds,
@@ -275,7 +342,10 @@ async fn print_events(mut stream: tonic::Streaming<v1::JobEvent>) -> anyhow::Res
                 println!();
                 eprintln!("[{}] cancelled: {}", event.sequence, c.reason);
             }
-            Some(Kind::Heartbeat(_)) | None => {}
+            // Progress has its own command (`llm-jobs progress`); the text stays clean here.
+            Some(Kind::Heartbeat(_) | Kind::StageChanged(_) | Kind::Milestone(_))
+            | Some(Kind::Progress(_))
+            | None => {}
         }
     }
 }
@@ -327,6 +397,9 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    if a.json {
+        return super::print_json("llmjobs.v1.JobResult", &r);
+    }
     println!("{}", r.content);
     let u = r.usage.unwrap_or_default();
     eprintln!(
@@ -352,8 +425,168 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
     if let Some(cost) = r.cost_usd {
         eprintln!("cost_usd={cost:.6}");
     }
+    if let Some(s) = r.streaming_stats {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        eprintln!(
+            "chunks={} bytes={} inter_token_latency_p50_ms={} p95_ms={}",
+            s.chunks,
+            s.bytes,
+            ms(s.inter_token_latency_p50_ms),
+            ms(s.inter_token_latency_p95_ms)
+        );
+    }
+    if !r.upstream_request_id.is_empty() {
+        eprintln!("upstream_request_id={}", r.upstream_request_id);
+    }
+    if let Some(so) = r.structured_output {
+        eprintln!("structured_output valid={}", so.valid);
+        for e in so.errors {
+            eprintln!(
+                "  {} {}",
+                if e.path.is_empty() { "/" } else { &e.path },
+                e.message
+            );
+        }
+    }
+    for f in r.attempt_errors {
+        let e = f.error.unwrap_or_default();
+        eprintln!("attempt {} failed: {} {}", f.attempt, e.code, e.message);
+    }
     if let Some(e) = r.error {
         eprintln!("error: {} {}", e.code, e.message);
+    }
+    Ok(())
+}
+
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.trim_start_matches(prefix).to_lowercase()
+}
+
+/// `progress`.
+pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.job.connection).await?;
+    if a.history {
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_job_progress_events(v1::ListJobProgressEventsRequest {
+                    job_id: a.job.job_id.clone(),
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for e in &page.events {
+                if a.job.json {
+                    super::print_json("llmjobs.v1.ProgressEvent", e)?;
+                    continue;
+                }
+                let time = e
+                    .time
+                    .as_ref()
+                    .and_then(crate::api::convert::datetime)
+                    .map_or("-".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string());
+                match &e.kind {
+                    Some(v1::progress_event::Kind::StageChanged(c)) => {
+                        let cur = c.current.unwrap_or_default();
+                        let prev = c.previous.map_or(String::new(), |p| {
+                            format!(
+                                " (after {} {} in {} ms)",
+                                enum_name(p.stage().as_str_name(), "STAGE_"),
+                                enum_name(p.status().as_str_name(), "STAGE_STATUS_"),
+                                p.duration_ms.unwrap_or(0)
+                            )
+                        });
+                        println!(
+                            "{time} attempt {} stage {}{prev}",
+                            c.attempt,
+                            enum_name(cur.stage().as_str_name(), "STAGE_")
+                        );
+                    }
+                    Some(v1::progress_event::Kind::Milestone(m)) => println!(
+                        "{time} attempt {} milestone {} at {} tokens{}{}",
+                        m.attempt,
+                        enum_name(m.kind().as_str_name(), "MILESTONE_KIND_"),
+                        m.output_tokens,
+                        m.fraction
+                            .map_or(String::new(), |f| format!(" ({:.0} %)", f * 100.0)),
+                        if m.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", m.detail)
+                        }
+                    ),
+                    None => {}
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(());
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    let p = client
+        .get_job_progress(v1::GetJobProgressRequest {
+            job_id: a.job.job_id,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if a.job.json {
+        return super::print_json("llmjobs.v1.JobProgress", &p);
+    }
+    println!("status:         {}", status_name(p.status));
+    println!(
+        "stage:          {} (attempt {}/{})",
+        enum_name(p.stage().as_str_name(), "STAGE_"),
+        p.attempt,
+        p.max_attempts
+    );
+    let estimate = match p.estimated_output_tokens {
+        Some(t) => format!(
+            "{t} ({}{})",
+            enum_name(p.estimate_basis().as_str_name(), "ESTIMATE_BASIS_"),
+            if p.estimate_sample_size > 0 {
+                format!(", {} jobs", p.estimate_sample_size)
+            } else {
+                String::new()
+            }
+        ),
+        None => "none".to_owned(),
+    };
+    println!("output tokens:  {} of ~{estimate}", p.output_tokens);
+    if let Some(f) = p.fraction {
+        println!("progress:       {:.0} %", f * 100.0);
+    }
+    println!("tokens/s:       {:.1}", p.output_tokens_per_second);
+    if let Some(t) = p.time_to_first_token_ms {
+        println!("first token:    {t} ms");
+    }
+    if let Some(eta) = p
+        .estimated_completion_time
+        .as_ref()
+        .and_then(crate::api::convert::datetime)
+    {
+        println!("eta:            {}", eta.to_rfc3339());
+    }
+    if let Some(w) = &p.worker {
+        println!(
+            "worker:         {} rss={} cpu={}",
+            w.worker_id,
+            w.resident_memory_mib
+                .map_or("-".to_owned(), |m| format!("{m:.1} MiB")),
+            w.cpu_percent
+                .map_or("-".to_owned(), |c| format!("{c:.1} %"))
+        );
+    }
+    for s in &p.stages {
+        println!(
+            "  {:<22} {:<10} {}",
+            enum_name(s.stage().as_str_name(), "STAGE_"),
+            enum_name(s.status().as_str_name(), "STAGE_STATUS_"),
+            s.duration_ms.map_or(String::new(), |d| format!("{d} ms"))
+        );
     }
     Ok(())
 }

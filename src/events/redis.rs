@@ -15,7 +15,11 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal};
-use crate::{backend::Redis, job::JobId, proto::v1::JobEvent};
+use crate::{
+    backend::Redis,
+    job::JobId,
+    proto::v1::{JobEvent, JobProgress},
+};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("read.lua")));
@@ -44,35 +48,28 @@ pub struct RedisEventLog {
     redis: Redis,
     hub: Hub,
     terminal_ttl_secs: u64,
+    progress_ttl_secs: u64,
 }
 
 impl RedisEventLog {
-    /// An event log whose finished logs stay `terminal_ttl_secs` for replay.
-    pub fn new(redis: Redis, terminal_ttl_secs: u64) -> RedisEventLog {
+    /// An event log whose finished logs stay `terminal_ttl_secs` for replay, and whose
+    /// progress snapshots stay `progress_ttl_secs` after the end.
+    pub fn new(redis: Redis, terminal_ttl_secs: u64, progress_ttl_secs: u64) -> RedisEventLog {
         let hub = Hub::new(redis.clone());
         RedisEventLog {
             redis,
             hub,
             terminal_ttl_secs: terminal_ttl_secs.max(1),
+            progress_ttl_secs: progress_ttl_secs.max(1),
         }
     }
-}
 
-fn decode(job_id: JobId, sequence: u64, bytes: &[u8]) -> Result<JobEvent, Error> {
-    let mut event = JobEvent::decode(bytes)
-        .map_err(|e| Error::Corrupt(format!("job {job_id} event {sequence}: {e}")))?;
-    event.sequence = sequence;
-    event.job_id = job_id.to_string();
-    Ok(event)
-}
-
-#[async_trait]
-impl EventLog for RedisEventLog {
-    async fn append(
+    async fn append_with(
         &self,
         job_id: JobId,
         event: &JobEvent,
         fence: Fence,
+        progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
         let k = &self.redis.keys;
         // Stored without sequence and job id: the list index and the key carry them.
@@ -94,6 +91,7 @@ impl EventLog for RedisEventLog {
         let seq: u64 = APPEND
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
+            .key(k.job(&job_id, "progress"))
             .arg(stored.encode_to_vec())
             .arg(fence)
             .arg(if is_terminal(event) { "1" } else { "0" })
@@ -101,9 +99,51 @@ impl EventLog for RedisEventLog {
             .arg(output_tokens)
             .arg(self.terminal_ttl_secs)
             .arg(UNFINISHED_TTL_SECS)
+            .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
+            .arg(self.progress_ttl_secs)
             .invoke_async(&mut conn)
             .await?;
         Ok((seq > 0).then_some(seq))
+    }
+}
+
+fn decode(job_id: JobId, sequence: u64, bytes: &[u8]) -> Result<JobEvent, Error> {
+    let mut event = JobEvent::decode(bytes)
+        .map_err(|e| Error::Corrupt(format!("job {job_id} event {sequence}: {e}")))?;
+    event.sequence = sequence;
+    event.job_id = job_id.to_string();
+    Ok(event)
+}
+
+#[async_trait]
+impl EventLog for RedisEventLog {
+    async fn append(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        fence: Fence,
+    ) -> Result<Option<u64>, Error> {
+        self.append_with(job_id, event, fence, None).await
+    }
+
+    async fn append_tracked(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        fence: Fence,
+        progress: &JobProgress,
+    ) -> Result<Option<u64>, Error> {
+        self.append_with(job_id, event, fence, Some(progress)).await
+    }
+
+    async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
+        let mut conn = self.redis.pool.get().await?;
+        let raw: Option<Vec<u8>> = conn.get(self.redis.keys.job(&job_id, "progress")).await?;
+        raw.map(|bytes| {
+            JobProgress::decode(bytes.as_slice())
+                .map_err(|e| Error::Corrupt(format!("job {job_id} progress: {e}")))
+        })
+        .transpose()
     }
 
     async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {

@@ -7,7 +7,9 @@
 //!   decides about retries;
 //! - [`Inspect`] looks at the response before async-openai does, so an error answer keeps its
 //!   status, `Retry-After` and body, and a 2xx answer that is not an event stream (a JSON
-//!   document, a proxy's HTML page) becomes a clear error instead of an empty stream.
+//!   document, a proxy's HTML page) becomes a clear error instead of an empty stream; it also
+//!   reads the upstream's `x-request-id` into a task-local slot set by [`OpenAi::stream`]
+//!   (async-openai runs the HTTP call in the caller's task), so results can quote it.
 
 pub mod wire;
 
@@ -32,6 +34,13 @@ use wire::Payload;
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Characters of a body quoted in an error message.
 const SNIPPET_CHARS: usize = 200;
+/// Longest upstream request id kept (bytes); longer header values are ignored.
+const MAX_REQUEST_ID_BYTES: usize = 200;
+
+tokio::task_local! {
+    /// Where [`Inspect`] puts the `x-request-id` of the response it sees.
+    static REQUEST_ID: std::sync::Arc<std::sync::Mutex<Option<String>>>;
+}
 
 /// Provider for OpenAI and every server that speaks its chat-completions API.
 pub struct OpenAi {
@@ -93,6 +102,27 @@ fn request_body(request: &Request) -> Value {
     }
     if let Some(v) = p.seed {
         obj.insert("seed".into(), json!(v));
+    }
+    match &p.response_format {
+        None => {}
+        Some(crate::job::ResponseFormat::JsonObject) => {
+            obj.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(crate::job::ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+            description,
+        }) => {
+            let mut spec = json!({"name": name, "schema": schema, "strict": strict});
+            if !description.is_empty() {
+                spec["description"] = json!(description);
+            }
+            obj.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": spec}),
+            );
+        }
     }
     body
 }
@@ -242,6 +272,18 @@ impl tower::Service<HttpRequestFactory> for Inspect {
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;
+            if let Some(id) = response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
+            {
+                let _ = REQUEST_ID.try_with(|slot| {
+                    *slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.to_owned());
+                });
+            }
             let status = response.status().as_u16();
             let content_type = response
                 .headers()
@@ -356,15 +398,32 @@ impl Provider for OpenAi {
     async fn stream(&self, request: &Request) -> Result<ChunkStream, Error> {
         let key = self.api_key.as_ref().map(|k| k.expose_secret().to_owned());
         let clean = move |e: Error| e.map_text(|t| super::redact(t, key.as_deref()));
-        let stream = self
-            .client
-            .chat()
-            .create_stream_byot::<Value, Value>(request_body(request))
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let stream = REQUEST_ID
+            .scope(
+                slot.clone(),
+                self.client
+                    .chat()
+                    .create_stream_byot::<Value, Value>(request_body(request)),
+            )
             .await
             .map_err(|e| clean(classify(e)))?;
+        let request_id = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // The request id rides on the first chunk.
+        let mut request_id = request_id;
         Ok(stream
             .flat_map(|r| futures::stream::iter(items(r)))
-            .map(move |item| item.map_err(&clean))
+            .map(move |item| {
+                item.map_err(&clean).map(|mut chunk| {
+                    if let Some(id) = request_id.take() {
+                        chunk.upstream_request_id = Some(id);
+                    }
+                    chunk
+                })
+            })
             .boxed())
     }
 }

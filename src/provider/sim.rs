@@ -91,16 +91,21 @@ pub fn answer(request: &Request) -> (Vec<String>, bool) {
         .max_tokens
         .map_or(natural, |m| usize::try_from(m).unwrap_or(usize::MAX));
     let n = natural.min(limit);
-    let words = (0..n)
+    let json = request.params.response_format.is_some();
+    let mut words: Vec<String> = (0..n)
         .map(|i| {
             let w = WORDS[rng.random_range(0..WORDS.len())];
-            if i == 0 {
-                format!("Simulated: {w}")
-            } else {
-                format!(" {w}")
+            match (i, json) {
+                // A JSON response format gets a JSON object: {"simulated": true, "text": "…"}.
+                (0, true) => format!("{{\"simulated\": true, \"text\": \"{w}"),
+                (0, false) => format!("Simulated: {w}"),
+                _ => format!(" {w}"),
             }
         })
         .collect();
+    if json && !words.is_empty() && limit >= natural {
+        words.push("\"}".to_owned());
+    }
     (words, limit < natural)
 }
 
@@ -131,6 +136,8 @@ impl Provider for Sim {
                 output_tokens,
                 total_tokens: input_tokens + output_tokens,
                 estimated: false,
+                cached_input_tokens: None,
+                reasoning_tokens: None,
             }),
             model: Some(model.clone()),
             ..Chunk::default()

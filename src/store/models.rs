@@ -85,6 +85,26 @@ pub struct ResultRow {
     pub output_tokens_per_second: f64,
     pub queue_wait_ms: i64,
     pub cost_usd: Option<f64>,
+    pub cached_input_tokens: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    pub stream_chunks: i64,
+    pub stream_bytes: i64,
+    pub inter_token_p50_ms: Option<f64>,
+    pub inter_token_p95_ms: Option<f64>,
+    pub upstream_request_id: Option<String>,
+    pub structured_output: Option<serde_json::Value>,
+}
+
+/// A row of `job_progress_events` to insert.
+#[derive(Insertable, Debug)]
+#[diesel(table_name = job_progress_events)]
+pub struct NewProgressRow {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub kind: &'static str,
+    pub name: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub event: Vec<u8>,
 }
 
 /// A row of `job_attempt_failures`.
@@ -198,6 +218,17 @@ impl ResultRow {
             output_tokens_per_second: o.output_tokens_per_second,
             queue_wait_ms: saturating_i64(o.queue_wait_ms),
             cost_usd: o.cost_usd,
+            cached_input_tokens: o.usage.cached_input_tokens.map(saturating_i64),
+            reasoning_tokens: o.usage.reasoning_tokens.map(saturating_i64),
+            stream_chunks: saturating_i64(o.streaming.chunks),
+            stream_bytes: saturating_i64(o.streaming.bytes),
+            inter_token_p50_ms: o.streaming.inter_token_p50_ms,
+            inter_token_p95_ms: o.streaming.inter_token_p95_ms,
+            upstream_request_id: o.upstream_request_id.clone(),
+            structured_output: o
+                .structured
+                .as_ref()
+                .and_then(|so| serde_json::to_value(so).ok()),
         }
     }
 }
@@ -217,12 +248,24 @@ impl From<ResultRow> for Outcome {
                 output_tokens: u(r.output_tokens),
                 total_tokens: u(r.total_tokens),
                 estimated: r.usage_estimated,
+                cached_input_tokens: r.cached_input_tokens.map(u),
+                reasoning_tokens: r.reasoning_tokens.map(u),
             },
             time_to_first_token_ms: r.time_to_first_token_ms.map(u),
             duration_ms: u(r.duration_ms),
             output_tokens_per_second: r.output_tokens_per_second,
             queue_wait_ms: u(r.queue_wait_ms),
             cost_usd: r.cost_usd,
+            streaming: crate::job::StreamingStats {
+                chunks: u(r.stream_chunks),
+                bytes: u(r.stream_bytes),
+                inter_token_p50_ms: r.inter_token_p50_ms,
+                inter_token_p95_ms: r.inter_token_p95_ms,
+            },
+            upstream_request_id: r.upstream_request_id,
+            structured: r
+                .structured_output
+                .and_then(|v| serde_json::from_value(v).ok()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! migrations; [`reports`] holds the operators' queries.
 
 mod migrate;
+mod progress;
 mod reports;
 
 pub use migrate::{MIGRATIONS, ensure_database, migrate};
@@ -419,6 +420,32 @@ impl Store for PgStore {
             .execute(&mut conn)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn append_progress(
+        &self,
+        id: JobId,
+        events: &[crate::proto::v1::ProgressEvent],
+    ) -> Result<(), Error> {
+        progress::append(self, id, events).await
+    }
+
+    async fn progress_history(
+        &self,
+        id: JobId,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error> {
+        progress::history(self, id, after, limit).await
+    }
+
+    async fn recent_output_tokens(
+        &self,
+        job_type: &str,
+        model: &str,
+        limit: i64,
+    ) -> Result<Vec<u64>, Error> {
+        progress::recent_output_tokens(self, job_type, model, limit).await
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -50,6 +50,26 @@ diesel::table! {
         queue_wait_ms -> Int8,
         created_at -> Timestamptz,
         cost_usd -> Nullable<Float8>,
+        cached_input_tokens -> Nullable<Int8>,
+        reasoning_tokens -> Nullable<Int8>,
+        stream_chunks -> Int8,
+        stream_bytes -> Int8,
+        inter_token_p50_ms -> Nullable<Float8>,
+        inter_token_p95_ms -> Nullable<Float8>,
+        upstream_request_id -> Nullable<Text>,
+        structured_output -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    job_progress_events (id) {
+        id -> Int8,
+        job_id -> Uuid,
+        attempt -> Int4,
+        kind -> Text,
+        name -> Text,
+        time -> Timestamptz,
+        event -> Bytea,
     }
 }
 
@@ -66,4 +86,10 @@ diesel::table! {
 
 diesel::joinable!(job_results -> jobs (job_id));
 diesel::joinable!(job_attempt_failures -> jobs (job_id));
-diesel::allow_tables_to_appear_in_same_query!(jobs, job_results, job_attempt_failures);
+diesel::joinable!(job_progress_events -> jobs (job_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    jobs,
+    job_results,
+    job_attempt_failures,
+    job_progress_events
+);

@@ -12,11 +12,12 @@ use super::{
     Running, StopReason, Worker,
     generate::{AttemptError, End, Progress},
     retry::backoff,
+    tracker::Tracker,
 };
 use crate::{
     events::{Fence, event},
     job::{Job, JobError, JobId, Outcome},
-    proto::v1::{self, job_event::Kind},
+    proto::v1::{self, MilestoneKind, Stage, job_event::Kind},
     store::Finish,
 };
 
@@ -133,6 +134,11 @@ impl Worker {
         }
 
         let provider = self.deps.providers.for_model(&job.params.model).clone();
+        let tracker = Tracker::new(
+            &job,
+            self.estimate(&job).await,
+            Duration::from_millis(self.cfg.progress_interval_ms),
+        );
         let mut progress = Progress {
             outcome: Outcome {
                 model: job.params.model.clone(),
@@ -151,7 +157,11 @@ impl Worker {
             last_token_at: None,
             pending: String::new(),
             pending_reasoning: String::new(),
+            tracker,
+            gaps_ms: Vec::new(),
         };
+        self.track(&job, &mut progress, |t| vec![t.advance(Stage::Dispatched)])
+            .await;
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
             .await;
@@ -162,12 +172,67 @@ impl Worker {
         } else {
             self.deps.pricing.cost(&o.model, &o.usage)
         };
-        self.end(job, &running, end, progress.outcome).await;
+        self.end(job, &running, end, progress).await;
     }
 
-    async fn end(&self, job: Job, running: &Running, end: End, outcome: Outcome) {
+    /// Finalizes a completed attempt: parses structured output and notes the milestones of
+    /// the answer (cut by max_tokens, structured output valid or not).
+    async fn finalize(&self, job: &Job, progress: &mut Progress) {
+        self.track(job, progress, |t| vec![t.advance(Stage::Finalizing)])
+            .await;
+        let structured = crate::structured::evaluate(
+            job.params.response_format.as_ref(),
+            &progress.outcome.content,
+        );
+        let mut kinds = Vec::new();
+        if progress.outcome.finish_reason == "length" {
+            kinds.push(
+                progress
+                    .tracker
+                    .milestone(MilestoneKind::MaxTokensReached, ""),
+            );
+        }
+        if let Some(so) = &structured {
+            let (kind, detail) = if so.valid {
+                (MilestoneKind::StructuredOutputValid, String::new())
+            } else {
+                let first = so.errors.first().map_or_else(String::new, |(path, msg)| {
+                    if path.is_empty() {
+                        msg.clone()
+                    } else {
+                        format!("{path}: {msg}")
+                    }
+                });
+                (MilestoneKind::StructuredOutputInvalid, first)
+            };
+            kinds.push(progress.tracker.milestone(kind, &detail));
+        }
+        progress.outcome.structured = structured;
+        self.publish_tracked(job, progress, kinds).await;
+    }
+
+    /// Stores the stage changes and milestones the attempt has not stored yet. Returns false
+    /// when the write gave up (lease lost or shutting down).
+    async fn store_history(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
+        let history = progress.tracker.take_history();
+        let stored = self
+            .persist(
+                running,
+                "storing the progress history",
+                store_transient,
+                || self.deps.store.append_progress(job.id, &history),
+            )
+            .await;
+        // A permanent error loses history, not the result: carry on.
+        !matches!(stored, Err(None))
+    }
+
+    async fn end(&self, job: Job, running: &Running, end: End, mut progress: Progress) {
         let attempt = job.attempts;
         let store = &self.deps.store;
+        if matches!(end, End::Completed) {
+            self.finalize(&job, &mut progress).await;
+        }
         let finish = match end {
             End::Stopped(StopReason::LeaseLost) => {
                 // Another worker owns the job now: write nothing.
@@ -178,24 +243,31 @@ impl Worker {
                     &job,
                     running,
                     AttemptError::Shutdown,
-                    outcome,
+                    progress,
                     Some(Duration::ZERO),
                 )
                 .await;
                 return;
             }
             End::Failed(err) => {
-                let mut outcome = outcome;
                 // The job did not complete: no finish reason in its result.
-                outcome.finish_reason.clear();
-                self.retry_or_fail(&job, running, err, outcome, None).await;
+                progress.outcome.finish_reason.clear();
+                self.retry_or_fail(&job, running, err, progress, None).await;
                 return;
             }
-            End::Completed => Finish::Completed(outcome.clone()),
+            End::Completed => Finish::Completed(progress.outcome.clone()),
             End::Stopped(StopReason::Cancelled) => Finish::Cancelled {
-                partial: outcome.clone(),
+                partial: progress.outcome.clone(),
             },
         };
+        let outcome = progress.outcome.clone();
+        let stage_end = progress.tracker.end(match finish {
+            Finish::Completed(_) => Stage::Completed,
+            _ => Stage::Cancelled,
+        });
+        if !self.store_history(&job, running, &mut progress).await {
+            return;
+        }
         let terminal = match &finish {
             Finish::Completed(o) => Kind::Completed(v1::JobCompleted {
                 finish_reason: o.finish_reason.clone(),
@@ -219,6 +291,8 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
+                self.publish_tracked(&job, &mut progress, vec![stage_end])
+                    .await;
                 self.publish_terminal(job.id, attempt, terminal).await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
@@ -254,10 +328,11 @@ impl Worker {
         job: &Job,
         running: &Running,
         err: AttemptError,
-        partial: Outcome,
+        mut progress: Progress,
         delay: Option<Duration>,
     ) {
         let attempt = job.attempts;
+        let partial = progress.outcome.clone();
         let error = err.to_job_error();
         // A shutdown hands the job back whatever its attempt count: it did not fail.
         let will_retry = matches!(err, AttemptError::Shutdown)
@@ -274,6 +349,10 @@ impl Worker {
             });
             let retry_at =
                 Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let retry_events = progress.tracker.retry(&error.code, retry_at);
+            if !self.store_history(job, running, &mut progress).await {
+                return;
+            }
             let recorded = self
                 .persist(running, "recording the retry", store_transient, || {
                     self.deps.store.retry_attempt(job.id, attempt, &error)
@@ -295,6 +374,8 @@ impl Worker {
                     {
                         warn!(error = %e, "cannot publish the attempt-failed event");
                     }
+                    self.publish_tracked(job, &mut progress, retry_events.into())
+                        .await;
                     self.settle(job.id, &running.owner, Some(retry_at)).await;
                 }
                 Ok(false) => self.settle(job.id, &running.owner, None).await,
@@ -307,6 +388,10 @@ impl Worker {
             retryable: err.is_retryable(),
             partial,
         };
+        let stage_end = progress.tracker.end(Stage::Failed);
+        if !self.store_history(job, running, &mut progress).await {
+            return;
+        }
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
                 self.deps
@@ -326,6 +411,8 @@ impl Worker {
                     .deps
                     .events
                     .append(job.id, &failed, Fence::Attempt(attempt))
+                    .await;
+                self.publish_tracked(job, &mut progress, vec![stage_end])
                     .await;
                 let terminal = Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),

@@ -7,11 +7,11 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{FINISH_GRACE, Running, StopReason, Worker};
+use super::{FINISH_GRACE, Running, StopReason, Worker, tracker::Tracker};
 use crate::{
     events::{Fence, event},
     job::{Job, JobError, Outcome, StreamingMode, Usage},
-    proto::v1::{self, job_event::Kind},
+    proto::v1::{self, Stage, job_event::Kind},
     provider,
 };
 
@@ -84,6 +84,10 @@ pub(super) struct Progress {
     /// BUFFERED mode: text not yet published.
     pub(super) pending: String,
     pub(super) pending_reasoning: String,
+    /// Stages, milestones and progress updates of the attempt.
+    pub(super) tracker: Tracker,
+    /// Gaps between consecutive text chunks (ms).
+    pub(super) gaps_ms: Vec<f64>,
 }
 
 impl Progress {
@@ -97,6 +101,8 @@ impl Progress {
             output_tokens: self.output_tokens,
             total_tokens: self.output_tokens,
             estimated: true,
+            cached_input_tokens: None,
+            reasoning_tokens: None,
         });
         let generating = match (self.first_token_at, self.last_token_at) {
             (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
@@ -107,7 +113,31 @@ impl Progress {
         } else {
             0.0
         };
+        o.streaming.chunks = self.output_tokens;
+        o.streaming.bytes = (o.content.len() + o.reasoning_content.len()) as u64;
+        o.streaming.inter_token_p50_ms = percentile(&mut self.gaps_ms, 0.50);
+        o.streaming.inter_token_p95_ms = percentile(&mut self.gaps_ms, 0.95);
     }
+
+    /// Output tokens per second since the first token (0 before the second).
+    fn rate(&self) -> f64 {
+        match (self.first_token_at, self.last_token_at) {
+            (Some(first), Some(last)) if last > first => {
+                self.output_tokens.saturating_sub(1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The `q` quantile (0..=1, nearest rank) of `values`; `None` when empty. Sorts in place.
+fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
 }
 
 /// Largest text of one token delta event (bytes).
@@ -162,6 +192,8 @@ impl Worker {
             messages: job.messages.clone(),
             params: job.params.clone(),
         };
+        self.track(job, progress, |t| vec![t.advance(Stage::Connecting)])
+            .await;
         progress.sent_at = Instant::now();
         let mut stream = tokio::select! {
             biased;
@@ -172,6 +204,10 @@ impl Worker {
                 Err(e) => return End::Failed(AttemptError::Provider(e)),
             },
         };
+        self.track(job, progress, |t| {
+            vec![t.advance(Stage::AwaitingFirstToken)]
+        })
+        .await;
         let buffered = job.streaming_mode == StreamingMode::Buffered;
         let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         let mut next_flush = Instant::now() + flush_every;
@@ -215,6 +251,9 @@ impl Worker {
             if let Some(usage) = chunk.usage {
                 progress.reported_usage = Some(usage);
             }
+            if let Some(id) = chunk.upstream_request_id.take() {
+                progress.outcome.upstream_request_id = Some(id);
+            }
             if chunk.finish_reason.is_some() {
                 if !finished {
                     finish_deadline = Instant::now() + FINISH_GRACE;
@@ -226,7 +265,15 @@ impl Worker {
                 continue;
             }
             let now = Instant::now();
+            if progress.first_token_at.is_none() {
+                let ttft = now - progress.sent_at;
+                self.track(job, progress, |t| t.first_token(ttft).into())
+                    .await;
+            }
             progress.first_token_at.get_or_insert(now);
+            if let Some(last) = progress.last_token_at {
+                progress.gaps_ms.push((now - last).as_secs_f64() * 1000.0);
+            }
             progress.last_token_at = Some(now);
             progress.output_tokens += 1;
             progress.outcome.content.push_str(&chunk.content);
@@ -294,7 +341,52 @@ impl Worker {
                 }
             }
         }
+        // Progress counts only delivered tokens, so it never runs ahead of the deltas.
+        let (tokens, rate) = (progress.output_tokens, progress.rate());
+        self.track(job, progress, |t| t.tokens(tokens, rate)).await;
         true
+    }
+
+    /// Lets `f` update the tracker and publishes the events it returns, each with the fresh
+    /// progress snapshot. Best effort: progress must never hold up or fail generation, so a
+    /// Redis error is logged and the event dropped.
+    pub(super) async fn track(
+        &self,
+        job: &Job,
+        progress: &mut Progress,
+        f: impl FnOnce(&mut Tracker) -> Vec<Kind>,
+    ) {
+        let kinds = f(&mut progress.tracker);
+        self.publish_tracked(job, progress, kinds).await;
+    }
+
+    /// Publishes `kinds` with the tracker's fresh snapshot (best effort, see [`Self::track`]).
+    pub(super) async fn publish_tracked(
+        &self,
+        job: &Job,
+        progress: &mut Progress,
+        kinds: Vec<Kind>,
+    ) {
+        if kinds.is_empty() {
+            return;
+        }
+        progress.tracker.set_worker(self.latest_resources());
+        let snapshot = progress.tracker.snapshot();
+        for kind in kinds {
+            if let Err(e) = self
+                .deps
+                .events
+                .append_tracked(
+                    job.id,
+                    &event(kind),
+                    Fence::Attempt(job.attempts),
+                    &snapshot,
+                )
+                .await
+            {
+                warn!(error = %e, "cannot publish a progress event");
+            }
+        }
     }
 
     /// Flushes until everything is published, retrying through a Redis outage while the

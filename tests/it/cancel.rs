@@ -96,7 +96,8 @@ async fn cancelling_a_queued_job_removes_it_from_its_queue() -> anyhow::Result<(
     let events = app.watch(&queued.id, 0).await?;
     assert_well_formed(&events, 0);
     assert!(matches!(events[0].kind, Some(Kind::Queued(_))));
-    assert!(matches!(events[1].kind, Some(Kind::Cancelled(_))));
+    assert!(matches!(events[1].kind, Some(Kind::StageChanged(_))));
+    assert!(matches!(events[2].kind, Some(Kind::Cancelled(_))));
 
     app.wait_for_job(&blocker.id, |j| j.status() == v1::JobStatus::Completed)
         .await?;

@@ -71,11 +71,18 @@ fn usage_of(v: &Value) -> Option<Usage> {
     let n = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0);
     let (input, output) = (n("prompt_tokens"), n("completion_tokens"));
     let total = n("total_tokens").max(input + output);
+    let detail = |group: &str, k: &str| {
+        obj.get(group)
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_u64)
+    };
     (total > 0).then_some(Usage {
         input_tokens: input,
         output_tokens: output,
         total_tokens: total,
         estimated: false,
+        cached_input_tokens: detail("prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
     })
 }
 
@@ -287,6 +294,17 @@ mod tests {
             c.usage
                 .map(|u| (u.input_tokens, u.output_tokens, u.total_tokens)),
             Some((19, 11, 30))
+        );
+        assert_eq!(c.usage.map(|u| u.cached_input_tokens), Some(None));
+        let c = chunk(
+            json!({"usage": {"prompt_tokens": 19, "completion_tokens": 11,
+            "prompt_tokens_details": {"cached_tokens": 8},
+            "completion_tokens_details": {"reasoning_tokens": 4}}}),
+        );
+        assert_eq!(
+            c.usage
+                .map(|u| (u.cached_input_tokens, u.reasoning_tokens, u.total_tokens)),
+            Some((Some(8), Some(4), 30))
         );
         let c =
             chunk(json!({"choices": [{"delta": {"reasoning": "r"}, "finish_reason": "end_turn"}]}));

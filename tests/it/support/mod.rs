@@ -468,6 +468,21 @@ pub fn text_of(events: &[v1::JobEvent]) -> String {
     text
 }
 
+/// The events that carry the job itself (queued, started, deltas, failures, terminal), without
+/// the progress reporting (stage changes, milestones, progress updates) whose number depends
+/// on timing.
+pub fn core_events(events: &[v1::JobEvent]) -> Vec<&v1::JobEvent> {
+    events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.kind,
+                Some(Kind::StageChanged(_) | Kind::Milestone(_) | Kind::Progress(_))
+            )
+        })
+        .collect()
+}
+
 /// Asserts sequences rise by one from `after + 1` and exactly one terminal event ends the list.
 pub fn assert_well_formed(events: &[v1::JobEvent], after: u64) {
     for (i, ev) in events.iter().enumerate() {

@@ -359,10 +359,14 @@ async fn chat_completions(
         .get("model")
         .and_then(Value::as_str)
         .and_then(|model| lock(&shared.routes).get(model).cloned());
-    lock(&shared.requests).push(RecordedRequest {
-        body,
-        authorization,
-    });
+    let request_number = {
+        let mut requests = lock(&shared.requests);
+        requests.push(RecordedRequest {
+            body,
+            authorization,
+        });
+        requests.len()
+    };
 
     let reply = routed.unwrap_or_else(|| {
         lock(&shared.script)
@@ -453,6 +457,10 @@ async fn chat_completions(
     let mut response = (status, body).into_response();
     if let Some(value) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
         response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    // Like OpenAI's `x-request-id`: `req_test_<n>` for the n-th request received.
+    if let Ok(value) = HeaderValue::from_str(&format!("req_test_{request_number}")) {
+        response.headers_mut().insert("x-request-id", value);
     }
     response
 }

@@ -1,0 +1,166 @@
+//! GetJobProgress and ListJobProgressEvents: the live snapshot a job's worker keeps in Redis,
+//! or, once the job has ended (or the snapshot is gone), progress rebuilt from the history
+//! and result in Postgres.
+
+use chrono::Utc;
+
+use super::Gateway;
+use crate::{
+    api::convert,
+    error::Error,
+    job::{Job, JobId, JobStatus},
+    progress::{self, Stages},
+    proto::v1::{self, EstimateBasis, Stage, progress_event},
+};
+
+/// Most history entries read to rebuild an ended job's stages (ample: about a dozen per
+/// attempt).
+const HISTORY_LIMIT: i64 = 5_000;
+
+impl Gateway {
+    /// The job's progress. Errors: `NotFound`, `Store`.
+    pub async fn progress(&self, id: JobId) -> Result<v1::JobProgress, Error> {
+        let job = self
+            .store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        // A snapshot that Redis cannot give is rebuilt below: progress is no reason to fail.
+        let live = self.events.progress(id).await.ok().flatten();
+        if let Some(mut snapshot) = live {
+            let ended = progress::is_terminal(snapshot.stage());
+            let usable = if job.status.is_terminal() {
+                ended && snapshot.attempt == job.attempts
+            } else {
+                !ended
+            };
+            if usable {
+                // The store is the truth about the status (a cancel may be on its way).
+                snapshot.status = convert::status(job.status).into();
+                if !ended {
+                    // The snapshot is refreshed at most every progress interval; the token
+                    // count in Redis with every delta.
+                    let live = self.events.output_tokens(id).await.ok().flatten();
+                    if let Some(n) = live.filter(|n| *n > snapshot.output_tokens) {
+                        snapshot.output_tokens = n;
+                        snapshot.fraction =
+                            progress::fraction(n, snapshot.estimated_output_tokens, false)
+                                .map(|f| f.max(snapshot.fraction.unwrap_or(0.0)));
+                    }
+                }
+                return Ok(snapshot);
+            }
+        }
+        if job.status.is_terminal() || job.attempts > 0 {
+            return self.rebuilt(&job).await;
+        }
+        Ok(queued(&job))
+    }
+
+    /// Progress of a job without a usable snapshot, from its stored history and result.
+    async fn rebuilt(&self, job: &Job) -> Result<v1::JobProgress, Error> {
+        let history = self
+            .store
+            .progress_history(job.id, None, HISTORY_LIMIT)
+            .await?;
+        let mut stages = Stages::new(job.attempts.max(1), job.enqueued_at);
+        let mut first = true;
+        for (_, entry) in &history {
+            if let Some(progress_event::Kind::StageChanged(change)) = &entry.kind {
+                if first {
+                    // History starts with the first attempt.
+                    stages = Stages::new(change.attempt, job.created_at);
+                    first = false;
+                }
+                stages.apply(change);
+            }
+        }
+        let outcome = if job.status.is_terminal() {
+            self.store.get_result(job.id).await?.and_then(|r| r.outcome)
+        } else {
+            None
+        };
+        let output_tokens = match (&outcome, job.status) {
+            (Some(o), _) => o.usage.output_tokens,
+            (None, JobStatus::Running) => self
+                .events
+                .output_tokens(job.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let completed = job.status == JobStatus::Completed;
+        Ok(v1::JobProgress {
+            job_id: job.id.to_string(),
+            status: convert::status(job.status).into(),
+            attempt: stages.attempt,
+            max_attempts: job.max_attempts,
+            stage: stages.current().into(),
+            stages: stages.states,
+            output_tokens,
+            estimated_output_tokens: None,
+            estimate_basis: EstimateBasis::None.into(),
+            estimate_sample_size: 0,
+            fraction: completed.then_some(1.0),
+            output_tokens_per_second: outcome.as_ref().map_or(0.0, |o| o.output_tokens_per_second),
+            estimated_completion_time: None,
+            time_to_first_token_ms: outcome.as_ref().and_then(|o| o.time_to_first_token_ms),
+            worker: None,
+            update_time: Some(convert::timestamp(
+                job.finished_at
+                    .or(job.started_at)
+                    .unwrap_or(job.enqueued_at),
+            )),
+        })
+    }
+
+    /// A page of the job's stored progress history, oldest first, and the next page's token.
+    /// Errors: `NotFound`, `InvalidArgument` (page size or token), `Store`.
+    pub async fn progress_events(
+        &self,
+        id: JobId,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<v1::ProgressEvent>, String), Error> {
+        let (limit, after) = crate::paging::page_by_position(page_size, page_token)?;
+        if self.store.get_job(id).await?.is_none() {
+            return Err(Error::NotFound(format!("job {id}")));
+        }
+        let rows = self.store.progress_history(id, after, limit).await?;
+        let next = if rows.len() as i64 == limit {
+            rows.last()
+                .map(|(pos, _)| crate::paging::position_token(*pos))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows.into_iter().map(|(_, e)| e).collect(), next))
+    }
+}
+
+/// A job that has never run: queued since it was enqueued, everything else pending; the
+/// estimate is its max_tokens when set.
+fn queued(job: &Job) -> v1::JobProgress {
+    let stages = Stages::new(job.attempts.max(1), job.enqueued_at);
+    let estimate = progress::estimate(&[], job.params.max_tokens);
+    v1::JobProgress {
+        job_id: job.id.to_string(),
+        status: convert::status(job.status).into(),
+        attempt: job.attempts,
+        max_attempts: job.max_attempts,
+        stage: Stage::Queued.into(),
+        stages: stages.states,
+        output_tokens: 0,
+        estimated_output_tokens: estimate.tokens,
+        estimate_basis: estimate.basis.into(),
+        estimate_sample_size: 0,
+        fraction: estimate.tokens.map(|_| 0.0),
+        output_tokens_per_second: 0.0,
+        estimated_completion_time: None,
+        time_to_first_token_ms: None,
+        worker: None,
+        update_time: Some(convert::timestamp(Utc::now())),
+    }
+}

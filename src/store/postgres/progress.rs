@@ -1,0 +1,110 @@
+//! Progress history on Postgres: the stage changes and milestones of each job, and the recent
+//! output sizes that progress estimates come from.
+
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::RunQueryDsl;
+use prost::Message;
+
+use super::PgStore;
+use crate::{
+    job::{JobId, JobStatus},
+    proto::v1::{ProgressEvent, progress_event::Kind},
+    store::{
+        Error,
+        models::NewProgressRow,
+        schema::{job_progress_events, job_results, jobs},
+    },
+};
+
+pub(super) async fn append(
+    store: &PgStore,
+    id: JobId,
+    events: &[ProgressEvent],
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<NewProgressRow> = events
+        .iter()
+        .map(|e| {
+            let (kind, name, attempt) = match &e.kind {
+                Some(Kind::StageChanged(c)) => (
+                    "stage_changed",
+                    c.current
+                        .map(|s| s.stage().as_str_name().to_owned())
+                        .unwrap_or_default(),
+                    c.attempt,
+                ),
+                Some(Kind::Milestone(m)) => {
+                    ("milestone", m.kind().as_str_name().to_owned(), m.attempt)
+                }
+                None => ("milestone", String::new(), 0),
+            };
+            NewProgressRow {
+                job_id: id,
+                attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+                kind,
+                name,
+                time: e
+                    .time
+                    .as_ref()
+                    .and_then(crate::api::convert::datetime)
+                    .unwrap_or_else(chrono::Utc::now),
+                event: e.encode_to_vec(),
+            }
+        })
+        .collect();
+    let mut conn = store.conn().await?;
+    diesel::insert_into(job_progress_events::table)
+        .values(&rows)
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn history(
+    store: &PgStore,
+    id: JobId,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, ProgressEvent)>, Error> {
+    let mut conn = store.conn().await?;
+    let rows: Vec<(i64, Vec<u8>)> = job_progress_events::table
+        .filter(job_progress_events::job_id.eq(id))
+        .filter(job_progress_events::id.gt(after.unwrap_or(0)))
+        .order(job_progress_events::id.asc())
+        .select((job_progress_events::id, job_progress_events::event))
+        .limit(limit)
+        .load(&mut conn)
+        .await?;
+    rows.into_iter()
+        .map(|(pos, bytes)| {
+            ProgressEvent::decode(bytes.as_slice())
+                .map(|e| (pos, e))
+                .map_err(|e| Error::Corrupt(format!("progress event {pos} of job {id}: {e}")))
+        })
+        .collect()
+}
+
+pub(super) async fn recent_output_tokens(
+    store: &PgStore,
+    job_type: &str,
+    model: &str,
+    limit: i64,
+) -> Result<Vec<u64>, Error> {
+    let mut conn = store.conn().await?;
+    let tokens: Vec<i64> = jobs::table
+        .inner_join(job_results::table)
+        .filter(jobs::status.eq(JobStatus::Completed.as_str()))
+        .filter(jobs::job_type.eq(job_type))
+        .filter(jobs::model.eq(model))
+        .order(jobs::finished_at.desc())
+        .select(job_results::output_tokens)
+        .limit(limit)
+        .load(&mut conn)
+        .await?;
+    Ok(tokens
+        .into_iter()
+        .filter_map(|t| u64::try_from(t).ok())
+        .collect())
+}

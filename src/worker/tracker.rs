@@ -1,0 +1,392 @@
+//! The progress of one running attempt, as its worker sees it: stage changes, milestones and
+//! rate-limited progress updates, each published as a job event together with a fresh
+//! `JobProgress` snapshot, and the history to store in Postgres when the attempt ends.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::{
+    api::convert::timestamp,
+    job::Job,
+    progress::{self, Estimate, Stages},
+    proto::v1::{
+        self, JobProgress, MilestoneKind, Stage, StageChanged, StageState, StageStatus,
+        job_event::Kind, progress_event,
+    },
+};
+
+/// Tracks one attempt; every method that changes something returns the events to publish.
+pub(super) struct Tracker {
+    job_id: String,
+    max_attempts: u32,
+    stages: Stages,
+    /// When the active stage started.
+    stage_started: DateTime<Utc>,
+    estimate: Estimate,
+    interval: Duration,
+    next_update: Instant,
+    /// Output tokens in the last progress update.
+    reported_tokens: u64,
+    /// Fraction at the last milestone check.
+    fraction: Option<f64>,
+    output_tokens: u64,
+    output_tokens_per_second: f64,
+    time_to_first_token_ms: Option<u64>,
+    worker: Option<v1::WorkerResources>,
+    /// Stage changes and milestones not yet stored in Postgres.
+    history: Vec<v1::ProgressEvent>,
+}
+
+fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    u64::try_from((to - from).num_milliseconds()).unwrap_or(0)
+}
+
+impl Tracker {
+    /// A tracker for `job`'s current attempt, which was queued since `job.enqueued_at` and is
+    /// dispatched now; progress updates go out at most every `interval`.
+    pub(super) fn new(job: &Job, estimate: Estimate, interval: Duration) -> Tracker {
+        Tracker {
+            job_id: job.id.to_string(),
+            max_attempts: job.max_attempts,
+            stages: Stages::new(job.attempts, job.enqueued_at),
+            stage_started: job.enqueued_at,
+            estimate,
+            interval,
+            next_update: Instant::now(),
+            reported_tokens: 0,
+            fraction: None,
+            output_tokens: 0,
+            output_tokens_per_second: 0.0,
+            time_to_first_token_ms: None,
+            worker: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// The worker process's latest resource figures, shown in snapshots from now on.
+    pub(super) fn set_worker(&mut self, worker: Option<v1::WorkerResources>) {
+        self.worker = worker;
+    }
+
+    /// The current snapshot (what GetJobProgress shows).
+    pub(super) fn snapshot(&self) -> JobProgress {
+        let stage = self.stages.current();
+        let ended = progress::is_terminal(stage);
+        let completed = stage == Stage::Completed;
+        let fraction = progress::fraction(self.output_tokens, self.estimate.tokens, completed);
+        let eta = match (self.estimate.tokens, ended) {
+            (Some(total), false) if self.output_tokens_per_second > 0.0 => {
+                let left = total.saturating_sub(self.output_tokens) as f64;
+                let secs = left / self.output_tokens_per_second;
+                chrono::Duration::try_milliseconds((secs * 1000.0) as i64)
+                    .map(|d| timestamp(Utc::now() + d))
+            }
+            _ => None,
+        };
+        JobProgress {
+            job_id: self.job_id.clone(),
+            status: if ended {
+                match stage {
+                    Stage::Completed => v1::JobStatus::Completed,
+                    Stage::Failed => v1::JobStatus::Failed,
+                    _ => v1::JobStatus::Cancelled,
+                }
+            } else if stage == Stage::Queued {
+                v1::JobStatus::Queued
+            } else {
+                v1::JobStatus::Running
+            }
+            .into(),
+            attempt: self.stages.attempt,
+            max_attempts: self.max_attempts,
+            stage: stage.into(),
+            stages: self.stages.states.clone(),
+            output_tokens: self.output_tokens,
+            estimated_output_tokens: self.estimate.tokens,
+            estimate_basis: self.estimate.basis.into(),
+            estimate_sample_size: self.estimate.sample_size,
+            fraction,
+            output_tokens_per_second: self.output_tokens_per_second,
+            estimated_completion_time: eta,
+            time_to_first_token_ms: self.time_to_first_token_ms,
+            worker: if ended || stage == Stage::Queued {
+                None
+            } else {
+                self.worker.clone()
+            },
+            update_time: Some(timestamp(Utc::now())),
+        }
+    }
+
+    /// Stage changes and milestones not yet stored (taken: each is stored once).
+    pub(super) fn take_history(&mut self) -> Vec<v1::ProgressEvent> {
+        std::mem::take(&mut self.history)
+    }
+
+    fn record(&mut self, kind: progress_event::Kind) {
+        self.history.push(v1::ProgressEvent {
+            time: Some(timestamp(Utc::now())),
+            kind: Some(kind),
+        });
+    }
+
+    /// Ends the active stage with `status` and returns its final state.
+    fn close_active(&mut self, status: StageStatus, now: DateTime<Utc>) -> Option<StageState> {
+        let started = self.stage_started;
+        let active = *self.stages.active()?;
+        Some(StageState {
+            status: status.into(),
+            duration_ms: Some(ms_between(started, now)),
+            ..active
+        })
+    }
+
+    fn change(&mut self, change: StageChanged) -> Kind {
+        self.stages.apply(&change);
+        self.record(progress_event::Kind::StageChanged(change.clone()));
+        Kind::StageChanged(change)
+    }
+
+    /// The attempt moves on to `next` (a non-terminal stage after the active one).
+    pub(super) fn advance(&mut self, next: Stage) -> Kind {
+        let now = Utc::now();
+        let previous = self.close_active(StageStatus::Completed, now);
+        self.stage_started = now;
+        self.change(StageChanged {
+            attempt: self.stages.attempt,
+            current: Some(StageState {
+                stage: next.into(),
+                status: StageStatus::Active.into(),
+                start_time: Some(timestamp(now)),
+                duration_ms: None,
+            }),
+            previous,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Stages after the active one that the attempt never reached.
+    fn unreached(&self) -> Vec<i32> {
+        let active = self.stages.current();
+        progress::ATTEMPT_STAGES
+            .iter()
+            .filter(|s| (**s as i32) > (active as i32))
+            .map(|s| *s as i32)
+            .collect()
+    }
+
+    /// The attempt ended in `terminal` (completed, failed or cancelled). For completed jobs
+    /// the active stage (finalizing) completes; otherwise it failed.
+    pub(super) fn end(&mut self, terminal: Stage) -> Kind {
+        let now = Utc::now();
+        let status = if terminal == Stage::Completed {
+            StageStatus::Completed
+        } else {
+            StageStatus::Failed
+        };
+        let skipped = self.unreached();
+        let previous = self.close_active(status, now);
+        self.stage_started = now;
+        self.change(StageChanged {
+            attempt: self.stages.attempt,
+            current: Some(StageState {
+                stage: terminal.into(),
+                status: StageStatus::Completed.into(),
+                start_time: Some(timestamp(now)),
+                duration_ms: Some(0),
+            }),
+            previous,
+            skipped,
+        })
+    }
+
+    /// The attempt failed and the job waits for attempt + 1: its QUEUED stage starts at
+    /// `retry_at`. Returns the retry milestone and the stage change.
+    pub(super) fn retry(&mut self, error_code: &str, retry_at: DateTime<Utc>) -> [Kind; 2] {
+        let milestone = self.milestone(MilestoneKind::Retry, error_code);
+        let now = Utc::now();
+        let skipped = self.unreached();
+        let previous = self.close_active(StageStatus::Failed, now);
+        self.stage_started = retry_at;
+        let next = self.stages.attempt + 1;
+        let change = self.change(StageChanged {
+            attempt: next,
+            current: Some(StageState {
+                stage: Stage::Queued.into(),
+                status: StageStatus::Active.into(),
+                start_time: Some(timestamp(retry_at)),
+                duration_ms: None,
+            }),
+            previous,
+            skipped,
+        });
+        self.output_tokens = 0;
+        self.output_tokens_per_second = 0.0;
+        self.time_to_first_token_ms = None;
+        self.fraction = None;
+        [milestone, change]
+    }
+
+    /// A milestone now, with `detail`.
+    pub(super) fn milestone(&mut self, kind: MilestoneKind, detail: &str) -> Kind {
+        let m = v1::Milestone {
+            kind: kind.into(),
+            attempt: self.stages.attempt,
+            output_tokens: self.output_tokens,
+            fraction: progress::fraction(self.output_tokens, self.estimate.tokens, false),
+            detail: detail.chars().take(1024).collect(),
+        };
+        self.record(progress_event::Kind::Milestone(m.clone()));
+        Kind::Milestone(m)
+    }
+
+    /// The first output token arrived `ttft` after the request was sent.
+    pub(super) fn first_token(&mut self, ttft: Duration) -> [Kind; 2] {
+        self.time_to_first_token_ms = Some(u64::try_from(ttft.as_millis()).unwrap_or(u64::MAX));
+        self.output_tokens = self.output_tokens.max(1);
+        let stage = self.advance(Stage::Generating);
+        [stage, self.milestone(MilestoneKind::FirstToken, "")]
+    }
+
+    /// Output tokens delivered so far, at `rate` tokens per second. Returns a progress update
+    /// when one is due (at most every `interval`, and only when the count moved) and the
+    /// milestones crossed.
+    pub(super) fn tokens(&mut self, output_tokens: u64, rate: f64) -> Vec<Kind> {
+        self.output_tokens = output_tokens;
+        self.output_tokens_per_second = rate;
+        let now = Instant::now();
+        if now < self.next_update || output_tokens == self.reported_tokens {
+            return Vec::new();
+        }
+        self.next_update = now + self.interval;
+        self.reported_tokens = output_tokens;
+        let fraction = progress::fraction(output_tokens, self.estimate.tokens, false);
+        let mut events = vec![Kind::Progress(v1::ProgressUpdate {
+            attempt: self.stages.attempt,
+            output_tokens,
+            estimated_output_tokens: self.estimate.tokens,
+            fraction,
+            output_tokens_per_second: rate,
+        })];
+        let crossed = progress::crossed(self.fraction, fraction);
+        self.fraction = fraction;
+        for kind in crossed {
+            events.push(self.milestone(kind, ""));
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{GenerationParams, JobStatus, Priority, StreamingMode};
+
+    fn job() -> Job {
+        Job {
+            id: uuid::Uuid::now_v7(),
+            status: JobStatus::Running,
+            job_type: "general".into(),
+            priority: Priority::Normal,
+            queue: "openai-general".into(),
+            messages: vec![],
+            params: GenerationParams::default(),
+            streaming_mode: StreamingMode::Realtime,
+            metadata: Default::default(),
+            attempts: 1,
+            max_attempts: 3,
+            timeout: None,
+            tags: vec![],
+            error: None,
+            last_sequence: 0,
+            created_at: Utc::now(),
+            enqueued_at: Utc::now(),
+            started_at: Some(Utc::now()),
+            finished_at: None,
+        }
+    }
+
+    fn stage_of(kind: &Kind) -> (Stage, Option<(Stage, StageStatus)>) {
+        match kind {
+            Kind::StageChanged(c) => (
+                c.current.as_ref().expect("a current stage").stage(),
+                c.previous.as_ref().map(|p| (p.stage(), p.status())),
+            ),
+            other => panic!("not a stage change: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_normal_run_walks_every_stage_in_order() {
+        let estimate = progress::estimate(&[], Some(4));
+        let mut t = Tracker::new(&job(), estimate, Duration::ZERO);
+        let mut seen = vec![stage_of(&t.advance(Stage::Dispatched))];
+        seen.push(stage_of(&t.advance(Stage::Connecting)));
+        seen.push(stage_of(&t.advance(Stage::AwaitingFirstToken)));
+        let [generating, _] = t.first_token(Duration::from_millis(5));
+        seen.push(stage_of(&generating));
+        let updates = t.tokens(3, 10.0);
+        assert!(matches!(updates[0], Kind::Progress(ref p) if p.fraction == Some(0.75)));
+        assert_eq!(updates.len(), 4, "progress + the 25/50/75 % milestones");
+        seen.push(stage_of(&t.advance(Stage::Finalizing)));
+        seen.push(stage_of(&t.end(Stage::Completed)));
+        use {Stage as S, StageStatus as St};
+        assert_eq!(
+            seen,
+            [
+                (S::Dispatched, Some((S::Queued, St::Completed))),
+                (S::Connecting, Some((S::Dispatched, St::Completed))),
+                (S::AwaitingFirstToken, Some((S::Connecting, St::Completed))),
+                (S::Generating, Some((S::AwaitingFirstToken, St::Completed))),
+                (S::Finalizing, Some((S::Generating, St::Completed))),
+                (S::Completed, Some((S::Finalizing, St::Completed))),
+            ]
+        );
+        let snap = t.snapshot();
+        assert_eq!(snap.stage(), Stage::Completed);
+        assert_eq!(snap.fraction, Some(1.0));
+        assert_eq!(snap.stages.len(), 7);
+        // 6 stage changes + first token + 3 progress milestones.
+        assert_eq!(t.take_history().len(), 10);
+        assert!(t.take_history().is_empty(), "history is taken once");
+    }
+
+    #[test]
+    fn updates_are_rate_limited_and_need_new_tokens() {
+        let mut t = Tracker::new(
+            &job(),
+            progress::estimate(&[], None),
+            Duration::from_secs(60),
+        );
+        assert_eq!(t.tokens(1, 1.0).len(), 1, "the first update goes out");
+        assert!(
+            t.tokens(2, 1.0).is_empty(),
+            "the next waits for the interval"
+        );
+        let mut t = Tracker::new(&job(), progress::estimate(&[], None), Duration::ZERO);
+        assert_eq!(t.tokens(1, 1.0).len(), 1);
+        assert!(t.tokens(1, 1.0).is_empty(), "no update without new tokens");
+    }
+
+    #[test]
+    fn a_failure_skips_the_rest_and_a_retry_queues_the_next_attempt() {
+        let mut t = Tracker::new(&job(), progress::estimate(&[], None), Duration::ZERO);
+        t.advance(Stage::Dispatched);
+        t.advance(Stage::Connecting);
+        let [milestone, change] = t.retry("upstream_server_error", Utc::now());
+        assert!(matches!(milestone, Kind::Milestone(ref m) if m.kind() == MilestoneKind::Retry));
+        let Kind::StageChanged(c) = change else {
+            panic!("not a stage change")
+        };
+        assert_eq!(c.attempt, 2);
+        assert_eq!(
+            c.previous.expect("a previous stage").status(),
+            StageStatus::Failed
+        );
+        assert_eq!(c.skipped.len(), 3, "awaiting, generating, finalizing");
+        assert_eq!(t.snapshot().stage(), Stage::Queued);
+        assert_eq!(t.snapshot().attempt, 2);
+    }
+}
