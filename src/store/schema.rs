@@ -28,6 +28,7 @@ diesel::table! {
         timeout_secs -> Nullable<Int4>,
         forgotten_at -> Nullable<Timestamptz>,
         tags -> Array<Text>,
+        batch_id -> Nullable<Uuid>,
     }
 }
 
@@ -64,6 +65,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    batches (id) {
+        id -> Uuid,
+        display_name -> Text,
+        metadata -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(job_results -> jobs (job_id));
 diesel::joinable!(job_attempt_failures -> jobs (job_id));
-diesel::allow_tables_to_appear_in_same_query!(jobs, job_results, job_attempt_failures);
+diesel::joinable!(jobs -> batches (batch_id));
+diesel::allow_tables_to_appear_in_same_query!(jobs, job_results, job_attempt_failures, batches);
