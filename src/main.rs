@@ -113,6 +113,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Result(a) => client::result(a).await,
         Command::Cancel(a) => client::cancel(a).await,
         Command::Jobs(a) => client::list(a).await,
+        Command::Batch(a) => llm_jobs::cli::batch::run(a).await,
         Command::Admin(a) => llm_jobs::cli::admin::run(a).await,
         Command::Monitor(a) => llm_jobs::cli::tools::monitor(a).await,
         Command::Demo(a) => llm_jobs::cli::tools::demo(a).await,
