@@ -18,7 +18,8 @@ pub struct BatchArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: Connection,
-    /// Print protobuf JSON instead of text (`watch`: one BatchEvent per line).
+    /// Print protobuf JSON instead of text (`watch`: one BatchEvent per line; `submit --watch`:
+    /// the Batch on one line first).
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
@@ -102,8 +103,9 @@ pub async fn run(a: BatchArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if json && !watch {
-                println!("{}", to_json("llmjobs.v1.Batch", &batch, true)?);
+            if json {
+                // Followed by BatchEvent lines with --watch: keep every line one JSON value.
+                println!("{}", to_json("llmjobs.v1.Batch", &batch, !watch)?);
             } else {
                 println!("{}", batch.id);
                 eprintln!("{}", counts(&batch));
