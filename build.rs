@@ -8,8 +8,11 @@ fn main() -> anyhow::Result<()> {
     let protos = [
         "proto/llmjobs/v1/jobs.proto",
         "proto/llmjobs/v1/admin.proto",
+        "proto/llmjobs/v1/batches.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    // `embed_migrations!` reads `migrations/` at compile time; a new migration must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

@@ -202,6 +202,13 @@ pub async fn run(
             events: events.clone(),
         };
         let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
+        let batches = crate::api::batches::BatchApi::new(
+            gateway.clone(),
+            rules.clone(),
+            cfg.jobs.max_batch_jobs.max(1),
+            heartbeat,
+            shutdown.clone(),
+        );
         let api = JobApi::new(gateway, rules, heartbeat, shutdown.clone());
         let admin = crate::api::admin::AdminApi::new(
             crate::admin::Admin {
@@ -220,7 +227,7 @@ pub async fn run(
                 stop.cancelled().await;
                 // Streams end on the same signal; unary calls get the grace period.
             };
-            server::serve(listener, api, admin, health_service, drained)
+            server::serve(listener, api, batches, admin, health_service, drained)
                 .await
                 .map_err(|e| Error::Server(e.to_string()))
         });

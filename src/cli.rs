@@ -1,8 +1,9 @@
 //! The `llm-jobs` command line: server commands (`serve`, `gateway`, `worker`, `migrate`) and
 //! client commands that talk to a running server over gRPC (`submit`, `watch`, `status`,
-//! `result`, `cancel`) and operator commands (`admin …`).
+//! `result`, `cancel`, `batch …`) and operator commands (`admin …`).
 
 pub mod admin;
+pub mod batch;
 pub mod client;
 pub mod tools;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Cancel(client::CancelArgs),
     /// List the newest jobs (filters: --status, --job-type, --tag).
     Jobs(client::ListArgs),
+    /// Batches of jobs: submit a JSONL file, watch with a progress bar, get, cancel.
+    Batch(batch::BatchArgs),
     /// Operate the queues: stats, workload, workers, performance, health, pause, resume,
     /// toggle, purge, failed, retry, forget.
     Admin(admin::AdminArgs),

@@ -1,14 +1,16 @@
-//! The gateway's job operations, called by the API: submit, get, result, cancel.
+//! The gateway's job operations, called by the API: submit, get, result, cancel; [`batch`]
+//! holds those of batches.
 //!
 //! Ordering rules: a job row exists in Postgres before its id is in Redis; the `queued` event
 //! is the first in its log; a Redis failure after the insert removes the row again, so a
 //! client that saw UNAVAILABLE left no half-written job behind.
 
+pub mod batch;
 mod progress;
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 
 use crate::{
@@ -46,18 +48,7 @@ impl Gateway {
         if !inserted.created {
             return Ok(inserted.job);
         }
-        let queued = event(Kind::Queued(v1::JobQueued {
-            queue: job.queue.clone(),
-            priority: convert::priority(job.priority).into(),
-            job_type: job.job_type.clone(),
-        }));
-        let published = async {
-            self.events.append(job.id, &queued, Fence::None).await?;
-            self.queue.enqueue(job.id, &job.queue, Utc::now()).await?;
-            Ok::<_, Error>(())
-        }
-        .await;
-        if let Err(e) = published {
+        if let Err(e) = self.publish(&job, Utc::now()).await {
             if let Err(undo) = self.store.discard_job(job.id).await {
                 warn!(error = %undo, "cannot discard the job after a Redis failure");
             }
@@ -65,6 +56,21 @@ impl Gateway {
         }
         info!(queue = %job.queue, "job submitted");
         Ok(inserted.job)
+    }
+
+    /// Makes a stored QUEUED job visible to workers and watchers: appends its `queued` event
+    /// (the first of its log), then puts it in its queue at `at` (jobs enqueued at the same
+    /// `at` are claimed in id order, that is in the order they were created).
+    /// Errors: `Events`/`Queue` (UNAVAILABLE).
+    pub(crate) async fn publish(&self, job: &NewJob, at: DateTime<Utc>) -> Result<(), Error> {
+        let queued = event(Kind::Queued(v1::JobQueued {
+            queue: job.queue.clone(),
+            priority: convert::priority(job.priority).into(),
+            job_type: job.job_type.clone(),
+        }));
+        self.events.append(job.id, &queued, Fence::None).await?;
+        self.queue.enqueue(job.id, &job.queue, at).await?;
+        Ok(())
     }
 
     /// The job and its live output token count. Errors: `NotFound`, `Store`.

@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`job`]: domain types (status, priority, queue names, results, limits).
+//! - [`batch`]: domain types of batches (jobs submitted together) and their progress figures.
 //! - [`config`]: one configuration struct per subsystem, flags + environment variables.
 //! - [`error`]: the RPC error type and its mapping to gRPC status codes.
 //! - [`paging`]: page sizes and tokens of list RPCs (AIP-158).
@@ -21,8 +22,9 @@
 //! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
 //!   classification.
 //! - [`worker`]: claiming jobs, running attempts, retries, cancellation.
-//! - [`gateway`]: job operations behind the API (submit, get, result, cancel).
-//! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots.
+//! - [`gateway`]: job and batch operations behind the API (submit, get, result, cancel).
+//! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots; batch
+//!   progress streams.
 //! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry).
 //! - [`api`]: the gRPC services (decode, call the core, encode).
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
@@ -36,6 +38,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod backend;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod error;

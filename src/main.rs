@@ -114,6 +114,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Progress(a) => client::progress(a).await,
         Command::Cancel(a) => client::cancel(a).await,
         Command::Jobs(a) => client::list(a).await,
+        Command::Batch(a) => llm_jobs::cli::batch::run(a).await,
         Command::Admin(a) => llm_jobs::cli::admin::run(a).await,
         Command::Monitor(a) => llm_jobs::cli::tools::monitor(a).await,
         Command::Demo(a) => llm_jobs::cli::tools::demo(a).await,

@@ -1,4 +1,5 @@
-//! The tonic router: JobService, health and reflection on one port, with grpc-web (HTTP/1.1
+//! The tonic router: JobService, BatchService, QueueAdminService, health and reflection on one
+//! port, with grpc-web (HTTP/1.1
 //! included) and CORS for browsers. [`serve`] takes a bound listener and a shutdown future, so
 //! tests bind port 0 and pass it in.
 
@@ -12,11 +13,11 @@ use tonic_health::pb::health_server::HealthServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    api::{admin::AdminApi, jobs::JobApi},
+    api::{admin::AdminApi, batches::BatchApi, jobs::JobApi},
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            job_service_server::JobServiceServer,
+            batch_service_server::BatchServiceServer, job_service_server::JobServiceServer,
             queue_admin_service_server::QueueAdminServiceServer,
         },
     },
@@ -24,6 +25,12 @@ use crate::{
 
 /// Largest accepted request message (bytes); the prompt limit is checked separately.
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest accepted BatchService request message (bytes): a `SubmitBatch` of the default
+/// 1,000 jobs averaging up to 64 KiB of prompt each. Each job's own limits are checked
+/// separately; bigger batches must be split. The transport refuses larger messages with
+/// OUT_OF_RANGE before they are decoded, which bounds the memory one call can take.
+pub const MAX_BATCH_DECODING_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// CORS for grpc-web clients: any origin; the headers grpc-web sends and reads.
 /// Header names from the grpc-web protocol (github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md).
@@ -54,6 +61,7 @@ fn cors() -> CorsLayer {
 pub async fn serve<H>(
     listener: TcpListener,
     jobs: JobApi,
+    batches: BatchApi,
     admin: AdminApi,
     health: HealthServer<H>,
     shutdown: impl Future<Output = ()> + Send,
@@ -72,6 +80,8 @@ where
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let batches = BatchServiceServer::new(batches)
+        .max_decoding_message_size(MAX_BATCH_DECODING_MESSAGE_BYTES);
     let admin = QueueAdminServiceServer::new(admin);
 
     Server::builder()
@@ -84,6 +94,7 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(jobs)
+        .add_service(batches)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -10,7 +10,10 @@ pub mod schema;
 
 use async_trait::async_trait;
 
-use crate::job::{Job, JobError, JobId, NewJob, Outcome};
+use crate::{
+    batch::{BatchId, NewBatch, Snapshot},
+    job::{Job, JobError, JobId, NewJob, Outcome},
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,15 @@ pub enum Finish {
         /// What the attempt produced before the cancel.
         partial: Outcome,
     },
+}
+
+/// What `insert_batch` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsertedBatch {
+    /// The stored batch (the earlier one when the idempotency key was already used).
+    pub id: BatchId,
+    /// False when an earlier batch with the same idempotency key was returned instead.
+    pub created: bool,
 }
 
 /// A stored result with the job it belongs to.
@@ -288,7 +300,9 @@ pub trait Store: Send + Sync + 'static {
     async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error>;
 
     /// Deletes up to `batch` jobs that ended before `before`, with their results and attempt
-    /// history; returns how many were deleted (0 when none are left).
+    /// history; returns how many were deleted (0 when none are left). A job of a batch goes
+    /// only once every job of its batch ended before `before`; batches created before `before`
+    /// that have no job left go too.
     async fn delete_finished(
         &self,
         before: chrono::DateTime<chrono::Utc>,
@@ -319,6 +333,18 @@ pub trait Store: Send + Sync + 'static {
         model: &str,
         limit: i64,
     ) -> Result<Vec<u64>, Error>;
+
+    // Batches
+
+    /// Stores the batch and all its jobs (QUEUED, in request order; they must carry no
+    /// idempotency key) in one transaction. With a batch idempotency key used within the last
+    /// 24 h, stores nothing and returns the earlier batch's id with `created` false.
+    async fn insert_batch(&self, batch: &NewBatch, jobs: &[NewJob])
+    -> Result<InsertedBatch, Error>;
+
+    /// The batch and every job of it in request order, the jobs read by one statement (so
+    /// their statuses are of one moment); `None` when the batch is unknown.
+    async fn get_batch(&self, id: BatchId) -> Result<Option<Snapshot>, Error>;
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;

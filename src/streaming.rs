@@ -3,7 +3,9 @@
 //!
 //! Guarantees: events arrive in sequence order with no gaps and no duplicates; the stream ends
 //! after the terminal event; it never hangs on a lost message: after [`IDLE_CHECK`] of silence
-//! it re-reads the log and consults the store.
+//! it re-reads the log and consults the store. Following a whole batch is [`batch`].
+
+pub mod batch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -80,6 +82,28 @@ pub fn follow(
         }
     });
     (ReceiverStream::new(rx), handle)
+}
+
+/// The terminal event of an ended job as the store has it (for logs that lost it or expired);
+/// a cancel's reason is not stored, so it reads "cancelled by a client".
+async fn terminal_kind(store: &dyn Store, job: &Job) -> Result<Kind, crate::store::Error> {
+    Ok(match job.status {
+        JobStatus::Completed => {
+            let stored = store.get_result(job.id).await?;
+            let outcome = stored.and_then(|s| s.outcome).unwrap_or_default();
+            Kind::Completed(v1::JobCompleted {
+                finish_reason: outcome.finish_reason,
+                usage: Some(convert::usage(&outcome.usage)),
+            })
+        }
+        JobStatus::Failed => Kind::Failed(v1::JobFailed {
+            error: job.error.as_ref().map(convert::job_error),
+            attempts: job.attempts,
+        }),
+        _ => Kind::Cancelled(v1::JobCancelled {
+            reason: "cancelled by a client".into(),
+        }),
+    })
 }
 
 enum Stop {
@@ -248,23 +272,9 @@ impl Watcher {
     }
 
     async fn terminal_kind(&self, job: &Job) -> Result<Kind, Stop> {
-        Ok(match job.status {
-            JobStatus::Completed => {
-                let stored = self.store.get_result(job.id).await.map_err(unavailable)?;
-                let outcome = stored.and_then(|s| s.outcome).unwrap_or_default();
-                Kind::Completed(v1::JobCompleted {
-                    finish_reason: outcome.finish_reason,
-                    usage: Some(convert::usage(&outcome.usage)),
-                })
-            }
-            JobStatus::Failed => Kind::Failed(v1::JobFailed {
-                error: job.error.as_ref().map(convert::job_error),
-                attempts: job.attempts,
-            }),
-            _ => Kind::Cancelled(v1::JobCancelled {
-                reason: "cancelled by a client".into(),
-            }),
-        })
+        terminal_kind(self.store.as_ref(), job)
+            .await
+            .map_err(unavailable)
     }
 
     /// Appends the terminal event from the store when the job ended long enough ago that its

@@ -1,6 +1,7 @@
 //! [`Store`] on Postgres through diesel-async, with a deadpool connection pool and embedded
-//! migrations; [`reports`] holds the operators' queries.
+//! migrations; [`reports`] holds the operators' queries, [`batches`] the batches'.
 
+mod batches;
 mod migrate;
 mod progress;
 mod reports;
@@ -403,23 +404,22 @@ impl Store for PgStore {
         before: chrono::DateTime<chrono::Utc>,
         batch: i64,
     ) -> Result<u64, Error> {
-        let mut conn = self.conn().await?;
-        let old = jobs::table
-            .filter(jobs::status.eq_any([
-                JobStatus::Completed.as_str(),
-                JobStatus::Failed.as_str(),
-                JobStatus::Cancelled.as_str(),
-            ]))
-            .filter(jobs::finished_at.lt(before))
-            .select(jobs::id)
-            .limit(batch)
-            .load::<JobId>(&mut conn)
-            .await?;
-        // Results and attempt failures go with their job (ON DELETE CASCADE).
-        let n = diesel::delete(jobs::table.filter(jobs::id.eq_any(old)))
-            .execute(&mut conn)
-            .await?;
-        Ok(n as u64)
+        batches::delete_finished(self, before, batch).await
+    }
+
+    async fn insert_batch(
+        &self,
+        batch: &crate::batch::NewBatch,
+        jobs: &[NewJob],
+    ) -> Result<super::InsertedBatch, Error> {
+        batches::insert_batch(self, batch, jobs).await
+    }
+
+    async fn get_batch(
+        &self,
+        id: crate::batch::BatchId,
+    ) -> Result<Option<crate::batch::Snapshot>, Error> {
+        batches::get_batch(self, id).await
     }
 
     async fn append_progress(

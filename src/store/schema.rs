@@ -28,6 +28,7 @@ diesel::table! {
         timeout_secs -> Nullable<Int4>,
         forgotten_at -> Nullable<Timestamptz>,
         tags -> Array<Text>,
+        batch_id -> Nullable<Uuid>,
     }
 }
 
@@ -84,12 +85,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    batches (id) {
+        id -> Uuid,
+        display_name -> Text,
+        metadata -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(job_results -> jobs (job_id));
 diesel::joinable!(job_attempt_failures -> jobs (job_id));
 diesel::joinable!(job_progress_events -> jobs (job_id));
+diesel::joinable!(jobs -> batches (batch_id));
 diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     job_results,
     job_attempt_failures,
-    job_progress_events
+    job_progress_events,
+    batches
 );

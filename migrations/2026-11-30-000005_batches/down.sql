@@ -1,0 +1,2 @@
+ALTER TABLE jobs DROP COLUMN batch_id;
+DROP TABLE batches;

@@ -1,0 +1,207 @@
+//! Serving one `StreamBatch` watcher: progress snapshots and each job's terminal event, until
+//! every job of the batch has ended.
+//!
+//! The watcher polls Postgres every [`POLL`] (one statement reads the states of all the
+//! batch's jobs) rather than subscribing to each job's live feed: a batch of 1,000 jobs costs
+//! one query per poll, not 1,000 subscriptions. A job's terminal event comes from its Redis log
+//! (exactly as `StreamJob` sends it); when the log is gone or Redis fails, it is rebuilt from
+//! the store.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::debug;
+
+use crate::{
+    api::{batches::batch_message, convert},
+    batch::{BatchId, Member, Progress, Snapshot},
+    events::{EventLog, is_terminal},
+    proto::v1::{self, batch_event},
+    store::Store,
+};
+
+/// How often a watcher reads the batch's job states.
+pub const POLL: Duration = Duration::from_millis(500);
+/// Messages buffered per watcher before the producer waits for the client.
+const BUFFER: usize = 64;
+
+/// What a batch watcher stream yields.
+pub type BatchEventStream = ReceiverStream<Result<v1::BatchEvent, Status>>;
+
+/// Starts following batch `batch_id` and returns the stream at once. It ends after a final
+/// progress message once every job's terminal event was sent; with UNAVAILABLE when Postgres
+/// fails or `shutdown` is cancelled; with NOT_FOUND when the batch vanishes (cleanup). The
+/// work stops when the client goes away. A quiet stream gets a progress message every
+/// `heartbeat`.
+pub fn follow(
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventLog>,
+    batch_id: BatchId,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) -> BatchEventStream {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let closed = tx.clone();
+        let mut w = Watcher {
+            store,
+            events,
+            batch_id,
+            tx,
+            sent: HashSet::new(),
+            last_progress: None,
+            last_sent: tokio::time::Instant::now(),
+            heartbeat: heartbeat.max(POLL),
+        };
+        let result = tokio::select! {
+            r = w.run() => r,
+            _ = shutdown.cancelled() => Err(Stop::Status(Status::unavailable(
+                "the server is shutting down; call StreamBatch again",
+            ))),
+            _ = closed.closed() => Err(Stop::Gone),
+        };
+        if let Err(Stop::Status(status)) = result {
+            let _ = w.tx.send(Err(status)).await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// End the stream with this status.
+    Status(Status),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Stop {
+    tracing::warn!(error = %e, "batch watcher: dependency failed");
+    Stop::Status(Status::unavailable(
+        "a dependency of the batch stream is unavailable; call StreamBatch again",
+    ))
+}
+
+/// The figures a progress message is re-sent for when they change (the estimate moves with
+/// the clock, so it does not count).
+type Figures = (crate::batch::Counts, u64, u64, Option<f64>);
+
+fn figures(p: &Progress) -> Figures {
+    (p.counts, p.input_tokens, p.output_tokens, p.cost_usd)
+}
+
+struct Watcher {
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventLog>,
+    batch_id: BatchId,
+    tx: mpsc::Sender<Result<v1::BatchEvent, Status>>,
+    /// Jobs whose terminal event was sent.
+    sent: HashSet<uuid::Uuid>,
+    /// Figures of the last progress message.
+    last_progress: Option<Figures>,
+    /// When the client last got anything.
+    last_sent: tokio::time::Instant,
+    /// Longest silence towards the client.
+    heartbeat: Duration,
+}
+
+impl Watcher {
+    async fn run(&mut self) -> Result<(), Stop> {
+        loop {
+            let snap = self
+                .store
+                .get_batch(self.batch_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    Stop::Status(Status::not_found(format!(
+                        "batch {} not found",
+                        self.batch_id
+                    )))
+                })?;
+            let now = Utc::now();
+            let progress = Progress::of(snap.batch.created_at, &snap.members, now);
+            if self.last_progress.is_none() {
+                self.progress(&snap, &progress).await?;
+            }
+            let mut ended: Vec<&Member> = snap
+                .members
+                .iter()
+                .filter(|m| m.status.is_terminal() && !self.sent.contains(&m.id))
+                .collect();
+            ended.sort_by_key(|m| m.finished_at);
+            for m in ended {
+                if let Some(ev) = self.terminal_event(m, now).await? {
+                    self.send(batch_event::Kind::JobFinished(ev)).await?;
+                    self.sent.insert(m.id);
+                }
+            }
+            let done = snap.members.iter().all(|m| self.sent.contains(&m.id));
+            if done
+                || self.last_progress != Some(figures(&progress))
+                || self.last_sent.elapsed() >= self.heartbeat
+            {
+                self.progress(&snap, &progress).await?;
+            }
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn progress(&mut self, snap: &Snapshot, progress: &Progress) -> Result<(), Stop> {
+        let message = batch_message(snap, progress, false);
+        self.send(batch_event::Kind::Progress(message)).await?;
+        self.last_progress = Some(figures(progress));
+        Ok(())
+    }
+
+    async fn send(&mut self, kind: batch_event::Kind) -> Result<(), Stop> {
+        let message = v1::BatchEvent { kind: Some(kind) };
+        self.tx.send(Ok(message)).await.map_err(|_| Stop::Gone)?;
+        self.last_sent = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    /// The job's terminal event from its log; rebuilt from the store when the log has none
+    /// (expired, lost, Redis failing) and the job ended long enough ago that its writer should
+    /// have appended it (as `StreamJob` repairs). `None`: look again at the next poll.
+    async fn terminal_event(
+        &self,
+        m: &Member,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Option<v1::JobEvent>, Stop> {
+        if m.last_sequence > 0 {
+            match self.events.read_after(m.id, m.last_sequence - 1).await {
+                Ok(Some(read)) => {
+                    if let Some(mut ev) = read.events.into_iter().find(is_terminal) {
+                        ev.job_id = m.id.to_string();
+                        return Ok(Some(ev));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => debug!(job_id = %m.id, error = %e, "cannot read the job's log"),
+            }
+        }
+        let settle = chrono::Duration::from_std(super::IDLE_CHECK).unwrap_or_default();
+        if m.finished_at.is_none_or(|t| now - t < settle) {
+            return Ok(None);
+        }
+        let Some(job) = self.store.get_job(m.id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let kind = super::terminal_kind(self.store.as_ref(), &job)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(v1::JobEvent {
+            sequence: m.last_sequence,
+            time: job.finished_at.map(convert::timestamp),
+            job_id: m.id.to_string(),
+            kind: Some(kind),
+        }))
+    }
+}
