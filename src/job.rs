@@ -257,6 +257,8 @@ pub struct Job {
     pub timeout: Option<std::time::Duration>,
     /// Labels for listing.
     pub tags: Vec<String>,
+    /// The batch it was submitted in, if any.
+    pub batch_id: Option<Uuid>,
     /// Last error, for failed jobs.
     pub error: Option<JobError>,
     /// Sequence of the terminal event, once it is known (0 before).

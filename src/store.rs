@@ -185,6 +185,8 @@ pub struct JobFilter {
     pub priority: Option<crate::job::Priority>,
     /// A tag the job has.
     pub tag: Option<String>,
+    /// The batch it belongs to.
+    pub batch_id: Option<uuid::Uuid>,
     /// Created strictly after.
     pub created_after: Option<chrono::DateTime<chrono::Utc>>,
     /// Created strictly before.

@@ -182,6 +182,7 @@ pub fn job(j: &Job, output_tokens: u64) -> v1::Job {
         },
         last_sequence: j.last_sequence,
         tags: j.tags.clone(),
+        batch_id: j.batch_id.map(|b| b.to_string()).unwrap_or_default(),
     }
 }
 

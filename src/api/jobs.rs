@@ -203,6 +203,13 @@ impl JobService for JobApi {
             },
             job_type: some(req.job_type),
             tag: some(req.tag),
+            batch_id: match req.batch_id.as_str() {
+                "" => None,
+                raw => Some(
+                    uuid::Uuid::parse_str(raw)
+                        .map_err(|_| Error::invalid("batch_id", "must be a UUID"))?,
+                ),
+            },
             created_after: time(req.created_after, "created_after")?,
             created_before: time(req.created_before, "created_before")?,
         };

@@ -43,6 +43,7 @@ pub struct JobRow {
     pub timeout_secs: Option<i32>,
     pub forgotten_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
+    pub batch_id: Option<Uuid>,
 }
 
 /// A new row of `jobs`.
@@ -188,6 +189,7 @@ impl TryFrom<JobRow> for Job {
                 .and_then(|s| u64::try_from(s).ok())
                 .map(std::time::Duration::from_secs),
             tags: row.tags,
+            batch_id: row.batch_id,
             error,
             last_sequence: u64::try_from(row.last_sequence).unwrap_or(0),
             created_at: row.created_at,

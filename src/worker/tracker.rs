@@ -299,6 +299,7 @@ mod tests {
             max_attempts: 3,
             timeout: None,
             tags: vec![],
+            batch_id: None,
             error: None,
             last_sequence: 0,
             created_at: Utc::now(),

@@ -213,6 +213,20 @@ async fn a_batch_of_fifty_adds_up_at_every_moment_and_its_stream_ends_after_the_
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
     assert_eq!(end.input_tokens, input);
+
+    // ListJobs finds exactly the batch's jobs, each naming its batch.
+    let mut c = app.client.clone();
+    let listed = c
+        .list_jobs(llm_jobs::proto::v1::ListJobsRequest {
+            batch_id: submitted.id.clone(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let listed_ids: HashSet<_> = listed.jobs.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(listed_ids, expected);
+    assert!(listed.jobs.iter().all(|j| j.batch_id == submitted.id));
     app.stop().await
 }
 

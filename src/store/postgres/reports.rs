@@ -265,6 +265,9 @@ pub(super) async fn list_jobs(
     if let Some(tag) = &filter.tag {
         query = query.filter(jobs::tags.contains(vec![tag.clone()]));
     }
+    if let Some(batch) = filter.batch_id {
+        query = query.filter(jobs::batch_id.eq(batch));
+    }
     if let Some(t) = filter.created_after {
         query = query.filter(jobs::created_at.gt(t));
     }
