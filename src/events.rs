@@ -108,15 +108,17 @@ pub trait EventLog: Send + Sync + 'static {
         fence: Fence,
     ) -> Result<Option<u64>, Error>;
 
-    /// Appends like [`EventLog::append`] and, in the same step and only when the append is
-    /// accepted, replaces the job's progress snapshot with `progress` (so a stale attempt
-    /// cannot overwrite a newer one's progress either).
+    /// Appends `events` in order in one step (all or none; only the last may be terminal) and,
+    /// when given and only when the append is accepted, replaces the job's progress snapshot
+    /// with `progress` (so a stale attempt cannot overwrite a newer one's progress either).
+    /// Returns the last event's sequence, or `None` when refused as [`EventLog::append`] is.
+    /// Errors: `Corrupt` when an event before the last is terminal.
     async fn append_tracked(
         &self,
         job_id: JobId,
-        event: &JobEvent,
+        events: &[JobEvent],
         fence: Fence,
-        progress: &JobProgress,
+        progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error>;
 
     /// The job's latest progress snapshot, written by its worker; `None` before the first

@@ -67,42 +67,58 @@ impl RedisEventLog {
     async fn append_with(
         &self,
         job_id: JobId,
-        event: &JobEvent,
+        events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
-        let k = &self.redis.keys;
-        // Stored without sequence and job id: the list index and the key carry them.
-        let stored = JobEvent {
-            sequence: 0,
-            job_id: String::new(),
-            ..event.clone()
+        let Some(last) = events.last() else {
+            return Ok(None);
         };
+        if events[..events.len() - 1].iter().any(is_terminal) {
+            return Err(Error::Corrupt(
+                "only the last event of an append may be terminal".into(),
+            ));
+        }
+        let k = &self.redis.keys;
         let fence = match fence {
             Fence::None => String::new(),
             Fence::Attempt(n) => format!("a{n}"),
             Fence::Start(n) => format!("s{n}"),
         };
-        let output_tokens = match &event.kind {
-            Some(crate::proto::v1::job_event::Kind::TokenDelta(d)) => d.output_tokens.to_string(),
-            _ => String::new(),
-        };
-        let mut conn = self.redis.pool.get().await?;
-        let seq: u64 = APPEND
+        let output_tokens = events
+            .iter()
+            .rev()
+            .find_map(|e| match &e.kind {
+                Some(crate::proto::v1::job_event::Kind::TokenDelta(d)) => {
+                    Some(d.output_tokens.to_string())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut invocation = APPEND.prepare_invoke();
+        invocation
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
             .key(k.job(&job_id, "progress"))
-            .arg(stored.encode_to_vec())
             .arg(fence)
-            .arg(if is_terminal(event) { "1" } else { "0" })
+            .arg(if is_terminal(last) { "1" } else { "0" })
             .arg(k.events_channel(&job_id))
             .arg(output_tokens)
             .arg(self.terminal_ttl_secs)
             .arg(UNFINISHED_TTL_SECS)
             .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
-            .arg(self.progress_ttl_secs)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(self.progress_ttl_secs);
+        for event in events {
+            // Stored without sequence and job id: the list index and the key carry them.
+            let stored = JobEvent {
+                sequence: 0,
+                job_id: String::new(),
+                ..event.clone()
+            };
+            invocation.arg(stored.encode_to_vec());
+        }
+        let mut conn = self.redis.pool.get().await?;
+        let seq: u64 = invocation.invoke_async(&mut conn).await?;
         Ok((seq > 0).then_some(seq))
     }
 }
@@ -123,17 +139,18 @@ impl EventLog for RedisEventLog {
         event: &JobEvent,
         fence: Fence,
     ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, event, fence, None).await
+        self.append_with(job_id, std::slice::from_ref(event), fence, None)
+            .await
     }
 
     async fn append_tracked(
         &self,
         job_id: JobId,
-        event: &JobEvent,
+        events: &[JobEvent],
         fence: Fence,
-        progress: &JobProgress,
+        progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, event, fence, Some(progress)).await
+        self.append_with(job_id, events, fence, progress).await
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {

@@ -102,20 +102,35 @@ impl Worker {
 
     async fn attempt(&self, job: Job, running: Arc<Running>) {
         let attempt = job.attempts;
-        let started = event(Kind::Started(v1::JobStarted {
-            attempt,
-            worker_id: self.id.clone(),
-            model: job.params.model.clone(),
-        }));
+        let provider = self.deps.providers.for_model(&job.params.model).clone();
+        let mut tracker = Tracker::new(
+            &job,
+            self.estimate(&job).await,
+            Duration::from_millis(self.cfg.progress_interval_ms),
+        );
+        tracker.set_worker(self.latest_resources());
+        // The started event and the dispatched stage go out together: one round trip.
+        let opening = [
+            event(Kind::Started(v1::JobStarted {
+                attempt,
+                worker_id: self.id.clone(),
+                model: job.params.model.clone(),
+            })),
+            event(tracker.advance(Stage::Dispatched)),
+        ];
+        let snapshot = tracker.snapshot();
         let published = self
             .persist(
                 &running,
                 "publishing the started event",
                 events_transient,
                 || {
-                    self.deps
-                        .events
-                        .append(job.id, &started, Fence::Start(attempt))
+                    self.deps.events.append_tracked(
+                        job.id,
+                        &opening,
+                        Fence::Start(attempt),
+                        Some(&snapshot),
+                    )
                 },
             )
             .await;
@@ -133,12 +148,6 @@ impl Worker {
             running.stop(StopReason::Cancelled);
         }
 
-        let provider = self.deps.providers.for_model(&job.params.model).clone();
-        let tracker = Tracker::new(
-            &job,
-            self.estimate(&job).await,
-            Duration::from_millis(self.cfg.progress_interval_ms),
-        );
         let mut progress = Progress {
             outcome: Outcome {
                 model: job.params.model.clone(),
@@ -160,8 +169,6 @@ impl Worker {
             tracker,
             gaps_ms: Vec::new(),
         };
-        self.track(&job, &mut progress, |t| vec![t.advance(Stage::Dispatched)])
-            .await;
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
             .await;
@@ -178,13 +185,11 @@ impl Worker {
     /// Finalizes a completed attempt: parses structured output and notes the milestones of
     /// the answer (cut by max_tokens, structured output valid or not).
     async fn finalize(&self, job: &Job, progress: &mut Progress) {
-        self.track(job, progress, |t| vec![t.advance(Stage::Finalizing)])
-            .await;
+        let mut kinds = vec![progress.tracker.advance(Stage::Finalizing)];
         let structured = crate::structured::evaluate(
             job.params.response_format.as_ref(),
             &progress.outcome.content,
         );
-        let mut kinds = Vec::new();
         if progress.outcome.finish_reason == "length" {
             kinds.push(
                 progress
@@ -291,9 +296,9 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
-                self.publish_tracked(&job, &mut progress, vec![stage_end])
+                let snapshot = progress.tracker.snapshot();
+                self.publish_terminal(job.id, attempt, vec![stage_end, terminal], Some(&snapshot))
                     .await;
-                self.publish_terminal(job.id, attempt, terminal).await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
             Ok(None) => info!("attempt was superseded; result discarded"),
@@ -314,7 +319,8 @@ impl Worker {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
                     });
-                    self.publish_terminal(job.id, attempt, terminal).await;
+                    self.publish_terminal(job.id, attempt, vec![terminal], None)
+                        .await;
                 }
             }
             // The lease expires and another attempt runs the job again.
@@ -360,21 +366,14 @@ impl Worker {
                 .await;
             match recorded {
                 Ok(true) => {
-                    let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
+                    let failed = Kind::AttemptFailed(v1::AttemptFailed {
                         attempt,
                         error: Some(crate::api::convert::job_error(&error)),
                         will_retry: true,
                         retry_time: Some(crate::api::convert::timestamp(retry_at)),
-                    }));
-                    if let Err(e) = self
-                        .deps
-                        .events
-                        .append(job.id, &failed, Fence::Attempt(attempt))
-                        .await
-                    {
-                        warn!(error = %e, "cannot publish the attempt-failed event");
-                    }
-                    self.publish_tracked(job, &mut progress, retry_events.into())
+                    });
+                    let [milestone, change] = retry_events;
+                    self.publish_tracked(job, &mut progress, vec![failed, milestone, change])
                         .await;
                     self.settle(job.id, &running.owner, Some(retry_at)).await;
                 }
@@ -401,24 +400,24 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
-                let failed = event(Kind::AttemptFailed(v1::AttemptFailed {
+                let failed = Kind::AttemptFailed(v1::AttemptFailed {
                     attempt,
                     error: Some(crate::api::convert::job_error(&error)),
                     will_retry: false,
                     retry_time: None,
-                }));
-                let _ = self
-                    .deps
-                    .events
-                    .append(job.id, &failed, Fence::Attempt(attempt))
-                    .await;
-                self.publish_tracked(job, &mut progress, vec![stage_end])
-                    .await;
+                });
                 let terminal = Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),
                     attempts: attempt,
                 });
-                self.publish_terminal(job.id, attempt, terminal).await;
+                let snapshot = progress.tracker.snapshot();
+                self.publish_terminal(
+                    job.id,
+                    attempt,
+                    vec![failed, stage_end, terminal],
+                    Some(&snapshot),
+                )
+                .await;
             }
             Ok(None) => {}
             Err(_) => return,
@@ -426,12 +425,20 @@ impl Worker {
         self.settle(job.id, &running.owner, None).await;
     }
 
-    /// Appends the terminal event and remembers its sequence in the store.
-    async fn publish_terminal(&self, job_id: JobId, attempt: u32, kind: Kind) {
+    /// Appends `kinds`, whose last is the terminal event, in one step (with the final
+    /// progress snapshot when given) and remembers the terminal sequence in the store.
+    async fn publish_terminal(
+        &self,
+        job_id: JobId,
+        attempt: u32,
+        kinds: Vec<Kind>,
+        snapshot: Option<&v1::JobProgress>,
+    ) {
+        let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
         match self
             .deps
             .events
-            .append(job_id, &event(kind), Fence::Attempt(attempt))
+            .append_tracked(job_id, &events, Fence::Attempt(attempt), snapshot)
             .await
         {
             Ok(Some(seq)) => {

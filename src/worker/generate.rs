@@ -372,20 +372,19 @@ impl Worker {
         }
         progress.tracker.set_worker(self.latest_resources());
         let snapshot = progress.tracker.snapshot();
-        for kind in kinds {
-            if let Err(e) = self
-                .deps
-                .events
-                .append_tracked(
-                    job.id,
-                    &event(kind),
-                    Fence::Attempt(job.attempts),
-                    &snapshot,
-                )
-                .await
-            {
-                warn!(error = %e, "cannot publish a progress event");
-            }
+        let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
+        if let Err(e) = self
+            .deps
+            .events
+            .append_tracked(
+                job.id,
+                &events,
+                Fence::Attempt(job.attempts),
+                Some(&snapshot),
+            )
+            .await
+        {
+            warn!(error = %e, "cannot publish progress events");
         }
     }
 
