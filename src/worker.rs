@@ -99,6 +99,8 @@ type RecentOutputs = (tokio::time::Instant, Vec<u64>);
 
 /// How long recent output sizes are reused before they are read again.
 const ESTIMATE_CACHE: Duration = Duration::from_secs(30);
+/// The same, while there are too few to estimate from (a completion here also ends it).
+const ESTIMATE_CACHE_THIN: Duration = Duration::from_secs(2);
 
 impl Worker {
     /// A worker serving the queues of `job_types`.
@@ -129,8 +131,8 @@ impl Worker {
     }
 
     /// The estimate of `job`'s output, from recent completed jobs of its job type and model
-    /// (read at most every [`ESTIMATE_CACHE`] per pair once there are enough) or its
-    /// `max_tokens`.
+    /// (read at most every [`ESTIMATE_CACHE`] per pair, or [`ESTIMATE_CACHE_THIN`] while
+    /// there are too few) or its `max_tokens`.
     async fn estimate(&self, job: &crate::job::Job) -> crate::progress::Estimate {
         let key = (job.job_type.clone(), job.params.model.clone());
         let cached = {
@@ -139,7 +141,14 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.get(&key)
-                .filter(|(at, _)| at.elapsed() < ESTIMATE_CACHE)
+                .filter(|(at, recent)| {
+                    at.elapsed()
+                        < if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE {
+                            ESTIMATE_CACHE_THIN
+                        } else {
+                            ESTIMATE_CACHE
+                        }
+                })
                 .map(|(_, recent)| recent.clone())
         };
         let recent = match cached {
@@ -150,8 +159,6 @@ impl Worker {
                 .recent_output_tokens(&key.0, &key.1, crate::progress::ESTIMATE_WINDOW)
                 .await
             {
-                // Too few to estimate from: read again next time rather than keep "none".
-                Ok(recent) if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE => recent,
                 Ok(recent) => {
                     let mut map = self
                         .estimates
@@ -171,6 +178,22 @@ impl Worker {
             },
         };
         crate::progress::estimate(&recent, job.params.max_tokens)
+    }
+
+    /// Forgets recent output sizes of `job`'s job type and model that were too few to
+    /// estimate from, now that one more job of them completed.
+    fn completed_for_estimates(&self, job: &crate::job::Job) {
+        let mut map = self
+            .estimates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (job.job_type.clone(), job.params.model.clone());
+        if map
+            .get(&key)
+            .is_some_and(|(_, recent)| recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE)
+        {
+            map.remove(&key);
+        }
     }
 
     fn info(

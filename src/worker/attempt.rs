@@ -168,6 +168,7 @@ impl Worker {
             pending_reasoning: String::new(),
             tracker,
             gaps_ms: Vec::new(),
+            before_text: Vec::new(),
         };
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
@@ -296,6 +297,9 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
+                if matches!(finish, Finish::Completed(_)) {
+                    self.completed_for_estimates(&job);
+                }
                 let snapshot = progress.tracker.snapshot();
                 self.publish_terminal(job.id, attempt, vec![stage_end, terminal], Some(&snapshot))
                     .await;

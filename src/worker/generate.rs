@@ -88,6 +88,9 @@ pub(super) struct Progress {
     pub(super) tracker: Tracker,
     /// Gaps between consecutive text chunks (ms).
     pub(super) gaps_ms: Vec<f64>,
+    /// Stage changes and milestones to publish with the next text (the first token's), so
+    /// the first delta costs no extra round trip.
+    pub(super) before_text: Vec<Kind>,
 }
 
 impl Progress {
@@ -142,6 +145,8 @@ fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
 
 /// Largest text of one token delta event (bytes).
 pub const MAX_DELTA_BYTES: usize = 64 * 1024;
+/// Most token deltas sent in one append (so one Redis call carries at most 1 MiB of text).
+const DELTAS_PER_APPEND: usize = 16;
 
 /// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
 /// character boundary (at least one character, so progress is always made).
@@ -192,17 +197,31 @@ impl Worker {
             messages: job.messages.clone(),
             params: job.params.clone(),
         };
-        self.track(job, progress, |t| vec![t.advance(Stage::Connecting)])
-            .await;
+        let connecting = progress.tracker.advance(Stage::Connecting);
+        let connect_until = limit(progress).0;
         progress.sent_at = Instant::now();
-        let mut stream = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return stopped(),
-            _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
-            s = provider.stream(&request) => match s {
-                Ok(s) => s,
-                Err(e) => return End::Failed(AttemptError::Provider(e)),
-            },
+        // The request goes out while the connecting stage is published: that append is off
+        // the path to the first token.
+        let opened = {
+            let connect = async {
+                tokio::join!(
+                    self.publish_tracked(job, progress, vec![connecting]),
+                    provider.stream(&request)
+                )
+                .1
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                _ = tokio::time::sleep_until(connect_until) => Some(Err(None)),
+                s = connect => Some(s.map_err(Some)),
+            }
+        };
+        let mut stream = match opened {
+            None => return stopped(),
+            Some(Ok(s)) => s,
+            Some(Err(Some(e))) => return End::Failed(AttemptError::Provider(e)),
+            Some(Err(None)) => return End::Failed(limit(progress).1),
         };
         self.track(job, progress, |t| {
             vec![t.advance(Stage::AwaitingFirstToken)]
@@ -216,8 +235,9 @@ impl Worker {
         // (some servers never send `[DONE]` nor close).
         let mut finish_deadline = Instant::now();
         loop {
-            let has_pending =
-                !progress.pending.is_empty() || !progress.pending_reasoning.is_empty();
+            let has_pending = !progress.pending.is_empty()
+                || !progress.pending_reasoning.is_empty()
+                || !progress.before_text.is_empty();
             let item = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -267,8 +287,8 @@ impl Worker {
             let now = Instant::now();
             if progress.first_token_at.is_none() {
                 let ttft = now - progress.sent_at;
-                self.track(job, progress, |t| t.first_token(ttft).into())
-                    .await;
+                let kinds = progress.tracker.first_token(ttft);
+                progress.before_text.extend(kinds);
             }
             progress.first_token_at.get_or_insert(now);
             if let Some(last) = progress.last_token_at {
@@ -314,37 +334,60 @@ impl Worker {
     /// each (split on character boundaries), so no single log entry grows without bound.
     /// Text that cannot be published (Redis unavailable) stays pending for the next flush, so
     /// an outage delays deltas but loses none. Returns whether nothing is left pending.
+    ///
+    /// Each append carries, in order, the stage changes and milestones waiting to go out
+    /// before the text (the first token's), up to [`DELTAS_PER_APPEND`] deltas, and, once the
+    /// text is all out, the progress update it allows: one round trip per flush.
     async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
-        while !progress.pending.is_empty() || !progress.pending_reasoning.is_empty() {
+        loop {
+            let prefix = std::mem::take(&mut progress.before_text);
             let mut text = progress.pending.clone();
             let mut reasoning = progress.pending_reasoning.clone();
-            let (text_part, reasoning_part) = (
-                take_prefix(&mut text, MAX_DELTA_BYTES),
-                take_prefix(&mut reasoning, MAX_DELTA_BYTES),
-            );
-            let delta = event(Kind::TokenDelta(v1::TokenDelta {
-                text: text_part,
-                output_tokens: progress.output_tokens,
-                reasoning_text: reasoning_part,
-            }));
+            let mut kinds = prefix.clone();
+            let mut deltas = 0;
+            while (!text.is_empty() || !reasoning.is_empty()) && deltas < DELTAS_PER_APPEND {
+                kinds.push(Kind::TokenDelta(v1::TokenDelta {
+                    text: take_prefix(&mut text, MAX_DELTA_BYTES),
+                    output_tokens: progress.output_tokens,
+                    reasoning_text: take_prefix(&mut reasoning, MAX_DELTA_BYTES),
+                }));
+                deltas += 1;
+            }
+            let all_out = text.is_empty() && reasoning.is_empty();
+            if all_out {
+                // Progress counts only delivered tokens: it goes out with the last deltas.
+                let (tokens, rate) = (progress.output_tokens, progress.rate());
+                kinds.extend(progress.tracker.tokens(tokens, rate));
+            }
+            if kinds.is_empty() {
+                return true;
+            }
+            progress.tracker.set_worker(self.latest_resources());
+            let snapshot = progress.tracker.snapshot();
+            let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
             match self
                 .deps
                 .events
-                .append(job.id, &delta, Fence::Attempt(job.attempts))
+                .append_tracked(
+                    job.id,
+                    &events,
+                    Fence::Attempt(job.attempts),
+                    Some(&snapshot),
+                )
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
                 Ok(_) => (progress.pending, progress.pending_reasoning) = (text, reasoning),
                 Err(e) => {
-                    warn!(error = %e, "cannot publish a token delta yet; keeping it");
+                    warn!(error = %e, "cannot publish token deltas yet; keeping them");
+                    progress.before_text = prefix;
                     return false;
                 }
             }
+            if all_out {
+                return true;
+            }
         }
-        // Progress counts only delivered tokens, so it never runs ahead of the deltas.
-        let (tokens, rate) = (progress.output_tokens, progress.rate());
-        self.track(job, progress, |t| t.tokens(tokens, rate)).await;
-        true
     }
 
     /// Lets `f` update the tracker and publishes the events it returns, each with the fresh
