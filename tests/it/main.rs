@@ -16,6 +16,7 @@ mod redis_restart;
 mod reflection;
 mod results;
 mod retries;
+mod security;
 mod support;
 mod upstream_variety;
 mod validation;
