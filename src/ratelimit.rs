@@ -35,7 +35,7 @@ static RESERVE: LazyLock<Script> =
 /// A minute.
 const MINUTE: Duration = Duration::from_secs(60);
 /// Reservations younger than this are never pruned: their job row may not be committed yet.
-const PRUNE_GRACE: Duration = Duration::from_secs(10);
+const PRUNE_GRACE: Duration = Duration::from_secs(2);
 
 /// The server's default client limits; a key's own limits override them. 0 means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -389,3 +389,100 @@ async fn with_auth_off_every_caller_is_a_local_admin() -> anyhow::Result<()> {
     assert!(stats.is_ok());
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rates_are_shared_by_every_gateway_and_answer_with_retry_info() -> anyhow::Result<()>
+{
+    use tonic_types::StatusExt;
+    let app = TestApp::builder().start().await?;
+    let (_second, channel) = app.spawn_gateway(&[]).await?;
+    let key = app
+        .key_with(
+            "tenant-a",
+            Role::User,
+            llm_jobs::auth::keys::KeyLimits {
+                requests_per_minute: Some(4),
+                max_concurrent_jobs: None,
+            },
+        )
+        .await?;
+    let mut one = JobServiceClient::new(app.keyed(Some(&key))?);
+    let mut two = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+    let list = || v1::ListJobsRequest::default();
+    // Four requests, two through each gateway, fit in the minute; the fifth does not.
+    one.list_jobs(list()).await?;
+    two.list_jobs(list()).await?;
+    one.list_jobs(list()).await?;
+    two.list_jobs(list()).await?;
+    let refused = one.list_jobs(list()).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(60));
+    let refused = two
+        .list_jobs(list())
+        .await
+        .expect_err("shared across gateways");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // Other keys are not affected.
+    app.client.clone().list_jobs(list()).await?;
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_jobs_per_key_are_capped_until_some_end() -> anyhow::Result<()> {
+    use tonic_types::StatusExt;
+    let app = TestApp::builder().without_worker().start().await?;
+    let key = app
+        .key_with(
+            "tenant-a",
+            Role::User,
+            llm_jobs::auth::keys::KeyLimits {
+                requests_per_minute: None,
+                max_concurrent_jobs: Some(2),
+            },
+        )
+        .await?;
+    let mut c = JobServiceClient::new(app.keyed(Some(&key))?);
+    let first = c
+        .submit_job(request("one", "sim"))
+        .await?
+        .into_inner()
+        .job
+        .expect("job");
+    c.submit_job(request("two", "sim")).await?;
+    let refused = c
+        .submit_job(request("three", "sim"))
+        .await
+        .expect_err("two are waiting");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.get_details_retry_info().is_some());
+    let batch = BatchServiceClient::new(app.keyed(Some(&key))?)
+        .submit_batch(v1::SubmitBatchRequest {
+            requests: vec![request("b", "sim")],
+            ..Default::default()
+        })
+        .await
+        .expect_err("batches count too");
+    assert_eq!(batch.code(), Code::ResourceExhausted);
+    // Once one ends, there is room again (after the short grace that protects fresh ones).
+    c.cancel_job(v1::CancelJobRequest {
+        job_id: first.id,
+        reason: String::new(),
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        match c.submit_job(request("three", "sim")).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "never admitted");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    app.stop().await
+}

@@ -250,12 +250,22 @@ async fn connect(
 
 /// Makes an API key of `tenant` with `role` in the database at `database_url`.
 pub async fn make_key(database_url: &str, tenant: &str, role: Role) -> anyhow::Result<String> {
+    make_key_with(database_url, tenant, role, Default::default()).await
+}
+
+/// Makes an API key of `tenant` with `role` and its own client `limits`.
+pub async fn make_key_with(
+    database_url: &str,
+    tenant: &str,
+    role: Role,
+    limits: llm_jobs::auth::keys::KeyLimits,
+) -> anyhow::Result<String> {
     let store = llm_jobs::store::postgres::PgStore::new(&llm_jobs::config::Postgres {
         url: database_url.to_owned(),
         pool_size: 1,
         no_migrate: true,
     })?;
-    let key = llm_jobs::cli::keys::create(&store, tenant, role, "test", Default::default()).await?;
+    let key = llm_jobs::cli::keys::create(&store, tenant, role, "test", limits).await?;
     Ok(key.key.expose_secret().to_owned())
 }
 
@@ -303,6 +313,58 @@ impl TestApp {
     /// A new key of `tenant` with `role`.
     pub async fn key_for(&self, tenant: &str, role: Role) -> anyhow::Result<String> {
         make_key(&self.database_url, tenant, role).await
+    }
+
+    /// A new key of `tenant` with `role` and its own client `limits`.
+    pub async fn key_with(
+        &self,
+        tenant: &str,
+        role: Role,
+        limits: llm_jobs::auth::keys::KeyLimits,
+    ) -> anyhow::Result<String> {
+        make_key_with(&self.database_url, tenant, role, limits).await
+    }
+
+    /// Starts `llm-jobs gateway` as a child process on this test's Redis prefix and database,
+    /// with `extra` flags on top; returns it (killed when dropped) and a bare connection to it
+    /// once it answers health checks.
+    pub async fn spawn_gateway(
+        &self,
+        extra: &[&str],
+    ) -> anyhow::Result<(ChildWorker, tonic::transport::Channel)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("gateway")
+            .args(&self.serve_args)
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("spawn llm-jobs gateway")?;
+        let child = ChildWorker(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+                && HealthClient::new(channel.clone())
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return Ok((child, channel));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The connection sending `key` (none: no key).
