@@ -155,6 +155,16 @@ pub async fn run(
                     crate::pricing::Pricing::load(cfg.provider.pricing_file.as_deref())
                         .map_err(Error::Config)?,
                 ),
+                budget: crate::ratelimit::upstream::Budget::new(
+                    redis.clone(),
+                    &cfg.redis.prefix,
+                    crate::ratelimit::upstream::Limits {
+                        requests_per_minute: cfg.provider.upstream_rpm,
+                        tokens_per_minute: cfg.provider.upstream_tpm,
+                    },
+                    cfg.provider.upstream_model_limits.iter().cloned().collect(),
+                    Duration::from_millis(cfg.provider.upstream_window_ms),
+                ),
             },
             cfg.worker.clone(),
             cfg.jobs.job_types.clone(),

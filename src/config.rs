@@ -10,7 +10,8 @@
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
 //! `LLMJOBS_AUTH`, `LLMJOBS_CLIENT_REQUESTS_PER_MINUTE`, `LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS`,
-//! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`.
+//! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_UPSTREAM_RPM`, `LLMJOBS_UPSTREAM_TPM`,
+//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -297,6 +298,33 @@ pub struct Provider {
     /// to the built-in table.
     #[arg(long = "pricing-file", env = "LLMJOBS_PRICING_FILE")]
     pub pricing_file: Option<std::path::PathBuf>,
+    /// Upstream requests per minute per model, shared by every worker through Redis
+    /// (0: no limit). Simulated models are not limited.
+    #[arg(
+        long = "upstream-rpm",
+        env = "LLMJOBS_UPSTREAM_RPM",
+        default_value_t = 0
+    )]
+    pub upstream_rpm: u64,
+    /// Upstream tokens per minute per model (prompt estimate plus `max_tokens`, or 1,000 when
+    /// unset), shared like `--upstream-rpm` (0: no limit).
+    #[arg(
+        long = "upstream-tpm",
+        env = "LLMJOBS_UPSTREAM_TPM",
+        default_value_t = 0
+    )]
+    pub upstream_tpm: u64,
+    /// Per-model budgets `MODEL=RPM:TPM` overriding the two above (comma-separated).
+    #[arg(
+        long = "upstream-model-limit",
+        env = "LLMJOBS_UPSTREAM_MODEL_LIMITS",
+        value_delimiter = ',',
+        value_parser = crate::ratelimit::upstream::parse_model_limits
+    )]
+    pub upstream_model_limits: Vec<(String, crate::ratelimit::upstream::Limits)>,
+    /// The window the upstream budget is counted over (ms): a minute, shorter only in tests.
+    #[arg(long = "upstream-window-ms", default_value_t = 60_000, hide = true)]
+    pub upstream_window_ms: u64,
 }
 
 impl Provider {

@@ -92,7 +92,7 @@ pub async fn take(
 
 /// How long until `amount` fits: the current window must end when it alone is too full;
 /// otherwise the previous window's weight must fall far enough.
-fn retry_after(
+pub(crate) fn retry_after(
     limit: u64,
     amount: u64,
     prev: u64,
