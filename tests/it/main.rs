@@ -18,6 +18,7 @@ mod results;
 mod retries;
 mod security;
 mod support;
+mod tls;
 mod upstream_budget;
 mod upstream_variety;
 mod validation;

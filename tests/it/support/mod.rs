@@ -332,20 +332,7 @@ impl TestApp {
         &self,
         extra: &[&str],
     ) -> anyhow::Result<(ChildWorker, tonic::transport::Channel)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .arg("gateway")
-            .args(&self.serve_args)
-            .args(["--listen", &addr])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .context("spawn llm-jobs gateway")?;
-        let child = ChildWorker(child);
+        let (child, addr) = self.spawn_gateway_process(extra)?;
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -365,6 +352,25 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts `llm-jobs gateway` as [`TestApp::spawn_gateway`] does, without waiting for it;
+    /// returns it and the address it listens on.
+    pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("gateway")
+            .args(&self.serve_args)
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("spawn llm-jobs gateway")?;
+        Ok((ChildWorker(child), addr))
     }
 
     /// The connection sending `key` (none: no key).
