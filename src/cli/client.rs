@@ -229,8 +229,14 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
-        let bearer = Bearer::new(self.api_key.as_ref().map(ExposeSecret::expose_secret))
-            .context("the API key has characters a header cannot carry")?;
+        // An empty LLMJOBS_API_KEY means no key, as an unset one does.
+        let key = self
+            .api_key
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|k| !k.is_empty());
+        let bearer =
+            Bearer::new(key).context("the API key has characters a header cannot carry")?;
         Ok(InterceptedService::new(channel, bearer))
     }
 }
