@@ -26,7 +26,24 @@ use anyhow::Context;
 use futures::StreamExt;
 use llm_jobs::proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::Channel,
+};
+
+/// Adds the benchmark's API key to every request, as any client of a server with auth on.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = JobServiceClient<InterceptedService<Channel, Bearer>>;
 use upstream::{Reply, TestUpstream};
 
 /// Scale of a run.
@@ -149,6 +166,7 @@ struct Server {
     child: tokio::process::Child,
     addr: String,
     database: String,
+    bearer: Bearer,
 }
 
 impl Server {
@@ -174,18 +192,30 @@ impl Server {
             .env("LLMJOBS_WORKER_CONCURRENCY", "1200")
             .env("LLMJOBS_DATABASE_POOL_SIZE", "32")
             .env("LLMJOBS_REDIS_POOL_SIZE", "64")
+            // Auth stays on, as in production; the benchmark's key has no client limits.
+            .env("LLMJOBS_CLIENT_REQUESTS_PER_MINUTE", "0")
+            .env("LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .context("cannot start llm-jobs serve")?;
-        let server = Server {
+        let mut server = Server {
             child,
             addr,
-            database,
+            database: database.clone(),
+            bearer: Bearer(MetadataValue::from_static("Bearer none")),
         };
         server.wait_until_serving().await?;
+        let key = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["keys", "create", "--tenant", "bench", "--role", "admin"])
+            .env("DATABASE_URL", format!("{pg}/{database}"))
+            .output()
+            .context("cannot run llm-jobs keys create")?;
+        anyhow::ensure!(key.status.success(), "keys create failed: {key:?}");
+        let key = String::from_utf8(key.stdout)?;
+        server.bearer = Bearer(format!("Bearer {}", key.trim()).parse()?);
         Ok(server)
     }
 
@@ -217,8 +247,11 @@ impl Server {
         )
     }
 
-    async fn client(&self) -> anyhow::Result<JobServiceClient<Channel>> {
-        Ok(JobServiceClient::new(self.channel().await?))
+    async fn client(&self) -> anyhow::Result<Client> {
+        Ok(JobServiceClient::with_interceptor(
+            self.channel().await?,
+            self.bearer.clone(),
+        ))
     }
 
     fn pid(&self) -> Option<u32> {
@@ -339,10 +372,7 @@ async fn direct(http: reqwest::Client, base: String, model: &str) -> anyhow::Res
 }
 
 /// Submits and streams one job through llm-jobs.
-async fn through(
-    mut c: JobServiceClient<Channel>,
-    req: v1::SubmitJobRequest,
-) -> anyhow::Result<Received> {
+async fn through(mut c: Client, req: v1::SubmitJobRequest) -> anyhow::Result<Received> {
     let mut r = Received {
         start: Some(Instant::now()),
         ..Default::default()
@@ -662,7 +692,7 @@ async fn throughput(
 }
 
 /// Completed jobs among the newest `n` (paging through ListJobs).
-async fn count_completed(c: &mut JobServiceClient<Channel>, n: usize) -> anyhow::Result<usize> {
+async fn count_completed(c: &mut Client, n: usize) -> anyhow::Result<usize> {
     let mut completed = 0;
     let mut page_token = String::new();
     let mut seen = 0;

@@ -6,6 +6,34 @@
 //! - [`validate`]: it turns a `SubmitJobRequest` into a [`crate::job::NewJob`] or field violations.
 //! - [`convert`]: maps domain types to wire types.
 
+use crate::{audit::Auditor, config::PromptStorage, ratelimit::Limiter};
+
+/// What every service needs beyond its core: the audit log, the per-key client limits, and
+/// how prompts are stored. The caller itself ([`crate::auth::Principal`]) comes with each
+/// request, from [`crate::auth::layer`].
+#[derive(Clone)]
+pub struct Guard {
+    /// Writes audit events.
+    pub auditor: Auditor,
+    /// Unfinished-job limits per key (request rates are applied by the auth layer).
+    pub limiter: Limiter,
+    /// How prompts are stored.
+    pub prompt_storage: PromptStorage,
+}
+
+impl Guard {
+    /// Applies the prompt storage mode to a validated job before it is stored.
+    pub fn store_prompt_as_configured(&self, job: &mut crate::job::NewJob) {
+        if self.prompt_storage == PromptStorage::Redacted {
+            for m in &mut job.messages {
+                if let std::borrow::Cow::Owned(masked) = crate::redact::redact(&m.content) {
+                    m.content = masked;
+                }
+            }
+        }
+    }
+}
+
 pub mod admin;
 pub mod batches;
 pub mod convert;

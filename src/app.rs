@@ -9,6 +9,8 @@ use tracing::info;
 
 use crate::{
     api::{jobs::JobApi, validate},
+    audit::Auditor,
+    auth,
     backend::Redis,
     config,
     events::{EventLog, redis::RedisEventLog},
@@ -16,6 +18,7 @@ use crate::{
     health,
     provider::{Providers, openai::OpenAi, sim::Sim},
     queue::{Queue, redis::RedisQueue},
+    ratelimit::Limiter,
     server,
     store::{self, Store, postgres::PgStore},
     worker::{self, Worker},
@@ -59,6 +62,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub provider: config::Provider,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub security: config::Security,
 }
 
 /// Which sides this process runs.
@@ -105,6 +111,7 @@ pub async fn run(
             info!(?applied, "applied migrations");
         }
     }
+    crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
     let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
     match redis.eviction_policy().await.as_deref() {
         Some("noeviction") | None => {}
@@ -118,7 +125,7 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
     let queue: Arc<dyn Queue> = Arc::new(RedisQueue::new(redis.clone()));
     let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(
-        redis,
+        redis.clone(),
         cfg.jobs.event_log_ttl_secs,
         cfg.jobs.progress_ttl_secs,
     ));
@@ -147,6 +154,16 @@ pub async fn run(
                 pricing: Arc::new(
                     crate::pricing::Pricing::load(cfg.provider.pricing_file.as_deref())
                         .map_err(Error::Config)?,
+                ),
+                budget: crate::ratelimit::upstream::Budget::new(
+                    redis.clone(),
+                    &cfg.redis.prefix,
+                    crate::ratelimit::upstream::Limits {
+                        requests_per_minute: cfg.provider.upstream_rpm,
+                        tokens_per_minute: cfg.provider.upstream_tpm,
+                    },
+                    cfg.provider.upstream_model_limits.iter().cloned().collect(),
+                    Duration::from_millis(cfg.provider.upstream_window_ms),
                 ),
             },
             cfg.worker.clone(),
@@ -201,15 +218,53 @@ pub async fn run(
             queue: queue.clone(),
             events: events.clone(),
         };
+        let auditor = Auditor::new(store.clone());
+        let limiter = Limiter::new(
+            redis.clone(),
+            store.clone(),
+            &cfg.redis.prefix,
+            crate::ratelimit::Defaults {
+                requests_per_minute: cfg.security.client_requests_per_minute,
+                max_concurrent_jobs: cfg.security.client_max_concurrent_jobs,
+            },
+        );
+        let mode = cfg.security.auth_mode();
+        if mode == auth::layer::Mode::Off {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--insecure-no-auth / LLMJOBS_AUTH=off): anyone who can \
+                 reach {addr} is an admin and sees every job. For local development only; \
+                 create keys with `llm-jobs keys create` and drop the flag everywhere else"
+            );
+            eprintln!(
+                "WARNING: authentication is OFF; every caller of {addr} is an admin. Local \
+                 development only."
+            );
+        }
+        let auth_layer = auth::layer::AuthLayer::new(auth::layer::Authenticator::new(
+            mode,
+            store.clone(),
+            auditor.clone(),
+            Some(limiter.clone()),
+        ));
+        let tls = match (&cfg.security.tls_cert, &cfg.security.tls_key) {
+            (Some(cert), Some(key)) => Some(server::tls_config(cert, key).map_err(Error::Config)?),
+            _ => None,
+        };
+        let guard = crate::api::Guard {
+            auditor,
+            limiter,
+            prompt_storage: cfg.security.prompt_storage,
+        };
         let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
         let batches = crate::api::batches::BatchApi::new(
             gateway.clone(),
             rules.clone(),
             cfg.jobs.max_batch_jobs.max(1),
             heartbeat,
+            guard.clone(),
             shutdown.clone(),
         );
-        let api = JobApi::new(gateway, rules, heartbeat, shutdown.clone());
+        let api = JobApi::new(gateway, rules, heartbeat, guard.clone(), shutdown.clone());
         let admin = crate::api::admin::AdminApi::new(
             crate::admin::Admin {
                 store: store.clone(),
@@ -218,16 +273,26 @@ pub async fn run(
                 job_types: cfg.jobs.job_types.clone(),
                 worker_window: cfg.worker.lease(),
             },
+            guard,
             shutdown.clone(),
         );
         let stop = shutdown.clone();
-        info!(%addr, "gRPC (grpc-web, health, reflection) listening");
+        let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+        info!(%addr, scheme, auth = ?mode, "gRPC (grpc-web, health, reflection) listening");
         tasks.spawn(async move {
             let drained = async move {
                 stop.cancelled().await;
                 // Streams end on the same signal; unary calls get the grace period.
             };
-            server::serve(listener, api, batches, admin, health_service, drained)
+            let services = server::Services {
+                jobs: api,
+                batches,
+                admin,
+                health: health_service,
+                auth: auth_layer,
+                tls,
+            };
+            server::serve(listener, services, drained)
                 .await
                 .map_err(|e| Error::Server(e.to_string()))
         });

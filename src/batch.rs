@@ -24,6 +24,8 @@ pub struct NewBatch {
     pub metadata: BTreeMap<String, String>,
     /// Client-chosen key that makes a repeated submit return the first batch.
     pub idempotency_key: Option<String>,
+    /// Tenant of the key that submitted it (its jobs belong to the same tenant).
+    pub tenant: String,
 }
 
 /// A stored batch, without its jobs.
@@ -37,6 +39,8 @@ pub struct Batch {
     pub metadata: BTreeMap<String, String>,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// Tenant of the key that submitted it.
+    pub tenant: String,
 }
 
 /// One job of a batch, as progress figures and batch streams need it.

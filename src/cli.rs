@@ -1,10 +1,12 @@
 //! The `llm-jobs` command line: server commands (`serve`, `gateway`, `worker`, `migrate`) and
 //! client commands that talk to a running server over gRPC (`submit`, `watch`, `status`,
-//! `result`, `cancel`, `batch …`) and operator commands (`admin …`).
+//! `result`, `cancel`, `batch …`), operator commands (`admin …`) and API keys (`keys …`, on the
+//! database).
 
 pub mod admin;
 pub mod batch;
 pub mod client;
+pub mod keys;
 pub mod tools;
 
 use anyhow::Context;
@@ -32,6 +34,8 @@ pub enum Command {
     Worker(app::Config),
     /// Create the database if needed and apply pending migrations.
     Migrate(crate::config::Postgres),
+    /// API keys on the database: create (printed once), list, revoke.
+    Keys(keys::KeysArgs),
     /// Delete jobs that ended long ago, with their results and history, in batches.
     Cleanup(CleanupArgs),
     /// Submit a job (and with --stream, print its tokens as they arrive).

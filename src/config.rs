@@ -8,7 +8,10 @@
 //! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
-//! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`.
+//! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
+//! `LLMJOBS_AUTH`, `LLMJOBS_CLIENT_REQUESTS_PER_MINUTE`, `LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS`,
+//! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_UPSTREAM_RPM`, `LLMJOBS_UPSTREAM_TPM`,
+//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -295,6 +298,33 @@ pub struct Provider {
     /// to the built-in table.
     #[arg(long = "pricing-file", env = "LLMJOBS_PRICING_FILE")]
     pub pricing_file: Option<std::path::PathBuf>,
+    /// Upstream requests per minute per model, shared by every worker through Redis
+    /// (0: no limit). Simulated models are not limited.
+    #[arg(
+        long = "upstream-rpm",
+        env = "LLMJOBS_UPSTREAM_RPM",
+        default_value_t = 0
+    )]
+    pub upstream_rpm: u64,
+    /// Upstream tokens per minute per model (prompt estimate plus `max_tokens`, or 1,000 when
+    /// unset), shared like `--upstream-rpm` (0: no limit).
+    #[arg(
+        long = "upstream-tpm",
+        env = "LLMJOBS_UPSTREAM_TPM",
+        default_value_t = 0
+    )]
+    pub upstream_tpm: u64,
+    /// Per-model budgets `MODEL=RPM:TPM` overriding the two above (comma-separated).
+    #[arg(
+        long = "upstream-model-limit",
+        env = "LLMJOBS_UPSTREAM_MODEL_LIMITS",
+        value_delimiter = ',',
+        value_parser = crate::ratelimit::upstream::parse_model_limits
+    )]
+    pub upstream_model_limits: Vec<(String, crate::ratelimit::upstream::Limits)>,
+    /// The window the upstream budget is counted over (ms): a minute, shorter only in tests.
+    #[arg(long = "upstream-window-ms", default_value_t = 60_000, hide = true)]
+    pub upstream_window_ms: u64,
 }
 
 impl Provider {
@@ -306,4 +336,69 @@ impl Provider {
             _ => "sim".to_owned(),
         }
     }
+}
+
+/// Authentication, client rate limits, redaction, prompt storage and TLS.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Security {
+    /// `on`: every RPC but health and reflection needs an API key (`llm-jobs keys create`);
+    /// `off`: no keys, every caller is an admin of tenant `default` (local development only).
+    #[arg(long = "auth", env = "LLMJOBS_AUTH", value_enum, default_value_t = crate::auth::layer::Mode::On)]
+    pub auth: crate::auth::layer::Mode,
+    /// The same as `--auth off`.
+    #[arg(long = "insecure-no-auth")]
+    pub insecure_no_auth: bool,
+    /// Default requests per minute per API key (0: unlimited); a key's own limit overrides it.
+    #[arg(
+        long = "client-requests-per-minute",
+        env = "LLMJOBS_CLIENT_REQUESTS_PER_MINUTE",
+        default_value_t = 600
+    )]
+    pub client_requests_per_minute: u32,
+    /// Default unfinished (queued or running) jobs per API key (0: unlimited); a key's own
+    /// limit overrides it.
+    #[arg(
+        long = "client-max-concurrent-jobs",
+        env = "LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS",
+        default_value_t = 1000
+    )]
+    pub client_max_concurrent_jobs: u32,
+    /// More secrets to redact from logs, errors and the audit log: regular expressions,
+    /// separated by `;`.
+    #[arg(
+        long = "redact-patterns",
+        env = "LLMJOBS_REDACT_PATTERNS",
+        value_delimiter = ';'
+    )]
+    pub redact_patterns: Vec<String>,
+    /// How prompts are stored: `full` (as submitted) or `redacted` (secrets masked at submit,
+    /// before they are stored, and so also in what is sent upstream).
+    #[arg(long = "prompt-storage", env = "LLMJOBS_PROMPT_STORAGE", value_enum, default_value_t = PromptStorage::Full)]
+    pub prompt_storage: PromptStorage,
+    /// PEM certificate chain of the server: serve TLS (with `--tls-key`).
+    #[arg(long = "tls-cert", env = "LLMJOBS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the server.
+    #[arg(long = "tls-key", env = "LLMJOBS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl Security {
+    /// Whether callers must present keys.
+    pub fn auth_mode(&self) -> crate::auth::layer::Mode {
+        if self.insecure_no_auth {
+            crate::auth::layer::Mode::Off
+        } else {
+            self.auth
+        }
+    }
+}
+
+/// How prompts are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PromptStorage {
+    /// As submitted.
+    Full,
+    /// With secrets masked (see `crate::redact`).
+    Redacted,
 }

@@ -217,6 +217,8 @@ pub struct NewJob {
     pub timeout: Option<std::time::Duration>,
     /// Labels for listing.
     pub tags: Vec<String>,
+    /// Tenant of the key that submitted it ([`crate::auth::DEFAULT_TENANT`] without auth).
+    pub tenant: String,
 }
 
 /// Why a job or an attempt failed: a stable code and a human-readable message.
@@ -271,6 +273,8 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     /// When it became terminal.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Tenant of the key that submitted it; only that tenant (and admins) may see it.
+    pub tenant: String,
 }
 
 /// Token usage, named after the OpenTelemetry GenAI conventions (`gen_ai.usage.*`).

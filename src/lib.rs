@@ -33,10 +33,16 @@
 //! - [`shutdown`]: signals to a shutdown future.
 //! - [`telemetry`]: tracing and OpenTelemetry export.
 //! - [`cli`]: the `llm-jobs` command line (server and client commands).
+//! - [`auth`]: API keys, principals (tenant, role) and the authenticating tower layer.
+//! - [`audit`]: the append-only audit log.
+//! - [`ratelimit`]: per-key client limits and the fleet's upstream budget, in Redis.
+//! - [`redact`]: masking secrets in logs, errors, the audit log and stored prompts.
 
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod backend;
 pub mod batch;
 pub mod cli;
@@ -52,7 +58,9 @@ pub mod progress;
 pub mod proto;
 pub mod provider;
 pub mod queue;
+pub mod ratelimit;
 pub mod reconciler;
+pub mod redact;
 pub mod server;
 pub mod shutdown;
 pub mod store;

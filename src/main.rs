@@ -107,6 +107,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys(a) => llm_jobs::cli::keys::run(a).await,
         Command::Submit(a) => client::submit(a).await,
         Command::Watch(a) => client::watch(a).await,
         Command::Status(a) => client::status(a).await,

@@ -1,19 +1,21 @@
 //! The tonic router: JobService, BatchService, QueueAdminService, health and reflection on one
-//! port, with grpc-web (HTTP/1.1
-//! included) and CORS for browsers. [`serve`] takes a bound listener and a shutdown future, so
-//! tests bind port 0 and pass it in.
+//! port, with grpc-web (HTTP/1.1 included) and CORS for browsers, authentication
+//! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
+//! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
+//! and pass it in.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::Path, time::Duration};
 
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::pb::health_server::HealthServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     api::{admin::AdminApi, batches::BatchApi, jobs::JobApi},
+    auth::layer::AuthLayer,
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
@@ -54,16 +56,37 @@ fn cors() -> CorsLayer {
         .max_age(Duration::from_secs(24 * 3600))
 }
 
+/// The services [`serve`] runs and how it guards them.
+pub struct Services<H> {
+    /// JobService.
+    pub jobs: JobApi,
+    /// BatchService.
+    pub batches: BatchApi,
+    /// QueueAdminService.
+    pub admin: AdminApi,
+    /// grpc.health.v1.Health.
+    pub health: HealthServer<H>,
+    /// Authentication, roles and request rates in front of all but health and reflection.
+    pub auth: AuthLayer,
+    /// TLS, when configured.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS configuration from PEM files: the certificate chain and its private key.
+///
+/// Errors: a message naming the file that cannot be read.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))
+}
+
 /// Serves every gRPC service on `listener` until `shutdown` completes, then drains in-flight
 /// calls.
 ///
-/// Errors: the transport's, when serving fails.
+/// Errors: the transport's, when serving fails (or the TLS configuration is unusable).
 pub async fn serve<H>(
     listener: TcpListener,
-    jobs: JobApi,
-    batches: BatchApi,
-    admin: AdminApi,
-    health: HealthServer<H>,
+    services: Services<H>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -79,17 +102,30 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
+    let Services {
+        jobs,
+        batches,
+        admin,
+        health,
+        auth,
+        tls,
+    } = services;
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let batches = BatchServiceServer::new(batches)
         .max_decoding_message_size(MAX_BATCH_DECODING_MESSAGE_BYTES);
     let admin = QueueAdminServiceServer::new(admin);
 
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .accept_http1(true)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(auth)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

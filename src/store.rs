@@ -11,6 +11,7 @@ pub mod schema;
 use async_trait::async_trait;
 
 use crate::{
+    auth::keys::ApiKey,
     batch::{BatchId, NewBatch, Snapshot},
     job::{Job, JobError, JobId, NewJob, Outcome},
 };
@@ -177,6 +178,8 @@ pub enum GroupBy {
 /// Which jobs `ListJobs` means; `None` fields match any job.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
+    /// Tenant (always set for callers that are not admins).
+    pub tenant: Option<String>,
     /// Status.
     pub status: Option<crate::job::JobStatus>,
     /// Job type.
@@ -263,6 +266,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Job>, Error>;
 
+    /// Those of `ids` that are QUEUED or RUNNING (client concurrency limits prune with it).
+    async fn unfinished_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error>;
+
     /// Jobs matching `filter`, newest first, with ids below `before` (pagination), at most
     /// `limit`.
     async fn list_jobs(
@@ -347,6 +353,33 @@ pub trait Store: Send + Sync + 'static {
     /// The batch and every job of it in request order, the jobs read by one statement (so
     /// their statuses are of one moment); `None` when the batch is unknown.
     async fn get_batch(&self, id: BatchId) -> Result<Option<Snapshot>, Error>;
+
+    // API keys and the audit log
+
+    /// Stores a new API key. Errors: `Query` when its prefix is taken (generate another).
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error>;
+
+    /// The key with `prefix`, revoked or not; `None` when unknown.
+    async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, Error>;
+
+    /// Every key (of `tenant` when given), newest first.
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, Error>;
+
+    /// Revokes the key with `prefix` (a second revoke keeps the first time) and returns it;
+    /// `None` when unknown.
+    async fn revoke_api_key(&self, prefix: &str) -> Result<Option<ApiKey>, Error>;
+
+    /// Appends `event` to the audit log (its `id` is assigned here).
+    async fn append_audit(&self, event: &crate::audit::Event) -> Result<(), Error>;
+
+    /// Audit events matching `filter`, newest first, with ids below `before` (pagination), at
+    /// most `limit`.
+    async fn audit_events(
+        &self,
+        filter: &crate::audit::Filter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::audit::Event>, Error>;
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;

@@ -1,4 +1,4 @@
-//! Tracing to stderr, plus OpenTelemetry trace export over OTLP when
+//! Tracing to stderr (every line passes through [`crate::redact`]), plus OpenTelemetry trace export over OTLP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard `OTEL_*` variables).
 //!
 //! Environment: `RUST_LOG` (filter, default `info`), `OTEL_EXPORTER_OTLP_ENDPOINT`,
@@ -27,7 +27,7 @@ impl Drop for Guard {
 pub fn init() -> Result<Guard, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::MakeWriter(std::io::stderr))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
     if !otlp {

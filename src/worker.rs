@@ -74,6 +74,8 @@ pub struct Deps {
     pub providers: Providers,
     /// Token prices, for result costs.
     pub pricing: Arc<crate::pricing::Pricing>,
+    /// The fleet's shared upstream budget, taken before each upstream call.
+    pub budget: crate::ratelimit::upstream::Budget,
 }
 
 /// A worker process's job runner.

@@ -1,7 +1,7 @@
 //! `llmjobs.v1.QueueAdminService`: decode, call [`Admin`], encode.
 //!
-//! Not yet behind authentication: the admin role arrives with API keys; until then, bind the
-//! server to a trusted network.
+//! Every RPC needs the admin role (checked by [`crate::auth::layer`]); the ones that change
+//! something are audited here.
 
 use std::pin::Pin;
 
@@ -13,6 +13,8 @@ use tracing::instrument;
 use super::convert;
 use crate::{
     admin::{Admin, FailedJob, encode_stats},
+    auth::principal,
+    error::Error,
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
     store::FailedFilter,
 };
@@ -20,13 +22,52 @@ use crate::{
 /// The QueueAdminService implementation.
 pub struct AdminApi {
     admin: Admin,
+    guard: super::Guard,
     shutdown: CancellationToken,
 }
 
 impl AdminApi {
-    /// A service over `admin`; dashboard streams end when `shutdown` is cancelled.
-    pub fn new(admin: Admin, shutdown: CancellationToken) -> AdminApi {
-        AdminApi { admin, shutdown }
+    /// A service over `admin`, auditing through `guard`; dashboard streams end when `shutdown`
+    /// is cancelled.
+    pub fn new(admin: Admin, guard: super::Guard, shutdown: CancellationToken) -> AdminApi {
+        AdminApi {
+            admin,
+            guard,
+            shutdown,
+        }
+    }
+
+    /// Writes the audit event of `action` on `target` by the caller of `request`, with the
+    /// outcome of `result`, and passes `result` on.
+    async fn audited<T, R>(
+        &self,
+        request: &Request<R>,
+        action: &str,
+        target: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let who = principal(request)?;
+        let detail = result.as_ref().err().map(|s| s.message().to_owned());
+        self.guard
+            .auditor
+            .record(
+                &who,
+                action,
+                target,
+                crate::audit::Outcome::of(&result),
+                detail.as_deref().unwrap_or_default(),
+            )
+            .await;
+        result
+    }
+}
+
+/// Job ids as an audit target: the first few, then how many more.
+fn ids_target(ids: &[String]) -> String {
+    match ids.len() {
+        0 => "all failed jobs matching the filter".to_owned(),
+        n if n <= 5 => ids.join(","),
+        n => format!("{},… ({n} jobs)", ids[..5].join(",")),
     }
 }
 
@@ -80,8 +121,13 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::PauseQueueRequest>,
     ) -> Result<Response<v1::QueueState>, Status> {
-        let queue = request.into_inner().queue;
-        let paused = self.admin.set_paused(&queue, Some(true)).await?;
+        let queue = request.get_ref().queue.clone();
+        let result = self
+            .admin
+            .set_paused(&queue, Some(true))
+            .await
+            .map_err(Status::from);
+        let paused = self.audited(&request, "PauseQueue", &queue, result).await?;
         Ok(Response::new(v1::QueueState { queue, paused }))
     }
 
@@ -90,8 +136,15 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ResumeQueueRequest>,
     ) -> Result<Response<v1::QueueState>, Status> {
-        let queue = request.into_inner().queue;
-        let paused = self.admin.set_paused(&queue, Some(false)).await?;
+        let queue = request.get_ref().queue.clone();
+        let result = self
+            .admin
+            .set_paused(&queue, Some(false))
+            .await
+            .map_err(Status::from);
+        let paused = self
+            .audited(&request, "ResumeQueue", &queue, result)
+            .await?;
         Ok(Response::new(v1::QueueState { queue, paused }))
     }
 
@@ -100,8 +153,15 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ToggleQueueRequest>,
     ) -> Result<Response<v1::QueueState>, Status> {
-        let queue = request.into_inner().queue;
-        let paused = self.admin.set_paused(&queue, None).await?;
+        let queue = request.get_ref().queue.clone();
+        let result = self
+            .admin
+            .set_paused(&queue, None)
+            .await
+            .map_err(Status::from);
+        let paused = self
+            .audited(&request, "ToggleQueue", &queue, result)
+            .await?;
         Ok(Response::new(v1::QueueState { queue, paused }))
     }
 
@@ -110,7 +170,9 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::PurgeQueueRequest>,
     ) -> Result<Response<v1::PurgeQueueResponse>, Status> {
-        let purged = self.admin.purge(&request.into_inner().queue).await?;
+        let queue = request.get_ref().queue.clone();
+        let result = self.admin.purge(&queue).await.map_err(Status::from);
+        let purged = self.audited(&request, "PurgeQueue", &queue, result).await?;
         Ok(Response::new(v1::PurgeQueueResponse { purged }))
     }
 
@@ -135,12 +197,17 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::RetryJobsRequest>,
     ) -> Result<Response<v1::RetryJobsResponse>, Status> {
-        let req = request.into_inner();
-        let ids = self
-            .admin
-            .select(&req.job_ids, &filter(req.filter.as_ref()))
-            .await?;
-        let retried = self.admin.retry(&ids).await?;
+        let req = request.get_ref();
+        let result = async {
+            let ids = self
+                .admin
+                .select(&req.job_ids, &filter(req.filter.as_ref()))
+                .await?;
+            Ok(self.admin.retry(&ids).await?)
+        }
+        .await;
+        let target = ids_target(&req.job_ids);
+        let retried = self.audited(&request, "RetryJobs", &target, result).await?;
         Ok(Response::new(v1::RetryJobsResponse {
             retried_job_ids: retried.iter().map(ToString::to_string).collect(),
         }))
@@ -151,12 +218,19 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ForgetFailedJobsRequest>,
     ) -> Result<Response<v1::ForgetFailedJobsResponse>, Status> {
-        let req = request.into_inner();
-        let ids = self
-            .admin
-            .select(&req.job_ids, &filter(req.filter.as_ref()))
+        let req = request.get_ref();
+        let result = async {
+            let ids = self
+                .admin
+                .select(&req.job_ids, &filter(req.filter.as_ref()))
+                .await?;
+            Ok(self.admin.forget(&ids).await?)
+        }
+        .await;
+        let target = ids_target(&req.job_ids);
+        let forgotten = self
+            .audited(&request, "ForgetFailedJobs", &target, result)
             .await?;
-        let forgotten = self.admin.forget(&ids).await?;
         Ok(Response::new(v1::ForgetFailedJobsResponse { forgotten }))
     }
 
@@ -244,5 +318,67 @@ impl QueueAdminService for AdminApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let req = request.into_inner();
+        let some = |s: String| Some(s).filter(|s| !s.is_empty());
+        let outcome =
+            match req.outcome.as_str() {
+                "" => None,
+                o => Some(crate::audit::Outcome::parse(o).ok_or_else(|| {
+                    Error::invalid("outcome", "one of ok, denied, error (or empty)")
+                })?),
+            };
+        let since = req
+            .since
+            .map(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                    .ok_or_else(|| Error::invalid("since", "not a valid timestamp"))
+            })
+            .transpose()?;
+        let filter = crate::audit::Filter {
+            tenant: some(req.tenant),
+            actor: some(req.actor),
+            action: some(req.action),
+            outcome,
+            since,
+        };
+        let (limit, before) = crate::paging::page_by_position(req.page_size, &req.page_token)?;
+        let events = self
+            .admin
+            .store
+            .audit_events(&filter, before, limit)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if events.len() as i64 == limit {
+            events
+                .last()
+                .map(|e| crate::paging::position_token(e.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAuditEventsResponse {
+            audit_events: events
+                .into_iter()
+                .map(|e| v1::AuditEvent {
+                    id: e.id,
+                    time: Some(convert::timestamp(e.time)),
+                    actor: e.actor,
+                    tenant: e.tenant,
+                    action: e.action,
+                    target: e.target,
+                    peer: e.peer,
+                    outcome: e.outcome.as_str().to_owned(),
+                    detail: e.detail,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 }

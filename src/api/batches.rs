@@ -1,4 +1,7 @@
 //! `llmjobs.v1.BatchService`: validate a batch all or nothing, call the [`Gateway`], encode.
+//!
+//! Tenancy: a batch and its jobs belong to the tenant of the key that submitted it; other
+//! tenants' batches are NOT_FOUND.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +11,7 @@ use tracing::instrument;
 
 use super::{convert, validate};
 use crate::{
+    auth::{Principal, principal},
     batch::{BatchId, NewBatch, Progress, Snapshot},
     error::{Error, FieldViolation},
     gateway::Gateway,
@@ -29,18 +33,21 @@ pub struct BatchApi {
     rules: validate::Rules,
     max_jobs: usize,
     heartbeat: std::time::Duration,
+    guard: super::Guard,
     shutdown: CancellationToken,
 }
 
 impl BatchApi {
     /// A service over `gateway`, validating each job with `rules` and accepting at most
-    /// `max_jobs` per batch; quiet streams get a progress message every `heartbeat`; open
-    /// streams end with UNAVAILABLE when `shutdown` is cancelled.
+    /// `max_jobs` per batch; quiet streams get a progress message every `heartbeat`; `guard`
+    /// audits, limits and stores prompts as configured; open streams end with UNAVAILABLE
+    /// when `shutdown` is cancelled.
     pub fn new(
         gateway: Gateway,
         rules: validate::Rules,
         max_jobs: usize,
         heartbeat: std::time::Duration,
+        guard: super::Guard,
         shutdown: CancellationToken,
     ) -> BatchApi {
         BatchApi {
@@ -48,7 +55,18 @@ impl BatchApi {
             rules,
             max_jobs,
             heartbeat,
+            guard,
             shutdown,
+        }
+    }
+
+    /// The batch now, when `who` may access it. Errors: NOT_FOUND (unknown or another
+    /// tenant's), UNAVAILABLE.
+    async fn visible(&self, who: &Principal, id: BatchId) -> Result<Snapshot, Error> {
+        match self.gateway.get_batch(id).await {
+            Ok(snap) if who.can_access(&snap.batch.tenant) => Ok(snap),
+            Ok(_) => Err(Error::NotFound(format!("batch {id}"))),
+            Err(e) => Err(e),
         }
     }
 }
@@ -146,6 +164,7 @@ pub fn validate_batch(
             display_name: req.display_name,
             metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
             idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+            tenant: crate::auth::DEFAULT_TENANT.into(),
         },
         jobs,
     ))
@@ -199,9 +218,18 @@ impl BatchService for BatchApi {
         &self,
         request: Request<v1::SubmitBatchRequest>,
     ) -> Result<Response<v1::Batch>, Status> {
-        let (batch, jobs) = validate_batch(request.into_inner(), &self.rules, self.max_jobs)
-            .map_err(Error::InvalidArgument)?;
+        let who = principal(&request)?;
+        let (mut batch, mut jobs) =
+            validate_batch(request.into_inner(), &self.rules, self.max_jobs)
+                .map_err(Error::InvalidArgument)?;
         tracing::Span::current().record("batch_id", batch.id.to_string());
+        batch.tenant = who.tenant.clone();
+        for job in &mut jobs {
+            job.tenant = who.tenant.clone();
+            self.guard.store_prompt_as_configured(job);
+        }
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        self.guard.limiter.reserve_jobs(&who, &ids).await?;
         let snap = self.gateway.submit_batch(batch, jobs).await?;
         Ok(reply(&snap))
     }
@@ -211,8 +239,9 @@ impl BatchService for BatchApi {
         &self,
         request: Request<v1::GetBatchRequest>,
     ) -> Result<Response<v1::Batch>, Status> {
+        let who = principal(&request)?;
         let id = batch_id(&request.get_ref().batch_id)?;
-        Ok(reply(&self.gateway.get_batch(id).await?))
+        Ok(reply(&self.visible(&who, id).await?))
     }
 
     type StreamBatchStream = BatchEventStream;
@@ -222,9 +251,10 @@ impl BatchService for BatchApi {
         &self,
         request: Request<v1::StreamBatchRequest>,
     ) -> Result<Response<Self::StreamBatchStream>, Status> {
+        let who = principal(&request)?;
         let id = batch_id(&request.get_ref().batch_id)?;
         // Unknown batches fail the call itself, not the stream.
-        self.gateway.get_batch(id).await?;
+        self.visible(&who, id).await?;
         Ok(Response::new(crate::streaming::batch::follow(
             self.gateway.store.clone(),
             self.gateway.events.clone(),
@@ -239,6 +269,7 @@ impl BatchService for BatchApi {
         &self,
         request: Request<v1::CancelBatchRequest>,
     ) -> Result<Response<v1::Batch>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let id = batch_id(&req.batch_id)?;
         if req.reason.len() > MAX_REASON_BYTES || req.reason.contains('\0') {
@@ -248,7 +279,17 @@ impl BatchService for BatchApi {
             )
             .into());
         }
-        Ok(reply(&self.gateway.cancel_batch(id, &req.reason).await?))
+        let result: Result<_, Status> = async {
+            self.visible(&who, id).await?;
+            Ok(self.gateway.cancel_batch(id, &req.reason).await?)
+        }
+        .await;
+        let outcome = crate::audit::Outcome::of(&result);
+        self.guard
+            .auditor
+            .record(&who, "CancelBatch", &id.to_string(), outcome, &req.reason)
+            .await;
+        Ok(reply(&result?))
     }
 }
 

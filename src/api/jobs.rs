@@ -1,4 +1,7 @@
 //! `llmjobs.v1.JobService`: decode, call the [`Gateway`], encode.
+//!
+//! Tenancy: every job belongs to the tenant of the key that submitted it; a caller that may not
+//! access a job's tenant gets NOT_FOUND, exactly as for a job that does not exist.
 
 use std::pin::Pin;
 
@@ -10,6 +13,7 @@ use tracing::instrument;
 
 use super::{convert, validate};
 use crate::{
+    auth::{Principal, principal},
     error::Error,
     gateway::Gateway,
     job::JobId,
@@ -22,29 +26,49 @@ pub struct JobApi {
     gateway: Gateway,
     rules: validate::Rules,
     heartbeat: std::time::Duration,
+    guard: super::Guard,
     shutdown: CancellationToken,
 }
 
 impl JobApi {
     /// A service over `gateway`, validating with `rules`; quiet streams get a heartbeat
-    /// event every `heartbeat`; open streams end with UNAVAILABLE when `shutdown` is cancelled.
+    /// event every `heartbeat`; `guard` audits, limits and stores prompts as configured; open
+    /// streams end with UNAVAILABLE when `shutdown` is cancelled.
     pub fn new(
         gateway: Gateway,
         rules: validate::Rules,
         heartbeat: std::time::Duration,
+        guard: super::Guard,
         shutdown: CancellationToken,
     ) -> JobApi {
         JobApi {
             gateway,
             rules,
             heartbeat,
+            guard,
             shutdown,
         }
     }
 
-    async fn submit(&self, req: v1::SubmitJobRequest) -> Result<crate::job::Job, Status> {
-        let job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
+    async fn submit(
+        &self,
+        who: &Principal,
+        req: v1::SubmitJobRequest,
+    ) -> Result<crate::job::Job, Status> {
+        let mut job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
+        job.tenant = who.tenant.clone();
+        self.guard.store_prompt_as_configured(&mut job);
+        self.guard.limiter.reserve_jobs(who, &[job.id]).await?;
         Ok(self.gateway.submit(job).await?)
+    }
+
+    /// The job, when `who` may access it. Errors: NOT_FOUND (unknown or another tenant's),
+    /// UNAVAILABLE.
+    async fn visible(&self, who: &Principal, id: JobId) -> Result<crate::job::Job, Error> {
+        match self.gateway.store.get_job(id).await? {
+            Some(job) if who.can_access(&job.tenant) => Ok(job),
+            _ => Err(Error::NotFound(format!("job {id}"))),
+        }
     }
 
     fn follow(&self, job_id: JobId, after: u64) -> (streaming::EventStream, JoinHandle<Ended>) {
@@ -79,7 +103,8 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let job = self.submit(request.into_inner()).await?;
+        let who = principal(&request)?;
+        let job = self.submit(&who, request.into_inner()).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
         Ok(Response::new(v1::SubmitJobResponse {
             job: Some(convert::job(&job, 0)),
@@ -93,9 +118,10 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let cancel_on_disconnect = req.cancel_on_disconnect;
-        let job = self.submit(req).await?;
+        let job = self.submit(&who, req).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
         let (stream, ended) = self.follow(job.id, 0);
         if cancel_on_disconnect {
@@ -118,6 +144,7 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::StreamJobRequest>,
     ) -> Result<Response<Self::StreamJobStream>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
         if req.after_sequence > MAX_SEQUENCE {
@@ -128,10 +155,11 @@ impl JobService for JobApi {
             .into());
         }
         // Unknown jobs fail the call itself, not the stream. While Postgres is down, a job
-        // whose event log Redis still has can be followed all the same.
-        match self.gateway.get(id).await {
+        // whose event log Redis still has can be followed all the same, by admins only (its
+        // tenant cannot be checked).
+        match self.visible(&who, id).await {
             Ok(_) => {}
-            Err(Error::Store(e)) if e.is_unavailable() => {
+            Err(Error::Store(e)) if e.is_unavailable() && who.is_admin() => {
                 let in_log = self.gateway.events.read_after(id, u64::MAX >> 12).await;
                 if !matches!(in_log, Ok(Some(_))) {
                     return Err(Error::Store(e).into());
@@ -149,8 +177,12 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        let who = principal(&request)?;
         let id = job_id(&request.get_ref().job_id)?;
         let (job, tokens) = self.gateway.get(id).await?;
+        if !who.can_access(&job.tenant) {
+            return Err(Error::NotFound(format!("job {id}")).into());
+        }
         Ok(Response::new(convert::job(&job, tokens)))
     }
 
@@ -159,7 +191,9 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::GetJobResultRequest>,
     ) -> Result<Response<v1::JobResult>, Status> {
+        let who = principal(&request)?;
         let id = job_id(&request.get_ref().job_id)?;
+        self.visible(&who, id).await?;
         let (stored, failures) = self.gateway.result(id).await?;
         Ok(Response::new(convert::job_result(
             &stored.job,
@@ -173,6 +207,7 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let time = |t: Option<prost_types::Timestamp>, field: &str| {
             t.map(|t| {
@@ -183,6 +218,7 @@ impl JobService for JobApi {
         };
         let some = |s: String| Some(s).filter(|s| !s.is_empty());
         let filter = crate::store::JobFilter {
+            tenant: who.scope(),
             status: match v1::JobStatus::try_from(req.status) {
                 Ok(v1::JobStatus::Unspecified) => None,
                 Ok(s) => crate::job::JobStatus::parse(
@@ -228,7 +264,9 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::GetJobProgressRequest>,
     ) -> Result<Response<v1::JobProgress>, Status> {
+        let who = principal(&request)?;
         let id = job_id(&request.get_ref().job_id)?;
+        self.visible(&who, id).await?;
         Ok(Response::new(self.gateway.progress(id).await?))
     }
 
@@ -237,8 +275,10 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::ListJobProgressEventsRequest>,
     ) -> Result<Response<v1::ListJobProgressEventsResponse>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
+        self.visible(&who, id).await?;
         let (events, next_page_token) = self
             .gateway
             .progress_events(id, req.page_size, &req.page_token)
@@ -254,12 +294,22 @@ impl JobService for JobApi {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
         if req.reason.len() > 1024 || req.reason.contains('\0') {
             return Err(Error::invalid("reason", "at most 1024 bytes, no NUL characters").into());
         }
-        let job = self.gateway.cancel(id, &req.reason).await?;
-        Ok(Response::new(convert::job(&job, 0)))
+        let result: Result<_, Status> = async {
+            self.visible(&who, id).await?;
+            Ok(self.gateway.cancel(id, &req.reason).await?)
+        }
+        .await;
+        let outcome = crate::audit::Outcome::of(&result);
+        self.guard
+            .auditor
+            .record(&who, "CancelJob", &id.to_string(), outcome, &req.reason)
+            .await;
+        Ok(Response::new(convert::job(&result?, 0)))
     }
 }

@@ -1,9 +1,6 @@
 //! `llm-jobs admin …`: operator commands over `QueueAdminService`, printed as tables.
 
-use anyhow::Context;
-use tonic::transport::Channel;
-
-use super::client::{Connection, status_error};
+use super::client::{Channel, Connection, status_error};
 use crate::proto::v1::{self, queue_admin_service_client::QueueAdminServiceClient};
 
 /// `admin` arguments.
@@ -85,9 +82,7 @@ pub enum AdminCommand {
 
 /// A QueueAdminService client.
 pub async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
-    QueueAdminServiceClient::connect(c.url())
-        .await
-        .with_context(|| format!("cannot connect to {}", c.url()))
+    Ok(QueueAdminServiceClient::new(c.channel().await?))
 }
 
 /// Runs an `admin` command.

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::client::Channel;
 use anyhow::Context;
-use tonic::transport::Channel;
 
 use super::client::{Connection, status_error};
 use crate::proto::{
@@ -69,9 +69,7 @@ pub enum BatchCommand {
 
 /// A BatchService client whose requests may be as large as the server accepts.
 async fn connect(c: &Connection) -> anyhow::Result<BatchServiceClient<Channel>> {
-    let client = BatchServiceClient::connect(c.url())
-        .await
-        .with_context(|| format!("cannot connect to {}", c.url()))?;
+    let client = BatchServiceClient::new(c.channel().await?);
     Ok(client.max_encoding_message_size(crate::server::MAX_BATCH_DECODING_MESSAGE_BYTES))
 }
 

@@ -4,14 +4,17 @@
 use std::io::Write;
 
 use anyhow::Context;
-use tonic::transport::Channel;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::client::Bearer;
 
 use crate::proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient};
 
-/// Where the server is.
+/// Where the server is and how to prove who we are.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Connection {
-    /// Server URL.
+    /// Server URL (`https://…` for TLS).
     #[arg(
         long = "server",
         env = "LLMJOBS_SERVER",
@@ -19,7 +22,24 @@ pub struct Connection {
         global = true
     )]
     pub server: String,
+    /// API key (`llmj_…`, from `llm-jobs keys create`), sent as `authorization: Bearer`.
+    #[arg(
+        long = "api-key",
+        env = "LLMJOBS_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_key: Option<SecretString>,
+    /// PEM file of the CA that signed the server's certificate (TLS with a private CA).
+    #[arg(long = "ca-file", env = "LLMJOBS_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Name the server's certificate is checked against (default: the URL's host).
+    #[arg(long = "tls-domain", env = "LLMJOBS_TLS_DOMAIN", global = true)]
+    pub tls_domain: Option<String>,
 }
+
+/// A channel that sends the API key with every request.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
 /// `submit` arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -184,10 +204,45 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Connects (TLS for `https://` URLs, trusting `--ca-file` when given) and returns a
+    /// channel that sends the API key with every request.
+    ///
+    /// Errors: an unreadable CA file, a bad URL or key, or no connection.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let url = self.url();
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("bad server URL {url}"))?;
+        if url.starts_with("https://") || self.ca_file.is_some() {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            if let Some(path) = &self.ca_file {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            if let Some(domain) = &self.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        // An empty LLMJOBS_API_KEY means no key, as an unset one does.
+        let key = self
+            .api_key
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|k| !k.is_empty());
+        let bearer =
+            Bearer::new(key).context("the API key has characters a header cannot carry")?;
+        Ok(InterceptedService::new(channel, bearer))
+    }
+}
+
 async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
-    JobServiceClient::connect(c.url())
-        .await
-        .with_context(|| format!("cannot connect to {}", c.url()))
+    Ok(JobServiceClient::new(c.channel().await?))
 }
 
 /// A status as a readable error, with its field violations.

@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeMap, io::Write, sync::Arc, time::Instant};
 
-use anyhow::Context;
 use tokio::sync::Mutex;
 
 use super::{
@@ -97,9 +96,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             v1::Priority::Normal,
         ),
     ];
-    let mut client = JobServiceClient::connect(a.connection.url())
-        .await
-        .with_context(|| format!("cannot connect to {}", a.connection.url()))?;
+    let mut client = JobServiceClient::new(a.connection.channel().await?);
     for (job_type, title, prompt, priority) in scenarios {
         println!("\n=== {title} ({job_type}) ===");
         let started = Instant::now();
@@ -209,9 +206,7 @@ pub async fn load_test(a: LoadTestArgs) -> anyhow::Result<()> {
         a.jobs > 0 && a.concurrency > 0,
         "--jobs and --concurrency must be positive"
     );
-    let client = JobServiceClient::connect(a.connection.url())
-        .await
-        .with_context(|| format!("cannot connect to {}", a.connection.url()))?;
+    let client = JobServiceClient::new(a.connection.channel().await?);
     let bar = indicatif::ProgressBar::new(a.jobs as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {elapsed} {msg}")
@@ -286,7 +281,7 @@ pub async fn load_test(a: LoadTestArgs) -> anyhow::Result<()> {
 /// One job: (final state, time to first token, inter-token gaps, output tokens) or an error
 /// code.
 async fn run_one(
-    client: &mut JobServiceClient<tonic::transport::Channel>,
+    client: &mut JobServiceClient<super::client::Channel>,
     a: &LoadTestArgs,
 ) -> Result<(String, Option<f64>, Vec<f64>, u64), String> {
     let sent = Instant::now();

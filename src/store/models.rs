@@ -44,6 +44,7 @@ pub struct JobRow {
     pub forgotten_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
     pub batch_id: Option<Uuid>,
+    pub tenant: String,
 }
 
 /// A new row of `jobs`.
@@ -64,6 +65,7 @@ pub struct NewJobRow {
     pub max_attempts: i32,
     pub timeout_secs: Option<i32>,
     pub tags: Vec<String>,
+    pub tenant: String,
 }
 
 /// A row of `job_results`.
@@ -148,6 +150,7 @@ impl NewJobRow {
                 .timeout
                 .map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
             tags: job.tags.clone(),
+            tenant: job.tenant.clone(),
         }
     }
 }
@@ -196,6 +199,7 @@ impl TryFrom<JobRow> for Job {
             enqueued_at: row.enqueued_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            tenant: row.tenant,
         })
     }
 }

@@ -5,6 +5,7 @@ mod batches;
 mod migrate;
 mod progress;
 mod reports;
+mod security;
 
 pub use migrate::{MIGRATIONS, ensure_database, migrate};
 
@@ -92,6 +93,7 @@ impl Store for PgStore {
             // Conflict: the idempotency key was used before (ids are fresh UUIDs).
             let key = job.idempotency_key.as_deref().unwrap_or_default();
             let earlier: Option<JobRow> = jobs::table
+                .filter(jobs::tenant.eq(&job.tenant))
                 .filter(jobs::idempotency_key.eq(key))
                 .select(JobRow::as_select())
                 .first(&mut conn)
@@ -107,6 +109,7 @@ impl Store for PgStore {
                 });
             }
             diesel::update(jobs::table.find(row.id))
+                .filter(jobs::tenant.eq(&job.tenant))
                 .filter(jobs::idempotency_key.eq(key))
                 .set(jobs::idempotency_key.eq(None::<String>))
                 .execute(&mut conn)
@@ -357,6 +360,16 @@ impl Store for PgStore {
         rows.into_iter().map(Job::try_from).collect()
     }
 
+    async fn unfinished_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
+        let mut conn = self.conn().await?;
+        Ok(jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
+            .select(jobs::id)
+            .load(&mut conn)
+            .await?)
+    }
+
     async fn list_jobs(
         &self,
         filter: &JobFilter,
@@ -446,6 +459,41 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<u64>, Error> {
         progress::recent_output_tokens(self, job_type, model, limit).await
+    }
+
+    async fn insert_api_key(&self, key: &crate::auth::keys::ApiKey) -> Result<(), Error> {
+        security::insert_api_key(self, key).await
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+        security::api_key(self, prefix).await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<crate::auth::keys::ApiKey>, Error> {
+        security::list_api_keys(self, tenant).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+        security::revoke_api_key(self, prefix).await
+    }
+
+    async fn append_audit(&self, event: &crate::audit::Event) -> Result<(), Error> {
+        security::append_audit(self, event).await
+    }
+
+    async fn audit_events(
+        &self,
+        filter: &crate::audit::Filter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::audit::Event>, Error> {
+        security::audit_events(self, filter, before, limit).await
     }
 
     async fn ping(&self) -> Result<(), Error> {

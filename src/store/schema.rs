@@ -29,6 +29,7 @@ diesel::table! {
         forgotten_at -> Nullable<Timestamptz>,
         tags -> Array<Text>,
         batch_id -> Nullable<Uuid>,
+        tenant -> Text,
     }
 }
 
@@ -92,6 +93,36 @@ diesel::table! {
         metadata -> Jsonb,
         idempotency_key -> Nullable<Text>,
         created_at -> Timestamptz,
+        tenant -> Text,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        prefix -> Text,
+        secret_sha256 -> Text,
+        tenant -> Text,
+        role -> Text,
+        name -> Text,
+        requests_per_minute -> Nullable<Int4>,
+        max_concurrent_jobs -> Nullable<Int4>,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        time -> Timestamptz,
+        actor -> Text,
+        tenant -> Text,
+        action -> Text,
+        target -> Text,
+        peer -> Text,
+        outcome -> Text,
+        detail -> Text,
     }
 }
 
@@ -104,5 +135,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_results,
     job_attempt_failures,
     job_progress_events,
-    batches
+    batches,
+    api_keys,
+    audit_events
 );

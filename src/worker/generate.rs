@@ -13,6 +13,7 @@ use crate::{
     job::{Job, JobError, Outcome, StreamingMode, Usage},
     proto::v1::{self, Stage, job_event::Kind},
     provider,
+    ratelimit::upstream::Budget,
 };
 
 /// How generation ended.
@@ -177,6 +178,20 @@ impl Worker {
         running: &Running,
         progress: &mut Progress,
     ) -> End {
+        let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
+        // The fleet's turn first; the wait does not count against the attempt's timeouts.
+        if !provider.simulated() {
+            let prompt_bytes = job.messages.iter().map(|m| m.content.len()).sum();
+            let tokens = Budget::cost(prompt_bytes, job.params.max_tokens);
+            let budget = &self.deps.budget;
+            if budget
+                .acquire(&job.params.model, tokens, &running.stop)
+                .await
+                .is_err()
+            {
+                return stopped();
+            }
+        }
         let timeout = job
             .timeout
             .unwrap_or(Duration::from_secs(self.cfg.job_timeout_secs.max(1)));
@@ -192,7 +207,6 @@ impl Worker {
             }
         };
         let stop = running.stop.clone();
-        let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
         let request = provider::Request {
             messages: job.messages.clone(),
             params: job.params.clone(),
@@ -220,7 +234,15 @@ impl Worker {
         let mut stream = match opened {
             None => return stopped(),
             Some(Ok(s)) => s,
-            Some(Err(Some(e))) => return End::Failed(AttemptError::Provider(e)),
+            Some(Err(Some(e))) => {
+                if let provider::Error::RateLimited { retry_after, .. } = &e {
+                    self.deps
+                        .budget
+                        .penalize(&job.params.model, *retry_after)
+                        .await;
+                }
+                return End::Failed(AttemptError::Provider(e));
+            }
             Some(Err(None)) => return End::Failed(limit(progress).1),
         };
         self.track(job, progress, |t| {

@@ -306,6 +306,7 @@ mod tests {
             enqueued_at: Utc::now(),
             started_at: Some(Utc::now()),
             finished_at: None,
+            tenant: "t".into(),
         }
     }
 

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use llm_jobs::cli::client::Channel;
 use llm_jobs::proto::v1::{
     self, job_event::Kind, queue_admin_service_client::QueueAdminServiceClient,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use crate::support::{
     TestApp, request,
@@ -15,7 +16,7 @@ use crate::support::{
 const BASIC: &str = "The queue is a line of work waiting its turn.";
 
 async fn admin(app: &TestApp) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
-    Ok(QueueAdminServiceClient::connect(format!("http://{}", app.addr)).await?)
+    app.admin_client()
 }
 
 fn with_priority(prompt: &str, p: v1::Priority) -> v1::SubmitJobRequest {

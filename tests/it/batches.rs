@@ -5,10 +5,11 @@ use std::{collections::HashSet, time::Duration};
 
 use diesel_async::RunQueryDsl;
 use futures::StreamExt;
+use llm_jobs::cli::client::Channel;
 use llm_jobs::proto::v1::{
     self, batch_event, batch_service_client::BatchServiceClient, job_event::Kind,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::support::{
@@ -17,7 +18,7 @@ use crate::support::{
 };
 
 async fn batches(app: &TestApp) -> anyhow::Result<BatchServiceClient<Channel>> {
-    Ok(BatchServiceClient::connect(format!("http://{}", app.addr)).await?)
+    app.batch_client()
 }
 
 fn batch_of(requests: Vec<v1::SubmitJobRequest>) -> v1::SubmitBatchRequest {

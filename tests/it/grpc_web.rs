@@ -50,6 +50,7 @@ async fn grpc_web(
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .header("origin", "https://app.example")
+        .header("authorization", format!("Bearer {}", app.key))
         .body(body)
         .send()
         .await?;

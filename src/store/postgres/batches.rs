@@ -38,6 +38,7 @@ struct BatchRow {
     display_name: String,
     metadata: serde_json::Value,
     created_at: DateTime<Utc>,
+    tenant: String,
 }
 
 /// A new row of `batches`.
@@ -48,6 +49,7 @@ struct NewBatchRow<'a> {
     display_name: &'a str,
     metadata: serde_json::Value,
     idempotency_key: Option<&'a str>,
+    tenant: &'a str,
 }
 
 /// One job of a batch: id, status, last sequence, end, and its result's tokens and cost.
@@ -80,6 +82,7 @@ pub(super) async fn insert_batch(
                         display_name: &batch.display_name,
                         metadata: metadata.clone(),
                         idempotency_key: batch.idempotency_key.as_deref(),
+                        tenant: &batch.tenant,
                     })
                     .on_conflict_do_nothing()
                     .execute(conn)
@@ -109,6 +112,7 @@ pub(super) async fn insert_batch(
         // Conflict: the idempotency key was used before (ids are fresh UUIDs).
         let key = batch.idempotency_key.as_deref().unwrap_or_default();
         let earlier: Option<(Uuid, DateTime<Utc>)> = batches::table
+            .filter(batches::tenant.eq(&batch.tenant))
             .filter(batches::idempotency_key.eq(key))
             .select((batches::id, batches::created_at))
             .first(&mut conn)
@@ -121,6 +125,7 @@ pub(super) async fn insert_batch(
             return Ok(InsertedBatch { id, created: false });
         }
         diesel::update(batches::table.find(id))
+            .filter(batches::tenant.eq(&batch.tenant))
             .filter(batches::idempotency_key.eq(key))
             .set(batches::idempotency_key.eq(None::<String>))
             .execute(&mut conn)
@@ -180,6 +185,7 @@ pub(super) async fn get_batch(store: &PgStore, id: BatchId) -> Result<Option<Sna
             display_name: row.display_name,
             metadata,
             created_at: row.created_at,
+            tenant: row.tenant,
         },
         members,
     }))

@@ -253,6 +253,9 @@ pub(super) async fn list_jobs(
         .limit(limit)
         .select(JobRow::as_select())
         .into_boxed();
+    if let Some(t) = &filter.tenant {
+        query = query.filter(jobs::tenant.eq(t.clone()));
+    }
     if let Some(s) = filter.status {
         query = query.filter(jobs::status.eq(s.as_str()));
     }

@@ -1,5 +1,6 @@
 //! Test harness: a real llm-jobs (gateway + worker) on port 0 against real Redis and Postgres,
-//! each test in its own Redis key prefix and its own database, with a real tonic client.
+//! each test in its own Redis key prefix and its own database, with a real tonic client that
+//! sends an admin API key (tenant `default`) made for the test.
 //!
 //! Environment: `LLMJOBS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `LLMJOBS_TEST_POSTGRES_URL` (server URL without database, default
@@ -17,12 +18,17 @@ use clap::Parser;
 use futures::StreamExt;
 use llm_jobs::{
     app::{self, Roles},
-    cli::{Cli, Command},
-    proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient},
+    auth::{Role, client::Bearer},
+    cli::{Cli, Command, client::Channel},
+    proto::v1::{
+        self, batch_service_client::BatchServiceClient, job_event::Kind,
+        job_service_client::JobServiceClient, queue_admin_service_client::QueueAdminServiceClient,
+    },
 };
+use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 
 /// Longest any test waits for something that should happen in well under a second; a guard
 /// against hangs, not a timing assertion.
@@ -180,13 +186,24 @@ impl TestAppBuilder {
             )
             .await
         });
-        let client = connect(addr, &handle, self.wait_until_serving).await?;
+        let channel = connect(addr, &handle, self.wait_until_serving).await?;
+        let database_url_for_keys = database_url.clone();
+        // With Postgres down no key can be made; a well-formed unknown one then meets the
+        // same UNAVAILABLE as every other call.
+        let key = match make_key(&database_url_for_keys, "default", Role::Admin).await {
+            Ok(key) => key,
+            Err(_) => format!("llmj_000000000000_{}", "0".repeat(64)),
+        };
+        let client = JobServiceClient::new(with_key(channel.clone(), Some(&key))?);
         Ok(TestApp {
             addr,
             client,
+            channel,
+            key,
             shutdown,
             handle: Some(handle),
             database,
+            database_url,
             prefix,
             serve_args,
         })
@@ -200,7 +217,7 @@ async fn connect(
     addr: SocketAddr,
     handle: &JoinHandle<Result<(), app::Error>>,
     wait_until_serving: bool,
-) -> anyhow::Result<JobServiceClient<Channel>> {
+) -> anyhow::Result<tonic::transport::Channel> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -220,7 +237,7 @@ async fn connect(
                     !wait_until_serving || r.into_inner().status() == ServingStatus::Serving
                 });
             if serving {
-                return Ok(JobServiceClient::new(channel));
+                return Ok(channel);
             }
         }
         anyhow::ensure!(
@@ -231,16 +248,48 @@ async fn connect(
     }
 }
 
+/// Makes an API key of `tenant` with `role` in the database at `database_url`.
+pub async fn make_key(database_url: &str, tenant: &str, role: Role) -> anyhow::Result<String> {
+    make_key_with(database_url, tenant, role, Default::default()).await
+}
+
+/// Makes an API key of `tenant` with `role` and its own client `limits`.
+pub async fn make_key_with(
+    database_url: &str,
+    tenant: &str,
+    role: Role,
+    limits: llm_jobs::auth::keys::KeyLimits,
+) -> anyhow::Result<String> {
+    let store = llm_jobs::store::postgres::PgStore::new(&llm_jobs::config::Postgres {
+        url: database_url.to_owned(),
+        pool_size: 1,
+        no_migrate: true,
+    })?;
+    let key = llm_jobs::cli::keys::create(&store, tenant, role, "test", limits).await?;
+    Ok(key.key.expose_secret().to_owned())
+}
+
+/// `channel` sending `key` (none: no key) with every request.
+pub fn with_key(channel: tonic::transport::Channel, key: Option<&str>) -> anyhow::Result<Channel> {
+    Ok(InterceptedService::new(channel, Bearer::new(key)?))
+}
+
 /// A running service with a connected client.
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// A JobService client.
+    /// A JobService client sending the test's admin key.
     pub client: JobServiceClient<Channel>,
+    /// The bare connection (no key).
+    pub channel: tonic::transport::Channel,
+    /// The test's admin key (tenant `default`).
+    pub key: String,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::Error>>>,
     /// Postgres database of this test.
     pub database: String,
+    /// Its URL.
+    pub database_url: String,
     /// Redis key prefix of this test.
     pub prefix: String,
     serve_args: Vec<String>,
@@ -259,6 +308,84 @@ impl TestApp {
             wait_until_serving: true,
             api_key: true,
         }
+    }
+
+    /// A new key of `tenant` with `role`.
+    pub async fn key_for(&self, tenant: &str, role: Role) -> anyhow::Result<String> {
+        make_key(&self.database_url, tenant, role).await
+    }
+
+    /// A new key of `tenant` with `role` and its own client `limits`.
+    pub async fn key_with(
+        &self,
+        tenant: &str,
+        role: Role,
+        limits: llm_jobs::auth::keys::KeyLimits,
+    ) -> anyhow::Result<String> {
+        make_key_with(&self.database_url, tenant, role, limits).await
+    }
+
+    /// Starts `llm-jobs gateway` as a child process on this test's Redis prefix and database,
+    /// with `extra` flags on top; returns it (killed when dropped) and a bare connection to it
+    /// once it answers health checks.
+    pub async fn spawn_gateway(
+        &self,
+        extra: &[&str],
+    ) -> anyhow::Result<(ChildWorker, tonic::transport::Channel)> {
+        let (child, addr) = self.spawn_gateway_process(extra)?;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+                && HealthClient::new(channel.clone())
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return Ok((child, channel));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `llm-jobs gateway` as [`TestApp::spawn_gateway`] does, without waiting for it;
+    /// returns it and the address it listens on.
+    pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("gateway")
+            .args(&self.serve_args)
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("spawn llm-jobs gateway")?;
+        Ok((ChildWorker(child), addr))
+    }
+
+    /// The connection sending `key` (none: no key).
+    pub fn keyed(&self, key: Option<&str>) -> anyhow::Result<Channel> {
+        with_key(self.channel.clone(), key)
+    }
+
+    /// A QueueAdminService client with the test's admin key.
+    pub fn admin_client(&self) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
+        Ok(QueueAdminServiceClient::new(self.keyed(Some(&self.key))?))
+    }
+
+    /// A BatchService client with the test's admin key.
+    pub fn batch_client(&self) -> anyhow::Result<BatchServiceClient<Channel>> {
+        Ok(BatchServiceClient::new(self.keyed(Some(&self.key))?))
     }
 
     /// Starts `llm-jobs worker` as a child process on this test's Redis prefix, database and
@@ -281,6 +408,22 @@ impl TestApp {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .args(args)
             .args(["--server", &format!("http://{}", self.addr)])
+            .env("LLMJOBS_API_KEY", &self.key)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `llm-jobs keys <args>` on this test's database; its stdout, or an error with its
+    /// stderr.
+    pub fn keys_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["keys", "--database-url", &self.database_url])
+            .args(args)
             .output()?;
         anyhow::ensure!(
             out.status.success(),

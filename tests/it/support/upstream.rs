@@ -192,6 +192,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// The `Authorization` header, e.g. `Bearer sk-test`.
     pub authorization: Option<String>,
+    /// When it arrived (wall clock, to compare with the budget windows of other processes).
+    pub at: std::time::SystemTime,
 }
 
 /// State shared between the handle and the server task.
@@ -364,6 +366,7 @@ async fn chat_completions(
         requests.push(RecordedRequest {
             body,
             authorization,
+            at: std::time::SystemTime::now(),
         });
         requests.len()
     };

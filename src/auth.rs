@@ -1,0 +1,120 @@
+//! Who is calling: API keys ([`keys`]), the principal a key stands for (tenant and role), the
+//! tower layer that authenticates every RPC except health and reflection ([`layer`]), and the
+//! client-side interceptor that sends a key ([`client`]).
+//!
+//! Rules: a job or batch belongs to the tenant of the key that submitted it; a `user` key sees
+//! only its tenant's jobs and batches (others are NOT_FOUND, so existence does not leak); an
+//! `admin` key sees every tenant's and may call `QueueAdminService`. With authentication
+//! switched off (local development only) every caller is an admin of [`DEFAULT_TENANT`].
+
+pub mod client;
+pub mod keys;
+pub mod layer;
+
+use tonic::Status;
+
+/// Tenant of jobs submitted with authentication off, and of jobs stored before tenants existed.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// JobService and BatchService on its own tenant's jobs and batches.
+    User,
+    /// Everything: every tenant's jobs, QueueAdminService, the audit log.
+    Admin,
+}
+
+impl Role {
+    /// The stored name: `user` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller of one RPC, put into the request's extensions by [`layer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Who, for the audit log: the key's prefix, or `auth-off`.
+    pub actor: String,
+    /// The key's id (`None` with authentication off).
+    pub key_id: Option<uuid::Uuid>,
+    /// The key's tenant.
+    pub tenant: String,
+    /// The key's role.
+    pub role: Role,
+    /// The key's own client limits (`None`: the server's defaults).
+    pub limits: keys::KeyLimits,
+    /// The peer address of the connection (`unknown` when the transport does not say).
+    pub peer: String,
+}
+
+impl Principal {
+    /// The caller when authentication is switched off: an admin of [`DEFAULT_TENANT`].
+    pub fn auth_off(peer: String) -> Principal {
+        Principal {
+            actor: "auth-off".into(),
+            key_id: None,
+            tenant: DEFAULT_TENANT.into(),
+            role: Role::Admin,
+            limits: keys::KeyLimits::default(),
+            peer,
+        }
+    }
+
+    /// True for admins.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this caller may see and touch what belongs to `tenant`.
+    pub fn can_access(&self, tenant: &str) -> bool {
+        self.is_admin() || self.tenant == tenant
+    }
+
+    /// The tenant listings must be limited to: `None` for admins (every tenant).
+    pub fn scope(&self) -> Option<String> {
+        (!self.is_admin()).then(|| self.tenant.clone())
+    }
+}
+
+/// The principal of a request that passed [`layer`].
+///
+/// Errors: UNAUTHENTICATED when the request carries none (the layer is missing: fail closed).
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_see_their_tenant_and_admins_see_all() {
+        let mut p = Principal::auth_off("peer".into());
+        p.role = Role::User;
+        p.tenant = "a".into();
+        assert!(p.can_access("a"));
+        assert!(!p.can_access("b"));
+        assert_eq!(p.scope().as_deref(), Some("a"));
+        p.role = Role::Admin;
+        assert!(p.can_access("b"));
+        assert_eq!(p.scope(), None);
+    }
+}

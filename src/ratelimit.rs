@@ -1,0 +1,293 @@
+//! Rate limits kept in Redis, so every gateway and worker of a fleet shares them: per-key
+//! client limits (requests per minute, unfinished jobs at once) here, the shared upstream
+//! budget per model in [`upstream`].
+//!
+//! Requests per minute use a sliding window (the previous minute's count weighted by how much
+//! of it still overlaps the last 60 s, plus this minute's). Unfinished jobs are a set of job
+//! ids per key: a submit adds its ids atomically when they fit under the limit; when they do
+//! not, ids whose jobs have ended (per Postgres, the source of truth) are pruned and the
+//! submit tries once more. So no worker has to report job ends to the limiter.
+//!
+//! A Redis failure lets the request through (logged): availability wins over limiting, and
+//! whatever needs Redis fails on its own.
+//!
+//! Redis keys (prefix `P`): `P:rl:req:<key prefix>:<minute>` (counter), `P:rl:jobs:<key
+//! prefix>` (zset of job ids, score = reservation time in ms).
+
+pub mod upstream;
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use redis::Script;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{auth::Principal, backend::Redis, job::JobId, store::Store};
+
+static WINDOW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("ratelimit/window.lua")));
+static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("ratelimit/reserve.lua")));
+
+/// A minute.
+const MINUTE: Duration = Duration::from_secs(60);
+/// Reservations younger than this are never pruned: their job row may not be committed yet.
+const PRUNE_GRACE: Duration = Duration::from_secs(2);
+
+/// The server's default client limits; a key's own limits override them. 0 means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    /// Requests per minute per key.
+    pub requests_per_minute: u32,
+    /// Unfinished (queued or running) jobs per key.
+    pub max_concurrent_jobs: u32,
+}
+
+/// What a sliding-window take found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// The amount was taken.
+    Yes,
+    /// It does not fit now; it may after this long.
+    RetryAfter(Duration),
+}
+
+/// Takes `amount` from the sliding window at `key` that allows `limit` per `window`.
+///
+/// Errors: Redis's.
+pub async fn take(
+    redis: &Redis,
+    key: &str,
+    limit: u64,
+    amount: u64,
+    window: Duration,
+) -> Result<Taken, redis::RedisError> {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let (index, elapsed) = (now / window_ms, now % window_ms);
+    let mut conn = redis
+        .pool
+        .get()
+        .await
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string())))?;
+    let (taken, prev, cur): (u8, u64, u64) = WINDOW
+        .key(format!("{key}:{}", index.saturating_sub(1)))
+        .key(format!("{key}:{index}"))
+        .arg(limit)
+        .arg(elapsed)
+        .arg(window_ms)
+        .arg(amount)
+        .invoke_async(&mut conn)
+        .await?;
+    if taken == 1 {
+        return Ok(Taken::Yes);
+    }
+    Ok(Taken::RetryAfter(retry_after(
+        limit, amount, prev, cur, elapsed, window_ms,
+    )))
+}
+
+/// How long until `amount` fits: the current window must end when it alone is too full;
+/// otherwise the previous window's weight must fall far enough.
+pub(crate) fn retry_after(
+    limit: u64,
+    amount: u64,
+    prev: u64,
+    cur: u64,
+    elapsed: u64,
+    window: u64,
+) -> Duration {
+    let to_end = window - elapsed;
+    if cur + amount > limit || prev == 0 {
+        return Duration::from_millis(to_end.max(1));
+    }
+    // prev * (window - t) / window + cur + amount <= limit  ⇔  t >= window * (1 - room / prev)
+    let room = (limit - cur - amount) as f64;
+    let t = window as f64 * (1.0 - room / prev as f64);
+    let wait = (t.ceil() as u64)
+        .saturating_sub(elapsed)
+        .clamp(1, to_end.max(1));
+    Duration::from_millis(wait)
+}
+
+/// RESOURCE_EXHAUSTED with a RetryInfo detail.
+pub fn exhausted(message: String, retry: Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    // Whole milliseconds, at least one, so clients never spin.
+    details.set_retry_info(Some(retry.max(Duration::from_millis(1))));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// Client limits per key.
+#[derive(Clone)]
+pub struct Limiter {
+    redis: Redis,
+    store: Arc<dyn Store>,
+    prefix: String,
+    defaults: Defaults,
+}
+
+impl Limiter {
+    /// Limits kept in `redis` under its key prefix, pruned against `store`.
+    pub fn new(redis: Redis, store: Arc<dyn Store>, prefix: &str, defaults: Defaults) -> Limiter {
+        Limiter {
+            redis,
+            store,
+            prefix: prefix.to_owned(),
+            defaults,
+        }
+    }
+
+    /// Counts one request of `who`.
+    ///
+    /// Errors: RESOURCE_EXHAUSTED with RetryInfo when the key's requests per minute are used up.
+    pub async fn admit_request(&self, who: &Principal) -> Result<(), Status> {
+        let limit = who
+            .limits
+            .requests_per_minute
+            .unwrap_or(self.defaults.requests_per_minute);
+        if limit == 0 {
+            return Ok(());
+        }
+        let key = format!("{}:rl:req:{}", self.prefix, who.actor);
+        match take(&self.redis, &key, u64::from(limit), 1, MINUTE).await {
+            Ok(Taken::Yes) => Ok(()),
+            Ok(Taken::RetryAfter(wait)) => Err(exhausted(
+                format!("rate limit: at most {limit} requests per minute for this API key"),
+                wait,
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "request rate not checked: Redis failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reserves room for `ids`, new jobs of `who`, under its limit of unfinished jobs.
+    ///
+    /// Errors: RESOURCE_EXHAUSTED with RetryInfo when they do not fit even after jobs that
+    /// ended were pruned.
+    pub async fn reserve_jobs(&self, who: &Principal, ids: &[JobId]) -> Result<(), Status> {
+        let limit = who
+            .limits
+            .max_concurrent_jobs
+            .unwrap_or(self.defaults.max_concurrent_jobs);
+        if limit == 0 || ids.is_empty() {
+            return Ok(());
+        }
+        let key = format!("{}:rl:jobs:{}", self.prefix, who.actor);
+        let result = async {
+            for round in 0..2 {
+                if self.try_reserve(&key, limit, ids).await? {
+                    return Ok(true);
+                }
+                if round == 0 {
+                    self.prune(&key).await?;
+                }
+            }
+            Ok::<_, String>(false)
+        }
+        .await;
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(exhausted(
+                format!(
+                    "rate limit: at most {limit} unfinished jobs for this API key; wait for some \
+                     to finish"
+                ),
+                Duration::from_secs(1),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "unfinished jobs not checked: Redis or Postgres failed");
+                Ok(())
+            }
+        }
+    }
+
+    async fn try_reserve(&self, key: &str, limit: u32, ids: &[JobId]) -> Result<bool, String> {
+        let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut call = RESERVE.key(key);
+        call.arg(limit).arg(now);
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let held: i64 = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(held >= 0)
+    }
+
+    /// Drops the ids of jobs that ended (or never were stored) from the set at `key`.
+    async fn prune(&self, key: &str) -> Result<(), String> {
+        let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+        let grace = i64::try_from(PRUNE_GRACE.as_millis()).unwrap_or(0);
+        let older = chrono::Utc::now().timestamp_millis() - grace;
+        let held: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(key)
+            .arg("-inf")
+            .arg(older)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ids: Vec<JobId> = held
+            .iter()
+            .filter_map(|s| JobId::parse_str(s).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let live = self
+            .store
+            .unfinished_among(&ids)
+            .await
+            .map_err(|e| e.to_string())?;
+        let gone: Vec<String> = ids
+            .iter()
+            .filter(|id| !live.contains(id))
+            .map(ToString::to_string)
+            .collect();
+        if !gone.is_empty() {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(key)
+                .arg(&gone)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_for_the_window_or_for_the_previous_one_to_fade() {
+        // The current minute alone is full: wait for it to end.
+        assert_eq!(
+            retry_after(10, 1, 0, 10, 15_000, 60_000),
+            Duration::from_millis(45_000)
+        );
+        // Half the previous minute's 10 still count at 30 s; 5 + 5 + 1 > 10 until t = 36 s.
+        assert_eq!(
+            retry_after(10, 1, 10, 5, 30_000, 60_000),
+            Duration::from_millis(6_000)
+        );
+    }
+
+    #[test]
+    fn exhaustion_carries_retry_info() {
+        let s = exhausted("slow down".into(), Duration::from_millis(1500));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_millis(1500))
+        );
+    }
+}
