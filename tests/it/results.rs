@@ -278,3 +278,43 @@ async fn bad_response_formats_are_refused_naming_the_field() -> anyhow::Result<(
     assert!(listed.jobs.is_empty(), "nothing was stored");
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_models_have_no_cost_and_length_cuts_are_milestones() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("length.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    // A model the pricing table does not know, with real usage: cost absent, not zero.
+    let unknown = sse_of(&["Hello ", "there."]).replace("gpt-4o-2024-08-06", "acme-llm-7b");
+    upstream.push_reply(Reply::sse(unknown));
+    let job = app.submit(request("q", "acme-llm-7b")).await?;
+    let mut c = app.client.clone();
+    collect(
+        c.stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner(),
+    )
+    .await?;
+    let r = app.result(&job.id).await?;
+    assert_eq!(r.model, "acme-llm-7b");
+    assert_eq!(r.usage.map(|u| u.output_tokens), Some(40));
+    assert_eq!(r.cost_usd, None);
+
+    // finish_reason "length": the answer was cut by max_tokens.
+    let events = collect(
+        c.submit_and_stream(request("long", "gpt-4o-mini"))
+            .await?
+            .into_inner(),
+    )
+    .await?;
+    let m = milestone_of(&events, MilestoneKind::MaxTokensReached).expect("a length milestone");
+    assert_eq!(m.attempt, 1);
+    assert!(m.output_tokens > 0);
+    assert!(milestone_of(&events, MilestoneKind::StructuredOutputValid).is_none());
+    app.stop().await
+}
