@@ -240,12 +240,15 @@ pub async fn run(
                  development only."
             );
         }
-        let auth_layer = auth::layer::AuthLayer::new(auth::layer::Authenticator::new(
-            mode,
-            store.clone(),
-            auditor.clone(),
-            Some(limiter.clone()),
-        ));
+        let auth_layer = auth::layer::AuthLayer::new(
+            auth::layer::Authenticator::new(
+                mode,
+                store.clone(),
+                auditor.clone(),
+                Some(limiter.clone()),
+            )
+            .with_key_cache(std::time::Duration::from_millis(cfg.security.key_cache_ms)),
+        );
         let tls = match (&cfg.security.tls_cert, &cfg.security.tls_key) {
             (Some(cert), Some(key)) => Some(server::tls_config(cert, key).map_err(Error::Config)?),
             _ => None,

@@ -363,6 +363,14 @@ pub struct Security {
         default_value_t = 1000
     )]
     pub client_max_concurrent_jobs: u32,
+    /// How long a gateway remembers an API key it read (ms; 0: read Postgres on every RPC).
+    /// A revoked key keeps working on a gateway for at most this long.
+    #[arg(
+        long = "key-cache-ms",
+        env = "LLMJOBS_KEY_CACHE_MS",
+        default_value_t = 5_000
+    )]
+    pub key_cache_ms: u64,
     /// More secrets to redact from logs, errors and the audit log: regular expressions,
     /// separated by `;`.
     #[arg(

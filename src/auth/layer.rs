@@ -50,7 +50,18 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     auditor: Auditor,
     limiter: Option<Limiter>,
+    /// Keys read recently, by prefix (`None`: no such key), so that a burst of RPCs does not
+    /// become a burst of Postgres reads.
+    cache: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
+    cache_ttl: std::time::Duration,
 }
+
+/// When a key was read, and what was found.
+type CachedKey = (std::time::Instant, Option<keys::ApiKey>);
+
+/// Most prefixes remembered at once (unknown prefixes included); the cache starts over when
+/// full, so random prefixes cannot grow it without bound.
+const KEY_CACHE_ENTRIES: usize = 10_000;
 
 impl Authenticator {
     /// An authenticator in `mode` reading keys from `store`, auditing refusals, and applying
@@ -66,7 +77,43 @@ impl Authenticator {
             store,
             auditor,
             limiter,
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cache_ttl: std::time::Duration::ZERO,
         }
+    }
+
+    /// Remembers keys read from the store for `ttl` (zero: read on every call). A revoked key
+    /// keeps working for at most `ttl` on gateways that read it just before.
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> Authenticator {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// The key with `prefix`, from the cache while fresh, else from the store.
+    async fn key(&self, prefix: &str) -> Result<Option<keys::ApiKey>, crate::store::Error> {
+        if !self.cache_ttl.is_zero() {
+            let cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, key)) = cache.get(prefix)
+                && at.elapsed() < self.cache_ttl
+            {
+                return Ok(key.clone());
+            }
+        }
+        let key = self.store.api_key(prefix).await?;
+        if !self.cache_ttl.is_zero() {
+            let mut cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= KEY_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(prefix.to_owned(), (std::time::Instant::now(), key.clone()));
+        }
+        Ok(key)
     }
 
     /// The caller of an RPC to `path` with `headers` from `peer`.
@@ -142,7 +189,7 @@ impl Authenticator {
         let Some((prefix, secret)) = token.and_then(keys::parse) else {
             return Err(refuse("anonymous", "unknown", "malformed API key"));
         };
-        let key = match self.store.api_key(prefix).await {
+        let key = match self.key(prefix).await {
             Ok(key) => key,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read API keys");

@@ -486,3 +486,34 @@ async fn unfinished_jobs_per_key_are_capped_until_some_end() -> anyhow::Result<(
     }
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_working_within_the_key_cache_time() -> anyhow::Result<()> {
+    let app = TestApp::builder()
+        .arg("--key-cache-ms", "300")
+        .start()
+        .await?;
+    let key = app.key_for("tenant-a", Role::User).await?;
+    let mut c = JobServiceClient::new(app.keyed(Some(&key))?);
+    let list = || v1::ListJobsRequest::default();
+    c.list_jobs(list()).await?;
+    app.keys_cli(&["revoke", &key])?;
+    // Read within the last 300 ms, the key may still be honoured; after that, never.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let e = c.list_jobs(list()).await.expect_err("revoked");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    app.stop().await?;
+
+    // Without a cache, revocation takes effect at once.
+    let app = TestApp::builder()
+        .arg("--key-cache-ms", "0")
+        .start()
+        .await?;
+    let key = app.key_for("tenant-a", Role::User).await?;
+    let mut c = JobServiceClient::new(app.keyed(Some(&key))?);
+    c.list_jobs(list()).await?;
+    app.keys_cli(&["revoke", &key])?;
+    let e = c.list_jobs(list()).await.expect_err("revoked");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    app.stop().await
+}
