@@ -316,9 +316,21 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|err| panic!("cannot read fixture {}: {err}", path.display()))
 }
 
-/// Path of a fixture file.
+/// Path of a fixture file: under `LLMJOBS_FIXTURES_DIR` when set, else [`FIXTURES_DIR`] (the
+/// checkout beside `shared/`), else `/work/shared/fixtures/openai-sse` (for a clone made
+/// elsewhere on the same machine).
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(FIXTURES_DIR).join(name)
+    let dirs = [
+        std::env::var("LLMJOBS_FIXTURES_DIR").ok(),
+        Some(FIXTURES_DIR.to_owned()),
+        Some("/work/shared/fixtures/openai-sse".to_owned()),
+    ];
+    let candidates: Vec<PathBuf> = dirs.into_iter().flatten().map(PathBuf::from).collect();
+    candidates
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| candidates[0].join(name))
 }
 
 /// Fails early (on the test side) when a reply names a fixture file that does not exist.
