@@ -4,6 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use llm_jobs::proto::v1::job_service_client::JobServiceClient;
 use llm_jobs::proto::v1::{
     self, MilestoneKind, Stage, StageStatus, job_event::Kind, progress_event,
 };
@@ -42,6 +43,18 @@ fn milestones(events: &[v1::JobEvent]) -> Vec<MilestoneKind> {
             _ => None,
         })
         .collect()
+}
+
+/// The job's progress, through GetJobProgress.
+async fn progress_of(
+    c: &mut JobServiceClient<llm_jobs::cli::client::Channel>,
+    job_id: impl Into<String>,
+) -> anyhow::Result<v1::JobProgress> {
+    Ok(c.get_job_progress(v1::GetJobProgressRequest {
+        job_id: job_id.into(),
+    })
+    .await?
+    .into_inner())
 }
 
 /// Every entry of the job's stored history, read `page_size` at a time.
@@ -153,12 +166,7 @@ async fn a_normal_run_walks_the_stages_and_reports_bounded_monotonic_progress() 
     assert!(m.contains(&MilestoneKind::Progress25), "{m:?}");
     assert!(m.contains(&MilestoneKind::Progress50), "{m:?}");
 
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: job_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, job_id.clone()).await?;
     assert_eq!(p.stage(), S::Completed);
     assert_eq!(p.status(), v1::JobStatus::Completed);
     assert_eq!(p.fraction, Some(1.0));
@@ -223,12 +231,7 @@ async fn progress_while_running_shows_the_stage_the_estimate_and_the_worker() ->
     for _ in 0..3 {
         // More than the 250 ms progress interval: a fresh snapshot each time.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let p = c
-            .get_job_progress(v1::GetJobProgressRequest {
-                job_id: job.id.clone(),
-            })
-            .await?
-            .into_inner();
+        let p = progress_of(&mut c, job.id.clone()).await?;
         assert_eq!(p.status(), v1::JobStatus::Running);
         assert_eq!(p.stage(), S::Generating);
         assert_eq!(p.attempt, 1);
@@ -322,12 +325,7 @@ async fn a_retried_run_fails_its_stage_and_queues_the_next_attempt() -> anyhow::
     );
 
     let job_id = events[0].job_id.clone();
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: job_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, job_id.clone()).await?;
     assert_eq!((p.attempt, p.stage()), (2, S::Completed));
 
     // The result lists the failed attempt.
@@ -371,12 +369,7 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
         })
         .expect("stage changes");
     assert_eq!(last_change.skipped, [i32::from(S::Finalizing)]);
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: job.id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, job.id.clone()).await?;
     assert_eq!(
         (p.status(), p.stage()),
         (v1::JobStatus::Cancelled, S::Cancelled)
@@ -395,12 +388,7 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
         .await?;
     let mut c = app.client.clone();
     let job = app.submit(request("never runs", "gpt-4o-mini")).await?;
-    let queued = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: job.id.clone(),
-        })
-        .await?
-        .into_inner();
+    let queued = progress_of(&mut c, job.id.clone()).await?;
     assert_eq!((queued.stage(), queued.attempt), (S::Queued, 0));
     assert_eq!(queued.stages[0].status(), St::Active);
     assert!(queued.stages[1..].iter().all(|s| s.status() == St::Pending));
@@ -416,12 +404,7 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
     );
     let stored = history(&app, &job.id, 10).await?;
     assert_eq!(stored.len(), 1);
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: job.id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, job.id.clone()).await?;
     assert_eq!(p.stage(), S::Cancelled);
     let statuses: HashSet<StageStatus> = p.stages[1..6].iter().map(|s| s.status()).collect();
     assert_eq!(statuses, HashSet::from([St::Skipped]));
@@ -497,12 +480,7 @@ async fn the_estimate_comes_from_recent_jobs_of_the_same_type_and_model() -> any
         }
     }
     // The first job had nothing to go on but its max_tokens.
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: first.expect("a first job"),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, first.expect("a first job")).await?;
     assert_eq!(p.output_tokens, 8);
     let events = collect(
         c.submit_and_stream(request("size me too", "gpt-4o-mini"))
@@ -522,12 +500,7 @@ async fn the_estimate_comes_from_recent_jobs_of_the_same_type_and_model() -> any
         Some(8),
         "the median of 5 jobs of 8 tokens"
     );
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: events[0].job_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, events[0].job_id.clone()).await?;
     // The job ended: progress is rebuilt; the live snapshot it left is used while it lasts.
     assert_eq!(p.estimate_basis(), v1::EstimateBasis::RecentJobs);
     assert_eq!(p.estimate_sample_size, 5);
@@ -539,12 +512,7 @@ async fn the_estimate_comes_from_recent_jobs_of_the_same_type_and_model() -> any
             .into_inner(),
     )
     .await?;
-    let p = c
-        .get_job_progress(v1::GetJobProgressRequest {
-            job_id: events[0].job_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let p = progress_of(&mut c, events[0].job_id.clone()).await?;
     assert_eq!(p.estimate_basis(), v1::EstimateBasis::None);
     app.stop().await
 }
