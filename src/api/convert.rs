@@ -15,9 +15,9 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-/// A protobuf timestamp as a date-time (`None` when out of range).
+/// A protobuf timestamp as a date-time (`None` when out of range; negative nanos count as 0).
 pub fn datetime(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
 }
 
 /// A JSON value as a `google.protobuf.Value`.

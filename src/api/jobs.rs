@@ -211,8 +211,7 @@ impl JobService for JobApi {
         let req = request.into_inner();
         let time = |t: Option<prost_types::Timestamp>, field: &str| {
             t.map(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                    .ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
+                convert::datetime(&t).ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
             })
             .transpose()
         };

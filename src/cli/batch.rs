@@ -258,10 +258,9 @@ fn print_batch(b: &v1::Batch, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let time = |t: Option<prost_types::Timestamp>| {
-        t.and_then(|t| {
-            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-        })
-        .map_or("-".to_owned(), |t| t.to_rfc3339())
+        t.as_ref()
+            .and_then(crate::api::convert::datetime)
+            .map_or("-".to_owned(), |t| t.to_rfc3339())
     };
     println!("{}", counts(b));
     println!("{}", usage(b));

@@ -430,10 +430,9 @@ pub async fn status(a: JobArgs) -> anyhow::Result<()> {
     println!("output tokens: {}", job.output_tokens);
     println!("last sequence: {}", job.last_sequence);
     let time = |t: Option<prost_types::Timestamp>| {
-        t.and_then(|t| {
-            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-        })
-        .map_or("-".to_owned(), |t| t.to_rfc3339())
+        t.as_ref()
+            .and_then(crate::api::convert::datetime)
+            .map_or("-".to_owned(), |t| t.to_rfc3339())
     };
     println!("created:       {}", time(job.create_time));
     println!("started:       {}", time(job.start_time));
