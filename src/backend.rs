@@ -22,15 +22,23 @@
 //! | channel `P:cancel` | pub/sub | job id to cancel |
 //! | channel `P:events:<job id>` | pub/sub | `<sequence>:<encoded JobEvent>` |
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool_redis::Runtime;
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike,
+    aio::MultiplexedConnection,
+};
 
 use crate::config;
 
 /// Connections to one Redis, shared by the queue and the event log.
 #[derive(Clone)]
 pub struct Redis {
-    /// Pooled multiplexed connections for commands and scripts.
-    pub pool: Pool,
+    /// Pooled multiplexed connections for commands and scripts; take one with
+    /// [`Redis::conn`].
+    pool: managed::Pool<Manager>,
     /// Client for dedicated pub/sub connections.
     pub client: redis::Client,
     /// Key names.
@@ -39,24 +47,32 @@ pub struct Redis {
 
 impl Redis {
     /// Builds the pool and client; connections open lazily, so this works while Redis is down.
+    /// Every connection has `TCP_NODELAY` set: commands are small and latency-bound, and with
+    /// Nagle's algorithm a command written while an earlier reply is outstanding on the same
+    /// multiplexed connection waits for that reply's ACK.
     ///
     /// Errors: a message when the URL is invalid.
     pub fn new(cfg: &config::Redis) -> Result<Redis, String> {
-        let mut pool_cfg = PoolConfig::from_url(cfg.url.clone());
-        pool_cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size: cfg.pool_size.max(1),
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(std::time::Duration::from_secs(5)),
-                create: Some(std::time::Duration::from_secs(5)),
-                recycle: Some(std::time::Duration::from_secs(5)),
-            },
-            ..Default::default()
-        });
-        let pool = pool_cfg
-            .create_pool(Some(Runtime::Tokio1))
+        let info = cfg
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("invalid REDIS_URL: {e}"))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let timeout = Some(std::time::Duration::from_secs(5));
+        let manager = Manager {
+            inner: deadpool_redis::Manager::new(info.clone())
+                .map_err(|e| format!("invalid REDIS_URL: {e}"))?,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| format!("invalid Redis configuration: {e}"))?;
-        let client =
-            redis::Client::open(cfg.url.as_str()).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        let client = redis::Client::open(info).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
         Ok(Redis {
             pool,
             client,
@@ -66,9 +82,17 @@ impl Redis {
 }
 
 impl Redis {
+    /// A pooled connection. Errors: the pool's (no connection within 5 s, Redis refused).
+    pub async fn conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
+        Ok(Conn {
+            obj: Some(self.pool.get().await?),
+            broken: false,
+        })
+    }
+
     /// Redis's `maxmemory-policy`, when the server lets us read it (managed services may not).
     pub async fn eviction_policy(&self) -> Option<String> {
-        let mut conn = self.pool.get().await.ok()?;
+        let mut conn = self.conn().await.ok()?;
         let reply: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
@@ -76,6 +100,100 @@ impl Redis {
             .await
             .ok()?;
         reply.into_iter().nth(1)
+    }
+}
+
+/// Connections idle for longer than this are checked with a `PING` before reuse.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// Creates multiplexed connections and checks idle ones before reuse.
+///
+/// deadpool-redis's own manager sends `UNWATCH` + `PING` on every checkout: one extra round
+/// trip per command, which doubled the Redis round trips of every job. A connection in use
+/// within [`IDLE_CHECK`] is handed out without it; a connection whose command failed with a
+/// connection error is dropped by [`Conn`] instead of returning to the pool, so a Redis
+/// restart costs one failed command per pooled connection, not a broken pool.
+struct Manager {
+    inner: deadpool_redis::Manager,
+}
+
+impl managed::Manager for Manager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        if metrics.last_used() < IDLE_CHECK {
+            return Ok(());
+        }
+        self.inner.recycle(conn, metrics).await
+    }
+}
+
+/// A connection taken from the pool; it goes back when dropped, unless a command on it
+/// failed with a connection error.
+pub struct Conn {
+    obj: Option<Object<Manager>>,
+    broken: bool,
+}
+
+impl Conn {
+    fn inner(&mut self) -> &mut MultiplexedConnection {
+        self.obj.as_mut().expect("present until dropped")
+    }
+
+    fn note(&mut self, e: &RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.broken = true;
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.broken
+            && let Some(obj) = self.obj.take()
+        {
+            drop(Object::take(obj));
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = self.inner().req_packed_command(cmd).await;
+            if let Err(e) = &r {
+                self.note(e);
+            }
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = self.inner().req_packed_commands(cmd, offset, count).await;
+            if let Err(e) = &r {
+                self.note(e);
+            }
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.obj.as_ref().map_or(0, |o| o.get_db())
     }
 }
 

@@ -69,8 +69,7 @@ pub async fn take(
     let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
     let (index, elapsed) = (now / window_ms, now % window_ms);
     let mut conn = redis
-        .pool
-        .get()
+        .conn()
         .await
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string())))?;
     let (taken, prev, cur): (u8, u64, u64) = WINDOW
@@ -208,7 +207,7 @@ impl Limiter {
     }
 
     async fn try_reserve(&self, key: &str, limit: u32, ids: &[JobId]) -> Result<bool, String> {
-        let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut call = RESERVE.key(key);
         call.arg(limit).arg(now);
@@ -224,7 +223,7 @@ impl Limiter {
 
     /// Drops the ids of jobs that ended (or never were stored) from the set at `key`.
     async fn prune(&self, key: &str) -> Result<(), String> {
-        let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let grace = i64::try_from(PRUNE_GRACE.as_millis()).unwrap_or(0);
         let older = chrono::Utc::now().timestamp_millis() - grace;
         let held: Vec<String> = redis::cmd("ZRANGEBYSCORE")

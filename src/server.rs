@@ -8,7 +8,6 @@ use std::{future::Future, path::Path, time::Duration};
 
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::pb::health_server::HealthServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -121,7 +120,6 @@ where
     }
     server
         .accept_http1(true)
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
@@ -132,6 +130,10 @@ where
         .add_service(jobs)
         .add_service(batches)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // The builder's `tcp_nodelay` applies only to listeners it binds itself.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

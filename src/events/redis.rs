@@ -117,7 +117,7 @@ impl RedisEventLog {
             };
             invocation.arg(stored.encode_to_vec());
         }
-        let mut conn = self.redis.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let seq: u64 = invocation.invoke_async(&mut conn).await?;
         Ok((seq > 0).then_some(seq))
     }
@@ -154,7 +154,7 @@ impl EventLog for RedisEventLog {
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
-        let mut conn = self.redis.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let raw: Option<Vec<u8>> = conn.get(self.redis.keys.job(&job_id, "progress")).await?;
         raw.map(|bytes| {
             JobProgress::decode(bytes.as_slice())
@@ -165,7 +165,7 @@ impl EventLog for RedisEventLog {
 
     async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
         let k = &self.redis.keys;
-        let mut conn = self.redis.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let read: Option<(u64, String, u64, Vec<Vec<u8>>)> = READ
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
@@ -198,7 +198,7 @@ impl EventLog for RedisEventLog {
         replace: bool,
     ) -> Result<bool, Error> {
         let k = &self.redis.keys;
-        let mut conn = self.redis.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let started: i64 = RESTART
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
@@ -212,7 +212,7 @@ impl EventLog for RedisEventLog {
     }
 
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error> {
-        let mut conn = self.redis.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let v: Option<u64> = conn
             .hget(self.redis.keys.job(&job_id, "state"), "output_tokens")
             .await?;

@@ -48,8 +48,8 @@ impl RedisQueue {
         RedisQueue { redis }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, Error> {
-        Ok(self.redis.pool.get().await?)
+    async fn conn(&self) -> Result<crate::backend::Conn, Error> {
+        Ok(self.redis.conn().await?)
     }
 }
 

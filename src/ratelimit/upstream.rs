@@ -153,7 +153,7 @@ impl Budget {
         limits: Limits,
         tokens: u64,
     ) -> Result<Option<Duration>, String> {
-        let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let base = format!("{}:ub:{model}", self.prefix);
         let penalized: bool = redis::cmd("EXISTS")
             .arg(format!("{base}:penalty"))
@@ -214,7 +214,7 @@ impl Budget {
             .unwrap_or(u64::MAX)
             .max(1000);
         let result = async {
-            let mut conn = self.redis.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
             redis::cmd("SET")
                 .arg(format!("{}:ub:{model}:penalty", self.prefix))
                 .arg(1)
