@@ -227,20 +227,28 @@ pub trait Store: Send + Sync + 'static {
     /// `attempts + 1`. Returns the updated job, or `None` when the job is terminal or unknown.
     async fn start_attempt(&self, id: JobId) -> Result<Option<Job>, Error>;
 
-    /// Ends attempt `attempt` for good. Returns the updated job, or `None` when the attempt no
-    /// longer owns the job (a newer attempt started, or it is already terminal): the caller
-    /// must then publish nothing.
+    /// Ends attempt `attempt` for good and appends the attempt's last progress `history`
+    /// (stage changes and milestones), in one transaction. Returns the updated job, or `None`
+    /// when the attempt no longer owns the job (a newer attempt started, or it is already
+    /// terminal): nothing is written and the caller must publish nothing.
     async fn finish_attempt(
         &self,
         id: JobId,
         attempt: u32,
         finish: Finish,
+        history: &[crate::proto::v1::ProgressEvent],
     ) -> Result<Option<Job>, Error>;
 
-    /// Records a failed attempt that will be retried: RUNNING becomes QUEUED again. Returns
-    /// false when the attempt no longer owns the job.
-    async fn retry_attempt(&self, id: JobId, attempt: u32, error: &JobError)
-    -> Result<bool, Error>;
+    /// Records a failed attempt that will be retried (RUNNING becomes QUEUED again) and
+    /// appends its progress `history`, in one transaction. Returns false, writing nothing,
+    /// when the attempt no longer owns the job.
+    async fn retry_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: &JobError,
+        history: &[crate::proto::v1::ProgressEvent],
+    ) -> Result<bool, Error>;
 
     /// Marks a RUNNING job whose attempt `attempt` was lost (no lease; it waits in its queue
     /// again) as QUEUED. Returns false when it changed meanwhile.
@@ -254,6 +262,9 @@ pub trait Store: Send + Sync + 'static {
     /// Remembers the sequence of the job's terminal event, for snapshots after the Redis log
     /// expired.
     async fn set_last_sequence(&self, id: JobId, sequence: u64) -> Result<(), Error>;
+
+    /// [`Store::set_last_sequence`] for many jobs in one statement (job id, sequence).
+    async fn set_last_sequences(&self, sequences: &[(JobId, u64)]) -> Result<(), Error>;
 
     /// Errors of every failed attempt, oldest first.
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error>;

@@ -7,9 +7,11 @@
 
 mod attempt;
 pub mod balance;
+mod deltas;
 mod generate;
 pub mod resources;
 pub mod retry;
+mod sequences;
 mod tracker;
 
 use std::{
@@ -94,6 +96,8 @@ pub struct Worker {
     resources: Mutex<Option<crate::proto::v1::WorkerResources>>,
     /// Recent output sizes per (job type, model), for progress estimates.
     estimates: Mutex<HashMap<(String, String), RecentOutputs>>,
+    /// Stores terminal sequences in batches.
+    sequences: sequences::SequenceWriter,
 }
 
 /// When recent output sizes were read, and the sizes (output tokens, newest first).
@@ -105,13 +109,13 @@ const ESTIMATE_CACHE: Duration = Duration::from_secs(30);
 const ESTIMATE_CACHE_THIN: Duration = Duration::from_secs(2);
 
 impl Worker {
-    /// A worker serving the queues of `job_types`.
+    /// A worker serving the queues of `job_types`. Starts a background writer task, so it
+    /// must be called inside a Tokio runtime.
     pub fn new(deps: Deps, cfg: config::Worker, job_types: Vec<String>) -> Arc<Worker> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let short = uuid::Uuid::new_v4().simple().to_string();
         Arc::new(Worker {
             id: format!("{host}-{}-{}", std::process::id(), &short[..8]),
-            deps,
             balancer: balance::Balancer::new(cfg.balance, job_types.clone(), cfg.queue_cap),
             cfg,
             job_types,
@@ -121,6 +125,8 @@ impl Worker {
             started_at: chrono::Utc::now(),
             resources: Mutex::new(None),
             estimates: Mutex::new(HashMap::new()),
+            sequences: sequences::SequenceWriter::start(deps.store.clone()),
+            deps,
         })
     }
 
@@ -321,6 +327,7 @@ impl Worker {
             }
             tasks.wait().await;
         }
+        self.sequences.flush().await;
         signals.abort();
         heartbeat.abort();
         if let Err(e) = self.deps.queue.deregister_worker(&self.id).await {

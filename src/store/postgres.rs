@@ -184,6 +184,7 @@ impl Store for PgStore {
         id: JobId,
         attempt: u32,
         finish: Finish,
+        history: &[crate::proto::v1::ProgressEvent],
     ) -> Result<Option<Job>, Error> {
         let mut conn = self.conn().await?;
         let (status, error, retryable, outcome) = match finish {
@@ -230,6 +231,7 @@ impl Store for PgStore {
                         .execute(conn)
                         .await?;
                 }
+                progress::insert(conn, id, history).await?;
                 Ok(Some(row))
             })
             .await?;
@@ -242,6 +244,7 @@ impl Store for PgStore {
         id: JobId,
         attempt: u32,
         error: &JobError,
+        history: &[crate::proto::v1::ProgressEvent],
     ) -> Result<bool, Error> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, Error, _>(async |conn| {
@@ -272,6 +275,7 @@ impl Store for PgStore {
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
+            progress::insert(conn, id, history).await?;
             Ok(true)
         })
         .await
@@ -317,6 +321,26 @@ impl Store for PgStore {
             .set(jobs::last_sequence.eq(i64::try_from(sequence).unwrap_or(i64::MAX)))
             .execute(&mut conn)
             .await?;
+        Ok(())
+    }
+
+    async fn set_last_sequences(&self, sequences: &[(JobId, u64)]) -> Result<(), Error> {
+        if sequences.is_empty() {
+            return Ok(());
+        }
+        let (ids, seqs): (Vec<uuid::Uuid>, Vec<i64>) = sequences
+            .iter()
+            .map(|(id, s)| (*id, i64::try_from(*s).unwrap_or(i64::MAX)))
+            .unzip();
+        let mut conn = self.conn().await?;
+        diesel::sql_query(
+            "UPDATE jobs SET last_sequence = v.seq \
+             FROM unnest($1::uuid[], $2::bigint[]) AS v(id, seq) WHERE jobs.id = v.id",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
+        .execute(&mut conn)
+        .await?;
         Ok(())
     }
 

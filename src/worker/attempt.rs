@@ -164,8 +164,8 @@ impl Worker {
             sent_at: Instant::now(),
             first_token_at: None,
             last_token_at: None,
-            pending: String::new(),
-            pending_reasoning: String::new(),
+            unpublished: Default::default(),
+            mode: job.streaming_mode,
             tracker,
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
@@ -217,22 +217,6 @@ impl Worker {
         self.publish_tracked(job, progress, kinds).await;
     }
 
-    /// Stores the stage changes and milestones the attempt has not stored yet. Returns false
-    /// when the write gave up (lease lost or shutting down).
-    async fn store_history(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
-        let history = progress.tracker.take_history();
-        let stored = self
-            .persist(
-                running,
-                "storing the progress history",
-                store_transient,
-                || self.deps.store.append_progress(job.id, &history),
-            )
-            .await;
-        // A permanent error loses history, not the result: carry on.
-        !matches!(stored, Err(None))
-    }
-
     async fn end(&self, job: Job, running: &Running, end: End, mut progress: Progress) {
         let attempt = job.attempts;
         let store = &self.deps.store;
@@ -271,9 +255,7 @@ impl Worker {
             Finish::Completed(_) => Stage::Completed,
             _ => Stage::Cancelled,
         });
-        if !self.store_history(&job, running, &mut progress).await {
-            return;
-        }
+        let history = progress.tracker.take_history();
         let terminal = match &finish {
             Finish::Completed(o) => Kind::Completed(v1::JobCompleted {
                 finish_reason: o.finish_reason.clone(),
@@ -292,7 +274,7 @@ impl Worker {
         };
         let stored = self
             .persist(running, "storing the result", store_transient, || {
-                store.finish_attempt(job.id, attempt, finish.clone())
+                store.finish_attempt(job.id, attempt, finish.clone(), &history)
             })
             .await;
         match stored {
@@ -318,7 +300,7 @@ impl Worker {
                     retryable: false,
                     partial: Outcome::default(),
                 };
-                if let Ok(Some(_)) = store.finish_attempt(job.id, attempt, finish).await {
+                if let Ok(Some(_)) = store.finish_attempt(job.id, attempt, finish, &[]).await {
                     let terminal = Kind::Failed(v1::JobFailed {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
@@ -360,12 +342,12 @@ impl Worker {
             let retry_at =
                 Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
             let retry_events = progress.tracker.retry(&error.code, retry_at);
-            if !self.store_history(job, running, &mut progress).await {
-                return;
-            }
+            let history = progress.tracker.take_history();
             let recorded = self
                 .persist(running, "recording the retry", store_transient, || {
-                    self.deps.store.retry_attempt(job.id, attempt, &error)
+                    self.deps
+                        .store
+                        .retry_attempt(job.id, attempt, &error, &history)
                 })
                 .await;
             match recorded {
@@ -392,14 +374,12 @@ impl Worker {
             partial,
         };
         let stage_end = progress.tracker.end(Stage::Failed);
-        if !self.store_history(job, running, &mut progress).await {
-            return;
-        }
+        let history = progress.tracker.take_history();
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
                 self.deps
                     .store
-                    .finish_attempt(job.id, attempt, finish.clone())
+                    .finish_attempt(job.id, attempt, finish.clone(), &history)
             })
             .await;
         match stored {
@@ -430,7 +410,7 @@ impl Worker {
     }
 
     /// Appends `kinds`, whose last is the terminal event, in one step (with the final
-    /// progress snapshot when given) and remembers the terminal sequence in the store.
+    /// progress snapshot when given) and hands the terminal sequence to the batched writer.
     async fn publish_terminal(
         &self,
         job_id: JobId,
@@ -445,11 +425,7 @@ impl Worker {
             .append_tracked(job_id, &events, Fence::Attempt(attempt), snapshot)
             .await
         {
-            Ok(Some(seq)) => {
-                if let Err(e) = self.deps.store.set_last_sequence(job_id, seq).await {
-                    warn!(error = %e, "cannot store the terminal sequence");
-                }
-            }
+            Ok(Some(seq)) => self.sequences.record(job_id, seq).await,
             Ok(None) => {}
             // Watchers notice the terminal status in the store and repair the log.
             Err(e) => warn!(error = %e, "cannot publish the terminal event"),

@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{FINISH_GRACE, Running, StopReason, Worker, tracker::Tracker};
+use super::{
+    FINISH_GRACE, Running, StopReason, Worker,
+    deltas::{MAX_APPEND_DELTAS, Unpublished},
+    tracker::Tracker,
+};
 use crate::{
     events::{Fence, event},
     job::{Job, JobError, Outcome, StreamingMode, Usage},
@@ -82,9 +86,10 @@ pub(super) struct Progress {
     pub(super) sent_at: Instant,
     pub(super) first_token_at: Option<Instant>,
     pub(super) last_token_at: Option<Instant>,
-    /// BUFFERED mode: text not yet published.
-    pub(super) pending: String,
-    pub(super) pending_reasoning: String,
+    /// Text not yet published.
+    pub(super) unpublished: Unpublished,
+    /// How the job's deltas are published.
+    pub(super) mode: StreamingMode,
     /// Stages, milestones and progress updates of the attempt.
     pub(super) tracker: Tracker,
     /// Gaps between consecutive text chunks (ms).
@@ -144,26 +149,14 @@ fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
     Some(values[rank - 1])
 }
 
-/// Largest text of one token delta event (bytes).
-pub const MAX_DELTA_BYTES: usize = 64 * 1024;
-/// Most token deltas sent in one append (so one Redis call carries at most 1 MiB of text).
-const DELTAS_PER_APPEND: usize = 16;
-
-/// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
-/// character boundary (at least one character, so progress is always made).
-fn take_prefix(s: &mut String, max: usize) -> String {
-    if s.len() <= max {
-        return std::mem::take(s);
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    if cut == 0 {
-        cut = s.chars().next().map_or(s.len(), char::len_utf8);
-    }
-    let rest = s.split_off(cut);
-    std::mem::replace(s, rest)
+/// What one item of the upstream stream did to the attempt.
+enum Absorbed {
+    /// Text arrived (and waits in `unpublished`).
+    Text,
+    /// Usage, finish reason or an empty chunk.
+    Other,
+    /// The stream ended (`None`) or failed.
+    End(Option<End>),
 }
 
 fn ms(d: Duration) -> u64 {
@@ -257,9 +250,37 @@ impl Worker {
         // (some servers never send `[DONE]` nor close).
         let mut finish_deadline = Instant::now();
         loop {
-            let has_pending = !progress.pending.is_empty()
-                || !progress.pending_reasoning.is_empty()
-                || !progress.before_text.is_empty();
+            let has_pending = !progress.unpublished.is_empty() || !progress.before_text.is_empty();
+            // REALTIME: chunks already here join the waiting ones before they go out, each as
+            // its own delta, so a slow append is followed by one carrying all that arrived
+            // meanwhile instead of one round trip per chunk.
+            if !buffered && has_pending {
+                let ready = if progress.unpublished.pieces() < MAX_APPEND_DELTAS {
+                    stream.next().now_or_never()
+                } else {
+                    None
+                };
+                match ready {
+                    Some(item) => {
+                        match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
+                            Absorbed::Text | Absorbed::Other => continue,
+                            Absorbed::End(Some(end)) => {
+                                self.flush(job, progress).await;
+                                return end;
+                            }
+                            Absorbed::End(None) => break,
+                        }
+                    }
+                    None => {
+                        if self.flush(job, progress).await {
+                            continue;
+                        }
+                        // Redis is unavailable: the flush timer below retries, or the next
+                        // chunk does.
+                        next_flush = Instant::now() + flush_every;
+                    }
+                }
+            }
             let item = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -275,62 +296,25 @@ impl Worker {
                 _ = tokio::time::sleep_until(finish_deadline), if finished => break,
                 item = stream.next() => item,
             };
-            let mut chunk = match item {
-                None => break,
-                Some(Err(e)) => return End::Failed(AttemptError::Provider(e)),
-                Some(Ok(chunk)) => chunk,
-            };
-            // NUL cannot be stored in Postgres text (nor shown usefully): it is dropped here,
-            // so the streamed and the stored text stay identical.
-            for text in [&mut chunk.content, &mut chunk.reasoning] {
-                if text.contains('\0') {
-                    text.retain(|c| c != '\0');
+            match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
+                Absorbed::End(Some(end)) => {
+                    // Best effort: what arrived before the failure reaches the watchers.
+                    self.flush(job, progress).await;
+                    return end;
                 }
-            }
-            if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
-                progress.outcome.model = model;
-            }
-            if let Some(usage) = chunk.usage {
-                progress.reported_usage = Some(usage);
-            }
-            if let Some(id) = chunk.upstream_request_id.take() {
-                progress.outcome.upstream_request_id = Some(id);
-            }
-            if chunk.finish_reason.is_some() {
-                if !finished {
-                    finish_deadline = Instant::now() + FINISH_GRACE;
+                Absorbed::End(None) => break,
+                Absorbed::Other => {}
+                // The first token goes out at once in both modes (it is the time to first
+                // token users feel); REALTIME text is published at the top of the loop.
+                Absorbed::Text => {
+                    if buffered
+                        && (progress.output_tokens == 1
+                            || progress.unpublished.bytes() >= self.cfg.buffer_max_bytes)
+                    {
+                        self.flush(job, progress).await;
+                        next_flush = Instant::now() + flush_every;
+                    }
                 }
-                finished = true;
-                progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
-            }
-            if chunk.content.is_empty() && chunk.reasoning.is_empty() {
-                continue;
-            }
-            let now = Instant::now();
-            if progress.first_token_at.is_none() {
-                let ttft = now - progress.sent_at;
-                let kinds = progress.tracker.first_token(ttft);
-                progress.before_text.extend(kinds);
-            }
-            progress.first_token_at.get_or_insert(now);
-            if let Some(last) = progress.last_token_at {
-                progress.gaps_ms.push((now - last).as_secs_f64() * 1000.0);
-            }
-            progress.last_token_at = Some(now);
-            progress.output_tokens += 1;
-            progress.outcome.content.push_str(&chunk.content);
-            progress
-                .outcome
-                .reasoning_content
-                .push_str(&chunk.reasoning);
-            progress.pending.push_str(&chunk.content);
-            progress.pending_reasoning.push_str(&chunk.reasoning);
-            if !buffered
-                || progress.pending.len() + progress.pending_reasoning.len()
-                    >= self.cfg.buffer_max_bytes
-            {
-                self.flush(job, progress).await;
-                next_flush = Instant::now() + flush_every;
             }
         }
         if !self.flush_all(job, running, progress).await {
@@ -352,30 +336,88 @@ impl Worker {
         }
     }
 
-    /// Publishes the text not yet published as token deltas of at most [`MAX_DELTA_BYTES`]
-    /// each (split on character boundaries), so no single log entry grows without bound.
-    /// Text that cannot be published (Redis unavailable) stays pending for the next flush, so
-    /// an outage delays deltas but loses none. Returns whether nothing is left pending.
+    /// Takes one upstream stream item into `progress`: text (NUL dropped), model, usage,
+    /// request id, finish reason (which starts the [`FINISH_GRACE`] for the usage chunk).
+    fn absorb(
+        &self,
+        item: Option<Result<provider::Chunk, provider::Error>>,
+        progress: &mut Progress,
+        finished: &mut bool,
+        finish_deadline: &mut Instant,
+    ) -> Absorbed {
+        let mut chunk = match item {
+            None => return Absorbed::End(None),
+            Some(Err(e)) => return Absorbed::End(Some(End::Failed(AttemptError::Provider(e)))),
+            Some(Ok(chunk)) => chunk,
+        };
+        // NUL cannot be stored in Postgres text (nor shown usefully): it is dropped here, so
+        // the streamed and the stored text stay identical.
+        for text in [&mut chunk.content, &mut chunk.reasoning] {
+            if text.contains('\0') {
+                text.retain(|c| c != '\0');
+            }
+        }
+        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+            progress.outcome.model = model;
+        }
+        if let Some(usage) = chunk.usage {
+            progress.reported_usage = Some(usage);
+        }
+        if let Some(id) = chunk.upstream_request_id.take() {
+            progress.outcome.upstream_request_id = Some(id);
+        }
+        if chunk.finish_reason.is_some() {
+            if !*finished {
+                *finish_deadline = Instant::now() + FINISH_GRACE;
+            }
+            *finished = true;
+            progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
+        }
+        if chunk.content.is_empty() && chunk.reasoning.is_empty() {
+            return Absorbed::Other;
+        }
+        let now = Instant::now();
+        if progress.first_token_at.is_none() {
+            let ttft = now - progress.sent_at;
+            let kinds = progress.tracker.first_token(ttft);
+            progress.before_text.extend(kinds);
+        }
+        progress.first_token_at.get_or_insert(now);
+        if let Some(last) = progress.last_token_at {
+            progress.gaps_ms.push((now - last).as_secs_f64() * 1000.0);
+        }
+        progress.last_token_at = Some(now);
+        progress.output_tokens += 1;
+        progress.outcome.content.push_str(&chunk.content);
+        progress
+            .outcome
+            .reasoning_content
+            .push_str(&chunk.reasoning);
+        let separate = progress.mode == StreamingMode::Realtime;
+        progress.unpublished.push(
+            &chunk.content,
+            &chunk.reasoning,
+            progress.output_tokens,
+            separate,
+        );
+        Absorbed::Text
+    }
+
+    /// Publishes the text not yet published (see [`Unpublished::take_append`] for how it is
+    /// cut into deltas). Text that cannot be published (Redis unavailable) stays waiting for
+    /// the next flush, so an outage delays deltas but loses none. Returns whether nothing is
+    /// left waiting.
     ///
     /// Each append carries, in order, the stage changes and milestones waiting to go out
-    /// before the text (the first token's), up to [`DELTAS_PER_APPEND`] deltas, and, once the
-    /// text is all out, the progress update it allows: one round trip per flush.
+    /// before the text (the first token's), the deltas, and, once the text is all out, the
+    /// progress update it allows: one round trip per flush.
     async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
         loop {
             let prefix = std::mem::take(&mut progress.before_text);
-            let mut text = progress.pending.clone();
-            let mut reasoning = progress.pending_reasoning.clone();
+            let mut rest = progress.unpublished.clone();
             let mut kinds = prefix.clone();
-            let mut deltas = 0;
-            while (!text.is_empty() || !reasoning.is_empty()) && deltas < DELTAS_PER_APPEND {
-                kinds.push(Kind::TokenDelta(v1::TokenDelta {
-                    text: take_prefix(&mut text, MAX_DELTA_BYTES),
-                    output_tokens: progress.output_tokens,
-                    reasoning_text: take_prefix(&mut reasoning, MAX_DELTA_BYTES),
-                }));
-                deltas += 1;
-            }
-            let all_out = text.is_empty() && reasoning.is_empty();
+            kinds.extend(rest.take_append().into_iter().map(Kind::TokenDelta));
+            let all_out = rest.is_empty();
             if all_out {
                 // Progress counts only delivered tokens: it goes out with the last deltas.
                 let (tokens, rate) = (progress.output_tokens, progress.rate());
@@ -399,7 +441,7 @@ impl Worker {
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(_) => (progress.pending, progress.pending_reasoning) = (text, reasoning),
+                Ok(_) => progress.unpublished = rest,
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
                     progress.before_text = prefix;
@@ -470,24 +512,5 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::take_prefix;
-
-    #[test]
-    fn deltas_split_on_character_boundaries() {
-        let mut s = "aé👋b".to_owned(); // 1 + 2 + 4 + 1 bytes
-        assert_eq!(take_prefix(&mut s, 2), "a");
-        assert_eq!(take_prefix(&mut s, 2), "é");
-        assert_eq!(
-            take_prefix(&mut s, 2),
-            "👋",
-            "one character even when wider than max"
-        );
-        assert_eq!(take_prefix(&mut s, 2), "b");
-        assert!(s.is_empty());
     }
 }

@@ -24,6 +24,20 @@ pub(super) async fn append(
     if events.is_empty() {
         return Ok(());
     }
+    let mut conn = store.conn().await?;
+    insert(&mut conn, id, events).await
+}
+
+/// Inserts `events` into the job's history on `conn` (inside the caller's transaction when
+/// it has one).
+pub(super) async fn insert(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: JobId,
+    events: &[ProgressEvent],
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let rows: Vec<NewProgressRow> = events
         .iter()
         .map(|e| {
@@ -54,10 +68,9 @@ pub(super) async fn append(
             }
         })
         .collect();
-    let mut conn = store.conn().await?;
     diesel::insert_into(job_progress_events::table)
         .values(&rows)
-        .execute(&mut conn)
+        .execute(conn)
         .await?;
     Ok(())
 }

@@ -1,0 +1,189 @@
+//! Text received from the upstream but not yet published, and how it is cut into token
+//! delta events.
+//!
+//! REALTIME keeps one piece per upstream chunk, so each chunk becomes its own delta even when
+//! several go out in one append (chunks that arrived while the previous append was in flight
+//! share its successor's round trip). BUFFERED grows one piece until it is flushed.
+
+use std::collections::VecDeque;
+
+use crate::proto::v1::TokenDelta;
+
+/// Largest text of one token delta event (bytes).
+pub const MAX_DELTA_BYTES: usize = 64 * 1024;
+/// Most text carried by one append (bytes), so one Redis call stays around 1 MiB.
+pub const MAX_APPEND_BYTES: usize = 16 * MAX_DELTA_BYTES;
+/// Most token deltas carried by one append.
+pub const MAX_APPEND_DELTAS: usize = 256;
+
+/// One chunk's text (REALTIME) or the text coalesced since the last flush (BUFFERED).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Piece {
+    text: String,
+    reasoning: String,
+    /// Output tokens generated up to the end of this piece.
+    output_tokens: u64,
+}
+
+/// Text waiting to be published, in order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Unpublished {
+    pieces: VecDeque<Piece>,
+    bytes: usize,
+}
+
+impl Unpublished {
+    /// Adds a chunk's text; `separate` keeps it as its own delta (REALTIME), otherwise it
+    /// joins the last waiting piece (BUFFERED). `output_tokens` counts this chunk.
+    pub(super) fn push(&mut self, text: &str, reasoning: &str, output_tokens: u64, separate: bool) {
+        self.bytes += text.len() + reasoning.len();
+        match self.pieces.back_mut() {
+            Some(last) if !separate => {
+                last.text.push_str(text);
+                last.reasoning.push_str(reasoning);
+                last.output_tokens = output_tokens;
+            }
+            _ => self.pieces.push_back(Piece {
+                text: text.to_owned(),
+                reasoning: reasoning.to_owned(),
+                output_tokens,
+            }),
+        }
+    }
+
+    /// True when nothing waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Bytes of text waiting.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Pieces waiting (one per chunk in REALTIME).
+    pub(super) fn pieces(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Removes the deltas of one append from the front: each piece in order, cut into deltas
+    /// of at most [`MAX_DELTA_BYTES`] of text and of reasoning on character boundaries, until
+    /// [`MAX_APPEND_DELTAS`] deltas or [`MAX_APPEND_BYTES`] bytes.
+    pub(super) fn take_append(&mut self) -> Vec<TokenDelta> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < MAX_APPEND_DELTAS && bytes < MAX_APPEND_BYTES {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            let text = take_prefix(&mut front.text, MAX_DELTA_BYTES);
+            let reasoning = take_prefix(&mut front.reasoning, MAX_DELTA_BYTES);
+            bytes += text.len() + reasoning.len();
+            out.push(TokenDelta {
+                text,
+                output_tokens: front.output_tokens,
+                reasoning_text: reasoning,
+            });
+            if front.text.is_empty() && front.reasoning.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        self.bytes -= bytes;
+        out
+    }
+}
+
+/// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary (at least one character, so progress is always made).
+fn take_prefix(s: &mut String, max: usize) -> String {
+    if s.len() <= max {
+        return std::mem::take(s);
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut == 0 {
+        cut = s.chars().next().map_or(s.len(), char::len_utf8);
+    }
+    let rest = s.split_off(cut);
+    std::mem::replace(s, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_split_on_character_boundaries() {
+        let mut s = "aé👋b".to_owned(); // 1 + 2 + 4 + 1 bytes
+        assert_eq!(take_prefix(&mut s, 2), "a");
+        assert_eq!(take_prefix(&mut s, 2), "é");
+        assert_eq!(
+            take_prefix(&mut s, 2),
+            "👋",
+            "one character even when wider than max"
+        );
+        assert_eq!(take_prefix(&mut s, 2), "b");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn realtime_chunks_stay_separate_deltas_with_their_own_counts() {
+        let mut u = Unpublished::default();
+        u.push("Hel", "", 1, true);
+        u.push("lo", "", 2, true);
+        u.push("", "think", 3, true);
+        assert_eq!((u.pieces(), u.bytes()), (3, 10));
+        let deltas = u.take_append();
+        let got: Vec<(&str, &str, u64)> = deltas
+            .iter()
+            .map(|d| (d.text.as_str(), d.reasoning_text.as_str(), d.output_tokens))
+            .collect();
+        assert_eq!(got, [("Hel", "", 1), ("lo", "", 2), ("", "think", 3)]);
+        assert!(u.is_empty());
+        assert_eq!(u.bytes(), 0);
+    }
+
+    #[test]
+    fn buffered_chunks_join_into_one_delta_with_the_latest_count() {
+        let mut u = Unpublished::default();
+        u.push("Hel", "a", 1, false);
+        u.push("lo", "b", 2, false);
+        let deltas = u.take_append();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(
+            (deltas[0].text.as_str(), deltas[0].reasoning_text.as_str()),
+            ("Hello", "ab")
+        );
+        assert_eq!(deltas[0].output_tokens, 2);
+    }
+
+    #[test]
+    fn one_append_is_bounded_and_the_rest_waits_in_order() {
+        let mut u = Unpublished::default();
+        let big = "x".repeat(MAX_DELTA_BYTES * 20 + 3);
+        u.push(&big, "", 7, true);
+        for i in 0..(MAX_APPEND_DELTAS as u64 + 10) {
+            u.push("t", "", 8 + i, true);
+        }
+        let first = u.take_append();
+        assert_eq!(first.len(), 16, "1 MiB of text, then stop");
+        assert!(first.iter().all(|d| d.text.len() == MAX_DELTA_BYTES));
+        let mut all = first;
+        while !u.is_empty() {
+            let next = u.take_append();
+            assert!(next.len() <= MAX_APPEND_DELTAS);
+            assert!(!next.is_empty());
+            all.extend(next);
+        }
+        let text: String = all.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(text.len(), big.len() + MAX_APPEND_DELTAS + 10);
+        assert!(
+            all.windows(2)
+                .all(|w| w[0].output_tokens <= w[1].output_tokens),
+            "counts never go back"
+        );
+        assert_eq!(u.bytes(), 0);
+    }
+}
