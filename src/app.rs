@@ -99,6 +99,13 @@ pub async fn run(
             "LLMJOBS_JOB_TYPES needs at least one non-empty job type".into(),
         ));
     }
+    if !cfg.jobs.limits.allows_model(&cfg.provider.default_model()) {
+        return Err(Error::Config(format!(
+            "the default model {:?} is not in LLMJOBS_ALLOWED_MODELS; jobs naming no model \
+             would all be refused",
+            cfg.provider.default_model()
+        )));
+    }
     if !cfg.postgres.no_migrate {
         let applied = migrate(&cfg.postgres).await.map_err(|e| {
             Error::Startup(format!(

@@ -11,7 +11,11 @@
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
 //! `LLMJOBS_AUTH`, `LLMJOBS_CLIENT_REQUESTS_PER_MINUTE`, `LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS`,
 //! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_UPSTREAM_RPM`, `LLMJOBS_UPSTREAM_TPM`,
-//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`.
+//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`,
+//! and the input limits of [`crate::job::Limits`]: `LLMJOBS_MAX_PROMPT_BYTES`,
+//! `LLMJOBS_MAX_MESSAGES`, `LLMJOBS_MAX_METADATA_ENTRIES`, `LLMJOBS_MAX_METADATA_BYTES`,
+//! `LLMJOBS_MAX_STOP_SEQUENCES`, `LLMJOBS_MAX_OUTPUT_TOKENS`, `LLMJOBS_MAX_TAGS`,
+//! `LLMJOBS_MAX_TAG_BYTES`, `LLMJOBS_MAX_SCHEMA_BYTES`, `LLMJOBS_ALLOWED_MODELS`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -160,8 +164,8 @@ pub struct Jobs {
         default_value_t = 1000
     )]
     pub max_batch_jobs: usize,
-    /// Input limits (not flags yet).
-    #[arg(skip)]
+    /// Input limits and the model allow-list.
+    #[command(flatten)]
     pub limits: Limits,
 }
 
