@@ -383,8 +383,11 @@ pub struct Security {
         value_delimiter = ';'
     )]
     pub redact_patterns: Vec<String>,
-    /// How prompts are stored: `full` (as submitted) or `redacted` (secrets masked at submit,
-    /// before they are stored, and so also in what is sent upstream).
+    /// How prompts (prompt, system prompt, messages) are stored in Postgres: `full` (as
+    /// submitted); `redacted` (secrets masked at submit, before they are stored, and so also
+    /// in what is sent upstream); `none` (stored as submitted while the job can still run,
+    /// since the worker reads it from there, and replaced by an empty conversation when the
+    /// job ends; such a failed job cannot be retried with `admin retry`).
     #[arg(long = "prompt-storage", env = "LLMJOBS_PROMPT_STORAGE", value_enum, default_value_t = PromptStorage::Full)]
     pub prompt_storage: PromptStorage,
     /// PEM certificate chain of the server: serve TLS (with `--tls-key`).
@@ -413,4 +416,6 @@ pub enum PromptStorage {
     Full,
     /// With secrets masked (see `crate::redact`).
     Redacted,
+    /// Only until the job ends.
+    None,
 }

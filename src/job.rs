@@ -219,6 +219,9 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// Tenant of the key that submitted it ([`crate::auth::DEFAULT_TENANT`] without auth).
     pub tenant: String,
+    /// Whether the store replaces `messages` with an empty conversation once the job has
+    /// ended (`--prompt-storage none`).
+    pub discard_prompt: bool,
 }
 
 /// Why a job or an attempt failed: a stable code and a human-readable message.

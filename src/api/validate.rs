@@ -326,6 +326,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         max_attempts: req.max_attempts.unwrap_or(rules.max_attempts).max(1),
         tags: req.tags,
         tenant: crate::auth::DEFAULT_TENANT.into(),
+        discard_prompt: false,
         timeout: req
             .timeout_seconds
             .map(|s| std::time::Duration::from_secs(u64::from(s))),

@@ -12,6 +12,7 @@ mod listing;
 mod outages;
 mod priority;
 mod progress;
+mod redaction;
 mod redis_restart;
 mod reflection;
 mod results;
