@@ -437,11 +437,17 @@ impl TestApp {
         Ok(diesel_async::AsyncPgConnection::establish(&url).await?)
     }
 
+    /// A connection to the test Redis (this test's keys start with [`TestApp::prefix`]).
+    pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(redis_url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
     /// Deletes every Redis key of this test (what FLUSHALL does to one tenant), leaving
     /// Postgres as it is.
     pub async fn flush_redis(&self) -> anyhow::Result<()> {
-        let client = redis::Client::open(redis_url())?;
-        let mut r = client.get_multiplexed_async_connection().await?;
+        let mut r = self.redis().await?;
         for pattern in [
             format!("{}:*", self.prefix),
             format!("{{{}}}:*", self.prefix),
