@@ -251,7 +251,11 @@ pub async fn run(
             auth::layer::Authenticator::new(
                 mode,
                 store.clone(),
-                auditor.clone(),
+                crate::audit::refusals::Refusals::start(
+                    auditor.clone(),
+                    Duration::from_millis(cfg.security.audit_refusal_window_ms),
+                    shutdown.clone(),
+                ),
                 Some(limiter.clone()),
             )
             .with_key_cache(std::time::Duration::from_millis(cfg.security.key_cache_ms)),

@@ -390,6 +390,14 @@ pub struct Security {
     /// job ends; such a failed job cannot be retried with `admin retry`).
     #[arg(long = "prompt-storage", env = "LLMJOBS_PROMPT_STORAGE", value_enum, default_value_t = PromptStorage::Full)]
     pub prompt_storage: PromptStorage,
+    /// Refusals (bad keys, missing roles) from one host for one reason are audited once per
+    /// this many ms, with a count of the rest; shorter only in tests.
+    #[arg(
+        long = "audit-refusal-window-ms",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub audit_refusal_window_ms: u64,
     /// PEM certificate chain of the server: serve TLS (with `--tls-key`).
     #[arg(long = "tls-cert", env = "LLMJOBS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,

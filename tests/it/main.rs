@@ -2,6 +2,7 @@
 //! speaking the OpenAI streaming format, and real gRPC / grpc-web clients over TCP.
 
 mod admin;
+mod audit;
 mod batches;
 mod cancel;
 mod crash;
