@@ -38,6 +38,14 @@ fn redis_url() -> String {
     std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// `host:port` of the test Redis (to put a [`proxy::Proxy`] in front of it).
+pub fn redis_host() -> String {
+    redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 fn postgres_server_url() -> String {
     std::env::var("LLMJOBS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
