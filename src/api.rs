@@ -24,12 +24,16 @@ pub struct Guard {
 impl Guard {
     /// Applies the prompt storage mode to a validated job before it is stored.
     pub fn store_prompt_as_configured(&self, job: &mut crate::job::NewJob) {
-        if self.prompt_storage == PromptStorage::Redacted {
-            for m in &mut job.messages {
-                if let std::borrow::Cow::Owned(masked) = crate::redact::redact(&m.content) {
-                    m.content = masked;
+        match self.prompt_storage {
+            PromptStorage::Full => {}
+            PromptStorage::Redacted => {
+                for m in &mut job.messages {
+                    if let std::borrow::Cow::Owned(masked) = crate::redact::redact(&m.content) {
+                        m.content = masked;
+                    }
                 }
             }
+            PromptStorage::None => job.discard_prompt = true,
         }
     }
 }

@@ -99,6 +99,13 @@ pub async fn run(
             "LLMJOBS_JOB_TYPES needs at least one non-empty job type".into(),
         ));
     }
+    if !cfg.jobs.limits.allows_model(&cfg.provider.default_model()) {
+        return Err(Error::Config(format!(
+            "the default model {:?} is not in LLMJOBS_ALLOWED_MODELS; jobs naming no model \
+             would all be refused",
+            cfg.provider.default_model()
+        )));
+    }
     if !cfg.postgres.no_migrate {
         let applied = migrate(&cfg.postgres).await.map_err(|e| {
             Error::Startup(format!(
@@ -244,7 +251,11 @@ pub async fn run(
             auth::layer::Authenticator::new(
                 mode,
                 store.clone(),
-                auditor.clone(),
+                crate::audit::refusals::Refusals::start(
+                    auditor.clone(),
+                    Duration::from_millis(cfg.security.audit_refusal_window_ms),
+                    shutdown.clone(),
+                ),
                 Some(limiter.clone()),
             )
             .with_key_cache(std::time::Duration::from_millis(cfg.security.key_cache_ms)),

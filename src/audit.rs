@@ -1,9 +1,12 @@
-//! The audit log: who did what to what, when, from where, and how it ended. Admin operations,
-//! cancels, key operations and authentication failures are recorded in an append-only table
-//! (a trigger refuses UPDATE and DELETE); `ListAuditEvents` reads it back.
+//! The audit log: who did what to what, when, from where, and how it ended. Admin operations
+//! (reads included), cancels, key operations and authentication and authorization refusals
+//! are recorded in an append-only table (a trigger refuses UPDATE and DELETE);
+//! `ListAuditEvents` reads it back. Refusals go through [`refusals`], which coalesces floods.
 //!
 //! Writing is best effort from the caller's side: a failed write is logged (and the operation
 //! goes on), so an audit outage does not stop cancels.
+
+pub mod refusals;
 
 use std::sync::Arc;
 
@@ -33,6 +36,29 @@ pub struct Event {
     pub outcome: Outcome,
     /// A short reason (never secrets: it passes through redaction).
     pub detail: String,
+}
+
+impl Event {
+    /// What `who` did now: `action` on `target`, ending with `outcome` for `detail`.
+    pub fn by(
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Event {
+        Event {
+            id: 0,
+            time: Utc::now(),
+            actor: who.actor.clone(),
+            tenant: who.tenant.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            peer: who.peer.clone(),
+            outcome,
+            detail: detail.to_owned(),
+        }
+    }
 }
 
 /// How an audited operation ended.
@@ -123,18 +149,8 @@ impl Auditor {
         outcome: Outcome,
         detail: &str,
     ) {
-        self.write(Event {
-            id: 0,
-            time: Utc::now(),
-            actor: who.actor.clone(),
-            tenant: who.tenant.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            peer: who.peer.clone(),
-            outcome,
-            detail: detail.to_owned(),
-        })
-        .await;
+        self.write(Event::by(who, action, target, outcome, detail))
+            .await;
     }
 
     /// Records `event` as it is (its id is assigned by the store).

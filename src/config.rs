@@ -11,7 +11,11 @@
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
 //! `LLMJOBS_AUTH`, `LLMJOBS_CLIENT_REQUESTS_PER_MINUTE`, `LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS`,
 //! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_UPSTREAM_RPM`, `LLMJOBS_UPSTREAM_TPM`,
-//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`.
+//! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`,
+//! and the input limits of [`crate::job::Limits`]: `LLMJOBS_MAX_PROMPT_BYTES`,
+//! `LLMJOBS_MAX_MESSAGES`, `LLMJOBS_MAX_METADATA_ENTRIES`, `LLMJOBS_MAX_METADATA_BYTES`,
+//! `LLMJOBS_MAX_STOP_SEQUENCES`, `LLMJOBS_MAX_OUTPUT_TOKENS`, `LLMJOBS_MAX_TAGS`,
+//! `LLMJOBS_MAX_TAG_BYTES`, `LLMJOBS_MAX_SCHEMA_BYTES`, `LLMJOBS_ALLOWED_MODELS`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -160,8 +164,8 @@ pub struct Jobs {
         default_value_t = 1000
     )]
     pub max_batch_jobs: usize,
-    /// Input limits (not flags yet).
-    #[arg(skip)]
+    /// Input limits and the model allow-list.
+    #[command(flatten)]
     pub limits: Limits,
 }
 
@@ -379,10 +383,21 @@ pub struct Security {
         value_delimiter = ';'
     )]
     pub redact_patterns: Vec<String>,
-    /// How prompts are stored: `full` (as submitted) or `redacted` (secrets masked at submit,
-    /// before they are stored, and so also in what is sent upstream).
+    /// How prompts (prompt, system prompt, messages) are stored in Postgres: `full` (as
+    /// submitted); `redacted` (secrets masked at submit, before they are stored, and so also
+    /// in what is sent upstream); `none` (stored as submitted while the job can still run,
+    /// since the worker reads it from there, and replaced by an empty conversation when the
+    /// job ends; such a failed job cannot be retried with `admin retry`).
     #[arg(long = "prompt-storage", env = "LLMJOBS_PROMPT_STORAGE", value_enum, default_value_t = PromptStorage::Full)]
     pub prompt_storage: PromptStorage,
+    /// Refusals (bad keys, missing roles) from one host for one reason are audited once per
+    /// this many ms, with a count of the rest; shorter only in tests.
+    #[arg(
+        long = "audit-refusal-window-ms",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub audit_refusal_window_ms: u64,
     /// PEM certificate chain of the server: serve TLS (with `--tls-key`).
     #[arg(long = "tls-cert", env = "LLMJOBS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -409,4 +424,6 @@ pub enum PromptStorage {
     Full,
     /// With secrets masked (see `crate::redact`).
     Redacted,
+    /// Only until the job ends.
+    None,
 }

@@ -8,8 +8,11 @@
 //! not, ids whose jobs have ended (per Postgres, the source of truth) are pruned and the
 //! submit tries once more. So no worker has to report job ends to the limiter.
 //!
-//! A Redis failure lets the request through (logged): availability wins over limiting, and
-//! whatever needs Redis fails on its own.
+//! Fail-open: when Redis fails or does not answer within [`CHECK_TIMEOUT`], the request goes
+//! through unchecked (counted in [`Limiter::unchecked`], and a warning at most every
+//! [`WARN_EVERY`]). Availability wins over limiting: a Redis blip must not turn reads that
+//! need only Postgres (GetJob, ListJobs, results) into errors, and whatever needs Redis (a
+//! submit's enqueue) fails on its own with UNAVAILABLE.
 //!
 //! Redis keys (prefix `P`): `P:rl:req:<key prefix>:<minute>` (counter), `P:rl:jobs:<key
 //! prefix>` (zset of job ids, score = reservation time in ms).
@@ -17,7 +20,10 @@
 pub mod upstream;
 
 use std::{
-    sync::{Arc, LazyLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -36,6 +42,11 @@ static RESERVE: LazyLock<Script> =
 const MINUTE: Duration = Duration::from_secs(60);
 /// Reservations younger than this are never pruned: their job row may not be committed yet.
 const PRUNE_GRACE: Duration = Duration::from_secs(2);
+/// Longest a request waits for its rate check (a hung Redis would otherwise hold every RPC
+/// for the pool's 5 s timeouts); past it, the request goes through unchecked.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Least time between two warnings about unchecked requests.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The server's default client limits; a key's own limits override them. 0 means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +138,14 @@ pub struct Limiter {
     store: Arc<dyn Store>,
     prefix: String,
     defaults: Defaults,
+    fail_open: Arc<FailOpen>,
+}
+
+/// Requests let through unchecked, and when that was last logged.
+#[derive(Default)]
+struct FailOpen {
+    unchecked: AtomicU64,
+    warned_at_ms: AtomicI64,
 }
 
 impl Limiter {
@@ -137,10 +156,40 @@ impl Limiter {
             store,
             prefix: prefix.to_owned(),
             defaults,
+            fail_open: Arc::default(),
         }
     }
 
-    /// Counts one request of `who`.
+    /// Requests (and submits) let through without their check since start-up, because Redis
+    /// (or, for unfinished jobs, Postgres) failed or was too slow.
+    pub fn unchecked(&self) -> u64 {
+        self.fail_open.unchecked.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request let through unchecked (`what` was not checked because of `error`),
+    /// warning at most every [`WARN_EVERY`].
+    fn let_through(&self, what: &str, error: &str) {
+        let total = self.fail_open.unchecked.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = chrono::Utc::now().timestamp_millis();
+        let every = i64::try_from(WARN_EVERY.as_millis()).unwrap_or(i64::MAX);
+        let last = self.fail_open.warned_at_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= every
+            && self
+                .fail_open
+                .warned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error,
+                unchecked_total = total,
+                "{what} not checked, request let through (fail-open)"
+            );
+        }
+    }
+
+    /// Counts one request of `who`; when Redis fails or does not answer within
+    /// [`CHECK_TIMEOUT`], lets it through unchecked (fail-open, see the module documentation).
     ///
     /// Errors: RESOURCE_EXHAUSTED with RetryInfo when the key's requests per minute are used up.
     pub async fn admit_request(&self, who: &Principal) -> Result<(), Status> {
@@ -152,14 +201,23 @@ impl Limiter {
             return Ok(());
         }
         let key = format!("{}:rl:req:{}", self.prefix, who.actor);
-        match take(&self.redis, &key, u64::from(limit), 1, MINUTE).await {
-            Ok(Taken::Yes) => Ok(()),
-            Ok(Taken::RetryAfter(wait)) => Err(exhausted(
+        let taken = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            take(&self.redis, &key, u64::from(limit), 1, MINUTE),
+        )
+        .await;
+        match taken {
+            Ok(Ok(Taken::Yes)) => Ok(()),
+            Ok(Ok(Taken::RetryAfter(wait))) => Err(exhausted(
                 format!("rate limit: at most {limit} requests per minute for this API key"),
                 wait,
             )),
-            Err(e) => {
-                tracing::warn!(error = %e, "request rate not checked: Redis failed");
+            Ok(Err(e)) => {
+                self.let_through("request rate", &e.to_string());
+                Ok(())
+            }
+            Err(_) => {
+                self.let_through("request rate", "Redis did not answer in time");
                 Ok(())
             }
         }
@@ -200,7 +258,7 @@ impl Limiter {
                 Duration::from_secs(1),
             )),
             Err(e) => {
-                tracing::warn!(error = %e, "unfinished jobs not checked: Redis or Postgres failed");
+                self.let_through("unfinished jobs", &e);
                 Ok(())
             }
         }
@@ -265,6 +323,39 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_redis_requests_pass_unchecked_and_are_counted() {
+        // Nothing listens on port 1: every Redis and Postgres call fails at once.
+        let redis = Redis::new(&crate::config::Redis {
+            url: "redis://127.0.0.1:1".into(),
+            prefix: "t".into(),
+            pool_size: 1,
+        })
+        .expect("a valid URL");
+        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
+            url: "postgres://postgres@127.0.0.1:1/none".into(),
+            pool_size: 1,
+            no_migrate: true,
+        })
+        .expect("pools connect lazily");
+        let limiter = Limiter::new(
+            redis,
+            Arc::new(store),
+            "t",
+            Defaults {
+                requests_per_minute: 1,
+                max_concurrent_jobs: 1,
+            },
+        );
+        let who = Principal::auth_off("127.0.0.1:4000".into());
+        for _ in 0..3 {
+            assert!(limiter.admit_request(&who).await.is_ok(), "fail-open");
+        }
+        let jobs = [JobId::now_v7(), JobId::now_v7()];
+        assert!(limiter.reserve_jobs(&who, &jobs).await.is_ok());
+        assert_eq!(limiter.unchecked(), 4);
+    }
 
     #[test]
     fn retry_waits_for_the_window_or_for_the_previous_one_to_fade() {

@@ -305,7 +305,8 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error>;
 
     /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result goes,
-    /// its attempt history stays. `None` when the job is not FAILED.
+    /// its attempt history stays. `None` when the job is not FAILED, or its prompt was
+    /// discarded when it ended (`--prompt-storage none`).
     async fn requeue_failed(&self, id: JobId) -> Result<Option<Job>, Error>;
 
     /// Performance per queue or model of jobs finished within `window`.

@@ -1,8 +1,8 @@
 //! Tracing to stderr (every line passes through [`crate::redact`]), plus OpenTelemetry trace export over OTLP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard `OTEL_*` variables).
 //!
-//! Environment: `RUST_LOG` (filter, default `info`), `OTEL_EXPORTER_OTLP_ENDPOINT`,
-//! `OTEL_SERVICE_NAME` (default `llm-jobs`).
+//! Environment: `RUST_LOG` (filter, default `info`; [`CAPPED`] targets stay at `info`
+//! whatever it says), `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME` (default `llm-jobs`).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
@@ -23,9 +23,23 @@ impl Drop for Guard {
     }
 }
 
+/// Log targets capped at `info` whatever `RUST_LOG` says, because below that they print data
+/// that redaction cannot recognise: `tokio_postgres::query` logs every statement's parameters
+/// at DEBUG as byte arrays, so `RUST_LOG=debug` would write every prompt (and any key in it)
+/// to the log as numbers.
+pub const CAPPED: [&str; 1] = ["tokio_postgres::query=info"];
+
+/// The `RUST_LOG` filter (default `info`) with [`CAPPED`] applied.
+fn filter() -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    CAPPED.iter().fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("the capped directives are valid"))
+    })
+}
+
 /// Installs the global subscriber. Errors: a message when the OTLP exporter cannot be built.
 pub fn init() -> Result<Guard, String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(crate::redact::MakeWriter(std::io::stderr))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));

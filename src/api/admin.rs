@@ -1,7 +1,7 @@
 //! `llmjobs.v1.QueueAdminService`: decode, call [`Admin`], encode.
 //!
-//! Every RPC needs the admin role (checked by [`crate::auth::layer`]); the ones that change
-//! something are audited here.
+//! Every RPC needs the admin role (checked by [`crate::auth::layer`]) and is audited here,
+//! reads included: who looked at the failed jobs or the audit log is worth knowing too.
 
 use std::pin::Pin;
 
@@ -104,16 +104,15 @@ impl QueueAdminService for AdminApi {
     #[instrument(skip_all)]
     async fn get_queue_stats(
         &self,
-        _request: Request<v1::GetQueueStatsRequest>,
+        request: Request<v1::GetQueueStatsRequest>,
     ) -> Result<Response<v1::GetQueueStatsResponse>, Status> {
-        let queues = self
-            .admin
-            .stats()
-            .await?
-            .into_iter()
-            .map(encode_stats)
-            .collect();
-        Ok(Response::new(v1::GetQueueStatsResponse { queues }))
+        let result = self.admin.stats().await.map_err(Status::from);
+        let stats = self
+            .audited(&request, "GetQueueStats", "queues", result)
+            .await?;
+        Ok(Response::new(v1::GetQueueStatsResponse {
+            queues: stats.into_iter().map(encode_stats).collect(),
+        }))
     }
 
     #[instrument(skip_all, fields(queue = %request.get_ref().queue))]
@@ -181,10 +180,14 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ListFailedJobsRequest>,
     ) -> Result<Response<v1::ListFailedJobsResponse>, Status> {
-        let req = request.into_inner();
-        let (jobs, next_page_token) = self
+        let req = request.get_ref();
+        let result = self
             .admin
-            .failed(&filter(Some(&req)), req.page_size, &req.page_token)
+            .failed(&filter(Some(req)), req.page_size, &req.page_token)
+            .await
+            .map_err(Status::from);
+        let (jobs, next_page_token) = self
+            .audited(&request, "ListFailedJobs", "failed jobs", result)
             .await?;
         Ok(Response::new(v1::ListFailedJobsResponse {
             failed_jobs: jobs.into_iter().map(failed_job).collect(),
@@ -237,45 +240,61 @@ impl QueueAdminService for AdminApi {
     #[instrument(skip_all)]
     async fn get_workload(
         &self,
-        _request: Request<v1::GetWorkloadRequest>,
+        request: Request<v1::GetWorkloadRequest>,
     ) -> Result<Response<v1::GetWorkloadResponse>, Status> {
-        Ok(Response::new(v1::GetWorkloadResponse {
-            queues: self.admin.workload().await?,
-        }))
+        let result = self.admin.workload().await.map_err(Status::from);
+        let queues = self
+            .audited(&request, "GetWorkload", "queues", result)
+            .await?;
+        Ok(Response::new(v1::GetWorkloadResponse { queues }))
     }
 
     #[instrument(skip_all)]
     async fn list_workers(
         &self,
-        _request: Request<v1::ListWorkersRequest>,
+        request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        Ok(Response::new(v1::ListWorkersResponse {
-            workers: self.admin.workers().await?,
-        }))
+        let result = self.admin.workers().await.map_err(Status::from);
+        let workers = self
+            .audited(&request, "ListWorkers", "workers", result)
+            .await?;
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
 
     #[instrument(skip_all)]
     async fn get_performance_metrics(
         &self,
-        _request: Request<v1::GetPerformanceMetricsRequest>,
+        request: Request<v1::GetPerformanceMetricsRequest>,
     ) -> Result<Response<v1::GetPerformanceMetricsResponse>, Status> {
-        Ok(Response::new(self.admin.performance().await?))
+        let result = self.admin.performance().await.map_err(Status::from);
+        let metrics = self
+            .audited(&request, "GetPerformanceMetrics", "queues", result)
+            .await?;
+        Ok(Response::new(metrics))
     }
 
     #[instrument(skip_all)]
     async fn get_system_health(
         &self,
-        _request: Request<v1::GetSystemHealthRequest>,
+        request: Request<v1::GetSystemHealthRequest>,
     ) -> Result<Response<v1::SystemHealth>, Status> {
-        Ok(Response::new(self.admin.health().await))
+        let health = self.admin.health().await;
+        let health = self
+            .audited(&request, "GetSystemHealth", "health", Ok(health))
+            .await?;
+        Ok(Response::new(health))
     }
 
     #[instrument(skip_all)]
     async fn get_dashboard(
         &self,
-        _request: Request<v1::GetDashboardRequest>,
+        request: Request<v1::GetDashboardRequest>,
     ) -> Result<Response<v1::Dashboard>, Status> {
-        Ok(Response::new(self.admin.dashboard().await?))
+        let result = self.admin.dashboard().await.map_err(Status::from);
+        let dashboard = self
+            .audited(&request, "GetDashboard", "dashboard", result)
+            .await?;
+        Ok(Response::new(dashboard))
     }
 
     type WatchDashboardStream = Pin<Box<dyn Stream<Item = Result<v1::Dashboard, Status>> + Send>>;
@@ -285,17 +304,14 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::WatchDashboardRequest>,
     ) -> Result<Response<Self::WatchDashboardStream>, Status> {
-        let secs = match request.into_inner().interval_seconds {
-            0 => 5,
-            n if DASHBOARD_INTERVAL_SECS.contains(&n) => n,
-            _ => {
-                return Err(crate::error::Error::invalid(
-                    "interval_seconds",
-                    "must be within 1..=60",
-                )
-                .into());
-            }
+        let secs = match request.get_ref().interval_seconds {
+            0 => Ok(5),
+            n if DASHBOARD_INTERVAL_SECS.contains(&n) => Ok(n),
+            _ => Err(Error::invalid("interval_seconds", "must be within 1..=60").into()),
         };
+        let secs = self
+            .audited(&request, "WatchDashboard", "dashboard", secs)
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let (admin, shutdown) = (self.admin.clone(), self.shutdown.clone());
         tokio::spawn(async move {
@@ -325,7 +341,21 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        let req = request.into_inner();
+        let result = self.audit_page(request.get_ref().clone()).await;
+        let page = self
+            .audited(&request, "ListAuditEvents", "audit log", result)
+            .await?;
+        Ok(Response::new(page))
+    }
+}
+
+impl AdminApi {
+    /// A page of the audit log as `req` asks. Errors: INVALID_ARGUMENT (outcome, since, page
+    /// token), UNAVAILABLE.
+    async fn audit_page(
+        &self,
+        req: v1::ListAuditEventsRequest,
+    ) -> Result<v1::ListAuditEventsResponse, Status> {
         let some = |s: String| Some(s).filter(|s| !s.is_empty());
         let outcome =
             match req.outcome.as_str() {
@@ -363,7 +393,7 @@ impl QueueAdminService for AdminApi {
         } else {
             String::new()
         };
-        Ok(Response::new(v1::ListAuditEventsResponse {
+        Ok(v1::ListAuditEventsResponse {
             audit_events: events
                 .into_iter()
                 .map(|e| v1::AuditEvent {
@@ -379,6 +409,6 @@ impl QueueAdminService for AdminApi {
                 })
                 .collect(),
             next_page_token,
-        }))
+        })
     }
 }

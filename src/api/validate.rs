@@ -156,7 +156,17 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
             format!("at most {MAX_MODEL_BYTES} bytes, no control characters"),
         ));
     }
-    if !rules.upstream_configured && !crate::provider::Providers::is_simulated_model(&model) {
+    if !limits.allows_model(&model) {
+        v.push(FieldViolation::new(
+            "generation_config.model",
+            format!(
+                "model {:?} is not allowed on this server; allowed: {}",
+                truncate(&model),
+                limits.allowed_models.join(", ")
+            ),
+        ));
+    } else if !rules.upstream_configured && !crate::provider::Providers::is_simulated_model(&model)
+    {
         v.push(FieldViolation::new(
             "generation_config.model",
             format!(
@@ -316,6 +326,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         max_attempts: req.max_attempts.unwrap_or(rules.max_attempts).max(1),
         tags: req.tags,
         tenant: crate::auth::DEFAULT_TENANT.into(),
+        discard_prompt: false,
         timeout: req
             .timeout_seconds
             .map(|s| std::time::Duration::from_secs(u64::from(s))),
@@ -464,6 +475,31 @@ mod tests {
         req.metadata.insert("x".into(), "\0".into());
         req.metadata.insert("y".into(), "\0".into());
         assert_eq!(fields(req), ["prompt", "idempotency_key", "metadata"]);
+    }
+
+    #[test]
+    fn only_allowed_models_pass_an_allow_list() {
+        let mut rules = rules();
+        rules.limits.allowed_models = vec!["sim".into(), "gpt-4o-mini".into()];
+        let on = |model: &str| v1::SubmitJobRequest {
+            prompt: "hi".into(),
+            generation_config: Some(v1::GenerationConfig {
+                model: model.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(submit(on("gpt-4o-mini"), &rules).is_ok());
+        assert!(submit(on(""), &rules).is_ok(), "the default model");
+        let refused = submit(on("gpt-4o"), &rules).expect_err("not allowed");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "generation_config.model");
+        assert!(refused[0].description.contains("sim, gpt-4o-mini"));
+        rules.limits.allowed_models = vec![String::new()];
+        assert!(
+            submit(on("gpt-4o"), &rules).is_ok(),
+            "a blank list allows any"
+        );
     }
 
     #[test]

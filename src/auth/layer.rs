@@ -6,7 +6,8 @@
 //!
 //! Refusals: no, malformed, unknown or revoked key → UNAUTHENTICATED; a user key on an admin
 //! service → PERMISSION_DENIED; over the request rate → RESOURCE_EXHAUSTED with RetryInfo;
-//! the key store unreachable → UNAVAILABLE. Each refusal (but the last) is audited.
+//! the key store unreachable → UNAVAILABLE. Each refusal of a key or role is audited through
+//! [`Refusals`], which coalesces floods of them without waiting or spawning per request.
 
 use std::{
     pin::Pin,
@@ -20,7 +21,7 @@ use tower::{Layer, Service};
 
 use super::{Principal, Role, keys};
 use crate::{
-    audit::{self, Auditor},
+    audit::{self, refusals::Refusals},
     ratelimit::Limiter,
     store::Store,
 };
@@ -48,7 +49,7 @@ pub enum Mode {
 pub struct Authenticator {
     mode: Mode,
     store: Arc<dyn Store>,
-    auditor: Auditor,
+    refusals: Refusals,
     limiter: Option<Limiter>,
     /// Keys read recently, by prefix (`None`: no such key), so that a burst of RPCs does not
     /// become a burst of Postgres reads.
@@ -64,18 +65,18 @@ type CachedKey = (std::time::Instant, Option<keys::ApiKey>);
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
 impl Authenticator {
-    /// An authenticator in `mode` reading keys from `store`, auditing refusals, and applying
-    /// `limiter`'s request rate (when given) to authenticated callers.
+    /// An authenticator in `mode` reading keys from `store`, auditing refusals through
+    /// `refusals`, and applying `limiter`'s request rate (when given) to authenticated callers.
     pub fn new(
         mode: Mode,
         store: Arc<dyn Store>,
-        auditor: Auditor,
+        refusals: Refusals,
         limiter: Option<Limiter>,
     ) -> Authenticator {
         Authenticator {
             mode,
             store,
-            auditor,
+            refusals,
             limiter,
             cache: std::sync::Mutex::new(std::collections::HashMap::new()),
             cache_ttl: std::time::Duration::ZERO,
@@ -131,15 +132,13 @@ impl Authenticator {
             Mode::On => self.authenticate(path, headers, peer).await?,
         };
         if ADMIN_ONLY.iter().any(|p| path.starts_with(p)) && principal.role != Role::Admin {
-            self.auditor
-                .record(
-                    &principal,
-                    "authorize",
-                    path,
-                    audit::Outcome::Denied,
-                    "admin role required",
-                )
-                .await;
+            self.refusals.record(audit::Event::by(
+                &principal,
+                "authorize",
+                path,
+                audit::Outcome::Denied,
+                "admin role required",
+            ));
             return Err(Status::permission_denied(
                 "this service needs a key with the admin role",
             ));
@@ -168,9 +167,7 @@ impl Authenticator {
                 outcome: audit::Outcome::Denied,
                 detail: why.into(),
             };
-            let auditor = self.auditor.clone();
-            // The refusal does not wait for the audit write.
-            tokio::spawn(async move { auditor.write(event).await });
+            self.refusals.record(event);
             Status::unauthenticated(why)
         };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {

@@ -66,6 +66,7 @@ pub struct NewJobRow {
     pub timeout_secs: Option<i32>,
     pub tags: Vec<String>,
     pub tenant: String,
+    pub discard_prompt: bool,
 }
 
 /// A row of `job_results`.
@@ -151,6 +152,7 @@ impl NewJobRow {
                 .map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
             tags: job.tags.clone(),
             tenant: job.tenant.clone(),
+            discard_prompt: job.discard_prompt,
         }
     }
 }

@@ -30,6 +30,7 @@ diesel::table! {
         tags -> Array<Text>,
         batch_id -> Nullable<Uuid>,
         tenant -> Text,
+        discard_prompt -> Bool,
     }
 }
 

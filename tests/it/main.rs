@@ -2,6 +2,7 @@
 //! speaking the OpenAI streaming format, and real gRPC / grpc-web clients over TCP.
 
 mod admin;
+mod audit;
 mod batches;
 mod cancel;
 mod crash;
@@ -12,6 +13,7 @@ mod listing;
 mod outages;
 mod priority;
 mod progress;
+mod redaction;
 mod redis_restart;
 mod reflection;
 mod results;

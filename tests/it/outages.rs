@@ -1,13 +1,18 @@
 //! A dependency that is down: health says NOT_SERVING, submits answer UNAVAILABLE and leave no
-//! half-written job behind, and nothing panics or hangs.
+//! half-written job behind, reads that need only Postgres go on while Redis is away (the client
+//! rate limits fail open), and nothing panics or hangs.
 
 use diesel_async::RunQueryDsl;
+use llm_jobs::{
+    auth::{Role, keys::KeyLimits},
+    proto::v1::{self, job_service_client::JobServiceClient},
+};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::{TestApp, request};
+use crate::support::{PATIENCE, TestApp, proxy::Proxy, redis_host, request};
 
 /// Nothing listens here (port 1 needs root to bind and nothing runs on it).
 const CLOSED: &str = "redis://127.0.0.1:1";
@@ -83,5 +88,76 @@ async fn with_postgres_down_the_service_starts_not_serving_and_refuses_submits()
         .await
         .expect_err("Postgres is down");
     assert_eq!(err.code(), Code::Unavailable);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_reads_pass_the_rate_limit_unchecked() -> anyhow::Result<()> {
+    let proxy = Proxy::start(&redis_host()).await?;
+    let app = TestApp::builder()
+        .arg("--redis-url", &format!("redis://{}", proxy.addr))
+        .start()
+        .await?;
+    let job = app.submit(request("before the outage", "sim")).await?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+
+    // A key allowed 2 requests a minute: the third is refused while Redis answers.
+    let limited = app
+        .key_with(
+            "default",
+            Role::User,
+            KeyLimits {
+                requests_per_minute: Some(2),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut c = JobServiceClient::new(app.keyed(Some(&limited))?);
+    let get = v1::GetJobRequest {
+        job_id: job.id.clone(),
+    };
+    for _ in 0..2 {
+        c.get_job(get.clone()).await?;
+    }
+    let s = c.get_job(get.clone()).await.expect_err("over the rate");
+    assert_eq!(s.code(), Code::ResourceExhausted);
+
+    // Redis gone: the limit cannot be checked, so reads that need only Postgres go through.
+    proxy.cut();
+    for _ in 0..3 {
+        let got = c.get_job(get.clone()).await?.into_inner();
+        assert_eq!(got.status(), v1::JobStatus::Completed);
+    }
+    c.get_job_result(v1::GetJobResultRequest {
+        job_id: job.id.clone(),
+    })
+    .await?;
+    let listed = c.list_jobs(v1::ListJobsRequest::default()).await?;
+    assert!(listed.into_inner().jobs.iter().any(|j| j.id == job.id));
+    // A submit needs the queue itself.
+    let s = app
+        .client
+        .clone()
+        .submit_job(request("during the outage", "sim"))
+        .await
+        .expect_err("no queue");
+    assert_eq!(s.code(), Code::Unavailable);
+
+    // Redis back: the limit holds again.
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match c.get_job(get.clone()).await {
+            Err(s) if s.code() == Code::ResourceExhausted => break,
+            Ok(_) => {}
+            Err(s) => anyhow::bail!("unexpected {s:?}"),
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the limit never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.stop().await
 }

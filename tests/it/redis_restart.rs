@@ -119,12 +119,7 @@ async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
-    let redis_host = std::env::var("LLMJOBS_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = crate::support::proxy::Proxy::start(&redis_host).await?;
+    let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;
     let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())

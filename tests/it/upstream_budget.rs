@@ -61,3 +61,69 @@ async fn two_workers_stay_under_the_shared_requests_per_window() -> anyhow::Resu
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_halves_the_shared_budget_until_its_retry_after() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::slow(1, 0, 1)).await?;
+    upstream.push_reply(Reply::Status {
+        status: 429,
+        error_type: "rate_limit_error",
+        retry_after_secs: Some(60),
+    });
+    // 3 requests per minute; halved: 2.
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--upstream-rpm", "3")
+        .start()
+        .await?;
+    let penalty = format!("{}:ub:gpt-4o-mini:penalty", app.prefix);
+    let mut redis = app.redis().await?;
+    let pttl = redis::cmd("PTTL").arg(&penalty).clone();
+    let ttl: i64 = pttl.query_async(&mut redis).await?;
+    assert_eq!(ttl, -2, "no penalty before a 429");
+
+    // Request 1: a 429, which fails this one-attempt job and shrinks the budget.
+    let mut limited = request("first", "gpt-4o-mini");
+    limited.max_attempts = Some(1);
+    let a = app.submit(limited).await?;
+    let a = app
+        .wait_for_job(&a.id, |j| j.status() == v1::JobStatus::Failed)
+        .await?;
+    assert_eq!(
+        a.error.map(|e| e.code).as_deref(),
+        Some("upstream_rate_limited")
+    );
+    let ttl: i64 = pttl.query_async(&mut redis).await?;
+    assert!(
+        (1..=60_000).contains(&ttl),
+        "the budget is halved for the Retry-After (60 s): PTTL {ttl}"
+    );
+
+    // Request 2 fits the halved budget of 2 per minute; request 3 would fit the full 3 but
+    // not the halved 2, so it waits at the budget, not at the upstream.
+    let b = app.submit(request("second", "gpt-4o-mini")).await?;
+    app.wait_for_job(&b.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let c = app.submit(request("third", "gpt-4o-mini")).await?;
+    app.wait_for_job(&c.id, |j| j.status() == v1::JobStatus::Running)
+        .await?;
+    // Not a timing assertion: on a slow machine the third request only arrives later still.
+    assert!(
+        !upstream
+            .wait_for_requests(3, std::time::Duration::from_millis(500))
+            .await,
+        "the third request waited for the halved budget"
+    );
+    assert_eq!(upstream.requests().len(), 2);
+
+    // Once the penalty is over (here: lifted by hand instead of waiting a minute), the full
+    // budget lets it through.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&penalty)
+        .query_async(&mut redis)
+        .await?;
+    app.wait_for_job(&c.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    assert_eq!(upstream.requests().len(), 3);
+    app.stop().await
+}

@@ -188,3 +188,66 @@ async fn concurrent_duplicate_submits_with_one_key_make_one_job() -> anyhow::Res
     assert_ne!(later.id, ids[0], "an expired key makes a new job");
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_input_limits_and_the_model_allow_list_apply_to_jobs_and_batches()
+-> anyhow::Result<()> {
+    // The server's default model (gpt-4o-mini here) must be allowed, or it does not start.
+    assert!(
+        TestApp::builder()
+            .arg("--allowed-models", "sim")
+            .start()
+            .await
+            .is_err(),
+        "a default model outside the allow-list is a configuration error"
+    );
+    let app = TestApp::builder()
+        .arg("--allowed-models", "sim,gpt-4o-mini")
+        .arg("--max-prompt-bytes", "64")
+        .arg("--max-tags", "1")
+        .start()
+        .await?;
+    let mut c = app.client.clone();
+    app.submit(request(&"x".repeat(64), "sim")).await?;
+    for (field, req) in [
+        ("generation_config.model", request("hi", "gpt-4o")),
+        ("prompt", request(&"x".repeat(65), "sim")),
+        (
+            "tags",
+            v1::SubmitJobRequest {
+                tags: vec!["a".into(), "b".into()],
+                ..request("hi", "sim")
+            },
+        ),
+    ] {
+        let status = c.submit_job(req).await.expect_err("rejected");
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(violated_fields(&status), [field], "{status:?}");
+    }
+
+    // A batch goes through the same checks, all or nothing.
+    let status = app
+        .batch_client()?
+        .submit_batch(v1::SubmitBatchRequest {
+            requests: vec![
+                request("fine", "sim"),
+                request("hi", "gpt-4o"),
+                request(&"x".repeat(65), "gpt-4o-mini"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect_err("rejected");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        violated_fields(&status),
+        ["requests[1].generation_config.model", "requests[2].prompt"]
+    );
+    let listed = c
+        .list_jobs(v1::ListJobsRequest::default())
+        .await?
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 1, "only the valid single job was stored");
+    app.stop().await
+}

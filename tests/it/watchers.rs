@@ -58,11 +58,7 @@ async fn a_watcher_that_joins_mid_stream_gets_replay_then_live() -> anyhow::Resu
 
 /// Number of Redis pub/sub subscriptions on a job's live channel.
 async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
-    let url =
-        std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut r = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut r = app.redis().await?;
     let channel = format!("{}:events:{job_id}", app.prefix);
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")

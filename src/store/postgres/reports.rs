@@ -104,6 +104,8 @@ pub(super) async fn requeue_failed(store: &PgStore, id: JobId) -> Result<Option<
             let now = chrono::Utc::now();
             let row: Option<JobRow> = diesel::update(jobs::table.find(id))
                 .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+                // Its conversation is gone (`--prompt-storage none`): nothing to run again.
+                .filter(jobs::discard_prompt.eq(false))
                 .set((
                     jobs::status.eq(JobStatus::Queued.as_str()),
                     jobs::max_attempts.eq(jobs::attempts + 1),

@@ -38,6 +38,14 @@ fn redis_url() -> String {
     std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// `host:port` of the test Redis (to put a [`proxy::Proxy`] in front of it).
+pub fn redis_host() -> String {
+    redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 fn postgres_server_url() -> String {
     std::env::var("LLMJOBS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -333,43 +341,40 @@ impl TestApp {
         extra: &[&str],
     ) -> anyhow::Result<(ChildWorker, tonic::transport::Channel)> {
         let (child, addr) = self.spawn_gateway_process(extra)?;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await
-                && HealthClient::new(channel.clone())
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return Ok((child, channel));
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok((child, connect_when_healthy(&addr).await?))
     }
 
     /// Starts `llm-jobs gateway` as [`TestApp::spawn_gateway`] does, without waiting for it;
     /// returns it and the address it listens on.
     pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
+        self.spawn_server_process("gateway", extra, "warn", std::process::Stdio::inherit())
+    }
+
+    /// Starts `llm-jobs <command>` (`serve` or `gateway`) as a child process on this test's
+    /// Redis prefix, database and upstream and a free port, with `extra` flags on top,
+    /// `RUST_LOG=rust_log` and its log output (stderr) going to `stderr`; returns it (killed
+    /// when dropped) and the address it listens on, without waiting for it.
+    pub fn spawn_server_process(
+        &self,
+        command: &str,
+        extra: &[&str],
+        rust_log: &str,
+        stderr: std::process::Stdio,
+    ) -> anyhow::Result<(ChildWorker, String)> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let addr = format!("127.0.0.1:{port}");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .arg("gateway")
+            .arg(command)
             .args(&self.serve_args)
             .args(["--listen", &addr])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdin(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .context("spawn llm-jobs gateway")?;
+            .with_context(|| format!("spawn llm-jobs {command}"))?;
         Ok((ChildWorker(child), addr))
     }
 
@@ -440,11 +445,17 @@ impl TestApp {
         Ok(diesel_async::AsyncPgConnection::establish(&url).await?)
     }
 
+    /// A connection to the test Redis (this test's keys start with [`TestApp::prefix`]).
+    pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(redis_url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
     /// Deletes every Redis key of this test (what FLUSHALL does to one tenant), leaving
     /// Postgres as it is.
     pub async fn flush_redis(&self) -> anyhow::Result<()> {
-        let client = redis::Client::open(redis_url())?;
-        let mut r = client.get_multiplexed_async_connection().await?;
+        let mut r = self.redis().await?;
         for pattern in [
             format!("{}:*", self.prefix),
             format!("{{{}}}:*", self.prefix),
@@ -534,6 +545,30 @@ impl TestApp {
         .execute(&mut conn)
         .await?;
         self.flush_redis().await
+    }
+}
+
+/// A bare connection to the server at `addr` once it answers health checks (whatever it
+/// answers).
+pub async fn connect_when_healthy(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+            && HealthClient::new(channel.clone())
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok()
+        {
+            return Ok(channel);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the server at {addr} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
