@@ -50,6 +50,9 @@ use upstream::{Reply, TestUpstream};
 #[derive(Clone, Copy, Debug)]
 struct Scale {
     latency_concurrency: &'static [usize],
+    /// Least streams measured per concurrency level (rounds of `n` are repeated up to it,
+    /// after one unmeasured warm-up round).
+    latency_samples: usize,
     latency_tokens: usize,
     throughput_jobs: usize,
     token_streams: usize,
@@ -62,6 +65,7 @@ struct Scale {
 
 const FULL: Scale = Scale {
     latency_concurrency: &[1, 100, 500],
+    latency_samples: 30,
     latency_tokens: 50,
     throughput_jobs: 10_000,
     token_streams: 1_000,
@@ -74,6 +78,7 @@ const FULL: Scale = Scale {
 
 const QUICK: Scale = Scale {
     latency_concurrency: &[1, 4],
+    latency_samples: 2,
     latency_tokens: 10,
     throughput_jobs: 40,
     token_streams: 8,
@@ -550,23 +555,33 @@ async fn latency(
         for _ in 0..n.div_ceil(50) {
             channels.push(server.client().await?);
         }
-        let directs = futures::future::join_all(
-            (0..n).map(|_| direct(http.clone(), upstream.base_url(), "bench-latency")),
-        )
-        .await;
-        let throughs = futures::future::join_all((0..n).map(|i| {
-            through(
-                channels[i % channels.len()].clone(),
-                request(
-                    format!("latency {i}"),
-                    "bench-latency",
-                    v1::StreamingMode::Realtime,
-                ),
+        // One unmeasured round first (connections, caches), then enough rounds of `n` for
+        // at least `latency_samples` streams each way.
+        let rounds = 1 + scale.latency_samples.div_ceil(n);
+        let (mut directs, mut throughs) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let d = futures::future::join_all(
+                (0..n).map(|_| direct(http.clone(), upstream.base_url(), "bench-latency")),
             )
-        }))
-        .await;
-        let directs: Vec<Received> = directs.into_iter().collect::<Result<_, _>>()?;
-        let throughs: Vec<Received> = throughs.into_iter().collect::<Result<_, _>>()?;
+            .await;
+            let t = futures::future::join_all((0..n).map(|i| {
+                through(
+                    channels[i % channels.len()].clone(),
+                    request(
+                        format!("latency {round} {i}"),
+                        "bench-latency",
+                        v1::StreamingMode::Realtime,
+                    ),
+                )
+            }))
+            .await;
+            let d: Vec<Received> = d.into_iter().collect::<Result<_, _>>()?;
+            let t: Vec<Received> = t.into_iter().collect::<Result<_, _>>()?;
+            if round > 0 {
+                directs.extend(d);
+                throughs.extend(t);
+            }
+        }
         for r in directs.iter().chain(&throughs) {
             anyhow::ensure!(
                 r.terminal && r.text == expected,
