@@ -44,7 +44,7 @@ pub enum Command {
     Watch(client::WatchArgs),
     /// Print a job's status.
     Status(client::JobArgs),
-    /// Print a finished job's result.
+    /// Print a finished job's result (exit code 1 when it failed or was cancelled).
     Result(client::JobArgs),
     /// Print a job's progress: stage, tokens against the estimate, speed, ETA (--history:
     /// its stored stage changes and milestones).

@@ -452,9 +452,11 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
     if a.json {
-        return super::print_json("llmjobs.v1.JobResult", &r);
+        super::print_json("llmjobs.v1.JobResult", &r)?;
+        return completed(&r);
     }
     println!("{}", r.content);
+    let outcome = completed(&r);
     let u = r.usage.unwrap_or_default();
     eprintln!(
         "status={} finish_reason={} model={} provider={}{} attempts={}",
@@ -508,6 +510,14 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = r.error {
         eprintln!("error: {} {}", e.code, e.message);
+    }
+    outcome
+}
+
+/// Scripts tell a completed job from a failed or cancelled one by `result`'s exit code.
+fn completed(r: &v1::JobResult) -> anyhow::Result<()> {
+    if r.status() != v1::JobStatus::Completed {
+        anyhow::bail!("the job did not complete: {}", status_name(r.status));
     }
     Ok(())
 }
