@@ -144,9 +144,6 @@ impl Worker {
             // Lease lost, or shutting down: another attempt will run it.
             Err(_) => return,
         }
-        if let Ok(Some(_)) = self.deps.queue.cancel_requested(job.id).await {
-            running.stop(StopReason::Cancelled);
-        }
 
         let mut progress = Progress {
             outcome: Outcome {
@@ -170,9 +167,18 @@ impl Worker {
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
         };
-        let end = self
-            .generate(&job, &*provider, &running, &mut progress)
-            .await;
+        // A cancel requested before this worker held the job sent its signal to nobody: the
+        // flag is read beside the upstream request (not before it, which would add a round
+        // trip to the time to first token) and stops the attempt as the signal would have.
+        let cancel_check = async {
+            if let Ok(Some(_)) = self.deps.queue.cancel_requested(job.id).await {
+                running.stop(StopReason::Cancelled);
+            }
+        };
+        let (end, ()) = tokio::join!(
+            self.generate(&job, &*provider, &running, &mut progress),
+            cancel_check
+        );
         progress.finish();
         let o = &mut progress.outcome;
         o.cost_usd = if o.simulated {
