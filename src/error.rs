@@ -42,6 +42,10 @@ pub enum Error {
     /// `FAILED_PRECONDITION` with a human-readable reason.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// `ALREADY_EXISTS`: what the client tried to create exists and differs (an idempotency
+    /// key reused for another request).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The durable store failed: `UNAVAILABLE` (or `INTERNAL` for data errors).
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -76,6 +80,7 @@ impl From<Error> for Status {
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::FailedPrecondition(why) => Status::failed_precondition(why),
+            Error::AlreadyExists(why) => Status::already_exists(why),
             Error::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 if e.is_unavailable() {

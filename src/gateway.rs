@@ -41,11 +41,21 @@ pub struct Gateway {
 
 impl Gateway {
     /// Stores and enqueues a validated job; with a known idempotency key, returns the earlier
-    /// job unchanged. Errors: `Store`/`Queue`/`Events` (UNAVAILABLE).
+    /// job unchanged when the request is the same (a retry). Errors: `AlreadyExists` when the
+    /// key was used for a different request within its 24 h window; `Store`/`Queue`/`Events`
+    /// (UNAVAILABLE).
     #[instrument(skip_all, fields(job_id = %job.id, job_type = %job.job_type))]
     pub async fn submit(&self, job: NewJob) -> Result<Job, Error> {
         let inserted = self.store.insert_job(&job).await?;
         if !inserted.created {
+            if !job.same_request_as(&inserted.job) {
+                return Err(Error::AlreadyExists(format!(
+                    "idempotency_key {:?} was used for a different request (job {}) within the \
+                     last 24 h; send the same request to get that job, or use a new key",
+                    job.idempotency_key.as_deref().unwrap_or_default(),
+                    inserted.job.id
+                )));
+            }
             return Ok(inserted.job);
         }
         if let Err(e) = self.publish(&job, Utc::now()).await {

@@ -224,6 +224,25 @@ pub struct NewJob {
     pub discard_prompt: bool,
 }
 
+impl NewJob {
+    /// Whether this request asks for the same job as `earlier`, the job stored under the same
+    /// idempotency key: same job type, priority, parameters, mode, metadata, attempts,
+    /// timeout, tags and conversation. The conversation is not compared when `earlier` has
+    /// ended and its prompt was discarded (`--prompt-storage none`).
+    pub fn same_request_as(&self, earlier: &Job) -> bool {
+        let prompt_discarded = earlier.status.is_terminal() && earlier.messages.is_empty();
+        self.job_type == earlier.job_type
+            && self.priority == earlier.priority
+            && self.params == earlier.params
+            && self.streaming_mode == earlier.streaming_mode
+            && self.metadata == earlier.metadata
+            && self.max_attempts == earlier.max_attempts
+            && self.timeout == earlier.timeout
+            && self.tags == earlier.tags
+            && (prompt_discarded || self.messages == earlier.messages)
+    }
+}
+
 /// Why a job or an attempt failed: a stable code and a human-readable message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobError {

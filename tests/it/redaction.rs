@@ -179,12 +179,16 @@ async fn storage_none_keeps_the_prompt_only_while_the_job_can_run() -> anyhow::R
     assert_eq!(stored_messages(&app, &running.id).await?, "[]");
 
     // Completed: the upstream got the prompt as submitted; the store keeps none of it.
-    let done = app
-        .submit(request("second secret plan", "gpt-4o-mini"))
-        .await?;
+    let keyed = v1::SubmitJobRequest {
+        idempotency_key: "plan-2".into(),
+        ..request("second secret plan", "gpt-4o-mini")
+    };
+    let done = app.submit(keyed.clone()).await?;
     app.wait_for_job(&done.id, |j| j.status() == v1::JobStatus::Completed)
         .await?;
     assert_eq!(stored_messages(&app, &done.id).await?, "[]");
+    // A retry of the same request still finds its job, though the prompt to compare is gone.
+    assert_eq!(app.submit(keyed).await?.id, done.id);
     assert!(
         upstream.requests()[1]
             .body

@@ -140,8 +140,29 @@ async fn results_wait_for_the_end_and_idempotency_keys_dedupe() -> anyhow::Resul
     let mut req = request("hi", "gpt-4o-mini");
     req.idempotency_key = "order-42".into();
     let first = app.submit(req.clone()).await?;
-    let second = app.submit(req).await?;
+    let second = app.submit(req.clone()).await?;
     assert_eq!(first.id, second.id, "same idempotency key, same job");
+    // The same key for another request is a client bug, not a retry: refused, naming the key
+    // and the job it belongs to.
+    let mut other = req.clone();
+    other.prompt = "something else".into();
+    let mut c = app.client.clone();
+    let refused = c.submit_job(other).await.expect_err("another request");
+    assert_eq!(refused.code(), Code::AlreadyExists);
+    assert!(
+        refused.message().contains("order-42"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains(&first.id),
+        "{}",
+        refused.message()
+    );
+    let mut hotter = req;
+    hotter.priority = v1::Priority::Urgent.into();
+    let refused = c.submit_job(hotter).await.expect_err("another priority");
+    assert_eq!(refused.code(), Code::AlreadyExists);
     app.wait_for_job(&first.id, |j| j.status() == v1::JobStatus::Running)
         .await?;
     let mut c = app.client.clone();
