@@ -6,6 +6,7 @@
 //! sequences in a Lua script, and multiplexes all live watchers of a gateway over one pub/sub
 //! connection. Serving one watcher (replay, follow, repair) is in [`crate::streaming`].
 
+pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;

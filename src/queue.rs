@@ -5,6 +5,7 @@
 //! settle and removal is atomic. Delivery is at-least-once: a claim holds a lease that the
 //! worker's heartbeat extends; an expired lease puts the job back at the front of its queue.
 
+pub mod memory;
 pub mod redis;
 
 use std::time::Duration;
