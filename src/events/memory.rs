@@ -6,7 +6,7 @@
 //! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones after
 //! `LLMJOBS_EVENT_LOG_TTL_SECS`, snapshots after `LLMJOBS_PROGRESS_TTL_SECS`): an expired entry
 //! is dropped when next touched, and a sweep of all entries runs at most every
-//! [`SWEEP_EVERY`] along with an append. Nothing survives the process.
+//! 10 s along with an append. Nothing survives the process.
 
 use std::{
     collections::HashMap,
