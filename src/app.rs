@@ -13,12 +13,12 @@ use crate::{
     auth,
     backend::Redis,
     config,
-    events::{EventLog, redis::RedisEventLog},
+    events::{EventLog, memory::MemoryEventLog, redis::RedisEventLog},
     gateway::Gateway,
     health,
     provider::{Providers, openai::OpenAi, sim::Sim},
-    queue::{Queue, redis::RedisQueue},
-    ratelimit::Limiter,
+    queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
+    ratelimit::{self, Limiter},
     server,
     store::{self, Store, postgres::PgStore},
     worker::{self, Worker},
@@ -106,6 +106,11 @@ pub async fn run(
             cfg.provider.default_model()
         )));
     }
+    let Backends {
+        queue,
+        events,
+        limits,
+    } = backends(&cfg, roles).await?;
     if !cfg.postgres.no_migrate {
         let applied = migrate(&cfg.postgres).await.map_err(|e| {
             Error::Startup(format!(
@@ -119,31 +124,27 @@ pub async fn run(
         }
     }
     crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
-    let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
-    match redis.eviction_policy().await.as_deref() {
-        Some("noeviction") | None => {}
-        Some(policy) => tracing::error!(
-            policy,
-            "Redis may evict keys (maxmemory-policy is not noeviction): queued jobs and event \
-             logs can vanish; the reconciler re-enqueues jobs from Postgres, but set \
-             maxmemory-policy noeviction"
-        ),
-    }
     let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
-    let queue: Arc<dyn Queue> = Arc::new(RedisQueue::new(redis.clone()));
-    let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(
-        redis.clone(),
-        cfg.jobs.event_log_ttl_secs,
-        cfg.jobs.progress_ttl_secs,
-    ));
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     let default_model = cfg.provider.default_model();
+    let (redis, summary) = if cfg.redis.in_process() {
+        (
+            "none".to_owned(),
+            "backends: in-process queue, event log and rate limits (no REDIS_URL: one process \
+             only; live logs end with it, jobs are re-enqueued from the store), Postgres store",
+        )
+    } else {
+        (
+            redact_url(&cfg.redis.url),
+            "backends: Redis queue, event log and rate limits, Postgres store",
+        )
+    };
     info!(
-        redis = %redact_url(&cfg.redis.url),
+        redis = %redis,
         postgres = %redact_url(&cfg.postgres.url),
         default_model = %default_model,
         upstream = %cfg.provider.openai_base_url,
-        "backends: Redis queue and event log, Postgres store"
+        "{summary}"
     );
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -163,7 +164,7 @@ pub async fn run(
                         .map_err(Error::Config)?,
                 ),
                 budget: crate::ratelimit::upstream::Budget::new(
-                    redis.clone(),
+                    limits.clone(),
                     &cfg.redis.prefix,
                     crate::ratelimit::upstream::Limits {
                         requests_per_minute: cfg.provider.upstream_rpm,
@@ -227,7 +228,7 @@ pub async fn run(
         };
         let auditor = Auditor::new(store.clone());
         let limiter = Limiter::new(
-            redis.clone(),
+            limits.clone(),
             store.clone(),
             &cfg.redis.prefix,
             crate::ratelimit::Defaults {
@@ -326,6 +327,58 @@ pub async fn run(
         }
     }
     result
+}
+
+/// The queue, the event log and the rate limits' counters, all in Redis or all in process.
+struct Backends {
+    queue: Arc<dyn Queue>,
+    events: Arc<dyn EventLog>,
+    limits: ratelimit::Backend,
+}
+
+/// Connects Redis (checking its eviction policy), or builds the in-process backends when no
+/// Redis is configured.
+///
+/// Errors: [`Error::Config`] for an invalid URL, or for in-process backends in a process that
+/// is not both gateway and worker (a separate gateway and worker cannot share them).
+async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
+    if cfg.redis.in_process() {
+        if !(roles.gateway && roles.worker) {
+            return Err(Error::Config(
+                "no REDIS_URL: the queue and event log run in process, so gateway and worker \
+                 must be one process (`llm-jobs serve`); set REDIS_URL to run `gateway` and \
+                 `worker` separately"
+                    .into(),
+            ));
+        }
+        return Ok(Backends {
+            queue: Arc::new(MemoryQueue::new()),
+            events: Arc::new(MemoryEventLog::new(
+                cfg.jobs.event_log_ttl_secs,
+                cfg.jobs.progress_ttl_secs,
+            )),
+            limits: ratelimit::Backend::Memory(Arc::default()),
+        });
+    }
+    let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
+    match redis.eviction_policy().await.as_deref() {
+        Some("noeviction") | None => {}
+        Some(policy) => tracing::error!(
+            policy,
+            "Redis may evict keys (maxmemory-policy is not noeviction): queued jobs and event \
+             logs can vanish; the reconciler re-enqueues jobs from Postgres, but set \
+             maxmemory-policy noeviction"
+        ),
+    }
+    Ok(Backends {
+        queue: Arc::new(RedisQueue::new(redis.clone())),
+        events: Arc::new(RedisEventLog::new(
+            redis.clone(),
+            cfg.jobs.event_log_ttl_secs,
+            cfg.jobs.progress_ttl_secs,
+        )),
+        limits: ratelimit::Backend::Redis(redis),
+    })
 }
 
 /// A URL without its password, for logs.

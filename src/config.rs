@@ -54,7 +54,8 @@ pub struct Server {
 /// Redis: queue, leases and the live event log.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Redis {
-    /// Redis URL (`redis://host:port/db`).
+    /// Redis URL (`redis://host:port/db`). Empty (`--redis-url ""`, `REDIS_URL=`): no Redis;
+    /// queue, event log and rate limits run in this process (`serve` only).
     #[arg(
         id = "redis_url",
         long = "redis-url",
@@ -78,6 +79,14 @@ pub struct Redis {
         default_value_t = 32
     )]
     pub pool_size: usize,
+}
+
+impl Redis {
+    /// True when no Redis is configured (an empty URL): the queue, the event log and the
+    /// rate limits then run in process.
+    pub fn in_process(&self) -> bool {
+        self.url.trim().is_empty()
+    }
 }
 
 /// Postgres: the durable store.

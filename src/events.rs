@@ -4,8 +4,10 @@
 //! sequences start at 1 and rise by 1 with no gaps, and exactly one terminal event ends it.
 //! [`EventLog`] is the narrow interface; [`redis`] keeps the log in a Redis list, assigns
 //! sequences in a Lua script, and multiplexes all live watchers of a gateway over one pub/sub
-//! connection. Serving one watcher (replay, follow, repair) is in [`crate::streaming`].
+//! connection; [`memory`] keeps the same log in process, for one `serve` without Redis.
+//! Serving one watcher (replay, follow, repair) is in [`crate::streaming`].
 
+pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;

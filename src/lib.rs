@@ -15,8 +15,9 @@
 //! - [`structured`]: JSON response formats: schema checks at submit, parsing and validation.
 //! - [`proto`]: code generated from `proto/llmjobs/v1`.
 //! - [`backend`]: Redis connections and key layout shared by queue and events.
-//! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals.
-//! - [`events`]: per-job ordered event log and fan-out to watchers.
+//! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals (Redis,
+//!   or in process without Redis).
+//! - [`events`]: per-job ordered event log and fan-out to watchers (Redis, or in process).
 //! - [`reconciler`]: re-enqueues jobs Postgres has as unfinished but Redis lost.
 //! - [`store`]: the durable store (Postgres) of jobs, results and failed attempts.
 //! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
@@ -35,7 +36,8 @@
 //! - [`cli`]: the `llm-jobs` command line (server and client commands).
 //! - [`auth`]: API keys, principals (tenant, role) and the authenticating tower layer.
 //! - [`audit`]: the append-only audit log.
-//! - [`ratelimit`]: per-key client limits and the fleet's upstream budget, in Redis.
+//! - [`ratelimit`]: per-key client limits and the fleet's upstream budget, in Redis (or in
+//!   process without Redis).
 //! - [`redact`]: masking secrets in logs, errors, the audit log and stored prompts.
 
 pub mod admin;

@@ -2,9 +2,11 @@
 //! signals (wake-up, cancel) that reach workers.
 //!
 //! [`Queue`] is the narrow interface; [`redis`] implements it with Lua scripts so every claim,
-//! settle and removal is atomic. Delivery is at-least-once: a claim holds a lease that the
-//! worker's heartbeat extends; an expired lease puts the job back at the front of its queue.
+//! settle and removal is atomic; [`memory`] follows the same scripts in process, for one
+//! `serve` without Redis. Delivery is at-least-once: a claim holds a lease that the worker's
+//! heartbeat extends; an expired lease puts the job back at the front of its queue.
 
+pub mod memory;
 pub mod redis;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Rate limits kept in Redis, so every gateway and worker of a fleet shares them: per-key
 //! client limits (requests per minute, unfinished jobs at once) here, the shared upstream
-//! budget per model in [`upstream`].
+//! budget per model in [`upstream`]. Without Redis (one `serve` process) the same rules run
+//! on in-process counters ([`memory`]); see [`Backend`].
 //!
 //! Requests per minute use a sliding window (the previous minute's count weighted by how much
 //! of it still overlaps the last 60 s, plus this minute's). Unfinished jobs are a set of job
@@ -17,6 +18,7 @@
 //! Redis keys (prefix `P`): `P:rl:req:<key prefix>:<minute>` (counter), `P:rl:jobs:<key
 //! prefix>` (zset of job ids, score = reservation time in ms).
 
+pub mod memory;
 pub mod upstream;
 
 use std::{
@@ -66,33 +68,75 @@ pub enum Taken {
     RetryAfter(Duration),
 }
 
+/// Where the limits keep their counters.
+#[derive(Clone)]
+pub enum Backend {
+    /// In Redis, shared by every process of a fleet.
+    Redis(Redis),
+    /// In this process (no Redis configured: one `serve` process).
+    Memory(Arc<memory::Counters>),
+}
+
+/// Whether `amount` more fits under `limit` with `prev` in the previous window (weighted by
+/// its overlap with the last window length) and `cur` in the current one, `elapsed` ms into a
+/// window of `window` ms: the rule of `window.lua` and `budget.lua`.
+pub(crate) fn fits(
+    limit: u64,
+    amount: u64,
+    prev: u64,
+    cur: u64,
+    elapsed: u64,
+    window: u64,
+) -> bool {
+    let weight = window.saturating_sub(elapsed) as f64 / window.max(1) as f64;
+    prev as f64 * weight + (cur + amount) as f64 <= limit as f64
+}
+
 /// Takes `amount` from the sliding window at `key` that allows `limit` per `window`.
 ///
-/// Errors: Redis's.
+/// Errors: Redis's (never for [`Backend::Memory`]).
 pub async fn take(
-    redis: &Redis,
+    backend: &Backend,
     key: &str,
     limit: u64,
     amount: u64,
     window: Duration,
 ) -> Result<Taken, redis::RedisError> {
     let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now = u64::try_from(now_ms).unwrap_or(0);
     let (index, elapsed) = (now / window_ms, now % window_ms);
-    let mut conn = redis
-        .conn()
-        .await
-        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string())))?;
-    let (taken, prev, cur): (u8, u64, u64) = WINDOW
-        .key(format!("{key}:{}", index.saturating_sub(1)))
-        .key(format!("{key}:{index}"))
-        .arg(limit)
-        .arg(elapsed)
-        .arg(window_ms)
-        .arg(amount)
-        .invoke_async(&mut conn)
-        .await?;
-    if taken == 1 {
+    let prev_key = format!("{key}:{}", index.saturating_sub(1));
+    let cur_key = format!("{key}:{index}");
+    let (taken, prev, cur) = match backend {
+        Backend::Redis(redis) => {
+            let mut conn = redis.conn().await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))
+            })?;
+            let (taken, prev, cur): (u8, u64, u64) = WINDOW
+                .key(prev_key)
+                .key(cur_key)
+                .arg(limit)
+                .arg(elapsed)
+                .arg(window_ms)
+                .arg(amount)
+                .invoke_async(&mut conn)
+                .await?;
+            (taken == 1, prev, cur)
+        }
+        Backend::Memory(counters) => counters.take(
+            &memory::Window {
+                prev: &prev_key,
+                cur: &cur_key,
+                elapsed,
+                length: window_ms,
+                now: now_ms,
+            },
+            limit,
+            amount,
+        ),
+    };
+    if taken {
         return Ok(Taken::Yes);
     }
     Ok(Taken::RetryAfter(retry_after(
@@ -134,7 +178,7 @@ pub fn exhausted(message: String, retry: Duration) -> Status {
 /// Client limits per key.
 #[derive(Clone)]
 pub struct Limiter {
-    redis: Redis,
+    backend: Backend,
     store: Arc<dyn Store>,
     prefix: String,
     defaults: Defaults,
@@ -149,10 +193,15 @@ struct FailOpen {
 }
 
 impl Limiter {
-    /// Limits kept in `redis` under its key prefix, pruned against `store`.
-    pub fn new(redis: Redis, store: Arc<dyn Store>, prefix: &str, defaults: Defaults) -> Limiter {
+    /// Limits kept in `backend` under its key prefix, pruned against `store`.
+    pub fn new(
+        backend: Backend,
+        store: Arc<dyn Store>,
+        prefix: &str,
+        defaults: Defaults,
+    ) -> Limiter {
         Limiter {
-            redis,
+            backend,
             store,
             prefix: prefix.to_owned(),
             defaults,
@@ -203,7 +252,7 @@ impl Limiter {
         let key = format!("{}:rl:req:{}", self.prefix, who.actor);
         let taken = tokio::time::timeout(
             CHECK_TIMEOUT,
-            take(&self.redis, &key, u64::from(limit), 1, MINUTE),
+            take(&self.backend, &key, u64::from(limit), 1, MINUTE),
         )
         .await;
         match taken {
@@ -265,8 +314,12 @@ impl Limiter {
     }
 
     async fn try_reserve(&self, key: &str, limit: u32, ids: &[JobId]) -> Result<bool, String> {
-        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let now = chrono::Utc::now().timestamp_millis();
+        let redis = match &self.backend {
+            Backend::Redis(redis) => redis,
+            Backend::Memory(counters) => return Ok(counters.reserve(key, limit, now, ids)),
+        };
+        let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
         let mut call = RESERVE.key(key);
         call.arg(limit).arg(now);
         for id in ids {
@@ -281,20 +334,24 @@ impl Limiter {
 
     /// Drops the ids of jobs that ended (or never were stored) from the set at `key`.
     async fn prune(&self, key: &str) -> Result<(), String> {
-        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let grace = i64::try_from(PRUNE_GRACE.as_millis()).unwrap_or(0);
         let older = chrono::Utc::now().timestamp_millis() - grace;
-        let held: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(key)
-            .arg("-inf")
-            .arg(older)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ids: Vec<JobId> = held
-            .iter()
-            .filter_map(|s| JobId::parse_str(s).ok())
-            .collect();
+        let ids: Vec<JobId> = match &self.backend {
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+                let held: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(older)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                held.iter()
+                    .filter_map(|s| JobId::parse_str(s).ok())
+                    .collect()
+            }
+            Backend::Memory(counters) => counters.held_before(key, older),
+        };
         if ids.is_empty() {
             return Ok(());
         }
@@ -303,18 +360,22 @@ impl Limiter {
             .unfinished_among(&ids)
             .await
             .map_err(|e| e.to_string())?;
-        let gone: Vec<String> = ids
-            .iter()
-            .filter(|id| !live.contains(id))
-            .map(ToString::to_string)
-            .collect();
-        if !gone.is_empty() {
-            let _: i64 = redis::cmd("ZREM")
-                .arg(key)
-                .arg(&gone)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+        let gone: Vec<JobId> = ids.into_iter().filter(|id| !live.contains(id)).collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+                let gone: Vec<String> = gone.iter().map(ToString::to_string).collect();
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(&gone)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Backend::Memory(counters) => counters.release(key, &gone),
         }
         Ok(())
     }
@@ -340,7 +401,7 @@ mod tests {
         })
         .expect("pools connect lazily");
         let limiter = Limiter::new(
-            redis,
+            Backend::Redis(redis),
             Arc::new(store),
             "t",
             Defaults {
@@ -355,6 +416,52 @@ mod tests {
         let jobs = [JobId::now_v7(), JobId::now_v7()];
         assert!(limiter.reserve_jobs(&who, &jobs).await.is_ok());
         assert_eq!(limiter.unchecked(), 4);
+    }
+
+    #[tokio::test]
+    async fn in_process_limits_refuse_what_does_not_fit() {
+        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
+            url: "postgres://postgres@127.0.0.1:1/none".into(),
+            pool_size: 1,
+            no_migrate: true,
+        })
+        .expect("pools connect lazily");
+        let limiter = Limiter::new(
+            Backend::Memory(Arc::default()),
+            Arc::new(store),
+            "t",
+            Defaults {
+                requests_per_minute: 2,
+                max_concurrent_jobs: 2,
+            },
+        );
+        let who = Principal::auth_off("127.0.0.1:4000".into());
+        assert!(limiter.admit_request(&who).await.is_ok());
+        assert!(limiter.admit_request(&who).await.is_ok());
+        let refused = limiter
+            .admit_request(&who)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.get_details_retry_info().is_some());
+        let jobs = [JobId::now_v7(), JobId::now_v7(), JobId::now_v7()];
+        assert!(limiter.reserve_jobs(&who, &jobs[..2]).await.is_ok());
+        // Too young to prune (their rows may not be committed): no store call, refused.
+        let refused = limiter
+            .reserve_jobs(&who, &jobs[2..])
+            .await
+            .expect_err("over the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(limiter.unchecked(), 0, "nothing let through unchecked");
+    }
+
+    #[test]
+    fn the_window_weighs_the_previous_count_by_its_overlap() {
+        // 30 s into the minute, half of the previous minute's 10 still count.
+        assert!(fits(10, 1, 10, 4, 30_000, 60_000));
+        assert!(!fits(10, 1, 10, 5, 30_000, 60_000));
+        assert!(!fits(10, 10, 10, 0, 59_999, 60_000));
+        assert!(fits(10, 10, 0, 0, 0, 60_000));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! halves the model's budget until its `Retry-After` (or 30 s) has passed.
 //!
 //! Redis keys (prefix `P`): `P:ub:<model>:req:<minute>`, `P:ub:<model>:tok:<minute>`
-//! (counters), `P:ub:<model>:penalty` (present while the budget is halved).
+//! (counters), `P:ub:<model>:penalty` (present while the budget is halved). Without Redis the
+//! same counters live in process ([`super::memory`]): one process, one budget.
 
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
@@ -12,7 +13,7 @@ use rand::Rng;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Redis;
+use super::{Backend, memory::Window};
 
 static BUDGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("budget.lua")));
 
@@ -70,7 +71,7 @@ pub fn parse_model_limits(s: &str) -> Result<(String, Limits), String> {
 /// The shared budget.
 #[derive(Clone)]
 pub struct Budget {
-    redis: Redis,
+    backend: Backend,
     prefix: String,
     window: Duration,
     default: Limits,
@@ -82,17 +83,17 @@ pub struct Budget {
 pub struct Stopped;
 
 impl Budget {
-    /// A budget in `redis` under `prefix`: `default` for every model, `models` overriding it;
-    /// the limits hold per `window` (a minute, except in tests).
+    /// A budget in `backend` under `prefix`: `default` for every model, `models` overriding
+    /// it; the limits hold per `window` (a minute, except in tests).
     pub fn new(
-        redis: Redis,
+        backend: Backend,
         prefix: &str,
         default: Limits,
         models: HashMap<String, Limits>,
         window: Duration,
     ) -> Budget {
         Budget {
-            redis,
+            backend,
             prefix: prefix.to_owned(),
             window: window.max(Duration::from_millis(100)),
             default,
@@ -153,13 +154,19 @@ impl Budget {
         limits: Limits,
         tokens: u64,
     ) -> Result<Option<Duration>, String> {
-        let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
         let base = format!("{}:ub:{model}", self.prefix);
-        let penalized: bool = redis::cmd("EXISTS")
-            .arg(format!("{base}:penalty"))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let penalized = match &self.backend {
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+                redis::cmd("EXISTS")
+                    .arg(format!("{base}:penalty"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Backend::Memory(counters) => counters.flagged(&format!("{base}:penalty"), now_ms),
+        };
         let (rpm, tpm) = if penalized {
             (
                 limits.requests_per_minute.div_ceil(2),
@@ -172,30 +179,49 @@ impl Budget {
             (limits.requests_per_minute, limits.tokens_per_minute)
         };
         let window = u64::try_from(self.window.as_millis()).unwrap_or(60_000);
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let now = u64::try_from(now_ms).unwrap_or(0);
         let (index, elapsed) = (now / window, now % window);
         let prev = index.saturating_sub(1);
-        let (taken, rp, rc, tp, tc): (u8, u64, u64, u64, u64) = BUDGET
-            .key(format!("{base}:req:{prev}"))
-            .key(format!("{base}:req:{index}"))
-            .key(format!("{base}:tok:{prev}"))
-            .key(format!("{base}:tok:{index}"))
-            .arg(elapsed)
-            .arg(window)
-            .arg(rpm)
-            .arg(tpm)
-            .arg(tokens)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        if taken == 1 {
+        let keys = [
+            format!("{base}:req:{prev}"),
+            format!("{base}:req:{index}"),
+            format!("{base}:tok:{prev}"),
+            format!("{base}:tok:{index}"),
+        ];
+        let (taken, [rp, rc, tp, tc]) = match &self.backend {
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+                let (taken, rp, rc, tp, tc): (u8, u64, u64, u64, u64) = BUDGET
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(elapsed)
+                    .arg(window)
+                    .arg(rpm)
+                    .arg(tpm)
+                    .arg(tokens)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (taken == 1, [rp, rc, tp, tc])
+            }
+            Backend::Memory(counters) => {
+                let window_of = |prev: usize| Window {
+                    prev: &keys[prev],
+                    cur: &keys[prev + 1],
+                    elapsed,
+                    length: window,
+                    now: now_ms,
+                };
+                counters.take_both((&window_of(0), rpm), (&window_of(2), tpm, tokens))
+            }
+        };
+        if taken {
             return Ok(None);
         }
         let wait_for = |limit: u64, amount: u64, p: u64, c: u64| {
-            if limit == 0
-                || p as f64 * (window - elapsed) as f64 / window as f64 + (c + amount) as f64
-                    <= limit as f64
-            {
+            if limit == 0 || super::fits(limit, amount, p, c, elapsed, window) {
                 Duration::ZERO
             } else {
                 super::retry_after(limit, amount, p, c, elapsed, window)
@@ -213,10 +239,20 @@ impl Budget {
         let ms = u64::try_from(retry_after.unwrap_or(DEFAULT_PENALTY).as_millis())
             .unwrap_or(u64::MAX)
             .max(1000);
+        let key = format!("{}:ub:{model}:penalty", self.prefix);
         let result = async {
-            let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
+            let redis = match &self.backend {
+                Backend::Redis(redis) => redis,
+                Backend::Memory(counters) => {
+                    let until = chrono::Utc::now().timestamp_millis()
+                        + i64::try_from(ms).unwrap_or(i64::MAX / 2);
+                    counters.flag(&key, until);
+                    return Ok(());
+                }
+            };
+            let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
             redis::cmd("SET")
-                .arg(format!("{}:ub:{model}:penalty", self.prefix))
+                .arg(&key)
                 .arg(1)
                 .arg("PX")
                 .arg(ms)
@@ -235,6 +271,40 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_in_process_budget_refuses_past_its_limit_and_a_429_halves_it() {
+        let budget = |penalized: bool| async move {
+            let b = Budget::new(
+                Backend::Memory(std::sync::Arc::default()),
+                "t",
+                Limits {
+                    requests_per_minute: 3,
+                    tokens_per_minute: 0,
+                },
+                HashMap::new(),
+                Duration::from_secs(60),
+            );
+            if penalized {
+                b.penalize("m", Some(Duration::from_secs(60))).await;
+            }
+            let limits = b.limits("m");
+            let mut taken = 0;
+            // A minute's window: a boundary passed meanwhile still counts the earlier takes.
+            while b
+                .try_take("m", limits, 10)
+                .await
+                .expect("no Redis to fail")
+                .is_none()
+            {
+                taken += 1;
+                assert!(taken <= 3, "never more than the limit");
+            }
+            taken
+        };
+        assert_eq!(budget(false).await, 3);
+        assert_eq!(budget(true).await, 2, "halved, rounded up");
+    }
 
     #[test]
     fn limits_parse() {

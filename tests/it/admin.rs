@@ -357,6 +357,11 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
     let app = TestApp::builder()
         .without_worker()
         .arg("--lease-secs", "1")
@@ -542,6 +547,11 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
 -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(Reply::slow(100_000, 10, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())

@@ -472,6 +472,9 @@ async fn unknown_batches_are_not_found_and_malformed_ids_invalid() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory("a Redis outage") {
+        return Ok(());
+    }
     let app = TestApp::builder()
         .arg("--redis-url", "redis://127.0.0.1:1")
         .without_waiting_for_serving()
@@ -491,6 +494,11 @@ async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_redis_never_got_are_enqueued_by_the_reconciler_and_the_batch_ends()
 -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "deletes Redis keys and starts a `llm-jobs worker` process",
+    ) {
+        return Ok(());
+    }
     let app = TestApp::builder().without_worker().start().await?;
     let mut c = batches(&app).await?;
     let batch = c

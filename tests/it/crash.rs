@@ -36,6 +36,11 @@ fn starts(events: &[v1::JobEvent]) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
 -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -89,6 +94,11 @@ async fn a_stream_longer_than_several_leases_is_never_reclaimed_while_its_worker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -122,6 +132,11 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(slow(10_000, 20)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -230,6 +245,9 @@ async fn open_streams_end_with_unavailable_when_the_server_shuts_down() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory("deletes Redis keys") {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())

@@ -68,6 +68,9 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory("a Redis restart") {
+        return Ok(());
+    }
     let port = free_port()?;
     let redis = PrivateRedis::start(port).await?;
     let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
@@ -119,6 +122,9 @@ async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory("a Redis outage") {
+        return Ok(());
+    }
     let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;
     let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
     let app = TestApp::builder()

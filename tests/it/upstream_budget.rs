@@ -12,6 +12,11 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_stay_under_the_shared_requests_per_window() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "two `llm-jobs worker` processes sharing the budget through Redis",
+    ) {
+        return Ok(());
+    }
     const LIMIT: usize = 3;
     const WINDOW_MS: u128 = 2000;
     const JOBS: usize = 9;
@@ -64,6 +69,9 @@ async fn two_workers_stay_under_the_shared_requests_per_window() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_429_halves_the_shared_budget_until_its_retry_after() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory("reads the penalty key in Redis") {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(Reply::slow(1, 0, 1)).await?;
     upstream.push_reply(Reply::Status {
         status: 429,

@@ -4,7 +4,10 @@
 //!
 //! Environment: `LLMJOBS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `LLMJOBS_TEST_POSTGRES_URL` (server URL without database, default
-//! `postgres://postgres@127.0.0.1:5432`).
+//! `postgres://postgres@127.0.0.1:5432`), `LLMJOBS_TEST_BACKEND` (`redis`, the default, or
+//! `memory`: the same tests against the in-process queue, event log and rate limits; tests
+//! about Redis itself or about several processes sharing it skip themselves, see
+//! [`skip_under_memory`]).
 
 #![allow(dead_code)]
 
@@ -44,6 +47,22 @@ pub fn redis_host() -> String {
         .trim_start_matches("redis://")
         .trim_end_matches('/')
         .to_owned()
+}
+
+/// True when the suite runs against the in-process backends (`LLMJOBS_TEST_BACKEND=memory`).
+pub fn in_memory() -> bool {
+    std::env::var("LLMJOBS_TEST_BACKEND").is_ok_and(|b| b.trim() == "memory")
+}
+
+/// Under the in-process backends, prints why the calling test does not apply (`reason`: what
+/// it needs that one process without Redis cannot give) and returns true; the test then
+/// returns at once.
+pub fn skip_under_memory(reason: &str) -> bool {
+    let skip = in_memory();
+    if skip {
+        eprintln!("skipped with LLMJOBS_TEST_BACKEND=memory: {reason}");
+    }
+    skip
 }
 
 fn postgres_server_url() -> String {
@@ -101,7 +120,10 @@ impl TestAppBuilder {
         self
     }
 
-    /// Run without the in-process worker (tests that run workers as child processes).
+    /// Run without the in-process worker (tests that run workers as child processes, or
+    /// whose jobs must stay queued). Under the in-process backends a gateway cannot run alone:
+    /// the worker runs with every queue of the test's job types paused instead, so jobs still
+    /// stay queued (tests that then start worker processes skip themselves).
     pub fn without_worker(mut self) -> Self {
         self.worker = false;
         self
@@ -126,11 +148,16 @@ impl TestAppBuilder {
         let prefix = format!("it-{id}");
         let database = format!("llmjobs_it_{id}");
         let database_url = format!("{}/{database}", postgres_server_url());
+        let redis_url = if in_memory() {
+            String::new()
+        } else {
+            redis_url()
+        };
         let mut args: Vec<String> = [
             "llm-jobs",
             "serve",
             "--redis-url",
-            &redis_url(),
+            &redis_url,
             "--redis-prefix",
             &prefix,
             "--database-url",
@@ -181,7 +208,7 @@ impl TestAppBuilder {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let worker = self.worker;
+        let worker = self.worker || in_memory();
         let handle = tokio::spawn(async move {
             app::run(
                 cfg,
@@ -203,6 +230,15 @@ impl TestAppBuilder {
             Err(_) => format!("llmj_000000000000_{}", "0".repeat(64)),
         };
         let client = JobServiceClient::new(with_key(channel.clone(), Some(&key))?);
+        if !self.worker && in_memory() {
+            let mut admin = QueueAdminServiceClient::new(with_key(channel.clone(), Some(&key))?);
+            for job_type in self.job_types.split(',') {
+                for priority in llm_jobs::job::Priority::CLAIM_ORDER {
+                    let queue = llm_jobs::job::queue_name(job_type.trim(), priority);
+                    admin.pause_queue(v1::PauseQueueRequest { queue }).await?;
+                }
+            }
+        }
         Ok(TestApp {
             addr,
             client,
@@ -345,9 +381,11 @@ impl TestApp {
     }
 
     /// Starts `llm-jobs gateway` as [`TestApp::spawn_gateway`] does, without waiting for it;
-    /// returns it and the address it listens on.
+    /// returns it and the address it listens on. Under the in-process backends a gateway
+    /// cannot run alone: it is a whole `llm-jobs serve` then, with its own queue.
     pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
-        self.spawn_server_process("gateway", extra, "warn", std::process::Stdio::inherit())
+        let command = if in_memory() { "serve" } else { "gateway" };
+        self.spawn_server_process(command, extra, "warn", std::process::Stdio::inherit())
     }
 
     /// Starts `llm-jobs <command>` (`serve` or `gateway`) as a child process on this test's
@@ -446,7 +484,9 @@ impl TestApp {
     }
 
     /// A connection to the test Redis (this test's keys start with [`TestApp::prefix`]).
+    /// Errors under the in-process backends: there is no Redis to look at.
     pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        anyhow::ensure!(!in_memory(), "no Redis with LLMJOBS_TEST_BACKEND=memory");
         Ok(redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?)
@@ -544,6 +584,9 @@ impl TestApp {
         ))
         .execute(&mut conn)
         .await?;
+        if in_memory() {
+            return Ok(());
+        }
         self.flush_redis().await
     }
 }

@@ -1,0 +1,330 @@
+//! [`EventLog`] in process, for a single `serve` process without Redis: per job a vector of
+//! events with the state `src/events/append.lua` keeps (attempt fence, terminal sequence,
+//! base, output tokens), the progress snapshot, and one broadcast channel per watched job.
+//!
+//! Every operation takes one mutex, so appends are atomic and live events go out in sequence
+//! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones after
+//! `LLMJOBS_EVENT_LOG_TTL_SECS`, snapshots after `LLMJOBS_PROGRESS_TTL_SECS`): an expired entry
+//! is dropped when next touched, and a sweep of all entries runs at most every
+//! 10 s along with an append. Nothing survives the process.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal};
+use crate::{
+    job::JobId,
+    proto::v1::{JobEvent, JobProgress, job_event::Kind},
+};
+
+/// Buffered live items per job before a slow watcher is told to resync from the log.
+const LIVE_BUFFER: usize = 1024;
+/// Unfinished logs are dropped after this long without a terminal event (a lost job).
+const UNFINISHED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Least time between two sweeps for expired entries.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// One job's log: `P:{id}:events` and `P:{id}:state` of the Redis layout.
+#[derive(Debug, Default)]
+struct Log {
+    /// Events in order; event i has sequence `base + i + 1`.
+    events: Vec<JobEvent>,
+    /// Sequences continue above this (a log restarted after a loss).
+    base: Option<u64>,
+    /// The current attempt, once a fence or a restart set it.
+    attempt: Option<u32>,
+    /// Sequence of the terminal event.
+    done: Option<u64>,
+    /// Output tokens of the current attempt.
+    output_tokens: Option<u64>,
+    /// When the log goes; `None` until its first append or restart.
+    expires: Option<Instant>,
+}
+
+/// A progress snapshot and when it goes.
+#[derive(Debug)]
+struct Snapshot {
+    progress: JobProgress,
+    expires: Instant,
+}
+
+/// Live watchers of one job.
+struct Watched {
+    tx: broadcast::Sender<Live>,
+    watchers: usize,
+}
+
+#[derive(Default)]
+struct State {
+    logs: HashMap<JobId, Log>,
+    progress: HashMap<JobId, Snapshot>,
+    watched: HashMap<JobId, Watched>,
+    next_sweep: Option<Instant>,
+}
+
+impl State {
+    /// The job's log, unless it has expired (then it is dropped).
+    fn log(&mut self, job_id: JobId, now: Instant) -> Option<&mut Log> {
+        if self
+            .logs
+            .get(&job_id)
+            .is_some_and(|l| l.expires.is_some_and(|t| t <= now))
+        {
+            self.logs.remove(&job_id);
+        }
+        self.logs.get_mut(&job_id)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t > now) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_EVERY);
+        self.logs.retain(|_, l| l.expires.is_none_or(|t| t > now));
+        self.progress.retain(|_, s| s.expires > now);
+    }
+}
+
+/// The in-process event log.
+#[derive(Clone)]
+pub struct MemoryEventLog {
+    state: Arc<Mutex<State>>,
+    terminal_ttl: Duration,
+    progress_ttl: Duration,
+}
+
+impl MemoryEventLog {
+    /// An event log whose finished logs stay `terminal_ttl_secs` for replay, and whose
+    /// progress snapshots stay `progress_ttl_secs` after the end (each at least a second, as
+    /// in Redis).
+    pub fn new(terminal_ttl_secs: u64, progress_ttl_secs: u64) -> MemoryEventLog {
+        MemoryEventLog {
+            state: Arc::default(),
+            terminal_ttl: Duration::from_secs(terminal_ttl_secs.max(1)),
+            progress_ttl: Duration::from_secs(progress_ttl_secs.max(1)),
+        }
+    }
+
+    /// The state; each step completes before the lock is released, so a poisoned lock still
+    /// holds consistent data.
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// `append.lua`.
+    fn append_with(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+    ) -> Result<Option<u64>, Error> {
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        if events[..events.len() - 1].iter().any(is_terminal) {
+            return Err(Error::Corrupt(
+                "only the last event of an append may be terminal".into(),
+            ));
+        }
+        let now = Instant::now();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        state.sweep(now);
+        state.log(job_id, now);
+        let (done, current) = state
+            .logs
+            .get(&job_id)
+            .map_or((false, 0), |l| (l.done.is_some(), l.attempt.unwrap_or(0)));
+        let refused = done
+            || match fence {
+                Fence::None => false,
+                Fence::Attempt(n) => n != current,
+                Fence::Start(n) => n < current,
+            };
+        if refused {
+            return Ok(None);
+        }
+        let log = state.logs.entry(job_id).or_default();
+        if let Fence::Start(n) = fence {
+            log.attempt = Some(n);
+            log.output_tokens = Some(0);
+        }
+        let first = log.events.is_empty();
+        let base = log.base.unwrap_or(0);
+        let watched = state.watched.get(&job_id);
+        for event in events {
+            let stored = JobEvent {
+                sequence: base + log.events.len() as u64 + 1,
+                job_id: job_id.to_string(),
+                ..event.clone()
+            };
+            if let Some(w) = watched {
+                // No receiver left is fine: watchers come and go.
+                let _ = w.tx.send(Live::Event(stored.clone()));
+            }
+            log.events.push(stored);
+        }
+        let seq = base + log.events.len() as u64;
+        if let Some(tokens) = events.iter().rev().find_map(|e| match &e.kind {
+            Some(Kind::TokenDelta(d)) => Some(d.output_tokens),
+            _ => None,
+        }) {
+            log.output_tokens = Some(tokens);
+        }
+        let terminal = is_terminal(last);
+        if terminal {
+            log.done = Some(seq);
+            log.expires = Some(now + self.terminal_ttl);
+        } else if first || matches!(fence, Fence::Start(_)) {
+            log.expires = Some(now + UNFINISHED_TTL);
+        }
+        if let Some(p) = progress {
+            state.progress.insert(
+                job_id,
+                Snapshot {
+                    progress: p.clone(),
+                    expires: now + UNFINISHED_TTL,
+                },
+            );
+        }
+        if terminal && let Some(s) = state.progress.get_mut(&job_id) {
+            s.expires = now + self.progress_ttl;
+        }
+        Ok(Some(seq))
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Leaves a job's watcher count when a [`Subscription`] is dropped.
+struct Unwatch {
+    state: Arc<Mutex<State>>,
+    job_id: JobId,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        let mut state = lock(&self.state);
+        if let Some(w) = state.watched.get_mut(&self.job_id) {
+            w.watchers -= 1;
+            if w.watchers == 0 {
+                state.watched.remove(&self.job_id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryEventLog {
+    async fn append(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        fence: Fence,
+    ) -> Result<Option<u64>, Error> {
+        self.append_with(job_id, std::slice::from_ref(event), fence, None)
+    }
+
+    async fn append_tracked(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+    ) -> Result<Option<u64>, Error> {
+        self.append_with(job_id, events, fence, progress)
+    }
+
+    async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if state
+            .progress
+            .get(&job_id)
+            .is_some_and(|s| s.expires <= now)
+        {
+            state.progress.remove(&job_id);
+        }
+        Ok(state.progress.get(&job_id).map(|s| s.progress.clone()))
+    }
+
+    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
+        let mut state = self.state();
+        // As in Redis, a log is its list of events: a restart alone does not make one.
+        let Some(log) = state
+            .log(job_id, Instant::now())
+            .filter(|l| !l.events.is_empty())
+        else {
+            return Ok(None);
+        };
+        let first = usize::try_from(after.saturating_sub(log.base.unwrap_or(0)))
+            .unwrap_or(usize::MAX)
+            .min(log.events.len());
+        Ok(Some(LogRead {
+            events: log.events[first..].to_vec(),
+            terminal_sequence: log.done,
+        }))
+    }
+
+    async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error> {
+        let rx = {
+            let mut state = self.state();
+            let w = state.watched.entry(job_id).or_insert_with(|| Watched {
+                tx: broadcast::channel(LIVE_BUFFER).0,
+                watchers: 0,
+            });
+            w.watchers += 1;
+            w.tx.subscribe()
+        };
+        let guard = Unwatch {
+            state: self.state.clone(),
+            job_id,
+        };
+        Ok(Subscription::new(rx, Box::new(guard)))
+    }
+
+    async fn restart(
+        &self,
+        job_id: JobId,
+        base: u64,
+        attempt: u32,
+        replace: bool,
+    ) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if replace {
+            state.logs.remove(&job_id);
+        } else if state.log(job_id, now).is_some() {
+            return Ok(false);
+        }
+        state.logs.insert(
+            job_id,
+            Log {
+                base: Some(base),
+                attempt: Some(attempt),
+                expires: Some(now + UNFINISHED_TTL),
+                ..Log::default()
+            },
+        );
+        Ok(true)
+    }
+
+    async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error> {
+        let mut state = self.state();
+        Ok(state
+            .log(job_id, Instant::now())
+            .and_then(|l| l.output_tokens))
+    }
+}
+
+#[cfg(test)]
+mod tests;
