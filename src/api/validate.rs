@@ -239,6 +239,25 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
             ),
         ));
     }
+    // Metadata is shown back to people (dashboards, logs): nothing that moves a cursor,
+    // rewrites a terminal or reorders text. Values may hold tabs and line breaks. (NUL has
+    // its own violation above.)
+    if let Some((k, _)) = req.metadata.iter().find(|(k, val)| {
+        k.chars()
+            .any(|c| (c.is_control() && c != '\0') || is_bidi_control(c))
+            || val.chars().any(|c| {
+                (c.is_control() && !matches!(c, '\0' | '\t' | '\n' | '\r')) || is_bidi_control(c)
+            })
+    }) {
+        v.push(FieldViolation::new(
+            "metadata",
+            format!(
+                "entry {:?}: keys may hold no control characters and values none but tab and \
+                 line breaks; neither may hold bidirectional controls",
+                truncate(k)
+            ),
+        ));
+    }
     if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
         v.push(FieldViolation::new(
             "idempotency_key",
@@ -400,6 +419,13 @@ fn response_format(
     }
 }
 
+/// Unicode's bidirectional formatting characters (marks, embeddings, overrides, isolates),
+/// which can make text display in another order than it is stored ("Trojan Source",
+/// CVE-2021-42574).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +489,33 @@ mod tests {
                 "generation_config.stop"
             ]
         );
+    }
+
+    #[test]
+    fn metadata_may_not_hold_terminal_escapes_or_bidi_controls() {
+        let request = |k: &str, val: &str| {
+            let mut req = v1::SubmitJobRequest {
+                prompt: "p".into(),
+                ..Default::default()
+            };
+            req.metadata.insert(k.into(), val.into());
+            req
+        };
+        let with = |k: &str, val: &str| fields(request(k, val));
+        for (k, val) in [("note", "line one\nline two\ttab"), ("owner", "Zoë 👋")] {
+            assert!(submit(request(k, val), &rules()).is_ok(), "{k:?} = {val:?}");
+        }
+        for (k, val) in [
+            ("a\nb", "v"),
+            ("k", "\u{1b}[2J"),
+            ("k", "bell\u{7}"),
+            ("k", "\u{1b}]0;title\u{7}"),
+            ("k", "abc\u{202E}cba"),
+            ("\u{2066}k", "v"),
+            ("k", "c1\u{9b}"),
+        ] {
+            assert_eq!(with(k, val), ["metadata"], "{k:?} = {val:?}");
+        }
     }
 
     #[test]
