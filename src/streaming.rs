@@ -119,6 +119,14 @@ impl From<Status> for Stop {
     }
 }
 
+/// `OUT_OF_RANGE`: a resume asked for events after `after`, but the job's log ended at
+/// `terminal`.
+fn past_the_end(after: u64, terminal: u64) -> Stop {
+    Stop::Status(Status::out_of_range(format!(
+        "after_sequence {after} is past the job's last event ({terminal}); resume with at most {terminal}"
+    )))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Stop {
     warn!(error = %e, "watcher: dependency failed");
     Stop::Status(Status::unavailable(
@@ -232,9 +240,15 @@ impl Watcher {
                         return Ok(Done::Yes);
                     }
                 }
-                // Resumed at or after the terminal event: nothing more will come.
-                if read.terminal_sequence.is_some_and(|t| self.last >= t) {
-                    return Ok(Done::Yes);
+                // Resumed at the terminal event: nothing more will come. Past it: the client's
+                // bookmark is wrong, and ending quietly would hide that.
+                if let Some(t) = read.terminal_sequence {
+                    if self.last > t {
+                        return Err(past_the_end(self.last, t));
+                    }
+                    if self.last == t {
+                        return Ok(Done::Yes);
+                    }
                 }
                 // The store is only consulted to repair a lost terminal event: while it is
                 // down, the live log keeps flowing.
@@ -311,7 +325,10 @@ impl Watcher {
         } else {
             self.last + 2
         };
-        if self.last >= terminal_seq {
+        if self.last > terminal_seq {
+            return Err(past_the_end(self.last, terminal_seq));
+        }
+        if self.last == terminal_seq {
             return Ok(Done::Yes);
         }
         let stored = self.store.get_result(job.id).await.map_err(unavailable)?;

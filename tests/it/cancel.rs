@@ -141,6 +141,25 @@ async fn cancelling_a_running_job_returns_it_cancelled_with_the_reason() -> anyh
         panic!("ends cancelled: {events:?}");
     };
     assert_eq!(c.reason, "user pressed stop");
+    // Resuming at the terminal event ends at once; past it, the bookmark is wrong and the
+    // stream says so instead of ending quietly.
+    let terminal = events.last().map_or(0, |e| e.sequence);
+    assert!(app.watch(&job.id, terminal).await?.is_empty());
+    let mut client = app.client.clone();
+    let mut past = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: terminal + 3,
+        })
+        .await?
+        .into_inner();
+    let e = past.message().await.expect_err("past the end");
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert!(
+        e.message().contains(&format!("last event ({terminal})")),
+        "{}",
+        e.message()
+    );
     // A resume far past the end is refused clearly, not retried forever.
     let mut client = app.client.clone();
     let e = client
