@@ -94,10 +94,23 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if cfg.jobs.job_types.is_empty() || cfg.jobs.job_types.iter().any(|t| t.is_empty()) {
+    if cfg.jobs.job_types.is_empty() {
         return Err(Error::Config(
-            "LLMJOBS_JOB_TYPES needs at least one non-empty job type".into(),
+            "LLMJOBS_JOB_TYPES needs at least one job type".into(),
         ));
+    }
+    // Job types name queues, Redis keys and metrics labels.
+    if let Some(bad) = cfg.jobs.job_types.iter().find(|t| {
+        t.is_empty()
+            || t.len() > 64
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }) {
+        return Err(Error::Config(format!(
+            "LLMJOBS_JOB_TYPES: job type {bad:?} must be 1 to 64 characters of letters, digits, \
+             `_` and `-`"
+        )));
     }
     if !cfg.jobs.limits.allows_model(&cfg.provider.default_model()) {
         return Err(Error::Config(format!(

@@ -222,6 +222,14 @@ async fn configured_input_limits_and_the_model_allow_list_apply_to_jobs_and_batc
             .is_err(),
         "a default model outside the allow-list is a configuration error"
     );
+    // Job types name queues and keys: a space or a path is a configuration error.
+    for bad in ["a b,general", "../x,general"] {
+        let started = TestApp::builder().job_types(bad).start().await;
+        let Err(e) = started else {
+            panic!("job types {bad:?} accepted");
+        };
+        assert!(format!("{e:#}").contains("LLMJOBS_JOB_TYPES"), "{e:#}");
+    }
     let app = TestApp::builder()
         .arg("--allowed-models", "sim,gpt-4o-mini")
         .arg("--max-prompt-bytes", "64")

@@ -221,7 +221,8 @@ impl TestAppBuilder {
             )
             .await
         });
-        let channel = connect(addr, &handle, self.wait_until_serving).await?;
+        let mut handle = handle;
+        let channel = connect(addr, &mut handle, self.wait_until_serving).await?;
         let database_url_for_keys = database_url.clone();
         // With Postgres down no key can be made; a well-formed unknown one then meets the
         // same UNAVAILABLE as every other call.
@@ -259,7 +260,7 @@ impl TestAppBuilder {
 /// server accepts on it.
 async fn connect(
     addr: SocketAddr,
-    handle: &JoinHandle<Result<(), app::Error>>,
+    handle: &mut JoinHandle<Result<(), app::Error>>,
     wait_until_serving: bool,
 ) -> anyhow::Result<tonic::transport::Channel> {
     use tonic_health::pb::{
@@ -267,7 +268,12 @@ async fn connect(
     };
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        anyhow::ensure!(!handle.is_finished(), "the server stopped during start-up");
+        if handle.is_finished() {
+            match handle.await {
+                Ok(Err(e)) => anyhow::bail!("the server stopped during start-up: {e}"),
+                other => anyhow::bail!("the server stopped during start-up: {other:?}"),
+            }
+        }
         if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect()
             .await
