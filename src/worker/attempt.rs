@@ -94,10 +94,82 @@ impl Worker {
             span.record("job_type", job.job_type.as_str());
             span.record("model", job.params.model.as_str());
             span.record("attempt", job.attempts);
+            if job.attempts > job.max_attempts && self.attempts_exhausted(&job, &running).await {
+                return;
+            }
             self.attempt(job, running).await;
         }
         .instrument(span)
         .await;
+    }
+
+    /// Attempts whose worker was lost (killed, crashed, or cut off past its lease) record no
+    /// outcome, so nothing else counts them: a job that kills its worker every time would run
+    /// for ever, each time a paid upstream call. They count against `max_attempts` as failed
+    /// attempts do (Horizon counts them too); graceful shutdown handbacks (`worker_shutdown`)
+    /// do not. When this attempt would be one too many, the job fails for good with
+    /// `attempts_exhausted`. Returns whether it did (or gave up writing: the lease decides).
+    async fn attempts_exhausted(&self, job: &Job, running: &Running) -> bool {
+        let failures = match self.deps.store.attempt_failures(job.id).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot count earlier attempts; running this one");
+                return false;
+            }
+        };
+        let handbacks = failures
+            .iter()
+            .filter(|(_, e)| e.code == "worker_shutdown")
+            .count();
+        let counted = u64::from(job.attempts).saturating_sub(handbacks as u64);
+        if counted <= u64::from(job.max_attempts) {
+            return false;
+        }
+        let lost = u64::from(job.attempts - 1).saturating_sub(failures.len() as u64);
+        let error = JobError {
+            code: "attempts_exhausted".to_owned(),
+            message: format!(
+                "attempt {} would exceed max_attempts {}: {lost} earlier attempt(s) ended with \
+                 their worker lost (killed or crashed) before recording an outcome",
+                job.attempts, job.max_attempts
+            ),
+        };
+        warn!(code = %error.code, "not running the job again: {}", error.message);
+        let finish = Finish::Failed {
+            error: error.clone(),
+            retryable: false,
+            partial: Outcome::default(),
+        };
+        let stored = self
+            .persist(running, "storing the failure", store_transient, || {
+                self.deps
+                    .store
+                    .finish_attempt(job.id, job.attempts, finish.clone(), &[])
+            })
+            .await;
+        match stored {
+            Ok(Some(_)) => {
+                let failed = event(Kind::Failed(v1::JobFailed {
+                    error: Some(crate::api::convert::job_error(&error)),
+                    attempts: job.attempts,
+                }));
+                // The log's current attempt is a lost one: this attempt takes it over to end it.
+                match self
+                    .deps
+                    .events
+                    .append_tracked(job.id, &[failed], Fence::Start(job.attempts), None)
+                    .await
+                {
+                    Ok(Some(seq)) => self.sequences.record(job.id, seq).await,
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "cannot publish the terminal event"),
+                }
+            }
+            Ok(None) => {}
+            Err(_) => return true,
+        }
+        self.settle(job.id, &running.owner, None).await;
+        true
     }
 
     async fn attempt(&self, job: Job, running: Arc<Running>) {

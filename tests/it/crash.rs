@@ -72,6 +72,63 @@ async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_lost_with_their_worker_count_against_max_attempts() -> anyhow::Result<()> {
+    if crate::support::skip_under_memory(
+        "starts `llm-jobs worker` processes, which share the queue through Redis",
+    ) {
+        return Ok(());
+    }
+    let upstream = TestUpstream::start(slow(40, 25)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .without_worker()
+        .arg("--lease-secs", "2")
+        .start()
+        .await?;
+    let mut first = app.spawn_worker(&[])?;
+    let job = app
+        .submit(v1::SubmitJobRequest {
+            max_attempts: Some(1),
+            ..request("crash me once", "gpt-4o-mini")
+        })
+        .await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    first.signal("KILL")?;
+    first.wait().await?;
+
+    // The lost attempt was the only one allowed: the next worker fails the job instead of
+    // calling the upstream again.
+    let _second = app.spawn_worker(&[])?;
+    let failed = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
+        .await?;
+    let error = failed.error.unwrap_or_default();
+    assert_eq!(error.code, "attempts_exhausted");
+    assert!(
+        error.message.contains("1 earlier attempt(s)"),
+        "{}",
+        error.message
+    );
+    assert_eq!(upstream.requests().len(), 1, "no second upstream call");
+    let events = app.watch(&job.id, 0).await?;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(
+                e.kind,
+                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+            ))
+            .count(),
+        1
+    );
+    assert!(matches!(
+        events.last().and_then(|e| e.kind.as_ref()),
+        Some(Kind::Failed(_))
+    ));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_longer_than_several_leases_is_never_reclaimed_while_its_worker_lives()
 -> anyhow::Result<()> {
     let upstream = TestUpstream::start(slow(60, 50)).await?;
