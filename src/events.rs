@@ -67,6 +67,20 @@ pub fn event(kind: Kind) -> JobEvent {
     }
 }
 
+/// The last event of one append (`None` when there is nothing to append), after checking that
+/// no other event of it is terminal. Errors: `Corrupt` when one is (a writer bug).
+pub fn last_of_append(events: &[JobEvent]) -> Result<Option<&JobEvent>, Error> {
+    let Some((last, before)) = events.split_last() else {
+        return Ok(None);
+    };
+    if before.iter().any(is_terminal) {
+        return Err(Error::Corrupt(
+            "only the last event of an append may be terminal".into(),
+        ));
+    }
+    Ok(Some(last))
+}
+
 /// True for completed, failed and cancelled events.
 pub fn is_terminal(event: &JobEvent) -> bool {
     matches!(

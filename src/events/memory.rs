@@ -17,7 +17,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal};
+use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append};
 use crate::{
     job::JobId,
     proto::v1::{JobEvent, JobProgress, job_event::Kind},
@@ -125,14 +125,9 @@ impl MemoryEventLog {
         fence: Fence,
         progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
-        let Some(last) = events.last() else {
+        let Some(last) = last_of_append(events)? else {
             return Ok(None);
         };
-        if events[..events.len() - 1].iter().any(is_terminal) {
-            return Err(Error::Corrupt(
-                "only the last event of an append may be terminal".into(),
-            ));
-        }
         let now = Instant::now();
         let mut guard = self.state();
         let state = &mut *guard;

@@ -14,7 +14,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
-use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal};
+use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append};
 use crate::{
     backend::Redis,
     job::JobId,
@@ -71,14 +71,9 @@ impl RedisEventLog {
         fence: Fence,
         progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
-        let Some(last) = events.last() else {
+        let Some(last) = last_of_append(events)? else {
             return Ok(None);
         };
-        if events[..events.len() - 1].iter().any(is_terminal) {
-            return Err(Error::Corrupt(
-                "only the last event of an append may be terminal".into(),
-            ));
-        }
         let k = &self.redis.keys;
         let fence = match fence {
             Fence::None => String::new(),
