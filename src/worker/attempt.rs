@@ -149,21 +149,13 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
-                let failed = event(Kind::Failed(v1::JobFailed {
+                let failed = Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),
                     attempts: job.attempts,
-                }));
+                });
                 // The log's current attempt is a lost one: this attempt takes it over to end it.
-                match self
-                    .deps
-                    .events
-                    .append_tracked(job.id, &[failed], Fence::Start(job.attempts), None)
-                    .await
-                {
-                    Ok(Some(seq)) => self.sequences.record(job.id, seq).await,
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "cannot publish the terminal event"),
-                }
+                self.publish_terminal(job.id, Fence::Start(job.attempts), vec![failed], None)
+                    .await;
             }
             Ok(None) => {}
             Err(_) => return true,
@@ -361,8 +353,13 @@ impl Worker {
                     self.completed_for_estimates(&job);
                 }
                 let snapshot = progress.tracker.snapshot();
-                self.publish_terminal(job.id, attempt, vec![stage_end, terminal], Some(&snapshot))
-                    .await;
+                self.publish_terminal(
+                    job.id,
+                    Fence::Attempt(attempt),
+                    vec![stage_end, terminal],
+                    Some(&snapshot),
+                )
+                .await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
             Ok(None) => info!("attempt was superseded; result discarded"),
@@ -383,7 +380,7 @@ impl Worker {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
                     });
-                    self.publish_terminal(job.id, attempt, vec![terminal], None)
+                    self.publish_terminal(job.id, Fence::Attempt(attempt), vec![terminal], None)
                         .await;
                 }
             }
@@ -475,7 +472,7 @@ impl Worker {
                 let snapshot = progress.tracker.snapshot();
                 self.publish_terminal(
                     job.id,
-                    attempt,
+                    Fence::Attempt(attempt),
                     vec![failed, stage_end, terminal],
                     Some(&snapshot),
                 )
@@ -487,12 +484,13 @@ impl Worker {
         self.settle(job.id, &running.owner, None).await;
     }
 
-    /// Appends `kinds`, whose last is the terminal event, in one step (with the final
-    /// progress snapshot when given) and hands the terminal sequence to the batched writer.
+    /// Appends `kinds`, whose last is the terminal event, in one step under `fence` (with the
+    /// final progress snapshot when given) and hands the terminal sequence to the batched
+    /// writer.
     async fn publish_terminal(
         &self,
         job_id: JobId,
-        attempt: u32,
+        fence: Fence,
         kinds: Vec<Kind>,
         snapshot: Option<&v1::JobProgress>,
     ) {
@@ -500,7 +498,7 @@ impl Worker {
         match self
             .deps
             .events
-            .append_tracked(job_id, &events, Fence::Attempt(attempt), snapshot)
+            .append_tracked(job_id, &events, fence, snapshot)
             .await
         {
             Ok(Some(seq)) => self.sequences.record(job_id, seq).await,
