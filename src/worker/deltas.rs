@@ -91,6 +91,19 @@ impl Unpublished {
         self.bytes -= bytes;
         out
     }
+
+    /// Puts deltas taken by [`Unpublished::take_append`] back at the front, in order (their
+    /// append failed), each as a piece of its own.
+    pub(super) fn restore(&mut self, deltas: Vec<TokenDelta>) {
+        for d in deltas.into_iter().rev() {
+            self.bytes += d.text.len() + d.reasoning_text.len();
+            self.pieces.push_front(Piece {
+                text: d.text,
+                reasoning: d.reasoning_text,
+                output_tokens: d.output_tokens,
+            });
+        }
+    }
 }
 
 /// Removes and returns the longest prefix of `s` of at most `max` bytes that ends on a
@@ -157,6 +170,21 @@ mod tests {
             ("Hello", "ab")
         );
         assert_eq!(deltas[0].output_tokens, 2);
+    }
+
+    #[test]
+    fn restored_deltas_go_out_again_first_and_unchanged() {
+        let mut u = Unpublished::default();
+        u.push("a", "", 1, true);
+        u.push("b", "r", 2, true);
+        let taken = u.take_append();
+        u.push("c", "", 3, true);
+        u.restore(taken.clone());
+        assert_eq!(u.bytes(), 4);
+        let again = u.take_append();
+        assert_eq!(again[..2], taken[..]);
+        assert_eq!(again[2].text, "c");
+        assert!(u.is_empty());
     }
 
     #[test]

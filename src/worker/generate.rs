@@ -413,11 +413,16 @@ impl Worker {
     /// progress update it allows: one round trip per flush.
     async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
         loop {
-            let prefix = std::mem::take(&mut progress.before_text);
-            let mut rest = progress.unpublished.clone();
-            let mut kinds = prefix.clone();
-            kinds.extend(rest.take_append().into_iter().map(Kind::TokenDelta));
-            let all_out = rest.is_empty();
+            let mut kinds = std::mem::take(&mut progress.before_text);
+            let prefix_len = kinds.len();
+            kinds.extend(
+                progress
+                    .unpublished
+                    .take_append()
+                    .into_iter()
+                    .map(Kind::TokenDelta),
+            );
+            let all_out = progress.unpublished.is_empty();
             if all_out {
                 // Progress counts only delivered tokens: it goes out with the last deltas.
                 let (tokens, rate) = (progress.output_tokens, progress.rate());
@@ -441,10 +446,20 @@ impl Worker {
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(_) => progress.unpublished = rest,
+                Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
-                    progress.before_text = prefix;
+                    // The stage changes and deltas wait for the next flush; a progress update
+                    // is made afresh then.
+                    let mut kinds = events.into_iter().filter_map(|e| e.kind);
+                    progress.before_text = kinds.by_ref().take(prefix_len).collect();
+                    let deltas = kinds
+                        .filter_map(|k| match k {
+                            Kind::TokenDelta(d) => Some(d),
+                            _ => None,
+                        })
+                        .collect();
+                    progress.unpublished.restore(deltas);
                     return false;
                 }
             }
