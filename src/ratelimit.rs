@@ -385,6 +385,26 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    /// A limiter on `backend` allowing `n` requests a minute and `n` unfinished jobs, with a
+    /// store that nothing listens for (port 1: every call fails at once).
+    fn limiter(backend: Backend, n: u32) -> Limiter {
+        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
+            url: "postgres://postgres@127.0.0.1:1/none".into(),
+            pool_size: 1,
+            no_migrate: true,
+        })
+        .expect("pools connect lazily");
+        Limiter::new(
+            backend,
+            Arc::new(store),
+            "t",
+            Defaults {
+                requests_per_minute: n,
+                max_concurrent_jobs: n,
+            },
+        )
+    }
+
     #[tokio::test]
     async fn without_redis_requests_pass_unchecked_and_are_counted() {
         // Nothing listens on port 1: every Redis and Postgres call fails at once.
@@ -394,21 +414,7 @@ mod tests {
             pool_size: 1,
         })
         .expect("a valid URL");
-        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
-            url: "postgres://postgres@127.0.0.1:1/none".into(),
-            pool_size: 1,
-            no_migrate: true,
-        })
-        .expect("pools connect lazily");
-        let limiter = Limiter::new(
-            Backend::Redis(redis),
-            Arc::new(store),
-            "t",
-            Defaults {
-                requests_per_minute: 1,
-                max_concurrent_jobs: 1,
-            },
-        );
+        let limiter = limiter(Backend::Redis(redis), 1);
         let who = Principal::auth_off("127.0.0.1:4000".into());
         for _ in 0..3 {
             assert!(limiter.admit_request(&who).await.is_ok(), "fail-open");
@@ -420,21 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_limits_refuse_what_does_not_fit() {
-        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
-            url: "postgres://postgres@127.0.0.1:1/none".into(),
-            pool_size: 1,
-            no_migrate: true,
-        })
-        .expect("pools connect lazily");
-        let limiter = Limiter::new(
-            Backend::Memory(Arc::default()),
-            Arc::new(store),
-            "t",
-            Defaults {
-                requests_per_minute: 2,
-                max_concurrent_jobs: 2,
-            },
-        );
+        let limiter = limiter(Backend::Memory(Arc::default()), 2);
         let who = Principal::auth_off("127.0.0.1:4000".into());
         assert!(limiter.admit_request(&who).await.is_ok());
         assert!(limiter.admit_request(&who).await.is_ok());

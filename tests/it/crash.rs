@@ -33,13 +33,16 @@ fn starts(events: &[v1::JobEvent]) -> Vec<u32> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
--> anyhow::Result<()> {
+/// Submits `req` to a server without a worker of its own, lets a `llm-jobs worker` process
+/// (2 s leases) stream 3 of its 40 tokens, then kills that process. `None` under the
+/// in-process backends, which worker processes cannot share.
+async fn a_job_whose_worker_was_killed(
+    req: v1::SubmitJobRequest,
+) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
     if crate::support::skip_under_memory(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
-        return Ok(());
+        return Ok(None);
     }
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
@@ -49,13 +52,21 @@ async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the
         .start()
         .await?;
     let mut first = app.spawn_worker(&[])?;
-    let job = app
-        .submit(request("survive a crash", "gpt-4o-mini"))
-        .await?;
+    let job = app.submit(req).await?;
     app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
     first.signal("KILL")?;
     first.wait().await?;
+    Ok(Some((upstream, app, job)))
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
+-> anyhow::Result<()> {
+    let Some((upstream, app, job)) =
+        a_job_whose_worker_was_killed(request("survive a crash", "gpt-4o-mini")).await?
+    else {
+        return Ok(());
+    };
     let _second = app.spawn_worker(&[])?;
     let done = app
         .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
@@ -73,28 +84,14 @@ async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_lost_with_their_worker_count_against_max_attempts() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
+    let Some((upstream, app, job)) = a_job_whose_worker_was_killed(v1::SubmitJobRequest {
+        max_attempts: Some(1),
+        ..request("crash me once", "gpt-4o-mini")
+    })
+    .await?
+    else {
         return Ok(());
-    }
-    let upstream = TestUpstream::start(slow(40, 25)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .without_worker()
-        .arg("--lease-secs", "2")
-        .start()
-        .await?;
-    let mut first = app.spawn_worker(&[])?;
-    let job = app
-        .submit(v1::SubmitJobRequest {
-            max_attempts: Some(1),
-            ..request("crash me once", "gpt-4o-mini")
-        })
-        .await?;
-    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
-    first.signal("KILL")?;
-    first.wait().await?;
+    };
 
     // The lost attempt was the only one allowed: the next worker fails the job instead of
     // calling the upstream again.
