@@ -20,7 +20,7 @@ use crate::{
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
     ratelimit::{self, Limiter},
     server,
-    store::{self, Store, postgres::PgStore},
+    store::{self, Store},
     worker::{self, Worker},
 };
 
@@ -52,7 +52,7 @@ pub struct Config {
     pub redis: config::Redis,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub postgres: config::Postgres,
+    pub database: config::Database,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub jobs: config::Jobs,
@@ -79,9 +79,8 @@ pub struct Roles {
 /// Creates the database if needed and applies pending migrations; returns versions applied.
 ///
 /// Errors: [`Error::Store`].
-pub async fn migrate(cfg: &config::Postgres) -> Result<Vec<String>, Error> {
-    store::postgres::ensure_database(&cfg.url).await?;
-    Ok(store::postgres::migrate(&cfg.url).await?)
+pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
+    Ok(store::migrate(cfg).await?)
 }
 
 /// Runs the configured roles until `shutdown` is cancelled, then drains within the grace
@@ -124,12 +123,18 @@ pub async fn run(
         events,
         limits,
     } = backends(&cfg, roles).await?;
-    if !cfg.postgres.no_migrate {
-        let applied = migrate(&cfg.postgres).await.map_err(|e| {
+    let store_name = store::describe(&cfg.database);
+    let hint = match cfg.database.location().map_err(Error::Config)? {
+        config::StoreLocation::Postgres(_) => {
+            "; is Postgres running? (LLMJOBS_NO_MIGRATE=true starts without it, NOT_SERVING \
+             until it answers)"
+        }
+        config::StoreLocation::Sqlite(_) => "",
+    };
+    if !cfg.database.no_migrate {
+        let applied = migrate(&cfg.database).await.map_err(|e| {
             Error::Startup(format!(
-                "cannot prepare the database at {} ({e}); is Postgres running? \
-                 (LLMJOBS_NO_MIGRATE=true starts without it, NOT_SERVING until it answers)",
-                redact_url(&cfg.postgres.url)
+                "cannot prepare the store ({store_name}): {e}{hint}"
             ))
         })?;
         if !applied.is_empty() {
@@ -137,24 +142,22 @@ pub async fn run(
         }
     }
     crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
-    let store: Arc<dyn Store> = Arc::new(PgStore::new(&cfg.postgres)?);
+    let store: Arc<dyn Store> = store::open(&cfg.database).await?;
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     let default_model = cfg.provider.default_model();
-    let (redis, summary) = if cfg.redis.in_process() {
-        (
-            "none".to_owned(),
+    let summary = if cfg.redis.in_process() {
+        format!(
             "backends: in-process queue, event log and rate limits (no REDIS_URL: one process \
-             only; live logs end with it, jobs are re-enqueued from the store), Postgres store",
+             only; live logs end with it, unfinished jobs are re-enqueued from the store); \
+             {store_name} store"
         )
     } else {
-        (
-            redact_url(&cfg.redis.url),
-            "backends: Redis queue, event log and rate limits, Postgres store",
+        format!(
+            "backends: Redis at {} for queue, event log and rate limits; {store_name} store",
+            redact_url(&cfg.redis.url)
         )
     };
     info!(
-        redis = %redis,
-        postgres = %redact_url(&cfg.postgres.url),
         default_model = %default_model,
         upstream = %cfg.provider.openai_base_url,
         "{summary}"

@@ -33,7 +33,7 @@ pub enum Command {
     /// Run only a worker.
     Worker(app::Config),
     /// Create the database if needed and apply pending migrations.
-    Migrate(crate::config::Postgres),
+    Migrate(crate::config::Database),
     /// API keys on the database: create (printed once), list, revoke.
     Keys(keys::KeysArgs),
     /// Delete jobs that ended long ago, with their results and history, in batches.
@@ -72,7 +72,7 @@ pub enum Command {
 pub struct CleanupArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub postgres: crate::config::Postgres,
+    pub database: crate::config::Database,
     /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended).
     #[arg(long = "older-than", value_parser = parse_age)]
     pub older_than: std::time::Duration,

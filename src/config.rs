@@ -3,6 +3,7 @@
 //!
 //! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
+//! `LLMJOBS_SQLITE_PATH`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
 //! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_MAX_BATCH_JOBS`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_PROGRESS_TTL_SECS`, `LLMJOBS_PROGRESS_INTERVAL_MS`, `LLMJOBS_WORKER_CONCURRENCY`,
 //! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
@@ -17,7 +18,7 @@
 //! `LLMJOBS_MAX_STOP_SEQUENCES`, `LLMJOBS_MAX_OUTPUT_TOKENS`, `LLMJOBS_MAX_TAGS`,
 //! `LLMJOBS_MAX_TAG_BYTES`, `LLMJOBS_MAX_SCHEMA_BYTES`, `LLMJOBS_ALLOWED_MODELS`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use secrecy::SecretString;
 
@@ -54,13 +55,13 @@ pub struct Server {
 /// Redis: queue, leases and the live event log.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Redis {
-    /// Redis URL (`redis://host:port/db`). Empty (`--redis-url ""`, `REDIS_URL=`): no Redis;
-    /// queue, event log and rate limits run in this process (`serve` only).
+    /// Redis URL (`redis://host:port/db`). Empty (the default): no Redis; queue, event log
+    /// and rate limits run in this process (`serve` only).
     #[arg(
         id = "redis_url",
         long = "redis-url",
         env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
+        default_value = ""
     )]
     pub url: String,
     /// Prefix of every key and channel, so several deployments (or tests) share one Redis.
@@ -89,18 +90,27 @@ impl Redis {
     }
 }
 
-/// Postgres: the durable store.
+/// The durable store: Postgres, or a SQLite file when no Postgres URL is configured.
 #[derive(clap::Args, Clone, Debug)]
-pub struct Postgres {
-    /// Postgres URL. The database is created at start-up when it does not exist.
+pub struct Database {
+    /// Where the store is: `postgres://…` (or `postgresql://…`) for Postgres, whose database
+    /// is created at start-up when it does not exist; `sqlite://PATH` (or `sqlite:PATH`) for a
+    /// SQLite file. Empty (the default): a SQLite file at `--sqlite-path`.
     #[arg(
         id = "database_url",
         long = "database-url",
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/llm_jobs"
+        default_value = ""
     )]
     pub url: String,
-    /// Pooled connections.
+    /// The SQLite file used when `DATABASE_URL` is empty (created when missing).
+    #[arg(
+        long = "sqlite-path",
+        env = "LLMJOBS_SQLITE_PATH",
+        default_value = "llm-jobs.db"
+    )]
+    pub sqlite_path: PathBuf,
+    /// Pooled connections (Postgres; SQLite uses one connection).
     #[arg(
         id = "database_pool_size",
         long = "database-pool-size",
@@ -116,6 +126,45 @@ pub struct Postgres {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub no_migrate: bool,
+}
+
+/// Which database [`Database`] names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A Postgres URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    /// The database this configuration names.
+    ///
+    /// Errors: a URL of another scheme (the message names `DATABASE_URL` and the schemes
+    /// understood), or `sqlite://` without a path.
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(StoreLocation::Sqlite(self.sqlite_path.clone()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err("DATABASE_URL: `sqlite://` needs a file path".into());
+            }
+            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (or be empty \
+             for a SQLite file at --sqlite-path); got {:?}",
+            url.split("://").next().unwrap_or_default()
+        ))
+    }
 }
 
 /// What clients may submit.

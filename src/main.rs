@@ -90,12 +90,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cleanup(a) => {
-            let store = llm_jobs::store::postgres::PgStore::new(&a.postgres)?;
+            let store = llm_jobs::store::open(&a.database).await?;
             let before = chrono::Utc::now() - chrono::Duration::from_std(a.older_than)?;
             let mut total = 0;
             loop {
-                let n =
-                    llm_jobs::store::Store::delete_finished(&store, before, a.batch.max(1)).await?;
+                let n = store.delete_finished(before, a.batch.max(1)).await?;
                 total += n;
                 if n == 0 {
                     break;

@@ -388,12 +388,8 @@ mod tests {
     /// A limiter on `backend` allowing `n` requests a minute and `n` unfinished jobs, with a
     /// store that nothing listens for (port 1: every call fails at once).
     fn limiter(backend: Backend, n: u32) -> Limiter {
-        let store = crate::store::postgres::PgStore::new(&crate::config::Postgres {
-            url: "postgres://postgres@127.0.0.1:1/none".into(),
-            pool_size: 1,
-            no_migrate: true,
-        })
-        .expect("pools connect lazily");
+        let store = crate::store::postgres::PgStore::new("postgres://postgres@127.0.0.1:1/none", 1)
+            .expect("pools connect lazily");
         Limiter::new(
             backend,
             Arc::new(store),

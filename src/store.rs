@@ -1,14 +1,57 @@
 //! The durable store: the source of truth for a job's existence and final state.
 //!
-//! [`Store`] is the narrow interface the gateway and the worker use; [`postgres`] implements it
-//! with diesel-async. Every state change that must happen once (start of an attempt, the final
+//! [`Store`] is the narrow interface the gateway and the worker use. [`postgres`] implements it
+//! with diesel-async for production; [`sqlite`] with diesel on a SQLite file for the embedded
+//! mode (first runs, development, single-node installs). [`open`] picks one from the
+//! configuration. Every state change that must happen once (start of an attempt, the final
 //! status) is a conditional update, so a stale worker cannot overwrite a newer attempt.
 
 pub mod models;
 pub mod postgres;
 pub mod schema;
+pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::config::{self, StoreLocation};
+
+/// Opens the configured store: a Postgres pool (connections open lazily, so this succeeds
+/// while Postgres is down) or the SQLite file (created when missing).
+///
+/// Errors: [`Error::Unavailable`] for a bad `DATABASE_URL` or a SQLite file that cannot be
+/// opened.
+pub async fn open(cfg: &config::Database) -> Result<Arc<dyn Store>, Error> {
+    Ok(match cfg.location().map_err(Error::Unavailable)? {
+        StoreLocation::Postgres(url) => Arc::new(postgres::PgStore::new(&url, cfg.pool_size)?),
+        StoreLocation::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path).await?),
+    })
+}
+
+/// Creates the database when it is missing and applies pending migrations (those under
+/// `migrations/postgres/` or `migrations/sqlite/`); returns the versions applied.
+///
+/// Errors: [`Error::Unavailable`], [`Error::Migration`].
+pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
+    match cfg.location().map_err(Error::Unavailable)? {
+        StoreLocation::Postgres(url) => {
+            postgres::ensure_database(&url).await?;
+            postgres::migrate(&url).await
+        }
+        StoreLocation::Sqlite(path) => sqlite::migrate(&path).await,
+    }
+}
+
+/// The configured store for logs and errors: `Postgres at postgres://u:***@h/db` or
+/// `SQLite at llm-jobs.db` (passwords masked).
+pub fn describe(cfg: &config::Database) -> String {
+    match cfg.location() {
+        Ok(StoreLocation::Postgres(url)) => format!("Postgres at {}", crate::app::redact_url(&url)),
+        Ok(StoreLocation::Sqlite(path)) => format!("SQLite at {}", path.display()),
+        Err(e) => e,
+    }
+}
 
 use crate::{
     auth::keys::ApiKey,

@@ -10,7 +10,7 @@ use crate::{
     audit::{self, Auditor},
     auth::{Role, keys},
     config,
-    store::{Store, postgres::PgStore},
+    store::Store,
 };
 
 /// `keys` arguments.
@@ -18,7 +18,7 @@ use crate::{
 pub struct KeysArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub postgres: config::Postgres,
+    pub database: config::Database,
     /// What to do.
     #[command(subcommand)]
     pub command: KeysCommand,
@@ -69,10 +69,10 @@ fn local() -> crate::auth::Principal {
 ///
 /// Errors: the database is unreachable, migrations fail, the key is unknown.
 pub async fn run(a: KeysArgs) -> anyhow::Result<()> {
-    if !a.postgres.no_migrate {
-        crate::app::migrate(&a.postgres).await?;
+    if !a.database.no_migrate {
+        crate::app::migrate(&a.database).await?;
     }
-    let store: Arc<dyn Store> = Arc::new(PgStore::new(&a.postgres)?);
+    let store: Arc<dyn Store> = crate::store::open(&a.database).await?;
     let auditor = Auditor::new(store.clone());
     match a.command {
         KeysCommand::Create {

@@ -122,6 +122,45 @@ pub struct AttemptFailureRow<'a> {
     pub retryable: bool,
 }
 
+impl NewProgressRow {
+    /// Rows of job `id`'s history for `events` (stage changes and milestones), in order; an
+    /// event without a time is stamped now.
+    pub fn from_events(id: Uuid, events: &[crate::proto::v1::ProgressEvent]) -> Vec<Self> {
+        use crate::proto::v1::progress_event::Kind;
+        use prost::Message;
+        events
+            .iter()
+            .map(|e| {
+                let (kind, name, attempt) = match &e.kind {
+                    Some(Kind::StageChanged(c)) => (
+                        "stage_changed",
+                        c.current
+                            .map(|s| s.stage().as_str_name().to_owned())
+                            .unwrap_or_default(),
+                        c.attempt,
+                    ),
+                    Some(Kind::Milestone(m)) => {
+                        ("milestone", m.kind().as_str_name().to_owned(), m.attempt)
+                    }
+                    None => ("milestone", String::new(), 0),
+                };
+                NewProgressRow {
+                    job_id: id,
+                    attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+                    kind,
+                    name,
+                    time: e
+                        .time
+                        .as_ref()
+                        .and_then(crate::api::convert::datetime)
+                        .unwrap_or_else(chrono::Utc::now),
+                    event: e.encode_to_vec(),
+                }
+            })
+            .collect()
+    }
+}
+
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     // Serialising plain data structs (strings, numbers, maps) cannot fail.
     serde_json::to_value(value).expect("plain data serialises to JSON")

@@ -23,10 +23,7 @@ use super::{
     models::{AttemptFailureRow, JobRow, NewJobRow, ResultRow},
     schema::{job_attempt_failures, job_results, jobs},
 };
-use crate::{
-    config,
-    job::{Job, JobError, JobId, JobStatus, NewJob},
-};
+use crate::job::{Job, JobError, JobId, JobStatus, NewJob};
 
 /// How long an idempotency key returns the job first submitted with it.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -47,10 +44,10 @@ impl PgStore {
     /// Builds the pool (connections open lazily, so this succeeds while Postgres is down).
     ///
     /// Errors: [`Error::Unavailable`] when the pool cannot be built from the URL.
-    pub fn new(cfg: &config::Postgres) -> Result<PgStore, Error> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(cfg.url.clone());
+    pub fn new(url: &str, pool_size: usize) -> Result<PgStore, Error> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
         let pool = Pool::builder(manager)
-            .max_size(cfg.pool_size.max(1))
+            .max_size(pool_size.max(1))
             .wait_timeout(Some(std::time::Duration::from_secs(5)))
             .create_timeout(Some(std::time::Duration::from_secs(5)))
             .runtime(deadpool::Runtime::Tokio1)

@@ -1,4 +1,5 @@
-//! Diesel table definitions, matching `migrations/` (kept by hand: there is no diesel CLI step).
+//! Diesel table definitions of the Postgres store, matching `migrations/postgres/` (kept by
+//! hand: there is no diesel CLI step).
 
 #![allow(missing_docs)]
 

@@ -357,7 +357,7 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
         return Ok(());
@@ -437,20 +437,22 @@ async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn performance_percentiles_come_from_known_durations() -> anyhow::Result<()> {
     let app = TestApp::builder().start().await?;
-    use diesel_async::RunQueryDsl;
-    let mut conn = app.db().await?;
     // Ten completed jobs with runtimes 100, 200, ..., 1000 ms and one failed job.
     for i in 1..=11 {
         let status = if i == 11 { "failed" } else { "completed" };
-        diesel::sql_query(format!(
-            "WITH j AS (INSERT INTO jobs (id, status, job_type, priority, queue, messages, params, model, streaming_mode, max_attempts, finished_at) \
-             VALUES (gen_random_uuid(), '{status}', 'general', 'normal', 'openai-general', '[]', '{{}}', 'm', 'realtime', 1, now()) RETURNING id) \
-             INSERT INTO job_results (job_id, content, model, provider, simulated, input_tokens, output_tokens, total_tokens, usage_estimated, time_to_first_token_ms, duration_ms, output_tokens_per_second, queue_wait_ms) \
-             SELECT id, '', 'model-x', 'openai', false, 10, 20, 30, false, {ttft}, {dur}, 50, 0 FROM j",
+        let id = uuid::Uuid::now_v7();
+        app.sql(&format!(
+            "INSERT INTO jobs (id, status, job_type, priority, queue, messages, params, model, streaming_mode, max_attempts, finished_at) \
+             VALUES ('{id}', '{status}', 'general', 'normal', 'openai-general', '[]', '{{}}', 'm', 'realtime', 1, {now})",
+            now = app.now_sql(),
+        ))
+        .await?;
+        app.sql(&format!(
+            "INSERT INTO job_results (job_id, content, model, provider, simulated, input_tokens, output_tokens, total_tokens, usage_estimated, time_to_first_token_ms, duration_ms, output_tokens_per_second, queue_wait_ms) \
+             VALUES ('{id}', '', 'model-x', 'openai', false, 10, 20, 30, false, {ttft}, {dur}, 50, 0)",
             ttft = i * 10,
             dur = i * 100,
         ))
-        .execute(&mut conn)
         .await?;
     }
     let mut a = admin(&app).await?;
@@ -547,7 +549,7 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
 -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
         return Ok(());

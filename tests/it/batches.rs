@@ -3,7 +3,6 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use diesel_async::RunQueryDsl;
 use futures::StreamExt;
 use llm_jobs::cli::client::Channel;
 use llm_jobs::proto::v1::{
@@ -80,19 +79,6 @@ fn progress(events: &[v1::BatchEvent]) -> Vec<v1::Batch> {
             _ => None,
         })
         .collect()
-}
-
-async fn count(app: &TestApp, table: &str) -> anyhow::Result<i64> {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = app.db().await?;
-    let rows: Vec<Count> = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
-        .load(&mut conn)
-        .await?;
-    Ok(rows[0].n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,8 +277,8 @@ async fn one_bad_request_rejects_the_whole_batch_and_stores_nothing() -> anyhow:
         assert_eq!(bad.field_violations[0].field, "requests", "{what}");
     }
 
-    assert_eq!(count(&app, "jobs").await?, 0, "nothing stored");
-    assert_eq!(count(&app, "batches").await?, 0, "nothing stored");
+    assert_eq!(app.count("jobs").await?, 0, "nothing stored");
+    assert_eq!(app.count("batches").await?, 0, "nothing stored");
     let mut jobs = app.client.clone();
     let listed = jobs
         .list_jobs(v1::ListJobsRequest::default())
@@ -308,7 +294,7 @@ async fn one_bad_request_rejects_the_whole_batch_and_stores_nothing() -> anyhow:
         .await?
         .into_inner();
     assert_eq!(ok.job_count, 4);
-    assert_eq!(count(&app, "jobs").await?, 4);
+    assert_eq!(app.count("jobs").await?, 4);
     app.stop().await
 }
 
@@ -325,7 +311,7 @@ async fn a_repeated_batch_idempotency_key_returns_the_first_batch() -> anyhow::R
     let again = c.submit_batch(req).await?.into_inner();
     assert_eq!(again.id, first.id);
     assert_eq!(again.job_ids, first.job_ids);
-    assert_eq!(count(&app, "jobs").await?, 2);
+    assert_eq!(app.count("jobs").await?, 2);
     app.stop().await
 }
 
@@ -472,7 +458,7 @@ async fn unknown_batches_are_not_found_and_malformed_ids_invalid() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory("a Redis outage") {
+    if crate::support::skip_when_embedded("a Redis outage") {
         return Ok(());
     }
     let app = TestApp::builder()
@@ -486,15 +472,15 @@ async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::
         .await
         .expect_err("Redis is down");
     assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(count(&app, "jobs").await?, 0);
-    assert_eq!(count(&app, "batches").await?, 0);
+    assert_eq!(app.count("jobs").await?, 0);
+    assert_eq!(app.count("batches").await?, 0);
     app.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_redis_never_got_are_enqueued_by_the_reconciler_and_the_batch_ends()
 -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "deletes Redis keys and starts a `llm-jobs worker` process",
     ) {
         return Ok(());
@@ -529,23 +515,15 @@ async fn cleanup_deletes_a_batch_only_with_all_its_jobs() -> anyhow::Result<()> 
     for b in [&old, &mixed] {
         assert_eq!(finished(&collect(c.clone(), b.id.clone()).await?).len(), 2);
     }
-    let mut conn = app.db().await?;
-    let ago = "now() - interval '31 days'";
-    diesel::sql_query(format!(
+    let ago = app.ago_sql(31 * 86_400);
+    app.sql(&format!(
         "UPDATE jobs SET finished_at = {ago} WHERE batch_id = '{}' OR id = '{}'",
         old.id, mixed.job_ids[0]
     ))
-    .execute(&mut conn)
     .await?;
-    diesel::sql_query(format!("UPDATE batches SET created_at = {ago}"))
-        .execute(&mut conn)
+    app.sql(&format!("UPDATE batches SET created_at = {ago}"))
         .await?;
-    let database_url = format!(
-        "{}/{}",
-        std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
-        app.database
-    );
+    let database_url = app.database_url.clone();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args([
             "cleanup",
@@ -584,7 +562,7 @@ async fn cleanup_deletes_a_batch_only_with_all_its_jobs() -> anyhow::Result<()> 
         kept.job_count, 2,
         "a batch keeps all its jobs until all are old"
     );
-    assert_eq!(count(&app, "batches").await?, 1);
+    assert_eq!(app.count("batches").await?, 1);
     app.stop().await
 }
 
@@ -629,7 +607,7 @@ async fn the_cli_submits_a_jsonl_file_and_watches_the_batch_to_its_end() -> anyh
         .cli(&["batch", "submit", &path])
         .expect_err("bad request");
     assert!(err.to_string().contains("requests[1].prompt"), "{err}");
-    assert_eq!(count(&app, "batches").await?, 1);
+    assert_eq!(app.count("batches").await?, 1);
     std::fs::remove_dir_all(&dir)?;
     app.stop().await
 }

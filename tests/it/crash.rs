@@ -39,7 +39,7 @@ fn starts(events: &[v1::JobEvent]) -> Vec<u32> {
 async fn a_job_whose_worker_was_killed(
     req: v1::SubmitJobRequest,
 ) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
         return Ok(None);
@@ -148,7 +148,7 @@ async fn a_stream_longer_than_several_leases_is_never_reclaimed_while_its_worker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
         return Ok(());
@@ -186,7 +186,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
     ) {
         return Ok(());
@@ -299,7 +299,7 @@ async fn open_streams_end_with_unavailable_when_the_server_shuts_down() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory("deletes Redis keys") {
+    if crate::support::skip_when_embedded("deletes Redis keys") {
         return Ok(());
     }
     let upstream = TestUpstream::start(slow(40, 25)).await?;
@@ -362,6 +362,11 @@ async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_postgres_connections_do_not_lose_a_result() -> anyhow::Result<()> {
+    if crate::support::skip_when_embedded(
+        "kills Postgres backend processes: SQLite has no connections",
+    ) {
+        return Ok(());
+    }
     let upstream = TestUpstream::start(slow(30, 30)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())

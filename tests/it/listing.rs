@@ -130,20 +130,13 @@ async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
         app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
             .await?;
     }
-    use diesel_async::RunQueryDsl;
-    let mut conn = app.db().await?;
-    diesel::sql_query(format!(
-        "UPDATE jobs SET finished_at = now() - interval '31 days' WHERE id = '{}'",
+    app.sql(&format!(
+        "UPDATE jobs SET finished_at = {} WHERE id = '{}'",
+        app.ago_sql(31 * 86_400),
         old.id
     ))
-    .execute(&mut conn)
     .await?;
-    let database_url = format!(
-        "{}/{}",
-        std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
-        app.database
-    );
+    let database_url = app.database_url.clone();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args([
             "cleanup",

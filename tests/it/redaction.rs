@@ -96,17 +96,13 @@ async fn a_running_server_logs_a_prompts_key_only_redacted() -> anyhow::Result<(
 
 /// The conversation stored for `job_id`, as JSON text.
 async fn stored_messages(app: &TestApp, job_id: &str) -> anyhow::Result<String> {
-    use diesel_async::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        messages: String,
-    }
-    let row: Row = diesel::sql_query("SELECT messages::text AS messages FROM jobs WHERE id = $1")
-        .bind::<diesel::sql_types::Uuid, _>(uuid::Uuid::parse_str(job_id)?)
-        .get_result(&mut app.db().await?)
+    let id = uuid::Uuid::parse_str(job_id)?;
+    let rows = app
+        .sql(&format!(
+            "SELECT CAST(messages AS TEXT) AS v FROM jobs WHERE id = '{id}'"
+        ))
         .await?;
-    Ok(row.messages)
+    rows.into_iter().next().context("no such job")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

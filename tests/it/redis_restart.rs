@@ -68,7 +68,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory("a Redis restart") {
+    if crate::support::skip_when_embedded("a Redis restart") {
         return Ok(());
     }
     let port = free_port()?;
@@ -122,7 +122,7 @@ async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory("a Redis outage") {
+    if crate::support::skip_when_embedded("a Redis outage") {
         return Ok(());
     }
     let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;

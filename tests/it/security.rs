@@ -393,7 +393,7 @@ async fn with_auth_off_every_caller_is_a_local_admin() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rates_are_shared_by_every_gateway_and_answer_with_retry_info() -> anyhow::Result<()>
 {
-    if crate::support::skip_under_memory("two gateway processes sharing rate limits through Redis")
+    if crate::support::skip_when_embedded("two gateway processes sharing rate limits through Redis")
     {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_stay_under_the_shared_requests_per_window() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory(
+    if crate::support::skip_when_embedded(
         "two `llm-jobs worker` processes sharing the budget through Redis",
     ) {
         return Ok(());
@@ -69,7 +69,7 @@ async fn two_workers_stay_under_the_shared_requests_per_window() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_429_halves_the_shared_budget_until_its_retry_after() -> anyhow::Result<()> {
-    if crate::support::skip_under_memory("reads the penalty key in Redis") {
+    if crate::support::skip_when_embedded("reads the penalty key in Redis") {
         return Ok(());
     }
     let upstream = TestUpstream::start(Reply::slow(1, 0, 1)).await?;

@@ -200,11 +200,11 @@ async fn concurrent_duplicate_submits_with_one_key_make_one_job() -> anyhow::Res
         .await?;
 
     // After the 24 h window the key starts a new job.
-    use diesel_async::RunQueryDsl;
-    let mut conn = app.db().await?;
-    diesel::sql_query("UPDATE jobs SET created_at = now() - interval '25 hours'")
-        .execute(&mut conn)
-        .await?;
+    app.sql(&format!(
+        "UPDATE jobs SET created_at = {}",
+        app.ago_sql(25 * 3_600)
+    ))
+    .await?;
     let later = app.submit(req).await?;
     assert_ne!(later.id, ids[0], "an expired key makes a new job");
     app.stop().await

@@ -71,7 +71,7 @@ async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_watchers_share_one_subscription_and_leave_nothing_behind() -> anyhow::Result<()>
 {
-    if crate::support::skip_under_memory("counts Redis pub/sub subscriptions") {
+    if crate::support::skip_when_embedded("counts Redis pub/sub subscriptions") {
         return Ok(());
     }
     let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;

@@ -11,8 +11,8 @@ use crate::store::Error;
 /// Key of the Postgres advisory lock held while migrating ("llm-jobs" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6c_6d2d_6a6f_6273;
 
-/// The migrations under `migrations/`, compiled into the binary.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// The migrations under `migrations/postgres/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Creates the database named in `url` when it does not exist (connecting to the `postgres`
 /// maintenance database for that), so a fresh machine needs no manual `createdb`.

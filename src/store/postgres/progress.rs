@@ -8,7 +8,7 @@ use prost::Message;
 use super::PgStore;
 use crate::{
     job::{JobId, JobStatus},
-    proto::v1::{ProgressEvent, progress_event::Kind},
+    proto::v1::ProgressEvent,
     store::{
         Error,
         models::NewProgressRow,
@@ -38,36 +38,7 @@ pub(super) async fn insert(
     if events.is_empty() {
         return Ok(());
     }
-    let rows: Vec<NewProgressRow> = events
-        .iter()
-        .map(|e| {
-            let (kind, name, attempt) = match &e.kind {
-                Some(Kind::StageChanged(c)) => (
-                    "stage_changed",
-                    c.current
-                        .map(|s| s.stage().as_str_name().to_owned())
-                        .unwrap_or_default(),
-                    c.attempt,
-                ),
-                Some(Kind::Milestone(m)) => {
-                    ("milestone", m.kind().as_str_name().to_owned(), m.attempt)
-                }
-                None => ("milestone", String::new(), 0),
-            };
-            NewProgressRow {
-                job_id: id,
-                attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
-                kind,
-                name,
-                time: e
-                    .time
-                    .as_ref()
-                    .and_then(crate::api::convert::datetime)
-                    .unwrap_or_else(chrono::Utc::now),
-                event: e.encode_to_vec(),
-            }
-        })
-        .collect();
+    let rows = NewProgressRow::from_events(id, events);
     diesel::insert_into(job_progress_events::table)
         .values(&rows)
         .execute(conn)

@@ -1,13 +1,16 @@
-//! Test harness: a real llm-jobs (gateway + worker) on port 0 against real Redis and Postgres,
-//! each test in its own Redis key prefix and its own database, with a real tonic client that
-//! sends an admin API key (tenant `default`) made for the test.
+//! Test harness: a real llm-jobs (gateway + worker) on port 0 against real backends, each test
+//! in its own Redis key prefix and its own database, with a real tonic client that sends an
+//! admin API key (tenant `default`) made for the test.
+//!
+//! Backends (`LLMJOBS_TEST_BACKEND`): `redis`, the default, is production's Redis + Postgres;
+//! `embedded` is the embedded mode's in-process queue, event log and rate limits with a
+//! SQLite file per test (in the system's temporary directory). Tests about Redis or Postgres
+//! themselves, or about several processes sharing Redis, skip themselves there (see
+//! [`skip_when_embedded`]). Tests that edit the database directly go through [`TestApp::sql`].
 //!
 //! Environment: `LLMJOBS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `LLMJOBS_TEST_POSTGRES_URL` (server URL without database, default
-//! `postgres://postgres@127.0.0.1:5432`), `LLMJOBS_TEST_BACKEND` (`redis`, the default, or
-//! `memory`: the same tests against the in-process queue, event log and rate limits; tests
-//! about Redis itself or about several processes sharing it skip themselves, see
-//! [`skip_under_memory`]).
+//! `postgres://postgres@127.0.0.1:5432`).
 
 #![allow(dead_code)]
 
@@ -49,23 +52,25 @@ pub fn redis_host() -> String {
         .to_owned()
 }
 
-/// True when the suite runs against the in-process backends (`LLMJOBS_TEST_BACKEND=memory`).
-pub fn in_memory() -> bool {
-    std::env::var("LLMJOBS_TEST_BACKEND").is_ok_and(|b| b.trim() == "memory")
+/// True when the suite runs against the embedded backends (`LLMJOBS_TEST_BACKEND=embedded`:
+/// in-process queue and event log, SQLite store).
+pub fn embedded() -> bool {
+    std::env::var("LLMJOBS_TEST_BACKEND").is_ok_and(|b| b.trim() == "embedded")
 }
 
-/// Under the in-process backends, prints why the calling test does not apply (`reason`: what
-/// it needs that one process without Redis cannot give) and returns true; the test then
-/// returns at once.
-pub fn skip_under_memory(reason: &str) -> bool {
-    let skip = in_memory();
+/// Under the embedded backends, prints why the calling test does not apply (`reason`: what it
+/// needs that one process without Redis and Postgres cannot give) and returns true; the test
+/// then returns at once.
+pub fn skip_when_embedded(reason: &str) -> bool {
+    let skip = embedded();
     if skip {
-        eprintln!("skipped with LLMJOBS_TEST_BACKEND=memory: {reason}");
+        eprintln!("skipped with LLMJOBS_TEST_BACKEND=embedded: {reason}");
     }
     skip
 }
 
-fn postgres_server_url() -> String {
+/// The server URL (no database) of the test Postgres.
+pub fn postgres_server_url() -> String {
     std::env::var("LLMJOBS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -147,8 +152,13 @@ impl TestAppBuilder {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("it-{id}");
         let database = format!("llmjobs_it_{id}");
-        let database_url = format!("{}/{database}", postgres_server_url());
-        let redis_url = if in_memory() {
+        let database_url = if embedded() {
+            let file = std::env::temp_dir().join(format!("{database}.db"));
+            format!("sqlite://{}", file.display())
+        } else {
+            format!("{}/{database}", postgres_server_url())
+        };
+        let redis_url = if embedded() {
             String::new()
         } else {
             redis_url()
@@ -208,7 +218,7 @@ impl TestAppBuilder {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let worker = self.worker || in_memory();
+        let worker = self.worker || embedded();
         let handle = tokio::spawn(async move {
             app::run(
                 cfg,
@@ -231,7 +241,7 @@ impl TestAppBuilder {
             Err(_) => format!("llmj_000000000000_{}", "0".repeat(64)),
         };
         let client = JobServiceClient::new(with_key(channel.clone(), Some(&key))?);
-        if !self.worker && in_memory() {
+        if !self.worker && embedded() {
             let mut admin = QueueAdminServiceClient::new(with_key(channel.clone(), Some(&key))?);
             for job_type in self.job_types.split(',') {
                 for priority in llm_jobs::job::Priority::CLAIM_ORDER {
@@ -310,12 +320,14 @@ pub async fn make_key_with(
     role: Role,
     limits: llm_jobs::auth::keys::KeyLimits,
 ) -> anyhow::Result<String> {
-    let store = llm_jobs::store::postgres::PgStore::new(&llm_jobs::config::Postgres {
+    let store = llm_jobs::store::open(&llm_jobs::config::Database {
         url: database_url.to_owned(),
+        sqlite_path: Default::default(),
         pool_size: 1,
         no_migrate: true,
-    })?;
-    let key = llm_jobs::cli::keys::create(&store, tenant, role, "test", limits).await?;
+    })
+    .await?;
+    let key = llm_jobs::cli::keys::create(store.as_ref(), tenant, role, "test", limits).await?;
     Ok(key.key.expose_secret().to_owned())
 }
 
@@ -390,7 +402,7 @@ impl TestApp {
     /// returns it and the address it listens on. Under the in-process backends a gateway
     /// cannot run alone: it is a whole `llm-jobs serve` then, with its own queue.
     pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
-        let command = if in_memory() { "serve" } else { "gateway" };
+        let command = if embedded() { "serve" } else { "gateway" };
         self.spawn_server_process(command, extra, "warn", std::process::Stdio::inherit())
     }
 
@@ -482,17 +494,87 @@ impl TestApp {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// A direct connection to this test's database.
+    /// A direct connection to this test's Postgres database. Errors under the embedded
+    /// backends (use [`TestApp::sql`] for what both stores answer).
     pub async fn db(&self) -> anyhow::Result<diesel_async::AsyncPgConnection> {
         use diesel_async::AsyncConnection;
-        let url = format!("{}/{}", postgres_server_url(), self.database);
-        Ok(diesel_async::AsyncPgConnection::establish(&url).await?)
+        anyhow::ensure!(
+            !embedded(),
+            "no Postgres with LLMJOBS_TEST_BACKEND=embedded"
+        );
+        Ok(diesel_async::AsyncPgConnection::establish(&self.database_url).await?)
+    }
+
+    /// Runs `statement` on this test's database, whichever store it is, and returns the
+    /// first column of every row it returns, as text (`CAST(… AS TEXT)` what is not text),
+    /// or, for a statement that returns no rows, nothing. Write times with
+    /// [`TestApp::now_sql`] and [`TestApp::ago_sql`]; the rest of the SQL the two share.
+    pub async fn sql(&self, statement: &str) -> anyhow::Result<Vec<String>> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        let returns = statement
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("SELECT");
+        if embedded() {
+            let path = self.database_url.trim_start_matches("sqlite://").to_owned();
+            let statement = statement.to_owned();
+            return tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+                use diesel::{Connection, connection::SimpleConnection};
+                let mut conn = diesel::SqliteConnection::establish(&path)?;
+                conn.batch_execute("PRAGMA busy_timeout = 5000")?;
+                let query = diesel::sql_query(statement);
+                if returns {
+                    let rows: Vec<Row> = diesel::RunQueryDsl::load(query, &mut conn)?;
+                    Ok(rows.into_iter().map(|r| r.v).collect())
+                } else {
+                    diesel::RunQueryDsl::execute(query, &mut conn)?;
+                    Ok(Vec::new())
+                }
+            })
+            .await?;
+        }
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.db().await?;
+        if returns {
+            let rows: Vec<Row> = diesel::sql_query(statement).load(&mut conn).await?;
+            Ok(rows.into_iter().map(|r| r.v).collect())
+        } else {
+            diesel::sql_query(statement).execute(&mut conn).await?;
+            Ok(Vec::new())
+        }
+    }
+
+    /// The current time as an SQL expression of this test's store (`now()` on Postgres,
+    /// microseconds since the epoch on SQLite).
+    pub fn now_sql(&self) -> String {
+        self.ago_sql(0)
+    }
+
+    /// The time `secs` seconds ago as an SQL expression of this test's store.
+    pub fn ago_sql(&self, secs: i64) -> String {
+        if embedded() {
+            format!("(CAST(unixepoch('subsec') * 1000000 AS INTEGER) - {secs} * 1000000)")
+        } else {
+            format!("(now() - make_interval(secs => {secs}))")
+        }
+    }
+
+    /// Rows in `table` of this test's database.
+    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        let rows = self
+            .sql(&format!("SELECT CAST(count(*) AS TEXT) AS v FROM {table}"))
+            .await?;
+        Ok(rows.first().context("count returned no row")?.parse()?)
     }
 
     /// A connection to the test Redis (this test's keys start with [`TestApp::prefix`]).
     /// Errors under the in-process backends: there is no Redis to look at.
     pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        anyhow::ensure!(!in_memory(), "no Redis with LLMJOBS_TEST_BACKEND=memory");
+        anyhow::ensure!(!embedded(), "no Redis with LLMJOBS_TEST_BACKEND=embedded");
         Ok(redis::Client::open(redis_url())?
             .get_multiplexed_async_connection()
             .await?)
@@ -581,6 +663,13 @@ impl TestApp {
                 .await
                 .context("server did not stop")???;
         }
+        if embedded() {
+            let file = self.database_url.trim_start_matches("sqlite://");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{file}{suffix}"));
+            }
+            return Ok(());
+        }
         let admin = format!("{}/postgres", postgres_server_url());
         use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
         let mut conn = AsyncPgConnection::establish(&admin).await?;
@@ -590,9 +679,6 @@ impl TestApp {
         ))
         .execute(&mut conn)
         .await?;
-        if in_memory() {
-            return Ok(());
-        }
         self.flush_redis().await
     }
 }
