@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -52,22 +52,52 @@ impl Reconciler {
             }
             match self.pass().await {
                 Ok(0) => {}
-                Ok(n) => info!(jobs = n, "reconciler re-enqueued jobs unknown to Redis"),
+                Ok(n) => info!(jobs = n, "reconciler re-enqueued jobs unknown to the queue"),
                 Err(e) => warn!(error = %e, "reconciler pass failed"),
             }
         }
     }
 
-    /// One pass; returns how many jobs were re-enqueued.
+    /// One pass over every unfinished job changed more than a few seconds ago; returns how
+    /// many jobs were re-enqueued.
     ///
-    /// Errors: a message when Postgres or Redis cannot be read.
+    /// Errors: a message when the store or the queue cannot be read.
     pub async fn pass(&self) -> Result<usize, String> {
-        let before = Utc::now() - chrono::Duration::from_std(MIN_AGE).unwrap_or_default();
-        let jobs = self
-            .store
-            .unfinished(before, BATCH)
+        self.pass_before(Utc::now() - chrono::Duration::from_std(MIN_AGE).unwrap_or_default())
             .await
-            .map_err(|e| e.to_string())?;
+    }
+
+    /// Re-enqueues at once every job that was unfinished when this process `started`: with
+    /// the in-process queue nothing survives a restart, so every such job is known only to
+    /// the store (those RUNNING lost their worker with the process). Returns how many.
+    ///
+    /// Errors: a message when the store cannot be read.
+    pub async fn recover(&self, started: DateTime<Utc>) -> Result<usize, String> {
+        self.pass_before(started).await
+    }
+
+    /// Goes through the unfinished jobs last changed before `before`, a page at a time.
+    async fn pass_before(&self, before: DateTime<Utc>) -> Result<usize, String> {
+        let mut after = None;
+        let mut requeued = 0;
+        loop {
+            let jobs = self
+                .store
+                .unfinished(before, after, BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = jobs.last() else { break };
+            after = Some(last.id);
+            requeued += self.reconcile(&jobs).await?;
+            if jobs.len() < BATCH as usize {
+                break;
+            }
+        }
+        Ok(requeued)
+    }
+
+    /// Re-enqueues those of `jobs` the queue does not know; returns how many.
+    async fn reconcile(&self, jobs: &[Job]) -> Result<usize, String> {
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
         let known = self.queue.known(&ids).await.map_err(|e| e.to_string())?;
         let leased = self.queue.leased(&ids).await.map_err(|e| e.to_string())?;
@@ -118,7 +148,7 @@ impl Reconciler {
             .await
             .map_err(|e| e.to_string())?;
         warn!(job_id = %job.id, status = job.status.as_str(), log_restarted = restarted,
-            "job was unknown to Redis; re-enqueued");
+            "job was unknown to the queue; re-enqueued");
         Ok(())
     }
 }

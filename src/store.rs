@@ -312,11 +312,13 @@ pub trait Store: Send + Sync + 'static {
     /// Errors of every failed attempt, oldest first.
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error>;
 
-    /// Up to `limit` QUEUED or RUNNING jobs last changed before `before`, oldest first (the
-    /// reconciler compares them with what Redis knows).
+    /// Up to `limit` QUEUED or RUNNING jobs last changed before `before`, oldest id first,
+    /// with ids above `after` (the last id of the previous page). The reconciler compares
+    /// them with what the queue knows.
     async fn unfinished(
         &self,
         before: chrono::DateTime<chrono::Utc>,
+        after: Option<JobId>,
         limit: i64,
     ) -> Result<Vec<Job>, Error>;
 

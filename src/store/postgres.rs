@@ -367,17 +367,21 @@ impl Store for PgStore {
     async fn unfinished(
         &self,
         before: chrono::DateTime<chrono::Utc>,
+        after: Option<JobId>,
         limit: i64,
     ) -> Result<Vec<Job>, Error> {
         let mut conn = self.conn().await?;
-        let rows: Vec<JobRow> = jobs::table
+        let mut query = jobs::table
             .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
             .filter(jobs::updated_at.lt(before))
-            .order(jobs::updated_at.asc())
+            .order(jobs::id.asc())
             .limit(limit)
             .select(JobRow::as_select())
-            .load(&mut conn)
-            .await?;
+            .into_boxed();
+        if let Some(id) = after {
+            query = query.filter(jobs::id.gt(id));
+        }
+        let rows: Vec<JobRow> = query.load(&mut conn).await?;
         rows.into_iter().map(Job::try_from).collect()
     }
 

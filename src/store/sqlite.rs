@@ -440,16 +440,21 @@ impl Store for SqliteStore {
     async fn unfinished(
         &self,
         before: chrono::DateTime<chrono::Utc>,
+        after: Option<JobId>,
         limit: i64,
     ) -> Result<Vec<Job>, Error> {
         self.run(move |conn| {
-            let rows: Vec<JobRow> = jobs::table
+            let mut query = jobs::table
                 .filter(jobs::status.eq_any(UNFINISHED))
                 .filter(jobs::updated_at.lt(micros(before)))
-                .order(jobs::updated_at.asc())
+                .order(jobs::id.asc())
                 .limit(limit)
                 .select(JobRow::as_select())
-                .load(conn)?;
+                .into_boxed();
+            if let Some(id) = after {
+                query = query.filter(jobs::id.gt(key(id)));
+            }
+            let rows: Vec<JobRow> = query.load(conn)?;
             rows.into_iter().map(Job::try_from).collect()
         })
         .await

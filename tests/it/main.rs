@@ -19,6 +19,7 @@ mod reflection;
 mod results;
 mod retries;
 mod security;
+mod store;
 mod support;
 mod tls;
 mod upstream_budget;

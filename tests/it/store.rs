@@ -1,0 +1,171 @@
+//! The store's contract, checked on whichever store the suite runs against (Postgres by
+//! default, SQLite with `LLMJOBS_TEST_BACKEND=embedded`): the conditional updates that keep a
+//! stale attempt from overwriting a newer one, idempotency keys, and the reconciler's paging.
+
+use std::sync::Arc;
+
+use llm_jobs::{
+    job::{ChatMessage, GenerationParams, JobError, JobStatus, NewJob, Outcome, Priority},
+    store::{Finish, Store},
+};
+
+use crate::support::TestApp;
+
+/// A test app without a worker (nothing takes the jobs) and its store, opened directly.
+async fn store() -> anyhow::Result<(TestApp, Arc<dyn Store>)> {
+    let app = TestApp::builder().without_worker().start().await?;
+    let store = llm_jobs::store::open(&llm_jobs::config::Database {
+        url: app.database_url.clone(),
+        sqlite_path: Default::default(),
+        pool_size: 2,
+        no_migrate: true,
+    })
+    .await?;
+    Ok((app, store))
+}
+
+fn new_job(prompt: &str, idempotency_key: Option<&str>) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7(),
+        job_type: "general".into(),
+        priority: Priority::Normal,
+        queue: llm_jobs::job::queue_name("general", Priority::Normal),
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: prompt.into(),
+        }],
+        params: GenerationParams {
+            model: "sim".into(),
+            ..Default::default()
+        },
+        streaming_mode: Default::default(),
+        metadata: [("k".to_owned(), "v".to_owned())].into(),
+        idempotency_key: idempotency_key.map(str::to_owned),
+        max_attempts: 3,
+        timeout: Some(std::time::Duration::from_secs(7)),
+        tags: vec!["a".into(), "b".into()],
+        tenant: "default".into(),
+        discard_prompt: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<()> {
+    let (app, store) = store().await?;
+    let job = new_job("hello", None);
+    let stored = store.insert_job(&job).await?.job;
+    assert_eq!(
+        (stored.status, stored.attempts, stored.tags.clone()),
+        (JobStatus::Queued, 0, job.tags.clone())
+    );
+    assert_eq!(stored.timeout, job.timeout);
+    assert_eq!(stored.metadata, job.metadata);
+    assert_eq!(
+        store.start_attempt(job.id).await?.map(|j| j.attempts),
+        Some(1)
+    );
+    // The lease was lost and another worker started attempt 2.
+    assert_eq!(
+        store.start_attempt(job.id).await?.map(|j| j.attempts),
+        Some(2)
+    );
+    let outcome = Outcome {
+        content: "stale".into(),
+        ..Default::default()
+    };
+    let stale = store
+        .finish_attempt(job.id, 1, Finish::Completed(outcome), &[])
+        .await?;
+    assert!(stale.is_none(), "attempt 1 no longer owns the job");
+    let error = JobError {
+        code: "upstream_error".into(),
+        message: "boom".into(),
+    };
+    assert!(!store.retry_attempt(job.id, 1, &error, &[]).await?);
+    assert!(
+        store
+            .get_result(job.id)
+            .await?
+            .is_some_and(|r| r.outcome.is_none())
+    );
+
+    let outcome = Outcome {
+        content: "fresh".into(),
+        ..Default::default()
+    };
+    let done = store
+        .finish_attempt(job.id, 2, Finish::Completed(outcome), &[])
+        .await?
+        .expect("attempt 2 owns the job");
+    assert_eq!(done.status, JobStatus::Completed);
+    assert!(done.finished_at.is_some());
+    let result = store.get_result(job.id).await?.expect("known job");
+    assert_eq!(result.outcome.map(|o| o.content).as_deref(), Some("fresh"));
+    // Terminal: no attempt starts again, and a cancel changes nothing.
+    assert!(store.start_attempt(job.id).await?.is_none());
+    assert!(store.cancel_queued(job.id).await?.is_none());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_first_job_and_failures_are_kept_in_order()
+-> anyhow::Result<()> {
+    let (app, store) = store().await?;
+    let first = store.insert_job(&new_job("one", Some("key-1"))).await?;
+    let again = store.insert_job(&new_job("two", Some("key-1"))).await?;
+    assert!(first.created && !again.created);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(again.job.messages[0].content, "one");
+    let other = store.insert_job(&new_job("three", Some("key-2"))).await?;
+    assert!(other.created);
+
+    let id = first.job.id;
+    for attempt in 1..=2 {
+        store.start_attempt(id).await?;
+        let error = JobError {
+            code: format!("e{attempt}"),
+            message: format!("attempt {attempt} failed"),
+        };
+        assert!(store.retry_attempt(id, attempt, &error, &[]).await?);
+    }
+    let failures = store.attempt_failures(id).await?;
+    let codes: Vec<_> = failures
+        .iter()
+        .map(|(n, e)| (*n, e.code.as_str()))
+        .collect();
+    assert_eq!(codes, [(1, "e1"), (2, "e2")]);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_jobs_page_by_id_and_each_comes_once() -> anyhow::Result<()> {
+    let (app, store) = store().await?;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            store
+                .insert_job(&new_job(&format!("job {i}"), None))
+                .await?
+                .job
+                .id,
+        );
+    }
+    // One ended job is not unfinished.
+    store.cancel_queued(ids[3]).await?.expect("queued");
+    let before = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.unfinished(before, after, 2).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|j| j.id));
+    }
+    let mut want = ids.clone();
+    want.remove(3);
+    assert_eq!(seen, want, "every unfinished job once, in id order");
+    // Nothing changed before an earlier moment.
+    let early = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert!(store.unfinished(early, None, 10).await?.is_empty());
+    app.stop().await
+}
