@@ -169,3 +169,49 @@ async fn unfinished_jobs_page_by_id_and_each_comes_once() -> anyhow::Result<()> 
     assert!(store.unfinished(early, None, 10).await?.is_empty());
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> anyhow::Result<()> {
+    // Two in-process queues on one store would each re-run the other's unfinished jobs.
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_lock_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("jobs.db");
+    let serve = |port: u16, stderr: std::process::Stdio| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["serve", "--redis-url", "", "--sqlite-path"])
+            .arg(&file)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+    };
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let port = free_port()?;
+    let mut first = crate::support::ChildWorker(serve(port, std::process::Stdio::null())?);
+    crate::support::connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
+    let second = serve(free_port()?, std::process::Stdio::piped())?;
+    let out = tokio::task::spawn_blocking(move || second.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second server must not run");
+    assert!(
+        stderr.contains("another llm-jobs server"),
+        "says why: {stderr}"
+    );
+    // The first one is unaffected, and once it is gone the file can be used again.
+    first.signal("TERM")?;
+    assert!(first.wait().await?.success());
+    let port = free_port()?;
+    let mut again = crate::support::ChildWorker(serve(port, std::process::Stdio::null())?);
+    crate::support::connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
+    again.signal("TERM")?;
+    assert!(again.wait().await?.success());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
