@@ -93,7 +93,8 @@ impl Error {
             )) => false,
             Error::Query(D::DatabaseError(K::ClosedConnection | K::SerializationFailure, _))
             | Error::Query(D::BrokenTransactionManager) => true,
-            // Postgres reports a killed or restarting backend with a message, not a kind.
+            // Postgres reports a killed or restarting backend with a message, not a kind; SQLite
+            // reports another process holding the write lock past the busy timeout the same way.
             Error::Query(D::DatabaseError(_, info)) => {
                 let m = info.message();
                 [
@@ -101,6 +102,7 @@ impl Error {
                     "connection",
                     "shutting down",
                     "starting up",
+                    "database is locked",
                 ]
                 .iter()
                 .any(|s| m.contains(s))
