@@ -43,9 +43,9 @@ pub async fn run(
         let now = pg_ok && redis_ok;
         if serving != Some(now) {
             if now {
-                info!("health: SERVING (Redis and Postgres answer)");
+                info!("health: SERVING (queue and store answer)");
             } else {
-                warn!(postgres = pg_ok, redis = redis_ok, "health: NOT_SERVING");
+                warn!(store = pg_ok, queue = redis_ok, "health: NOT_SERVING");
             }
             let status = if now {
                 ServingStatus::Serving

@@ -109,7 +109,7 @@ impl Admin {
         let redis_latency_ms = match self.queue.ping().await {
             Ok(()) => Some(timed(start)),
             Err(e) => {
-                reasons.push(format!("Redis unreachable: {e}"));
+                reasons.push(format!("queue (Redis) unreachable: {e}"));
                 None
             }
         };
@@ -117,7 +117,7 @@ impl Admin {
         let postgres_latency_ms = match self.store.ping().await {
             Ok(()) => Some(timed(start)),
             Err(e) => {
-                reasons.push(format!("Postgres unreachable: {e}"));
+                reasons.push(format!("store unreachable: {e}"));
                 None
             }
         };
