@@ -378,8 +378,8 @@ pub fn print_health(h: &v1::SystemHealth) {
     for r in &h.reasons {
         println!("  - {r}");
     }
-    println!("redis latency:       {}", ms(h.redis_latency_ms));
-    println!("postgres latency:    {}", ms(h.postgres_latency_ms));
+    println!("queue latency:       {}", ms(h.redis_latency_ms));
+    println!("store latency:       {}", ms(h.postgres_latency_ms));
     println!("workers:             {}", h.workers);
     println!("backlog:             {}", h.backlog);
     println!("oldest wait:         {} ms", h.oldest_wait_ms);
