@@ -23,6 +23,8 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     tonic_prost_build::configure()
+        // tonic-prost's codec, with undecodable requests as INVALID_ARGUMENT (src/api/codec.rs).
+        .codec_path("crate::api::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

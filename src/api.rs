@@ -40,6 +40,7 @@ impl Guard {
 
 pub mod admin;
 pub mod batches;
+pub mod codec;
 pub mod convert;
 pub mod jobs;
 pub mod validate;

@@ -280,3 +280,83 @@ async fn configured_input_limits_and_the_model_allow_list_apply_to_jobs_and_batc
     assert_eq!(listed.len(), 1, "only the valid single job was stored");
     app.stop().await
 }
+
+/// Bytes out and in, as they are: lets a test send what no generated client would.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct Raw;
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_protobuf_is_an_invalid_argument() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut grpc = tonic::client::Grpc::new(app.keyed(Some(&app.key))?);
+    // Field 1 as a length-delimited string that claims 100 bytes and has 2: truncated.
+    let garbage = vec![0x0a, 100, b'h', b'i'];
+    for path in [
+        "/llmjobs.v1.JobService/SubmitJob",
+        "/llmjobs.v1.JobService/StreamJob",
+        "/llmjobs.v1.QueueAdminService/GetQueueStats",
+    ] {
+        grpc.ready().await?;
+        let err = grpc
+            .unary(
+                tonic::Request::new(garbage.clone()),
+                path.parse()?,
+                RawCodec,
+            )
+            .await
+            .expect_err("garbage must be refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(
+            err.message().contains("Request message"),
+            "{path}: names the message: {}",
+            err.message()
+        );
+    }
+    // Nothing was stored.
+    assert_eq!(app.count("jobs").await?, 0);
+    app.stop().await
+}
