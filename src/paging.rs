@@ -43,22 +43,59 @@ pub fn next_token(ids: &[JobId], limit: i64) -> String {
 }
 
 /// The limit and the position to continue after, for lists ordered by a stored position
-/// (oldest first) instead of a job id. Errors: `InvalidArgument` naming `page_size` or
-/// `page_token`.
-pub fn page_by_position(page_size: i32, page_token: &str) -> Result<(i64, Option<i64>), Error> {
+/// instead of a job id. `scope` names the list (a job id, say): a token only continues the
+/// list it came from (AIP-158: a token used with other parameters is an error).
+/// Errors: `InvalidArgument` naming `page_size` or `page_token`.
+pub fn page_by_position(
+    page_size: i32,
+    page_token: &str,
+    scope: &str,
+) -> Result<(i64, Option<i64>), Error> {
     let (limit, _) = page(page_size, "")?;
     if page_token.is_empty() {
         return Ok((limit, None));
     }
-    let after = page_token
+    let (position, token_scope) = page_token
         .strip_prefix("p")
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n > 0)
+        .and_then(|t| t.split_once('.'))
+        .and_then(|(n, s)| Some((n.parse::<i64>().ok().filter(|n| *n > 0)?, s)))
         .ok_or_else(|| Error::invalid("page_token", "not a token from a previous response"))?;
-    Ok((limit, Some(after)))
+    if token_scope != scope {
+        return Err(Error::invalid(
+            "page_token",
+            "belongs to another list (a token continues only the list it came from)",
+        ));
+    }
+    Ok((limit, Some(position)))
 }
 
-/// The page token that continues after stored position `position`.
-pub fn position_token(position: i64) -> String {
-    format!("p{position}")
+/// The page token that continues list `scope` after stored position `position`.
+pub fn position_token(position: i64, scope: &str) -> String {
+    format!("p{position}.{scope}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_token_continues_only_its_own_list() {
+        let token = position_token(42, "job-a");
+        assert_eq!(
+            page_by_position(10, &token, "job-a").ok(),
+            Some((10, Some(42)))
+        );
+        for (token, scope) in [
+            (token.as_str(), "job-b"),
+            ("p42", "job-a"),
+            ("p0.job-a", "job-a"),
+            ("x42.job-a", "job-a"),
+        ] {
+            assert!(
+                page_by_position(10, token, scope).is_err(),
+                "{token} for {scope}"
+            );
+        }
+        assert_eq!(page_by_position(0, "", "job-a").ok(), Some((50, None)));
+    }
 }

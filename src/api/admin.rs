@@ -378,7 +378,9 @@ impl AdminApi {
             outcome,
             since,
         };
-        let (limit, before) = crate::paging::page_by_position(req.page_size, &req.page_token)?;
+        // Audit tokens belong to the audit log (its filters may change between pages).
+        let (limit, before) =
+            crate::paging::page_by_position(req.page_size, &req.page_token, "audit")?;
         let events = self
             .admin
             .store
@@ -388,7 +390,7 @@ impl AdminApi {
         let next_page_token = if events.len() as i64 == limit {
             events
                 .last()
-                .map(|e| crate::paging::position_token(e.id))
+                .map(|e| crate::paging::position_token(e.id, "audit"))
                 .unwrap_or_default()
         } else {
             String::new()

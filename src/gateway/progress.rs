@@ -124,14 +124,15 @@ impl Gateway {
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<v1::ProgressEvent>, String), Error> {
-        let (limit, after) = crate::paging::page_by_position(page_size, page_token)?;
+        let scope = id.simple().to_string();
+        let (limit, after) = crate::paging::page_by_position(page_size, page_token, &scope)?;
         if self.store.get_job(id).await?.is_none() {
             return Err(Error::NotFound(format!("job {id}")));
         }
         let rows = self.store.progress_history(id, after, limit).await?;
         let next = if rows.len() as i64 == limit {
             rows.last()
-                .map(|(pos, _)| crate::paging::position_token(*pos))
+                .map(|(pos, _)| crate::paging::position_token(*pos, &scope))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -516,3 +516,35 @@ async fn the_estimate_comes_from_recent_jobs_of_the_same_type_and_model() -> any
     assert_eq!(p.estimate_basis(), v1::EstimateBasis::None);
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_page_token_continues_only_the_job_it_came_from() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut c = app.client.clone();
+    let done = app.submit(request("x", "sim")).await?;
+    let other = app.submit(request("y", "sim")).await?;
+    for id in [&done.id, &other.id] {
+        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+    let first = c
+        .list_job_progress_events(v1::ListJobProgressEventsRequest {
+            job_id: done.id.clone(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(!first.next_page_token.is_empty(), "{first:?}");
+    let e = c
+        .list_job_progress_events(v1::ListJobProgressEventsRequest {
+            job_id: other.id,
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .expect_err("another job's token");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("another list"), "{}", e.message());
+    app.stop().await
+}
