@@ -311,6 +311,16 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::set_last_sequence`] for many jobs in one statement (job id, sequence).
     async fn set_last_sequences(&self, sequences: &[(JobId, u64)]) -> Result<(), Error>;
 
+    /// Records that attempt `attempt` failed with `error` (retryable) without changing the
+    /// job: for attempts that ended with their worker lost, noticed when the next one starts.
+    /// A second record of the same attempt is ignored.
+    async fn record_attempt_failure(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: &JobError,
+    ) -> Result<(), Error>;
+
     /// Errors of every failed attempt, oldest first.
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error>;
 

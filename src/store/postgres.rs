@@ -341,6 +341,27 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn record_attempt_failure(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: &JobError,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(job_attempt_failures::table)
+            .values(AttemptFailureRow {
+                job_id: id,
+                attempt: to_i32(attempt),
+                error_code: &error.code,
+                message: &error.message,
+                retryable: true,
+            })
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error> {
         let mut conn = self.conn().await?;
         let rows: Vec<(i32, String, String)> = job_attempt_failures::table

@@ -413,6 +413,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_attempt_failure(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: &JobError,
+    ) -> Result<(), Error> {
+        let error = error.clone();
+        self.write(move |conn| insert_failure(conn, id, attempt, &error, true))
+            .await
+    }
+
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error> {
         self.run(move |conn| {
             let rows: Vec<(i32, String, String)> = job_attempt_failures::table

@@ -94,29 +94,72 @@ impl Worker {
             span.record("job_type", job.job_type.as_str());
             span.record("model", job.params.model.as_str());
             span.record("attempt", job.attempts);
-            if job.attempts > job.max_attempts && self.attempts_exhausted(&job, &running).await {
+            let earlier = self.earlier_attempts(&job).await;
+            if job.attempts > job.max_attempts
+                && let Some(earlier) = &earlier
+                && self.attempts_exhausted(&job, earlier, &running).await
+            {
                 return;
             }
-            self.attempt(job, running).await;
+            let lost = earlier.map(|e| e.lost_events(true)).unwrap_or_default();
+            self.attempt(job, running, lost).await;
         }
         .instrument(span)
         .await;
     }
 
-    /// Attempts whose worker was lost (killed, crashed, or cut off past its lease) record no
-    /// outcome, so nothing else counts them: a job that kills its worker every time would run
-    /// for ever, each time a paid upstream call. They count against `max_attempts` as failed
-    /// attempts do (Horizon counts them too); graceful shutdown handbacks (`worker_shutdown`)
-    /// do not. When this attempt would be one too many, the job fails for good with
-    /// `attempts_exhausted`. Returns whether it did (or gave up writing: the lease decides).
-    async fn attempts_exhausted(&self, job: &Job, running: &Running) -> bool {
-        let failures = match self.deps.store.attempt_failures(job.id).await {
+    /// The failures of the attempts before `job`'s current one. An earlier attempt with no
+    /// recorded outcome ended with its worker lost (killed, crashed, or cut off past its
+    /// lease): it is recorded now as failed with `worker_lost`, so the job's attempt errors
+    /// and event log show it. `None` (after a warning) when the store cannot be read; the
+    /// attempt then runs as if nothing were known.
+    async fn earlier_attempts(&self, job: &Job) -> Option<Earlier> {
+        if job.attempts <= 1 {
+            return Some(Earlier::default());
+        }
+        let mut failures = match self.deps.store.attempt_failures(job.id).await {
             Ok(f) => f,
             Err(e) => {
-                warn!(error = %e, "cannot count earlier attempts; running this one");
-                return false;
+                warn!(error = %e, "cannot read earlier attempts; running this one");
+                return None;
             }
         };
+        let mut lost = Vec::new();
+        for attempt in 1..job.attempts {
+            if failures.iter().any(|(n, _)| *n == attempt) {
+                continue;
+            }
+            let error = JobError {
+                code: "worker_lost".to_owned(),
+                message: format!(
+                    "attempt {attempt} ended with its worker lost (killed, crashed or cut off \
+                     past its lease) before it recorded an outcome"
+                ),
+            };
+            warn!(attempt, "{}", error.message);
+            if let Err(e) = self
+                .deps
+                .store
+                .record_attempt_failure(job.id, attempt, &error)
+                .await
+            {
+                warn!(error = %e, "cannot record the lost attempt");
+            }
+            failures.push((attempt, error.clone()));
+            lost.push((attempt, error));
+        }
+        Some(Earlier { failures, lost })
+    }
+
+    /// Attempts whose worker was lost record no outcome of their own, so only
+    /// [`Worker::earlier_attempts`] counts them: a job that kills its worker every time would
+    /// otherwise run for ever, each time a paid upstream call. They count against
+    /// `max_attempts` as failed attempts do (Horizon counts them too); graceful shutdown
+    /// handbacks (`worker_shutdown`) do not. When this attempt would be one too many, the job
+    /// fails for good with `attempts_exhausted`. Returns whether it did (or gave up writing:
+    /// the lease decides).
+    async fn attempts_exhausted(&self, job: &Job, earlier: &Earlier, running: &Running) -> bool {
+        let failures = &earlier.failures;
         let handbacks = failures
             .iter()
             .filter(|(_, e)| e.code == "worker_shutdown")
@@ -125,7 +168,10 @@ impl Worker {
         if counted <= u64::from(job.max_attempts) {
             return false;
         }
-        let lost = u64::from(job.attempts - 1).saturating_sub(failures.len() as u64);
+        let lost = failures
+            .iter()
+            .filter(|(_, e)| e.code == "worker_lost")
+            .count();
         let error = JobError {
             code: "attempts_exhausted".to_owned(),
             message: format!(
@@ -149,12 +195,13 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
-                let failed = Kind::Failed(v1::JobFailed {
+                let mut kinds = earlier.lost_events(false);
+                kinds.push(Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),
                     attempts: job.attempts,
-                });
+                }));
                 // The log's current attempt is a lost one: this attempt takes it over to end it.
-                self.publish_terminal(job.id, Fence::Start(job.attempts), vec![failed], None)
+                self.publish_terminal(job.id, Fence::Start(job.attempts), kinds, None)
                     .await;
             }
             Ok(None) => {}
@@ -164,7 +211,9 @@ impl Worker {
         true
     }
 
-    async fn attempt(&self, job: Job, running: Arc<Running>) {
+    /// Runs attempt `job.attempts`; `lost` (the `attempt_failed` events of earlier attempts
+    /// whose worker was lost) go out with its `started` event.
+    async fn attempt(&self, job: Job, running: Arc<Running>, lost: Vec<Kind>) {
         let attempt = job.attempts;
         let provider = self.deps.providers.for_model(&job.params.model).clone();
         let mut tracker = Tracker::new(
@@ -174,14 +223,13 @@ impl Worker {
         );
         tracker.set_worker(self.latest_resources());
         // The started event and the dispatched stage go out together: one round trip.
-        let opening = [
-            event(Kind::Started(v1::JobStarted {
-                attempt,
-                worker_id: self.id.clone(),
-                model: job.params.model.clone(),
-            })),
-            event(tracker.advance(Stage::Dispatched)),
-        ];
+        let mut opening: Vec<v1::JobEvent> = lost.into_iter().map(event).collect();
+        opening.push(event(Kind::Started(v1::JobStarted {
+            attempt,
+            worker_id: self.id.clone(),
+            model: job.params.model.clone(),
+        })));
+        opening.push(event(tracker.advance(Stage::Dispatched)));
         let snapshot = tracker.snapshot();
         let published = self
             .persist(
@@ -512,5 +560,30 @@ impl Worker {
         if let Err(e) = self.deps.queue.settle(job_id, owner, retry_at).await {
             warn!(error = %e, "cannot settle the claim; its lease will expire");
         }
+    }
+}
+
+/// What the attempts before the current one left: every recorded failure (lost attempts
+/// included, as `worker_lost`), and the lost attempts recorded just now.
+#[derive(Default)]
+struct Earlier {
+    failures: Vec<(u32, JobError)>,
+    lost: Vec<(u32, JobError)>,
+}
+
+impl Earlier {
+    /// An `attempt_failed` event for each attempt found lost just now.
+    fn lost_events(&self, will_retry: bool) -> Vec<Kind> {
+        self.lost
+            .iter()
+            .map(|(attempt, error)| {
+                Kind::AttemptFailed(v1::AttemptFailed {
+                    attempt: *attempt,
+                    error: Some(crate::api::convert::job_error(error)),
+                    will_retry,
+                    retry_time: None,
+                })
+            })
+            .collect()
     }
 }

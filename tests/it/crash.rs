@@ -74,9 +74,32 @@ async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the
     assert_eq!(done.attempts, 2);
     let result = app.result(&job.id).await?;
     assert_eq!(result.content, tokens(40));
+    // The lost attempt is on record, as an attempt error and in the log before attempt 2.
+    let errors: Vec<_> = result
+        .attempt_errors
+        .iter()
+        .map(|e| (e.attempt, e.error.as_ref().map(|e| e.code.as_str())))
+        .collect();
+    assert_eq!(errors, [(1, Some("worker_lost"))]);
     let events = app.watch(&job.id, 0).await?;
     assert_well_formed(&events, 0);
     assert_eq!(starts(&events), [1, 2]);
+    let lost = events
+        .iter()
+        .position(|e| {
+            matches!(&e.kind, Some(Kind::AttemptFailed(f))
+                if f.attempt == 1 && f.will_retry
+                    && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))
+        })
+        .expect("attempt_failed for the lost attempt");
+    let second = events
+        .iter()
+        .position(|e| matches!(&e.kind, Some(Kind::Started(s)) if s.attempt == 2))
+        .expect("attempt 2 started");
+    assert!(
+        lost < second,
+        "the loss is reported before attempt 2 starts"
+    );
     assert_eq!(text_of(&events), tokens(40));
     assert_eq!(upstream.requests().len(), 2, "one request per attempt");
     app.stop().await
@@ -122,6 +145,14 @@ async fn attempts_lost_with_their_worker_count_against_max_attempts() -> anyhow:
         events.last().and_then(|e| e.kind.as_ref()),
         Some(Kind::Failed(_))
     ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, Some(Kind::AttemptFailed(f))
+            if f.attempt == 1 && !f.will_retry
+                && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))),
+        "the lost attempt is reported, with no retry to come"
+    );
     app.stop().await
 }
 
