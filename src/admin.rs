@@ -83,6 +83,9 @@ pub fn encode_stats(s: QueueStats) -> v1::QueueStats {
     }
 }
 
+/// What [`Admin::retry`] did: the ids queued again, and the ids skipped with why.
+pub type Retried = (Vec<JobId>, Vec<(JobId, String)>);
+
 impl Admin {
     /// Every queue: configured job types times priorities.
     pub fn queues(&self) -> Vec<(String, String, Priority)> {
@@ -208,12 +211,24 @@ impl Admin {
             .collect()
     }
 
-    /// Runs failed jobs again, one new attempt each; returns the ids queued again.
+    /// Runs failed jobs again, one new attempt each; returns the ids queued again and those
+    /// skipped with why (unknown, not failed, or failed with its prompt discarded).
     #[instrument(skip_all, fields(jobs = ids.len()))]
-    pub async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
+    pub async fn retry(&self, ids: &[JobId]) -> Result<Retried, Error> {
         let mut retried = Vec::new();
+        let mut skipped = Vec::new();
         for &id in ids {
             let Some(job) = self.store.requeue_failed(id).await? else {
+                let reason = match self.store.get_job(id).await? {
+                    None => "no such job".to_owned(),
+                    Some(job) if job.status != crate::job::JobStatus::Failed => {
+                        format!("job is {}, not failed", job.status.as_str())
+                    }
+                    Some(_) => "its prompt was discarded when it ended (--prompt-storage none): \
+                                nothing to run again"
+                        .to_owned(),
+                };
+                skipped.push((id, reason));
                 continue;
             };
             // A new log after the old one's terminal event: watchers that saw the failure
@@ -235,8 +250,12 @@ impl Admin {
             self.queue.enqueue(id, &job.queue, Utc::now()).await?;
             retried.push(id);
         }
-        info!(retried = retried.len(), "failed jobs retried");
-        Ok(retried)
+        info!(
+            retried = retried.len(),
+            skipped = skipped.len(),
+            "failed jobs retried"
+        );
+        Ok((retried, skipped))
     }
 
     /// Removes failed jobs from the failed list; returns how many.

@@ -210,9 +210,16 @@ impl QueueAdminService for AdminApi {
         }
         .await;
         let target = ids_target(&req.job_ids);
-        let retried = self.audited(&request, "RetryJobs", &target, result).await?;
+        let (retried, skipped) = self.audited(&request, "RetryJobs", &target, result).await?;
         Ok(Response::new(v1::RetryJobsResponse {
             retried_job_ids: retried.iter().map(ToString::to_string).collect(),
+            skipped: skipped
+                .into_iter()
+                .map(|(id, reason)| v1::SkippedJob {
+                    job_id: id.to_string(),
+                    reason,
+                })
+                .collect(),
         }))
     }
 

@@ -183,6 +183,9 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 for id in &r.retried_job_ids {
                     println!("{id}");
                 }
+                for s in &r.skipped {
+                    println!("skipped {}: {}", s.job_id, s.reason);
+                }
             }
         ),
         AdminCommand::Forget { job_ids } => show!(

@@ -251,14 +251,34 @@ async fn failed_jobs_are_listed_retried_and_forgotten() -> anyhow::Result<()> {
     // Retry the first: it runs again and completes, keeping its history.
     let seen = app.watch(&first.id, 0).await?;
     let last_seen = seen.last().map_or(0, |e| e.sequence);
+    let unknown = uuid::Uuid::now_v7().to_string();
     let retried = a
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: vec![first.id.clone(), unknown.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(retried.retried_job_ids, std::slice::from_ref(&first.id));
+    let skipped: Vec<_> = retried
+        .skipped
+        .iter()
+        .map(|s| (s.job_id.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(skipped, [(unknown.as_str(), "no such job")]);
+    // Retrying it again while it is queued or running skips it, saying so.
+    let again = a
         .retry_jobs(v1::RetryJobsRequest {
             job_ids: vec![first.id.clone()],
             filter: None,
         })
         .await?
         .into_inner();
-    assert_eq!(retried.retried_job_ids, std::slice::from_ref(&first.id));
+    assert!(again.retried_job_ids.is_empty());
+    assert!(
+        again.skipped.len() == 1 && again.skipped[0].reason.contains("not failed"),
+        "{again:?}"
+    );
     let done = app
         .wait_for_job(&first.id, |j| j.status() == v1::JobStatus::Completed)
         .await?;

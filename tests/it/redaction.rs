@@ -212,9 +212,12 @@ async fn storage_none_keeps_the_prompt_only_while_the_job_can_run() -> anyhow::R
             ..Default::default()
         })
         .await?
-        .into_inner()
-        .retried_job_ids;
-    assert!(retried.is_empty(), "{retried:?}");
+        .into_inner();
+    assert!(retried.retried_job_ids.is_empty(), "{retried:?}");
+    assert!(
+        retried.skipped.len() == 1 && retried.skipped[0].reason.contains("prompt was discarded"),
+        "{retried:?}"
+    );
     let job = app.wait_for_job(&failed.id, |_| true).await?;
     assert_eq!(job.status(), v1::JobStatus::Failed);
     app.stop().await
