@@ -47,7 +47,8 @@ pub struct SubmitArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: Connection,
-    /// The prompt.
+    /// The prompt; `-` reads it from standard input (for prompts too long for a command
+    /// line, e.g. `llm-jobs submit - < prompt.txt`).
     pub prompt: String,
     /// System prompt.
     #[arg(long)]
@@ -266,8 +267,16 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         "low" => v1::Priority::Low,
         other => anyhow::bail!("unknown priority {other:?} (urgent, high, normal, low)"),
     };
+    let prompt = if a.prompt == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("cannot read the prompt from standard input: {e}"))?;
+        text
+    } else {
+        a.prompt
+    };
     let req = v1::SubmitJobRequest {
-        prompt: a.prompt,
+        prompt,
         system_prompt: a.system.unwrap_or_default(),
         job_type: a.job_type,
         priority: priority.into(),

@@ -360,3 +360,44 @@ async fn a_request_that_is_not_protobuf_is_an_invalid_argument() -> anyhow::Resu
     assert_eq!(app.count("jobs").await?, 0);
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_a_prompt_too_long_for_a_command_line_from_stdin() -> anyhow::Result<()> {
+    use std::io::Write;
+    let app = TestApp::builder().without_worker().start().await?;
+    // Linux refuses a single argument over 128 KiB; this prompt is 200 KB.
+    let prompt = format!("{}END-OF-PROMPT", "word ".repeat(40_000));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["submit", "-", "--model", "sim"])
+        .args(["--server", &format!("http://{}", app.addr)])
+        .env("LLMJOBS_API_KEY", &app.key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(prompt.as_bytes())?;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stored = app
+        .sql(&format!(
+            "SELECT CAST(messages AS TEXT) AS v FROM jobs WHERE id = '{}'",
+            uuid::Uuid::parse_str(&id)?
+        ))
+        .await?;
+    let messages = stored.first().map(String::as_str).unwrap_or_default();
+    assert!(messages.len() > 200_000, "{} bytes stored", messages.len());
+    assert!(
+        messages.contains("END-OF-PROMPT"),
+        "the whole prompt arrived"
+    );
+    app.stop().await
+}
