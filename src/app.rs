@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     api::{jobs::JobApi, validate},
@@ -126,14 +126,7 @@ pub async fn run(
     let started = chrono::Utc::now();
     let store_name = store::describe(&cfg.database);
     let location = cfg.database.location().map_err(Error::Config)?;
-    // Held until this function returns (the lock ends with the file handle).
-    let _single_instance = match &location {
-        config::StoreLocation::Sqlite(path) if cfg.redis.in_process() => {
-            Some(lock_embedded_store(path)?)
-        }
-        _ => None,
-    };
-    let hint = match location {
+    let hint = match &location {
         config::StoreLocation::Postgres(_) => {
             "; is Postgres running? (LLMJOBS_NO_MIGRATE=true starts without it, NOT_SERVING \
              until it answers)"
@@ -150,6 +143,20 @@ pub async fn run(
             info!(?applied, "applied migrations");
         }
     }
+    // With the queue in this process, no other server may use the store; the claim is held
+    // until this function returns.
+    let _claim = if cfg.redis.in_process() {
+        match store::single::claim(&location).await {
+            Ok(claim) => Some(claim),
+            Err(e @ store::Error::InUse(_)) => return Err(Error::Startup(e.to_string())),
+            Err(e) => {
+                warn!(error = %e, "cannot make sure no other server uses this store");
+                None
+            }
+        }
+    } else {
+        None
+    };
     crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
     let store: Arc<dyn Store> = store::open(&cfg.database).await?;
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
@@ -215,15 +222,14 @@ pub async fn run(
         if cfg.redis.in_process() {
             // Nothing of the in-process queue survived the last run: what the store has
             // unfinished runs again now, not at the first periodic pass.
-            let recovered = reconciler
-                .recover(started)
-                .await
-                .map_err(|e| Error::Startup(format!("cannot read unfinished jobs: {e}")))?;
-            if recovered > 0 {
-                info!(
-                    jobs = recovered,
+            match reconciler.recover(started).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    jobs = n,
                     "re-enqueued the jobs left unfinished by the last run"
-                );
+                ),
+                // The periodic passes re-enqueue them once the store answers.
+                Err(e) => warn!(error = %e, "cannot read the jobs left unfinished yet"),
             }
         }
         let every = Duration::from_secs(cfg.worker.reconcile_secs.max(1));
@@ -418,40 +424,6 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
         )),
         limits: ratelimit::Backend::Redis(redis),
     })
-}
-
-/// Takes the lock file beside the SQLite store at `path` (`PATH.lock`), so that a second
-/// embedded server cannot use the same store: each would re-run the other's unfinished jobs
-/// at start. The lock is the operating system's (`flock`), released when the process ends,
-/// however it ends.
-///
-/// Errors: [`Error::Startup`] when another process holds it or it cannot be created.
-fn lock_embedded_store(path: &std::path::Path) -> Result<std::fs::File, Error> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&name)
-        .map_err(|e| {
-            Error::Startup(format!(
-                "cannot create the lock file {}: {e}",
-                name.display()
-            ))
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Startup(format!(
-            "another llm-jobs server with an in-process queue is using {}: one process per \
-             embedded store (set REDIS_URL to run several)",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Startup(format!(
-            "cannot lock {}: {e}",
-            name.display()
-        ))),
-    }
 }
 
 /// A URL without its password, for logs.

@@ -9,6 +9,7 @@
 pub mod models;
 pub mod postgres;
 pub mod schema;
+pub mod single;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -74,6 +75,9 @@ pub enum Error {
     /// Migrations could not be applied.
     #[error("migrations failed: {0}")]
     Migration(String),
+    /// Another server with an in-process queue uses this store ([`single`]).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl Error {

@@ -9,7 +9,7 @@ use llm_jobs::{
     store::{Finish, Store},
 };
 
-use crate::support::TestApp;
+use crate::support::{ChildWorker, TestApp, connect_when_healthy};
 
 /// A test app without a worker (nothing takes the jobs) and its store, opened directly.
 async fn store() -> anyhow::Result<(TestApp, Arc<dyn Store>)> {
@@ -170,19 +170,13 @@ async fn unfinished_jobs_page_by_id_and_each_comes_once() -> anyhow::Result<()> 
     app.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> anyhow::Result<()> {
-    // Two in-process queues on one store would each re-run the other's unfinished jobs.
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_lock_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("jobs.db");
+/// Starts `llm-jobs serve` with the in-process queue on the store `database_url` twice and
+/// checks that the second refuses while the first runs, and starts once the first is gone.
+async fn a_second_in_process_server_refuses(database_url: &str) -> anyhow::Result<()> {
     let serve = |port: u16, stderr: std::process::Stdio| {
         std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(["serve", "--redis-url", "", "--sqlite-path"])
-            .arg(&file)
+            .args(["serve", "--redis-url", "", "--database-url", database_url])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
@@ -194,8 +188,8 @@ async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> 
             .port())
     };
     let port = free_port()?;
-    let mut first = crate::support::ChildWorker(serve(port, std::process::Stdio::null())?);
-    crate::support::connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
+    let mut first = ChildWorker(serve(port, std::process::Stdio::null())?);
+    connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
     let second = serve(free_port()?, std::process::Stdio::piped())?;
     let out = tokio::task::spawn_blocking(move || second.wait_with_output()).await??;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -204,14 +198,47 @@ async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> 
         stderr.contains("another llm-jobs server"),
         "says why: {stderr}"
     );
-    // The first one is unaffected, and once it is gone the file can be used again.
+    // The first one is unaffected, and once it is gone the store can be used again.
     first.signal("TERM")?;
     assert!(first.wait().await?.success());
     let port = free_port()?;
-    let mut again = crate::support::ChildWorker(serve(port, std::process::Stdio::null())?);
-    crate::support::connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
+    let mut again = ChildWorker(serve(port, std::process::Stdio::null())?);
+    connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
     again.signal("TERM")?;
     assert!(again.wait().await?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> anyhow::Result<()> {
+    // Two in-process queues on one store would each re-run the other's unfinished jobs.
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_lock_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}", dir.join("jobs.db").display());
+    a_second_in_process_server_refuses(&url).await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_in_process_server_on_the_same_postgres_database_refuses_to_start()
+-> anyhow::Result<()> {
+    if crate::support::skip_when_embedded("needs a Postgres server") {
+        return Ok(());
+    }
+    let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{database}", crate::support::postgres_server_url());
+    let outcome = a_second_in_process_server_refuses(&url).await;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let mut admin = AsyncPgConnection::establish(&format!(
+        "{}/postgres",
+        crate::support::postgres_server_url()
+    ))
+    .await?;
+    diesel::sql_query(format!(
+        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await?;
+    outcome
 }
