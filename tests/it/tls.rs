@@ -82,6 +82,12 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_gateway_serves_clients_that_trust_its_ca() -> anyhow::Result<()> {
+    if crate::support::skip_when_embedded(
+        "a server process beside the test's own on one store; the embedded mode allows one \
+         server per store",
+    ) {
+        return Ok(());
+    }
     let app = TestApp::builder().start().await?;
     let dir = std::env::temp_dir().join(format!("llm-jobs-tls-{}", app.prefix));
     std::fs::create_dir_all(&dir)?;

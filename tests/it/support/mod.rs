@@ -399,11 +399,10 @@ impl TestApp {
     }
 
     /// Starts `llm-jobs gateway` as [`TestApp::spawn_gateway`] does, without waiting for it;
-    /// returns it and the address it listens on. Under the in-process backends a gateway
-    /// cannot run alone: it is a whole `llm-jobs serve` then, with its own queue.
+    /// returns it and the address it listens on. (Under the embedded backends no second
+    /// server may use the store: tests that need one skip themselves.)
     pub fn spawn_gateway_process(&self, extra: &[&str]) -> anyhow::Result<(ChildWorker, String)> {
-        let command = if embedded() { "serve" } else { "gateway" };
-        self.spawn_server_process(command, extra, "warn", std::process::Stdio::inherit())
+        self.spawn_server_process("gateway", extra, "warn", std::process::Stdio::inherit())
     }
 
     /// Starts `llm-jobs <command>` (`serve` or `gateway`) as a child process on this test's
