@@ -38,6 +38,9 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Delete jobs that ended long ago, with their results and history, in batches.
     Cleanup(CleanupArgs),
+    /// Copy an embedded (SQLite) store into an empty Postgres database: jobs, results,
+    /// history, batches, API keys and the audit log (moving to Redis + Postgres).
+    CopyStore(CopyStoreArgs),
     /// Submit a job (and with --stream, print its tokens as they arrive).
     Submit(client::SubmitArgs),
     /// Follow a job's events, printing its text as it arrives.
@@ -65,6 +68,22 @@ pub enum Command {
     /// Submit and stream many jobs; report jobs/s, time to first token and inter-token
     /// latency percentiles, tokens/s and errors.
     LoadTest(tools::LoadTestArgs),
+}
+
+/// `copy-store` arguments.
+#[derive(clap::Args, Debug)]
+pub struct CopyStoreArgs {
+    /// The embedded store to copy from (no server may be using it).
+    #[arg(
+        long = "sqlite-path",
+        env = "LLMJOBS_SQLITE_PATH",
+        default_value = "llm-jobs.db"
+    )]
+    pub from: std::path::PathBuf,
+    /// The Postgres database to copy into (`postgres://…`): created and migrated when
+    /// needed, and it must hold no job, API key or audit event yet.
+    #[arg(long = "to")]
+    pub to: String,
 }
 
 /// `cleanup` arguments.

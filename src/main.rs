@@ -106,6 +106,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::CopyStore(a) => {
+            anyhow::ensure!(
+                a.from.exists(),
+                "no SQLite store at {} (--sqlite-path)",
+                a.from.display()
+            );
+            let target = llm_jobs::config::Database {
+                url: a.to.clone(),
+                sqlite_path: Default::default(),
+                pool_size: 1,
+                no_migrate: false,
+            };
+            anyhow::ensure!(
+                matches!(
+                    target.location(),
+                    Ok(llm_jobs::config::StoreLocation::Postgres(_))
+                ),
+                "--to must be a Postgres URL (postgres://…)"
+            );
+            app::migrate(&target).await?;
+            let c = llm_jobs::store::sqlite::copy_to_postgres(&a.from, &a.to).await?;
+            println!(
+                "copied {} job(s) ({} result(s), {} attempt error(s), {} progress event(s)), \
+                 {} batch(es), {} API key(s), {} audit event(s) from {} to {}",
+                c.jobs,
+                c.results,
+                c.attempt_failures,
+                c.progress_events,
+                c.batches,
+                c.api_keys,
+                c.audit_events,
+                a.from.display(),
+                llm_jobs::store::describe(&target)
+            );
+            Ok(())
+        }
         Command::Keys(a) => llm_jobs::cli::keys::run(a).await,
         Command::Submit(a) => client::submit(a).await,
         Command::Watch(a) => client::watch(a).await,

@@ -78,6 +78,9 @@ pub enum Error {
     /// Another server with an in-process queue uses this store ([`single`]).
     #[error("{0}")]
     InUse(String),
+    /// Refused as asked: e.g. copying into a store that already holds data.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {

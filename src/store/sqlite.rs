@@ -10,6 +10,7 @@
 //! and `cleanup` commands) may use the file meanwhile: writers wait up to 5 s for each other.
 
 mod batches;
+mod copy;
 mod progress;
 mod reports;
 mod rows;
@@ -38,6 +39,8 @@ use super::{
     StoredResult,
 };
 use crate::job::{Job, JobError, JobId, JobStatus, NewJob};
+
+pub use copy::{Copied, copy_to_postgres};
 
 /// The migrations under `migrations/sqlite/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -229,16 +229,154 @@ async fn a_second_in_process_server_on_the_same_postgres_database_refuses_to_sta
     let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
     let url = format!("{}/{database}", crate::support::postgres_server_url());
     let outcome = a_second_in_process_server_refuses(&url).await;
+    drop_database(&database).await?;
+    outcome
+}
+
+/// Drops a Postgres database a test made outside the harness.
+async fn drop_database(database: &str) -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let mut admin = AsyncPgConnection::establish(&format!(
-        "{}/postgres",
-        crate::support::postgres_server_url()
-    ))
-    .await?;
+    let admin = format!("{}/postgres", crate::support::postgres_server_url());
+    let mut conn = AsyncPgConnection::establish(&admin).await?;
     diesel::sql_query(format!(
         "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
     ))
-    .execute(&mut admin)
+    .execute(&mut conn)
     .await?;
+    Ok(())
+}
+
+/// Deletes the Redis keys of `prefix`.
+async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
+    let url =
+        std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut r = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    for pattern in [format!("{prefix}:*"), format!("{{{prefix}}}:*")] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut r).await?;
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut r).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys()
+-> anyhow::Result<()> {
+    if crate::support::skip_when_embedded("copies into a Postgres server") {
+        return Ok(());
+    }
+    use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_copy_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("jobs.db");
+    let sqlite = format!("sqlite://{}", file.display());
+    let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
+    let postgres = format!("{}/{database}", crate::support::postgres_server_url());
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let bin = env!("CARGO_BIN_EXE_llm-jobs");
+    let serve = |args: &[&str]| -> anyhow::Result<(ChildWorker, String)> {
+        let addr = format!(
+            "127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        );
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &addr, "--sim-first-token-ms", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok((ChildWorker(child), addr))
+    };
+    let outcome = async {
+        // An embedded server with two finished jobs, submitted with a key of tenant `acme`.
+        let (mut embedded, addr) = serve(&["--redis-url", "", "--database-url", &sqlite])?;
+        let channel = connect_when_healthy(&addr).await?;
+        let key = crate::support::make_key(&sqlite, "acme", llm_jobs::auth::Role::User).await?;
+        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+        let mut before = Vec::new();
+        for prompt in ["first", "second"] {
+            let events = crate::support::collect(
+                c.submit_and_stream(crate::support::request(prompt, "sim"))
+                    .await?
+                    .into_inner(),
+            )
+            .await?;
+            let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
+            let result = c
+                .get_job_result(v1::GetJobResultRequest { job_id: id })
+                .await?
+                .into_inner();
+            before.push(result);
+        }
+        embedded.signal("TERM")?;
+        anyhow::ensure!(embedded.wait().await?.success(), "embedded server failed");
+
+        let copy = |target: &str| {
+            std::process::Command::new(bin)
+                .args(["copy-store", "--sqlite-path"])
+                .arg(&file)
+                .args(["--to", target])
+                .output()
+        };
+        let out = copy(&postgres)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with("copied 2 job(s) (2 result(s)"),
+            "{stdout}"
+        );
+        // A second copy into the same database is refused: nothing doubles.
+        let again = copy(&postgres)?;
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+
+        // Redis + Postgres on the copy: the same key works and sees the same results.
+        let redis = std::env::var("LLMJOBS_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let (mut server, addr) = serve(&[
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &prefix,
+            "--database-url",
+            &postgres,
+        ])?;
+        let channel = connect_when_healthy(&addr).await?;
+        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+        for old in &before {
+            let now = c
+                .get_job_result(v1::GetJobResultRequest {
+                    job_id: old.job_id.clone(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(now.content, old.content);
+            assert_eq!(now.usage, old.usage);
+            assert_eq!(now.status, old.status);
+        }
+        let listed = c
+            .list_jobs(v1::ListJobsRequest::default())
+            .await?
+            .into_inner();
+        assert_eq!(listed.jobs.len(), 2, "the key's tenant sees its two jobs");
+        server.signal("TERM")?;
+        server.wait().await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    drop_database(&database).await?;
+    delete_redis_keys(&prefix).await?;
+    let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

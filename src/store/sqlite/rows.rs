@@ -240,9 +240,18 @@ impl ResultRow {
 
 impl From<ResultRow> for crate::job::Outcome {
     fn from(r: ResultRow) -> crate::job::Outcome {
+        // The job id is not part of an outcome.
+        r.into_postgres(Uuid::nil()).into()
+    }
+}
+
+impl ResultRow {
+    /// The same row as the Postgres store keeps it, for job `job_id` (its `created_at` is
+    /// not part of that row type).
+    pub fn into_postgres(self, job_id: Uuid) -> models::ResultRow {
+        let r = self;
         models::ResultRow {
-            // The job id is not part of an outcome.
-            job_id: Uuid::nil(),
+            job_id,
             content: r.content,
             reasoning_content: r.reasoning_content,
             finish_reason: r.finish_reason,
@@ -265,11 +274,9 @@ impl From<ResultRow> for crate::job::Outcome {
             inter_token_p50_ms: r.inter_token_p50_ms,
             inter_token_p95_ms: r.inter_token_p95_ms,
             upstream_request_id: r.upstream_request_id,
-            // Structured output that no longer parses is dropped, as on Postgres.
             structured_output: r
                 .structured_output
                 .and_then(|s| serde_json::from_str(&s).ok()),
         }
-        .into()
     }
 }
