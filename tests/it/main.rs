@@ -16,6 +16,7 @@ mod progress;
 mod redaction;
 mod redis_restart;
 mod reflection;
+mod restart;
 mod results;
 mod retries;
 mod security;
