@@ -463,6 +463,12 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
     assert_eq!(result(&client, &done).await?, done_result);
     assert_eq!(history(&client, &done).await?, done_history);
     let replay = resume(&client, &done, Vec::new()).await?;
+    assert!(
+        replay
+            .iter()
+            .any(|e| matches!(e.kind, Some(Kind::Snapshot(_)))),
+        "the old log ended with the process: a replay is the stored snapshot: {replay:?}"
+    );
     assert_eq!(text_of(&replay), done_result.content);
     assert!(
         matches!(
