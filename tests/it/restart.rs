@@ -438,25 +438,23 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
         }
     }
 
-    // The interrupted attempt: a SIGKILLed one is lost with its process and counts; a
-    // graceful stop hands the job back, recorded as `worker_shutdown`.
+    // The interrupted attempt is on record: a SIGKILLed one was lost with its process
+    // (`worker_lost`, counted against max_attempts); a graceful stop handed the job back
+    // (`worker_shutdown`, not counted).
     let running_result = result(&client, &running).await?;
     assert_eq!(running_result.attempts, 2, "{running_result:?}");
     assert_eq!(attempts_started(&watched), [1, 2]);
-    let handbacks: Vec<_> = running_result
+    let attempt_errors: Vec<_> = running_result
         .attempt_errors
         .iter()
-        .filter(|e| {
-            e.error
-                .as_ref()
-                .is_some_and(|e| e.code == "worker_shutdown")
-        })
-        .map(|e| e.attempt)
+        .map(|e| (e.attempt, e.error.as_ref().map(|e| e.code.as_str())))
         .collect();
-    match signal {
-        "TERM" => assert_eq!(handbacks, [1], "{running_result:?}"),
-        _ => assert!(handbacks.is_empty(), "{running_result:?}"),
-    }
+    let expected = if signal == "TERM" {
+        "worker_shutdown"
+    } else {
+        "worker_lost"
+    };
+    assert_eq!(attempt_errors, [(1, Some(expected))], "{running_result:?}");
 
     // The job that had finished is exactly as it was, and a new watcher gets its text.
     assert_eq!(get(&client, &done).await?, done_job);
