@@ -165,11 +165,11 @@ pub async fn run(
         format!(
             "backends: in-process queue, event log and rate limits (no REDIS_URL: one process \
              only; live logs end with it, unfinished jobs are re-enqueued from the store); \
-             {store_name} store"
+             store: {store_name}"
         )
     } else {
         format!(
-            "backends: Redis at {} for queue, event log and rate limits; {store_name} store",
+            "backends: Redis at {} for queue, event log and rate limits; store: {store_name}",
             redact_url(&cfg.redis.url)
         )
     };

@@ -664,7 +664,7 @@ impl TestApp {
         }
         if embedded() {
             let file = self.database_url.trim_start_matches("sqlite://");
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", ".lock"] {
                 let _ = std::fs::remove_file(format!("{file}{suffix}"));
             }
             return Ok(());
