@@ -380,3 +380,71 @@ async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys(
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_sqlite_lets_a_gateway_and_a_worker_process_share_one_file() -> anyhow::Result<()>
+{
+    if crate::support::skip_when_embedded("needs Redis") {
+        return Ok(());
+    }
+    use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_mixed_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let sqlite = format!("sqlite://{}", dir.join("jobs.db").display());
+    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+    let redis =
+        std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    let spawn = |command: &str| -> anyhow::Result<ChildWorker> {
+        Ok(ChildWorker(
+            std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+                .arg(command)
+                .args(["--redis-url", &redis, "--redis-prefix", &prefix])
+                .args(["--database-url", &sqlite, "--listen", &addr])
+                .args(["--sim-first-token-ms", "0"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        ))
+    };
+    let outcome = async {
+        let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["migrate", "--database-url", &sqlite])
+            .output()?;
+        anyhow::ensure!(migrated.status.success(), "migrate failed");
+        let mut gateway = spawn("gateway")?;
+        let mut worker = spawn("worker")?;
+        let key = crate::support::make_key(&sqlite, "t", llm_jobs::auth::Role::User).await?;
+        let channel = connect_when_healthy(&addr).await?;
+        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+        let events = crate::support::collect(
+            c.submit_and_stream(crate::support::request("mixed", "sim"))
+                .await?
+                .into_inner(),
+        )
+        .await?;
+        let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
+        let result = c
+            .get_job_result(v1::GetJobResultRequest { job_id: id })
+            .await?
+            .into_inner();
+        assert_eq!(result.status(), v1::JobStatus::Completed);
+        assert!(!result.content.is_empty());
+        assert_eq!(crate::support::text_of(&events), result.content);
+        for p in [&mut gateway, &mut worker] {
+            p.signal("TERM")?;
+            p.wait().await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    delete_redis_keys(&prefix).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
