@@ -7,7 +7,7 @@ use std::time::Duration;
 use llm_jobs::proto::v1::{self, job_event::Kind};
 
 use crate::support::{
-    PATIENCE, TestApp, assert_well_formed, request, text_of,
+    PATIENCE, TestApp, assert_well_formed, attempts_started, request, text_of,
     upstream::{Reply, TestUpstream},
 };
 
@@ -21,16 +21,6 @@ fn slow(n: usize, interval_ms: u64) -> Reply {
         first_token_delay: Duration::from_millis(10),
         interval: Duration::from_millis(interval_ms),
     }
-}
-
-fn starts(events: &[v1::JobEvent]) -> Vec<u32> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Started(s)) => Some(s.attempt),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Submits `req` to a server without a worker of its own, lets a `llm-jobs worker` process
@@ -83,7 +73,7 @@ async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the
     assert_eq!(errors, [(1, Some("worker_lost"))]);
     let events = app.watch(&job.id, 0).await?;
     assert_well_formed(&events, 0);
-    assert_eq!(starts(&events), [1, 2]);
+    assert_eq!(attempts_started(&events), [1, 2]);
     let lost = events
         .iter()
         .position(|e| {
@@ -205,7 +195,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
     assert_eq!(done.attempts, 2);
     let events = app.watch(&job.id, 0).await?;
     assert_well_formed(&events, 0);
-    assert_eq!(starts(&events), [1, 2]);
+    assert_eq!(attempts_started(&events), [1, 2]);
     assert_eq!(
         text_of(&events),
         tokens(40),

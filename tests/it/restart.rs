@@ -15,7 +15,7 @@ use llm_jobs::{
     proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient},
 };
 
-use crate::support::{ChildWorker, PATIENCE, text_of, with_key};
+use crate::support::{ChildWorker, PATIENCE, attempts_started, text_of, wait_for_job_on, with_key};
 
 /// Simulated output tokens per second: slow enough that the long job is still running when the
 /// server stops and outlasts the one-second grace period after SIGTERM.
@@ -183,32 +183,6 @@ async fn serving(child: &mut ChildWorker, addr: &str) -> anyhow::Result<tonic::t
     }
 }
 
-/// Polls `GetJob` until `done` holds for it.
-async fn wait_for(
-    client: &JobServiceClient<Channel>,
-    job_id: &str,
-    done: impl Fn(&v1::Job) -> bool,
-) -> anyhow::Result<v1::Job> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut c = client.clone();
-    loop {
-        let job = c
-            .get_job(v1::GetJobRequest {
-                job_id: job_id.into(),
-            })
-            .await?
-            .into_inner();
-        if done(&job) {
-            return Ok(job);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "job {job_id} never reached the expected state; last: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn is_terminal(ev: &v1::JobEvent) -> bool {
     matches!(
         ev.kind,
@@ -348,16 +322,6 @@ async fn get(client: &JobServiceClient<Channel>, job_id: &str) -> anyhow::Result
         .into_inner())
 }
 
-fn attempts_started(events: &[v1::JobEvent]) -> Vec<u32> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Started(s)) => Some(s.attempt),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The scenario, with the server stopped by `signal` (`KILL` or `TERM`).
 async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
     let store = Embedded::new()?;
@@ -377,7 +341,8 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
     let [done, running, queued_1, queued_2] = ids.clone().try_into().expect("four jobs");
 
     // One job finishes; what it looks like now must survive the restart unchanged.
-    let done_job = wait_for(&client, &done, |j| j.status() == v1::JobStatus::Completed).await?;
+    let done_job =
+        wait_for_job_on(&client, &done, |j| j.status() == v1::JobStatus::Completed).await?;
     let done_result = result(&client, &done).await?;
     let done_history = history(&client, &done).await?;
     assert_eq!(done_result.content, expected_text(&DONE));
@@ -385,7 +350,7 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
 
     // The next one runs (one slot) with a watcher on it; the last two wait in the queue.
     let watcher = tokio::spawn(follow(client.clone(), running.clone(), 0));
-    wait_for(&client, &running, |j| j.output_tokens >= 3).await?;
+    wait_for_job_on(&client, &running, |j| j.output_tokens >= 3).await?;
     for id in [&queued_1, &queued_2] {
         assert_eq!(get(&client, id).await?.status(), v1::JobStatus::Queued);
     }
@@ -430,7 +395,7 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
         (&queued_1, &QUEUED[0]),
         (&queued_2, &QUEUED[1]),
     ] {
-        let job = wait_for(&client, id, |j| j.status() == v1::JobStatus::Completed).await?;
+        let job = wait_for_job_on(&client, id, |j| j.status() == v1::JobStatus::Completed).await?;
         let r = result(&client, id).await?;
         assert_eq!(r.content, expected_text(spec), "job {id}");
         if id != &running {

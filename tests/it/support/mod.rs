@@ -624,24 +624,7 @@ impl TestApp {
         job_id: &str,
         done: impl Fn(&v1::Job) -> bool,
     ) -> anyhow::Result<v1::Job> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let mut c = self.client.clone();
-        loop {
-            let job = c
-                .get_job(v1::GetJobRequest {
-                    job_id: job_id.into(),
-                })
-                .await?
-                .into_inner();
-            if done(&job) {
-                return Ok(job);
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "job {job_id} never reached the expected state; last: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_job_on(&self.client, job_id, done).await
     }
 
     /// `GetJobResult`.
@@ -878,4 +861,41 @@ pub async fn watch_resuming(app: &TestApp, job_id: &str) -> anyhow::Result<Vec<v
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `GetJob` through `client` until `done` holds for the job (at most [`PATIENCE`]).
+pub async fn wait_for_job_on(
+    client: &JobServiceClient<Channel>,
+    job_id: &str,
+    done: impl Fn(&v1::Job) -> bool,
+) -> anyhow::Result<v1::Job> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut c = client.clone();
+    loop {
+        let job = c
+            .get_job(v1::GetJobRequest {
+                job_id: job_id.into(),
+            })
+            .await?
+            .into_inner();
+        if done(&job) {
+            return Ok(job);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "job {job_id} never reached the expected state; last: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The attempt numbers of the `started` events in `events`, in order.
+pub fn attempts_started(events: &[v1::JobEvent]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Started(s)) => Some(s.attempt),
+            _ => None,
+        })
+        .collect()
 }
