@@ -143,19 +143,27 @@ pub async fn run(
             info!(?applied, "applied migrations");
         }
     }
-    // With the queue in this process, no other server may use the store; the claim is held
-    // until this function returns.
-    let _claim = if cfg.redis.in_process() {
-        match store::single::claim(&location).await {
-            Ok(claim) => Some(claim),
-            Err(e @ store::Error::InUse(_)) => return Err(Error::Startup(e.to_string())),
-            Err(e) => {
-                warn!(error = %e, "cannot make sure no other server uses this store");
-                None
-            }
-        }
+    // With the queue in this process no other server may use the store, and a server on Redis
+    // may not share it with such a one (store::single). The claim is held until this function
+    // returns. Without it an in-process server does not start; a server on Redis does (its
+    // store may be down for now), with a warning.
+    let mode = if cfg.redis.in_process() {
+        store::single::Mode::Exclusive
     } else {
-        None
+        store::single::Mode::Shared
+    };
+    let _claim = match store::single::claim(&location, mode).await {
+        Ok(claim) => Some(claim),
+        Err(e @ store::Error::InUse(_)) => return Err(Error::Startup(e.to_string())),
+        Err(e) if mode == store::single::Mode::Exclusive => {
+            return Err(Error::Startup(format!(
+                "cannot make sure no other server uses the store ({store_name}): {e}"
+            )));
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot make sure no in-process server uses this store");
+            None
+        }
     };
     crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
     let store: Arc<dyn Store> = store::open(&cfg.database).await?;
@@ -178,6 +186,26 @@ pub async fn run(
         upstream = %cfg.provider.openai_base_url,
         "{summary}"
     );
+
+    // What can stop the start fails before any job is touched: a server that cannot listen or
+    // read its TLS files must not start attempts first (each would count against
+    // max_attempts, and a supervisor restarting it in a loop would fail every job).
+    let bound = if roles.gateway {
+        Some(match listener {
+            Some(l) => l,
+            None => TcpListener::bind(cfg.server.listen).await.map_err(|e| {
+                Error::Server(format!("cannot listen on {}: {e}", cfg.server.listen))
+            })?,
+        })
+    } else {
+        None
+    };
+    let tls = match (&cfg.security.tls_cert, &cfg.security.tls_key) {
+        (Some(cert), Some(key)) if roles.gateway => {
+            Some(server::tls_config(cert, key).map_err(Error::Config)?)
+        }
+        _ => None,
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     if roles.worker {
@@ -235,13 +263,7 @@ pub async fn run(
         let every = Duration::from_secs(cfg.worker.reconcile_secs.max(1));
         tokio::spawn(reconciler.run(every, shutdown.clone()));
     }
-    if roles.gateway {
-        let listener = match listener {
-            Some(l) => l,
-            None => TcpListener::bind(cfg.server.listen).await.map_err(|e| {
-                Error::Server(format!("cannot listen on {}: {e}", cfg.server.listen))
-            })?,
-        };
+    if let Some(listener) = bound {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Server(e.to_string()))?;
@@ -306,10 +328,6 @@ pub async fn run(
             )
             .with_key_cache(std::time::Duration::from_millis(cfg.security.key_cache_ms)),
         );
-        let tls = match (&cfg.security.tls_cert, &cfg.security.tls_key) {
-            (Some(cert), Some(key)) => Some(server::tls_config(cert, key).map_err(Error::Config)?),
-            _ => None,
-        };
         let guard = crate::api::Guard {
             auditor,
             limiter,

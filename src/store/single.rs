@@ -1,12 +1,16 @@
-//! One server with an in-process queue per store. Such a server re-enqueues every job its
-//! store has unfinished and its own queue does not know (at start, and in every reconciler
-//! pass), so a second one on the same store would run the first one's jobs again. The first
-//! to start claims the store; a second refuses to start.
+//! One server with an in-process queue per store, and no other server beside it. Such a
+//! server re-enqueues every job its store has unfinished and its own queue does not know (at
+//! start, and in every reconciler pass), so any other server on the same store, embedded or
+//! on Redis, would have its jobs run again (and theirs by it). Servers on Redis share a store
+//! freely: their queue is shared too.
 //!
-//! On SQLite the claim is the operating system's lock (`flock`) on `PATH.lock` beside the
-//! file; on Postgres, a session advisory lock held by a connection kept for the purpose. Both
-//! end with the process, however it ends. (A Postgres restart ends the advisory lock too;
-//! it is not taken again until the server restarts.)
+//! So an in-process server claims its store exclusively, and a server on Redis claims it
+//! shared: the first kind excludes every other server, the second only the first kind. On
+//! SQLite the claim is the operating system's lock (`flock`) on `PATH.lock` beside the file
+//! (the path with symbolic links resolved, so two names of one file are one store); on
+//! Postgres, a session advisory lock held by a connection kept for the purpose. Both end with
+//! the process, however it ends. (A Postgres restart ends the advisory lock too; it is not
+//! taken again until the server restarts.)
 
 use std::path::Path;
 
@@ -27,13 +31,23 @@ pub enum Claim {
     Postgres(Box<AsyncPgConnection>),
 }
 
-/// Claims the store at `location` for this process.
+/// How a server uses its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// With an in-process queue: no other server may use the store.
+    Exclusive,
+    /// With the queue in Redis: other such servers may use the store too.
+    Shared,
+}
+
+/// Claims the store at `location` for this process, in `mode`.
 ///
-/// Errors: [`Error::InUse`] when another process holds it; [`Error::Unavailable`] when the
-/// lock cannot be taken (lock file not creatable, Postgres unreachable).
-pub async fn claim(location: &StoreLocation) -> Result<Claim, Error> {
+/// Errors: [`Error::InUse`] when another process's claim excludes this one;
+/// [`Error::Unavailable`] when the lock cannot be taken (lock file not creatable, Postgres
+/// unreachable).
+pub async fn claim(location: &StoreLocation, mode: Mode) -> Result<Claim, Error> {
     match location {
-        StoreLocation::Sqlite(path) => claim_file(path).map(Claim::File),
+        StoreLocation::Sqlite(path) => claim_file(path, mode).map(Claim::File),
         StoreLocation::Postgres(url) => {
             let mut conn = AsyncPgConnection::establish(url)
                 .await
@@ -43,24 +57,39 @@ pub async fn claim(location: &StoreLocation) -> Result<Claim, Error> {
                 #[diesel(sql_type = diesel::sql_types::Bool)]
                 locked: bool,
             }
-            let row: Locked = diesel::sql_query(format!(
-                "SELECT pg_try_advisory_lock({EMBEDDED_LOCK}) AS locked"
-            ))
-            .get_result(&mut conn)
-            .await?;
+            let function = match mode {
+                Mode::Exclusive => "pg_try_advisory_lock",
+                Mode::Shared => "pg_try_advisory_lock_shared",
+            };
+            let row: Locked =
+                diesel::sql_query(format!("SELECT {function}({EMBEDDED_LOCK}) AS locked"))
+                    .get_result(&mut conn)
+                    .await?;
             if !row.locked {
-                return Err(Error::InUse(
-                    "another llm-jobs server with an in-process queue is using this Postgres \
-                     database: one such server per store (set REDIS_URL to run several)"
-                        .into(),
-                ));
+                return Err(in_use(mode, "this Postgres database"));
             }
             Ok(Claim::Postgres(Box::new(conn)))
         }
     }
 }
 
-fn claim_file(path: &Path) -> Result<std::fs::File, Error> {
+/// The refusal for a claim in `mode` on `store`.
+fn in_use(mode: Mode, store: &str) -> Error {
+    Error::InUse(match mode {
+        Mode::Exclusive => format!(
+            "another llm-jobs server is using {store}: a server with an in-process queue must \
+             be the only one on its store (set REDIS_URL to run several)"
+        ),
+        Mode::Shared => format!(
+            "a llm-jobs server with an in-process queue is using {store}: it must be the only \
+             one on its store (give it REDIS_URL too, or stop it)"
+        ),
+    })
+}
+
+fn claim_file(path: &Path, mode: Mode) -> Result<std::fs::File, Error> {
+    // Two names of one file (a symbolic link, `./x` and `x`) must meet at one lock.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let file = std::fs::OpenOptions::new()
@@ -74,13 +103,13 @@ fn claim_file(path: &Path) -> Result<std::fs::File, Error> {
                 Path::new(&name).display()
             ))
         })?;
-    match file.try_lock() {
+    let locked = match mode {
+        Mode::Exclusive => file.try_lock(),
+        Mode::Shared => file.try_lock_shared(),
+    };
+    match locked {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(format!(
-            "another llm-jobs server with an in-process queue is using {}: one such server \
-             per store (set REDIS_URL to run several)",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(in_use(mode, &path.display().to_string())),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
             "cannot lock {}: {e}",
             Path::new(&name).display()

@@ -448,3 +448,68 @@ async fn redis_with_sqlite_lets_a_gateway_and_a_worker_process_share_one_file() 
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_embedded_store()
+-> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_claim_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("jobs.db");
+    let alias = dir.join("alias.db");
+    let bin = env!("CARGO_BIN_EXE_llm-jobs");
+    let port = || -> anyhow::Result<String> {
+        Ok(format!(
+            "127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        ))
+    };
+    let outcome = async {
+        let addr = port()?;
+        let mut embedded = ChildWorker(
+            std::process::Command::new(bin)
+                .args(["serve", "--redis-url", "", "--sqlite-path"])
+                .arg(&file)
+                .args(["--listen", &addr])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        );
+        connect_when_healthy(&addr).await?;
+        std::os::unix::fs::symlink(&file, &alias)?;
+        let mut refused = vec![(
+            "a second embedded server through a symlink",
+            std::process::Command::new(bin)
+                .args(["serve", "--redis-url", "", "--sqlite-path"])
+                .arg(&alias)
+                .args(["--listen", &port()?])
+                .output()?,
+        )];
+        if !crate::support::embedded() {
+            let redis = std::env::var("LLMJOBS_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            refused.push((
+                "a server on Redis",
+                std::process::Command::new(bin)
+                    .args(["serve", "--redis-url", &redis, "--redis-prefix"])
+                    .arg(format!("it-{}", uuid::Uuid::new_v4().simple()))
+                    .arg("--sqlite-path")
+                    .arg(&file)
+                    .args(["--listen", &port()?])
+                    .output()?,
+            ));
+        }
+        for (who, out) in refused {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{who} must not start");
+            assert!(stderr.contains("in-process queue"), "{who}: {stderr}");
+        }
+        embedded.signal("TERM")?;
+        embedded.wait().await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}

@@ -164,8 +164,11 @@ mod source {
 /// already holds jobs, keys or audit events; [`Error::Unavailable`], [`Error::Query`],
 /// [`Error::Corrupt`] (a source row that does not decode: nothing is written).
 pub async fn copy_to_postgres(path: &Path, url: &str) -> Result<Copied, Error> {
-    let _claim =
-        crate::store::single::claim(&crate::config::StoreLocation::Sqlite(path.to_owned())).await?;
+    let _claim = crate::store::single::claim(
+        &crate::config::StoreLocation::Sqlite(path.to_owned()),
+        crate::store::single::Mode::Exclusive,
+    )
+    .await?;
     let source = {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || source::read(&path))
