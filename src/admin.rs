@@ -106,6 +106,12 @@ impl Admin {
         }
         if self.queues().iter().any(|(q, _, _)| q == name) {
             Ok(())
+        } else if name.len() > 200 {
+            // No queue name is this long; echoing it would only bloat the error.
+            Err(Error::invalid(
+                "queue",
+                "longer than any queue name (200 bytes)",
+            ))
         } else {
             Err(Error::NotFound(format!("queue {name:?}")))
         }

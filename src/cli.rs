@@ -106,14 +106,18 @@ fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("expected a number and a unit (d, h, m, s), got {s:?}"))?;
-    let secs = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3600,
-        "m" => n * 60,
-        "s" | "" => n,
+    let unit_secs: u64 = match unit {
+        "d" => 86_400,
+        "h" => 3600,
+        "m" => 60,
+        "s" | "" => 1,
         other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
     };
-    Ok(std::time::Duration::from_secs(secs))
+    // Ages beyond a hundred thousand years are typos (and would overflow the date arithmetic).
+    n.checked_mul(unit_secs)
+        .filter(|secs| *secs <= 100_000 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long ago (at most 100000 years)"))
 }
 
 /// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
@@ -147,6 +151,9 @@ mod tests {
             Ok(std::time::Duration::from_secs(5400))
         );
         assert!(super::parse_age("3 weeks").is_err());
+        // Overflowing ages are refused, not wrapped into a recent date.
+        assert!(super::parse_age("213503982334602d").is_err());
+        assert!(super::parse_age("99999999999999999999s").is_err());
     }
 
     #[test]

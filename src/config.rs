@@ -90,7 +90,9 @@ impl Redis {
     }
 }
 
-/// The durable store: Postgres, or a SQLite file when no Postgres URL is configured.
+/// The durable store: Postgres, or a SQLite file when no Postgres URL is configured. The
+/// location flags are global: `llm-jobs keys create --sqlite-path F …` works as well as
+/// `llm-jobs keys --sqlite-path F create …`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Database {
     /// Where the store is: `postgres://…` (or `postgresql://…`) for Postgres, whose database
@@ -100,14 +102,16 @@ pub struct Database {
         id = "database_url",
         long = "database-url",
         env = "DATABASE_URL",
-        default_value = ""
+        default_value = "",
+        global = true
     )]
     pub url: String,
     /// The SQLite file used when `DATABASE_URL` is empty (created when missing).
     #[arg(
         long = "sqlite-path",
         env = "LLMJOBS_SQLITE_PATH",
-        default_value = "llm-jobs.db"
+        default_value = "llm-jobs.db",
+        global = true
     )]
     pub sqlite_path: PathBuf,
     /// Pooled connections (Postgres; SQLite uses one connection).

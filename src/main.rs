@@ -125,7 +125,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ),
                 "--to must be a Postgres URL (postgres://…)"
             );
-            app::migrate(&target).await?;
             let c = llm_jobs::store::sqlite::copy_to_postgres(&a.from, &a.to).await?;
             println!(
                 "copied {} job(s) ({} result(s), {} attempt error(s), {} progress event(s)), \

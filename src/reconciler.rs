@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     api::convert,
@@ -63,8 +63,11 @@ impl Reconciler {
     ///
     /// Errors: a message when the store or the queue cannot be read.
     pub async fn pass(&self) -> Result<usize, String> {
-        self.pass_before(Utc::now() - chrono::Duration::from_std(MIN_AGE).unwrap_or_default())
-            .await
+        self.pass_before(
+            Utc::now() - chrono::Duration::from_std(MIN_AGE).unwrap_or_default(),
+            false,
+        )
+        .await
     }
 
     /// Re-enqueues at once every job that was unfinished when this process `started`: with
@@ -73,11 +76,12 @@ impl Reconciler {
     ///
     /// Errors: a message when the store cannot be read.
     pub async fn recover(&self, started: DateTime<Utc>) -> Result<usize, String> {
-        self.pass_before(started).await
+        self.pass_before(started, true).await
     }
 
-    /// Goes through the unfinished jobs last changed before `before`, a page at a time.
-    async fn pass_before(&self, before: DateTime<Utc>) -> Result<usize, String> {
+    /// Goes through the unfinished jobs last changed before `before`, a page at a time; at
+    /// `startup` re-enqueueing is expected, so each job is logged at DEBUG, not WARN.
+    async fn pass_before(&self, before: DateTime<Utc>, startup: bool) -> Result<usize, String> {
         let mut after = None;
         let mut requeued = 0;
         loop {
@@ -88,7 +92,7 @@ impl Reconciler {
                 .map_err(|e| e.to_string())?;
             let Some(last) = jobs.last() else { break };
             after = Some(last.id);
-            requeued += self.reconcile(&jobs).await?;
+            requeued += self.reconcile(&jobs, startup).await?;
             if jobs.len() < BATCH as usize {
                 break;
             }
@@ -97,7 +101,7 @@ impl Reconciler {
     }
 
     /// Re-enqueues those of `jobs` the queue does not know; returns how many.
-    async fn reconcile(&self, jobs: &[Job]) -> Result<usize, String> {
+    async fn reconcile(&self, jobs: &[Job], startup: bool) -> Result<usize, String> {
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
         let known = self.queue.known(&ids).await.map_err(|e| e.to_string())?;
         let leased = self.queue.leased(&ids).await.map_err(|e| e.to_string())?;
@@ -111,7 +115,7 @@ impl Reconciler {
                 }
                 continue;
             }
-            if let Err(e) = self.requeue(job).await {
+            if let Err(e) = self.requeue(job, startup).await {
                 warn!(job_id = %job.id, error = %e, "reconciler could not re-enqueue");
                 continue;
             }
@@ -120,7 +124,7 @@ impl Reconciler {
         Ok(requeued)
     }
 
-    async fn requeue(&self, job: &Job) -> Result<(), String> {
+    async fn requeue(&self, job: &Job, startup: bool) -> Result<(), String> {
         let base = (job.last_sequence / EPOCH + 1) * EPOCH;
         let restarted = self
             .events
@@ -147,8 +151,12 @@ impl Reconciler {
             .enqueue(job.id, &job.queue, Utc::now())
             .await
             .map_err(|e| e.to_string())?;
-        warn!(job_id = %job.id, status = job.status.as_str(), log_restarted = restarted,
-            "job was unknown to the queue; re-enqueued");
+        if startup {
+            debug!(job_id = %job.id, status = job.status.as_str(), "re-enqueued at start-up");
+        } else {
+            warn!(job_id = %job.id, status = job.status.as_str(), log_restarted = restarted,
+                "job was unknown to the queue; re-enqueued");
+        }
         Ok(())
     }
 }

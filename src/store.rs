@@ -110,6 +110,8 @@ impl Error {
                     "shutting down",
                     "starting up",
                     "database is locked",
+                    "disk is full",
+                    "No space left on device",
                 ]
                 .iter()
                 .any(|s| m.contains(s))
@@ -118,16 +120,19 @@ impl Error {
         }
     }
 
-    /// True when retrying later may succeed (the database is down or overloaded).
+    /// True when retrying later may succeed (the database is down, overloaded, or out of
+    /// disk space).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable(_)
-                | Error::Query(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ClosedConnection,
-                    _,
-                ))
-        )
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        match self {
+            Error::Unavailable(_) | Error::Query(D::DatabaseError(K::ClosedConnection, _)) => true,
+            // SQLite and Postgres ("could not extend file": no space left on device).
+            Error::Query(D::DatabaseError(_, info)) => {
+                let m = info.message();
+                m.contains("disk is full") || m.contains("No space left on device")
+            }
+            _ => false,
+        }
     }
 }
 
@@ -459,4 +464,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use diesel::result::{DatabaseErrorKind, Error as D};
+
+    fn database_error(message: &str) -> Error {
+        Error::Query(D::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_full_disk_or_a_busy_file_is_worth_retrying_and_bad_data_is_not() {
+        for retry in [
+            "database or disk is full",
+            "could not extend file \"base/1/2\": No space left on device",
+            "database is locked",
+            "terminating connection due to administrator command",
+        ] {
+            assert!(database_error(retry).is_transient(), "{retry}");
+        }
+        assert!(database_error("database or disk is full").is_unavailable());
+        assert!(!database_error("database is locked").is_unavailable());
+        let constraint = Error::Query(D::DatabaseError(
+            DatabaseErrorKind::CheckViolation,
+            Box::new("CHECK constraint failed".to_owned()),
+        ));
+        assert!(!constraint.is_transient() && !constraint.is_unavailable());
+        assert!(!Error::Corrupt("bad".into()).is_transient());
+    }
 }

@@ -174,7 +174,13 @@ async fn stats_pause_resume_toggle_and_purge() -> anyhow::Result<()> {
     }
     assert_eq!(stats(&mut a, "openai-general-low").await?.pending, 0);
 
-    for (queue, code) in [("nope", Code::NotFound), ("", Code::InvalidArgument)] {
+    // A huge name is refused without being echoed back (it would not fit in the trailers).
+    let huge = "q".repeat(10_000);
+    for (queue, code) in [
+        ("nope", Code::NotFound),
+        ("", Code::InvalidArgument),
+        (huge.as_str(), Code::InvalidArgument),
+    ] {
         let e = a
             .pause_queue(v1::PauseQueueRequest {
                 queue: queue.into(),
@@ -189,6 +195,7 @@ async fn stats_pause_resume_toggle_and_purge() -> anyhow::Result<()> {
             .await
             .expect_err("bad queue");
         assert_eq!(e.code(), code);
+        assert!(e.message().len() < 300, "{}", e.message().len());
     }
     app.stop().await
 }

@@ -158,7 +158,8 @@ mod source {
     }
 }
 
-/// Copies the SQLite store at `path` into the (migrated, empty) Postgres database at `url`.
+/// Copies the SQLite store at `path` into the empty Postgres database at `url` (created and
+/// migrated when needed, once the source is claimed).
 ///
 /// Errors: [`Error::InUse`] when a server uses the source; [`Error::Refused`] when the target
 /// already holds jobs, keys or audit events; [`Error::Unavailable`], [`Error::Query`],
@@ -175,6 +176,9 @@ pub async fn copy_to_postgres(path: &Path, url: &str) -> Result<Copied, Error> {
             .await
             .map_err(|e| Error::Unavailable(format!("SQLite read task failed: {e}")))??
     };
+    // Only now, with the source claimed and read, is the target created and migrated.
+    crate::store::postgres::ensure_database(url).await?;
+    crate::store::postgres::migrate(url).await?;
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?;
