@@ -417,7 +417,7 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
         return Ok(Backends {
             queue: Arc::new(MemoryQueue::new()),
             events: Arc::new(MemoryEventLog::new(
-                cfg.jobs.event_log_ttl_secs,
+                cfg.jobs.event_log_ttl_secs(true),
                 cfg.jobs.progress_ttl_secs,
             )),
             limits: ratelimit::Backend::Memory(Arc::default()),
@@ -437,7 +437,7 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
         queue: Arc::new(RedisQueue::new(redis.clone())),
         events: Arc::new(RedisEventLog::new(
             redis.clone(),
-            cfg.jobs.event_log_ttl_secs,
+            cfg.jobs.event_log_ttl_secs(false),
             cfg.jobs.progress_ttl_secs,
         )),
         limits: ratelimit::Backend::Redis(redis),

@@ -203,14 +203,11 @@ pub struct Jobs {
         default_value_t = 3600
     )]
     pub job_timeout_cap_secs: u64,
-    /// Seconds a finished job's event log stays in Redis for replay (after that, replays are
-    /// snapshots from Postgres).
-    #[arg(
-        long = "event-log-ttl-secs",
-        env = "LLMJOBS_EVENT_LOG_TTL_SECS",
-        default_value_t = 86_400
-    )]
-    pub event_log_ttl_secs: u64,
+    /// Seconds a finished job's event log stays for replay (after that, replays are snapshots
+    /// from the store). Default: 86400 in Redis; 600 in process, where every kept token costs
+    /// the server's own memory (about 0.5 KB per token).
+    #[arg(long = "event-log-ttl-secs", env = "LLMJOBS_EVENT_LOG_TTL_SECS")]
+    pub event_log_ttl_secs: Option<u64>,
     /// Seconds a finished job's live progress (GetJobProgress) stays in Redis; after that it
     /// is rebuilt from the history in Postgres.
     #[arg(
@@ -229,6 +226,15 @@ pub struct Jobs {
     /// Input limits and the model allow-list.
     #[command(flatten)]
     pub limits: Limits,
+}
+
+impl Jobs {
+    /// [`Jobs::event_log_ttl_secs`] as configured, or its default for the event log in Redis
+    /// (`in_process` false: 24 h) or in process (10 min).
+    pub fn event_log_ttl_secs(&self, in_process: bool) -> u64 {
+        self.event_log_ttl_secs
+            .unwrap_or(if in_process { 600 } else { 86_400 })
+    }
 }
 
 /// The worker side: slots, leases, retries.
