@@ -296,8 +296,16 @@ impl JobService for JobApi {
         let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
-        if req.reason.len() > 1024 || req.reason.contains('\0') {
-            return Err(Error::invalid("reason", "at most 1024 bytes, no NUL characters").into());
+        // The reason is shown to watchers (`llm-jobs watch` prints it): no terminal escapes.
+        if req.reason.len() > 1024
+            || !crate::api::validate::printable(&req.reason.replace(['\t', '\n'], " "))
+        {
+            return Err(Error::invalid(
+                "reason",
+                "at most 1024 bytes, without control characters (tab and newline aside) or \
+                 bidirectional ones",
+            )
+            .into());
         }
         let result: Result<_, Status> = async {
             self.visible(&who, id).await?;

@@ -258,10 +258,16 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
             ),
         ));
     }
-    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        // (NUL is reported above.)
+        || (!printable(&req.idempotency_key) && !req.idempotency_key.contains('\0'))
+    {
         v.push(FieldViolation::new(
             "idempotency_key",
-            format!("at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+            format!(
+                "at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes, without control or bidirectional \
+                 characters"
+            ),
         ));
     }
 
@@ -292,12 +298,12 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
     if req
         .tags
         .iter()
-        .any(|t| t.is_empty() || t.len() > limits.max_tag_bytes || t.chars().any(char::is_control))
+        .any(|t| t.is_empty() || t.len() > limits.max_tag_bytes || !printable(t))
     {
         v.push(FieldViolation::new(
             "tags",
             format!(
-                "tags must be 1..={} bytes without control characters",
+                "tags must be 1..={} bytes without control or bidirectional characters",
                 limits.max_tag_bytes
             ),
         ));
@@ -419,6 +425,12 @@ fn response_format(
     }
 }
 
+/// True when `text` holds no control characters (terminal escapes among them) and no
+/// bidirectional controls: what identifiers and labels shown to people may hold.
+pub fn printable(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
 /// Unicode's bidirectional formatting characters (marks, embeddings, overrides, isolates),
 /// which can make text display in another order than it is stored ("Trojan Source",
 /// CVE-2021-42574).
@@ -515,6 +527,26 @@ mod tests {
             ("k", "c1\u{9b}"),
         ] {
             assert_eq!(with(k, val), ["metadata"], "{k:?} = {val:?}");
+        }
+    }
+
+    #[test]
+    fn tags_and_idempotency_keys_may_not_hold_terminal_escapes_or_bidi_controls() {
+        let tagged = |tag: &str| v1::SubmitJobRequest {
+            prompt: "p".into(),
+            tags: vec![tag.into()],
+            ..Default::default()
+        };
+        let keyed = |key: &str| v1::SubmitJobRequest {
+            prompt: "p".into(),
+            idempotency_key: key.into(),
+            ..Default::default()
+        };
+        assert!(submit(tagged("nightly-ü"), &rules()).is_ok());
+        assert!(submit(keyed("order-42/ü"), &rules()).is_ok());
+        for bad in ["\u{202E}evil", "\u{1b}[2J", "tab\there"] {
+            assert_eq!(fields(tagged(bad)), ["tags"], "{bad:?}");
+            assert_eq!(fields(keyed(bad)), ["idempotency_key"], "{bad:?}");
         }
     }
 

@@ -128,6 +128,15 @@ async fn cancelling_a_running_job_returns_it_cancelled_with_the_reason() -> anyh
     let job = app.submit(request("long", "gpt-4o-mini")).await?;
     app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
     let mut c = app.client.clone();
+    // A reason that would rewrite a watcher's terminal is refused, and cancels nothing.
+    let refused = c
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job.id.clone(),
+            reason: "\u{1b}[2J".repeat(3),
+        })
+        .await
+        .expect_err("terminal escapes");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let cancelled = c
         .cancel_job(v1::CancelJobRequest {
             job_id: job.id.clone(),
