@@ -314,7 +314,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?
             .into_inner();
-        print_events(stream).await
+        print_events(stream, 0).await
     } else {
         let job = client
             .submit_job(req)
@@ -340,12 +340,17 @@ pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    print_events(stream).await
+    print_events(stream, a.after).await
 }
 
-async fn print_events(mut stream: tonic::Streaming<v1::JobEvent>) -> anyhow::Result<()> {
+/// Prints a job's events as they come; on a broken stream, says which `--after` resumes it
+/// (`after`: the sequence the stream started after).
+async fn print_events(
+    mut stream: tonic::Streaming<v1::JobEvent>,
+    after: u64,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
-    let mut last = 0;
+    let mut last = after;
     loop {
         let event = match stream.message().await {
             Ok(Some(e)) => e,
