@@ -242,8 +242,12 @@ impl Connection {
     }
 }
 
+/// Largest response the CLI reads (bytes): a result holds the whole answer, which the server
+/// stores whatever its size; tonic's default of 4 MiB would refuse long ones.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
 async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
-    Ok(JobServiceClient::new(c.channel().await?))
+    Ok(JobServiceClient::new(c.channel().await?).max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
 /// A status as a readable error, with its field violations.
