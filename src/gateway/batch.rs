@@ -30,8 +30,9 @@ pub const DEFAULT_BATCH_CANCEL_REASON: &str = "batch cancelled by a client";
 impl Gateway {
     /// Stores a validated batch with its validated jobs (in request order, without idempotency
     /// keys) and enqueues the jobs; with a known batch idempotency key, returns the earlier
-    /// batch unchanged. Returns the batch as it is after publishing.
-    /// Errors: `Queue` (Redis down before anything was written), `Store` (UNAVAILABLE).
+    /// batch unchanged when the request is the same (a retry). Returns the batch as it is
+    /// after publishing. Errors: `AlreadyExists` when the key was used for a different batch
+    /// within 24 h; `Queue` (Redis down before anything was written), `Store` (UNAVAILABLE).
     #[instrument(skip_all, fields(batch_id = %batch.id, jobs = jobs.len()))]
     pub async fn submit_batch(
         &self,
@@ -60,8 +61,41 @@ impl Gateway {
                 );
             }
             info!("batch submitted");
+            return self.get_batch(inserted.id).await;
         }
-        self.get_batch(inserted.id).await
+        let earlier = self.get_batch(inserted.id).await?;
+        if !self.same_batch(&earlier, &batch, &jobs).await? {
+            return Err(Error::AlreadyExists(format!(
+                "idempotency_key {:?} was used for a different batch ({}) within the last 24 h; \
+                 send the same request to get that batch, or use a new key",
+                batch.idempotency_key.as_deref().unwrap_or_default(),
+                earlier.batch.id
+            )));
+        }
+        Ok(earlier)
+    }
+
+    /// Whether `batch` with `jobs` asks for what `earlier` (stored under the same idempotency
+    /// key) was asked: same name, metadata and jobs, in order (see [`NewJob::same_request_as`]).
+    async fn same_batch(
+        &self,
+        earlier: &Snapshot,
+        batch: &NewBatch,
+        jobs: &[NewJob],
+    ) -> Result<bool, Error> {
+        if earlier.batch.display_name != batch.display_name
+            || earlier.batch.metadata != batch.metadata
+            || earlier.members.len() != jobs.len()
+        {
+            return Ok(false);
+        }
+        for (member, job) in earlier.members.iter().zip(jobs) {
+            match self.store.get_job(member.id).await? {
+                Some(stored) if job.same_request_as(&stored) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// The batch and its jobs now. Errors: `NotFound`, `Store`.

@@ -308,9 +308,24 @@ async fn a_repeated_batch_idempotency_key_returns_the_first_batch() -> anyhow::R
         ..Default::default()
     };
     let first = c.submit_batch(req.clone()).await?.into_inner();
-    let again = c.submit_batch(req).await?.into_inner();
+    let again = c.submit_batch(req.clone()).await?.into_inner();
     assert_eq!(again.id, first.id);
     assert_eq!(again.job_ids, first.job_ids);
+    assert_eq!(app.count("jobs").await?, 2);
+    // The same key with another request is a conflict, as for single jobs: a changed prompt,
+    // one job more, another name.
+    let mut changed = vec![req.clone(), req.clone(), req];
+    changed[0].requests[1] = request("B", "sim");
+    changed[1].requests.push(request("c", "sim"));
+    changed[2].display_name = "renamed".into();
+    for other in changed {
+        let err = c
+            .submit_batch(other)
+            .await
+            .expect_err("a different request under a used key");
+        assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+        assert!(err.message().contains(&first.id), "{}", err.message());
+    }
     assert_eq!(app.count("jobs").await?, 2);
     app.stop().await
 }
