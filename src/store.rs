@@ -83,13 +83,19 @@ pub enum Error {
     Refused(String),
 }
 
+/// How SQLite ("database or disk is full") and Postgres ("could not extend file …: No space
+/// left on device") report a full disk: a message, not an error kind.
+const OUT_OF_SPACE: [&str; 2] = ["disk is full", "No space left on device"];
+
 impl Error {
     /// True when the same write may succeed later: the database is down, restarting, or the
     /// connection was cut. Constraint violations and decoding errors are permanent.
     pub fn is_transient(&self) -> bool {
         use diesel::result::{DatabaseErrorKind as K, Error as D};
+        if self.is_unavailable() {
+            return true;
+        }
         match self {
-            Error::Unavailable(_) => true,
             Error::Query(D::DatabaseError(
                 K::UniqueViolation
                 | K::ForeignKeyViolation
@@ -110,8 +116,6 @@ impl Error {
                     "shutting down",
                     "starting up",
                     "database is locked",
-                    "disk is full",
-                    "No space left on device",
                 ]
                 .iter()
                 .any(|s| m.contains(s))
@@ -126,10 +130,8 @@ impl Error {
         use diesel::result::{DatabaseErrorKind as K, Error as D};
         match self {
             Error::Unavailable(_) | Error::Query(D::DatabaseError(K::ClosedConnection, _)) => true,
-            // SQLite and Postgres ("could not extend file": no space left on device).
             Error::Query(D::DatabaseError(_, info)) => {
-                let m = info.message();
-                m.contains("disk is full") || m.contains("No space left on device")
+                OUT_OF_SPACE.iter().any(|s| info.message().contains(s))
             }
             _ => false,
         }
