@@ -115,10 +115,7 @@ impl Embedded {
     /// simulator, a one-second grace period and reconciler interval) and returns it with a
     /// client once its health check answers SERVING.
     async fn serve(&self) -> anyhow::Result<(ChildWorker, JobServiceClient<Channel>)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = crate::support::free_addr()?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg("serve")
             .args(["--listen", &addr])

@@ -9,7 +9,7 @@ use llm_jobs::{
     store::{Finish, Store},
 };
 
-use crate::support::{ChildWorker, TestApp, connect_when_healthy};
+use crate::support::{ChildWorker, TestApp, connect_when_healthy, free_addr};
 
 /// A test app without a worker (nothing takes the jobs) and its store, opened directly.
 async fn store() -> anyhow::Result<(TestApp, Arc<dyn Store>)> {
@@ -173,24 +173,19 @@ async fn unfinished_jobs_page_by_id_and_each_comes_once() -> anyhow::Result<()> 
 /// Starts `llm-jobs serve` with the in-process queue on the store `database_url` twice and
 /// checks that the second refuses while the first runs, and starts once the first is gone.
 async fn a_second_in_process_server_refuses(database_url: &str) -> anyhow::Result<()> {
-    let serve = |port: u16, stderr: std::process::Stdio| {
+    let serve = |addr: &str, stderr: std::process::Stdio| {
         std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .args(["serve", "--redis-url", "", "--database-url", database_url])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", addr])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
     };
-    let free_port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let port = free_port()?;
-    let mut first = ChildWorker(serve(port, std::process::Stdio::null())?);
-    connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
-    let second = serve(free_port()?, std::process::Stdio::piped())?;
+    let addr = free_addr()?;
+    let mut first = ChildWorker(serve(&addr, std::process::Stdio::null())?);
+    connect_when_healthy(&addr).await?;
+    let second = serve(&free_addr()?, std::process::Stdio::piped())?;
     let out = tokio::task::spawn_blocking(move || second.wait_with_output()).await??;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second server must not run");
@@ -201,9 +196,9 @@ async fn a_second_in_process_server_refuses(database_url: &str) -> anyhow::Resul
     // The first one is unaffected, and once it is gone the store can be used again.
     first.signal("TERM")?;
     assert!(first.wait().await?.success());
-    let port = free_port()?;
-    let mut again = ChildWorker(serve(port, std::process::Stdio::null())?);
-    connect_when_healthy(&format!("127.0.0.1:{port}")).await?;
+    let addr = free_addr()?;
+    let mut again = ChildWorker(serve(&addr, std::process::Stdio::null())?);
+    connect_when_healthy(&addr).await?;
     again.signal("TERM")?;
     assert!(again.wait().await?.success());
     Ok(())
@@ -248,8 +243,7 @@ async fn drop_database(database: &str) -> anyhow::Result<()> {
 
 /// Deletes the Redis keys of `prefix`.
 async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
-    let url =
-        std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = crate::support::redis_url();
     let mut r = redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await?;
@@ -278,12 +272,7 @@ async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys(
     let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
     let bin = env!("CARGO_BIN_EXE_llm-jobs");
     let serve = |args: &[&str]| -> anyhow::Result<(ChildWorker, String)> {
-        let addr = format!(
-            "127.0.0.1:{}",
-            std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port()
-        );
+        let addr = free_addr()?;
         let child = std::process::Command::new(bin)
             .arg("serve")
             .args(args)
@@ -342,8 +331,7 @@ async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys(
         assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
 
         // Redis + Postgres on the copy: the same key works and sees the same results.
-        let redis = std::env::var("LLMJOBS_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = crate::support::redis_url();
         let (mut server, addr) = serve(&[
             "--redis-url",
             &redis,
@@ -392,14 +380,8 @@ async fn redis_with_sqlite_lets_a_gateway_and_a_worker_process_share_one_file() 
     std::fs::create_dir_all(&dir)?;
     let sqlite = format!("sqlite://{}", dir.join("jobs.db").display());
     let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
-    let redis =
-        std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let redis = crate::support::redis_url();
+    let addr = free_addr()?;
     let spawn = |command: &str| -> anyhow::Result<ChildWorker> {
         Ok(ChildWorker(
             std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
@@ -457,16 +439,8 @@ async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_em
     let file = dir.join("jobs.db");
     let alias = dir.join("alias.db");
     let bin = env!("CARGO_BIN_EXE_llm-jobs");
-    let port = || -> anyhow::Result<String> {
-        Ok(format!(
-            "127.0.0.1:{}",
-            std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port()
-        ))
-    };
     let outcome = async {
-        let addr = port()?;
+        let addr = free_addr()?;
         let mut embedded = ChildWorker(
             std::process::Command::new(bin)
                 .args(["serve", "--redis-url", "", "--sqlite-path"])
@@ -483,12 +457,11 @@ async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_em
             std::process::Command::new(bin)
                 .args(["serve", "--redis-url", "", "--sqlite-path"])
                 .arg(&alias)
-                .args(["--listen", &port()?])
+                .args(["--listen", &free_addr()?])
                 .output()?,
         )];
         if !crate::support::embedded() {
-            let redis = std::env::var("LLMJOBS_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let redis = crate::support::redis_url();
             refused.push((
                 "a server on Redis",
                 std::process::Command::new(bin)
@@ -496,7 +469,7 @@ async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_em
                     .arg(format!("it-{}", uuid::Uuid::new_v4().simple()))
                     .arg("--sqlite-path")
                     .arg(&file)
-                    .args(["--listen", &port()?])
+                    .args(["--listen", &free_addr()?])
                     .output()?,
             ));
         }

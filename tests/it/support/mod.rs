@@ -40,7 +40,8 @@ use tonic::service::interceptor::InterceptedService;
 /// against hangs, not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-fn redis_url() -> String {
+/// The test Redis's URL.
+pub fn redis_url() -> String {
     std::env::var("LLMJOBS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -416,10 +417,7 @@ impl TestApp {
         rust_log: &str,
         stderr: std::process::Stdio,
     ) -> anyhow::Result<(ChildWorker, String)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_addr()?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg(command)
             .args(&self.serve_args)
@@ -898,4 +896,13 @@ pub fn attempts_started(events: &[v1::JobEvent]) -> Vec<u32> {
             _ => None,
         })
         .collect()
+}
+
+/// A loopback address (`127.0.0.1:PORT`) with a port free a moment ago, for a server process
+/// a test starts.
+pub fn free_addr() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
 }
