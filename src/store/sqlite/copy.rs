@@ -186,6 +186,18 @@ pub async fn copy_to_postgres(path: &Path, url: &str) -> Result<Copied, Error> {
         .await
 }
 
+/// Inserts `rows` into `table` [`CHUNK`] rows per statement.
+macro_rules! insert_chunks {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        for chunk in $rows.chunks(CHUNK) {
+            diesel::insert_into($table)
+                .values(chunk)
+                .execute($conn)
+                .await?;
+        }
+    };
+}
+
 async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error> {
     let held: i64 = pg::jobs::table.count().get_result::<i64>(conn).await?
         + pg::api_keys::table.count().get_result::<i64>(conn).await?
@@ -223,12 +235,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in batches.chunks(CHUNK) {
-        diesel::insert_into(pg::batches::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::batches::table, batches);
     let jobs = s
         .jobs
         .into_iter()
@@ -239,12 +246,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in jobs.chunks(CHUNK) {
-        diesel::insert_into(pg::jobs::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::jobs::table, jobs);
     let results = s
         .results
         .into_iter()
@@ -256,12 +258,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in results.chunks(CHUNK) {
-        diesel::insert_into(pg::job_results::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::job_results::table, results);
     let failures = s
         .failures
         .into_iter()
@@ -276,12 +273,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in failures.chunks(CHUNK) {
-        diesel::insert_into(pg::job_attempt_failures::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::job_attempt_failures::table, failures);
     let progress = s
         .progress
         .into_iter()
@@ -297,12 +289,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         })
         .collect::<Result<Vec<_>, Error>>()?;
     // In source order, so positions (page tokens aside) keep the history's order.
-    for chunk in progress.chunks(CHUNK) {
-        diesel::insert_into(pg::job_progress_events::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::job_progress_events::table, progress);
     let keys = s
         .keys
         .into_iter()
@@ -323,12 +310,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             },
         )
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in keys.chunks(CHUNK) {
-        diesel::insert_into(pg::api_keys::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::api_keys::table, keys);
     let audit = s
         .audit
         .into_iter()
@@ -347,11 +329,6 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
             },
         )
         .collect::<Result<Vec<_>, Error>>()?;
-    for chunk in audit.chunks(CHUNK) {
-        diesel::insert_into(pg::audit_events::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
+    insert_chunks!(conn, pg::audit_events::table, audit);
     Ok(copied)
 }
