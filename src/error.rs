@@ -83,7 +83,8 @@ impl From<Error> for Status {
             Error::AlreadyExists(why) => Status::already_exists(why),
             Error::Store(e) => {
                 tracing::error!(error = %e, "store error");
-                if e.is_unavailable() {
+                // A cut connection or a busy file may pass: the caller's retry may succeed.
+                if e.is_unavailable() || e.is_transient() {
                     Status::unavailable("the job store is unavailable; retry later")
                 } else {
                     Status::internal("internal store error")

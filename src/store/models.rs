@@ -16,7 +16,7 @@ use crate::job::{
 };
 
 /// A row of `jobs`.
-#[derive(Queryable, Selectable, Insertable, Debug)]
+#[derive(Queryable, QueryableByName, Selectable, Insertable, Debug)]
 #[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
 pub struct JobRow {
     pub id: Uuid,

@@ -6,6 +6,7 @@ mod migrate;
 mod progress;
 mod reports;
 mod security;
+mod writer;
 
 pub use migrate::{MIGRATIONS, ensure_database, migrate};
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
-    pooled_connection::{AsyncDieselConnectionManager, deadpool::Pool},
+    pooled_connection::AsyncDieselConnectionManager,
 };
 use tracing::instrument;
 
@@ -28,10 +29,16 @@ use crate::job::{Job, JobError, JobId, JobStatus, NewJob};
 /// How long an idempotency key returns the job first submitted with it.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
+/// The connection pool.
+type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+
 /// The Postgres store.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool<AsyncPgConnection>,
+    pool: Pool,
+    /// The group-commit writer of the hot-path writes, started on first use (it needs the
+    /// Tokio runtime, which the constructor does not).
+    writer: std::sync::Arc<std::sync::OnceLock<writer::Writer>>,
 }
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
@@ -45,6 +52,10 @@ impl PgStore {
     ///
     /// Errors: [`Error::Unavailable`] when the pool cannot be built from the URL.
     pub fn new(url: &str, pool_size: usize) -> Result<PgStore, Error> {
+        // Each checkout is verified with a test query: a read never meets a connection whose
+        // server process was terminated (it would fail as an internal error). The hot-path
+        // writes check out one connection per group commit, so the test query is shared by
+        // every write of a batch.
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
@@ -53,7 +64,15 @@ impl PgStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            writer: Default::default(),
+        })
+    }
+
+    fn writer(&self) -> &writer::Writer {
+        self.writer
+            .get_or_init(|| writer::Writer::start(self.pool.clone()))
     }
 
     async fn conn(
@@ -71,6 +90,14 @@ fn to_i32(v: u32) -> i32 {
 impl Store for PgStore {
     #[instrument(skip_all, fields(job_id = %job.id))]
     async fn insert_job(&self, job: &NewJob) -> Result<Inserted, Error> {
+        if job.idempotency_key.is_none() {
+            // A fresh id cannot conflict: group-committed with other jobs' writes.
+            let row = self.writer().insert(NewJobRow::from_new(job)).await?;
+            return Ok(Inserted {
+                job: row.try_into()?,
+                created: true,
+            });
+        }
         let mut conn = self.conn().await?;
         // Twice at most: a key older than the idempotency window is released, then reused.
         for _ in 0..2 {
@@ -158,20 +185,7 @@ impl Store for PgStore {
 
     #[instrument(skip_all, fields(job_id = %id))]
     async fn start_attempt(&self, id: JobId) -> Result<Option<Job>, Error> {
-        let mut conn = self.conn().await?;
-        let now = chrono::Utc::now();
-        let row: Option<JobRow> = diesel::update(jobs::table.find(id))
-            .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
-            .set((
-                jobs::status.eq(JobStatus::Running.as_str()),
-                jobs::attempts.eq(jobs::attempts + 1),
-                jobs::started_at.eq(now),
-                jobs::updated_at.eq(now),
-            ))
-            .returning(JobRow::as_returning())
-            .get_result(&mut conn)
-            .await
-            .optional()?;
+        let row = self.writer().start_attempt(id).await?;
         row.map(Job::try_from).transpose()
     }
 
@@ -183,7 +197,6 @@ impl Store for PgStore {
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
     ) -> Result<Option<Job>, Error> {
-        let mut conn = self.conn().await?;
         let (status, error, retryable, outcome) = match finish {
             Finish::Completed(o) => (JobStatus::Completed, None, false, o),
             Finish::Failed {
@@ -193,45 +206,16 @@ impl Store for PgStore {
             } => (JobStatus::Failed, Some(error), retryable, partial),
             Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
         };
-        let row = conn
-            .transaction::<_, Error, _>(async |conn| {
-                let now = chrono::Utc::now();
-                let row: Option<JobRow> = diesel::update(jobs::table.find(id))
-                    .filter(jobs::status.eq(JobStatus::Running.as_str()))
-                    .filter(jobs::attempts.eq(to_i32(attempt)))
-                    .set((
-                        jobs::status.eq(status.as_str()),
-                        jobs::error_code.eq(error.as_ref().map(|e| e.code.as_str())),
-                        jobs::error_message.eq(error.as_ref().map(|e| e.message.as_str())),
-                        jobs::finished_at.eq(now),
-                        jobs::updated_at.eq(now),
-                    ))
-                    .returning(JobRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                let Some(row) = row else { return Ok(None) };
-                diesel::insert_into(job_results::table)
-                    .values(ResultRow::from_outcome(id, &outcome))
-                    .execute(conn)
-                    .await?;
-                if let Some(error) = &error {
-                    diesel::insert_into(job_attempt_failures::table)
-                        .values(AttemptFailureRow {
-                            job_id: id,
-                            attempt: to_i32(attempt),
-                            error_code: &error.code,
-                            message: &error.message,
-                            retryable,
-                        })
-                        .on_conflict_do_nothing()
-                        .execute(conn)
-                        .await?;
-                }
-                progress::insert(conn, id, history).await?;
-                Ok(Some(row))
-            })
-            .await?;
+        let end = writer::End {
+            id,
+            attempt,
+            status,
+            error,
+            retryable,
+            result: ResultRow::from_outcome(id, &outcome),
+            history: crate::store::models::NewProgressRow::from_events(id, history),
+        };
+        let row = self.writer().finish(end).await?;
         row.map(Job::try_from).transpose()
     }
 

@@ -10,6 +10,7 @@
 //! and `cleanup` commands) may use the file meanwhile: writers wait up to 5 s for each other.
 
 mod batches;
+mod commit;
 mod copy;
 mod progress;
 mod reports;
@@ -52,6 +53,8 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    /// Applies writes in batches (group commit) through `conn`.
+    committer: commit::Committer,
 }
 
 /// Opens (creating when missing) the file at `path` with the store's settings.
@@ -93,8 +96,10 @@ impl SqliteStore {
         let conn = tokio::task::spawn_blocking(move || connect(&path))
             .await
             .map_err(|e| Error::Unavailable(format!("SQLite open task failed: {e}")))??;
+        let conn = Arc::new(tokio::sync::Mutex::new(conn));
         Ok(SqliteStore {
-            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            committer: commit::Committer::start(conn.clone()),
+            conn,
         })
     }
 
@@ -110,14 +115,15 @@ impl SqliteStore {
             .map_err(|e| Error::Unavailable(format!("SQLite task failed: {e}")))?
     }
 
-    /// [`SqliteStore::run`] in an `IMMEDIATE` transaction: it takes the write lock at once,
-    /// so it never has to give up half-way for another process's write.
+    /// Runs `f` as one write of the next group commit ([`commit`]): in a savepoint of an
+    /// `IMMEDIATE` transaction (which takes the write lock at once, so it never has to give up
+    /// half-way for another process's write), answered once that transaction commits.
     async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, Error> + Send + 'static,
     {
-        self.run(|conn| conn.immediate_transaction(f)).await
+        self.committer.write(f).await
     }
 }
 

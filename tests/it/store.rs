@@ -107,6 +107,79 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
     app.stop().await
 }
 
+/// Writes of many jobs at once are group-committed; one that the store refuses (here a job
+/// whose id is taken) must fail alone, and every other write of its batch must land whole:
+/// job, start, end, result and history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_land_together_and_a_refused_one_fails_alone() -> anyhow::Result<()> {
+    use llm_jobs::proto::v1::{self, ProgressEvent, progress_event::Kind};
+    let (app, store) = store().await?;
+    let taken = store.insert_job(&new_job("first", None)).await?.job.id;
+    let jobs: Vec<NewJob> = (0..120)
+        .map(|i| new_job(&format!("job {i}"), None))
+        .collect();
+    let mut clash = new_job("same id", None);
+    clash.id = taken;
+    let inserts = futures::future::join_all(
+        jobs.iter()
+            .chain(std::iter::once(&clash))
+            .map(|j| store.insert_job(j)),
+    )
+    .await;
+    let (refused, fresh) = inserts.split_last().expect("121 answers");
+    assert!(refused.is_err(), "a second job with a taken id is refused");
+    for (job, inserted) in jobs.iter().zip(fresh) {
+        let inserted = inserted.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(inserted.created);
+        assert_eq!(inserted.job.id, job.id);
+        assert_eq!(inserted.job.messages[0].content, job.messages[0].content);
+    }
+    let starts = futures::future::join_all(jobs.iter().map(|j| store.start_attempt(j.id))).await;
+    for started in starts {
+        let started = started?.expect("a queued job starts");
+        assert_eq!((started.status, started.attempts), (JobStatus::Running, 1));
+    }
+    let milestone = |i: u32| ProgressEvent {
+        kind: Some(Kind::Milestone(v1::Milestone {
+            attempt: 1,
+            detail: format!("m{i}"),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let ends = futures::future::join_all(jobs.iter().enumerate().map(|(i, j)| {
+        let outcome = Outcome {
+            content: format!("answer {i}"),
+            ..Default::default()
+        };
+        let history = [milestone(1), milestone(2)];
+        let store = store.clone();
+        let id = j.id;
+        async move {
+            store
+                .finish_attempt(id, 1, Finish::Completed(outcome), &history)
+                .await
+        }
+    }))
+    .await;
+    for (i, (job, ended)) in jobs.iter().zip(ends).enumerate() {
+        assert_eq!(ended?.map(|j| j.status), Some(JobStatus::Completed));
+        let stored = store.get_result(job.id).await?.expect("stored");
+        let content = stored.outcome.map(|o| o.content);
+        assert_eq!(content.as_deref(), Some(format!("answer {i}").as_str()));
+        let history = store.progress_history(job.id, None, 10).await?;
+        assert_eq!(
+            history.len(),
+            2,
+            "the attempt's history is stored with its end"
+        );
+    }
+    // The refused write changed nothing.
+    let first = store.get_job(taken).await?.expect("still there");
+    assert_eq!(first.messages[0].content, "first");
+    app.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_returns_the_first_job_and_failures_are_kept_in_order()
 -> anyhow::Result<()> {
