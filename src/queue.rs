@@ -28,6 +28,9 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// Most jobs one [`Queue::claim`] takes (bounds the script's work and its reply).
+pub const MAX_CLAIM: usize = 64;
+
 /// A job taken from a queue by a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -110,16 +113,19 @@ pub trait Queue: Send + Sync + 'static {
     /// Puts a job at the back of `queue` (no-op when it is already there) and wakes workers.
     async fn enqueue(&self, job_id: JobId, queue: &str, at: DateTime<Utc>) -> Result<(), Error>;
 
-    /// Claims the first job of the first non-paused, non-empty queue in `queues` for `owner`
-    /// (a token unique to this claim),
-    /// with a lease of `lease`. Also moves due retries back to their queues and reclaims
-    /// expired leases.
+    /// Claims up to `max` jobs (at least one is asked for; at most [`MAX_CLAIM`]) for `owner`
+    /// (a token unique to this call; every job of the call carries it, and each job's lease
+    /// is fenced on it separately), with a lease of `lease`: first from the first non-paused,
+    /// non-empty queue in `queues`, then from the next, in that order. Also moves due retries
+    /// back to their queues and reclaims expired leases. Returns the claims in claim order
+    /// (empty when every queue is empty or paused).
     async fn claim(
         &self,
         queues: &[String],
         owner: &str,
         lease: Duration,
-    ) -> Result<Option<Claim>, Error>;
+        max: usize,
+    ) -> Result<Vec<Claim>, Error>;
 
     /// Extends the leases of `claims` (job id, owner token of its claim); returns the jobs
     /// whose lease was lost (expired and reclaimed, or settled by someone else).

@@ -247,10 +247,24 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut turn = 0usize;
         loop {
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
+            // Every free slot is filled by one claim (one round trip for many jobs) unless
+            // queues are capped, where one claim at a time keeps each cap exact.
+            let mut permits = vec![first];
+            let most = if self.cfg.queue_cap.is_some() {
+                1
+            } else {
+                crate::queue::MAX_CLAIM
+            };
+            while permits.len() < most {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
             let owner = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
             let per_queue = {
                 let mut per_queue = HashMap::new();
@@ -266,34 +280,26 @@ impl Worker {
             match self
                 .deps
                 .queue
-                .claim(&order, &owner, self.cfg.lease())
+                .claim(&order, &owner, self.cfg.lease(), permits.len())
                 .await
             {
-                Ok(Some(claim)) => {
+                Ok(claims) if !claims.is_empty() => {
                     // The next turn starts after the job type just served, so an empty type
                     // does not hand its turn to its neighbour.
                     self.balancer.claimed();
-                    if let Some(served) = self.balancer.type_of(&claim.queue) {
+                    if let Some(served) =
+                        claims.last().and_then(|c| self.balancer.type_of(&c.queue))
+                    {
                         turn = served + 1;
                     }
-                    let running = Arc::new(Running {
-                        owner: owner.clone(),
-                        queue: claim.queue.clone(),
-                        stop: CancellationToken::new(),
-                        reason: std::sync::OnceLock::new(),
-                    });
-                    self.running().insert(claim.job_id, running.clone());
-                    let me = self.clone();
-                    tasks.spawn(async move {
-                        me.clone().run_attempt(claim.job_id, running).await;
-                        me.running().remove(&claim.job_id);
-                        drop(permit);
-                        // A capped queue may be claimable again.
-                        me.wake.notify_one();
-                    });
+                    // Slots the claim did not fill go back before the jobs start.
+                    permits.truncate(claims.len());
+                    for (claim, permit) in claims.into_iter().zip(permits) {
+                        self.spawn_attempt(&tasks, claim, &owner, permit);
+                    }
                 }
-                Ok(None) => {
-                    drop(permit);
+                Ok(_) => {
+                    drop(permits);
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -301,7 +307,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     warn!(error = %e, "claim failed; retrying in 1 s");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -334,6 +340,31 @@ impl Worker {
             warn!(error = %e, "cannot remove this worker from the registry");
         }
         info!(worker_id = %self.id, "worker stopped");
+    }
+
+    /// Runs `claim` in its own task, holding `permit` (its slot) until the attempt ends.
+    fn spawn_attempt(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        claim: crate::queue::Claim,
+        owner: &str,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let running = Arc::new(Running {
+            owner: owner.to_owned(),
+            queue: claim.queue.clone(),
+            stop: CancellationToken::new(),
+            reason: std::sync::OnceLock::new(),
+        });
+        self.running().insert(claim.job_id, running.clone());
+        let me = self.clone();
+        tasks.spawn(async move {
+            me.clone().run_attempt(claim.job_id, running).await;
+            me.running().remove(&claim.job_id);
+            drop(permit);
+            // A capped queue may be claimable again.
+            me.wake.notify_one();
+        });
     }
 
     async fn follow_signals(self: Arc<Self>, shutdown: CancellationToken) {

@@ -1,11 +1,12 @@
--- Atomically: promote due retries, reclaim expired leases, then claim the first job of the
--- first non-paused, non-empty queue in KEYS[6..] (the caller's order encodes priority and
--- balancing).
+-- Atomically: promote due retries, reclaim expired leases, then claim up to ARGV[6] jobs from
+-- the non-paused queues in KEYS[6..], in that order (the caller's order encodes priority and
+-- balancing): a queue is emptied before the next is tried. Every job of one call gets the
+-- same owner token (the lease fences each job separately).
 -- KEYS: 1 leases zset, 2 delayed zset, 3 job->queue hash, 4 job->owner hash,
 --       5 job->deliveries hash, 6.. queue zsets
 -- ARGV: 1 now (ms), 2 lease (ms), 3 owner token, 4 queue key prefix, 5 paused set key,
---       6.. queue names (same order as KEYS[6..])
--- Returns {job_id, queue, deliveries} or false.
+--       6 most jobs to claim, 7.. queue names (same order as KEYS[6..])
+-- Returns {job_id, queue, deliveries, job_id, queue, deliveries, ...} (empty when none).
 local now = tonumber(ARGV[1])
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
@@ -30,17 +31,34 @@ for _, id in ipairs(expired) do
   end
 end
 
+local paused = {}
+for _, name in ipairs(redis.call('SMEMBERS', ARGV[5])) do paused[name] = true end
+
+local want = tonumber(ARGV[6])
+local deadline = now + tonumber(ARGV[2])
+local out = {}
+local leases = {}
+local owners = {}
 for i = 6, #KEYS do
-  local name = ARGV[i]
-  if redis.call('SISMEMBER', ARGV[5], name) == 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[i])
-    if popped[1] then
-      local id = popped[1]
-      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-      redis.call('HSET', KEYS[4], id, ARGV[3])
-      local n = redis.call('HINCRBY', KEYS[5], id, 1)
-      return {id, name, n}
+  if want <= 0 then break end
+  local name = ARGV[i + 1]
+  if not paused[name] then
+    local popped = redis.call('ZPOPMIN', KEYS[i], want)
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
+      owners[#owners + 1] = id
+      owners[#owners + 1] = ARGV[3]
+      out[#out + 1] = id
+      out[#out + 1] = name
+      out[#out + 1] = redis.call('HINCRBY', KEYS[5], id, 1)
+      want = want - 1
     end
   end
 end
-return false
+if #leases > 0 then
+  redis.call('ZADD', KEYS[1], unpack(leases))
+  redis.call('HSET', KEYS[4], unpack(owners))
+end
+return out

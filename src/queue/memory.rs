@@ -282,7 +282,18 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`Queue::claim`] at `now`.
+    /// Whether a cancel was requested for the job and has not expired: what the in-process
+    /// event log reports to a running attempt on its appends, as `append.lua` reads the flag
+    /// in Redis (see `crate::events::memory::CancelFlags`).
+    pub fn cancel_flag(&self, job_id: JobId) -> bool {
+        self.state()
+            .cancel
+            .get(&job_id)
+            .is_some_and(|(_, expires)| *expires > Utc::now())
+    }
+
+    /// One claim at `now` (the unit tests' clock).
+    #[cfg(test)]
     fn claim_at(
         &self,
         queues: &[String],
@@ -314,8 +325,19 @@ impl Queue for MemoryQueue {
         queues: &[String],
         owner: &str,
         lease: Duration,
-    ) -> Result<Option<Claim>, Error> {
-        Ok(self.claim_at(queues, owner, lease, Utc::now()))
+        max: usize,
+    ) -> Result<Vec<Claim>, Error> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let now = Utc::now().timestamp_millis();
+        let mut state = self.state();
+        let mut claims = Vec::new();
+        while claims.len() < max.clamp(1, crate::queue::MAX_CLAIM) {
+            match state.claim(queues, owner, lease_ms, now) {
+                Some(c) => claims.push(c),
+                None => break,
+            }
+        }
+        Ok(claims)
     }
 
     async fn heartbeat(

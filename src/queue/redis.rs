@@ -84,7 +84,8 @@ impl Queue for RedisQueue {
         queues: &[String],
         owner: &str,
         lease: Duration,
-    ) -> Result<Option<Claim>, Error> {
+        max: usize,
+    ) -> Result<Vec<Claim>, Error> {
         let k = &self.redis.keys;
         let mut inv = CLAIM.prepare_invoke();
         inv.key(k.shared("leases"))
@@ -99,13 +100,15 @@ impl Queue for RedisQueue {
             .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
             .arg(owner)
             .arg(k.queue_prefix())
-            .arg(k.shared("paused"));
+            .arg(k.shared("paused"))
+            .arg(max.clamp(1, super::MAX_CLAIM));
         for q in queues {
             inv.arg(q);
         }
         let mut conn = self.conn().await?;
-        let claimed: Option<(String, String, u64)> = inv.invoke_async(&mut conn).await?;
+        let claimed: Vec<(String, String, u64)> = inv.invoke_async(&mut conn).await?;
         claimed
+            .into_iter()
             .map(|(id, queue, deliveries)| {
                 Ok(Claim {
                     job_id: parse_id(&id)?,
@@ -113,7 +116,7 @@ impl Queue for RedisQueue {
                     deliveries,
                 })
             })
-            .transpose()
+            .collect()
     }
 
     async fn heartbeat(
