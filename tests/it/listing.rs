@@ -136,6 +136,15 @@ async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
         old.id
     ))
     .await?;
+    let history = async |id: &str| -> anyhow::Result<i64> {
+        let n = app
+            .sql(&format!(
+                "SELECT CAST(count(*) AS TEXT) AS v FROM job_progress_events WHERE job_id = '{id}'"
+            ))
+            .await?;
+        Ok(n.first().map_or(Ok(0), |v| v.parse())?)
+    };
+    assert!(history(&old.id).await? > 0, "a completed job has history");
     let database_url = app.database_url.clone();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args([
@@ -162,6 +171,15 @@ async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
         .await
         .expect_err("deleted");
     assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(
+        history(&old.id).await?,
+        0,
+        "its progress history went with it"
+    );
+    assert!(
+        history(&recent.id).await? > 0,
+        "the recent job keeps its history"
+    );
     assert_eq!(
         app.wait_for_job(&recent.id, |_| true).await?.status(),
         v1::JobStatus::Completed

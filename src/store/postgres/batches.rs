@@ -199,21 +199,33 @@ pub(super) async fn delete_finished(
     limit: i64,
 ) -> Result<u64, Error> {
     let mut conn = store.conn().await?;
-    // Results and attempt failures go with their job (ON DELETE CASCADE).
-    let deleted = diesel::sql_query(
-        "DELETE FROM jobs WHERE id IN ( \
-           SELECT j.id FROM jobs j \
-           WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $1 \
-             AND (j.batch_id IS NULL OR NOT EXISTS ( \
-               SELECT 1 FROM jobs o WHERE o.batch_id = j.batch_id \
-                 AND (o.status NOT IN ('completed', 'failed', 'cancelled') \
-                      OR o.finished_at IS NULL OR o.finished_at >= $1))) \
-           LIMIT $2)",
+    // Results and attempt failures go with their job (ON DELETE CASCADE); progress history
+    // has no foreign key (it would cost a lookup per row written) and goes explicitly.
+    #[derive(diesel::QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let deleted: Deleted = diesel::sql_query(
+        "WITH gone AS ( \
+           DELETE FROM jobs WHERE id IN ( \
+             SELECT j.id FROM jobs j \
+             WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $1 \
+               AND (j.batch_id IS NULL OR NOT EXISTS ( \
+                 SELECT 1 FROM jobs o WHERE o.batch_id = j.batch_id \
+                   AND (o.status NOT IN ('completed', 'failed', 'cancelled') \
+                        OR o.finished_at IS NULL OR o.finished_at >= $1))) \
+             LIMIT $2) \
+           RETURNING id), \
+         history AS ( \
+           DELETE FROM job_progress_events p USING gone WHERE p.job_id = gone.id) \
+         SELECT count(*) AS n FROM gone",
     )
     .bind::<Timestamptz, _>(before)
     .bind::<BigInt, _>(limit)
-    .execute(&mut conn)
+    .get_result(&mut conn)
     .await?;
+    let deleted = deleted.n;
     diesel::sql_query(
         "DELETE FROM batches b WHERE b.created_at < $1 \
            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)",
