@@ -1,0 +1,69 @@
+//! Token throughput: many streams of long answers at once, in `BUFFERED` and `REALTIME`, every
+//! stream's text checked against the upstream's.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use llm_jobs::proto::v1;
+
+use crate::{
+    Scale,
+    harness::{Received, expected_text, request, through},
+    report::{Report, row},
+    server::Server,
+};
+
+/// Runs the scenario and adds its rows.
+pub(crate) async fn run(server: &Server, scale: Scale, report: &mut Report) -> anyhow::Result<()> {
+    let n = scale.token_streams;
+    let expected = expected_text(scale.tokens_per_stream);
+    let mut results = serde_json::Map::new();
+    for (mode, name, target) in [
+        (v1::StreamingMode::Buffered, "BUFFERED", 200_000.0),
+        (v1::StreamingMode::Realtime, "REALTIME", 50_000.0),
+    ] {
+        let mut channels = Vec::new();
+        for _ in 0..n.div_ceil(50) {
+            channels.push(server.client().await?);
+        }
+        let start = Instant::now();
+        let all = futures::future::join_all((0..n).map(|i| {
+            through(
+                channels[i % channels.len()].clone(),
+                request(format!("tokens {i}"), "bench-tokens", mode),
+            )
+        }))
+        .await;
+        let secs = start.elapsed().as_secs_f64();
+        let all: Vec<Received> = all.into_iter().collect::<Result<_, _>>()?;
+        let intact = all
+            .iter()
+            .filter(|r| r.terminal && r.text == expected)
+            .count();
+        anyhow::ensure!(
+            intact == n,
+            "{} of {n} streams lost or changed text",
+            n - intact
+        );
+        let total = (n * scale.tokens_per_stream) as f64;
+        let rate = total / secs;
+        report.push(row(
+            &format!("Token throughput, {name}"),
+            &format!(
+                "{n} streams × {} tokens, all checked",
+                scale.tokens_per_stream
+            ),
+            "-",
+            format!("{rate:.0} tokens/s ({secs:.2} s)"),
+            &format!("≥ {target:.0} tokens/s"),
+            Some(rate >= target),
+        ));
+        results.insert(
+            name.into(),
+            json!({"streams": n, "tokens": total, "secs": secs, "tokens_per_second": rate}),
+        );
+    }
+    report.raw.insert("tokens".into(), Value::Object(results));
+    Ok(())
+}
