@@ -414,12 +414,18 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
                     .into(),
             ));
         }
+        let queue = Arc::new(MemoryQueue::new());
+        // A running attempt's appends report its job's cancel flag, as in Redis.
+        let flags = queue.clone();
         return Ok(Backends {
-            queue: Arc::new(MemoryQueue::new()),
-            events: Arc::new(MemoryEventLog::new(
-                cfg.jobs.event_log_ttl_secs(true),
-                cfg.jobs.progress_ttl_secs,
-            )),
+            queue,
+            events: Arc::new(
+                MemoryEventLog::new(
+                    cfg.jobs.event_log_ttl_secs(true),
+                    cfg.jobs.progress_ttl_secs,
+                )
+                .with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id))),
+            ),
             limits: ratelimit::Backend::Memory(Arc::default()),
         });
     }

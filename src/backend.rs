@@ -14,13 +14,13 @@
 //! | `{P}:owner` | hash | job id -> owner token of the current claim |
 //! | `{P}:deliveries` | hash | job id -> times delivered |
 //! | `{P}:paused` | set | paused queue names |
-//! | `P:cancel:<job id>` | string | cancel requested (expires after a day) |
 //! | `P:{<job id>}:events` | list | the job's event log, entry i = sequence i + 1 |
-//! | `P:{<job id>}:state` | hash | `attempt`, `done`, `output_tokens` |
+//! | `P:{<job id>}:state` | hash | `attempt`, `done`, `base` (see `src/events/append.lua`) |
 //! | `P:{<job id>}:progress` | string | encoded `JobProgress` snapshot of the running attempt |
+//! | `P:{<job id>}:cancel` | string | cancel requested, with its reason (expires after a day); read by the event log's append script too, hence the job's hash tag |
 //! | channel `P:wake` | pub/sub | a queue got work |
 //! | channel `P:cancel` | pub/sub | job id to cancel |
-//! | channel `P:events:<job id>` | pub/sub | `<sequence>:<encoded JobEvent>` |
+//! | channel `P:events:<job id>` | pub/sub | `<first sequence>/<count>:` then the events of one append, each a length-delimited encoded `JobEvent` |
 
 use std::time::Duration;
 
@@ -233,7 +233,7 @@ impl Keys {
 
     /// The cancel-requested flag of a job.
     pub fn cancel_flag(&self, job_id: &uuid::Uuid) -> String {
-        format!("{}:cancel:{job_id}", self.prefix)
+        self.job(job_id, "cancel")
     }
 
     /// A pub/sub channel such as `wake` or `cancel`.

@@ -111,6 +111,17 @@ impl Subscription {
     }
 }
 
+/// What one append did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence of the last event appended; `None` when the append was refused (the log
+    /// already has its terminal event, or the fence names a stale attempt).
+    pub sequence: Option<u64>,
+    /// The job's cancel flag was set when the append ran (read in the same step, only when
+    /// the append asked for it; otherwise false).
+    pub cancel_requested: bool,
+}
+
 /// Event log operations.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -122,7 +133,12 @@ pub trait EventLog: Send + Sync + 'static {
         job_id: JobId,
         event: &JobEvent,
         fence: Fence,
-    ) -> Result<Option<u64>, Error>;
+    ) -> Result<Option<u64>, Error> {
+        let appended = self
+            .append_events(job_id, std::slice::from_ref(event), fence, None, false)
+            .await?;
+        Ok(appended.sequence)
+    }
 
     /// Appends `events` in order in one step (all or none; only the last may be terminal) and,
     /// when given and only when the append is accepted, replaces the job's progress snapshot
@@ -135,7 +151,25 @@ pub trait EventLog: Send + Sync + 'static {
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-    ) -> Result<Option<u64>, Error>;
+    ) -> Result<Option<u64>, Error> {
+        let appended = self
+            .append_events(job_id, events, fence, progress, false)
+            .await?;
+        Ok(appended.sequence)
+    }
+
+    /// [`EventLog::append_tracked`], and with `check_cancel` it also reads the job's cancel
+    /// flag (the one [`crate::queue::Queue::request_cancel`] sets) in the same step, at no
+    /// extra round trip: a running attempt learns of a cancel on the path its tokens take,
+    /// even when the cancel signal never reached it. Errors: as [`EventLog::append_tracked`].
+    async fn append_events(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+        check_cancel: bool,
+    ) -> Result<Appended, Error>;
 
     /// The job's latest progress snapshot, written by its worker; `None` before the first
     /// attempt and some time (`LLMJOBS_PROGRESS_TTL_SECS`) after the end.

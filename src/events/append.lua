@@ -1,46 +1,91 @@
--- Appends events to a job's log, assigning the next sequences, and publishes each.
--- Refuses (returns 0, appending nothing) after the terminal event, and for a stale attempt;
--- otherwise returns the sequence of the last event appended.
--- KEYS: 1 events list, 2 state hash, 3 progress snapshot
+-- Appends events to a job's log, assigning the next sequences, and publishes them all in one
+-- message. Refuses (appending nothing) after the terminal event, and for a stale attempt.
+-- KEYS: 1 events list, 2 state hash, 3 progress snapshot, 4 cancel flag
 -- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 's<N>' attempt N starts, older
 --       attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
---       4 output tokens so far ('' to keep), 5 TTL after terminal (s), 6 TTL before (s),
+--       4 '1' to read the cancel flag, 5 TTL after terminal (s), 6 TTL before (s),
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
---       9.. the encoded events, in order
+--       9.. the encoded events, in order (at least one)
+-- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
+-- set (read only when asked), else 0}.
+-- The message on the channel is '<sequence of the first event>/<number of events>:' followed
+-- by each event in protobuf's length-delimited form (its length as a varint, then its bytes).
+local FIRST_EVENT = 9
+-- Arguments per RPUSH: Lua's unpack fails beyond about 8,000 values.
+local PUSH_CHUNK = 1000
+
 local state = KEYS[2]
-if redis.call('HEXISTS', state, 'done') == 1 then return 0 end
+local cancel = 0
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
+local st = redis.call('HMGET', state, 'done', 'attempt', 'base')
+if st[1] then return {0, cancel} end
 local fence = ARGV[1]
+local kind = string.sub(fence, 1, 1)
 if fence ~= '' then
   local n = tonumber(string.sub(fence, 2))
-  local current = tonumber(redis.call('HGET', state, 'attempt') or '0')
-  if string.sub(fence, 1, 1) == 's' then
-    if n < current then return 0 end
-    redis.call('HSET', state, 'attempt', n, 'output_tokens', 0)
+  local current = tonumber(st[2] or '0')
+  if kind == 's' then
+    if n < current then return {0, cancel} end
   elseif n ~= current then
-    return 0
+    return {0, cancel}
   end
 end
+
 -- A log restarted after a Redis loss continues above `base` (see restart.lua).
-local base = tonumber(redis.call('HGET', state, 'base') or '0')
-local n = 0
-local first = 0
-for i = 9, #ARGV do
-  n = redis.call('RPUSH', KEYS[1], ARGV[i])
-  if first == 0 then first = n end
-  redis.call('PUBLISH', ARGV[3], (base + n) .. ':' .. ARGV[i])
+local base = tonumber(st[3] or '0')
+local last = #ARGV
+local len = 0
+for i = FIRST_EVENT, last, PUSH_CHUNK do
+  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + PUSH_CHUNK - 1, last)))
 end
-local seq = base + n
-if ARGV[4] ~= '' then redis.call('HSET', state, 'output_tokens', ARGV[4]) end
+local first = len - (last - FIRST_EVENT)
+local seq = base + len
+
+local parts = {(base + first) .. '/' .. (last - FIRST_EVENT + 1) .. ':'}
+for i = FIRST_EVENT, last do
+  local size = #ARGV[i]
+  if size < 128 then
+    parts[#parts + 1] = string.char(size)
+  else
+    local varint = {}
+    while size >= 128 do
+      varint[#varint + 1] = string.char(size % 128 + 128)
+      size = math.floor(size / 128)
+    end
+    varint[#varint + 1] = string.char(size)
+    parts[#parts + 1] = table.concat(varint)
+  end
+  parts[#parts + 1] = ARGV[i]
+end
+redis.call('PUBLISH', ARGV[3], table.concat(parts))
+
+local terminal = ARGV[2] == '1'
+local fields = {}
+if kind == 's' then
+  fields[#fields + 1] = 'attempt'
+  fields[#fields + 1] = string.sub(fence, 2)
+end
+if terminal then
+  fields[#fields + 1] = 'done'
+  fields[#fields + 1] = seq
+end
+if #fields > 0 then redis.call('HSET', state, unpack(fields)) end
+
 if ARGV[7] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[7], 'EX', tonumber(ARGV[6]))
+  local ttl = ARGV[6]
+  if terminal then ttl = ARGV[8] end
+  redis.call('SET', KEYS[3], ARGV[7], 'EX', tonumber(ttl))
+elseif terminal then
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
 end
-if ARGV[2] == '1' then
-  redis.call('HSET', state, 'done', seq)
+if terminal then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
   redis.call('EXPIRE', state, tonumber(ARGV[5]))
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
-elseif first == 1 or string.sub(fence, 1, 1) == 's' then
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-  redis.call('EXPIRE', state, tonumber(ARGV[6]))
+else
+  if first == 1 or kind == 's' then
+    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+  end
+  -- Only a start writes the state hash before the end (restart.lua sets its own TTL).
+  if kind == 's' then redis.call('EXPIRE', state, tonumber(ARGV[6])) end
 end
-return seq
+return {seq, cancel}

@@ -1,12 +1,16 @@
 //! [`EventLog`] in process, for a single `serve` process without Redis: per job a vector of
 //! events with the state `src/events/append.lua` keeps (attempt fence, terminal sequence,
-//! base, output tokens), the progress snapshot, and one broadcast channel per watched job.
+//! base), the output token count (which Redis reads from the log's tail), the progress
+//! snapshot, and one broadcast channel per watched job.
 //!
 //! Every operation takes one mutex, so appends are atomic and live events go out in sequence
 //! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones after
 //! `LLMJOBS_EVENT_LOG_TTL_SECS`, snapshots after `LLMJOBS_PROGRESS_TTL_SECS`): an expired entry
 //! is dropped when next touched, and a sweep of all entries runs at most every
 //! 10 s along with an append. Nothing survives the process.
+//!
+//! The cancel flags live with the in-process queue: an append that asks for its job's flag
+//! reads it through [`CancelFlags`], handed over by whoever wires the two together.
 
 use std::{
     collections::HashMap,
@@ -17,7 +21,9 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append};
+use super::{
+    Appended, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append,
+};
 use crate::{
     job::JobId,
     proto::v1::{JobEvent, JobProgress, job_event::Kind},
@@ -91,12 +97,17 @@ impl State {
     }
 }
 
+/// Whether a job's cancel was requested (and has not expired): the in-process queue's
+/// `P:{id}:cancel`, read synchronously on appends that ask for it.
+pub type CancelFlags = Arc<dyn Fn(JobId) -> bool + Send + Sync>;
+
 /// The in-process event log.
 #[derive(Clone)]
 pub struct MemoryEventLog {
     state: Arc<Mutex<State>>,
     terminal_ttl: Duration,
     progress_ttl: Duration,
+    cancel_flags: Option<CancelFlags>,
 }
 
 impl MemoryEventLog {
@@ -108,7 +119,20 @@ impl MemoryEventLog {
             state: Arc::default(),
             terminal_ttl: Duration::from_secs(terminal_ttl_secs.max(1)),
             progress_ttl: Duration::from_secs(progress_ttl_secs.max(1)),
+            cancel_flags: None,
         }
+    }
+
+    /// This log, reading the jobs' cancel flags through `flags` when an append asks for them
+    /// (without it, such appends report no cancel).
+    pub fn with_cancel_flags(mut self, flags: CancelFlags) -> MemoryEventLog {
+        self.cancel_flags = Some(flags);
+        self
+    }
+
+    /// Whether the job's cancel flag is set.
+    fn cancel_requested(&self, job_id: JobId) -> bool {
+        self.cancel_flags.as_ref().is_some_and(|f| f(job_id))
     }
 
     /// The state; each step completes before the lock is released, so a poisoned lock still
@@ -117,7 +141,7 @@ impl MemoryEventLog {
         lock(&self.state)
     }
 
-    /// `append.lua`.
+    /// `append.lua`, without the cancel flag. Returns the last sequence, `None` when refused.
     fn append_with(
         &self,
         job_id: JobId,
@@ -220,23 +244,22 @@ impl Drop for Unwatch {
 
 #[async_trait]
 impl EventLog for MemoryEventLog {
-    async fn append(
-        &self,
-        job_id: JobId,
-        event: &JobEvent,
-        fence: Fence,
-    ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, std::slice::from_ref(event), fence, None)
-    }
-
-    async fn append_tracked(
+    async fn append_events(
         &self,
         job_id: JobId,
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-    ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, events, fence, progress)
+        check_cancel: bool,
+    ) -> Result<Appended, Error> {
+        // Read outside the log's lock: the flag belongs to the queue, and taking the two locks
+        // one at a time cannot deadlock.
+        let cancel_requested = check_cancel && self.cancel_requested(job_id);
+        let sequence = self.append_with(job_id, events, fence, progress)?;
+        Ok(Appended {
+            sequence,
+            cancel_requested,
+        })
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {

@@ -14,11 +14,13 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
-use super::{Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append};
+use super::{
+    Appended, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append,
+};
 use crate::{
     backend::Redis,
     job::JobId,
-    proto::v1::{JobEvent, JobProgress},
+    proto::v1::{JobEvent, JobProgress, job_event::Kind},
 };
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
@@ -29,6 +31,8 @@ static RESTART: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("re
 const LIVE_BUFFER: usize = 1024;
 /// Unfinished logs are dropped after this long without a terminal event (a lost job).
 const UNFINISHED_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Newest events [`EventLog::output_tokens`] looks at for a token delta.
+const TOKENS_TAIL: isize = 32;
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
@@ -70,9 +74,10 @@ impl RedisEventLog {
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-    ) -> Result<Option<u64>, Error> {
+        check_cancel: bool,
+    ) -> Result<Appended, Error> {
         let Some(last) = last_of_append(events)? else {
-            return Ok(None);
+            return Ok(Appended::default());
         };
         let k = &self.redis.keys;
         let fence = match fence {
@@ -80,25 +85,16 @@ impl RedisEventLog {
             Fence::Attempt(n) => format!("a{n}"),
             Fence::Start(n) => format!("s{n}"),
         };
-        let output_tokens = events
-            .iter()
-            .rev()
-            .find_map(|e| match &e.kind {
-                Some(crate::proto::v1::job_event::Kind::TokenDelta(d)) => {
-                    Some(d.output_tokens.to_string())
-                }
-                _ => None,
-            })
-            .unwrap_or_default();
         let mut invocation = APPEND.prepare_invoke();
         invocation
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
             .key(k.job(&job_id, "progress"))
+            .key(k.cancel_flag(&job_id))
             .arg(fence)
             .arg(if is_terminal(last) { "1" } else { "0" })
             .arg(k.events_channel(&job_id))
-            .arg(output_tokens)
+            .arg(if check_cancel { "1" } else { "0" })
             .arg(self.terminal_ttl_secs)
             .arg(UNFINISHED_TTL_SECS)
             .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
@@ -113,8 +109,11 @@ impl RedisEventLog {
             invocation.arg(stored.encode_to_vec());
         }
         let mut conn = self.redis.conn().await?;
-        let seq: u64 = invocation.invoke_async(&mut conn).await?;
-        Ok((seq > 0).then_some(seq))
+        let (seq, cancel): (u64, u8) = invocation.invoke_async(&mut conn).await?;
+        Ok(Appended {
+            sequence: (seq > 0).then_some(seq),
+            cancel_requested: cancel == 1,
+        })
     }
 }
 
@@ -128,24 +127,16 @@ fn decode(job_id: JobId, sequence: u64, bytes: &[u8]) -> Result<JobEvent, Error>
 
 #[async_trait]
 impl EventLog for RedisEventLog {
-    async fn append(
-        &self,
-        job_id: JobId,
-        event: &JobEvent,
-        fence: Fence,
-    ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, std::slice::from_ref(event), fence, None)
-            .await
-    }
-
-    async fn append_tracked(
+    async fn append_events(
         &self,
         job_id: JobId,
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-    ) -> Result<Option<u64>, Error> {
-        self.append_with(job_id, events, fence, progress).await
+        check_cancel: bool,
+    ) -> Result<Appended, Error> {
+        self.append_with(job_id, events, fence, progress, check_cancel)
+            .await
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
@@ -206,12 +197,33 @@ impl EventLog for RedisEventLog {
         Ok(started == 1)
     }
 
+    /// The count of the newest token delta among the log's last [`TOKENS_TAIL`] events (0
+    /// when the newest attempt's `started` comes first), else the progress snapshot's: the
+    /// appends write no counter, so that a flush costs no extra command.
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error> {
+        let k = &self.redis.keys;
         let mut conn = self.redis.conn().await?;
-        let v: Option<u64> = conn
-            .hget(self.redis.keys.job(&job_id, "state"), "output_tokens")
+        let (tail, snapshot): (Vec<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
+            .lrange(k.job(&job_id, "events"), -TOKENS_TAIL, -1)
+            .get(k.job(&job_id, "progress"))
+            .query_async(&mut conn)
             .await?;
-        Ok(v)
+        for bytes in tail.iter().rev() {
+            let event = JobEvent::decode(bytes.as_slice())
+                .map_err(|e| Error::Corrupt(format!("job {job_id} event: {e}")))?;
+            match event.kind {
+                Some(Kind::TokenDelta(d)) => return Ok(Some(d.output_tokens)),
+                Some(Kind::Started(_)) => return Ok(Some(0)),
+                _ => {}
+            }
+        }
+        snapshot
+            .map(|bytes| {
+                JobProgress::decode(bytes.as_slice())
+                    .map(|p| p.output_tokens)
+                    .map_err(|e| Error::Corrupt(format!("job {job_id} progress: {e}")))
+            })
+            .transpose()
     }
 }
 
@@ -410,6 +422,10 @@ async fn reconnect(hub: Hub) {
     }
 }
 
+/// Delivers one published message to the job's watchers: `<first sequence>/<count>:`
+/// followed by the length-delimited events of one append, which become consecutive
+/// [`Live::Event`]s. A message that does not decode as announced delivers what did and then a
+/// [`Live::Resync`] (the log has it all).
 fn dispatch(hub: &HubInner, prefix: &str, msg: &redis::Msg) {
     let Some(job_id) = msg
         .get_channel_name()
@@ -418,28 +434,129 @@ fn dispatch(hub: &HubInner, prefix: &str, msg: &redis::Msg) {
     else {
         return;
     };
-    let payload = msg.get_payload_bytes();
-    let Some(colon) = payload.iter().position(|b| *b == b':') else {
-        return;
-    };
-    let Some(seq) = std::str::from_utf8(&payload[..colon])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
-        return;
-    };
-    let live = match decode(job_id, seq, &payload[colon + 1..]) {
-        Ok(event) => Live::Event(event),
-        Err(e) => {
-            warn!(error = %e, "event hub: undecodable event");
-            Live::Resync
-        }
-    };
+    let lives = decode_message(job_id, msg.get_payload_bytes());
     let jobs = hub
         .jobs
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(w) = jobs.get(&job_id) {
-        let _ = w.tx.send(live);
+        for live in lives {
+            let _ = w.tx.send(live);
+        }
+    }
+}
+
+/// The live items of one message on a job's channel (see [`dispatch`]).
+fn decode_message(job_id: JobId, payload: &[u8]) -> Vec<Live> {
+    let header = payload.iter().position(|b| *b == b':').and_then(|colon| {
+        let (first, count) = std::str::from_utf8(&payload[..colon])
+            .ok()?
+            .split_once('/')?;
+        Some((
+            first.parse::<u64>().ok()?,
+            count.parse::<usize>().ok()?,
+            &payload[colon + 1..],
+        ))
+    });
+    let Some((first, count, mut rest)) = header else {
+        warn!(job_id = %job_id, "event hub: malformed message");
+        return vec![Live::Resync];
+    };
+    let mut lives = Vec::with_capacity(count);
+    for sequence in (first..).take(count) {
+        match JobEvent::decode_length_delimited(&mut rest) {
+            Ok(mut event) => {
+                event.sequence = sequence;
+                event.job_id = job_id.to_string();
+                lives.push(Live::Event(event));
+            }
+            Err(e) => {
+                warn!(job_id = %job_id, sequence, error = %e, "event hub: undecodable event");
+                lives.push(Live::Resync);
+                return lives;
+            }
+        }
+    }
+    if !rest.is_empty() {
+        warn!(job_id = %job_id, "event hub: more in a message than it announced");
+        lives.push(Live::Resync);
+    }
+    lives
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::TokenDelta;
+
+    fn delta(text: &str) -> JobEvent {
+        JobEvent {
+            kind: Some(Kind::TokenDelta(TokenDelta {
+                text: text.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// The message `append.lua` publishes for `events` starting at `first`.
+    fn message(first: u64, events: &[JobEvent]) -> Vec<u8> {
+        let mut out = format!("{first}/{}:", events.len()).into_bytes();
+        for e in events {
+            e.encode_length_delimited(&mut out)
+                .expect("a Vec grows as needed");
+        }
+        out
+    }
+
+    #[test]
+    fn one_message_becomes_consecutive_events() {
+        let id = JobId::now_v7();
+        // A long text needs a two-byte length.
+        let events = [delta("a"), delta(&"b".repeat(300)), delta("")];
+        let lives = decode_message(id, &message(41, &events));
+        let got: Vec<(u64, String)> = lives
+            .iter()
+            .map(|l| match l {
+                Live::Event(e) => match &e.kind {
+                    Some(Kind::TokenDelta(d)) => (e.sequence, d.text.clone()),
+                    other => panic!("unexpected {other:?}"),
+                },
+                Live::Resync => panic!("unexpected resync"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(41, "a".into()), (42, "b".repeat(300)), (43, String::new())]
+        );
+        assert!(
+            lives
+                .iter()
+                .all(|l| matches!(l, Live::Event(e) if e.job_id == id.to_string()))
+        );
+    }
+
+    #[test]
+    fn a_damaged_message_delivers_what_decodes_then_a_resync() {
+        let id = JobId::now_v7();
+        let mut bytes = message(7, &[delta("ok"), delta("cut short")]);
+        bytes.truncate(bytes.len() - 3);
+        let lives = decode_message(id, &bytes);
+        assert_eq!(lives.len(), 2);
+        assert!(matches!(&lives[0], Live::Event(e) if e.sequence == 7));
+        assert!(matches!(lives[1], Live::Resync));
+        // The second is a message of the previous format (one event, no count).
+        for malformed in [&b"no sequence"[..], b"7:\x02\x08\x01", b"7/x:"] {
+            assert!(
+                matches!(decode_message(id, malformed).as_slice(), [Live::Resync]),
+                "{malformed:?}"
+            );
+        }
+        let mut extra = message(7, &[delta("one")]);
+        delta("two")
+            .encode_length_delimited(&mut extra)
+            .expect("a Vec grows as needed");
+        let lives = decode_message(id, &extra);
+        assert!(matches!(lives.as_slice(), [Live::Event(_), Live::Resync]));
     }
 }

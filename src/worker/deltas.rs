@@ -4,8 +4,14 @@
 //! REALTIME keeps one piece per upstream chunk, so each chunk becomes its own delta even when
 //! several go out in one append (chunks that arrived while the previous append was in flight
 //! share its successor's round trip). BUFFERED grows one piece until it is flushed.
+//!
+//! It also keeps when a flush last read the job's cancel flag: flushes read it at most every
+//! [`CANCEL_CHECK_EVERY`], so a cancel whose signal was lost lands within that (plus one
+//! flush) at one Redis command per interval instead of one per flush.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
 
 use crate::proto::v1::TokenDelta;
 
@@ -15,6 +21,8 @@ pub const MAX_DELTA_BYTES: usize = 64 * 1024;
 pub const MAX_APPEND_BYTES: usize = 16 * MAX_DELTA_BYTES;
 /// Most token deltas carried by one append.
 pub const MAX_APPEND_DELTAS: usize = 256;
+/// Least time between two flushes that read the job's cancel flag.
+pub const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// One chunk's text (REALTIME) or the text coalesced since the last flush (BUFFERED).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,11 +33,14 @@ struct Piece {
     output_tokens: u64,
 }
 
-/// Text waiting to be published, in order.
+/// Text waiting to be published, in order, and when a flush last read the cancel flag.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Unpublished {
     pieces: VecDeque<Piece>,
     bytes: usize,
+    /// When a flush last read the job's cancel flag; `None` before the first, or when the
+    /// next flush must read it.
+    cancel_read_at: Option<Instant>,
 }
 
 impl Unpublished {
@@ -49,6 +60,24 @@ impl Unpublished {
                 output_tokens,
             }),
         }
+    }
+
+    /// Whether a flush at `now` reads the job's cancel flag: the first does, then one at most
+    /// every [`CANCEL_CHECK_EVERY`]. A `true` answer counts as the read.
+    pub(super) fn cancel_read_due(&mut self, now: Instant) -> bool {
+        let due = self
+            .cancel_read_at
+            .is_none_or(|at| now.duration_since(at) >= CANCEL_CHECK_EVERY);
+        if due {
+            self.cancel_read_at = Some(now);
+        }
+        due
+    }
+
+    /// Makes the next flush read the cancel flag (the attempt's last one: a cancel asked
+    /// before the end wins).
+    pub(super) fn read_cancel_next(&mut self) {
+        self.cancel_read_at = None;
     }
 
     /// True when nothing waits.
@@ -126,6 +155,21 @@ fn take_prefix(s: &mut String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cancel_flag_is_read_by_the_first_flush_then_at_most_every_interval() {
+        let mut u = Unpublished::default();
+        let t0 = Instant::now();
+        assert!(u.cancel_read_due(t0), "the first flush reads it");
+        assert!(!u.cancel_read_due(t0 + CANCEL_CHECK_EVERY / 2));
+        assert!(u.cancel_read_due(t0 + CANCEL_CHECK_EVERY));
+        assert!(!u.cancel_read_due(t0 + CANCEL_CHECK_EVERY + Duration::from_millis(1)));
+        u.read_cancel_next();
+        assert!(
+            u.cancel_read_due(t0 + CANCEL_CHECK_EVERY + Duration::from_millis(2)),
+            "the last flush reads it"
+        );
+    }
 
     #[test]
     fn deltas_split_on_character_boundaries() {

@@ -238,10 +238,10 @@ impl Worker {
             }
             Some(Err(None)) => return End::Failed(limit(progress).1),
         };
-        self.track(job, progress, |t| {
-            vec![t.advance(Stage::AwaitingFirstToken)]
-        })
-        .await;
+        // The stage goes out with the first token when that comes within a flush interval
+        // (one append instead of two), else by the flush timer below.
+        let awaiting = progress.tracker.advance(Stage::AwaitingFirstToken);
+        progress.before_text.push(awaiting);
         let buffered = job.streaming_mode == StreamingMode::Buffered;
         let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         let mut next_flush = Instant::now() + flush_every;
@@ -250,11 +250,19 @@ impl Worker {
         // (some servers never send `[DONE]` nor close).
         let mut finish_deadline = Instant::now();
         loop {
-            let has_pending = !progress.unpublished.is_empty() || !progress.before_text.is_empty();
+            // A flush may have found the job's cancel flag (the REALTIME path below can go
+            // round without reaching the `select!`).
+            if stop.is_cancelled() {
+                self.flush_all(job, running, progress).await;
+                return stopped();
+            }
+            let has_text = !progress.unpublished.is_empty();
+            let has_pending = has_text || !progress.before_text.is_empty();
             // REALTIME: chunks already here join the waiting ones before they go out, each as
             // its own delta, so a slow append is followed by one carrying all that arrived
-            // meanwhile instead of one round trip per chunk.
-            if !buffered && has_pending {
+            // meanwhile instead of one round trip per chunk. Stage changes without text wait
+            // for the flush timer.
+            if !buffered && has_text {
                 let ready = if progress.unpublished.pieces() < MAX_APPEND_DELTAS {
                     stream.next().now_or_never()
                 } else {
@@ -265,14 +273,14 @@ impl Worker {
                         match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
                             Absorbed::Text | Absorbed::Other => continue,
                             Absorbed::End(Some(end)) => {
-                                self.flush(job, progress).await;
+                                self.flush(job, running, progress).await;
                                 return end;
                             }
                             Absorbed::End(None) => break,
                         }
                     }
                     None => {
-                        if self.flush(job, progress).await {
+                        if self.flush(job, running, progress).await {
                             continue;
                         }
                         // Redis is unavailable: the flush timer below retries, or the next
@@ -289,7 +297,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
                 _ = tokio::time::sleep_until(next_flush), if has_pending => {
-                    self.flush(job, progress).await;
+                    self.flush(job, running, progress).await;
                     next_flush = Instant::now() + flush_every;
                     continue;
                 }
@@ -299,7 +307,7 @@ impl Worker {
             match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
                 Absorbed::End(Some(end)) => {
                     // Best effort: what arrived before the failure reaches the watchers.
-                    self.flush(job, progress).await;
+                    self.flush(job, running, progress).await;
                     return end;
                 }
                 Absorbed::End(None) => break,
@@ -311,14 +319,18 @@ impl Worker {
                         && (progress.output_tokens == 1
                             || progress.unpublished.bytes() >= self.cfg.buffer_max_bytes)
                     {
-                        self.flush(job, progress).await;
+                        self.flush(job, running, progress).await;
                         next_flush = Instant::now() + flush_every;
                     }
                 }
             }
         }
-        if !self.flush_all(job, running, progress).await {
-            // Lease lost or shutting down: `end` hands the job on.
+        progress.unpublished.read_cancel_next();
+        if !self.flush_all(job, running, progress).await
+            || running.reason.get() == Some(&StopReason::Cancelled)
+        {
+            // Lease lost or shutting down: `end` hands the job on. Or the cancel reached the
+            // last flush (or its signal came meanwhile): asked before the end, it wins.
             return stopped();
         }
         let o = &progress.outcome;
@@ -410,8 +422,13 @@ impl Worker {
     ///
     /// Each append carries, in order, the stage changes and milestones waiting to go out
     /// before the text (the first token's), the deltas, and, once the text is all out, the
-    /// progress update it allows: one round trip per flush.
-    async fn flush(&self, job: &Job, progress: &mut Progress) -> bool {
+    /// progress update it allows: one round trip per flush. The progress snapshot is replaced
+    /// only by appends that carry more than deltas (the live token count is read from the
+    /// log). The first flush, the attempt's last (when anything is left for it) and one at
+    /// most every [`super::deltas::CANCEL_CHECK_EVERY`] also read the job's cancel flag: when
+    /// it is set, the attempt stops as cancelled, as the cancel signal would have stopped it,
+    /// so a lost signal is made up for within that interval.
+    async fn flush(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
         loop {
             let mut kinds = std::mem::take(&mut progress.before_text);
             let prefix_len = kinds.len();
@@ -431,22 +448,33 @@ impl Worker {
             if kinds.is_empty() {
                 return true;
             }
-            progress.tracker.set_worker(self.latest_resources());
-            let snapshot = progress.tracker.snapshot();
+            let snapshot = kinds
+                .iter()
+                .any(|k| !matches!(k, Kind::TokenDelta(_)))
+                .then(|| {
+                    progress.tracker.set_worker(self.latest_resources());
+                    progress.tracker.snapshot()
+                });
+            let check_cancel = progress.unpublished.cancel_read_due(Instant::now());
             let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
             match self
                 .deps
                 .events
-                .append_tracked(
+                .append_events(
                     job.id,
                     &events,
                     Fence::Attempt(job.attempts),
-                    Some(&snapshot),
+                    snapshot.as_ref(),
+                    check_cancel,
                 )
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(_) => {}
+                Ok(appended) => {
+                    if appended.cancel_requested {
+                        running.stop(StopReason::Cancelled);
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
                     // The stage changes and deltas wait for the next flush; a progress update
@@ -469,20 +497,8 @@ impl Worker {
         }
     }
 
-    /// Lets `f` update the tracker and publishes the events it returns, each with the fresh
-    /// progress snapshot. Best effort: progress must never hold up or fail generation, so a
-    /// Redis error is logged and the event dropped.
-    pub(super) async fn track(
-        &self,
-        job: &Job,
-        progress: &mut Progress,
-        f: impl FnOnce(&mut Tracker) -> Vec<Kind>,
-    ) {
-        let kinds = f(&mut progress.tracker);
-        self.publish_tracked(job, progress, kinds).await;
-    }
-
-    /// Publishes `kinds` with the tracker's fresh snapshot (best effort, see [`Self::track`]).
+    /// Publishes `kinds` with the tracker's fresh snapshot. Best effort: progress must never
+    /// hold up or fail generation, so a Redis error is logged and the events dropped.
     pub(super) async fn publish_tracked(
         &self,
         job: &Job,
@@ -515,7 +531,7 @@ impl Worker {
     async fn flush_all(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
         let mut delay = Duration::from_millis(200);
         loop {
-            if self.flush(job, progress).await {
+            if self.flush(job, running, progress).await {
                 return true;
             }
             if running.reason.get() == Some(&StopReason::LeaseLost) {

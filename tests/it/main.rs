@@ -7,6 +7,7 @@ mod batches;
 mod cancel;
 mod crash;
 mod fixtures;
+mod flushes;
 mod grpc_web;
 mod limits;
 mod listing;

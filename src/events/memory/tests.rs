@@ -245,3 +245,33 @@ async fn unfinished_logs_outlive_the_finished_ttl() -> Result<(), Error> {
     assert!(state.log(id, later).is_some());
     Ok(())
 }
+
+#[tokio::test]
+async fn appends_that_ask_report_the_queues_cancel_flag() -> Result<(), Box<dyn std::error::Error>>
+{
+    use crate::queue::{Queue, memory::MemoryQueue};
+    let queue = Arc::new(MemoryQueue::new());
+    let flags = queue.clone();
+    let log =
+        MemoryEventLog::new(60, 60).with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id)));
+    let id = JobId::now_v7();
+    let opened = log
+        .append_events(id, &[started(1)], Fence::Start(1), None, true)
+        .await?;
+    assert_eq!((opened.sequence, opened.cancel_requested), (Some(1), false));
+    queue.request_cancel(id, "stop").await?;
+    let asked = log
+        .append_events(id, &[delta("a", 1)], Fence::Attempt(1), None, true)
+        .await?;
+    assert_eq!((asked.sequence, asked.cancel_requested), (Some(2), true));
+    let unasked = log
+        .append_events(id, &[delta("b", 2)], Fence::Attempt(1), None, false)
+        .await?;
+    assert!(!unasked.cancel_requested);
+    // Without the queue's flags nothing is reported.
+    let alone = MemoryEventLog::new(60, 60)
+        .append_events(id, &[delta("a", 1)], Fence::None, None, true)
+        .await?;
+    assert_eq!((alone.sequence, alone.cancel_requested), (Some(1), false));
+    Ok(())
+}
