@@ -1,5 +1,5 @@
 //! The shared fixture streams, served byte for byte (and split at awkward offsets), end up as
-//! the documented results (`../shared/fixtures/openai-sse/README.md`).
+//! the documented results (`tests/fixtures/openai-sse/README.md`).
 
 use std::time::Duration;
 

@@ -33,7 +33,7 @@ use tokio::time::{Instant, sleep};
 
 /// Directory holding the raw `.sse` fixture bodies.
 pub const FIXTURES_DIR: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/openai-sse");
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openai-sse");
 
 /// What the upstream answers to the next requests.
 #[derive(Clone, Debug)]
@@ -316,21 +316,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|err| panic!("cannot read fixture {}: {err}", path.display()))
 }
 
-/// Path of a fixture file: under `LLMJOBS_FIXTURES_DIR` when set, else [`FIXTURES_DIR`] (the
-/// checkout beside `shared/`), else `/work/shared/fixtures/openai-sse` (for a clone made
-/// elsewhere on the same machine).
+/// Path of a fixture file: under `LLMJOBS_FIXTURES_DIR` when set, else [`FIXTURES_DIR`]
+/// (`tests/fixtures/openai-sse` in this repository).
 fn fixture_path(name: &str) -> PathBuf {
-    let dirs = [
-        std::env::var("LLMJOBS_FIXTURES_DIR").ok(),
-        Some(FIXTURES_DIR.to_owned()),
-        Some("/work/shared/fixtures/openai-sse".to_owned()),
-    ];
-    let candidates: Vec<PathBuf> = dirs.into_iter().flatten().map(PathBuf::from).collect();
-    candidates
-        .iter()
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| candidates[0].join(name))
+    std::env::var("LLMJOBS_FIXTURES_DIR")
+        .map_or_else(|_| PathBuf::from(FIXTURES_DIR), PathBuf::from)
+        .join(name)
 }
 
 /// Fails early (on the test side) when a reply names a fixture file that does not exist.
