@@ -32,8 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
 /// Directory holding the raw `.sse` fixture bodies.
-pub const FIXTURES_DIR: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openai-sse");
+pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openai-sse");
 
 /// What the upstream answers to the next requests.
 #[derive(Clone, Debug)]
