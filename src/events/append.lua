@@ -1,23 +1,26 @@
 -- Appends events to a job's log, assigning the next sequences, and publishes them all in one
--- message. Refuses (appending nothing) after the terminal event, and for a stale attempt.
+-- message while someone watches the job (a current watch mark, see watch.lua: a job nobody
+-- follows costs no PUBLISH; a watcher reads what came before its mark from the list).
+-- Refuses (appending nothing) after the terminal event, and for a stale attempt.
 -- KEYS: 1 events list, 2 state hash, 3 progress snapshot, 4 cancel flag
 -- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 's<N>' attempt N starts, older
 --       attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
 --       4 '1' to read the cancel flag, 5 TTL after terminal (s), 6 TTL before (s),
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
---       9.. the encoded events, in order (at least one)
+--       9 now (ms since the epoch, to compare with the watch mark),
+--       10.. the encoded events, in order (at least one)
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
 -- set (read only when asked), else 0}.
 -- The message on the channel is '<sequence of the first event>/<number of events>:' followed
 -- by each event in protobuf's length-delimited form (its length as a varint, then its bytes).
-local FIRST_EVENT = 9
+local FIRST_EVENT = 10
 -- Arguments per RPUSH: Lua's unpack fails beyond about 8,000 values.
 local PUSH_CHUNK = 1000
 
 local state = KEYS[2]
 local cancel = 0
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
-local st = redis.call('HMGET', state, 'done', 'attempt', 'base')
+local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w')
 if st[1] then return {0, cancel} end
 local fence = ARGV[1]
 local kind = string.sub(fence, 1, 1)
@@ -41,23 +44,26 @@ end
 local first = len - (last - FIRST_EVENT)
 local seq = base + len
 
-local parts = {(base + first) .. '/' .. (last - FIRST_EVENT + 1) .. ':'}
-for i = FIRST_EVENT, last do
-  local size = #ARGV[i]
-  if size < 128 then
-    parts[#parts + 1] = string.char(size)
-  else
-    local varint = {}
-    while size >= 128 do
-      varint[#varint + 1] = string.char(size % 128 + 128)
-      size = math.floor(size / 128)
+-- An unreadable mark counts as current: publishing too much only costs.
+if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then
+  local parts = {(base + first) .. '/' .. (last - FIRST_EVENT + 1) .. ':'}
+  for i = FIRST_EVENT, last do
+    local size = #ARGV[i]
+    if size < 128 then
+      parts[#parts + 1] = string.char(size)
+    else
+      local varint = {}
+      while size >= 128 do
+        varint[#varint + 1] = string.char(size % 128 + 128)
+        size = math.floor(size / 128)
+      end
+      varint[#varint + 1] = string.char(size)
+      parts[#parts + 1] = table.concat(varint)
     end
-    varint[#varint + 1] = string.char(size)
-    parts[#parts + 1] = table.concat(varint)
+    parts[#parts + 1] = ARGV[i]
   end
-  parts[#parts + 1] = ARGV[i]
+  redis.call('PUBLISH', ARGV[3], table.concat(parts))
 end
-redis.call('PUBLISH', ARGV[3], table.concat(parts))
 
 local terminal = ARGV[2] == '1'
 local fields = {}

@@ -26,6 +26,7 @@ use crate::{
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("read.lua")));
 static RESTART: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restart.lua")));
+static WATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("watch.lua")));
 
 /// Buffered live items per job before a slow watcher is told to resync from the log.
 const LIVE_BUFFER: usize = 1024;
@@ -33,6 +34,22 @@ const LIVE_BUFFER: usize = 1024;
 const UNFINISHED_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Newest events [`EventLog::output_tokens`] looks at for a token delta.
 const TOKENS_TAIL: isize = 32;
+/// How long a watch mark makes appends publish (see `watch.lua`). Long beside
+/// [`WATCH_REFRESH`] and beside the clock skew between a gateway and a worker that it
+/// tolerates; a stale mark only costs PUBLISHes, a missing one delays a watcher by up to
+/// [`crate::streaming::IDLE_CHECK`].
+const WATCH_LEASE: Duration = Duration::from_secs(60);
+/// How often a process renews the watch marks of the jobs it follows.
+const WATCH_REFRESH: Duration = Duration::from_secs(20);
+/// Watch marks renewed per pipelined round trip.
+const WATCH_CHUNK: usize = 500;
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
@@ -98,7 +115,8 @@ impl RedisEventLog {
             .arg(self.terminal_ttl_secs)
             .arg(UNFINISHED_TTL_SECS)
             .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
-            .arg(self.progress_ttl_secs);
+            .arg(self.progress_ttl_secs)
+            .arg(now_ms());
         for event in events {
             // Stored without sequence and job id: the list index and the key carry them.
             let stored = JobEvent {
@@ -242,6 +260,8 @@ struct HubInner {
     /// Held across SUBSCRIBE so that a second watcher never starts before the first's
     /// subscription is confirmed.
     sink: tokio::sync::Mutex<Option<redis::aio::PubSubSink>>,
+    /// Whether the task renewing this process's watch marks runs.
+    renewing: std::sync::atomic::AtomicBool,
 }
 
 struct Watched {
@@ -305,6 +325,7 @@ impl Hub {
                 redis,
                 jobs: Mutex::new(HashMap::new()),
                 sink: tokio::sync::Mutex::new(None),
+                renewing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -345,6 +366,10 @@ impl Hub {
                 *sink = None;
                 return Err(e.into());
             }
+            // Marked once subscribed, and with the sink still held so that no second watcher
+            // starts before it: every append after the mark is published to this
+            // subscription, every append before it is in the list the watcher reads next.
+            mark(&inner.redis, &[job_id]).await?;
         }
         Ok(Subscription::new(rx, Box::new(guard)))
     }
@@ -369,6 +394,13 @@ impl Hub {
         };
         if !channels.is_empty() {
             sink.subscribe(&channels).await?;
+        }
+        if !self
+            .inner
+            .renewing
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(renew_marks(Arc::downgrade(&self.inner)));
         }
         let hub = Arc::downgrade(&self.inner);
         let prefix = self.inner.redis.keys.events_channel(&JobId::nil());
@@ -414,10 +446,64 @@ async fn reconnect(hub: Hub) {
             Ok(s) => {
                 *sink = Some(s);
                 drop(sink);
+                // Redis may have lost the marks with everything else.
+                if let Err(e) = mark(&hub.inner.redis, &watched(&hub.inner)).await {
+                    debug!(error = %e, "event hub: cannot renew watch marks");
+                }
                 broadcast_resync(&hub.inner);
                 return;
             }
             Err(e) => debug!(error = %e, "event hub: reconnect failed"),
+        }
+    }
+}
+
+/// The jobs this process watches.
+fn watched(hub: &HubInner) -> Vec<JobId> {
+    hub.jobs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .copied()
+        .collect()
+}
+
+/// Marks `ids` as watched for [`WATCH_LEASE`] from now (see `watch.lua`): one script call,
+/// or pipelined calls of [`WATCH_CHUNK`] per round trip.
+async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
+    let until = now_ms().saturating_add(u64::try_from(WATCH_LEASE.as_millis()).unwrap_or(0));
+    let mut conn = redis.conn().await?;
+    if let [id] = ids {
+        let () = WATCH
+            .key(redis.keys.job(id, "state"))
+            .arg(until)
+            .arg(UNFINISHED_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        return Ok(());
+    }
+    for chunk in ids.chunks(WATCH_CHUNK) {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&WATCH).ignore();
+        for id in chunk {
+            let mut call = WATCH.key(redis.keys.job(id, "state"));
+            call.arg(until).arg(UNFINISHED_TTL_SECS);
+            pipe.invoke_script(&call).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Renews the marks of every job this process watches every [`WATCH_REFRESH`], until the hub
+/// is gone.
+async fn renew_marks(hub: std::sync::Weak<HubInner>) {
+    loop {
+        tokio::time::sleep(WATCH_REFRESH).await;
+        let Some(hub) = hub.upgrade() else { return };
+        let ids = watched(&hub);
+        if let Err(e) = mark(&hub.redis, &ids).await {
+            warn!(error = %e, jobs = ids.len(), "event hub: cannot renew watch marks");
         }
     }
 }

@@ -278,3 +278,54 @@ async fn a_cancel_whose_signal_was_lost_still_stops_the_running_job() -> anyhow:
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_publish_only_while_someone_watches_and_a_new_watcher_misses_nothing()
+-> anyhow::Result<()> {
+    if skip_when_embedded("counts messages on the job's Redis channel; in process there is none") {
+        return Ok(());
+    }
+    let backend = Backend::new()?;
+    let log = &backend.events;
+    let id = JobId::now_v7();
+    // A bare subscriber on the job's channel: it sees what appends publish without marking the
+    // job as watched, as a service's watcher does.
+    let channel = llm_jobs::backend::Keys::new(&backend.prefix).events_channel(&id);
+    let mut bare = redis::Client::open(crate::support::redis_url())?
+        .get_async_pubsub()
+        .await?;
+    bare.subscribe(&channel).await?;
+    let started = event(Kind::Started(v1::JobStarted {
+        attempt: 1,
+        ..Default::default()
+    }));
+    let unwatched = log
+        .append_events(id, &[started, delta(0)], Fence::Start(1), None, false)
+        .await?;
+    assert_eq!(unwatched.sequence, Some(2));
+
+    let mut live = log.subscribe(id).await?;
+    let watched = log
+        .append_events(id, &[delta(1)], Fence::Attempt(1), None, false)
+        .await?;
+    assert_eq!(watched.sequence, Some(3));
+    // Messages arrive in order: had the first append published, its message would be first.
+    let mut messages = bare.on_message();
+    let first = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut messages))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the bare subscription ended"))?;
+    assert!(
+        first.get_payload_bytes().starts_with(b"3/1:"),
+        "the first message is the watched append's, got {:?}",
+        String::from_utf8_lossy(first.get_payload_bytes())
+    );
+    match next_live(&mut live).await? {
+        Live::Event(e) => assert_eq!(e.sequence, 3),
+        Live::Resync => anyhow::bail!("a resync instead of the watched append"),
+    }
+    // What came before the mark is in the log, gap-free.
+    let read = log.read_after(id, 0).await?.expect("a log");
+    let sequences: Vec<u64> = read.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    backend.clean().await
+}
