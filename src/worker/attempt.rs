@@ -130,24 +130,31 @@ impl Worker {
         })));
         opening.push(event(tracker.advance(Stage::Dispatched)));
         let snapshot = tracker.snapshot();
+        // It also reads the job's cancel flag: a cancel requested before this worker held the
+        // job sent its signal to nobody, and stops the attempt here as the signal would have.
         let published = self
             .persist(
                 &running,
                 "publishing the started event",
                 events_transient,
                 || {
-                    self.deps.events.append_tracked(
+                    self.deps.events.append_events(
                         job.id,
                         &opening,
                         Fence::Start(attempt),
                         Some(&snapshot),
+                        true,
                     )
                 },
             )
             .await;
         match published {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Ok(appended) if appended.sequence.is_some() => {
+                if appended.cancel_requested {
+                    running.stop(StopReason::Cancelled);
+                }
+            }
+            Ok(_) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
                 self.settle(job.id, &running.owner, None).await;
                 return;
@@ -178,18 +185,9 @@ impl Worker {
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
         };
-        // A cancel requested before this worker held the job sent its signal to nobody: the
-        // flag is read beside the upstream request (not before it, which would add a round
-        // trip to the time to first token) and stops the attempt as the signal would have.
-        let cancel_check = async {
-            if let Ok(Some(_)) = self.deps.queue.cancel_requested(job.id).await {
-                running.stop(StopReason::Cancelled);
-            }
-        };
-        let (end, ()) = tokio::join!(
-            self.generate(&job, &*provider, &running, &mut progress),
-            cancel_check
-        );
+        let end = self
+            .generate(&job, &*provider, &running, &mut progress)
+            .await;
         progress.finish();
         let o = &mut progress.outcome;
         o.cost_usd = if o.simulated {
@@ -201,8 +199,9 @@ impl Worker {
     }
 
     /// Finalizes a completed attempt: parses structured output and notes the milestones of
-    /// the answer (cut by max_tokens, structured output valid or not).
-    async fn finalize(&self, job: &Job, progress: &mut Progress) {
+    /// the answer (cut by max_tokens, structured output valid or not). Returns the events
+    /// that say so; they go out with the terminal event, in its append.
+    fn finalize(job: &Job, progress: &mut Progress) -> Vec<Kind> {
         let mut kinds = vec![progress.tracker.advance(Stage::Finalizing)];
         let structured = crate::structured::evaluate(
             job.params.response_format.as_ref(),
@@ -231,15 +230,17 @@ impl Worker {
             kinds.push(progress.tracker.milestone(kind, &detail));
         }
         progress.outcome.structured = structured;
-        self.publish_tracked(job, progress, kinds).await;
+        kinds
     }
 
     async fn end(&self, job: Job, running: &Running, end: End, mut progress: Progress) {
         let attempt = job.attempts;
         let store = &self.deps.store;
-        if matches!(end, End::Completed) {
-            self.finalize(&job, &mut progress).await;
-        }
+        let finalized = if matches!(end, End::Completed) {
+            Self::finalize(&job, &mut progress)
+        } else {
+            Vec::new()
+        };
         let finish = match end {
             End::Stopped(StopReason::LeaseLost) => {
                 // Another worker owns the job now: write nothing.
@@ -300,13 +301,10 @@ impl Worker {
                     self.completed_for_estimates(&job);
                 }
                 let snapshot = progress.tracker.snapshot();
-                self.publish_terminal(
-                    job.id,
-                    Fence::Attempt(attempt),
-                    vec![stage_end, terminal],
-                    Some(&snapshot),
-                )
-                .await;
+                let mut kinds = finalized;
+                kinds.extend([stage_end, terminal]);
+                self.publish_terminal(job.id, Fence::Attempt(attempt), kinds, Some(&snapshot))
+                    .await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
             Ok(None) => info!("attempt was superseded; result discarded"),

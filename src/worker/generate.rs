@@ -206,22 +206,46 @@ impl Worker {
         };
         let connecting = progress.tracker.advance(Stage::Connecting);
         let connect_until = limit(progress).0;
+        let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         progress.sent_at = Instant::now();
-        // The request goes out while the connecting stage is published: that append is off
-        // the path to the first token.
+        // The connecting stage goes out with the first token when the upstream answers within
+        // a flush interval (one append instead of two); else once that interval has passed,
+        // while the request waits, so it stays off the path to the first token.
         let opened = {
-            let connect = async {
-                tokio::join!(
-                    self.publish_tracked(job, progress, vec![connecting]),
-                    provider.stream(&request)
-                )
-                .1
-            };
-            tokio::select! {
+            let connect = provider.stream(&request);
+            tokio::pin!(connect);
+            let quick = tokio::select! {
                 biased;
-                _ = stop.cancelled() => None,
-                _ = tokio::time::sleep_until(connect_until) => Some(Err(None)),
-                s = connect => Some(s.map_err(Some)),
+                _ = stop.cancelled() => Some(None),
+                _ = tokio::time::sleep_until(connect_until) => Some(Some(Err(None))),
+                s = &mut connect => Some(Some(s.map_err(Some))),
+                _ = tokio::time::sleep(flush_every) => None,
+            };
+            match quick {
+                Some(opened) => {
+                    if matches!(opened, Some(Ok(_))) {
+                        progress.before_text.push(connecting);
+                    } else {
+                        // The attempt ends here: its history keeps every stage it went through.
+                        self.publish_tracked(job, progress, vec![connecting]).await;
+                    }
+                    opened
+                }
+                None => {
+                    let slow = async {
+                        tokio::join!(
+                            self.publish_tracked(job, progress, vec![connecting]),
+                            &mut connect
+                        )
+                        .1
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => None,
+                        _ = tokio::time::sleep_until(connect_until) => Some(Err(None)),
+                        s = slow => Some(s.map_err(Some)),
+                    }
+                }
             }
         };
         let mut stream = match opened {
@@ -243,7 +267,6 @@ impl Worker {
         let awaiting = progress.tracker.advance(Stage::AwaitingFirstToken);
         progress.before_text.push(awaiting);
         let buffered = job.streaming_mode == StreamingMode::Buffered;
-        let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         let mut next_flush = Instant::now() + flush_every;
         let mut finished = false;
         // After the finish, wait this long for the usage chunk and the end of the stream
