@@ -197,4 +197,8 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Output tokens generated so far by the current attempt, when known.
     async fn output_tokens(&self, job_id: JobId) -> Result<Option<u64>, Error>;
+
+    /// Sequence of the terminal event in the job's log; `None` while it has none, or has
+    /// no log. (The worker stores it in `jobs.last_sequence` just after appending it.)
+    async fn terminal_sequence(&self, job_id: JobId) -> Result<Option<u64>, Error>;
 }

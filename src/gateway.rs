@@ -85,11 +85,18 @@ impl Gateway {
 
     /// The job and its live output token count. Errors: `NotFound`, `Store`.
     pub async fn get(&self, id: JobId) -> Result<(Job, u64), Error> {
-        let job = self
+        let mut job = self
             .store
             .get_job(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        if job.status.is_terminal() && job.last_sequence == 0 {
+            // The worker stores the terminal sequence just after appending the terminal
+            // event, off its path; until then the log has it.
+            if let Ok(Some(seq)) = self.events.terminal_sequence(id).await {
+                job.last_sequence = seq;
+            }
+        }
         let tokens = if job.status == JobStatus::Running {
             self.events
                 .output_tokens(id)

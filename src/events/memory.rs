@@ -342,6 +342,11 @@ impl EventLog for MemoryEventLog {
             .log(job_id, Instant::now())
             .and_then(|l| l.output_tokens))
     }
+
+    async fn terminal_sequence(&self, job_id: JobId) -> Result<Option<u64>, Error> {
+        let mut state = self.state();
+        Ok(state.log(job_id, Instant::now()).and_then(|l| l.done))
+    }
 }
 
 #[cfg(test)]

@@ -243,6 +243,14 @@ impl EventLog for RedisEventLog {
             })
             .transpose()
     }
+
+    async fn terminal_sequence(&self, job_id: JobId) -> Result<Option<u64>, Error> {
+        let mut conn = self.redis.conn().await?;
+        let done: Option<String> = conn
+            .hget(self.redis.keys.job(&job_id, "state"), "done")
+            .await?;
+        Ok(done.and_then(|d| d.parse().ok()))
+    }
 }
 
 /// Fan-out of live events: one pub/sub connection per process, one broadcast channel per

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use llm_jobs::proto::v1;
+
 use crate::support::{
     TestApp, assert_well_formed, core_events, request,
     upstream::{Reply, TestUpstream},
@@ -53,6 +55,12 @@ async fn a_watcher_that_joins_mid_stream_gets_replay_then_live() -> anyhow::Resu
         crate::support::text_of(&late),
         (0..10).map(|i| format!("tok{i} ")).collect::<String>()
     );
+    // As soon as a watcher has the terminal event, the job says it has ended at that
+    // sequence (the store records it a moment later; until then the log answers).
+    let terminal = late.last().expect("events").sequence;
+    let ended = app.wait_for_job(&job.id, |_| true).await?;
+    assert_eq!(ended.status(), v1::JobStatus::Completed);
+    assert_eq!(ended.last_sequence, terminal, "{ended:?}");
     app.stop().await
 }
 
