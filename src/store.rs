@@ -290,12 +290,18 @@ pub trait Store: Send + Sync + 'static {
     /// (stage changes and milestones), in one transaction. Returns the updated job, or `None`
     /// when the attempt no longer owns the job (a newer attempt started, or it is already
     /// terminal): nothing is written and the caller must publish nothing.
+    ///
+    /// `terminal_sequence` is the sequence the caller's terminal event will have in the job's
+    /// log when it knows it ahead (it is the log's only writer while the attempt runs, and
+    /// appends the terminal event next), stored as `last_sequence` with the result; `None`
+    /// leaves `last_sequence` as it is.
     async fn finish_attempt(
         &self,
         id: JobId,
         attempt: u32,
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
+        terminal_sequence: Option<u64>,
     ) -> Result<Option<Job>, Error>;
 
     /// Records a failed attempt that will be retried (RUNNING becomes QUEUED again) and

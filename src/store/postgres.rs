@@ -196,6 +196,7 @@ impl Store for PgStore {
         attempt: u32,
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
+        terminal_sequence: Option<u64>,
     ) -> Result<Option<Job>, Error> {
         let (status, error, retryable, outcome) = match finish {
             Finish::Completed(o) => (JobStatus::Completed, None, false, o),
@@ -212,6 +213,7 @@ impl Store for PgStore {
             status,
             error,
             retryable,
+            terminal_sequence: terminal_sequence.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             result: ResultRow::from_outcome(id, &outcome),
             history: crate::store::models::NewProgressRow::from_events(id, history),
         };

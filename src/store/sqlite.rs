@@ -284,6 +284,7 @@ impl Store for SqliteStore {
         attempt: u32,
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
+        terminal_sequence: Option<u64>,
     ) -> Result<Option<Job>, Error> {
         let (status, error, retryable, outcome) = match finish {
             Finish::Completed(o) => (JobStatus::Completed, None, false, o),
@@ -310,6 +311,11 @@ impl Store for SqliteStore {
                 .execute(conn)?;
             if updated == 0 {
                 return Ok(None);
+            }
+            if let Some(seq) = terminal_sequence {
+                diesel::update(jobs::table.find(key(id)))
+                    .set(jobs::last_sequence.eq(i64::try_from(seq).unwrap_or(i64::MAX)))
+                    .execute(conn)?;
             }
             diesel::insert_into(job_results::table)
                 .values(ResultRow::from_outcome(id, &outcome, now))

@@ -148,11 +148,12 @@ impl Worker {
                 },
             )
             .await;
-        match published {
+        let log_head = match published {
             Ok(appended) if appended.sequence.is_some() => {
                 if appended.cancel_requested {
                     running.stop(StopReason::Cancelled);
                 }
+                appended.sequence
             }
             Ok(_) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
@@ -161,7 +162,7 @@ impl Worker {
             }
             // Lease lost, or shutting down: another attempt will run it.
             Err(_) => return,
-        }
+        };
 
         let mut progress = Progress {
             outcome: Outcome {
@@ -184,6 +185,7 @@ impl Worker {
             tracker,
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
+            log_head,
         };
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
@@ -290,9 +292,12 @@ impl Worker {
                     .unwrap_or_else(|| crate::gateway::DEFAULT_CANCEL_REASON.to_owned()),
             }),
         };
+        let mut kinds = finalized;
+        kinds.extend([stage_end, terminal]);
+        let expected = progress.terminal_sequence(kinds.len());
         let stored = self
             .persist(running, "storing the result", store_transient, || {
-                store.finish_attempt(job.id, attempt, finish.clone(), &history)
+                store.finish_attempt(job.id, attempt, finish.clone(), &history, expected)
             })
             .await;
         match stored {
@@ -301,10 +306,14 @@ impl Worker {
                     self.completed_for_estimates(&job);
                 }
                 let snapshot = progress.tracker.snapshot();
-                let mut kinds = finalized;
-                kinds.extend([stage_end, terminal]);
-                self.publish_terminal(job.id, Fence::Attempt(attempt), kinds, Some(&snapshot))
-                    .await;
+                self.publish_terminal(
+                    job.id,
+                    Fence::Attempt(attempt),
+                    kinds,
+                    Some(&snapshot),
+                    expected,
+                )
+                .await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
             Ok(None) => info!("attempt was superseded; result discarded"),
@@ -320,12 +329,17 @@ impl Worker {
                     retryable: false,
                     partial: Outcome::default(),
                 };
-                if let Ok(Some(_)) = store.finish_attempt(job.id, attempt, finish, &[]).await {
+                let expected = progress.terminal_sequence(1);
+                if let Ok(Some(_)) = store
+                    .finish_attempt(job.id, attempt, finish, &[], expected)
+                    .await
+                {
                     let terminal = Kind::Failed(v1::JobFailed {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
                     });
-                    self.publish_terminal(job.id, Fence::Attempt(attempt), vec![terminal], None)
+                    let kinds = vec![terminal];
+                    self.publish_terminal(job.id, Fence::Attempt(attempt), kinds, None, expected)
                         .await;
                 }
             }
@@ -395,31 +409,34 @@ impl Worker {
         };
         let stage_end = progress.tracker.end(Stage::Failed);
         let history = progress.tracker.take_history();
+        let failed = Kind::AttemptFailed(v1::AttemptFailed {
+            attempt,
+            error: Some(crate::api::convert::job_error(&error)),
+            will_retry: false,
+            retry_time: None,
+        });
+        let terminal = Kind::Failed(v1::JobFailed {
+            error: Some(crate::api::convert::job_error(&error)),
+            attempts: attempt,
+        });
+        let kinds = vec![failed, stage_end, terminal];
+        let expected = progress.terminal_sequence(kinds.len());
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
                 self.deps
                     .store
-                    .finish_attempt(job.id, attempt, finish.clone(), &history)
+                    .finish_attempt(job.id, attempt, finish.clone(), &history, expected)
             })
             .await;
         match stored {
             Ok(Some(_)) => {
-                let failed = Kind::AttemptFailed(v1::AttemptFailed {
-                    attempt,
-                    error: Some(crate::api::convert::job_error(&error)),
-                    will_retry: false,
-                    retry_time: None,
-                });
-                let terminal = Kind::Failed(v1::JobFailed {
-                    error: Some(crate::api::convert::job_error(&error)),
-                    attempts: attempt,
-                });
                 let snapshot = progress.tracker.snapshot();
                 self.publish_terminal(
                     job.id,
                     Fence::Attempt(attempt),
-                    vec![failed, stage_end, terminal],
+                    kinds,
                     Some(&snapshot),
+                    expected,
                 )
                 .await;
             }
@@ -430,14 +447,17 @@ impl Worker {
     }
 
     /// Appends `kinds`, whose last is the terminal event, in one step under `fence` (with the
-    /// final progress snapshot when given) and hands the terminal sequence to the batched
-    /// writer.
+    /// final progress snapshot when given). The store has `expected` as the terminal
+    /// sequence (written with the result); when the log gave the event another one (an
+    /// append whose answer was lost, a log restarted meanwhile) or none was known, the actual
+    /// one goes to the batched writer.
     async fn publish_terminal(
         &self,
         job_id: JobId,
         fence: Fence,
         kinds: Vec<Kind>,
         snapshot: Option<&v1::JobProgress>,
+        expected: Option<u64>,
     ) {
         let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
         match self
@@ -446,6 +466,7 @@ impl Worker {
             .append_tracked(job_id, &events, fence, snapshot)
             .await
         {
+            Ok(Some(seq)) if Some(seq) == expected => {}
             Ok(Some(seq)) => self.sequences.record(job_id, seq).await,
             Ok(None) => {}
             // Watchers notice the terminal status in the store and repair the log.

@@ -97,9 +97,19 @@ pub(super) struct Progress {
     /// Stage changes and milestones to publish with the next text (the first token's), so
     /// the first delta costs no extra round trip.
     pub(super) before_text: Vec<Kind>,
+    /// Sequence of the last event this attempt appended, as the log answered (the attempt
+    /// is the log's only writer while it runs, so its terminal event's sequence is known
+    /// ahead: see [`Progress::terminal_sequence`]).
+    pub(super) log_head: Option<u64>,
 }
 
 impl Progress {
+    /// The sequence the last of `events` more events will have when appended next, if
+    /// every append of the attempt so far answered.
+    pub(super) fn terminal_sequence(&self, events: usize) -> Option<u64> {
+        self.log_head.map(|head| head + events as u64)
+    }
+
     pub(super) fn finish(&mut self) {
         let now = Instant::now();
         let o = &mut self.outcome;
@@ -494,6 +504,9 @@ impl Worker {
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
                 Ok(appended) => {
+                    if appended.sequence.is_some() {
+                        progress.log_head = appended.sequence;
+                    }
                     if appended.cancel_requested {
                         running.stop(StopReason::Cancelled);
                     }
@@ -534,7 +547,7 @@ impl Worker {
         progress.tracker.set_worker(self.latest_resources());
         let snapshot = progress.tracker.snapshot();
         let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
-        if let Err(e) = self
+        match self
             .deps
             .events
             .append_tracked(
@@ -545,7 +558,9 @@ impl Worker {
             )
             .await
         {
-            warn!(error = %e, "cannot publish progress events");
+            Ok(Some(seq)) => progress.log_head = Some(seq),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot publish progress events"),
         }
     }
 

@@ -74,7 +74,7 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
         ..Default::default()
     };
     let stale = store
-        .finish_attempt(job.id, 1, Finish::Completed(outcome), &[])
+        .finish_attempt(job.id, 1, Finish::Completed(outcome), &[], Some(3))
         .await?;
     assert!(stale.is_none(), "attempt 1 no longer owns the job");
     let error = JobError {
@@ -94,10 +94,16 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
         ..Default::default()
     };
     let done = store
-        .finish_attempt(job.id, 2, Finish::Completed(outcome), &[])
+        .finish_attempt(job.id, 2, Finish::Completed(outcome), &[], Some(42))
         .await?
         .expect("attempt 2 owns the job");
     assert_eq!(done.status, JobStatus::Completed);
+    // The terminal sequence known ahead is stored with the result (the stale one was not).
+    assert_eq!(done.last_sequence, 42);
+    assert_eq!(
+        store.get_job(job.id).await?.map(|j| j.last_sequence),
+        Some(42)
+    );
     assert!(done.finished_at.is_some());
     let result = store.get_result(job.id).await?.expect("known job");
     assert_eq!(result.outcome.map(|o| o.content).as_deref(), Some("fresh"));
@@ -157,7 +163,7 @@ async fn concurrent_writes_land_together_and_a_refused_one_fails_alone() -> anyh
         let id = j.id;
         async move {
             store
-                .finish_attempt(id, 1, Finish::Completed(outcome), &history)
+                .finish_attempt(id, 1, Finish::Completed(outcome), &history, None)
                 .await
         }
     }))

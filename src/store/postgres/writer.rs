@@ -18,12 +18,21 @@
 //! at once. Each caller awaits its batch's commit, so a job is still accepted only once it is
 //! durable and a result is stored before its terminal event is published.
 //!
+//! The writer keeps its connection from one batch to the next while they follow each other
+//! closely (within [`KEEP`]): a checkout from the pool costs a test query (`SELECT 1`, one
+//! more transaction), which would otherwise come with every batch. After an idle spell, or
+//! any failure, the connection goes back to the pool and the next batch checks one out (and
+//! so verifies it) afresh.
+//!
 //! Failure handling: when the batch's transaction fails for a reason that may pass (Postgres
-//! down or restarting), every caller gets [`Error::Unavailable`] and retries as before. When it
-//! fails for good (a row Postgres refuses), the batch is applied again one write per
-//! transaction, so one bad write fails alone.
+//! down or restarting, the kept connection cut), every caller gets [`Error::Unavailable`] and
+//! retries as before. When it fails for good (a row Postgres refuses), the batch is applied
+//! again one write per transaction, so one bad write fails alone.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use diesel::{ExpressionMethods, SelectableHelper};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -46,6 +55,11 @@ use crate::{
 pub const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to hand theirs over (backpressure).
 const BACKLOG: usize = 4096;
+/// Longest pause between two batches over which the writer keeps its connection without
+/// verifying it again.
+const KEEP: Duration = Duration::from_secs(1);
+
+type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -62,6 +76,8 @@ pub(super) struct End {
     pub error: Option<JobError>,
     /// Whether that error was retryable (kept with the failure record).
     pub retryable: bool,
+    /// The terminal event's sequence, when known ahead (see `Store::finish_attempt`).
+    pub terminal_sequence: Option<i64>,
     /// The result row.
     pub result: ResultRow,
     /// The attempt's progress history.
@@ -126,6 +142,8 @@ impl Writer {
 
 async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
     let mut waiting: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    // The connection of the last batch, and when that batch ended.
+    let mut kept: Option<(Conn, Instant)> = None;
     loop {
         if waiting.is_empty() && rx.recv_many(&mut waiting, MAX_BATCH).await == 0 {
             return; // every handle is gone
@@ -146,12 +164,36 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
         let (batch, later): (Vec<Op>, Vec<Op>) =
             waiting.drain(..).partition(|op| seen.insert(op.job_id()));
         waiting = later;
-        apply(&pool, batch).await;
+        let conn = match kept.take() {
+            Some((conn, at)) if at.elapsed() < KEEP => Ok(conn),
+            // Back to the pool, whose checkout verifies the next one.
+            _ => pool.get().await,
+        };
+        kept = match conn {
+            Ok(conn) => apply(conn, batch).await.map(|c| (c, Instant::now())),
+            Err(e) => {
+                fail_batch(batch, &e.to_string());
+                None
+            }
+        };
     }
 }
 
-/// Applies one batch and answers every caller.
-async fn apply(pool: &Pool, batch: Vec<Op>) {
+/// Answers every write of `batch` with [`Error::Unavailable`].
+fn fail_batch(batch: Vec<Op>, error: &str) {
+    let e = || Error::Unavailable(error.to_owned());
+    for op in batch {
+        match op {
+            Op::Insert(_, r) => drop(r.send(Err(e()))),
+            Op::Start(_, r) => drop(r.send(Err(e()))),
+            Op::Finish(_, r) => drop(r.send(Err(e()))),
+        }
+    }
+}
+
+/// Applies one batch through `conn` and answers every caller; returns the connection when
+/// the batch committed (it is fit to keep).
+async fn apply(mut conn: Conn, batch: Vec<Op>) -> Option<Conn> {
     let mut inserts = Vec::new();
     let mut starts = Vec::new();
     let mut finishes = Vec::new();
@@ -163,14 +205,6 @@ async fn apply(pool: &Pool, batch: Vec<Op>) {
         }
     }
     let size = inserts.len() + starts.len() + finishes.len();
-    let mut conn = match pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            let e = e.to_string();
-            fail_all(inserts, starts, finishes, &e);
-            return;
-        }
-    };
     let written = conn
         .transaction::<_, Error, _>(async |conn| {
             let inserted = insert_jobs(conn, inserts.iter().map(|(r, _)| r)).await?;
@@ -194,8 +228,12 @@ async fn apply(pool: &Pool, batch: Vec<Op>) {
             for (end, reply) in finishes {
                 let _ = reply.send(Ok(ended.remove(&end.id)));
             }
+            Some(conn)
         }
-        Err(e) if e.is_transient() => fail_all(inserts, starts, finishes, &e.to_string()),
+        Err(e) if e.is_transient() => {
+            fail_all(inserts, starts, finishes, &e.to_string());
+            None
+        }
         Err(e) => {
             // One write Postgres refuses must not fail the others: apply each alone.
             warn!(error = %e, writes = size, "group commit refused; writing one by one");
@@ -224,6 +262,7 @@ async fn apply(pool: &Pool, batch: Vec<Op>) {
                     .map(|mut m| m.remove(&id));
                 let _ = reply.send(r);
             }
+            None
         }
     }
 }
@@ -298,13 +337,14 @@ struct EndColumns {
     statuses: Vec<&'static str>,
     codes: Vec<Option<String>>,
     messages: Vec<Option<String>>,
+    sequences: Vec<Option<i64>>,
 }
 
 async fn end_attempts<'a>(
     conn: &mut AsyncPgConnection,
     ends: impl IntoIterator<Item = &'a End>,
 ) -> Result<Rows, Error> {
-    use diesel::sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid};
+    use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid};
     let ends: Vec<&End> = ends.into_iter().collect();
     if ends.is_empty() {
         return Ok(Rows::new());
@@ -316,13 +356,14 @@ async fn end_attempts<'a>(
         c.statuses.push(e.status.as_str());
         c.codes.push(e.error.as_ref().map(|e| e.code.clone()));
         c.messages.push(e.error.as_ref().map(|e| e.message.clone()));
+        c.sequences.push(e.terminal_sequence);
     }
     // Fenced: only a job still RUNNING the same attempt ends; a stale attempt writes nothing.
     let ended: Vec<JobRow> = diesel::sql_query(
         "UPDATE jobs SET status = v.status, error_code = v.code, error_message = v.message, \
-         finished_at = $6, updated_at = $6 \
-         FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[]) \
-           AS v(id, attempt, status, code, message) \
+         last_sequence = coalesce(v.seq, jobs.last_sequence), finished_at = $7, updated_at = $7 \
+         FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
+           AS v(id, attempt, status, code, message, seq) \
          WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.attempts = v.attempt \
          RETURNING jobs.*",
     )
@@ -331,6 +372,7 @@ async fn end_attempts<'a>(
     .bind::<Array<Text>, _>(c.statuses)
     .bind::<Array<Nullable<Text>>, _>(c.codes)
     .bind::<Array<Nullable<Text>>, _>(c.messages)
+    .bind::<Array<Nullable<Int8>>, _>(c.sequences)
     .bind::<Timestamptz, _>(chrono::Utc::now())
     .load(conn)
     .await?;

@@ -100,7 +100,7 @@ impl Worker {
             .persist(running, "storing the failure", store_transient, || {
                 self.deps
                     .store
-                    .finish_attempt(job.id, job.attempts, finish.clone(), &[])
+                    .finish_attempt(job.id, job.attempts, finish.clone(), &[], None)
             })
             .await;
         match stored {
@@ -111,7 +111,7 @@ impl Worker {
                     attempts: job.attempts,
                 }));
                 // The log's current attempt is a lost one: this attempt takes it over to end it.
-                self.publish_terminal(job.id, Fence::Start(job.attempts), kinds, None)
+                self.publish_terminal(job.id, Fence::Start(job.attempts), kinds, None, None)
                     .await;
             }
             Ok(None) => {}
