@@ -208,6 +208,7 @@ pub async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut local_slots = None;
     if roles.worker {
         let providers = Providers::new(
             Arc::new(OpenAi::new(&cfg.provider).map_err(Error::Config)?),
@@ -237,6 +238,7 @@ pub async fn run(
             cfg.worker.clone(),
             cfg.jobs.job_types.clone(),
         );
+        local_slots = Some(worker.local_slots());
         let stop = shutdown.clone();
         tasks.spawn(async move {
             worker.run(stop, grace).await;
@@ -292,6 +294,7 @@ pub async fn run(
             store: store.clone(),
             queue: queue.clone(),
             events: events.clone(),
+            local: local_slots,
         };
         let auditor = Auditor::new(store.clone());
         let limiter = Limiter::new(

@@ -107,11 +107,44 @@ pub enum Signal {
     Cancel(JobId),
 }
 
+/// Free worker slots of this process, to which the gateway hands a job it has just stored
+/// (in-process dispatch: the job starts without a wake-up through the queue backend and
+/// without a claim of its own). Implemented by the worker; the gateway sees only this.
+pub trait LocalSlots: Send + Sync + 'static {
+    /// Reserves a free slot for a job of `queue`; `None` when every slot is busy, the queue
+    /// is not served here or is capped, or the worker is draining. Dropping the reservation
+    /// frees the slot.
+    fn reserve(&self, queue: &str) -> Option<Box<dyn ReservedSlot>>;
+}
+
+/// A worker slot reserved by [`LocalSlots::reserve`].
+pub trait ReservedSlot: Send {
+    /// The owner token the job's claim must carry.
+    fn owner(&self) -> &str;
+    /// The lease the claim must have.
+    fn lease(&self) -> Duration;
+    /// Runs the attempt of `claim` (made for [`ReservedSlot::owner`]) in the slot.
+    fn start(self: Box<Self>, claim: Claim);
+}
+
 /// Queue operations.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Puts a job at the back of `queue` (no-op when it is already there) and wakes workers.
     async fn enqueue(&self, job_id: JobId, queue: &str, at: DateTime<Utc>) -> Result<(), Error>;
+
+    /// Enqueues a job as [`Queue::enqueue`] does, except that when `queue` is empty and not
+    /// paused the job is claimed for `owner` with a lease of `lease` at once (the claim is
+    /// returned) and no worker is woken: one round trip instead of enqueue, wake-up and
+    /// claim. `None` when it was enqueued (then the workers are woken as usual).
+    async fn enqueue_claimed(
+        &self,
+        job_id: JobId,
+        queue: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, Error>;
 
     /// Claims up to `max` jobs (at least one is asked for; at most [`MAX_CLAIM`]) for `owner`
     /// (a token unique to this call; every job of the call carries it, and each job's lease

@@ -4,6 +4,10 @@
 //! Balancing ([`balance`]): job types take turns or are weighted by backlog; inside a job type
 //! priority is strict (urgent, high, normal, low). Idle slots wait for a wake-up published on
 //! enqueue, with a one-second fallback that also picks up due retries and expired leases.
+//!
+//! In-process dispatch: a job submitted to this process's gateway while a slot is free and
+//! its queue empty goes straight to the slot ([`Worker::local_slots`]), claimed in the same
+//! queue call that would have enqueued it; other processes see its lease as for any claim.
 
 mod attempt;
 pub mod balance;
@@ -29,7 +33,7 @@ use crate::{
     events::EventLog,
     job::JobId,
     provider::Providers,
-    queue::{Queue, Signal},
+    queue::{LocalSlots, Queue, ReservedSlot, Signal},
     store::Store,
 };
 
@@ -98,6 +102,12 @@ pub struct Worker {
     estimates: Mutex<HashMap<(String, String), RecentOutputs>>,
     /// Stores terminal sequences in batches.
     sequences: sequences::SequenceWriter,
+    /// One permit per slot: held by a claim in flight or a running attempt.
+    slots: Arc<Semaphore>,
+    /// The attempts' tasks.
+    tasks: tokio_util::task::TaskTracker,
+    /// Set once the worker stops claiming: no more in-process dispatch either.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// When recent output sizes were read, and the sizes (output tokens, newest first).
@@ -114,6 +124,7 @@ impl Worker {
     pub fn new(deps: Deps, cfg: config::Worker, job_types: Vec<String>) -> Arc<Worker> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let short = uuid::Uuid::new_v4().simple().to_string();
+        let cfg_concurrency = cfg.concurrency.max(1);
         Arc::new(Worker {
             id: format!("{host}-{}-{}", std::process::id(), &short[..8]),
             balancer: balance::Balancer::new(cfg.balance, job_types.clone(), cfg.queue_cap),
@@ -126,8 +137,16 @@ impl Worker {
             resources: Mutex::new(None),
             estimates: Mutex::new(HashMap::new()),
             sequences: sequences::SequenceWriter::start(deps.store.clone()),
+            slots: Arc::new(Semaphore::new(cfg_concurrency)),
+            tasks: tokio_util::task::TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             deps,
         })
+    }
+
+    /// This worker's free slots, for the gateway of the same process.
+    pub fn local_slots(self: &Arc<Self>) -> Arc<dyn LocalSlots> {
+        Arc::new(Local(self.clone()))
     }
 
     /// This process's latest resource figures, if sampled yet.
@@ -241,10 +260,10 @@ impl Worker {
     /// then stops them and hands them back to their queues.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         info!(worker_id = %self.id, concurrency = self.cfg.concurrency, "worker started");
-        let tasks = tokio_util::task::TaskTracker::new();
+        let tasks = self.tasks.clone();
         let signals = tokio::spawn(self.clone().follow_signals(shutdown.clone()));
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
-        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let slots = self.slots.clone();
         let mut turn = 0usize;
         loop {
             let first = tokio::select! {
@@ -316,6 +335,8 @@ impl Worker {
                 }
             }
         }
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tasks.close();
         let busy = self.running().len();
         if busy > 0 {
@@ -340,6 +361,22 @@ impl Worker {
             warn!(error = %e, "cannot remove this worker from the registry");
         }
         info!(worker_id = %self.id, "worker stopped");
+    }
+
+    /// Reserves a free slot for a job of `queue` (see [`LocalSlots::reserve`]).
+    fn reserve(self: &Arc<Self>, queue: &str) -> Option<Box<dyn ReservedSlot>> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst)
+            || self.cfg.queue_cap.is_some()
+            || self.balancer.type_of(queue).is_none()
+        {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Box::new(Reserved {
+            worker: self.clone(),
+            owner: format!("{}/{}", self.id, uuid::Uuid::new_v4().simple()),
+            permit,
+        }))
     }
 
     /// Runs `claim` in its own task, holding `permit` (its slot) until the attempt ends.
@@ -447,5 +484,41 @@ impl Worker {
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
         }
+    }
+}
+
+/// The worker as the gateway sees it: [`LocalSlots`].
+struct Local(Arc<Worker>);
+
+impl LocalSlots for Local {
+    fn reserve(&self, queue: &str) -> Option<Box<dyn ReservedSlot>> {
+        self.0.reserve(queue)
+    }
+}
+
+/// A slot reserved for a job the gateway is about to claim for it.
+struct Reserved {
+    worker: Arc<Worker>,
+    owner: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ReservedSlot for Reserved {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease(&self) -> Duration {
+        self.worker.cfg.lease()
+    }
+
+    fn start(self: Box<Self>, claim: crate::queue::Claim) {
+        let Reserved {
+            worker,
+            owner,
+            permit,
+        } = *self;
+        let tasks = worker.tasks.clone();
+        worker.spawn_attempt(&tasks, claim, &owner, permit);
     }
 }

@@ -166,6 +166,32 @@ impl State {
         None
     }
 
+    /// `enqueue_claim.lua`: claims `id` for `owner` until `deadline` (ms) when `queue` is
+    /// empty and not paused; else enqueues it at `score` (and the caller wakes the workers).
+    fn enqueue_claimed(
+        &mut self,
+        id: JobId,
+        queue: &str,
+        score: i64,
+        owner: &str,
+        deadline: i64,
+    ) -> Option<Claim> {
+        self.job_queue.insert(id, queue.to_owned());
+        if self.paused.contains(queue) || self.queues.get(queue).is_some_and(|q| q.len() > 0) {
+            self.queue(queue).add(id, score, true);
+            return None;
+        }
+        self.leases.add(id, deadline, false);
+        self.owner.insert(id, owner.to_owned());
+        let deliveries = self.deliveries.entry(id).or_default();
+        *deliveries += 1;
+        Some(Claim {
+            job_id: id,
+            queue: queue.to_owned(),
+            deliveries: *deliveries,
+        })
+    }
+
     /// `heartbeat.lua`: extends the leases still owned; returns the lost ones.
     fn heartbeat(&mut self, claims: &[(JobId, String)], deadline: i64) -> Vec<JobId> {
         let mut lost = Vec::new();
@@ -318,6 +344,25 @@ impl Queue for MemoryQueue {
         // No receiver (no worker yet) is fine: a worker claims when it starts.
         let _ = self.signals.send(Signal::Wake);
         Ok(())
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        job_id: JobId,
+        queue: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, Error> {
+        let deadline = Utc::now().timestamp_millis()
+            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let claim =
+            self.state()
+                .enqueue_claimed(job_id, queue, at.timestamp_millis(), owner, deadline);
+        if claim.is_none() {
+            let _ = self.signals.send(Signal::Wake);
+        }
+        Ok(claim)
     }
 
     async fn claim(

@@ -15,6 +15,8 @@ use crate::{backend::Redis, job::JobId};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
+static ENQUEUE_CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("enqueue_claim.lua")));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 static REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("remove.lua")));
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
@@ -77,6 +79,40 @@ impl Queue for RedisQueue {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        job_id: JobId,
+        queue: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, Error> {
+        let k = &self.redis.keys;
+        let deadline = Utc::now().timestamp_millis()
+            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut conn = self.conn().await?;
+        let deliveries: u64 = ENQUEUE_CLAIM
+            .key(k.queue(queue))
+            .key(k.shared("job-queue"))
+            .key(k.shared("paused"))
+            .key(k.shared("leases"))
+            .key(k.shared("owner"))
+            .key(k.shared("deliveries"))
+            .arg(job_id.to_string())
+            .arg(queue)
+            .arg(millis(at))
+            .arg(k.channel("wake"))
+            .arg(deadline)
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((deliveries > 0).then(|| Claim {
+            job_id,
+            queue: queue.to_owned(),
+            deliveries,
+        }))
     }
 
     async fn claim(

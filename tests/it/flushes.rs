@@ -22,14 +22,14 @@ use crate::support::{
 
 /// An event log and the queue whose cancel flags it reads, wired as `serve` wires them, under
 /// a fresh prefix; the prefix's Redis keys are deleted by [`Backend::clean`].
-struct Backend {
-    events: Arc<dyn EventLog>,
-    queue: Arc<dyn Queue>,
+pub(crate) struct Backend {
+    pub(crate) events: Arc<dyn EventLog>,
+    pub(crate) queue: Arc<dyn Queue>,
     prefix: String,
 }
 
 impl Backend {
-    fn new() -> anyhow::Result<Backend> {
+    pub(crate) fn new() -> anyhow::Result<Backend> {
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
         if embedded() {
             let queue = Arc::new(llm_jobs::queue::memory::MemoryQueue::new());
@@ -59,7 +59,7 @@ impl Backend {
         })
     }
 
-    async fn clean(self) -> anyhow::Result<()> {
+    pub(crate) async fn clean(self) -> anyhow::Result<()> {
         if embedded() {
             return Ok(());
         }

@@ -6,6 +6,7 @@ mod audit;
 mod batches;
 mod cancel;
 mod crash;
+mod dispatch;
 mod fixtures;
 mod flushes;
 mod grpc_web;
