@@ -187,6 +187,8 @@ impl Worker {
             before_text: Vec::new(),
             log_head,
         };
+        // The start append read the cancel flag just now.
+        progress.unpublished.cancel_read(Instant::now());
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
             .await;

@@ -62,8 +62,9 @@ impl Unpublished {
         }
     }
 
-    /// Whether a flush at `now` reads the job's cancel flag: the first does, then one at most
-    /// every [`CANCEL_CHECK_EVERY`]. A `true` answer counts as the read.
+    /// Whether a flush at `now` reads the job's cancel flag: one at most every
+    /// [`CANCEL_CHECK_EVERY`] after the last read (the first flush does when nothing read it
+    /// before, see [`Unpublished::cancel_read`]). A `true` answer counts as the read.
     pub(super) fn cancel_read_due(&mut self, now: Instant) -> bool {
         let due = self
             .cancel_read_at
@@ -72,6 +73,12 @@ impl Unpublished {
             self.cancel_read_at = Some(now);
         }
         due
+    }
+
+    /// Records that the cancel flag was read at `at` by another append (the attempt's
+    /// start): flushes read it next one interval after that, not at once.
+    pub(super) fn cancel_read(&mut self, at: Instant) {
+        self.cancel_read_at = Some(at);
     }
 
     /// Makes the next flush read the cancel flag (the attempt's last one: a cancel asked
@@ -169,6 +176,15 @@ mod tests {
             u.cancel_read_due(t0 + CANCEL_CHECK_EVERY + Duration::from_millis(2)),
             "the last flush reads it"
         );
+    }
+
+    #[test]
+    fn a_read_by_the_start_counts_for_the_first_flush() {
+        let mut u = Unpublished::default();
+        let t0 = Instant::now();
+        u.cancel_read(t0);
+        assert!(!u.cancel_read_due(t0 + CANCEL_CHECK_EVERY / 2));
+        assert!(u.cancel_read_due(t0 + CANCEL_CHECK_EVERY));
     }
 
     #[test]

@@ -457,8 +457,9 @@ impl Worker {
     /// before the text (the first token's), the deltas, and, once the text is all out, the
     /// progress update it allows: one round trip per flush. The progress snapshot is replaced
     /// only by appends that carry more than deltas (the live token count is read from the
-    /// log). The first flush, the attempt's last (when anything is left for it) and one at
-    /// most every [`super::deltas::CANCEL_CHECK_EVERY`] also read the job's cancel flag: when
+    /// log). The attempt's last flush (when anything is left for it) and one at most every
+    /// [`super::deltas::CANCEL_CHECK_EVERY`] after the start's read also read the job's
+    /// cancel flag: when
     /// it is set, the attempt stops as cancelled, as the cancel signal would have stopped it,
     /// so a lost signal is made up for within that interval.
     async fn flush(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
