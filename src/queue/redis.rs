@@ -42,12 +42,33 @@ impl From<deadpool_redis::PoolError> for Error {
 #[derive(Clone)]
 pub struct RedisQueue {
     redis: Redis,
+    /// When this process's last claim swept due retries and expired leases.
+    swept_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// Least time between two claims of one process that sweep due retries and expired leases
+/// back into their queues (the other claims only pop): two commands saved on most claims
+/// of a busy worker; an idle one sweeps on each of its once-a-second claims.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 impl RedisQueue {
     /// A queue over these connections.
     pub fn new(redis: Redis) -> RedisQueue {
-        RedisQueue { redis }
+        RedisQueue {
+            redis,
+            swept_at: Default::default(),
+        }
+    }
+
+    /// Whether this claim sweeps (see [`SWEEP_EVERY`]); a `true` answer counts as the sweep.
+    fn sweep_due(&self) -> bool {
+        let mut at = self.swept_at.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let due = at.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY);
+        if due {
+            *at = Some(now);
+        }
+        due
     }
 
     async fn conn(&self) -> Result<crate::backend::Conn, Error> {
@@ -137,7 +158,8 @@ impl Queue for RedisQueue {
             .arg(owner)
             .arg(k.queue_prefix())
             .arg(k.shared("paused"))
-            .arg(max.clamp(1, super::MAX_CLAIM));
+            .arg(max.clamp(1, super::MAX_CLAIM))
+            .arg(if self.sweep_due() { "1" } else { "0" });
         for q in queues {
             inv.arg(q);
         }

@@ -173,6 +173,13 @@ async fn results_wait_for_the_end_and_idempotency_keys_dedupe() -> anyhow::Resul
         .await
         .expect_err("not finished");
     assert_eq!(s.code(), Code::FailedPrecondition);
+    // RUNNING comes just before the upstream request goes out.
+    assert!(
+        upstream
+            .wait_for_requests(1, crate::support::PATIENCE)
+            .await,
+        "the job's request reached the upstream"
+    );
     assert_eq!(upstream.requests().len(), 1, "one job, one request");
     app.stop().await
 }
