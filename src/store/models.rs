@@ -196,6 +196,77 @@ impl NewJobRow {
     }
 }
 
+/// A row of `jobs` for listings: every column but the prompt (`messages`).
+#[derive(Queryable, Selectable, Debug)]
+#[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
+pub struct ListedJobRow {
+    pub id: Uuid,
+    pub status: String,
+    pub job_type: String,
+    pub priority: String,
+    pub queue: String,
+    /// The prompt is left out (read as an empty list): listings do not show it, and a page
+    /// of jobs with large prompts would otherwise cost their whole size in memory.
+    #[diesel(
+        select_expression = diesel::dsl::sql::<diesel::sql_types::Jsonb>("'[]'::jsonb"),
+        select_expression_type = diesel::expression::SqlLiteral<diesel::sql_types::Jsonb>
+    )]
+    pub messages: serde_json::Value,
+    pub params: serde_json::Value,
+    pub model: String,
+    pub streaming_mode: String,
+    pub metadata: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub last_sequence: i64,
+    pub created_at: DateTime<Utc>,
+    pub enqueued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub timeout_secs: Option<i32>,
+    pub forgotten_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub batch_id: Option<Uuid>,
+    pub tenant: String,
+}
+
+impl From<ListedJobRow> for JobRow {
+    fn from(r: ListedJobRow) -> JobRow {
+        JobRow {
+            id: r.id,
+            status: r.status,
+            job_type: r.job_type,
+            priority: r.priority,
+            queue: r.queue,
+            messages: r.messages,
+            params: r.params,
+            model: r.model,
+            streaming_mode: r.streaming_mode,
+            metadata: r.metadata,
+            idempotency_key: r.idempotency_key,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            last_sequence: r.last_sequence,
+            created_at: r.created_at,
+            enqueued_at: r.enqueued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            updated_at: r.updated_at,
+            timeout_secs: r.timeout_secs,
+            forgotten_at: r.forgotten_at,
+            tags: r.tags,
+            batch_id: r.batch_id,
+            tenant: r.tenant,
+        }
+    }
+}
+
 impl TryFrom<JobRow> for Job {
     type Error = Error;
 

@@ -11,7 +11,7 @@ use crate::{
     job::{Job, JobId, JobStatus},
     store::{
         Error, FailedFilter, GroupBy, JobFilter, Performance, QueueFigures,
-        models::JobRow,
+        models::{JobRow, ListedJobRow},
         schema::{job_results, jobs},
     },
 };
@@ -67,7 +67,7 @@ pub(super) async fn failed_jobs(
         .filter(jobs::forgotten_at.is_null())
         .order(jobs::id.desc())
         .limit(limit)
-        .select(JobRow::as_select())
+        .select(ListedJobRow::as_select())
         .into_boxed();
     if let Some(q) = &filter.queue {
         query = query.filter(jobs::queue.eq(q.clone()));
@@ -81,8 +81,10 @@ pub(super) async fn failed_jobs(
     if let Some(id) = before {
         query = query.filter(jobs::id.lt(id));
     }
-    let rows: Vec<JobRow> = query.load(&mut conn).await?;
-    rows.into_iter().map(Job::try_from).collect()
+    let rows: Vec<ListedJobRow> = query.load(&mut conn).await?;
+    rows.into_iter()
+        .map(|r| Job::try_from(JobRow::from(r)))
+        .collect()
 }
 
 pub(super) async fn forget_failed(store: &PgStore, ids: &[JobId]) -> Result<u64, Error> {
@@ -253,7 +255,7 @@ pub(super) async fn list_jobs(
     let mut query = jobs::table
         .order(jobs::id.desc())
         .limit(limit)
-        .select(JobRow::as_select())
+        .select(ListedJobRow::as_select())
         .into_boxed();
     if let Some(t) = &filter.tenant {
         query = query.filter(jobs::tenant.eq(t.clone()));
@@ -282,6 +284,8 @@ pub(super) async fn list_jobs(
     if let Some(id) = before {
         query = query.filter(jobs::id.lt(id));
     }
-    let rows: Vec<JobRow> = query.load(&mut conn).await?;
-    rows.into_iter().map(Job::try_from).collect()
+    let rows: Vec<ListedJobRow> = query.load(&mut conn).await?;
+    rows.into_iter()
+        .map(|r| Job::try_from(JobRow::from(r)))
+        .collect()
 }

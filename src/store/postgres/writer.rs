@@ -44,7 +44,7 @@ use crate::{
     job::{JobError, JobId, JobStatus},
     store::{
         Error,
-        models::{AttemptFailureRow, JobRow, NewJobRow, NewProgressRow, ResultRow},
+        models::{AttemptFailureRow, JobRow, ListedJobRow, NewJobRow, NewProgressRow, ResultRow},
         schema::{job_attempt_failures, job_progress_events, job_results, jobs},
     },
 };
@@ -219,6 +219,10 @@ async fn apply(mut conn: Conn, batch: Vec<Op>) -> Option<Conn> {
             for (row, reply) in inserts {
                 let answer = inserted
                     .remove(&row.id)
+                    .map(|stored| JobRow {
+                        messages: row.messages,
+                        ..stored
+                    })
                     .ok_or_else(|| Error::Corrupt(format!("job {} was not inserted", row.id)));
                 let _ = reply.send(answer);
             }
@@ -244,6 +248,10 @@ async fn apply(mut conn: Conn, batch: Vec<Op>) -> Option<Conn> {
                     .and_then(|mut m| {
                         m.remove(&row.id)
                             .ok_or_else(|| Error::Corrupt(format!("job {} not inserted", row.id)))
+                    })
+                    .map(|stored| JobRow {
+                        messages: row.messages,
+                        ..stored
                     });
                 let _ = reply.send(r);
             }
@@ -297,12 +305,13 @@ async fn insert_jobs<'a>(
     if rows.is_empty() {
         return Ok(Rows::new());
     }
-    let inserted: Vec<JobRow> = diesel::insert_into(jobs::table)
+    // The prompt is not sent back: the caller has it (see `apply`).
+    let inserted: Vec<ListedJobRow> = diesel::insert_into(jobs::table)
         .values(rows)
-        .returning(JobRow::as_returning())
+        .returning(ListedJobRow::as_returning())
         .get_results(conn)
         .await?;
-    Ok(by_id(inserted))
+    Ok(by_id(inserted.into_iter().map(JobRow::from).collect()))
 }
 
 async fn start_attempts(

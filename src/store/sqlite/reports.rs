@@ -12,7 +12,7 @@ use diesel::{
 
 use super::{
     SqliteStore, key,
-    rows::{JobRow, micros},
+    rows::{JobRow, ListedJobRow, micros},
     schema::{job_results, jobs},
 };
 use crate::{
@@ -82,7 +82,7 @@ pub(super) async fn failed_jobs(
                 .filter(jobs::forgotten_at.is_null())
                 .order(jobs::id.desc())
                 .limit(limit)
-                .select(JobRow::as_select())
+                .select(ListedJobRow::as_select())
                 .into_boxed();
             if let Some(q) = filter.queue {
                 query = query.filter(jobs::queue.eq(q));
@@ -96,8 +96,10 @@ pub(super) async fn failed_jobs(
             if let Some(id) = before {
                 query = query.filter(jobs::id.lt(key(id)));
             }
-            let rows: Vec<JobRow> = query.load(conn)?;
-            rows.into_iter().map(Job::try_from).collect()
+            let rows: Vec<ListedJobRow> = query.load(conn)?;
+            rows.into_iter()
+                .map(|r| Job::try_from(JobRow::from(r)))
+                .collect()
         })
         .await
 }
@@ -276,7 +278,7 @@ pub(super) async fn list_jobs(
             let mut query = jobs::table
                 .order(jobs::id.desc())
                 .limit(limit)
-                .select(JobRow::as_select())
+                .select(ListedJobRow::as_select())
                 .into_boxed();
             if let Some(t) = filter.tenant {
                 query = query.filter(jobs::tenant.eq(t));
@@ -312,8 +314,10 @@ pub(super) async fn list_jobs(
             if let Some(id) = before {
                 query = query.filter(jobs::id.lt(key(id)));
             }
-            let rows: Vec<JobRow> = query.load(conn)?;
-            rows.into_iter().map(Job::try_from).collect()
+            let rows: Vec<ListedJobRow> = query.load(conn)?;
+            rows.into_iter()
+                .map(|r| Job::try_from(JobRow::from(r)))
+                .collect()
         })
         .await
 }
