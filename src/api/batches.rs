@@ -96,12 +96,13 @@ pub fn validate_batch(
         )]);
     }
     let mut v = Vec::new();
-    if req.display_name.len() > MAX_DISPLAY_NAME_BYTES
-        || req.display_name.chars().any(char::is_control)
-    {
+    // Batch labels are shown back to people (CLI, dashboards): the same rules as a job's.
+    if req.display_name.len() > MAX_DISPLAY_NAME_BYTES || !validate::printable(&req.display_name) {
         v.push(FieldViolation::new(
             "display_name",
-            format!("at most {MAX_DISPLAY_NAME_BYTES} bytes, no control characters"),
+            format!(
+                "at most {MAX_DISPLAY_NAME_BYTES} bytes, no control or bidirectional characters"
+            ),
         ));
     }
     let limits = &rules.limits;
@@ -112,21 +113,28 @@ pub fn validate_batch(
                 || val.len() > limits.max_metadata_bytes
                 || k.contains('\0')
                 || val.contains('\0')
+                || !validate::metadata_printable(k, val)
         })
     {
         v.push(FieldViolation::new(
             "metadata",
             format!(
-                "at most {} entries; keys 1..={1} bytes, values at most {1} bytes, no NUL \
-                 characters",
+                "at most {} entries; keys 1..={1} bytes, values at most {1} bytes, no NUL; \
+                 keys without control characters, values none but tab and line breaks, \
+                 neither with bidirectional controls",
                 limits.max_metadata_entries, limits.max_metadata_bytes
             ),
         ));
     }
-    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES || req.idempotency_key.contains('\0') {
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        || !validate::printable(&req.idempotency_key)
+    {
         v.push(FieldViolation::new(
             "idempotency_key",
-            format!("at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes, no NUL characters"),
+            format!(
+                "at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes, no control or bidirectional \
+                 characters"
+            ),
         ));
     }
     let mut jobs = Vec::with_capacity(req.requests.len());
@@ -272,10 +280,17 @@ impl BatchService for BatchApi {
         let who = principal(&request)?;
         let req = request.into_inner();
         let id = batch_id(&req.batch_id)?;
-        if req.reason.len() > MAX_REASON_BYTES || req.reason.contains('\0') {
+        // The reason reaches every job's watchers (`llm-jobs watch` prints it): no terminal
+        // escapes, as for CancelJob.
+        if req.reason.len() > MAX_REASON_BYTES
+            || !validate::printable(&req.reason.replace(['\t', '\n'], " "))
+        {
             return Err(Error::invalid(
                 "reason",
-                format!("at most {MAX_REASON_BYTES} bytes, no NUL characters"),
+                format!(
+                    "at most {MAX_REASON_BYTES} bytes, no control characters but tab and line \
+                     feed, no bidirectional characters"
+                ),
             )
             .into());
         }
@@ -320,6 +335,30 @@ mod tests {
             .into_iter()
             .map(|v| v.field)
             .collect()
+    }
+
+    #[test]
+    fn batch_labels_may_not_hold_terminal_escapes_or_bidi_controls() {
+        let base = || v1::SubmitBatchRequest {
+            requests: vec![ok("p")],
+            ..Default::default()
+        };
+        let mut r = base();
+        r.display_name = "\u{202e}evil".into();
+        assert_eq!(fields(r, 10), ["display_name"]);
+        let mut r = base();
+        r.metadata.insert("k\u{1b}[31m".into(), "v".into());
+        assert_eq!(fields(r, 10), ["metadata"]);
+        let mut r = base();
+        r.metadata.insert("k".into(), "v\u{7}".into());
+        assert_eq!(fields(r, 10), ["metadata"]);
+        let mut r = base();
+        r.idempotency_key = "\u{202e}key".into();
+        assert_eq!(fields(r, 10), ["idempotency_key"]);
+        // Line breaks and tabs stay allowed in values.
+        let mut r = base();
+        r.metadata.insert("note".into(), "two\tlines\nhere".into());
+        assert!(validate_batch(r, &rules(), 10).is_ok());
     }
 
     #[test]

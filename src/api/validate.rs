@@ -242,13 +242,11 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
     // Metadata is shown back to people (dashboards, logs): nothing that moves a cursor,
     // rewrites a terminal or reorders text. Values may hold tabs and line breaks. (NUL has
     // its own violation above.)
-    if let Some((k, _)) = req.metadata.iter().find(|(k, val)| {
-        k.chars()
-            .any(|c| (c.is_control() && c != '\0') || is_bidi_control(c))
-            || val.chars().any(|c| {
-                (c.is_control() && !matches!(c, '\0' | '\t' | '\n' | '\r')) || is_bidi_control(c)
-            })
-    }) {
+    if let Some((k, _)) = req
+        .metadata
+        .iter()
+        .find(|(k, val)| !metadata_printable(k, val))
+    {
         v.push(FieldViolation::new(
             "metadata",
             format!(
@@ -429,6 +427,17 @@ fn response_format(
 /// bidirectional controls: what identifiers and labels shown to people may hold.
 pub fn printable(text: &str) -> bool {
     !text.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+/// True when a metadata entry may be shown to people: a key with no control characters, a
+/// value with none but tab and line breaks, neither with bidirectional controls (NUL is
+/// reported on its own, so it passes here).
+pub fn metadata_printable(key: &str, value: &str) -> bool {
+    !key.chars()
+        .any(|c| (c.is_control() && c != '\0') || is_bidi_control(c))
+        && !value.chars().any(|c| {
+            (c.is_control() && !matches!(c, '\0' | '\t' | '\n' | '\r')) || is_bidi_control(c)
+        })
 }
 
 /// Unicode's bidirectional formatting characters (marks, embeddings, overrides, isolates),
