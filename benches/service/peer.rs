@@ -1,13 +1,13 @@
 //! The BullMQ peer: what a Node team would build instead of llm-jobs, doing the same job on the
-//! same Redis in the same run (`bench_llm.mjs` of `../shared/peers/bullmq`: N jobs added one at
+//! same Redis in the same run (`bench_llm.mjs` of the team's BullMQ peer: N jobs added one at
 //! a time by C callers, one worker of concurrency W streaming each from the same upstream, one
 //! progress update per token, the result kept).
 //!
-//! Runs only at full scale and when `node` and `npm` are on `PATH`; otherwise the report has a
-//! skipped row saying why. The peer's folder (`LLMJOBS_BULLMQ_PEER`, by default
-//! `../shared/peers/bullmq` beside the repository) is copied to `$TMPDIR/llmjobs-bullmq-peer`
-//! and `npm install` runs there (never in the repository; skipped when `node_modules` is
-//! already there for the same `package.json`).
+//! Runs only at full scale, when `node` and `npm` are on `PATH` and `LLMJOBS_BULLMQ_PEER` names
+//! the peer's folder (it lives outside this repository and is not copied into it); otherwise
+//! the report has a skipped row saying why. The folder is copied to
+//! `$TMPDIR/llmjobs-bullmq-peer` and `npm install` runs there (never in the repository;
+//! skipped when `node_modules` is already there for the same `package.json`).
 
 use std::{
     path::{Path, PathBuf},
@@ -99,21 +99,11 @@ pub(crate) async fn run(redis: &BenchRedis, job: &Job<'_>, full: bool) -> Peer {
     }
 }
 
-/// The peer's source folder.
-fn source() -> PathBuf {
-    std::env::var_os("LLMJOBS_BULLMQ_PEER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/peers/bullmq"
-            ))
-        })
-}
-
 /// Copies the peer to its scratch folder (with the gate) and installs its packages there.
 async fn prepare() -> anyhow::Result<PathBuf> {
-    let src = source();
+    let src = PathBuf::from(std::env::var_os("LLMJOBS_BULLMQ_PEER").context(
+        "LLMJOBS_BULLMQ_PEER is not set: point it at the BullMQ peer's folder to compare",
+    )?);
     anyhow::ensure!(
         src.join("bench_llm.mjs").is_file(),
         "no BullMQ peer at {} (set LLMJOBS_BULLMQ_PEER)",
