@@ -19,7 +19,7 @@ use crate::{
     events::{EventLog, Fence, event},
     job::{Job, JobId, JobStatus, NewJob},
     proto::v1::{self, job_event::Kind},
-    queue::{LocalSlots, Queue, Removal},
+    queue::{LocalSlots, Queue, Removal, ReservedSlot},
     store::{Store, StoredResult},
 };
 
@@ -61,7 +61,8 @@ impl Gateway {
             }
             return Ok(inserted.job);
         }
-        if let Err(e) = self.publish_submitted(&job).await {
+        let slot = self.local.as_ref().and_then(|l| l.reserve(&job.queue));
+        if let Err(e) = self.publish(&job, Utc::now(), slot).await {
             if let Err(undo) = self.store.discard_job(job.id).await {
                 warn!(error = %undo, "cannot discard the job after a Redis failure");
             }
@@ -71,35 +72,35 @@ impl Gateway {
         Ok(inserted.job)
     }
 
-    /// [`Gateway::publish`] for a job just submitted: enqueued now, and handed to a free slot
-    /// of this process's worker when there is one and its queue is empty.
-    async fn publish_submitted(&self, job: &NewJob) -> Result<(), Error> {
-        let Some(slot) = self.local.as_ref().and_then(|l| l.reserve(&job.queue)) else {
-            return self.publish(job, Utc::now()).await;
+    /// Makes a stored QUEUED job visible to workers and watchers: appends its `queued` event
+    /// (the first of its log), then puts it in its queue at `at` (jobs enqueued at the same
+    /// `at` are claimed in id order, that is in the order they were created). With a free
+    /// `slot` of this process's worker, the job starts there at once when its queue is empty
+    /// (else the slot goes back and the job waits its turn).
+    /// Errors: `Events`/`Queue` (UNAVAILABLE).
+    pub(crate) async fn publish(
+        &self,
+        job: &NewJob,
+        at: DateTime<Utc>,
+        slot: Option<Box<dyn ReservedSlot>>,
+    ) -> Result<(), Error> {
+        let queued = event(Kind::Queued(v1::JobQueued {
+            queue: job.queue.clone(),
+            priority: convert::priority(job.priority).into(),
+            job_type: job.job_type.clone(),
+        }));
+        self.events.append(job.id, &queued, Fence::None).await?;
+        let Some(slot) = slot else {
+            self.queue.enqueue(job.id, &job.queue, at).await?;
+            return Ok(());
         };
-        self.events
-            .append(job.id, &queued_event(job), Fence::None)
-            .await?;
         let claim = self
             .queue
-            .enqueue_claimed(job.id, &job.queue, Utc::now(), slot.owner(), slot.lease())
+            .enqueue_claimed(job.id, &job.queue, at, slot.owner(), slot.lease())
             .await?;
-        // Not claimed: it waits in its queue and the slot goes back.
         if let Some(claim) = claim {
             slot.start(claim);
         }
-        Ok(())
-    }
-
-    /// Makes a stored QUEUED job visible to workers and watchers: appends its `queued` event
-    /// (the first of its log), then puts it in its queue at `at` (jobs enqueued at the same
-    /// `at` are claimed in id order, that is in the order they were created).
-    /// Errors: `Events`/`Queue` (UNAVAILABLE).
-    pub(crate) async fn publish(&self, job: &NewJob, at: DateTime<Utc>) -> Result<(), Error> {
-        self.events
-            .append(job.id, &queued_event(job), Fence::None)
-            .await?;
-        self.queue.enqueue(job.id, &job.queue, at).await?;
         Ok(())
     }
 
@@ -246,13 +247,4 @@ impl Gateway {
             },
         }
     }
-}
-
-/// The `queued` event, the first of a job's log.
-fn queued_event(job: &NewJob) -> v1::JobEvent {
-    event(Kind::Queued(v1::JobQueued {
-        queue: job.queue.clone(),
-        priority: convert::priority(job.priority).into(),
-        job_type: job.job_type.clone(),
-    }))
 }

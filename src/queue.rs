@@ -31,6 +31,11 @@ pub enum Error {
 /// Most jobs one [`Queue::claim`] takes (bounds the script's work and its reply).
 pub const MAX_CLAIM: usize = 64;
 
+/// When a lease of `lease` taken now ends (ms since the epoch).
+fn lease_deadline(lease: Duration) -> i64 {
+    Utc::now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 /// A job taken from a queue by a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {

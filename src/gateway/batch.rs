@@ -47,7 +47,7 @@ impl Gateway {
             let at = chrono::Utc::now();
             // Built up front: a stream closure over `&NewJob` trips the `Send` check of
             // handler futures (a higher-ranked lifetime the compiler cannot prove general).
-            let publishes: Vec<_> = jobs.iter().map(|job| self.publish(job, at)).collect();
+            let publishes: Vec<_> = jobs.iter().map(|job| self.publish(job, at, None)).collect();
             let failed = stream::iter(publishes)
                 .buffer_unordered(PUBLISH_CONCURRENCY)
                 .filter(|r| std::future::ready(r.is_err()))

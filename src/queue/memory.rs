@@ -354,8 +354,7 @@ impl Queue for MemoryQueue {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claim>, Error> {
-        let deadline = Utc::now().timestamp_millis()
-            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline = super::lease_deadline(lease);
         let claim =
             self.state()
                 .enqueue_claimed(job_id, queue, at.timestamp_millis(), owner, deadline);
@@ -390,8 +389,7 @@ impl Queue for MemoryQueue {
         claims: &[(JobId, String)],
         lease: Duration,
     ) -> Result<Vec<JobId>, Error> {
-        let deadline = Utc::now().timestamp_millis()
-            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline = super::lease_deadline(lease);
         Ok(self.state().heartbeat(claims, deadline))
     }
 

@@ -111,8 +111,7 @@ impl Queue for RedisQueue {
         lease: Duration,
     ) -> Result<Option<Claim>, Error> {
         let k = &self.redis.keys;
-        let deadline = Utc::now().timestamp_millis()
-            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline = super::lease_deadline(lease);
         let mut conn = self.conn().await?;
         let deliveries: u64 = ENQUEUE_CLAIM
             .key(k.queue(queue))
@@ -186,8 +185,7 @@ impl Queue for RedisQueue {
             return Ok(Vec::new());
         }
         let k = &self.redis.keys;
-        let deadline = Utc::now().timestamp_millis()
-            + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline = super::lease_deadline(lease);
         let mut inv = HEARTBEAT.prepare_invoke();
         inv.key(k.shared("leases"))
             .key(k.shared("owner"))

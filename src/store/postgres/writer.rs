@@ -164,36 +164,16 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
         let (batch, later): (Vec<Op>, Vec<Op>) =
             waiting.drain(..).partition(|op| seen.insert(op.job_id()));
         waiting = later;
-        let conn = match kept.take() {
-            Some((conn, at)) if at.elapsed() < KEEP => Ok(conn),
-            // Back to the pool, whose checkout verifies the next one.
-            _ => pool.get().await,
-        };
-        kept = match conn {
-            Ok(conn) => apply(conn, batch).await.map(|c| (c, Instant::now())),
-            Err(e) => {
-                fail_batch(batch, &e.to_string());
-                None
-            }
-        };
+        kept = apply(&pool, kept.take(), batch)
+            .await
+            .map(|conn| (conn, Instant::now()));
     }
 }
 
-/// Answers every write of `batch` with [`Error::Unavailable`].
-fn fail_batch(batch: Vec<Op>, error: &str) {
-    let e = || Error::Unavailable(error.to_owned());
-    for op in batch {
-        match op {
-            Op::Insert(_, r) => drop(r.send(Err(e()))),
-            Op::Start(_, r) => drop(r.send(Err(e()))),
-            Op::Finish(_, r) => drop(r.send(Err(e()))),
-        }
-    }
-}
-
-/// Applies one batch through `conn` and answers every caller; returns the connection when
-/// the batch committed (it is fit to keep).
-async fn apply(mut conn: Conn, batch: Vec<Op>) -> Option<Conn> {
+/// Applies one batch and answers every caller, through the `kept` connection while it is
+/// fresh, else one checked out (and so verified) afresh; returns the connection when the
+/// batch committed (it is fit to keep).
+async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Option<Conn> {
     let mut inserts = Vec::new();
     let mut starts = Vec::new();
     let mut finishes = Vec::new();
@@ -205,6 +185,20 @@ async fn apply(mut conn: Conn, batch: Vec<Op>) -> Option<Conn> {
         }
     }
     let size = inserts.len() + starts.len() + finishes.len();
+    // A stale connection goes back to the pool first (its checkout verifies the next).
+    let fresh = kept
+        .filter(|(_, at)| at.elapsed() < KEEP)
+        .map(|(conn, _)| conn);
+    let mut conn = match fresh {
+        Some(conn) => conn,
+        None => match pool.get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                fail_all(inserts, starts, finishes, &e.to_string());
+                return None;
+            }
+        },
+    };
     let written = conn
         .transaction::<_, Error, _>(async |conn| {
             let inserted = insert_jobs(conn, inserts.iter().map(|(r, _)| r)).await?;
