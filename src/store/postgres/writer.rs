@@ -12,11 +12,14 @@
 //!   multi-row insert each for results, failure records and progress history, for the jobs
 //!   the update matched.
 //!
-//! Batching is natural, not timed (as in River's batch completer without its ticker): the writer
-//! takes whatever is waiting (at most [`MAX_BATCH`]), writes it, and meanwhile the next batch
-//! gathers. An idle service adds no delay to a lone write; a busy one commits hundreds of writes
-//! at once. Each caller awaits its batch's commit, so a job is still accepted only once it is
-//! durable and a result is stored before its terminal event is published.
+//! Batching is natural first: the writer takes whatever is waiting (at most [`MAX_BATCH`]),
+//! writes it, and meanwhile the next batch gathers. Under load it is also timed, as River's
+//! batch completer is with its ticker: when the previous batch ended less than [`BUSY`] ago and
+//! fewer than [`GATHER`] writes wait, the writer waits up to [`LINGER`] for more, so a steady
+//! stream of writes is committed in a few large transactions rather than many small ones. An
+//! idle service adds no delay to a lone write. Each caller awaits its batch's commit, so a job
+//! is still accepted only once it is durable and a result is stored before its terminal event
+//! is published.
 //!
 //! The writer keeps its connection from one batch to the next while they follow each other
 //! closely (within [`KEEP`]): a checkout from the pool costs a test query (`SELECT 1`, one
@@ -58,6 +61,14 @@ const BACKLOG: usize = 4096;
 /// Longest pause between two batches over which the writer keeps its connection without
 /// verifying it again.
 const KEEP: Duration = Duration::from_secs(1);
+/// A batch that starts within this of the previous one's end finds the writer busy: it may
+/// wait [`LINGER`] to gather more writes.
+const BUSY: Duration = Duration::from_millis(5);
+/// Longest wait for more writes when busy. It delays each write by at most this, and only
+/// under load.
+const LINGER: Duration = Duration::from_millis(1);
+/// A busy batch this large is written at once (the wait would gain little).
+const GATHER: usize = 64;
 
 type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
@@ -144,6 +155,7 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
     let mut waiting: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     // The connection of the last batch, and when that batch ended.
     let mut kept: Option<(Conn, Instant)> = None;
+    let mut last_end: Option<Instant> = None;
     loop {
         if waiting.is_empty() && rx.recv_many(&mut waiting, MAX_BATCH).await == 0 {
             return; // every handle is gone
@@ -157,6 +169,9 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
                 }
             }
         }
+        if last_end.is_some_and(|at| at.elapsed() < BUSY) && waiting.len() < GATHER {
+            gather(&mut rx, &mut waiting).await;
+        }
         // A job written twice in one batch (a start and the end of a very short attempt
         // cannot be, but a reclaimed lease can start it twice): later writes wait for the
         // next batch, so each job's writes apply in the order they were made.
@@ -167,6 +182,19 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>) {
         kept = apply(&pool, kept.take(), batch)
             .await
             .map(|conn| (conn, Instant::now()));
+        last_end = Some(Instant::now());
+    }
+}
+
+/// Adds to `waiting` what arrives within [`LINGER`], up to [`MAX_BATCH`] writes.
+async fn gather(rx: &mut mpsc::Receiver<Op>, waiting: &mut Vec<Op>) {
+    let until = tokio::time::Instant::now() + LINGER;
+    while waiting.len() < MAX_BATCH {
+        let room = MAX_BATCH - waiting.len();
+        match tokio::time::timeout_at(until, rx.recv_many(waiting, room)).await {
+            Ok(0) | Err(_) => return, // every handle is gone, or the wait is over
+            Ok(_) => {}
+        }
     }
 }
 
