@@ -295,7 +295,7 @@ pub struct Worker {
         default_value_t = 60_000
     )]
     pub retry_cap_ms: u64,
-    /// BUFFERED mode: flush coalesced deltas at least this often (ms).
+    /// BUFFERED mode, and REALTIME jobs nobody watches: flush deltas at least this often (ms).
     #[arg(
         long = "buffer-flush-ms",
         env = "LLMJOBS_BUFFER_FLUSH_MS",

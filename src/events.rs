@@ -120,6 +120,10 @@ pub struct Appended {
     /// The job's cancel flag was set when the append ran (read in the same step, only when
     /// the append asked for it; otherwise false).
     pub cancel_requested: bool,
+    /// Someone followed the job live when the append ran (a current watch mark in Redis, a
+    /// subscriber in process): its events went out to watchers at once. A writer whose job
+    /// nobody follows may gather its events into fewer appends (see `worker::generate`).
+    pub watched: bool,
 }
 
 /// Event log operations.

@@ -10,7 +10,7 @@
 --       9 now (ms since the epoch, to compare with the watch mark),
 --       10.. the encoded events, in order (at least one)
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
--- set (read only when asked), else 0}.
+-- set (read only when asked), else 0; 1 when someone watches the job (a current mark), else 0}.
 -- The message on the channel is '<sequence of the first event>/<number of events>:' followed
 -- by each event in protobuf's length-delimited form (its length as a varint, then its bytes).
 local FIRST_EVENT = 10
@@ -21,16 +21,19 @@ local state = KEYS[2]
 local cancel = 0
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
 local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w')
-if st[1] then return {0, cancel} end
+-- An unreadable mark counts as current: publishing too much only costs.
+local watched = 0
+if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 1 end
+if st[1] then return {0, cancel, watched} end
 local fence = ARGV[1]
 local kind = string.sub(fence, 1, 1)
 if fence ~= '' then
   local n = tonumber(string.sub(fence, 2))
   local current = tonumber(st[2] or '0')
   if kind == 's' then
-    if n < current then return {0, cancel} end
+    if n < current then return {0, cancel, watched} end
   elseif n ~= current then
-    return {0, cancel}
+    return {0, cancel, watched}
   end
 end
 
@@ -44,8 +47,7 @@ end
 local first = len - (last - FIRST_EVENT)
 local seq = base + len
 
--- An unreadable mark counts as current: publishing too much only costs.
-if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then
+if watched == 1 then
   local parts = {(base + first) .. '/' .. (last - FIRST_EVENT + 1) .. ':'}
   for i = FIRST_EVENT, last do
     local size = #ARGV[i]
@@ -94,4 +96,4 @@ else
   -- Only a start writes the state hash before the end (restart.lua sets its own TTL).
   if kind == 's' then redis.call('EXPIRE', state, tonumber(ARGV[6])) end
 end
-return {seq, cancel}
+return {seq, cancel, watched}

@@ -256,9 +256,11 @@ impl EventLog for MemoryEventLog {
         // one at a time cannot deadlock.
         let cancel_requested = check_cancel && self.cancel_requested(job_id);
         let sequence = self.append_with(job_id, events, fence, progress)?;
+        let watched = self.state().watched.contains_key(&job_id);
         Ok(Appended {
             sequence,
             cancel_requested,
+            watched,
         })
     }
 

@@ -127,10 +127,11 @@ impl RedisEventLog {
             invocation.arg(stored.encode_to_vec());
         }
         let mut conn = self.redis.conn().await?;
-        let (seq, cancel): (u64, u8) = invocation.invoke_async(&mut conn).await?;
+        let (seq, cancel, watched): (u64, u8, u8) = invocation.invoke_async(&mut conn).await?;
         Ok(Appended {
             sequence: (seq > 0).then_some(seq),
             cancel_requested: cancel == 1,
+            watched: watched == 1,
         })
     }
 }

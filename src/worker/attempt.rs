@@ -148,12 +148,12 @@ impl Worker {
                 },
             )
             .await;
-        let log_head = match published {
+        let (log_head, watched) = match published {
             Ok(appended) if appended.sequence.is_some() => {
                 if appended.cancel_requested {
                     running.stop(StopReason::Cancelled);
                 }
-                appended.sequence
+                (appended.sequence, appended.watched)
             }
             Ok(_) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
@@ -186,6 +186,7 @@ impl Worker {
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
             log_head,
+            watched,
         };
         // The start append read the cancel flag just now.
         progress.unpublished.cancel_read(Instant::now());

@@ -101,6 +101,11 @@ pub(super) struct Progress {
     /// is the log's only writer while it runs, so its terminal event's sequence is known
     /// ahead: see [`Progress::terminal_sequence`]).
     pub(super) log_head: Option<u64>,
+    /// Whether someone followed the job live at the last append (see
+    /// [`crate::events::Appended::watched`]). A REALTIME job nobody follows is published as
+    /// BUFFERED is (the first token at once, then at most every flush interval), each token
+    /// still its own delta: the log a later watcher replays is the same, in fewer appends.
+    pub(super) watched: bool,
 }
 
 impl Progress {
@@ -291,11 +296,13 @@ impl Worker {
             }
             let has_text = !progress.unpublished.is_empty();
             let has_pending = has_text || !progress.before_text.is_empty();
+            // Gathered into timed flushes: BUFFERED, and REALTIME while nobody watches.
+            let gathered = buffered || !progress.watched;
             // REALTIME: chunks already here join the waiting ones before they go out, each as
             // its own delta, so a slow append is followed by one carrying all that arrived
             // meanwhile instead of one round trip per chunk. Stage changes without text wait
             // for the flush timer.
-            if !buffered && has_text {
+            if !gathered && has_text {
                 let ready = if progress.unpublished.pieces() < MAX_APPEND_DELTAS {
                     stream.next().now_or_never()
                 } else {
@@ -346,11 +353,13 @@ impl Worker {
                 Absorbed::End(None) => break,
                 Absorbed::Other => {}
                 // The first token goes out at once in both modes (it is the time to first
-                // token users feel); REALTIME text is published at the top of the loop.
+                // token users feel); watched REALTIME text is published at the top of the
+                // loop.
                 Absorbed::Text => {
-                    if buffered
+                    if gathered
                         && (progress.output_tokens == 1
-                            || progress.unpublished.bytes() >= self.cfg.buffer_max_bytes)
+                            || progress.unpublished.bytes() >= self.cfg.buffer_max_bytes
+                            || progress.unpublished.pieces() >= MAX_APPEND_DELTAS)
                     {
                         self.flush(job, running, progress).await;
                         next_flush = Instant::now() + flush_every;
@@ -508,6 +517,7 @@ impl Worker {
                     if appended.sequence.is_some() {
                         progress.log_head = appended.sequence;
                     }
+                    progress.watched = appended.watched;
                     if appended.cancel_requested {
                         running.stop(StopReason::Cancelled);
                     }

@@ -211,6 +211,43 @@ async fn an_append_that_asks_reports_the_jobs_cancel_flag() -> anyhow::Result<()
     backend.clean().await
 }
 
+/// The worker gathers a REALTIME job's deltas into timed flushes while nobody follows it, so
+/// each append must say truly whether someone does: no before the first watcher, yes while
+/// one is subscribed, no again once the last has gone (in process at once; in Redis once the
+/// watch mark lapses, which this test does not wait for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_says_whether_anyone_watches_the_job() -> anyhow::Result<()> {
+    let backend = Backend::new()?;
+    let log = &backend.events;
+    let id = JobId::now_v7();
+    let started = event(Kind::Started(v1::JobStarted {
+        attempt: 1,
+        ..Default::default()
+    }));
+    let alone = log
+        .append_events(id, &[started], Fence::Start(1), None, false)
+        .await?;
+    assert_eq!((alone.sequence, alone.watched), (Some(1), false));
+    let watcher = log.subscribe(id).await?;
+    let followed = log
+        .append_events(id, &[delta(0)], Fence::Attempt(1), None, false)
+        .await?;
+    assert_eq!((followed.sequence, followed.watched), (Some(2), true));
+    // Another job is not watched because this one is.
+    let other = log
+        .append_events(JobId::now_v7(), &[delta(0)], Fence::None, None, false)
+        .await?;
+    assert!(!other.watched);
+    drop(watcher);
+    if embedded() {
+        let left = log
+            .append_events(id, &[delta(1)], Fence::Attempt(1), None, false)
+            .await?;
+        assert_eq!((left.sequence, left.watched), (Some(3), false));
+    }
+    backend.clean().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_whose_signal_was_lost_still_stops_the_running_job() -> anyhow::Result<()> {
     if skip_when_embedded(
