@@ -103,6 +103,20 @@ pub struct WorkerInfo {
     pub heartbeat_at: DateTime<Utc>,
 }
 
+/// The end of a claim, handed to [`Queue::claim`] so that it costs no round trip of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settle {
+    /// The job.
+    pub job_id: JobId,
+    /// The owner token of its claim; a claim that is no longer this owner's is left alone.
+    pub owner: String,
+    /// `None`: done for good; else the job waits in the delayed set until then (a retry).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Most claims ended by one [`Queue::claim`] call (each adds three script arguments).
+pub const MAX_SETTLE: usize = 256;
+
 /// A message for the workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
@@ -157,12 +171,18 @@ pub trait Queue: Send + Sync + 'static {
     /// non-empty queue in `queues`, then from the next, in that order. Also moves due retries
     /// back to their queues and reclaims expired leases. Returns the claims in claim order
     /// (empty when every queue is empty or paused).
+    ///
+    /// Before anything else it ends the claims in `ended` (at most [`MAX_SETTLE`]) as
+    /// [`Queue::settle`] would, in the same round trip: a worker slot that frees ends its
+    /// job's claim with the claim that refills it. A claim that is no longer its owner's is
+    /// left alone, as `settle` leaves it.
     async fn claim(
         &self,
         queues: &[String],
         owner: &str,
         lease: Duration,
         max: usize,
+        ended: &[Settle],
     ) -> Result<Vec<Claim>, Error>;
 
     /// Extends the leases of `claims` (job id, owner token of its claim); returns the jobs

@@ -108,6 +108,9 @@ pub struct Worker {
     tasks: tokio_util::task::TaskTracker,
     /// Set once the worker stops claiming: no more in-process dispatch either.
     draining: std::sync::atomic::AtomicBool,
+    /// Claims whose attempt has ended, to be ended in the queue by the next claim (one round
+    /// trip for both: see [`crate::queue::Queue::claim`]).
+    ended: Mutex<Vec<crate::queue::Settle>>,
 }
 
 /// When recent output sizes were read, and the sizes (output tokens, newest first).
@@ -140,6 +143,7 @@ impl Worker {
             slots: Arc::new(Semaphore::new(cfg_concurrency)),
             tasks: tokio_util::task::TaskTracker::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            ended: Mutex::new(Vec::new()),
             deps,
         })
     }
@@ -296,12 +300,16 @@ impl Worker {
                 .balancer
                 .order(&*self.deps.queue, turn, &per_queue)
                 .await;
-            match self
+            let ended = self.take_ended();
+            let claimed = self
                 .deps
                 .queue
-                .claim(&order, &owner, self.cfg.lease(), permits.len())
-                .await
-            {
+                .claim(&order, &owner, self.cfg.lease(), permits.len(), &ended)
+                .await;
+            if claimed.is_err() {
+                self.keep_ended(ended);
+            }
+            match claimed {
                 Ok(claims) if !claims.is_empty() => {
                     // The next turn starts after the job type just served, so an empty type
                     // does not hand its turn to its neighbour.
@@ -354,6 +362,18 @@ impl Worker {
             }
             tasks.wait().await;
         }
+        // No claim follows to end these: one call each.
+        loop {
+            let ended = self.take_ended();
+            if ended.is_empty() {
+                break;
+            }
+            for s in ended {
+                if let Err(e) = self.deps.queue.settle(s.job_id, &s.owner, s.retry_at).await {
+                    warn!(error = %e, job_id = %s.job_id, "cannot settle the claim; its lease will expire");
+                }
+            }
+        }
         self.sequences.flush().await;
         signals.abort();
         heartbeat.abort();
@@ -377,6 +397,27 @@ impl Worker {
             owner: format!("{}/{}", self.id, uuid::Uuid::new_v4().simple()),
             permit,
         }))
+    }
+
+    /// The ended claims waiting for the next claim call (at most [`crate::queue::MAX_SETTLE`];
+    /// the rest wait for the one after).
+    fn take_ended(&self) -> Vec<crate::queue::Settle> {
+        let mut ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = ended.len().min(crate::queue::MAX_SETTLE);
+        ended.drain(..n).collect()
+    }
+
+    /// Puts back ended claims a failed claim call did not end, ahead of newer ones.
+    fn keep_ended(&self, mut kept: Vec<crate::queue::Settle>) {
+        let mut ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.append(&mut ended);
+        *ended = kept;
     }
 
     /// Runs `claim` in its own task, holding `permit` (its slot) until the attempt ends.

@@ -1,15 +1,47 @@
--- Atomically: promote due retries and reclaim expired leases (when ARGV[7] is '1': callers
--- sweep only every so often, not on every claim), then claim up to ARGV[6] jobs from the
--- non-paused queues in KEYS[6..], in that order (the caller's order encodes priority and
--- balancing): a queue is emptied before the next is tried. Every job of one call gets the
--- same owner token (the lease fences each job separately).
+-- Atomically: end the caller's finished claims (as settle.lua does, for every one at once),
+-- promote due retries and reclaim expired leases (when ARGV[7] is '1': callers sweep only
+-- every so often, not on every claim), then claim up to ARGV[6] jobs from the non-paused
+-- queues in KEYS[6..], in that order (the caller's order encodes priority and balancing): a
+-- queue is emptied before the next is tried. Every job of one call gets the same owner token
+-- (the lease fences each job separately).
 -- KEYS: 1 leases zset, 2 delayed zset, 3 job->queue hash, 4 job->owner hash,
 --       5 job->deliveries hash, 6.. queue zsets
 -- ARGV: 1 now (ms), 2 lease (ms), 3 owner token, 4 queue key prefix, 5 paused set key,
---       6 most jobs to claim, 7 '1' to sweep, 8.. queue names (same order as KEYS[6..])
+--       6 most jobs to claim, 7 '1' to sweep, 8.. queue names (same order as KEYS[6..]),
+--       then triples of a finished claim: job id, its owner token, retry-at (ms) or ''
 -- Returns {job_id, queue, deliveries, job_id, queue, deliveries, ...} (empty when none).
 local now = tonumber(ARGV[1])
 local NAMES = 8
+
+-- Finished claims first, so that a sweep cannot take one of them for an expired lease.
+local ENDED = NAMES + #KEYS - 5
+if ENDED <= #ARGV then
+  local ids = {}
+  for i = ENDED, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+  local owners = redis.call('HMGET', KEYS[4], unpack(ids))
+  local ours, done, retry = {}, {}, {}
+  for j, id in ipairs(ids) do
+    local i = ENDED + (j - 1) * 3
+    if owners[j] == ARGV[i + 1] then
+      ours[#ours + 1] = id
+      if ARGV[i + 2] == '' then
+        done[#done + 1] = id
+      else
+        retry[#retry + 1] = tonumber(ARGV[i + 2])
+        retry[#retry + 1] = id
+      end
+    end
+  end
+  if #ours > 0 then
+    redis.call('ZREM', KEYS[1], unpack(ours))
+    redis.call('HDEL', KEYS[4], unpack(ours))
+  end
+  if #done > 0 then
+    redis.call('HDEL', KEYS[5], unpack(done))
+    redis.call('HDEL', KEYS[3], unpack(done))
+  end
+  if #retry > 0 then redis.call('ZADD', KEYS[2], unpack(retry)) end
+end
 
 if ARGV[7] == '1' then
   local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Claim, Counts, Error, Queue, Removal, Signal, WorkerInfo};
+use super::{Claim, Counts, Error, Queue, Removal, Settle, Signal, WorkerInfo};
 use crate::job::JobId;
 
 /// How long a cancel request stays visible to a worker that claims the job later (as in Redis).
@@ -370,10 +370,14 @@ impl Queue for MemoryQueue {
         owner: &str,
         lease: Duration,
         max: usize,
+        ended: &[Settle],
     ) -> Result<Vec<Claim>, Error> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let now = Utc::now().timestamp_millis();
         let mut state = self.state();
+        for s in ended.iter().take(crate::queue::MAX_SETTLE) {
+            state.settle(s.job_id, &s.owner, s.retry_at.map(|t| t.timestamp_millis()));
+        }
         let mut claims = Vec::new();
         while claims.len() < max.clamp(1, crate::queue::MAX_CLAIM) {
             match state.claim(queues, owner, lease_ms, now) {

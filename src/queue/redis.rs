@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tracing::{instrument, warn};
 
-use super::{Claim, Counts, Error, Queue, Removal, Signal, WorkerInfo};
+use super::{Claim, Counts, Error, Queue, Removal, Settle, Signal, WorkerInfo};
 use crate::{backend::Redis, job::JobId};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
@@ -141,6 +141,7 @@ impl Queue for RedisQueue {
         owner: &str,
         lease: Duration,
         max: usize,
+        ended: &[Settle],
     ) -> Result<Vec<Claim>, Error> {
         let k = &self.redis.keys;
         let mut inv = CLAIM.prepare_invoke();
@@ -161,6 +162,13 @@ impl Queue for RedisQueue {
             .arg(if self.sweep_due() { "1" } else { "0" });
         for q in queues {
             inv.arg(q);
+        }
+        for s in ended.iter().take(super::MAX_SETTLE) {
+            inv.arg(s.job_id.to_string()).arg(&s.owner).arg(
+                s.retry_at
+                    .map(|t| millis(t).to_string())
+                    .unwrap_or_default(),
+            );
         }
         let mut conn = self.conn().await?;
         let claimed: Vec<(String, String, u64)> = inv.invoke_async(&mut conn).await?;

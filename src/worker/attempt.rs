@@ -82,13 +82,13 @@ impl Worker {
                 Ok(Some(job)) => job,
                 Ok(None) => {
                     // Terminal or unknown in the store: nothing to run.
-                    self.settle(job_id, &running.owner, None).await;
+                    self.settle(job_id, &running.owner, None);
                     return;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot start the attempt; handing the job back");
                     let later = Utc::now() + chrono::Duration::seconds(2);
-                    self.settle(job_id, &running.owner, Some(later)).await;
+                    self.settle(job_id, &running.owner, Some(later));
                     return;
                 }
             };
@@ -157,7 +157,7 @@ impl Worker {
             }
             Ok(_) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
-                self.settle(job.id, &running.owner, None).await;
+                self.settle(job.id, &running.owner, None);
                 return;
             }
             // Lease lost, or shutting down: another attempt will run it.
@@ -349,7 +349,7 @@ impl Worker {
             // The lease expires and another attempt runs the job again.
             Err(None) => return,
         }
-        self.settle(job.id, &running.owner, None).await;
+        self.settle(job.id, &running.owner, None);
     }
 
     async fn retry_or_fail(
@@ -398,9 +398,9 @@ impl Worker {
                     let [milestone, change] = retry_events;
                     self.publish_tracked(job, &mut progress, vec![failed, milestone, change])
                         .await;
-                    self.settle(job.id, &running.owner, Some(retry_at)).await;
+                    self.settle(job.id, &running.owner, Some(retry_at));
                 }
-                Ok(false) => self.settle(job.id, &running.owner, None).await,
+                Ok(false) => self.settle(job.id, &running.owner, None),
                 Err(_) => {}
             }
             return;
@@ -446,7 +446,7 @@ impl Worker {
             Ok(None) => {}
             Err(_) => return,
         }
-        self.settle(job.id, &running.owner, None).await;
+        self.settle(job.id, &running.owner, None);
     }
 
     /// Appends `kinds`, whose last is the terminal event, in one step under `fence` (with the
@@ -477,9 +477,17 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, job_id: JobId, owner: &str, retry_at: Option<chrono::DateTime<Utc>>) {
-        if let Err(e) = self.deps.queue.settle(job_id, owner, retry_at).await {
-            warn!(error = %e, "cannot settle the claim; its lease will expire");
-        }
+    /// Ends the job's claim: done for good, or delayed until `retry_at`. The slot's next
+    /// claim call does it (no round trip of its own); the attempt's task ends right after,
+    /// which wakes the claim loop. Until then the lease stays, no longer renewed.
+    fn settle(&self, job_id: JobId, owner: &str, retry_at: Option<chrono::DateTime<Utc>>) {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(crate::queue::Settle {
+                job_id,
+                owner: owner.to_owned(),
+                retry_at,
+            });
     }
 }

@@ -117,7 +117,7 @@ impl Worker {
             Ok(None) => {}
             Err(_) => return true,
         }
-        self.settle(job.id, &running.owner, None).await;
+        self.settle(job.id, &running.owner, None);
         true
     }
 }
