@@ -357,6 +357,7 @@ pub async fn run(
             guard,
             shutdown.clone(),
         );
+        let connections = cfg.server.connections();
         let stop = shutdown.clone();
         let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
         info!(%addr, scheme, auth = ?mode, "gRPC (grpc-web, health, reflection) listening");
@@ -372,6 +373,7 @@ pub async fn run(
                 health: health_service,
                 auth: auth_layer,
                 tls,
+                connections,
             };
             server::serve(listener, services, drained)
                 .await

@@ -2,7 +2,9 @@
 //! port, with grpc-web (HTTP/1.1 included) and CORS for browsers, authentication
 //! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
 //! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
-//! and pass it in.
+//! and pass it in; [`incoming`] caps and times out the connections it accepts.
+
+pub mod incoming;
 
 use std::{future::Future, path::Path, time::Duration};
 
@@ -69,6 +71,8 @@ pub struct Services<H> {
     pub auth: AuthLayer,
     /// TLS, when configured.
     pub tls: Option<ServerTlsConfig>,
+    /// The connection cap, handshake deadline and keepalive pings.
+    pub connections: incoming::Limits,
 }
 
 /// TLS configuration from PEM files: the certificate chain and its private key.
@@ -108,6 +112,7 @@ where
         health,
         auth,
         tls,
+        connections,
     } = services;
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let batches = BatchServiceServer::new(batches)
@@ -116,11 +121,14 @@ where
 
     let mut server = Server::builder();
     if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+        server = server.tls_config(tls.timeout(connections.handshake_timeout))?;
     }
     server
         .accept_http1(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Connections that finished the handshake and then went quiet: a peer that does not
+        // answer a ping in time is gone, and its connection is closed.
+        .http2_keepalive_interval(connections.keepalive_interval)
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
         .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(auth)
@@ -130,10 +138,8 @@ where
         .add_service(jobs)
         .add_service(batches)
         .add_service(admin)
-        // The builder's `tcp_nodelay` applies only to listeners it binds itself.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // The builder's `tcp_nodelay` applies only to listeners it binds itself: `guard`
+        // sets it.
+        .serve_with_incoming_shutdown(incoming::guard(listener, connections), shutdown)
         .await
 }
