@@ -335,7 +335,7 @@ pub struct Worker {
         default_value_t = 1000
     )]
     pub retry_base_ms: u64,
-    /// Largest retry delay (ms).
+    /// Largest retry delay (ms); an upstream's `Retry-After` is honoured up to it.
     #[arg(
         long = "retry-cap-ms",
         env = "LLMJOBS_RETRY_CAP_MS",
