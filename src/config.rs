@@ -108,7 +108,9 @@ pub struct Redis {
         id = "redis_url",
         long = "redis-url",
         env = "REDIS_URL",
-        default_value = ""
+        default_value = "",
+        // Its password must not show in `--help`.
+        hide_env_values = true
     )]
     pub url: String,
     /// Prefix of every key and channel, so several deployments (or tests) share one Redis.
@@ -150,7 +152,9 @@ pub struct Database {
         long = "database-url",
         env = "DATABASE_URL",
         default_value = "",
-        global = true
+        global = true,
+        // Its password must not show in `--help`.
+        hide_env_values = true
     )]
     pub url: String,
     /// The SQLite file used when `DATABASE_URL` is empty (created when missing).
