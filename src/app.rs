@@ -206,6 +206,10 @@ pub async fn run(
         }
         _ => None,
     };
+    let cors = cfg
+        .server
+        .cors(cfg.security.auth_mode() == auth::layer::Mode::Off)
+        .map_err(Error::Config)?;
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut local_slots = None;
@@ -374,6 +378,7 @@ pub async fn run(
                 auth: auth_layer,
                 tls,
                 connections,
+                cors,
             };
             server::serve(listener, services, drained)
                 .await

@@ -84,9 +84,48 @@ pub struct Server {
         default_value_t = 20
     )]
     pub http2_keepalive_timeout_secs: u64,
+    /// Origins whose web pages may call the API through grpc-web (CORS), comma-separated,
+    /// e.g. `https://app.example.com,http://localhost:5173`; `*`: any. Unset: any origin
+    /// while API keys are required; with `--insecure-no-auth` only loopback pages
+    /// (`http(s)://localhost`, `127.0.0.1`, `[::1]`, any port), so no web site a developer
+    /// visits can drive a local server that trusts every caller.
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "LLMJOBS_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Server {
+    /// Which origins CORS lets call, given whether callers need keys (`auth_off`: they do
+    /// not).
+    ///
+    /// Errors: an entry that is not `*` or an origin (`scheme://host[:port]`).
+    pub fn cors(&self, auth_off: bool) -> Result<crate::server::Cors, String> {
+        let entries: Vec<&str> = self
+            .cors_allowed_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if entries.is_empty() {
+            return Ok(if auth_off {
+                crate::server::Cors::Loopback
+            } else {
+                crate::server::Cors::Any
+            });
+        }
+        if entries.contains(&"*") {
+            return Ok(crate::server::Cors::Any);
+        }
+        entries
+            .into_iter()
+            .map(crate::server::origin)
+            .collect::<Result<_, _>>()
+            .map(crate::server::Cors::Only)
+    }
+
     /// What [`crate::server::serve`] needs to guard its connections.
     pub fn connections(&self) -> crate::server::incoming::Limits {
         crate::server::incoming::Limits {
