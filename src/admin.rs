@@ -23,6 +23,11 @@ use crate::{
 /// Most jobs one retry or forget by filter touches.
 pub const MAX_PAGE: i64 = crate::paging::MAX_PAGE_SIZE;
 
+/// Most job ids one retry or forget may name: each id is work (a retry is a few round trips
+/// per job), and an unbounded list kept one call busy for minutes. Larger sets go in several
+/// calls.
+pub const MAX_IDS: usize = 1000;
+
 /// One queue's statistics (see `QueueStats` in `admin.proto` for the windows).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueStats {
@@ -202,8 +207,17 @@ impl Admin {
     }
 
     /// The ids named, or every failed job matching `filter` when none are.
-    /// Errors: `InvalidArgument` for a malformed id.
+    /// Errors: `InvalidArgument` for more than [`MAX_IDS`] ids or a malformed id.
     pub async fn select(&self, ids: &[String], filter: &FailedFilter) -> Result<Vec<JobId>, Error> {
+        if ids.len() > MAX_IDS {
+            return Err(Error::invalid(
+                "job_ids",
+                format!(
+                    "at most {MAX_IDS} job ids per call ({} given); split them into several calls",
+                    ids.len()
+                ),
+            ));
+        }
         if ids.is_empty() {
             let jobs = self.store.failed_jobs(filter, None, MAX_PAGE).await?;
             return Ok(jobs.into_iter().map(|j| j.id).collect());

@@ -206,6 +206,10 @@ pub async fn run(
         }
         _ => None,
     };
+    let cors = cfg
+        .server
+        .cors(cfg.security.auth_mode() == auth::layer::Mode::Off)
+        .map_err(Error::Config)?;
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut local_slots = None;
@@ -357,6 +361,7 @@ pub async fn run(
             guard,
             shutdown.clone(),
         );
+        let connections = cfg.server.connections();
         let stop = shutdown.clone();
         let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
         info!(%addr, scheme, auth = ?mode, "gRPC (grpc-web, health, reflection) listening");
@@ -372,6 +377,8 @@ pub async fn run(
                 health: health_service,
                 auth: auth_layer,
                 tls,
+                connections,
+                cors,
             };
             server::serve(listener, services, drained)
                 .await

@@ -2,6 +2,8 @@
 //! environment variable.
 //!
 //! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
+//! `LLMJOBS_MAX_CONNECTIONS`, `LLMJOBS_HANDSHAKE_TIMEOUT_MS`, `LLMJOBS_HTTP2_KEEPALIVE_SECS`,
+//! `LLMJOBS_HTTP2_KEEPALIVE_TIMEOUT_SECS`, `LLMJOBS_CORS_ALLOWED_ORIGINS`,
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
 //! `LLMJOBS_SQLITE_PATH`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
@@ -50,6 +52,90 @@ pub struct Server {
         default_value_t = 15
     )]
     pub stream_heartbeat_secs: u64,
+    /// Most client connections open at once (0: no cap). A connection over the cap is closed
+    /// as soon as it is accepted. Keep it well under the process's open-file limit
+    /// (`ulimit -n`), which Redis and database connections and files share.
+    #[arg(
+        long = "max-connections",
+        env = "LLMJOBS_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+    /// Milliseconds a new connection gets to send the HTTP/2 preface (or, over HTTP/1.1, as
+    /// many bytes of its first request) and, with TLS, to finish the TLS handshake; slower or
+    /// silent connections are closed.
+    #[arg(
+        long = "handshake-timeout-ms",
+        env = "LLMJOBS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub handshake_timeout_ms: u64,
+    /// Seconds between HTTP/2 keepalive pings on a connection (0: no pings).
+    #[arg(
+        long = "http2-keepalive-secs",
+        env = "LLMJOBS_HTTP2_KEEPALIVE_SECS",
+        default_value_t = 30
+    )]
+    pub http2_keepalive_secs: u64,
+    /// Seconds a client has to answer a keepalive ping before its connection is closed.
+    #[arg(
+        long = "http2-keepalive-timeout-secs",
+        env = "LLMJOBS_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
+    pub http2_keepalive_timeout_secs: u64,
+    /// Origins whose web pages may call the API through grpc-web (CORS), comma-separated,
+    /// e.g. `https://app.example.com,http://localhost:5173`; `*`: any. Unset: any origin
+    /// while API keys are required; with `--insecure-no-auth` only loopback pages
+    /// (`http(s)://localhost`, `127.0.0.1`, `[::1]`, any port), so no web site a developer
+    /// visits can drive a local server that trusts every caller.
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "LLMJOBS_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Server {
+    /// Which origins CORS lets call, given whether callers need keys (`auth_off`: they do
+    /// not).
+    ///
+    /// Errors: an entry that is not `*` or an origin (`scheme://host[:port]`).
+    pub fn cors(&self, auth_off: bool) -> Result<crate::server::Cors, String> {
+        let entries: Vec<&str> = self
+            .cors_allowed_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if entries.is_empty() {
+            return Ok(if auth_off {
+                crate::server::Cors::Loopback
+            } else {
+                crate::server::Cors::Any
+            });
+        }
+        if entries.contains(&"*") {
+            return Ok(crate::server::Cors::Any);
+        }
+        entries
+            .into_iter()
+            .map(crate::server::origin)
+            .collect::<Result<_, _>>()
+            .map(crate::server::Cors::Only)
+    }
+
+    /// What [`crate::server::serve`] needs to guard its connections.
+    pub fn connections(&self) -> crate::server::incoming::Limits {
+        crate::server::incoming::Limits {
+            max_connections: (self.max_connections > 0).then_some(self.max_connections),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms.max(1)),
+            keepalive_interval: (self.http2_keepalive_secs > 0)
+                .then(|| Duration::from_secs(self.http2_keepalive_secs)),
+            keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// Redis: queue, leases and the live event log.
@@ -61,7 +147,9 @@ pub struct Redis {
         id = "redis_url",
         long = "redis-url",
         env = "REDIS_URL",
-        default_value = ""
+        default_value = "",
+        // Its password must not show in `--help`.
+        hide_env_values = true
     )]
     pub url: String,
     /// Prefix of every key and channel, so several deployments (or tests) share one Redis.
@@ -103,7 +191,9 @@ pub struct Database {
         long = "database-url",
         env = "DATABASE_URL",
         default_value = "",
-        global = true
+        global = true,
+        // Its password must not show in `--help`.
+        hide_env_values = true
     )]
     pub url: String,
     /// The SQLite file used when `DATABASE_URL` is empty (created when missing).
@@ -288,7 +378,7 @@ pub struct Worker {
         default_value_t = 1000
     )]
     pub retry_base_ms: u64,
-    /// Largest retry delay (ms).
+    /// Largest retry delay (ms); an upstream's `Retry-After` is honoured up to it.
     #[arg(
         long = "retry-cap-ms",
         env = "LLMJOBS_RETRY_CAP_MS",

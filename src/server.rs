@@ -2,11 +2,13 @@
 //! port, with grpc-web (HTTP/1.1 included) and CORS for browsers, authentication
 //! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
 //! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
-//! and pass it in.
+//! and pass it in; [`incoming`] caps and times out the connections it accepts.
+
+pub mod incoming;
 
 use std::{future::Future, path::Path, time::Duration};
 
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::pb::health_server::HealthServer;
@@ -33,12 +35,74 @@ pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// OUT_OF_RANGE before they are decoded, which bounds the memory one call can take.
 pub const MAX_BATCH_DECODING_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// CORS for grpc-web clients: any origin; the headers grpc-web sends and reads.
+/// Which web pages' origins may call the API (CORS). Requests from other origins are still
+/// answered, without the CORS headers, so browsers keep their pages from reading them (and,
+/// since every grpc-web call needs a preflight, from sending them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cors {
+    /// Any origin.
+    Any,
+    /// Pages served from this machine: `http(s)://localhost`, `127.x.x.x` or `[::1]`, any
+    /// port.
+    Loopback,
+    /// These origins exactly (as [`origin`] spells them).
+    Only(Vec<HeaderValue>),
+}
+
+/// `text` as an origin header value (`scheme://host[:port]`, lower case, no trailing `/`).
+///
+/// Errors: a message naming `LLMJOBS_CORS_ALLOWED_ORIGINS` and the entry.
+pub fn origin(text: &str) -> Result<HeaderValue, String> {
+    let normal = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let uri: http::Uri = normal.parse().map_err(|_| bad_origin(text))?;
+    let plain = uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() || !plain {
+        return Err(bad_origin(text));
+    }
+    HeaderValue::from_str(&normal).map_err(|_| bad_origin(text))
+}
+
+fn bad_origin(text: &str) -> String {
+    format!(
+        "LLMJOBS_CORS_ALLOWED_ORIGINS: {text:?} is not an origin like https://app.example.com \
+         or http://localhost:5173 (or `*`)"
+    )
+}
+
+/// Whether `origin` is a page served from this machine.
+fn is_loopback(origin: &HeaderValue) -> bool {
+    let Some(uri) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.parse::<http::Uri>().ok())
+    else {
+        return false;
+    };
+    let host = match uri.authority() {
+        Some(a) if !a.as_str().contains('@') => a.host(),
+        _ => return false,
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+        && (host.eq_ignore_ascii_case("localhost")
+            || host == "[::1]"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// CORS for grpc-web clients: the origins `allowed`; the headers grpc-web sends and reads.
 /// Header names from the grpc-web protocol (github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md).
-fn cors() -> CorsLayer {
+fn cors(allowed: Cors) -> CorsLayer {
     let h = HeaderName::from_static;
+    let origins = match allowed {
+        Cors::Any => AllowOrigin::mirror_request(),
+        Cors::Loopback => AllowOrigin::predicate(|origin, _| is_loopback(origin)),
+        Cors::Only(list) => AllowOrigin::list(list),
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(origins)
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([
             h("authorization"),
@@ -69,6 +133,10 @@ pub struct Services<H> {
     pub auth: AuthLayer,
     /// TLS, when configured.
     pub tls: Option<ServerTlsConfig>,
+    /// The connection cap, handshake deadline and keepalive pings.
+    pub connections: incoming::Limits,
+    /// The origins grpc-web pages may call from.
+    pub cors: Cors,
 }
 
 /// TLS configuration from PEM files: the certificate chain and its private key.
@@ -108,6 +176,8 @@ where
         health,
         auth,
         tls,
+        connections,
+        cors: allowed_origins,
     } = services;
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let batches = BatchServiceServer::new(batches)
@@ -116,12 +186,15 @@ where
 
     let mut server = Server::builder();
     if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+        server = server.tls_config(tls.timeout(connections.handshake_timeout))?;
     }
     server
         .accept_http1(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(cors())
+        // Connections that finished the handshake and then went quiet: a peer that does not
+        // answer a ping in time is gone, and its connection is closed.
+        .http2_keepalive_interval(connections.keepalive_interval)
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
+        .layer(cors(allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(auth)
         .add_service(health)
@@ -130,10 +203,59 @@ where
         .add_service(jobs)
         .add_service(batches)
         .add_service(admin)
-        // The builder's `tcp_nodelay` applies only to listeners it binds itself.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // The builder's `tcp_nodelay` applies only to listeners it binds itself: `guard`
+        // sets it.
+        .serve_with_incoming_shutdown(incoming::guard(listener, connections), shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_are_pages_served_from_this_machine() {
+        for yes in [
+            "http://localhost",
+            "http://localhost:5173",
+            "https://LOCALHOST:8443",
+            "http://127.0.0.1:3000",
+            "http://127.1.2.3",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_loopback(&HeaderValue::from_static(yes)), "{yes}");
+        }
+        for no in [
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "http://evil@localhost",
+            "file://localhost",
+            "null",
+            "http://10.0.0.1",
+            "http://[::2]",
+        ] {
+            assert!(!is_loopback(&HeaderValue::from_static(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn configured_origins_are_checked_and_normalised() {
+        assert_eq!(
+            origin("https://App.Example.com/").expect("an origin"),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            origin("http://localhost:5173").expect("an origin"),
+            "http://localhost:5173"
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x",
+            "",
+        ] {
+            assert!(origin(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -437,11 +437,15 @@ impl Worker {
         self.running().insert(claim.job_id, running.clone());
         let me = self.clone();
         tasks.spawn(async move {
-            me.clone().run_attempt(claim.job_id, running).await;
-            me.running().remove(&claim.job_id);
-            drop(permit);
-            // A capped queue may be claimable again.
-            me.wake.notify_one();
+            let mut guard = AttemptGuard {
+                worker: me.clone(),
+                job_id: claim.job_id,
+                running: running.clone(),
+                permit: Some(permit),
+                finished: false,
+            };
+            me.run_attempt(claim.job_id, running).await;
+            guard.finished = true;
         });
     }
 
@@ -525,6 +529,46 @@ impl Worker {
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
         }
+    }
+}
+
+/// Frees an attempt's slot when its task ends, however it ends. An attempt that did not
+/// finish (its task panicked) would otherwise stay in `running`, where the heartbeat kept its
+/// lease alive and its job RUNNING forever: it is ended as a failed attempt instead (see
+/// [`Worker::abandon`]), in a task of its own, before the slot is freed.
+struct AttemptGuard {
+    worker: Arc<Worker>,
+    job_id: JobId,
+    running: Arc<Running>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    finished: bool,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        let worker = self.worker.clone();
+        let job_id = self.job_id;
+        let permit = self.permit.take();
+        let release = move |worker: &Worker| {
+            worker.running().remove(&job_id);
+            drop(permit);
+            // A capped queue may be claimable again.
+            worker.wake.notify_one();
+        };
+        if self.finished || tokio::runtime::Handle::try_current().is_err() {
+            release(&worker);
+            return;
+        }
+        tracing::error!(
+            job_id = %job_id,
+            panicked = std::thread::panicking(),
+            "the attempt's task ended before the attempt did; ending it as a failed attempt"
+        );
+        let running = self.running.clone();
+        self.worker.tasks.spawn(async move {
+            worker.abandon(job_id, &running).await;
+            release(&worker);
+        });
     }
 }
 

@@ -92,17 +92,17 @@ fn claim_file(path: &Path, mode: Mode) -> Result<std::fs::File, Error> {
     let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&name)
-        .map_err(|e| {
-            Error::Unavailable(format!(
-                "cannot create the lock file {}: {e}",
-                Path::new(&name).display()
-            ))
-        })?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    // Owner only, like the store beside it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&name).map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot create the lock file {}: {e}",
+            Path::new(&name).display()
+        ))
+    })?;
     let locked = match mode {
         Mode::Exclusive => file.try_lock(),
         Mode::Shared => file.try_lock_shared(),

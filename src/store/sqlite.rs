@@ -57,11 +57,53 @@ pub struct SqliteStore {
     committer: commit::Committer,
 }
 
-/// Opens (creating when missing) the file at `path` with the store's settings.
+/// Creates the file at `path`, when missing, readable and writable by its owner only (0600):
+/// it holds prompts, results and key hashes. SQLite creates the `-wal`, `-shm` and
+/// `-journal` files beside it with the same permissions. An existing file keeps its mode
+/// (with a warning when others may read it).
+fn create_private(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Ok(meta) = std::fs::metadata(path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                        "the SQLite store is readable by other users; `chmod 600` it (and its \
+                         -wal and -shm files)"
+                    );
+                }
+            }
+            Err(e) => {
+                return Err(Error::Unavailable(format!(
+                    "cannot create SQLite file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Opens (creating when missing, see [`create_private`]) the file at `path` with the store's
+/// settings.
 fn connect(path: &Path) -> Result<SqliteConnection, Error> {
     let name = path
         .to_str()
         .ok_or_else(|| Error::Unavailable(format!("SQLite path {path:?} is not UTF-8")))?;
+    create_private(path)?;
     let mut conn = SqliteConnection::establish(name)
         .map_err(|e| Error::Unavailable(format!("cannot open SQLite file {name}: {e}")))?;
     conn.batch_execute(&format!(

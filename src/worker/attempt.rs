@@ -21,6 +21,7 @@ use crate::{
     store::Finish,
 };
 
+mod abandon;
 mod lost;
 
 fn events_transient(e: &crate::events::Error) -> bool {
@@ -376,8 +377,7 @@ impl Worker {
                     err.retry_after(),
                 )
             });
-            let retry_at =
-                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let retry_at = super::retry::retry_time(Utc::now(), delay);
             let retry_events = progress.tracker.retry(&error.code, retry_at);
             let history = progress.tracker.take_history();
             let recorded = self

@@ -268,9 +268,12 @@ impl Worker {
             Some(Ok(s)) => s,
             Some(Err(Some(e))) => {
                 if let provider::Error::RateLimited { retry_after, .. } = &e {
+                    // The hint is capped as the retry's wait is: a 429 asking for a day
+                    // does not halve the model's budget for a day.
+                    let cap = Duration::from_millis(self.cfg.retry_cap_ms.max(1));
                     self.deps
                         .budget
-                        .penalize(&job.params.model, *retry_after)
+                        .penalize(&job.params.model, retry_after.map(|d| d.min(cap)))
                         .await;
                 }
                 return End::Failed(AttemptError::Provider(e));

@@ -668,3 +668,60 @@ async fn without_an_upstream_only_the_simulated_model_is_accepted() -> anyhow::R
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_forget_take_at_most_a_thousand_ids_a_call() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let failed = fail_one(&app, &upstream, "fails").await?;
+    let mut a = admin(&app).await?;
+    let ids = |n: usize| -> Vec<String> {
+        let mut ids: Vec<String> = (1..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        ids.push(failed.id.clone());
+        ids
+    };
+
+    // One over the limit: refused whole, naming the field and the limit; nothing is done.
+    let too_many = a
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: ids(1001),
+            filter: None,
+        })
+        .await
+        .expect_err("1001 ids");
+    let forget_too_many = a
+        .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+            job_ids: ids(1001),
+            filter: None,
+        })
+        .await
+        .expect_err("1001 ids");
+    for e in [too_many, forget_too_many] {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let bad = tonic_types::StatusExt::get_details_bad_request(&e).expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, "job_ids");
+        assert!(
+            bad.field_violations[0].description.contains("1000"),
+            "names the limit: {:?}",
+            bad.field_violations[0]
+        );
+    }
+    assert_eq!(
+        app.wait_for_job(&failed.id, |_| true).await?.status(),
+        v1::JobStatus::Failed
+    );
+
+    // The limit itself is fine (one statement's worth of ids on either store).
+    let forgotten = a
+        .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+            job_ids: ids(1000),
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(forgotten.forgotten, 1);
+    app.stop().await
+}

@@ -191,3 +191,89 @@ async fn health_is_serving_while_redis_and_postgres_answer() -> anyhow::Result<(
     );
     app.stop().await
 }
+
+/// The `access-control-allow-origin` a CORS preflight from `origin` gets (`None`: refused).
+async fn preflight_allows(app: &TestApp, origin: &str) -> anyhow::Result<Option<String>> {
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/llmjobs.v1.JobService/ListJobs", app.addr),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,x-grpc-web,content-type",
+        )
+        .send()
+        .await?;
+    Ok(resp
+        .headers()
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_only_loopback_pages_may_call() -> anyhow::Result<()> {
+    // Every caller is an admin here: a web site the developer visits must not be one.
+    let app = TestApp::builder()
+        .flag("--insecure-no-auth")
+        .start()
+        .await?;
+    for origin in ["https://evil.example", "http://localhost.evil.example"] {
+        assert_eq!(preflight_allows(&app, origin).await?, None, "{origin}");
+    }
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:8080",
+        "http://[::1]:3000",
+    ] {
+        assert_eq!(
+            preflight_allows(&app, origin).await?.as_deref(),
+            Some(origin)
+        );
+    }
+    // A grpc-web call from elsewhere is answered without the header browsers need to read it.
+    let resp = reqwest::Client::builder()
+        .http1_only()
+        .build()?
+        .post(format!(
+            "http://{}/llmjobs.v1.JobService/ListJobs",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("origin", "https://evil.example")
+        .body(frame(&v1::ListJobsRequest::default()))
+        .send()
+        .await?;
+    assert!(
+        resp.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_origins_may_call() -> anyhow::Result<()> {
+    let app = TestApp::builder()
+        .arg(
+            "--cors-allowed-origins",
+            "https://app.example, https://Admin.Example/",
+        )
+        .start()
+        .await?;
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://admin.example", true),
+        ("https://other.example", false),
+        ("http://app.example", false),
+        ("http://localhost:5173", false),
+    ] {
+        let got = preflight_allows(&app, origin).await?;
+        assert_eq!(got.as_deref(), allowed.then_some(origin), "{origin}");
+    }
+    app.stop().await
+}

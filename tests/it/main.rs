@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod batches;
 mod cancel;
+mod connections;
 mod crash;
 mod dispatch;
 mod fixtures;

@@ -1,5 +1,6 @@
 //! Secrets in prompts: what a running server's log shows of them, and how prompts are kept
-//! in Postgres with `--prompt-storage redacted` and `none`.
+//! in Postgres with `--prompt-storage redacted` and `none`; secrets in the environment:
+//! `--help` does not print them.
 
 use anyhow::Context;
 use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
@@ -227,4 +228,38 @@ async fn storage_none_keeps_the_prompt_only_while_the_job_can_run() -> anyhow::R
     let job = app.wait_for_job(&failed.id, |_| true).await?;
     assert_eq!(job.status(), v1::JobStatus::Failed);
     app.stop().await
+}
+
+#[test]
+fn help_never_prints_the_secrets_in_the_environment() -> anyhow::Result<()> {
+    let secret = "hunter2-do-not-print";
+    for command in [
+        &["serve", "--help"][..],
+        &["gateway", "--help"],
+        &["worker", "--help"],
+        &["migrate", "--help"],
+        &["cleanup", "--help"],
+        &["keys", "create", "--help"],
+        &["submit", "--help"],
+        &["admin", "stats", "--help"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(command)
+            .env("REDIS_URL", format!("redis://:{secret}@127.0.0.1:6379"))
+            .env(
+                "DATABASE_URL",
+                format!("postgres://llm:{secret}@127.0.0.1:5432/llm_jobs"),
+            )
+            .env("OPENAI_API_KEY", format!("sk-{secret}"))
+            .env("LLMJOBS_API_KEY", format!("llmj_000000000000_{secret}"))
+            .output()?;
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command:?}: {printed}");
+        assert!(
+            !printed.contains(secret),
+            "{command:?} prints a secret from the environment:\n{printed}"
+        );
+    }
+    Ok(())
 }

@@ -161,8 +161,10 @@ async fn a_dropped_connection_is_retried() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_waits_at_least_its_retry_after() -> anyhow::Result<()> {
     let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    // Retry-After is honoured up to the backoff cap (the harness's 50 ms would cut it).
     let app = TestApp::builder()
         .upstream(upstream.base_url())
+        .arg("--retry-cap-ms", "5000")
         .start()
         .await?;
     upstream.push_reply(Reply::Status {
@@ -234,5 +236,51 @@ async fn the_api_key_never_shows_in_errors() -> anyhow::Result<()> {
         !message.contains("sk-test-key") && !message.contains("other-secret"),
         "{message}"
     );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_waits_no_longer_than_the_backoff_cap() -> anyhow::Result<()> {
+    // A day, then a number of seconds no date can hold (it used to overflow and panic the
+    // attempt, leaving the job RUNNING forever). The harness caps backoff at 50 ms.
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .max_attempts(3)
+        .start()
+        .await?;
+    for secs in [86_400, 10_000_000_000_000] {
+        upstream.push_reply(Reply::Status {
+            status: 429,
+            error_type: "rate_limit_error",
+            retry_after_secs: Some(secs),
+        });
+    }
+    let events = run(&app).await?;
+    let waits: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::AttemptFailed(f)) => {
+                let retry = f.retry_time.expect("a retry time");
+                let at = e.time.expect("an event time");
+                Some((f.attempt, f.will_retry, retry.seconds - at.seconds))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 2, "{events:?}");
+    for (attempt, will_retry, secs) in waits {
+        assert!(will_retry);
+        assert!(
+            secs <= 1,
+            "attempt {attempt} waits {secs} s, past the backoff cap"
+        );
+    }
+    assert!(matches!(
+        events.last().and_then(|e| e.kind.clone()),
+        Some(Kind::Completed(_))
+    ));
+    assert_eq!(text_of(&events), BASIC);
+    assert_eq!(upstream.requests().len(), 3);
     app.stop().await
 }

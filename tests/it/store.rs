@@ -565,3 +565,45 @@ async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_em
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // A server process under the usual umask 022 (files 0644 unless the server says
+    // otherwise) creates and migrates a new store, whichever backend the suite runs on.
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_mode_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("jobs.db");
+    let addr = free_addr()?;
+    let mut server = ChildWorker(
+        std::process::Command::new("sh")
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["serve", "--redis-url", "", "--listen", &addr])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", db.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    connect_when_healthy(&addr).await?;
+    let mut seen = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+        let path = dir.join(format!("jobs.db{suffix}"));
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        seen.push(suffix);
+    }
+    assert!(
+        seen.contains(&"") && seen.contains(&"-wal"),
+        "the store and its write-ahead log exist: {seen:?}"
+    );
+    server.signal("TERM")?;
+    assert!(server.wait().await?.success());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -108,12 +108,18 @@ pub(super) async fn forget_failed(store: &SqliteStore, ids: &[JobId]) -> Result<
     let ids: Vec<String> = ids.iter().copied().map(key).collect();
     store
         .write(move |conn| {
-            let n = diesel::update(jobs::table)
-                .filter(jobs::id.eq_any(ids))
-                .filter(jobs::status.eq(JobStatus::Failed.as_str()))
-                .filter(jobs::forgotten_at.is_null())
-                .set(jobs::forgotten_at.eq(micros(chrono::Utc::now())))
-                .execute(conn)?;
+            let now = micros(chrono::Utc::now());
+            let mut n = 0;
+            // One bound variable per id: chunks stay far below SQLite's limit on them
+            // (32,766), however many ids a caller passes.
+            for chunk in ids.chunks(500) {
+                n += diesel::update(jobs::table)
+                    .filter(jobs::id.eq_any(chunk))
+                    .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+                    .filter(jobs::forgotten_at.is_null())
+                    .set(jobs::forgotten_at.eq(now))
+                    .execute(conn)?;
+            }
             Ok(n as u64)
         })
         .await

@@ -1,0 +1,119 @@
+//! Attempts whose task died before they ended (a panic anywhere in them): ended here as a
+//! failed attempt would be, so no bug leaves its job RUNNING behind a lease this worker keeps
+//! alive.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::warn;
+
+use crate::{
+    events::{Fence, event},
+    job::{JobError, JobId, JobStatus, Outcome},
+    proto::v1::{self, job_event::Kind},
+    store::Finish,
+    worker::{Running, Worker, retry},
+};
+
+impl Worker {
+    /// Ends the attempt of `job_id` that `running` stands for, after its task died: while
+    /// the job is RUNNING, the attempt is recorded as failed (`internal_error`, retryable)
+    /// and retried after the usual backoff, or, with no attempt left, the job fails; a job
+    /// still QUEUED (the task died before starting it) goes back to its queue; a finished
+    /// one is left alone. When the store cannot say, the job goes back to its queue, and the
+    /// next attempt counts this one as lost.
+    pub(in crate::worker) async fn abandon(&self, job_id: JobId, running: &Running) {
+        let hand_back = || Some(Utc::now() + chrono::Duration::seconds(2));
+        let job = match self.deps.store.get_job(job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return self.settle(job_id, &running.owner, None),
+            Err(e) => {
+                warn!(job_id = %job_id, error = %e, "cannot read the job of a dead attempt; handing it back");
+                return self.settle(job_id, &running.owner, hand_back());
+            }
+        };
+        match job.status {
+            JobStatus::Running => {}
+            JobStatus::Queued => return self.settle(job_id, &running.owner, hand_back()),
+            _ => return self.settle(job_id, &running.owner, None),
+        }
+        let attempt = job.attempts;
+        let error = JobError {
+            code: "internal_error".to_owned(),
+            message: format!(
+                "attempt {attempt} ended abnormally (a bug in the worker; its log has the \
+                 panic)"
+            ),
+        };
+        let failed = |will_retry, retry_at: Option<chrono::DateTime<Utc>>| {
+            Kind::AttemptFailed(v1::AttemptFailed {
+                attempt,
+                error: Some(crate::api::convert::job_error(&error)),
+                will_retry,
+                retry_time: retry_at.map(crate::api::convert::timestamp),
+            })
+        };
+        if attempt < job.max_attempts {
+            let delay = retry::backoff(
+                attempt,
+                Duration::from_millis(self.cfg.retry_base_ms),
+                Duration::from_millis(self.cfg.retry_cap_ms),
+                None,
+            );
+            let retry_at = retry::retry_time(Utc::now(), delay);
+            match self
+                .deps
+                .store
+                .retry_attempt(job_id, attempt, &error, &[])
+                .await
+            {
+                Ok(true) => {
+                    let ev = event(failed(true, Some(retry_at)));
+                    if let Err(e) = self
+                        .deps
+                        .events
+                        .append(job_id, &ev, Fence::Attempt(attempt))
+                        .await
+                    {
+                        warn!(job_id = %job_id, error = %e, "cannot publish the failed attempt");
+                    }
+                    self.settle(job_id, &running.owner, Some(retry_at));
+                }
+                // Another attempt owns the job now.
+                Ok(false) => self.settle(job_id, &running.owner, None),
+                Err(e) => {
+                    warn!(job_id = %job_id, error = %e, "cannot record the failed attempt; handing the job back");
+                    self.settle(job_id, &running.owner, hand_back());
+                }
+            }
+            return;
+        }
+        let finish = Finish::Failed {
+            error: error.clone(),
+            retryable: true,
+            partial: Outcome::default(),
+        };
+        match self
+            .deps
+            .store
+            .finish_attempt(job_id, attempt, finish, &[], None)
+            .await
+        {
+            Ok(Some(_)) => {
+                let terminal = Kind::Failed(v1::JobFailed {
+                    error: Some(crate::api::convert::job_error(&error)),
+                    attempts: attempt,
+                });
+                let kinds = vec![failed(false, None), terminal];
+                self.publish_terminal(job_id, Fence::Attempt(attempt), kinds, None, None)
+                    .await;
+                self.settle(job_id, &running.owner, None);
+            }
+            Ok(None) => self.settle(job_id, &running.owner, None),
+            Err(e) => {
+                warn!(job_id = %job_id, error = %e, "cannot record the failed job; handing it back");
+                self.settle(job_id, &running.owner, hand_back());
+            }
+        }
+    }
+}
