@@ -265,6 +265,7 @@ impl Admin {
                 queue: job.queue.clone(),
                 priority: convert::priority(job.priority).into(),
                 job_type: job.job_type.clone(),
+                tenant: job.tenant.clone(),
             }));
             self.events.append(id, &queued, Fence::None).await?;
             self.queue.enqueue(id, &job.queue, Utc::now()).await?;

@@ -88,6 +88,7 @@ impl Gateway {
             queue: job.queue.clone(),
             priority: convert::priority(job.priority).into(),
             job_type: job.job_type.clone(),
+            tenant: job.tenant.clone(),
         }));
         self.events.append(job.id, &queued, Fence::None).await?;
         let Some(slot) = slot else {

@@ -141,6 +141,7 @@ impl Reconciler {
                 queue: job.queue.clone(),
                 priority: convert::priority(job.priority).into(),
                 job_type: job.job_type.clone(),
+                tenant: job.tenant.clone(),
             }));
             self.events
                 .append(job.id, &queued, Fence::None)

@@ -71,6 +71,17 @@ impl JobApi {
         }
     }
 
+    /// From the job's Redis log, while the store cannot say: `None` when there is no log (or
+    /// it cannot be read); `Some(None)` when its `queued` event names no tenant (a log
+    /// written by an older version); else the tenant it names.
+    async fn tenant_from_log(&self, id: JobId) -> Option<Option<String>> {
+        let log = self.gateway.events.read_after(id, 0).await.ok()??;
+        Some(log.events.iter().find_map(|e| match &e.kind {
+            Some(v1::job_event::Kind::Queued(q)) if !q.tenant.is_empty() => Some(q.tenant.clone()),
+            _ => None,
+        }))
+    }
+
     fn follow(&self, job_id: JobId, after: u64) -> (streaming::EventStream, JoinHandle<Ended>) {
         streaming::follow(
             self.gateway.store.clone(),
@@ -154,14 +165,20 @@ impl JobService for JobApi {
             )
             .into());
         }
-        // Unknown jobs fail the call itself, not the stream. While Postgres is down, a job
-        // whose event log Redis still has can be followed all the same, by admins only (its
-        // tenant cannot be checked).
+        // Unknown jobs fail the call itself, not the stream. While the store is unreachable,
+        // a job whose event log Redis still has can be followed all the same: its tenant is
+        // the one its log's `queued` event names (admins may follow any).
         match self.visible(&who, id).await {
             Ok(_) => {}
-            Err(Error::Store(e)) if e.is_unavailable() && who.is_admin() => {
-                let in_log = self.gateway.events.read_after(id, u64::MAX >> 12).await;
-                if !matches!(in_log, Ok(Some(_))) {
+            Err(Error::Store(e)) if e.is_unavailable() => {
+                // Anything else answers as an unknown job does now (UNAVAILABLE), so that the
+                // answer does not tell another tenant's job from none.
+                let allowed = match self.tenant_from_log(id).await {
+                    Some(Some(tenant)) => who.can_access(&tenant),
+                    Some(None) => who.is_admin(),
+                    None => false,
+                };
+                if !allowed {
                     return Err(Error::Store(e).into());
                 }
             }

@@ -90,20 +90,37 @@ impl Authenticator {
         self
     }
 
-    /// The key with `prefix`, from the cache while fresh, else from the store.
+    /// The key with `prefix`, from the cache while fresh, else from the store. While the
+    /// store is unreachable, the last answer read for `prefix` stands however old it is (a
+    /// key verified before an outage keeps working through it; a revocation made meanwhile
+    /// reaches this gateway once the store answers again).
     async fn key(&self, prefix: &str) -> Result<Option<keys::ApiKey>, crate::store::Error> {
-        if !self.cache_ttl.is_zero() {
+        let cached = |fresh_only: bool| {
             let cache = self
                 .cache
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, key)) = cache.get(prefix)
-                && at.elapsed() < self.cache_ttl
-            {
-                return Ok(key.clone());
-            }
+            cache
+                .get(prefix)
+                .filter(|(at, _)| !fresh_only || at.elapsed() < self.cache_ttl)
+                .map(|(_, key)| key.clone())
+        };
+        if !self.cache_ttl.is_zero()
+            && let Some(key) = cached(true)
+        {
+            return Ok(key);
         }
-        let key = self.store.api_key(prefix).await?;
+        let key = match self.store.api_key(prefix).await {
+            Ok(key) => key,
+            Err(e) if e.is_transient() && !self.cache_ttl.is_zero() => match cached(false) {
+                Some(key) => {
+                    tracing::warn!(error = %e, "the key store is unavailable; using the key as last read");
+                    return Ok(key);
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         if !self.cache_ttl.is_zero() {
             let mut cache = self
                 .cache

@@ -164,3 +164,116 @@ async fn with_redis_gone_reads_pass_the_rate_limit_unchecked() -> anyhow::Result
     }
     app.stop().await
 }
+
+/// While Postgres is unreachable, a key verified before the outage still works (its cache
+/// entry has expired, yet the store cannot answer), and a new `StreamJob` follows a job whose
+/// log Redis has, checked against the tenant its log names: the owner gets the tokens, another
+/// tenant gets the same UNAVAILABLE as for a job that does not exist. The stream ends once
+/// Postgres is back and the result is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_a_known_key_streams_its_own_jobs_only() -> anyhow::Result<()> {
+    use crate::support::upstream::{Reply, TestUpstream};
+    use tokio_stream::StreamExt;
+    if crate::support::skip_when_embedded("makes a Postgres database refuse connections") {
+        return Ok(());
+    }
+    let upstream = TestUpstream::start(Reply::slow(60, 10, 40)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--key-cache-ms", "1")
+        .start()
+        .await?;
+    let owner =
+        JobServiceClient::new(app.keyed(Some(&app.key_for("tenant-a", Role::User).await?))?);
+    let mut other =
+        JobServiceClient::new(app.keyed(Some(&app.key_for("tenant-b", Role::User).await?))?);
+    let job = owner
+        .clone()
+        .submit_job(request("a long story", "gpt-4o-mini"))
+        .await?
+        .into_inner()
+        .job
+        .expect("a job");
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
+    // The other tenant's key is verified before the outage too.
+    let before = other
+        .get_job(v1::GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .expect_err("not its job");
+    assert_eq!(before.code(), Code::NotFound);
+
+    let admin = crate::support::postgres_server_url();
+    let mut conn = {
+        use diesel_async::AsyncConnection;
+        diesel_async::AsyncPgConnection::establish(&format!("{admin}/postgres")).await?
+    };
+    let sql = |s: String| diesel::sql_query(s);
+    {
+        use diesel_async::RunQueryDsl;
+        sql(format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+            app.database
+        ))
+        .execute(&mut conn)
+        .await?;
+        sql(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            app.database
+        ))
+        .execute(&mut conn)
+        .await?;
+    }
+    let outage = async {
+        let refused = other
+            .stream_job(v1::StreamJobRequest {
+                job_id: job.id.clone(),
+                after_sequence: 0,
+            })
+            .await
+            .expect_err("another tenant's job");
+        anyhow::ensure!(refused.code() == Code::Unavailable, "got {refused:?}");
+        let mut stream = owner
+            .clone()
+            .stream_job(v1::StreamJobRequest {
+                job_id: job.id.clone(),
+                after_sequence: 0,
+            })
+            .await?
+            .into_inner();
+        let mut deltas = 0;
+        while deltas < 3 {
+            let event = tokio::time::timeout(PATIENCE, stream.next())
+                .await?
+                .expect("the stream goes on")?;
+            if matches!(event.kind, Some(v1::job_event::Kind::TokenDelta(_))) {
+                deltas += 1;
+            }
+        }
+        Ok(stream)
+    }
+    .await;
+    {
+        use diesel_async::RunQueryDsl;
+        sql(format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+            app.database
+        ))
+        .execute(&mut conn)
+        .await?;
+    }
+    let mut stream = outage?;
+    let mut last = None;
+    while let Some(event) = tokio::time::timeout(PATIENCE, stream.next()).await? {
+        last = Some(event?);
+    }
+    assert!(
+        matches!(
+            last.and_then(|e| e.kind),
+            Some(v1::job_event::Kind::Completed(_))
+        ),
+        "the stream ends with the job's completion once Postgres is back"
+    );
+    app.stop().await
+}
