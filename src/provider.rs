@@ -72,10 +72,10 @@ pub enum Error {
         /// The start of the body.
         message: String,
     },
-    /// The answer finished with reasoning text but no content: a reasoning model that spent
-    /// its budget thinking (`length`), or a server whose reasoning parser took the whole
-    /// answer. Retryable unless `finish_reason` is `length` or `content_filter` (the same
-    /// request would end the same way).
+    /// The answer finished with reasoning text but no content and `finish_reason` `length`
+    /// (a reasoning model that spent its budget thinking) or `content_filter`. Not retryable:
+    /// the same request would end the same way. (With any other finish reason the job
+    /// completes, flagged by `MILESTONE_KIND_REASONING_ONLY`.)
     #[error(
         "upstream answered with reasoning only and no content (finish_reason {finish_reason:?}, \
          {reasoning_chars} chars of reasoning)"
@@ -162,15 +162,13 @@ impl Error {
 
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Auth { .. } | Error::InvalidRequest { .. } | Error::NotEventStream { .. } => {
-                false
-            }
-            Error::EmptyAnswer { finish_reason, .. } => {
-                !matches!(finish_reason.as_str(), "length" | "content_filter")
-            }
-            _ => true,
-        }
+        !matches!(
+            self,
+            Error::Auth { .. }
+                | Error::InvalidRequest { .. }
+                | Error::NotEventStream { .. }
+                | Error::EmptyAnswer { .. }
+        )
     }
 
     /// The upstream's own wait hint (`Retry-After`), when it gave one.

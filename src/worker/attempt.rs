@@ -213,6 +213,15 @@ impl Worker {
             job.params.response_format.as_ref(),
             &progress.outcome.content,
         );
+        let o = &progress.outcome;
+        if o.content.trim().is_empty() && !o.reasoning_content.is_empty() {
+            let detail = format!("finish_reason {:?}", o.finish_reason);
+            kinds.push(
+                progress
+                    .tracker
+                    .milestone(MilestoneKind::ReasoningOnly, &detail),
+            );
+        }
         if progress.outcome.finish_reason == "length" {
             kinds.push(
                 progress

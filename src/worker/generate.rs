@@ -379,9 +379,14 @@ impl Worker {
             return stopped();
         }
         let o = &progress.outcome;
-        if finished && o.content.trim().is_empty() && !o.reasoning_content.is_empty() {
-            // A reasoning model that spent its budget thinking, or a server whose reasoning
-            // parser took the whole answer: not a silent success.
+        if finished
+            && o.content.trim().is_empty()
+            && !o.reasoning_content.is_empty()
+            && matches!(o.finish_reason.as_str(), "length" | "content_filter")
+        {
+            // A reasoning model that spent its budget thinking, or a filtered answer: not a
+            // silent success. (Reasoning only with any other finish completes, flagged by a
+            // milestone: see `Worker::finalize`.)
             End::Failed(AttemptError::Provider(provider::Error::EmptyAnswer {
                 finish_reason: o.finish_reason.clone(),
                 reasoning_chars: o.reasoning_content.chars().count(),

@@ -202,6 +202,14 @@ async fn run_case(
                 matches!(&terminal, Some(Kind::Completed(c)) if c.finish_reason == *finish_reason),
                 "{model}: terminal event {terminal:?}"
             );
+            let flagged = events.iter().any(|e| {
+                matches!(&e.kind, Some(Kind::Milestone(m))
+                    if m.kind() == v1::MilestoneKind::ReasoningOnly)
+            });
+            anyhow::ensure!(
+                flagged == (content.is_empty() && !reasoning.is_empty()),
+                "{model}: reasoning-only milestone {flagged}"
+            );
             let got = result.usage.unwrap_or_default();
             match usage {
                 Some(Usage::Reported(i, o, t)) => anyhow::ensure!(
@@ -685,7 +693,14 @@ async fn errors_inside_the_stream_fail_as_classified() -> anyhow::Result<()> {
                     "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"stop\"}]}\n\n",
                     "data: [DONE]\n\n",
                 )),
-                failed("upstream_empty_answer", true, "reasoning only"),
+                // Completes (the same request would get the same answer), flagged.
+                Expect::Completed {
+                    content: "",
+                    reasoning: "The answer is 4.",
+                    finish_reason: "stop",
+                    usage: None,
+                    model: None,
+                },
             ),
             case(
                 "s-reasoning-only-length",
