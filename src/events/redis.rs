@@ -525,7 +525,7 @@ async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
         let () = WATCH
             .key(redis.keys.job(id, "state"))
             .arg(until)
-            .arg(UNFINISHED_TTL_SECS)
+            .arg(WATCH_LEASE.as_secs())
             .invoke_async(&mut conn)
             .await?;
         return Ok(());
@@ -535,7 +535,7 @@ async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
         pipe.load_script(&WATCH).ignore();
         for id in chunk {
             let mut call = WATCH.key(redis.keys.job(id, "state"));
-            call.arg(until).arg(UNFINISHED_TTL_SECS);
+            call.arg(until).arg(WATCH_LEASE.as_secs());
             pipe.invoke_script(&call).ignore();
         }
         let () = pipe.query_async(&mut conn).await?;

@@ -189,8 +189,14 @@ async fn redis_holds_no_finished_jobs_keys_after_the_window() -> anyhow::Result<
         .filter(|k| ids.iter().any(|id| k.contains(id.as_str())))
         .collect();
     assert!(left.is_empty(), "finished jobs' keys left: {left:?}");
+    // A late watcher marks the job as watched (the state hash), but not for long: a minute,
+    // the mark's own lease, not the week an unfinished job's state lives.
     for id in &ids {
         assert_well_formed(&app.watch(id, 0).await?, 0);
+        for key in job_keys(&app, id).await? {
+            let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut r).await?;
+            assert!((1..=60).contains(&ttl), "{key} lives {ttl} s");
+        }
     }
     app.stop().await
 }
