@@ -431,8 +431,8 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
             queue,
             events: Arc::new(
                 MemoryEventLog::new(
-                    cfg.jobs.event_log_ttl_secs(true),
-                    cfg.jobs.progress_ttl_secs,
+                    cfg.jobs.event_log_ttl_secs(),
+                    cfg.jobs.finished_progress_ttl_secs(),
                 )
                 .with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id))),
             ),
@@ -453,8 +453,8 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
         queue: Arc::new(RedisQueue::new(redis.clone())),
         events: Arc::new(RedisEventLog::new(
             redis.clone(),
-            cfg.jobs.event_log_ttl_secs(false),
-            cfg.jobs.progress_ttl_secs,
+            cfg.jobs.event_log_ttl_secs(),
+            cfg.jobs.finished_progress_ttl_secs(),
         )),
         limits: ratelimit::Backend::Redis(redis),
     })

@@ -293,17 +293,19 @@ pub struct Jobs {
         default_value_t = 3600
     )]
     pub job_timeout_cap_secs: u64,
-    /// Seconds a finished job's event log stays for replay (after that, replays are snapshots
-    /// from the store). Default: 86400 in Redis; 600 in process, where every kept token costs
-    /// the server's own memory (about 0.5 KB per token).
+    /// Seconds a finished job's live keys (event log, state, progress snapshot, cancel flag)
+    /// stay in Redis, or in process, after its end: the window for watchers still catching up
+    /// live. The whole log goes to the store when the job ends, and replays after the window
+    /// read it from there. Default: 120.
     #[arg(long = "event-log-ttl-secs", env = "LLMJOBS_EVENT_LOG_TTL_SECS")]
     pub event_log_ttl_secs: Option<u64>,
-    /// Seconds a finished job's live progress (GetJobProgress) stays in Redis; after that it
-    /// is rebuilt from the history in Postgres.
+    /// Seconds a finished job's live progress (GetJobProgress) stays in Redis, at most the
+    /// event log's window (`LLMJOBS_EVENT_LOG_TTL_SECS`); after that it is rebuilt from the
+    /// history in the store.
     #[arg(
         long = "progress-ttl-secs",
         env = "LLMJOBS_PROGRESS_TTL_SECS",
-        default_value_t = 7_200
+        default_value_t = 120
     )]
     pub progress_ttl_secs: u64,
     /// Most jobs one `SubmitBatch` may carry (a request message is also capped at 64 MiB).
@@ -319,13 +321,22 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// [`Jobs::event_log_ttl_secs`] as configured, or its default for the event log in Redis
-    /// (`in_process` false: 24 h) or in process (10 min).
-    pub fn event_log_ttl_secs(&self, in_process: bool) -> u64 {
+    /// [`Jobs::event_log_ttl_secs`] as configured, or its default (120 s, in Redis and in
+    /// process alike: the store keeps finished logs).
+    pub fn event_log_ttl_secs(&self) -> u64 {
         self.event_log_ttl_secs
-            .unwrap_or(if in_process { 600 } else { 86_400 })
+            .unwrap_or(DEFAULT_EVENT_LOG_TTL_SECS)
+    }
+
+    /// Seconds a finished job's progress snapshot stays live: [`Jobs::progress_ttl_secs`],
+    /// at most the event log's window.
+    pub fn finished_progress_ttl_secs(&self) -> u64 {
+        self.progress_ttl_secs.min(self.event_log_ttl_secs())
     }
 }
+
+/// Default of `LLMJOBS_EVENT_LOG_TTL_SECS`: how long a finished job's live keys stay.
+pub const DEFAULT_EVENT_LOG_TTL_SECS: u64 = 120;
 
 /// The worker side: slots, leases, retries.
 #[derive(clap::Args, Clone, Debug)]

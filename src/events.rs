@@ -5,8 +5,10 @@
 //! [`EventLog`] is the narrow interface; [`redis`] keeps the log in a Redis list, assigns
 //! sequences in a Lua script, and multiplexes all live watchers of a gateway over one pub/sub
 //! connection; [`memory`] keeps the same log in process, for one `serve` without Redis.
-//! Serving one watcher (replay, follow, repair) is in [`crate::streaming`].
+//! Serving one watcher (replay, follow, repair) is in [`crate::streaming`]. Once a job ends,
+//! its whole log goes to the store in [`archive`] form and the live log expires soon after.
 
+pub mod archive;
 pub mod memory;
 pub mod redis;
 
@@ -112,7 +114,7 @@ impl Subscription {
 }
 
 /// What one append did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Appended {
     /// Sequence of the last event appended; `None` when the append was refused (the log
     /// already has its terminal event, or the fence names a stale attempt).
@@ -124,6 +126,22 @@ pub struct Appended {
     /// subscriber in process): its events went out to watchers at once. A writer whose job
     /// nobody follows may gather its events into fewer appends (see `worker::generate`).
     pub watched: bool,
+    /// For an accepted append under [`Fence::Start`]: every event the log held before it,
+    /// with their sequences (read in the same step), so that the attempt can store the whole
+    /// log when it ends. Empty otherwise.
+    pub earlier: Vec<JobEvent>,
+}
+
+/// What [`EventLog::close`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Closed {
+    /// Sequence of the terminal event appended; `None` when refused (as
+    /// [`EventLog::append`] is).
+    pub sequence: Option<u64>,
+    /// The whole log with sequences, read in the same step, when the sequence is not the one
+    /// the caller expected (none expected, another writer came between, or the log already
+    /// had its terminal event); empty when it is, or when a stale attempt was refused.
+    pub log: Vec<JobEvent>,
 }
 
 /// Event log operations.
@@ -174,6 +192,21 @@ pub trait EventLog: Send + Sync + 'static {
         progress: Option<&JobProgress>,
         check_cancel: bool,
     ) -> Result<Appended, Error>;
+
+    /// Appends `events`, whose last must be terminal, as [`EventLog::append_tracked`] does,
+    /// and starts the short expiry of the job's live keys (log, state, progress snapshot,
+    /// cancel flag: `LLMJOBS_EVENT_LOG_TTL_SECS`); the store keeps the log from here on.
+    /// Unless the terminal event's sequence is `expected`, it also returns the whole log in
+    /// the same step (see [`Closed::log`]) for the caller to store.
+    /// Errors: `Corrupt` when an event before the last is terminal or the last is not.
+    async fn close(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+        expected: Option<u64>,
+    ) -> Result<Closed, Error>;
 
     /// The job's latest progress snapshot, written by its worker; `None` before the first
     /// attempt and some time (`LLMJOBS_PROGRESS_TTL_SECS`) after the end.

@@ -222,23 +222,29 @@ impl Gateway {
                         time: Some(convert::timestamp(now)),
                         kind: Some(v1::progress_event::Kind::StageChanged(change.clone())),
                     };
-                    // History and the stage event are reporting: a failure loses them, not the
-                    // cancel.
+                    // History is reporting: a failure loses it, not the cancel.
                     if let Err(e) = self.store.append_progress(id, &[record]).await {
                         warn!(error = %e, "cannot store the cancelled stage");
                     }
-                    if let Err(e) = self
+                    // The stage event and the terminal one go out in one append, which
+                    // returns the whole log: no worker ends this job, so it is stored here.
+                    let events = [
+                        event(Kind::StageChanged(change)),
+                        event(Kind::Cancelled(v1::JobCancelled {
+                            reason: reason.to_owned(),
+                        })),
+                    ];
+                    let closed = self
                         .events
-                        .append(id, &event(Kind::StageChanged(change)), Fence::None)
-                        .await
-                    {
-                        warn!(error = %e, "cannot publish the cancelled stage");
-                    }
-                    let ev = event(Kind::Cancelled(v1::JobCancelled {
-                        reason: reason.to_owned(),
-                    }));
-                    if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {
-                        self.store.set_last_sequence(id, seq).await?;
+                        .close(id, &events, Fence::None, None, None)
+                        .await?;
+                    match crate::events::archive::of_events(&closed.log) {
+                        Some(log) => self.store.store_event_logs(&[(id, log)]).await?,
+                        None => {
+                            if let Some(seq) = closed.sequence {
+                                self.store.set_last_sequence(id, seq).await?;
+                            }
+                        }
                     }
                     info!("queued job cancelled");
                     Ok(cancelled)

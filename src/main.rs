@@ -127,12 +127,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             let c = llm_jobs::store::sqlite::copy_to_postgres(&a.from, &a.to).await?;
             println!(
-                "copied {} job(s) ({} result(s), {} attempt error(s), {} progress event(s)), \
-                 {} batch(es), {} API key(s), {} audit event(s) from {} to {}",
+                "copied {} job(s) ({} result(s), {} attempt error(s), {} progress event(s), \
+                 {} event log(s)), {} batch(es), {} API key(s), {} audit event(s) from {} to {}",
                 c.jobs,
                 c.results,
                 c.attempt_failures,
                 c.progress_events,
+                c.event_logs,
                 c.batches,
                 c.api_keys,
                 c.audit_events,

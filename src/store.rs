@@ -57,6 +57,7 @@ pub fn describe(cfg: &config::Database) -> String {
 use crate::{
     auth::keys::ApiKey,
     batch::{BatchId, NewBatch, Snapshot},
+    events::archive::Archive,
     job::{Job, JobError, JobId, NewJob, Outcome},
 };
 
@@ -294,7 +295,9 @@ pub trait Store: Send + Sync + 'static {
     /// `terminal_sequence` is the sequence the caller's terminal event will have in the job's
     /// log when it knows it ahead (it is the log's only writer while the attempt runs, and
     /// appends the terminal event next), stored as `last_sequence` with the result; `None`
-    /// leaves `last_sequence` as it is.
+    /// leaves `last_sequence` as it is. `log`, when the caller knows it ahead too, is the
+    /// job's whole event log ending with that terminal event, stored with the result (in the
+    /// same transaction) for replays once the live log has expired.
     async fn finish_attempt(
         &self,
         id: JobId,
@@ -302,6 +305,7 @@ pub trait Store: Send + Sync + 'static {
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
         terminal_sequence: Option<u64>,
+        log: Option<&Archive>,
     ) -> Result<Option<Job>, Error>;
 
     /// Records a failed attempt that will be retried (RUNNING becomes QUEUED again) and
@@ -330,6 +334,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::set_last_sequence`] for many jobs in one statement (job id, sequence).
     async fn set_last_sequences(&self, sequences: &[(JobId, u64)]) -> Result<(), Error>;
+
+    /// Stores the whole event logs of ended jobs (replacing any stored before) and sets each
+    /// job's `last_sequence` to its log's last sequence, in one transaction: for logs not
+    /// written with the result (a job cancelled while queued, a log another writer ended).
+    async fn store_event_logs(&self, logs: &[(JobId, Archive)]) -> Result<(), Error>;
+
+    /// The job's stored event log; `None` when it has none (unfinished, or ended before logs
+    /// were stored).
+    async fn event_log(&self, id: JobId) -> Result<Option<Archive>, Error>;
 
     /// Records that attempt `attempt` failed with `error` (retryable) without changing the
     /// job: for attempts that ended with their worker lost, noticed when the next one starts.
@@ -381,8 +394,8 @@ pub trait Store: Send + Sync + 'static {
     /// Marks failed jobs as forgotten; returns how many.
     async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error>;
 
-    /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result goes,
-    /// its attempt history stays. `None` when the job is not FAILED, or its prompt was
+    /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result and
+    /// stored event log go, its attempt history stays. `None` when the job is not FAILED, or its prompt was
     /// discarded when it ended (`--prompt-storage none`).
     async fn requeue_failed(&self, id: JobId) -> Result<Option<Job>, Error>;
 

@@ -1,5 +1,6 @@
 //! Serving one job's events to one watcher: replay after a sequence, follow live, repair gaps,
-//! fall back to a Postgres snapshot when the log is gone, and end after the terminal event.
+//! replay the stored log when the live one has expired (a snapshot from the store for jobs
+//! that ended before logs were stored), and end after the terminal event.
 //!
 //! Guarantees: events arrive in sequence order with no gaps and no duplicates; the stream ends
 //! after the terminal event; it never hangs on a lost message: after [`IDLE_CHECK`] of silence
@@ -17,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::{
     api::convert,
-    events::{EventLog, Fence, Live, is_terminal},
+    events::{EventLog, Fence, Live, archive::Archive, is_terminal},
     job::{Job, JobId, JobStatus},
     proto::v1::{self, job_event::Kind},
     store::Store,
@@ -264,7 +265,11 @@ impl Watcher {
             None => {
                 let job = self.job().await?;
                 if job.status.is_terminal() {
-                    self.snapshot(&job).await
+                    match self.store.event_log(job.id).await.map_err(unavailable)? {
+                        Some(log) => self.replay_stored(&job, &log).await,
+                        // Ended before logs were stored, or its log was not known.
+                        None => self.snapshot(&job).await,
+                    }
                 } else {
                     // Redis lost the log of an unfinished job; the reconciler re-enqueues it
                     // and a new log starts. Keep watching.
@@ -300,25 +305,86 @@ impl Watcher {
         if !ended_long_ago {
             return Ok(false);
         }
-        let ev = v1::JobEvent {
-            time: job.finished_at.map(convert::timestamp),
-            kind: Some(self.terminal_kind(job).await?),
-            ..Default::default()
+        // The worker stores the log with the result, so the events that end it are usually
+        // there; else the terminal event is made from the job's row.
+        let (events, expected) = match self.stored_tail(job).await {
+            Some(tail) => {
+                let last = tail.last().map(|e| e.sequence);
+                (tail, last)
+            }
+            None => {
+                let ev = v1::JobEvent {
+                    time: job.finished_at.map(convert::timestamp),
+                    kind: Some(self.terminal_kind(job).await?),
+                    ..Default::default()
+                };
+                (vec![ev], None)
+            }
         };
-        let seq = self
+        let closed = self
             .events
-            .append(job.id, &ev, Fence::None)
+            .close(job.id, &events, Fence::None, None, expected)
             .await
             .map_err(unavailable)?;
-        if let Some(seq) = seq {
+        if let Some(seq) = closed.sequence {
             warn!(job_id = %job.id, seq, "repaired a missing terminal event from the store");
-            let _ = self.store.set_last_sequence(job.id, seq).await;
         }
-        Ok(seq.is_some())
+        // Unless it is the stored one, the log as it now is replaces it.
+        match crate::events::archive::of_events(&closed.log) {
+            Some(log) => {
+                let _ = self.store.store_event_logs(&[(job.id, log)]).await;
+            }
+            None => {
+                if let Some(seq) = closed.sequence
+                    && Some(seq) != expected
+                {
+                    let _ = self.store.set_last_sequence(job.id, seq).await;
+                }
+            }
+        }
+        Ok(closed.sequence.is_some())
     }
 
-    /// The log expired: send the stored content as one snapshot, then the terminal event with
-    /// its original sequence (when known).
+    /// The events of the stored log after `last`, when it has them and they carry on from
+    /// it to its terminal event.
+    async fn stored_tail(&self, job: &Job) -> Option<Vec<v1::JobEvent>> {
+        let log = self.store.event_log(job.id).await.ok()??;
+        let tail: Vec<v1::JobEvent> = log
+            .events(job.id)
+            .ok()?
+            .into_iter()
+            .filter(|e| e.sequence > self.last)
+            .collect();
+        let carries_on = tail.first()?.sequence == self.last + 1;
+        (carries_on && tail.last().is_some_and(is_terminal)).then_some(tail)
+    }
+
+    /// The live log expired: replay the stored one after `last`, every event as live
+    /// watchers saw it, ending with the terminal event.
+    async fn replay_stored(&mut self, job: &Job, log: &Archive) -> Result<Done, Stop> {
+        let terminal = log.last_sequence().unwrap_or(0);
+        if self.last > terminal {
+            return Err(past_the_end(self.last, terminal));
+        }
+        if self.last == terminal {
+            return Ok(Done::Yes);
+        }
+        let events = log.events(job.id).map_err(unavailable)?;
+        for ev in events {
+            if ev.sequence > self.last && self.send(ev).await? == Done::Yes {
+                return Ok(Done::Yes);
+            }
+        }
+        // A stored log always ends with its terminal event; one that does not is damaged.
+        Err(unavailable(format!(
+            "job {} stored log has no terminal event",
+            job.id
+        )))
+    }
+
+    /// The log expired and none is stored (the job ended before logs were stored): send the
+    /// stored content as one snapshot, then the terminal event with its original sequence
+    /// (when known).
     async fn snapshot(&mut self, job: &Job) -> Result<Done, Stop> {
         let terminal_seq = if job.last_sequence > 0 {
             job.last_sequence

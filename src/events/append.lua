@@ -2,18 +2,24 @@
 -- message while someone watches the job (a current watch mark, see watch.lua: a job nobody
 -- follows costs no PUBLISH; a watcher reads what came before its mark from the list).
 -- Refuses (appending nothing) after the terminal event, and for a stale attempt.
+-- A terminal append starts the short expiry of every key of the job (the store keeps its log
+-- from then on).
 -- KEYS: 1 events list, 2 state hash, 3 progress snapshot, 4 cancel flag
 -- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 's<N>' attempt N starts, older
 --       attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
 --       4 '1' to read the cancel flag, 5 TTL after terminal (s), 6 TTL before (s),
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
 --       9 now (ms since the epoch, to compare with the watch mark),
---       10.. the encoded events, in order (at least one)
+--       10 log wanted ('' no | '-' yes | '<N>' unless the last sequence appended is N),
+--       11.. the encoded events, in order (at least one)
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
--- set (read only when asked), else 0; 1 when someone watches the job (a current mark), else 0}.
+-- set (read only when asked), else 0; 1 when someone watches the job (a current mark), else 0;
+-- the log's base; items}: items are, for an accepted start ('s' fence), the entries before
+-- this append; when the log is wanted and the append was accepted or refused for a log that
+-- has its terminal event, the whole list; else none. Item i has sequence base + i (1-based).
 -- The message on the channel is '<sequence of the first event>/<number of events>:' followed
 -- by each event in protobuf's length-delimited form (its length as a varint, then its bytes).
-local FIRST_EVENT = 10
+local FIRST_EVENT = 11
 -- Arguments per RPUSH: Lua's unpack fails beyond about 8,000 values.
 local PUSH_CHUNK = 1000
 
@@ -24,21 +30,27 @@ local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w')
 -- An unreadable mark counts as current: publishing too much only costs.
 local watched = 0
 if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 1 end
-if st[1] then return {0, cancel, watched} end
+-- A log restarted after a Redis loss continues above `base` (see restart.lua).
+local base = tonumber(st[3] or '0')
+local wanted = ARGV[10]
+if st[1] then
+  if wanted ~= '' then return {0, cancel, watched, base, redis.call('LRANGE', KEYS[1], 0, -1)} end
+  return {0, cancel, watched, base, {}}
+end
 local fence = ARGV[1]
 local kind = string.sub(fence, 1, 1)
 if fence ~= '' then
   local n = tonumber(string.sub(fence, 2))
   local current = tonumber(st[2] or '0')
   if kind == 's' then
-    if n < current then return {0, cancel, watched} end
+    if n < current then return {0, cancel, watched, base, {}} end
   elseif n ~= current then
-    return {0, cancel, watched}
+    return {0, cancel, watched, base, {}}
   end
 end
 
--- A log restarted after a Redis loss continues above `base` (see restart.lua).
-local base = tonumber(st[3] or '0')
+local items = {}
+if kind == 's' then items = redis.call('LRANGE', KEYS[1], 0, -1) end
 local last = #ARGV
 local len = 0
 for i = FIRST_EVENT, last, PUSH_CHUNK do
@@ -89,6 +101,11 @@ end
 if terminal then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
   redis.call('EXPIRE', state, tonumber(ARGV[5]))
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))
+  if wanted ~= '' then
+    items = {}
+    if tonumber(wanted) ~= seq then items = redis.call('LRANGE', KEYS[1], 0, -1) end
+  end
 else
   if first == 1 or kind == 's' then
     redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
@@ -96,4 +113,4 @@ else
   -- Only a start writes the state hash before the end (restart.lua sets its own TTL).
   if kind == 's' then redis.call('EXPIRE', state, tonumber(ARGV[6])) end
 end
-return {seq, cancel, watched}
+return {seq, cancel, watched, base, items}

@@ -5,7 +5,8 @@
 //!
 //! Every operation takes one mutex, so appends are atomic and live events go out in sequence
 //! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones after
-//! `LLMJOBS_EVENT_LOG_TTL_SECS`, snapshots after `LLMJOBS_PROGRESS_TTL_SECS`): an expired entry
+//! `LLMJOBS_EVENT_LOG_TTL_SECS`, default 120 s, once the store has them; snapshots after
+//! `LLMJOBS_PROGRESS_TTL_SECS`, at most that): an expired entry
 //! is dropped when next touched, and a sweep of all entries runs at most every
 //! 10 s along with an append. Nothing survives the process.
 //!
@@ -22,7 +23,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append,
+    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal,
+    last_of_append,
 };
 use crate::{
     job::JobId,
@@ -141,16 +143,20 @@ impl MemoryEventLog {
         lock(&self.state)
     }
 
-    /// `append.lua`, without the cancel flag. Returns the last sequence, `None` when refused.
+    /// `append.lua`, without the cancel flag. Returns the last sequence (`None` when
+    /// refused) and the events the script would return: for an accepted start, those before
+    /// it; with `log` (`Some(expected)`), the whole log unless the last sequence is
+    /// `expected`.
     fn append_with(
         &self,
         job_id: JobId,
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-    ) -> Result<Option<u64>, Error> {
+        log: Option<Option<u64>>,
+    ) -> Result<(Option<u64>, Vec<JobEvent>), Error> {
         let Some(last) = last_of_append(events)? else {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         };
         let now = Instant::now();
         let mut guard = self.state();
@@ -161,16 +167,28 @@ impl MemoryEventLog {
             .logs
             .get(&job_id)
             .map_or((false, 0), |l| (l.done.is_some(), l.attempt.unwrap_or(0)));
-        let refused = done
-            || match fence {
-                Fence::None => false,
-                Fence::Attempt(n) => n != current,
-                Fence::Start(n) => n < current,
+        if done {
+            let all = match (log, state.logs.get(&job_id)) {
+                (Some(_), Some(l)) => l.events.clone(),
+                _ => Vec::new(),
             };
-        if refused {
-            return Ok(None);
+            return Ok((None, all));
         }
+        let refused = match fence {
+            Fence::None => false,
+            Fence::Attempt(n) => n != current,
+            Fence::Start(n) => n < current,
+        };
+        if refused {
+            return Ok((None, Vec::new()));
+        }
+        let wanted = log;
         let log = state.logs.entry(job_id).or_default();
+        let mut returned = if matches!(fence, Fence::Start(_)) {
+            log.events.clone()
+        } else {
+            Vec::new()
+        };
         if let Fence::Start(n) = fence {
             log.attempt = Some(n);
             log.output_tokens = Some(0);
@@ -201,6 +219,13 @@ impl MemoryEventLog {
         if terminal {
             log.done = Some(seq);
             log.expires = Some(now + self.terminal_ttl);
+            if let Some(expected) = wanted {
+                returned = if expected == Some(seq) {
+                    Vec::new()
+                } else {
+                    log.events.clone()
+                };
+            }
         } else if first || matches!(fence, Fence::Start(_)) {
             log.expires = Some(now + UNFINISHED_TTL);
         }
@@ -216,7 +241,7 @@ impl MemoryEventLog {
         if terminal && let Some(s) = state.progress.get_mut(&job_id) {
             s.expires = now + self.progress_ttl;
         }
-        Ok(Some(seq))
+        Ok((Some(seq), returned))
     }
 }
 
@@ -255,13 +280,31 @@ impl EventLog for MemoryEventLog {
         // Read outside the log's lock: the flag belongs to the queue, and taking the two locks
         // one at a time cannot deadlock.
         let cancel_requested = check_cancel && self.cancel_requested(job_id);
-        let sequence = self.append_with(job_id, events, fence, progress)?;
+        let (sequence, earlier) = self.append_with(job_id, events, fence, progress, None)?;
         let watched = self.state().watched.contains_key(&job_id);
         Ok(Appended {
             sequence,
             cancel_requested,
             watched,
+            earlier,
         })
+    }
+
+    async fn close(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+        expected: Option<u64>,
+    ) -> Result<Closed, Error> {
+        if !events.last().is_some_and(is_terminal) {
+            return Err(Error::Corrupt(
+                "a close must end with a terminal event".into(),
+            ));
+        }
+        let (sequence, log) = self.append_with(job_id, events, fence, progress, Some(expected))?;
+        Ok(Closed { sequence, log })
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {

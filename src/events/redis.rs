@@ -15,7 +15,8 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use super::{
-    Appended, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal, last_of_append,
+    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal,
+    last_of_append,
 };
 use crate::{
     backend::Redis,
@@ -85,6 +86,9 @@ impl RedisEventLog {
         }
     }
 
+    /// Runs `append.lua`; `log` asks for the whole log back unless the last sequence is the
+    /// one given (`Some(None)`: always). Returns what the append did and the items the
+    /// script returned, with their sequences.
     async fn append_with(
         &self,
         job_id: JobId,
@@ -92,6 +96,7 @@ impl RedisEventLog {
         fence: Fence,
         progress: Option<&JobProgress>,
         check_cancel: bool,
+        log: Option<Option<u64>>,
     ) -> Result<Appended, Error> {
         let Some(last) = last_of_append(events)? else {
             return Ok(Appended::default());
@@ -116,7 +121,12 @@ impl RedisEventLog {
             .arg(UNFINISHED_TTL_SECS)
             .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
             .arg(self.progress_ttl_secs)
-            .arg(now_ms());
+            .arg(now_ms())
+            .arg(match log {
+                None => String::new(),
+                Some(None) => "-".to_owned(),
+                Some(Some(seq)) => seq.to_string(),
+            });
         for event in events {
             // Stored without sequence and job id: the list index and the key carry them.
             let stored = JobEvent {
@@ -127,11 +137,18 @@ impl RedisEventLog {
             invocation.arg(stored.encode_to_vec());
         }
         let mut conn = self.redis.conn().await?;
-        let (seq, cancel, watched): (u64, u8, u8) = invocation.invoke_async(&mut conn).await?;
+        let (seq, cancel, watched, base, items): (u64, u8, u8, u64, Vec<Vec<u8>>) =
+            invocation.invoke_async(&mut conn).await?;
+        let earlier = items
+            .iter()
+            .zip(base + 1..)
+            .map(|(bytes, seq)| decode(job_id, seq, bytes))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Appended {
             sequence: (seq > 0).then_some(seq),
             cancel_requested: cancel == 1,
             watched: watched == 1,
+            earlier,
         })
     }
 }
@@ -154,8 +171,30 @@ impl EventLog for RedisEventLog {
         progress: Option<&JobProgress>,
         check_cancel: bool,
     ) -> Result<Appended, Error> {
-        self.append_with(job_id, events, fence, progress, check_cancel)
+        self.append_with(job_id, events, fence, progress, check_cancel, None)
             .await
+    }
+
+    async fn close(
+        &self,
+        job_id: JobId,
+        events: &[JobEvent],
+        fence: Fence,
+        progress: Option<&JobProgress>,
+        expected: Option<u64>,
+    ) -> Result<Closed, Error> {
+        if !events.last().is_some_and(is_terminal) {
+            return Err(Error::Corrupt(
+                "a close must end with a terminal event".into(),
+            ));
+        }
+        let appended = self
+            .append_with(job_id, events, fence, progress, false, Some(expected))
+            .await?;
+        Ok(Closed {
+            sequence: appended.sequence,
+            log: appended.earlier,
+        })
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
@@ -486,7 +525,7 @@ async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
         let () = WATCH
             .key(redis.keys.job(id, "state"))
             .arg(until)
-            .arg(UNFINISHED_TTL_SECS)
+            .arg(WATCH_LEASE.as_secs())
             .invoke_async(&mut conn)
             .await?;
         return Ok(());
@@ -496,7 +535,7 @@ async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
         pipe.load_script(&WATCH).ignore();
         for id in chunk {
             let mut call = WATCH.key(redis.keys.job(id, "state"));
-            call.arg(until).arg(UNFINISHED_TTL_SECS);
+            call.arg(until).arg(WATCH_LEASE.as_secs());
             pipe.invoke_script(&call).ignore();
         }
         let () = pipe.query_async(&mut conn).await?;

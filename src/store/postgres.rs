@@ -2,6 +2,7 @@
 //! migrations; [`reports`] holds the operators' queries, [`batches`] the batches'.
 
 mod batches;
+mod logs;
 mod migrate;
 mod progress;
 mod reports;
@@ -197,6 +198,7 @@ impl Store for PgStore {
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
         terminal_sequence: Option<u64>,
+        log: Option<&crate::events::archive::Archive>,
     ) -> Result<Option<Job>, Error> {
         let (status, error, retryable, outcome) = match finish {
             Finish::Completed(o) => (JobStatus::Completed, None, false, o),
@@ -216,6 +218,7 @@ impl Store for PgStore {
             terminal_sequence: terminal_sequence.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             result: ResultRow::from_outcome(id, &outcome),
             history: crate::store::models::NewProgressRow::from_events(id, history),
+            log: log.cloned(),
         };
         let row = self.writer().finish(end).await?;
         row.map(Job::try_from).transpose()
@@ -325,6 +328,17 @@ impl Store for PgStore {
         .execute(&mut conn)
         .await?;
         Ok(())
+    }
+
+    async fn store_event_logs(
+        &self,
+        logs: &[(JobId, crate::events::archive::Archive)],
+    ) -> Result<(), Error> {
+        logs::store(self, logs).await
+    }
+
+    async fn event_log(&self, id: JobId) -> Result<Option<crate::events::archive::Archive>, Error> {
+        logs::get(self, id).await
     }
 
     async fn record_attempt_failure(

@@ -128,6 +128,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    job_event_logs (job_id) {
+        job_id -> Uuid,
+        first_sequence -> Int8,
+        event_count -> Int8,
+        events -> Bytea,
+    }
+}
+
 diesel::joinable!(job_results -> jobs (job_id));
 diesel::joinable!(job_attempt_failures -> jobs (job_id));
 diesel::joinable!(job_progress_events -> jobs (job_id));
@@ -137,6 +146,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_results,
     job_attempt_failures,
     job_progress_events,
+    job_event_logs,
     batches,
     api_keys,
     audit_events

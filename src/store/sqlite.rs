@@ -12,6 +12,7 @@
 mod batches;
 mod commit;
 mod copy;
+mod logs;
 mod progress;
 mod reports;
 mod rows;
@@ -327,6 +328,7 @@ impl Store for SqliteStore {
         finish: Finish,
         history: &[crate::proto::v1::ProgressEvent],
         terminal_sequence: Option<u64>,
+        log: Option<&crate::events::archive::Archive>,
     ) -> Result<Option<Job>, Error> {
         let (status, error, retryable, outcome) = match finish {
             Finish::Completed(o) => (JobStatus::Completed, None, false, o),
@@ -338,6 +340,7 @@ impl Store for SqliteStore {
             Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
         };
         let history = history.to_vec();
+        let log = log.cloned();
         self.write(move |conn| {
             let now = chrono::Utc::now();
             let updated = diesel::update(jobs::table.find(key(id)))
@@ -366,6 +369,9 @@ impl Store for SqliteStore {
                 insert_failure(conn, id, attempt, error, retryable)?;
             }
             progress::insert(conn, id, &history)?;
+            if let Some(log) = &log {
+                logs::upsert(conn, id, log)?;
+            }
             // Read back after the statement's triggers (the prompt may have been emptied).
             let row: JobRow = jobs::table
                 .find(key(id))
@@ -468,6 +474,21 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn store_event_logs(
+        &self,
+        logs: &[(JobId, crate::events::archive::Archive)],
+    ) -> Result<(), Error> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let logs = logs.to_vec();
+        self.write(move |conn| logs::store(conn, &logs)).await
+    }
+
+    async fn event_log(&self, id: JobId) -> Result<Option<crate::events::archive::Archive>, Error> {
+        self.run(move |conn| logs::get(conn, id)).await
     }
 
     async fn record_attempt_failure(

@@ -24,6 +24,30 @@ use crate::{
 mod abandon;
 mod lost;
 
+/// The attempt's copy of the log after its start's append: the events before it (`earlier`,
+/// with their sequences), then its own (`own`), the last of which got `sequence`. `None` when
+/// the sequences do not run on by one.
+fn start_log(
+    earlier: &[v1::JobEvent],
+    own: &[v1::JobEvent],
+    sequence: Option<u64>,
+) -> Option<crate::events::archive::Builder> {
+    let last = sequence?;
+    let first = match earlier.first() {
+        Some(e) => e.sequence,
+        None => (last + 1).checked_sub(own.len() as u64)?,
+    };
+    let mut log = crate::events::archive::Builder::new(first);
+    for e in earlier {
+        if log.next_sequence() != Some(e.sequence) {
+            return None;
+        }
+        log.push(e);
+    }
+    own.iter().for_each(|e| log.push(e));
+    (log.next_sequence() == Some(last + 1)).then_some(log)
+}
+
 fn events_transient(e: &crate::events::Error) -> bool {
     matches!(e, crate::events::Error::Unavailable(_))
 }
@@ -149,12 +173,13 @@ impl Worker {
                 },
             )
             .await;
-        let (log_head, watched) = match published {
+        let (log_head, watched, log) = match published {
             Ok(appended) if appended.sequence.is_some() => {
                 if appended.cancel_requested {
                     running.stop(StopReason::Cancelled);
                 }
-                (appended.sequence, appended.watched)
+                let log = start_log(&appended.earlier, &opening, appended.sequence);
+                (appended.sequence, appended.watched, log)
             }
             Ok(_) => {
                 // The log is closed (the job ended meanwhile) or a newer attempt started.
@@ -187,6 +212,7 @@ impl Worker {
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
             log_head,
+            log,
             watched,
         };
         // The start append read the cancel flag just now.
@@ -307,10 +333,19 @@ impl Worker {
         };
         let mut kinds = finalized;
         kinds.extend([stage_end, terminal]);
-        let expected = progress.terminal_sequence(kinds.len());
+        let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
+        let expected = progress.terminal_sequence(events.len());
+        let log = progress.final_log(&events, expected);
         let stored = self
             .persist(running, "storing the result", store_transient, || {
-                store.finish_attempt(job.id, attempt, finish.clone(), &history, expected)
+                store.finish_attempt(
+                    job.id,
+                    attempt,
+                    finish.clone(),
+                    &history,
+                    expected,
+                    log.as_ref(),
+                )
             })
             .await;
         match stored {
@@ -322,9 +357,10 @@ impl Worker {
                 self.publish_terminal(
                     job.id,
                     Fence::Attempt(attempt),
-                    kinds,
+                    events,
                     Some(&snapshot),
                     expected,
+                    log.is_some(),
                 )
                 .await;
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
@@ -344,15 +380,16 @@ impl Worker {
                 };
                 let expected = progress.terminal_sequence(1);
                 if let Ok(Some(_)) = store
-                    .finish_attempt(job.id, attempt, finish, &[], expected)
+                    .finish_attempt(job.id, attempt, finish, &[], expected, None)
                     .await
                 {
                     let terminal = Kind::Failed(v1::JobFailed {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
                     });
-                    let kinds = vec![terminal];
-                    self.publish_terminal(job.id, Fence::Attempt(attempt), kinds, None, expected)
+                    let events = vec![event(terminal)];
+                    let fence = Fence::Attempt(attempt);
+                    self.publish_terminal(job.id, fence, events, None, expected, false)
                         .await;
                 }
             }
@@ -431,13 +468,22 @@ impl Worker {
             error: Some(crate::api::convert::job_error(&error)),
             attempts: attempt,
         });
-        let kinds = vec![failed, stage_end, terminal];
-        let expected = progress.terminal_sequence(kinds.len());
+        let events: Vec<v1::JobEvent> = [failed, stage_end, terminal]
+            .into_iter()
+            .map(event)
+            .collect();
+        let expected = progress.terminal_sequence(events.len());
+        let log = progress.final_log(&events, expected);
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
-                self.deps
-                    .store
-                    .finish_attempt(job.id, attempt, finish.clone(), &history, expected)
+                self.deps.store.finish_attempt(
+                    job.id,
+                    attempt,
+                    finish.clone(),
+                    &history,
+                    expected,
+                    log.as_ref(),
+                )
             })
             .await;
         match stored {
@@ -446,9 +492,10 @@ impl Worker {
                 self.publish_terminal(
                     job.id,
                     Fence::Attempt(attempt),
-                    kinds,
+                    events,
                     Some(&snapshot),
                     expected,
+                    log.is_some(),
                 )
                 .await;
             }
@@ -458,29 +505,39 @@ impl Worker {
         self.settle(job.id, &running.owner, None);
     }
 
-    /// Appends `kinds`, whose last is the terminal event, in one step under `fence` (with the
-    /// final progress snapshot when given). The store has `expected` as the terminal
-    /// sequence (written with the result); when the log gave the event another one (an
-    /// append whose answer was lost, a log restarted meanwhile) or none was known, the actual
-    /// one goes to the batched writer.
+    /// Appends `events`, whose last is the terminal event, in one step under `fence` (with
+    /// the final progress snapshot when given), which starts the expiry of the job's live
+    /// keys. The store has `expected` as the terminal sequence and, when `stored_log`, the
+    /// whole log ending there (written with the result). When the log gave the event another
+    /// sequence (an append whose answer was lost, a log restarted meanwhile, another writer
+    /// came first), none was known, or the log was not stored, the append returns the log as
+    /// it is and it goes to the batched writer with its last sequence.
     async fn publish_terminal(
         &self,
         job_id: JobId,
         fence: Fence,
-        kinds: Vec<Kind>,
+        events: Vec<v1::JobEvent>,
         snapshot: Option<&v1::JobProgress>,
         expected: Option<u64>,
+        stored_log: bool,
     ) {
-        let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
+        let wanted = if stored_log { expected } else { None };
         match self
             .deps
             .events
-            .append_tracked(job_id, &events, fence, snapshot)
+            .close(job_id, &events, fence, snapshot, wanted)
             .await
         {
-            Ok(Some(seq)) if Some(seq) == expected => {}
-            Ok(Some(seq)) => self.sequences.record(job_id, seq).await,
-            Ok(None) => {}
+            Ok(closed) => match crate::events::archive::of_events(&closed.log) {
+                Some(log) => self.sequences.record_log(job_id, log).await,
+                None => {
+                    if let Some(seq) = closed.sequence
+                        && Some(seq) != expected
+                    {
+                        self.sequences.record(job_id, seq).await;
+                    }
+                }
+            },
             // Watchers notice the terminal status in the store and repair the log.
             Err(e) => warn!(error = %e, "cannot publish the terminal event"),
         }

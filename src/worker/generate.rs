@@ -101,6 +101,11 @@ pub(super) struct Progress {
     /// is the log's only writer while it runs, so its terminal event's sequence is known
     /// ahead: see [`Progress::terminal_sequence`]).
     pub(super) log_head: Option<u64>,
+    /// The attempt's copy of the job's whole log so far (the events before its start, read
+    /// by the start's append, then every event it appended), so that the log goes to the store
+    /// with the result at no extra round trip; `None` once it is not known exactly (an append
+    /// without an answer, or one whose sequence did not follow).
+    pub(super) log: Option<crate::events::archive::Builder>,
     /// Whether someone followed the job live at the last append (see
     /// [`crate::events::Appended::watched`]). A REALTIME job nobody follows is published as
     /// BUFFERED is (the first token at once, then at most every flush interval), each token
@@ -113,6 +118,37 @@ impl Progress {
     /// every append of the attempt so far answered.
     pub(super) fn terminal_sequence(&self, events: usize) -> Option<u64> {
         self.log_head.map(|head| head + events as u64)
+    }
+
+    /// Notes an append's answer in [`Progress::log`]: `events` went in, the last with
+    /// `sequence`. No answer (`None`), or a sequence that does not follow the copy, makes the
+    /// copy unknown.
+    pub(super) fn logged(&mut self, events: &[v1::JobEvent], sequence: Option<u64>) {
+        let Some(log) = &mut self.log else { return };
+        let follows = log
+            .next_sequence()
+            .zip(sequence)
+            .is_some_and(|(next, seq)| next + events.len() as u64 == seq + 1);
+        if follows {
+            events.iter().for_each(|e| log.push(e));
+        } else {
+            self.log = None;
+        }
+    }
+
+    /// The whole log with `terminal` (the events that end it) appended, when the copy is
+    /// known and they would end at `expected`.
+    pub(super) fn final_log(
+        &self,
+        terminal: &[v1::JobEvent],
+        expected: Option<u64>,
+    ) -> Option<crate::events::archive::Archive> {
+        let mut log = self.log.clone()?;
+        if log.next_sequence()? + terminal.len() as u64 != expected? + 1 {
+            return None;
+        }
+        terminal.iter().for_each(|e| log.push(e));
+        log.finish()
     }
 
     pub(super) fn finish(&mut self) {
@@ -522,6 +558,7 @@ impl Worker {
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
                 Ok(appended) => {
+                    progress.logged(&events, appended.sequence);
                     if appended.sequence.is_some() {
                         progress.log_head = appended.sequence;
                     }
@@ -532,6 +569,8 @@ impl Worker {
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
+                    // Whether they went in is unknown: the log is read back at the end.
+                    progress.log = None;
                     // The stage changes and deltas wait for the next flush; a progress update
                     // is made afresh then.
                     let mut kinds = events.into_iter().filter_map(|e| e.kind);
@@ -577,9 +616,15 @@ impl Worker {
             )
             .await
         {
-            Ok(Some(seq)) => progress.log_head = Some(seq),
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot publish progress events"),
+            Ok(Some(seq)) => {
+                progress.logged(&events, Some(seq));
+                progress.log_head = Some(seq);
+            }
+            Ok(None) => progress.log = None,
+            Err(e) => {
+                progress.log = None;
+                warn!(error = %e, "cannot publish progress events");
+            }
         }
     }
 

@@ -1,4 +1,6 @@
-//! Terminal sequences written to the store in batches, off the path of the attempt.
+//! Terminal sequences and event logs written to the store in batches, off the path of the
+//! attempt, for the rare jobs whose result went to the store without them (see
+//! `Worker::publish_terminal`).
 //!
 //! A job's terminal sequence (`jobs.last_sequence`) is only read once its Redis log has
 //! expired, to give the replayed snapshot and terminal event their original sequences; until
@@ -13,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::{job::JobId, store::Store};
+use crate::{events::archive::Archive, job::JobId, store::Store};
 
 /// Most sequences written by one statement.
 const BATCH: usize = 512;
@@ -24,6 +26,7 @@ const TRIES: u32 = 5;
 
 enum Msg {
     Sequence(JobId, u64),
+    Log(JobId, Archive),
     Flush(oneshot::Sender<()>),
 }
 
@@ -48,6 +51,14 @@ impl SequenceWriter {
         }
     }
 
+    /// Queues `log` as the stored event log of `job_id` (and its last sequence as the
+    /// terminal sequence).
+    pub(super) async fn record_log(&self, job_id: JobId, log: Archive) {
+        if self.tx.send(Msg::Log(job_id, log)).await.is_err() {
+            warn!(%job_id, "the sequence writer has stopped; event log not stored");
+        }
+    }
+
     /// Returns once everything queued before the call is written (or given up).
     pub(super) async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -60,16 +71,24 @@ impl SequenceWriter {
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     let mut msgs = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut logs = Vec::new();
     while rx.recv_many(&mut msgs, BATCH).await > 0 {
         let mut flushed = Vec::new();
         for m in msgs.drain(..) {
             match m {
                 Msg::Sequence(id, seq) => batch.push((id, seq)),
+                Msg::Log(id, log) => logs.push((id, log)),
                 Msg::Flush(done) => flushed.push(done),
             }
         }
-        write(store.as_ref(), &batch).await;
+        if !batch.is_empty() {
+            write(store.as_ref(), &batch).await;
+        }
+        if !logs.is_empty() {
+            write_logs(store.as_ref(), &logs).await;
+        }
         batch.clear();
+        logs.clear();
         for done in flushed {
             let _ = done.send(());
         }
@@ -88,6 +107,24 @@ async fn write(store: &dyn Store, batch: &[(JobId, u64)]) {
             }
             Err(e) => {
                 warn!(error = %e, jobs = batch.len(), "terminal sequences not stored; late replays number snapshots without them");
+                return;
+            }
+        }
+    }
+}
+
+async fn write_logs(store: &dyn Store, logs: &[(JobId, Archive)]) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=TRIES {
+        match store.store_event_logs(logs).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && attempt < TRIES => {
+                warn!(error = %e, jobs = logs.len(), "cannot store event logs yet; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                warn!(error = %e, jobs = logs.len(), "event logs not stored; late replays of these jobs are snapshots");
                 return;
             }
         }

@@ -24,6 +24,7 @@ mod results;
 mod retries;
 mod security;
 mod store;
+mod stored_logs;
 mod support;
 mod tls;
 mod upstream_budget;

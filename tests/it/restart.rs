@@ -15,7 +15,9 @@ use llm_jobs::{
     proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient},
 };
 
-use crate::support::{ChildWorker, PATIENCE, attempts_started, text_of, wait_for_job_on, with_key};
+use crate::support::{
+    ChildWorker, PATIENCE, assert_well_formed, attempts_started, text_of, wait_for_job_on, with_key,
+};
 
 /// Simulated output tokens per second: slow enough that the long job is still running when the
 /// server stops and outlasts the one-second grace period after SIGTERM.
@@ -423,11 +425,19 @@ async fn jobs_survive_a_restart(signal: &str) -> anyhow::Result<()> {
     assert_eq!(result(&client, &done).await?, done_result);
     assert_eq!(history(&client, &done).await?, done_history);
     let replay = resume(&client, &done, Vec::new()).await?;
+    // The live log ended with the process; the store has it, token by token.
+    assert!(
+        !replay
+            .iter()
+            .any(|e| matches!(e.kind, Some(Kind::Snapshot(_)))),
+        "a replay of a finished job is its stored log, not a snapshot: {replay:?}"
+    );
+    assert_well_formed(&replay, 0);
     assert!(
         replay
             .iter()
-            .any(|e| matches!(e.kind, Some(Kind::Snapshot(_)))),
-        "the old log ended with the process: a replay is the stored snapshot: {replay:?}"
+            .any(|e| matches!(e.kind, Some(Kind::TokenDelta(_)))),
+        "{replay:?}"
     );
     assert_eq!(text_of(&replay), done_result.content);
     assert!(

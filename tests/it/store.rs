@@ -74,7 +74,14 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
         ..Default::default()
     };
     let stale = store
-        .finish_attempt(job.id, 1, Finish::Completed(outcome), &[], Some(3))
+        .finish_attempt(
+            job.id,
+            1,
+            Finish::Completed(outcome),
+            &[],
+            Some(3),
+            Some(&log_of(1, 3)),
+        )
         .await?;
     assert!(stale.is_none(), "attempt 1 no longer owns the job");
     let error = JobError {
@@ -93,10 +100,31 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
         content: "fresh".into(),
         ..Default::default()
     };
+    let log = log_of(40, 3);
     let done = store
-        .finish_attempt(job.id, 2, Finish::Completed(outcome), &[], Some(42))
+        .finish_attempt(
+            job.id,
+            2,
+            Finish::Completed(outcome),
+            &[],
+            Some(42),
+            Some(&log),
+        )
         .await?
         .expect("attempt 2 owns the job");
+    // The log goes with the result (the stale attempt's did not).
+    assert_eq!(store.event_log(job.id).await?, Some(log));
+    let replaced = log_of(41, 5);
+    store
+        .store_event_logs(&[(job.id, replaced.clone())])
+        .await?;
+    assert_eq!(store.event_log(job.id).await?, Some(replaced));
+    assert_eq!(
+        store.get_job(job.id).await?.map(|j| j.last_sequence),
+        Some(45),
+        "a log stored later sets the terminal sequence too"
+    );
+    store.set_last_sequence(job.id, 42).await?;
     assert_eq!(done.status, JobStatus::Completed);
     // The terminal sequence known ahead is stored with the result (the stale one was not).
     assert_eq!(done.last_sequence, 42);
@@ -163,7 +191,7 @@ async fn concurrent_writes_land_together_and_a_refused_one_fails_alone() -> anyh
         let id = j.id;
         async move {
             store
-                .finish_attempt(id, 1, Finish::Completed(outcome), &history, None)
+                .finish_attempt(id, 1, Finish::Completed(outcome), &history, None, None)
                 .await
         }
     }))
@@ -606,4 +634,19 @@ async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Res
     assert!(server.wait().await?.success());
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// A stored log of `count` token deltas from `first`.
+fn log_of(first: u64, count: u64) -> llm_jobs::events::archive::Archive {
+    let mut log = llm_jobs::events::archive::Builder::new(first);
+    for i in 0..count {
+        log.push(&llm_jobs::events::event(
+            llm_jobs::proto::v1::job_event::Kind::TokenDelta(llm_jobs::proto::v1::TokenDelta {
+                text: format!("t{i}"),
+                output_tokens: i + 1,
+                ..Default::default()
+            }),
+        ));
+    }
+    log.finish().expect("a first sequence")
 }

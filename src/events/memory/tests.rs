@@ -275,3 +275,62 @@ async fn appends_that_ask_report_the_queues_cancel_flag() -> Result<(), Box<dyn 
     assert_eq!((alone.sequence, alone.cancel_requested), (Some(1), false));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect()
+-> Result<(), Error> {
+    let log = MemoryEventLog::new(60, 60);
+    let id = JobId::now_v7();
+    let queued = event(Kind::Queued(JobQueued::default()));
+    log.append(id, &queued, Fence::None).await?;
+    let opened = log
+        .append_events(id, &[started(1)], Fence::Start(1), None, false)
+        .await?;
+    assert_eq!(opened.sequence, Some(2));
+    assert_eq!(
+        opened
+            .earlier
+            .iter()
+            .map(|e| e.sequence)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    let flushed = log
+        .append_events(id, &[delta("a", 1)], Fence::Attempt(1), None, false)
+        .await?;
+    assert!(
+        flushed.earlier.is_empty(),
+        "only a start returns the log before it"
+    );
+    assert!(matches!(
+        log.close(id, &[delta("b", 2)], Fence::Attempt(1), None, None)
+            .await,
+        Err(Error::Corrupt(_))
+    ));
+
+    // Expected: nothing comes back.
+    let closed = log
+        .close(id, &[completed()], Fence::Attempt(1), None, Some(4))
+        .await?;
+    assert_eq!((closed.sequence, closed.log.len()), (Some(4), 0));
+    // Already closed (another writer came first): the log as it is.
+    let again = log
+        .close(id, &[completed()], Fence::None, None, Some(5))
+        .await?;
+    assert_eq!(again.sequence, None);
+    assert_eq!(
+        again.log.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+
+    // Not what was expected (or nothing was): the whole log, terminal event included.
+    let other = JobId::now_v7();
+    log.append(other, &started(1), Fence::Start(1)).await?;
+    let closed = log
+        .close(other, &[completed()], Fence::Attempt(1), None, Some(9))
+        .await?;
+    assert_eq!(closed.sequence, Some(2));
+    assert_eq!(closed.log.len(), 2);
+    assert!(is_terminal(&closed.log[1]));
+    Ok(())
+}

@@ -200,7 +200,8 @@ pub(super) async fn delete_finished(
 ) -> Result<u64, Error> {
     let mut conn = store.conn().await?;
     // Results and attempt failures go with their job (ON DELETE CASCADE); progress history
-    // has no foreign key (it would cost a lookup per row written) and goes explicitly.
+    // and event logs have no foreign key (it would cost a lookup per row written) and go
+    // explicitly.
     #[derive(diesel::QueryableByName)]
     struct Deleted {
         #[diesel(sql_type = BigInt)]
@@ -218,7 +219,9 @@ pub(super) async fn delete_finished(
              LIMIT $2) \
            RETURNING id), \
          history AS ( \
-           DELETE FROM job_progress_events p USING gone WHERE p.job_id = gone.id) \
+           DELETE FROM job_progress_events p USING gone WHERE p.job_id = gone.id), \
+         logs AS ( \
+           DELETE FROM job_event_logs l USING gone WHERE l.job_id = gone.id) \
          SELECT count(*) AS n FROM gone",
     )
     .bind::<Timestamptz, _>(before)

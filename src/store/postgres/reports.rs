@@ -12,7 +12,7 @@ use crate::{
     store::{
         Error, FailedFilter, GroupBy, JobFilter, Performance, QueueFigures,
         models::{JobRow, ListedJobRow},
-        schema::{job_results, jobs},
+        schema::{job_event_logs, job_results, jobs},
     },
 };
 
@@ -124,6 +124,9 @@ pub(super) async fn requeue_failed(store: &PgStore, id: JobId) -> Result<Option<
                 .optional()?;
             if row.is_some() {
                 diesel::delete(job_results::table.find(id))
+                    .execute(conn)
+                    .await?;
+                diesel::delete(job_event_logs::table.find(id))
                     .execute(conn)
                     .await?;
             }

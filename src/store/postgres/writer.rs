@@ -9,8 +9,8 @@
 //! - new jobs: one multi-row `INSERT … RETURNING`;
 //! - attempt starts: one `UPDATE … WHERE id = ANY($1) … RETURNING`;
 //! - attempt ends: one `UPDATE … FROM unnest(…)` fenced on status and attempt, then one
-//!   multi-row insert each for results, failure records and progress history, for the jobs
-//!   the update matched.
+//!   multi-row insert each for results, failure records, progress history and event logs,
+//!   for the jobs the update matched.
 //!
 //! Batching is natural first: the writer takes whatever is waiting (at most [`MAX_BATCH`]),
 //! writes it, and meanwhile the next batch gathers. Under load it is also timed, as River's
@@ -93,6 +93,8 @@ pub(super) struct End {
     pub result: ResultRow,
     /// The attempt's progress history.
     pub history: Vec<NewProgressRow>,
+    /// The job's whole event log, when known ahead (see `Store::finish_attempt`).
+    pub log: Option<crate::events::archive::Archive>,
 }
 
 enum Op {
@@ -436,6 +438,11 @@ async fn end_attempts<'a>(
             .execute(conn)
             .await?;
     }
+    let logs: Vec<(JobId, &crate::events::archive::Archive)> = mine
+        .iter()
+        .filter_map(|e| e.log.as_ref().map(|log| (e.id, log)))
+        .collect();
+    super::logs::upsert(conn, &logs).await?;
     let history: Vec<&NewProgressRow> = mine.iter().flat_map(|e| e.history.iter()).collect();
     // Each statement stays under the bind limit however long the histories are.
     for chunk in history.chunks(8192) {

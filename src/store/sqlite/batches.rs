@@ -162,7 +162,8 @@ pub(super) async fn delete_finished(
     let before = micros(before);
     store
         .write(move |conn| {
-            // Results, attempt failures and progress go with their job (ON DELETE CASCADE).
+            // Results, attempt failures, progress and event logs go with their job (ON DELETE
+            // CASCADE).
             let deleted = diesel::sql_query(
                 "DELETE FROM jobs WHERE id IN ( \
                    SELECT j.id FROM jobs j \

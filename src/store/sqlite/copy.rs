@@ -1,6 +1,6 @@
 //! Copying an embedded store into Postgres (`llm-jobs copy-store`), to move from the embedded
 //! mode to Redis + Postgres without losing what it holds: batches, jobs with their results,
-//! attempt errors and progress history, API keys and the audit log.
+//! attempt errors, progress history and event logs, API keys and the audit log.
 //!
 //! The source is read whole, with no server using it (its claim is taken, see
 //! [`crate::store::single`]); the target is written in one transaction, so a failed copy
@@ -32,6 +32,8 @@ pub struct Copied {
     pub attempt_failures: usize,
     /// Progress history entries.
     pub progress_events: usize,
+    /// Stored event logs of ended jobs.
+    pub event_logs: usize,
     /// API keys, revoked ones included.
     pub api_keys: usize,
     /// Audit log entries.
@@ -54,6 +56,7 @@ mod source {
     pub(super) type BatchRow = (String, String, String, Option<String>, i64, String);
     pub(super) type FailureRow = (String, i32, String, String, bool, i64);
     pub(super) type ProgressRow = (String, i32, String, String, i64, Vec<u8>);
+    pub(super) type LogRow = (String, i64, i64, Vec<u8>);
     pub(super) type KeyRow = (
         String,
         String,
@@ -75,6 +78,7 @@ mod source {
         pub(super) results: Vec<ResultRow>,
         pub(super) failures: Vec<FailureRow>,
         pub(super) progress: Vec<ProgressRow>,
+        pub(super) logs: Vec<LogRow>,
         pub(super) keys: Vec<KeyRow>,
         pub(super) audit: Vec<AuditRow>,
     }
@@ -124,6 +128,15 @@ mod source {
                     lite::job_progress_events::name,
                     lite::job_progress_events::time,
                     lite::job_progress_events::event,
+                ))
+                .load(conn)?,
+            logs: lite::job_event_logs::table
+                .order(lite::job_event_logs::job_id)
+                .select((
+                    lite::job_event_logs::job_id,
+                    lite::job_event_logs::first_sequence,
+                    lite::job_event_logs::event_count,
+                    lite::job_event_logs::events,
                 ))
                 .load(conn)?,
             keys: lite::api_keys::table
@@ -218,6 +231,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         results: s.results.len(),
         attempt_failures: s.failures.len(),
         progress_events: s.progress.len(),
+        event_logs: s.logs.len(),
         api_keys: s.keys.len(),
         audit_events: s.audit.len(),
     };
@@ -290,6 +304,19 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         .collect::<Result<Vec<_>, Error>>()?;
     // In source order, so positions (page tokens aside) keep the history's order.
     insert_chunks!(conn, pg::job_progress_events::table, progress);
+    let logs = s
+        .logs
+        .into_iter()
+        .map(|(id, first, count, events)| {
+            Ok((
+                pg::job_event_logs::job_id.eq(uuid(&id)?),
+                pg::job_event_logs::first_sequence.eq(first),
+                pg::job_event_logs::event_count.eq(count),
+                pg::job_event_logs::events.eq(events),
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    insert_chunks!(conn, pg::job_event_logs::table, logs);
     let keys = s
         .keys
         .into_iter()

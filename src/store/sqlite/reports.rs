@@ -13,7 +13,7 @@ use diesel::{
 use super::{
     SqliteStore, key,
     rows::{JobRow, ListedJobRow, micros},
-    schema::{job_results, jobs},
+    schema::{job_event_logs, job_results, jobs},
 };
 use crate::{
     job::{Job, JobId, JobStatus},
@@ -148,6 +148,7 @@ pub(super) async fn requeue_failed(store: &SqliteStore, id: JobId) -> Result<Opt
                 .optional()?;
             if row.is_some() {
                 diesel::delete(job_results::table.find(key(id))).execute(conn)?;
+                diesel::delete(job_event_logs::table.find(key(id))).execute(conn)?;
             }
             row.map(Job::try_from).transpose()
         })

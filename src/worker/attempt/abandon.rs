@@ -96,7 +96,7 @@ impl Worker {
         match self
             .deps
             .store
-            .finish_attempt(job_id, attempt, finish, &[], None)
+            .finish_attempt(job_id, attempt, finish, &[], None, None)
             .await
         {
             Ok(Some(_)) => {
@@ -104,8 +104,8 @@ impl Worker {
                     error: Some(crate::api::convert::job_error(&error)),
                     attempts: attempt,
                 });
-                let kinds = vec![failed(false, None), terminal];
-                self.publish_terminal(job_id, Fence::Attempt(attempt), kinds, None, None)
+                let events = vec![event(failed(false, None)), event(terminal)];
+                self.publish_terminal(job_id, Fence::Attempt(attempt), events, None, None, false)
                     .await;
                 self.settle(job_id, &running.owner, None);
             }

@@ -4,7 +4,7 @@
 
 use super::store_transient;
 use crate::{
-    events::Fence,
+    events::{Fence, event},
     job::{Job, JobError, Outcome},
     proto::v1::{self, job_event::Kind},
     store::Finish,
@@ -98,9 +98,14 @@ impl Worker {
         };
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
-                self.deps
-                    .store
-                    .finish_attempt(job.id, job.attempts, finish.clone(), &[], None)
+                self.deps.store.finish_attempt(
+                    job.id,
+                    job.attempts,
+                    finish.clone(),
+                    &[],
+                    None,
+                    None,
+                )
             })
             .await;
         match stored {
@@ -111,7 +116,9 @@ impl Worker {
                     attempts: job.attempts,
                 }));
                 // The log's current attempt is a lost one: this attempt takes it over to end it.
-                self.publish_terminal(job.id, Fence::Start(job.attempts), kinds, None, None)
+                let events = kinds.into_iter().map(event).collect();
+                let fence = Fence::Start(job.attempts);
+                self.publish_terminal(job.id, fence, events, None, None, false)
                     .await;
             }
             Ok(None) => {}

@@ -1,0 +1,1 @@
+DROP TABLE job_event_logs;
