@@ -91,7 +91,7 @@ fn failed_job(f: FailedJob) -> v1::FailedJob {
                 error: Some(convert::job_error(e)),
             })
             .collect(),
-        job: Some(convert::job(&f.job, 0)),
+        job: Some(convert::job(&f.job, f.output_tokens)),
     }
 }
 

@@ -117,8 +117,12 @@ impl JobService for JobApi {
         let who = principal(&request)?;
         let job = self.submit(&who, request.into_inner()).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
+        // A repeated idempotency key returns the earlier job, which may have run or ended.
+        let figured = self.gateway.with_figures(vec![job]).await?;
         Ok(Response::new(v1::SubmitJobResponse {
-            job: Some(convert::job(&job, 0)),
+            job: figured
+                .first()
+                .map(|(job, tokens)| convert::job(job, *tokens)),
         }))
     }
 
@@ -233,8 +237,12 @@ impl JobService for JobApi {
             .gateway
             .list(&filter, req.page_size, &req.page_token)
             .await?;
+        let jobs = self.gateway.with_figures(jobs).await?;
         Ok(Response::new(v1::ListJobsResponse {
-            jobs: jobs.iter().map(|j| convert::job(j, 0)).collect(),
+            jobs: jobs
+                .iter()
+                .map(|(job, tokens)| convert::job(job, *tokens))
+                .collect(),
             next_page_token,
         }))
     }
@@ -298,6 +306,10 @@ impl JobService for JobApi {
             .auditor
             .record(&who, "CancelJob", &id.to_string(), outcome, &req.reason)
             .await;
-        Ok(Response::new(convert::job(&result?, 0)))
+        let mut figured = self.gateway.with_figures(vec![result?]).await?;
+        let (job, tokens) = figured
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        Ok(Response::new(convert::job(&job, tokens)))
     }
 }
