@@ -544,6 +544,16 @@ fn enum_name(full: &str, prefix: &str) -> String {
     full.trim_start_matches(prefix).to_lowercase()
 }
 
+/// A stage's status as shown to people. The wire calls a stage a cancel ended "failed" (the
+/// attempt ended there without finishing it); in a cancelled job's history that reads as an
+/// error, so it shows as "stopped".
+fn stage_status_name(status: v1::StageStatus, cancelled: bool) -> String {
+    if cancelled && status == v1::StageStatus::Failed {
+        return "stopped".into();
+    }
+    enum_name(status.as_str_name(), "STAGE_STATUS_")
+}
+
 /// `progress`.
 pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.job.connection).await?;
@@ -572,11 +582,12 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
                 match &e.kind {
                     Some(v1::progress_event::Kind::StageChanged(c)) => {
                         let cur = c.current.unwrap_or_default();
+                        let cancelled = cur.stage() == v1::Stage::Cancelled;
                         let prev = c.previous.map_or(String::new(), |p| {
                             format!(
                                 " (after {} {} in {} ms)",
                                 enum_name(p.stage().as_str_name(), "STAGE_"),
-                                enum_name(p.status().as_str_name(), "STAGE_STATUS_"),
+                                stage_status_name(p.status(), cancelled),
                                 p.duration_ms.unwrap_or(0)
                             )
                         });
@@ -662,11 +673,12 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
                 .map_or("-".to_owned(), |c| format!("{c:.1} %"))
         );
     }
+    let cancelled = p.stage() == v1::Stage::Cancelled;
     for s in &p.stages {
         println!(
             "  {:<22} {:<10} {}",
             enum_name(s.stage().as_str_name(), "STAGE_"),
-            enum_name(s.status().as_str_name(), "STAGE_STATUS_"),
+            stage_status_name(s.status(), cancelled),
             s.duration_ms.map_or(String::new(), |d| format!("{d} ms"))
         );
     }
