@@ -50,6 +50,8 @@ pub struct FailedJob {
     pub job: Job,
     /// Every failed attempt, oldest first.
     pub attempt_errors: Vec<(u32, JobError)>,
+    /// Output tokens of its result, as `GetJob` reports them.
+    pub output_tokens: u64,
 }
 
 /// Queue administration over the shared backends.
@@ -195,12 +197,15 @@ impl Admin {
         let jobs = self.store.failed_jobs(filter, before, limit).await?;
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let next = crate::paging::next_token(&ids, limit);
+        let jobs =
+            crate::gateway::with_figures(self.store.as_ref(), self.events.as_ref(), jobs).await?;
         let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for (job, output_tokens) in jobs {
             let attempt_errors = self.store.attempt_failures(job.id).await?;
             out.push(FailedJob {
                 job,
                 attempt_errors,
+                output_tokens,
             });
         }
         Ok((out, next))

@@ -435,6 +435,10 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error>;
 
+    /// Output tokens of the stored results of those of `ids` that have one (job id, tokens),
+    /// in no particular order: the figure `GetJob` reports for an ended job, for a whole page.
+    async fn result_output_tokens(&self, ids: &[JobId]) -> Result<Vec<(JobId, u64)>, Error>;
+
     /// Output tokens of up to `limit` recently completed jobs of `job_type` and `model`,
     /// newest first (the basis of progress estimates).
     async fn recent_output_tokens(

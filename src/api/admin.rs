@@ -74,14 +74,10 @@ fn ids_target(ids: &[String]) -> String {
 /// Bounds of `WatchDashboardRequest.interval_seconds`.
 const DASHBOARD_INTERVAL_SECS: std::ops::RangeInclusive<u32> = 1..=60;
 
-fn filter(f: Option<&v1::ListFailedJobsRequest>) -> FailedFilter {
-    let some = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
-    f.map(|f| FailedFilter {
-        queue: some(&f.queue),
-        job_type: some(&f.job_type),
-        error_code: some(&f.error_code),
-    })
-    .unwrap_or_default()
+/// The failed-job filter `f` names (fields named under `prefix`). Errors: INVALID_ARGUMENT
+/// naming each bad field.
+fn filter(f: Option<&v1::ListFailedJobsRequest>, prefix: &str) -> Result<FailedFilter, Status> {
+    super::validate::filters::failed_jobs(f, prefix).map_err(|v| Error::InvalidArgument(v).into())
 }
 
 fn failed_job(f: FailedJob) -> v1::FailedJob {
@@ -95,7 +91,7 @@ fn failed_job(f: FailedJob) -> v1::FailedJob {
                 error: Some(convert::job_error(e)),
             })
             .collect(),
-        job: Some(convert::job(&f.job, 0)),
+        job: Some(convert::job(&f.job, f.output_tokens)),
     }
 }
 
@@ -181,11 +177,14 @@ impl QueueAdminService for AdminApi {
         request: Request<v1::ListFailedJobsRequest>,
     ) -> Result<Response<v1::ListFailedJobsResponse>, Status> {
         let req = request.get_ref();
-        let result = self
-            .admin
-            .failed(&filter(Some(req)), req.page_size, &req.page_token)
-            .await
-            .map_err(Status::from);
+        let result = async {
+            let filter = filter(Some(req), "")?;
+            Ok(self
+                .admin
+                .failed(&filter, req.page_size, &req.page_token)
+                .await?)
+        }
+        .await;
         let (jobs, next_page_token) = self
             .audited(&request, "ListFailedJobs", "failed jobs", result)
             .await?;
@@ -202,10 +201,8 @@ impl QueueAdminService for AdminApi {
     ) -> Result<Response<v1::RetryJobsResponse>, Status> {
         let req = request.get_ref();
         let result = async {
-            let ids = self
-                .admin
-                .select(&req.job_ids, &filter(req.filter.as_ref()))
-                .await?;
+            let filter = filter(req.filter.as_ref(), "filter.")?;
+            let ids = self.admin.select(&req.job_ids, &filter).await?;
             Ok(self.admin.retry(&ids).await?)
         }
         .await;
@@ -230,10 +227,8 @@ impl QueueAdminService for AdminApi {
     ) -> Result<Response<v1::ForgetFailedJobsResponse>, Status> {
         let req = request.get_ref();
         let result = async {
-            let ids = self
-                .admin
-                .select(&req.job_ids, &filter(req.filter.as_ref()))
-                .await?;
+            let filter = filter(req.filter.as_ref(), "filter.")?;
+            let ids = self.admin.select(&req.job_ids, &filter).await?;
             Ok(self.admin.forget(&ids).await?)
         }
         .await;
@@ -363,7 +358,6 @@ impl AdminApi {
         &self,
         req: v1::ListAuditEventsRequest,
     ) -> Result<v1::ListAuditEventsResponse, Status> {
-        let some = |s: String| Some(s).filter(|s| !s.is_empty());
         let outcome =
             match req.outcome.as_str() {
                 "" => None,
@@ -371,19 +365,13 @@ impl AdminApi {
                     Error::invalid("outcome", "one of ok, denied, error (or empty)")
                 })?),
             };
-        let since = req
-            .since
-            .map(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                    .ok_or_else(|| Error::invalid("since", "not a valid timestamp"))
-            })
-            .transpose()?;
+        let parts = super::validate::filters::audit_events(&req).map_err(Error::InvalidArgument)?;
         let filter = crate::audit::Filter {
-            tenant: some(req.tenant),
-            actor: some(req.actor),
-            action: some(req.action),
+            tenant: parts.tenant,
+            actor: parts.actor,
+            action: parts.action,
             outcome,
-            since,
+            since: parts.since,
         };
         // Audit tokens belong to the audit log (its filters may change between pages).
         let (limit, before) =

@@ -117,8 +117,12 @@ impl JobService for JobApi {
         let who = principal(&request)?;
         let job = self.submit(&who, request.into_inner()).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
+        // A repeated idempotency key returns the earlier job, which may have run or ended.
+        let figured = self.gateway.with_figures(vec![job]).await?;
         Ok(Response::new(v1::SubmitJobResponse {
-            job: Some(convert::job(&job, 0)),
+            job: figured
+                .first()
+                .map(|(job, tokens)| convert::job(job, *tokens)),
         }))
     }
 
@@ -226,51 +230,19 @@ impl JobService for JobApi {
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
         let who = principal(&request)?;
         let req = request.into_inner();
-        let time = |t: Option<prost_types::Timestamp>, field: &str| {
-            t.map(|t| {
-                convert::datetime(&t).ok_or_else(|| Error::invalid(field, "not a valid timestamp"))
-            })
-            .transpose()
-        };
-        let some = |s: String| Some(s).filter(|s| !s.is_empty());
-        let filter = crate::store::JobFilter {
-            tenant: who.scope(),
-            status: match v1::JobStatus::try_from(req.status) {
-                Ok(v1::JobStatus::Unspecified) => None,
-                Ok(s) => crate::job::JobStatus::parse(
-                    &s.as_str_name()
-                        .trim_start_matches("JOB_STATUS_")
-                        .to_lowercase(),
-                ),
-                Err(_) => return Err(Error::invalid("status", "unknown value").into()),
-            },
-            priority: match v1::Priority::try_from(req.priority) {
-                Ok(v1::Priority::Unspecified) => None,
-                Ok(p) => crate::job::Priority::parse(
-                    &p.as_str_name()
-                        .trim_start_matches("PRIORITY_")
-                        .to_lowercase(),
-                ),
-                Err(_) => return Err(Error::invalid("priority", "unknown value").into()),
-            },
-            job_type: some(req.job_type),
-            tag: some(req.tag),
-            batch_id: match req.batch_id.as_str() {
-                "" => None,
-                raw => Some(
-                    uuid::Uuid::parse_str(raw)
-                        .map_err(|_| Error::invalid("batch_id", "must be a UUID"))?,
-                ),
-            },
-            created_after: time(req.created_after, "created_after")?,
-            created_before: time(req.created_before, "created_before")?,
-        };
+        let mut filter = validate::filters::list_jobs(&req, &self.rules.limits)
+            .map_err(Error::InvalidArgument)?;
+        filter.tenant = who.scope();
         let (jobs, next_page_token) = self
             .gateway
             .list(&filter, req.page_size, &req.page_token)
             .await?;
+        let jobs = self.gateway.with_figures(jobs).await?;
         Ok(Response::new(v1::ListJobsResponse {
-            jobs: jobs.iter().map(|j| convert::job(j, 0)).collect(),
+            jobs: jobs
+                .iter()
+                .map(|(job, tokens)| convert::job(job, *tokens))
+                .collect(),
             next_page_token,
         }))
     }
@@ -334,6 +306,10 @@ impl JobService for JobApi {
             .auditor
             .record(&who, "CancelJob", &id.to_string(), outcome, &req.reason)
             .await;
-        Ok(Response::new(convert::job(&result?, 0)))
+        let mut figured = self.gateway.with_figures(vec![result?]).await?;
+        let (job, tokens) = figured
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        Ok(Response::new(convert::job(&job, tokens)))
     }
 }

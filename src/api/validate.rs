@@ -1,5 +1,7 @@
 //! Validation of `SubmitJobRequest`: every violation is collected with its field path, so a
-//! client learns everything wrong with a request at once.
+//! client learns everything wrong with a request at once. [`filters`] checks list filters.
+
+pub mod filters;
 
 use std::collections::BTreeMap;
 
@@ -89,6 +91,14 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
                 "must not be empty",
             ));
         }
+    }
+    // A conversation is answered as its user's turn: without one there is nothing to answer
+    // (an assistant-only list would have the model continue its own words).
+    if !has_prompt && !req.messages.is_empty() && !req.messages.iter().any(|m| m.role == "user") {
+        v.push(FieldViolation::new(
+            "messages",
+            "must include a message with role \"user\"",
+        ));
     }
     let prompt_bytes = req.prompt.len()
         + req.system_prompt.len()
@@ -304,6 +314,21 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
                 "tags must be 1..={} bytes without control or bidirectional characters",
                 limits.max_tag_bytes
             ),
+        ));
+    }
+
+    // A tag is a label a job has or not; a repeat is a client's mistake, and would count
+    // twice against the tag limit.
+    if let Some(repeated) = req
+        .tags
+        .iter()
+        .enumerate()
+        .find(|(i, t)| req.tags[..*i].contains(t))
+        .map(|(_, t)| t)
+    {
+        v.push(FieldViolation::new(
+            "tags",
+            format!("tag {:?} is given more than once", truncate(repeated)),
         ));
     }
 
@@ -597,6 +622,44 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_needs_a_user_message() {
+        let message = |role: &str| v1::ChatMessage {
+            role: role.into(),
+            content: "words".into(),
+        };
+        let assistant_only = v1::SubmitJobRequest {
+            system_prompt: "be brief".into(),
+            messages: vec![message("assistant"), message("assistant")],
+            ..Default::default()
+        };
+        assert_eq!(fields(assistant_only), ["messages"]);
+        let system_only = v1::SubmitJobRequest {
+            messages: vec![message("system")],
+            ..Default::default()
+        };
+        assert_eq!(fields(system_only), ["messages"]);
+        let answered = v1::SubmitJobRequest {
+            messages: vec![message("user"), message("assistant"), message("user")],
+            ..Default::default()
+        };
+        assert!(submit(answered, &rules()).is_ok());
+    }
+
+    #[test]
+    fn a_tag_may_be_given_once() {
+        let tagged = |tags: &[&str]| v1::SubmitJobRequest {
+            prompt: "p".into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            ..Default::default()
+        };
+        assert!(submit(tagged(&["a", "b"]), &rules()).is_ok());
+        let refused = submit(tagged(&["a", "b", "a"]), &rules()).expect_err("a repeat");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "tags");
+        assert!(refused[0].description.contains("\"a\""), "{refused:?}");
+    }
+
+    #[test]
     fn nan_temperature_and_bad_roles_are_rejected() {
         let got = fields(v1::SubmitJobRequest {
             messages: vec![v1::ChatMessage {
@@ -609,6 +672,13 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(got, ["messages[0].role", "generation_config.temperature"]);
+        assert_eq!(
+            got,
+            [
+                "messages[0].role",
+                "messages",
+                "generation_config.temperature"
+            ]
+        );
     }
 }

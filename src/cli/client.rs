@@ -318,7 +318,8 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?
             .into_inner();
-        print_events(stream, 0).await
+        let shown = print_events(stream, 0).await?;
+        finish(&mut client, shown, 0).await
     } else {
         let job = client
             .submit_job(req)
@@ -338,88 +339,182 @@ pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.connection).await?;
     let stream = client
         .stream_job(v1::StreamJobRequest {
-            job_id: a.job_id,
+            job_id: a.job_id.clone(),
             after_sequence: a.after,
         })
         .await
         .map_err(status_error)?
         .into_inner();
-    print_events(stream, a.after).await
+    let mut shown = print_events(stream, a.after).await?;
+    if shown.job_id.is_empty() {
+        shown.job_id = a.job_id;
+    }
+    finish(&mut client, shown, a.after).await
 }
 
-/// Prints a job's events as they come; on a broken stream, says which `--after` resumes it
-/// (`after`: the sequence the stream started after).
+/// What [`print_events`] showed: the job, the last sequence printed, and why the stream
+/// stopped before the job's end (`None`: it reached the end).
+struct Shown {
+    job_id: String,
+    last: u64,
+    cut: Option<Cut>,
+}
+
+/// Why an event stream stopped before the job's terminal event.
+enum Cut {
+    /// The server ended it with this status.
+    Status(tonic::Status),
+    /// Ctrl-C.
+    Interrupted,
+    /// It closed without a terminal event.
+    Closed,
+}
+
+/// Ends a printed stream: nothing more when the job's end was shown; else an error that
+/// names the sequence to resume from, or, for an `--after` past the job's last event
+/// (`after`), the right bound (asked of GetJob).
+async fn finish(
+    client: &mut JobServiceClient<Channel>,
+    shown: Shown,
+    after: u64,
+) -> anyhow::Result<()> {
+    let Shown { job_id, last, cut } = shown;
+    let resume = format!("resume with `llm-jobs watch {job_id} --after {last}`");
+    match cut {
+        None => Ok(()),
+        Some(Cut::Status(s)) if s.code() == tonic::Code::OutOfRange && last == after => {
+            let bound = client
+                .get_job(v1::GetJobRequest {
+                    job_id: job_id.clone(),
+                })
+                .await
+                .ok()
+                .map(|j| j.into_inner().last_sequence)
+                .filter(|n| *n > 0);
+            match bound {
+                Some(bound) => anyhow::bail!(
+                    "--after {after} is past the job's last event (sequence {bound}); use \
+                     --after {bound} or less (0 replays everything)"
+                ),
+                None => Err(status_error(s)),
+            }
+        }
+        Some(Cut::Status(s)) => {
+            Err(status_error(s)).context(format!("stream ended at sequence {last}; {resume}"))
+        }
+        Some(Cut::Interrupted) => anyhow::bail!("interrupted at sequence {last}; {resume}"),
+        Some(Cut::Closed) => {
+            anyhow::bail!("the stream closed at sequence {last} before the job ended; {resume}")
+        }
+    }
+}
+
+/// Prints a job's events as they come (tokens on stdout, the rest on stderr), from after
+/// sequence `after`, until the job's end, a broken stream or Ctrl-C; stdout always ends with
+/// a line break. Errors: a failed job (after its events), writing to stdout.
 async fn print_events(
     mut stream: tonic::Streaming<v1::JobEvent>,
     after: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Shown> {
     let mut out = std::io::stdout();
-    let mut last = after;
+    let mut shown = Shown {
+        job_id: String::new(),
+        last: after,
+        cut: None,
+    };
+    // True while stdout's last line has no line break yet.
+    let mut open_line = false;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let event = match stream.message().await {
+        let next = tokio::select! {
+            next = stream.message() => next.map_err(Cut::Status),
+            _ = &mut interrupted => Err(Cut::Interrupted),
+        };
+        let event = match next {
             Ok(Some(e)) => e,
-            Ok(None) => return Ok(()),
-            Err(s) => {
-                return Err(status_error(s))
-                    .context(format!("stream ended; resume with --after {last}"));
+            Ok(None) => {
+                shown.cut = Some(Cut::Closed);
+                break;
+            }
+            Err(cut) => {
+                shown.cut = Some(cut);
+                break;
             }
         };
-        last = event.sequence;
+        shown.last = event.sequence;
+        if shown.job_id.is_empty() {
+            shown.job_id.clone_from(&event.job_id);
+        }
+        let mut text = |t: &str| -> anyhow::Result<()> {
+            if !t.is_empty() {
+                write!(out, "{t}")?;
+                out.flush()?;
+                open_line = !t.ends_with('\n');
+            }
+            Ok(())
+        };
         match event.kind {
             Some(Kind::Queued(q)) => eprintln!(
                 "[{}] job {} queued in {}",
                 event.sequence, event.job_id, q.queue
             ),
             Some(Kind::Started(s)) => {
-                if s.attempt > 1 {
-                    println!();
-                }
+                end_line(&mut open_line);
                 eprintln!(
                     "[{}] attempt {} started on {} ({})",
                     event.sequence, s.attempt, s.worker_id, s.model
                 )
             }
-            Some(Kind::TokenDelta(d)) => {
-                write!(out, "{}", d.text)?;
-                out.flush()?;
-            }
+            Some(Kind::TokenDelta(d)) => text(&d.text)?,
+            Some(Kind::Snapshot(s)) => text(&s.content)?,
             Some(Kind::AttemptFailed(f)) => {
+                end_line(&mut open_line);
                 let e = f.error.unwrap_or_default();
                 eprintln!(
-                    "\n[{}] attempt {} failed: {} {} (retry: {})",
+                    "[{}] attempt {} failed: {} {} (retry: {})",
                     event.sequence, f.attempt, e.code, e.message, f.will_retry
                 );
             }
-            Some(Kind::Snapshot(s)) => {
-                write!(out, "{}", s.content)?;
-            }
             Some(Kind::Completed(c)) => {
+                end_line(&mut open_line);
                 let u = c.usage.unwrap_or_default();
-                println!();
                 eprintln!(
                     "[{}] completed: finish_reason={} input_tokens={} output_tokens={}",
                     event.sequence, c.finish_reason, u.input_tokens, u.output_tokens
                 );
+                return Ok(shown);
             }
             Some(Kind::Failed(f)) => {
+                end_line(&mut open_line);
                 let e = f.error.unwrap_or_default();
-                println!();
                 anyhow::bail!(
-                    "job failed after {} attempt(s): {} {}",
+                    "[{}] job failed after {} attempt(s): {} {}",
+                    event.sequence,
                     f.attempts,
                     e.code,
                     e.message
                 );
             }
             Some(Kind::Cancelled(c)) => {
-                println!();
+                end_line(&mut open_line);
                 eprintln!("[{}] cancelled: {}", event.sequence, c.reason);
+                return Ok(shown);
             }
             // Progress has its own command (`llm-jobs progress`); the text stays clean here.
             Some(Kind::Heartbeat(_) | Kind::StageChanged(_) | Kind::Milestone(_))
             | Some(Kind::Progress(_))
             | None => {}
         }
+    }
+    end_line(&mut open_line);
+    Ok(shown)
+}
+
+/// Ends stdout's open line, if any, so what follows starts on a line of its own.
+fn end_line(open_line: &mut bool) {
+    if std::mem::take(open_line) {
+        println!();
     }
 }
 
@@ -446,7 +541,10 @@ pub async fn status(a: JobArgs) -> anyhow::Result<()> {
     println!("queue:         {}", job.queue);
     println!("attempts:      {}", job.attempts);
     println!("output tokens: {}", job.output_tokens);
-    println!("last sequence: {}", job.last_sequence);
+    // GetJob knows the last sequence once the job has ended (0 before): no figure until then.
+    if job.last_sequence > 0 {
+        println!("last sequence: {}", job.last_sequence);
+    }
     let time = |t: Option<prost_types::Timestamp>| {
         t.as_ref()
             .and_then(crate::api::convert::datetime)
@@ -544,6 +642,16 @@ fn enum_name(full: &str, prefix: &str) -> String {
     full.trim_start_matches(prefix).to_lowercase()
 }
 
+/// A stage's status as shown to people. The wire calls a stage a cancel ended "failed" (the
+/// attempt ended there without finishing it); in a cancelled job's history that reads as an
+/// error, so it shows as "stopped".
+fn stage_status_name(status: v1::StageStatus, cancelled: bool) -> String {
+    if cancelled && status == v1::StageStatus::Failed {
+        return "stopped".into();
+    }
+    enum_name(status.as_str_name(), "STAGE_STATUS_")
+}
+
 /// `progress`.
 pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.job.connection).await?;
@@ -572,11 +680,12 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
                 match &e.kind {
                     Some(v1::progress_event::Kind::StageChanged(c)) => {
                         let cur = c.current.unwrap_or_default();
+                        let cancelled = cur.stage() == v1::Stage::Cancelled;
                         let prev = c.previous.map_or(String::new(), |p| {
                             format!(
                                 " (after {} {} in {} ms)",
                                 enum_name(p.stage().as_str_name(), "STAGE_"),
-                                enum_name(p.status().as_str_name(), "STAGE_STATUS_"),
+                                stage_status_name(p.status(), cancelled),
                                 p.duration_ms.unwrap_or(0)
                             )
                         });
@@ -662,11 +771,12 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
                 .map_or("-".to_owned(), |c| format!("{c:.1} %"))
         );
     }
+    let cancelled = p.stage() == v1::Stage::Cancelled;
     for s in &p.stages {
         println!(
             "  {:<22} {:<10} {}",
             enum_name(s.stage().as_str_name(), "STAGE_"),
-            enum_name(s.status().as_str_name(), "STAGE_STATUS_"),
+            stage_status_name(s.status(), cancelled),
             s.duration_ms.map_or(String::new(), |d| format!("{d} ms"))
         );
     }

@@ -10,7 +10,7 @@ use crate::{
     error::Error,
     job::{Job, JobId, JobStatus},
     progress::{self, Stages},
-    proto::v1::{self, EstimateBasis, Stage, progress_event},
+    proto::v1::{self, Stage, progress_event},
 };
 
 /// Most history entries read to rebuild an ended job's stages (ample: about a dozen per
@@ -92,6 +92,15 @@ impl Gateway {
             _ => 0,
         };
         let completed = job.status == JobStatus::Completed;
+        // The estimate as a worker makes it (recent completed jobs of the same type and model,
+        // else max_tokens): an ended job keeps the figure its progress was measured against.
+        // It is reporting: a store that cannot give the recent jobs leaves max_tokens.
+        let recent = self
+            .store
+            .recent_output_tokens(&job.job_type, &job.params.model, progress::ESTIMATE_WINDOW)
+            .await
+            .unwrap_or_default();
+        let estimate = progress::estimate(&recent, job.params.max_tokens);
         Ok(v1::JobProgress {
             job_id: job.id.to_string(),
             status: convert::status(job.status).into(),
@@ -100,9 +109,9 @@ impl Gateway {
             stage: stages.current().into(),
             stages: stages.states,
             output_tokens,
-            estimated_output_tokens: None,
-            estimate_basis: EstimateBasis::None.into(),
-            estimate_sample_size: 0,
+            estimated_output_tokens: estimate.tokens,
+            estimate_basis: estimate.basis.into(),
+            estimate_sample_size: estimate.sample_size,
             fraction: completed.then_some(1.0),
             output_tokens_per_second: outcome.as_ref().map_or(0.0, |o| o.output_tokens_per_second),
             estimated_completion_time: None,

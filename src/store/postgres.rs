@@ -498,6 +498,10 @@ impl Store for PgStore {
         progress::history(self, id, after, limit).await
     }
 
+    async fn result_output_tokens(&self, ids: &[JobId]) -> Result<Vec<(JobId, u64)>, Error> {
+        progress::result_output_tokens(self, ids).await
+    }
+
     async fn recent_output_tokens(
         &self,
         job_type: &str,

@@ -650,6 +650,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn result_output_tokens(&self, ids: &[JobId]) -> Result<Vec<(JobId, u64)>, Error> {
+        let ids: Vec<String> = ids.iter().copied().map(key).collect();
+        self.run(move |conn| progress::result_output_tokens(conn, &ids))
+            .await
+    }
+
     async fn recent_output_tokens(
         &self,
         job_type: &str,

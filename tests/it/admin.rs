@@ -383,85 +383,6 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
-        return Ok(());
-    }
-    let app = TestApp::builder()
-        .without_worker()
-        .arg("--lease-secs", "1")
-        .start()
-        .await?;
-    let mut a = admin(&app).await?;
-    assert!(
-        a.list_workers(v1::ListWorkersRequest {})
-            .await?
-            .into_inner()
-            .workers
-            .is_empty()
-    );
-    // Waiting work and no worker: degraded.
-    app.submit(request("waits", "sim")).await?;
-    let h = a
-        .get_system_health(v1::GetSystemHealthRequest {})
-        .await?
-        .into_inner();
-    assert_eq!(h.status, "degraded", "{h:?}");
-    assert!(
-        h.reasons.iter().any(|r| r.contains("no live worker")),
-        "{h:?}"
-    );
-    assert!(h.redis_latency_ms.is_some() && h.postgres_latency_ms.is_some());
-    assert_eq!(h.backlog, 1);
-
-    let mut worker = app.spawn_worker(&["--concurrency", "3"])?;
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    let listed = loop {
-        let w = a
-            .list_workers(v1::ListWorkersRequest {})
-            .await?
-            .into_inner()
-            .workers;
-        if let Some(w) = w.into_iter().find(|w| w.pid == worker.0.id()) {
-            break w;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "worker never listed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(listed.total_slots, 3);
-    assert_eq!(listed.job_types, ["general"]);
-    assert!(listed.resident_memory_mib.is_some_and(|m| m > 1.0));
-    let h = a
-        .get_system_health(v1::GetSystemHealthRequest {})
-        .await?
-        .into_inner();
-    assert!(h.workers >= 1);
-
-    worker.signal("KILL")?;
-    worker.wait().await?;
-    while a
-        .list_workers(v1::ListWorkersRequest {})
-        .await?
-        .into_inner()
-        .workers
-        .iter()
-        .any(|w| w.pid == listed.pid)
-    {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "killed worker never dropped off"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn performance_percentiles_come_from_known_durations() -> anyhow::Result<()> {
     let app = TestApp::builder().start().await?;
     // Ten completed jobs with runtimes 100, 200, ..., 1000 ms and one failed job.
@@ -574,79 +495,6 @@ async fn demo_and_load_test_run_against_the_sim_model() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
--> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(Reply::slow(100_000, 10, 20)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .without_worker()
-        .arg("--lease-secs", "1")
-        .arg("--reconcile-secs", "1")
-        .start()
-        .await?;
-    let mut a = admin(&app).await?;
-    let mut worker = app.spawn_worker(&[])?;
-    let mut jobs = Vec::new();
-    for i in 0..2 {
-        jobs.push(
-            app.submit(with_priority(&format!("k{i}"), v1::Priority::High))
-                .await?,
-        );
-    }
-    for j in &jobs {
-        app.wait_for_job(&j.id, |j| j.output_tokens >= 1).await?;
-    }
-    a.pause_queue(v1::PauseQueueRequest {
-        queue: "openai-general-high".into(),
-    })
-    .await?;
-    // A surviving worker's claims reclaim expired leases; its reconciler updates the store.
-    let _survivor = app.spawn_worker(&[])?;
-    worker.signal("KILL")?;
-    worker.wait().await?;
-    // The leases expire, the reclaim puts the jobs back, and the reconciler tells the store.
-    for j in &jobs {
-        app.wait_for_job(&j.id, |j| j.status() == v1::JobStatus::Queued)
-            .await?;
-    }
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    let high = loop {
-        let s = stats(&mut a, "openai-general-high").await?;
-        if s.pending == 2 {
-            break s;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "never pending again: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        high.oldest_wait_ms < 60_000,
-        "a true wait, not the epoch: {high:?}"
-    );
-    let purged = a
-        .purge_queue(v1::PurgeQueueRequest {
-            queue: "openai-general-high".into(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(purged.purged, 2);
-    for j in &jobs {
-        assert_eq!(
-            app.wait_for_job(&j.id, |_| true).await?.status(),
-            v1::JobStatus::Cancelled
-        );
-    }
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_upstream_only_the_simulated_model_is_accepted() -> anyhow::Result<()> {
     let app = TestApp::builder().without_api_key().start().await?;
     let mut c = app.client.clone();
@@ -724,4 +572,158 @@ async fn retry_and_forget_take_at_most_a_thousand_ids_a_call() -> anyhow::Result
         .into_inner();
     assert_eq!(forgotten.forgotten, 1);
     app.stop().await
+}
+
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "starts `llm-jobs worker` processes, which share the queue through Redis",
+        );
+        let app = TestApp::builder()
+            .without_worker()
+            .arg("--lease-secs", "1")
+            .start()
+            .await?;
+        let mut a = admin(&app).await?;
+        assert!(
+            a.list_workers(v1::ListWorkersRequest {})
+                .await?
+                .into_inner()
+                .workers
+                .is_empty()
+        );
+        // Waiting work and no worker: degraded.
+        app.submit(request("waits", "sim")).await?;
+        let h = a
+            .get_system_health(v1::GetSystemHealthRequest {})
+            .await?
+            .into_inner();
+        assert_eq!(h.status, "degraded", "{h:?}");
+        assert!(
+            h.reasons.iter().any(|r| r.contains("no live worker")),
+            "{h:?}"
+        );
+        assert!(h.redis_latency_ms.is_some() && h.postgres_latency_ms.is_some());
+        assert_eq!(h.backlog, 1);
+
+        let mut worker = app.spawn_worker(&["--concurrency", "3"])?;
+        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+        let listed = loop {
+            let w = a
+                .list_workers(v1::ListWorkersRequest {})
+                .await?
+                .into_inner()
+                .workers;
+            if let Some(w) = w.into_iter().find(|w| w.pid == worker.0.id()) {
+                break w;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "worker never listed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(listed.total_slots, 3);
+        assert_eq!(listed.job_types, ["general"]);
+        assert!(listed.resident_memory_mib.is_some_and(|m| m > 1.0));
+        let h = a
+            .get_system_health(v1::GetSystemHealthRequest {})
+            .await?
+            .into_inner();
+        assert!(h.workers >= 1);
+
+        worker.signal("KILL")?;
+        worker.wait().await?;
+        while a
+            .list_workers(v1::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers
+            .iter()
+            .any(|w| w.pid == listed.pid)
+        {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "killed worker never dropped off"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "starts `llm-jobs worker` processes, which share the queue through Redis",
+        );
+        let upstream = TestUpstream::start(Reply::slow(100_000, 10, 20)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .without_worker()
+            .arg("--lease-secs", "1")
+            .arg("--reconcile-secs", "1")
+            .start()
+            .await?;
+        let mut a = admin(&app).await?;
+        let mut worker = app.spawn_worker(&[])?;
+        let mut jobs = Vec::new();
+        for i in 0..2 {
+            jobs.push(
+                app.submit(with_priority(&format!("k{i}"), v1::Priority::High))
+                    .await?,
+            );
+        }
+        for j in &jobs {
+            app.wait_for_job(&j.id, |j| j.output_tokens >= 1).await?;
+        }
+        a.pause_queue(v1::PauseQueueRequest {
+            queue: "openai-general-high".into(),
+        })
+        .await?;
+        // A surviving worker's claims reclaim expired leases; its reconciler updates the store.
+        let _survivor = app.spawn_worker(&[])?;
+        worker.signal("KILL")?;
+        worker.wait().await?;
+        // The leases expire, the reclaim puts the jobs back, and the reconciler tells the store.
+        for j in &jobs {
+            app.wait_for_job(&j.id, |j| j.status() == v1::JobStatus::Queued)
+                .await?;
+        }
+        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+        let high = loop {
+            let s = stats(&mut a, "openai-general-high").await?;
+            if s.pending == 2 {
+                break s;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "never pending again: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            high.oldest_wait_ms < 60_000,
+            "a true wait, not the epoch: {high:?}"
+        );
+        let purged = a
+            .purge_queue(v1::PurgeQueueRequest {
+                queue: "openai-general-high".into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(purged.purged, 2);
+        for j in &jobs {
+            assert_eq!(
+                app.wait_for_job(&j.id, |_| true).await?.status(),
+                v1::JobStatus::Cancelled
+            );
+        }
+        app.stop().await
+    }
 }

@@ -472,50 +472,6 @@ async fn unknown_batches_are_not_found_and_malformed_ids_invalid() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("a Redis outage") {
-        return Ok(());
-    }
-    let app = TestApp::builder()
-        .arg("--redis-url", "redis://127.0.0.1:1")
-        .without_waiting_for_serving()
-        .start()
-        .await?;
-    let mut c = batches(&app).await?;
-    let err = c
-        .submit_batch(batch_of(vec![request("a", "sim"), request("b", "sim")]))
-        .await
-        .expect_err("Redis is down");
-    assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(app.count("jobs").await?, 0);
-    assert_eq!(app.count("batches").await?, 0);
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_redis_never_got_are_enqueued_by_the_reconciler_and_the_batch_ends()
--> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "deletes Redis keys and starts a `llm-jobs worker` process",
-    ) {
-        return Ok(());
-    }
-    let app = TestApp::builder().without_worker().start().await?;
-    let mut c = batches(&app).await?;
-    let batch = c
-        .submit_batch(batch_of(vec![request("a", "sim"), request("b", "sim")]))
-        .await?
-        .into_inner();
-    // As if every enqueue had failed after the commit: Redis knows nothing of the batch.
-    app.flush_redis().await?;
-    let _worker = app.spawn_worker(&["--reconcile-secs", "1"])?;
-    let events = collect(c.clone(), batch.id.clone()).await?;
-    assert_eq!(finished(&events).len(), 2);
-    assert_eq!(progress(&events).pop().map(|b| b.completed_count), Some(2));
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_deletes_a_batch_only_with_all_its_jobs() -> anyhow::Result<()> {
     let app = TestApp::builder().start().await?;
     let mut c = batches(&app).await?;
@@ -625,4 +581,48 @@ async fn the_cli_submits_a_jsonl_file_and_watches_the_batch_to_its_end() -> anyh
     assert_eq!(app.count("batches").await?, 1);
     std::fs::remove_dir_all(&dir)?;
     app.stop().await
+}
+
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_redis_down_a_batch_is_unavailable_and_writes_nothing() -> anyhow::Result<()> {
+        crate::support::needs_servers("a Redis outage");
+        let app = TestApp::builder()
+            .arg("--redis-url", "redis://127.0.0.1:1")
+            .without_waiting_for_serving()
+            .start()
+            .await?;
+        let mut c = batches(&app).await?;
+        let err = c
+            .submit_batch(batch_of(vec![request("a", "sim"), request("b", "sim")]))
+            .await
+            .expect_err("Redis is down");
+        assert_eq!(err.code(), Code::Unavailable);
+        assert_eq!(app.count("jobs").await?, 0);
+        assert_eq!(app.count("batches").await?, 0);
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_redis_never_got_are_enqueued_by_the_reconciler_and_the_batch_ends()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers("deletes Redis keys and starts a `llm-jobs worker` process");
+        let app = TestApp::builder().without_worker().start().await?;
+        let mut c = batches(&app).await?;
+        let batch = c
+            .submit_batch(batch_of(vec![request("a", "sim"), request("b", "sim")]))
+            .await?
+            .into_inner();
+        // As if every enqueue had failed after the commit: Redis knows nothing of the batch.
+        app.flush_redis().await?;
+        let _worker = app.spawn_worker(&["--reconcile-secs", "1"])?;
+        let events = collect(c.clone(), batch.id.clone()).await?;
+        assert_eq!(finished(&events).len(), 2);
+        assert_eq!(progress(&events).pop().map(|b| b.completed_count), Some(2));
+        app.stop().await
+    }
 }

@@ -24,16 +24,14 @@ fn slow(n: usize, interval_ms: u64) -> Reply {
 }
 
 /// Submits `req` to a server without a worker of its own, lets a `llm-jobs worker` process
-/// (2 s leases) stream 3 of its 40 tokens, then kills that process. `None` under the
-/// in-process backends, which worker processes cannot share.
+/// (2 s leases) stream 3 of its 40 tokens, then kills that process. Needs the servers: worker
+/// processes cannot share the in-process backends.
 async fn a_job_whose_worker_was_killed(
     req: v1::SubmitJobRequest,
 ) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
-    if crate::support::skip_when_embedded(
+    crate::support::needs_servers(
         "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
-        return Ok(None);
-    }
+    );
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -47,103 +45,6 @@ async fn a_job_whose_worker_was_killed(
     first.signal("KILL")?;
     first.wait().await?;
     Ok(Some((upstream, app, job)))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
--> anyhow::Result<()> {
-    let Some((upstream, app, job)) =
-        a_job_whose_worker_was_killed(request("survive a crash", "gpt-4o-mini")).await?
-    else {
-        return Ok(());
-    };
-    let _second = app.spawn_worker(&[])?;
-    let done = app
-        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
-    assert_eq!(done.attempts, 2);
-    let result = app.result(&job.id).await?;
-    assert_eq!(result.content, tokens(40));
-    // The lost attempt is on record, as an attempt error and in the log before attempt 2.
-    let errors: Vec<_> = result
-        .attempt_errors
-        .iter()
-        .map(|e| (e.attempt, e.error.as_ref().map(|e| e.code.as_str())))
-        .collect();
-    assert_eq!(errors, [(1, Some("worker_lost"))]);
-    let events = app.watch(&job.id, 0).await?;
-    assert_well_formed(&events, 0);
-    assert_eq!(attempts_started(&events), [1, 2]);
-    let lost = events
-        .iter()
-        .position(|e| {
-            matches!(&e.kind, Some(Kind::AttemptFailed(f))
-                if f.attempt == 1 && f.will_retry
-                    && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))
-        })
-        .expect("attempt_failed for the lost attempt");
-    let second = events
-        .iter()
-        .position(|e| matches!(&e.kind, Some(Kind::Started(s)) if s.attempt == 2))
-        .expect("attempt 2 started");
-    assert!(
-        lost < second,
-        "the loss is reported before attempt 2 starts"
-    );
-    assert_eq!(text_of(&events), tokens(40));
-    assert_eq!(upstream.requests().len(), 2, "one request per attempt");
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_lost_with_their_worker_count_against_max_attempts() -> anyhow::Result<()> {
-    let Some((upstream, app, job)) = a_job_whose_worker_was_killed(v1::SubmitJobRequest {
-        max_attempts: Some(1),
-        ..request("crash me once", "gpt-4o-mini")
-    })
-    .await?
-    else {
-        return Ok(());
-    };
-
-    // The lost attempt was the only one allowed: the next worker fails the job instead of
-    // calling the upstream again.
-    let _second = app.spawn_worker(&[])?;
-    let failed = app
-        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
-        .await?;
-    let error = failed.error.unwrap_or_default();
-    assert_eq!(error.code, "attempts_exhausted");
-    assert!(
-        error.message.contains("1 earlier attempt(s)"),
-        "{}",
-        error.message
-    );
-    assert_eq!(upstream.requests().len(), 1, "no second upstream call");
-    let events = app.watch(&job.id, 0).await?;
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(
-                e.kind,
-                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
-            ))
-            .count(),
-        1
-    );
-    assert!(matches!(
-        events.last().and_then(|e| e.kind.as_ref()),
-        Some(Kind::Failed(_))
-    ));
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(&e.kind, Some(Kind::AttemptFailed(f))
-            if f.attempt == 1 && !f.will_retry
-                && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))),
-        "the lost attempt is reported, with no retry to come"
-    );
-    app.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,118 +65,6 @@ async fn a_stream_longer_than_several_leases_is_never_reclaimed_while_its_worker
     assert_eq!(done.attempts, 1);
     assert_eq!(upstream.requests().len(), 1);
     assert_eq!(app.result(&job.id).await?.content, tokens(60));
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(slow(40, 25)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .without_worker()
-        .arg("--lease-secs", "1")
-        .start()
-        .await?;
-    let paused = app.spawn_worker(&[])?;
-    let job = app.submit(request("fence me", "gpt-4o-mini")).await?;
-    app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
-    paused.signal("STOP")?;
-    let _other = app.spawn_worker(&[])?;
-    app.wait_for_job(&job.id, |j| j.attempts == 2).await?;
-    // The first worker wakes up still streaming attempt 1; nothing of it may land.
-    paused.signal("CONT")?;
-    let done = app
-        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
-    assert_eq!(done.attempts, 2);
-    let events = app.watch(&job.id, 0).await?;
-    assert_well_formed(&events, 0);
-    assert_eq!(attempts_started(&events), [1, 2]);
-    assert_eq!(
-        text_of(&events),
-        tokens(40),
-        "no stale token after attempt 2 started"
-    );
-    assert_eq!(app.result(&job.id).await?.content, tokens(40));
-    app.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    ) {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(slow(10_000, 20)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .without_worker()
-        .start()
-        .await?;
-    let mut worker = app.spawn_worker(&["--shutdown-grace-secs", "2", "--concurrency", "2"])?;
-    upstream.push_reply(slow(50, 20));
-    let short = app
-        .submit(request("finishes in time", "gpt-4o-mini"))
-        .await?;
-    app.wait_for_job(&short.id, |j| j.output_tokens >= 1)
-        .await?;
-    let long = app
-        .submit(request("too long to drain", "gpt-4o-mini"))
-        .await?;
-    app.wait_for_job(&long.id, |j| j.output_tokens >= 1).await?;
-
-    worker.signal("TERM")?;
-    let status = worker.wait().await?;
-    assert!(status.success(), "clean exit: {status:?}");
-    let short_done = app
-        .wait_for_job(&short.id, |j| is_terminal(j.status()))
-        .await?;
-    assert_eq!(
-        short_done.status(),
-        v1::JobStatus::Completed,
-        "finished within the drain"
-    );
-    let handed_back = app.wait_for_job(&long.id, |_| true).await?;
-    assert_eq!(
-        handed_back.status(),
-        v1::JobStatus::Queued,
-        "given back, not failed"
-    );
-    let mut c = app.client.clone();
-    let mut s = c
-        .stream_job(v1::StreamJobRequest {
-            job_id: long.id.clone(),
-            after_sequence: 0,
-        })
-        .await?
-        .into_inner();
-    let mut handed_back_event = None;
-    while let Some(ev) = s.message().await? {
-        if let Some(Kind::AttemptFailed(f)) = ev.kind {
-            handed_back_event = Some(f);
-            break;
-        }
-    }
-    let f = handed_back_event.expect("an attempt-failed event");
-    assert!(f.will_retry);
-    assert_eq!(f.error.unwrap_or_default().code, "worker_shutdown");
-    assert!(
-        upstream.wait_for_disconnects(1, PATIENCE).await,
-        "its upstream request dropped"
-    );
-
-    upstream.push_reply(Reply::fixture("basic.sse"));
-    let _next = app.spawn_worker(&[])?;
-    let done = app
-        .wait_for_job(&long.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
-    assert_eq!(done.attempts, 2);
     app.stop().await
 }
 
@@ -318,97 +107,312 @@ async fn open_streams_end_with_unavailable_when_the_server_shuts_down() -> anyho
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("deletes Redis keys") {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(slow(40, 25)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .concurrency(1)
-        .arg("--lease-secs", "2")
-        .arg("--reconcile-secs", "1")
-        .start()
-        .await?;
-    let running = app.submit(request("running", "gpt-4o-mini")).await?;
-    app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
-        .await?;
-    let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
-    let watcher = {
-        let mut c = app.client.clone();
-        let id = running.id.clone();
-        tokio::spawn(async move {
-            let s = c
-                .stream_job(v1::StreamJobRequest {
-                    job_id: id,
-                    after_sequence: 0,
-                })
-                .await?
-                .into_inner();
-            crate::support::collect(s).await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    app.flush_redis().await?;
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
 
-    for id in [&running.id, &queued.id] {
-        app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_worker_process_loses_its_lease_and_another_worker_finishes_the_job()
+    -> anyhow::Result<()> {
+        let Some((upstream, app, job)) =
+            a_job_whose_worker_was_killed(request("survive a crash", "gpt-4o-mini")).await?
+        else {
+            return Ok(());
+        };
+        let _second = app.spawn_worker(&[])?;
+        let done = app
+            .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
             .await?;
-        assert_eq!(app.result(id).await?.content, tokens(40));
+        assert_eq!(done.attempts, 2);
+        let result = app.result(&job.id).await?;
+        assert_eq!(result.content, tokens(40));
+        // The lost attempt is on record, as an attempt error and in the log before attempt 2.
+        let errors: Vec<_> = result
+            .attempt_errors
+            .iter()
+            .map(|e| (e.attempt, e.error.as_ref().map(|e| e.code.as_str())))
+            .collect();
+        assert_eq!(errors, [(1, Some("worker_lost"))]);
+        let events = app.watch(&job.id, 0).await?;
+        assert_well_formed(&events, 0);
+        assert_eq!(attempts_started(&events), [1, 2]);
+        let lost = events
+            .iter()
+            .position(|e| {
+                matches!(&e.kind, Some(Kind::AttemptFailed(f))
+                if f.attempt == 1 && f.will_retry
+                    && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))
+            })
+            .expect("attempt_failed for the lost attempt");
+        let second = events
+            .iter()
+            .position(|e| matches!(&e.kind, Some(Kind::Started(s)) if s.attempt == 2))
+            .expect("attempt 2 started");
+        assert!(
+            lost < second,
+            "the loss is reported before attempt 2 starts"
+        );
+        assert_eq!(text_of(&events), tokens(40));
+        assert_eq!(upstream.requests().len(), 2, "one request per attempt");
+        app.stop().await
     }
-    let events = watcher.await??;
-    let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "sequences only rise: {seqs:?}"
-    );
-    assert!(
-        seqs.iter().any(|s| *s > llm_jobs::reconciler::EPOCH),
-        "the new log continues above the old one"
-    );
-    let terminal = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
-            )
-        })
-        .count();
-    assert_eq!(terminal, 1);
-    assert_eq!(text_of(&events), tokens(40));
-    app.stop().await
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cut_postgres_connections_do_not_lose_a_result() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "kills Postgres backend processes: SQLite has no connections",
-    ) {
-        return Ok(());
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_lost_with_their_worker_count_against_max_attempts() -> anyhow::Result<()> {
+        let Some((upstream, app, job)) = a_job_whose_worker_was_killed(v1::SubmitJobRequest {
+            max_attempts: Some(1),
+            ..request("crash me once", "gpt-4o-mini")
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+
+        // The lost attempt was the only one allowed: the next worker fails the job instead of
+        // calling the upstream again.
+        let _second = app.spawn_worker(&[])?;
+        let failed = app
+            .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
+            .await?;
+        let error = failed.error.unwrap_or_default();
+        assert_eq!(error.code, "attempts_exhausted");
+        assert!(
+            error.message.contains("1 earlier attempt(s)"),
+            "{}",
+            error.message
+        );
+        assert_eq!(upstream.requests().len(), 1, "no second upstream call");
+        let events = app.watch(&job.id, 0).await?;
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(
+                    e.kind,
+                    Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+                ))
+                .count(),
+            1
+        );
+        assert!(matches!(
+            events.last().and_then(|e| e.kind.as_ref()),
+            Some(Kind::Failed(_))
+        ));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(&e.kind, Some(Kind::AttemptFailed(f))
+            if f.attempt == 1 && !f.will_retry
+                && f.error.as_ref().is_some_and(|e| e.code == "worker_lost"))),
+            "the lost attempt is reported, with no retry to come"
+        );
+        app.stop().await
     }
-    let upstream = TestUpstream::start(slow(30, 30)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .start()
-        .await?;
-    let job = app.submit(request("keep going", "gpt-4o-mini")).await?;
-    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let admin = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let mut conn = AsyncPgConnection::establish(&format!("{admin}/postgres")).await?;
-    diesel::sql_query(format!(
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "starts `llm-jobs worker` processes, which share the queue through Redis",
+        );
+        let upstream = TestUpstream::start(slow(40, 25)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .without_worker()
+            .arg("--lease-secs", "1")
+            .start()
+            .await?;
+        let paused = app.spawn_worker(&[])?;
+        let job = app.submit(request("fence me", "gpt-4o-mini")).await?;
+        app.wait_for_job(&job.id, |j| j.output_tokens >= 2).await?;
+        paused.signal("STOP")?;
+        let _other = app.spawn_worker(&[])?;
+        app.wait_for_job(&job.id, |j| j.attempts == 2).await?;
+        // The first worker wakes up still streaming attempt 1; nothing of it may land.
+        paused.signal("CONT")?;
+        let done = app
+            .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        assert_eq!(done.attempts, 2);
+        let events = app.watch(&job.id, 0).await?;
+        assert_well_formed(&events, 0);
+        assert_eq!(attempts_started(&events), [1, 2]);
+        assert_eq!(
+            text_of(&events),
+            tokens(40),
+            "no stale token after attempt 2 started"
+        );
+        assert_eq!(app.result(&job.id).await?.content, tokens(40));
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "starts `llm-jobs worker` processes, which share the queue through Redis",
+        );
+        let upstream = TestUpstream::start(slow(10_000, 20)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .without_worker()
+            .start()
+            .await?;
+        let mut worker = app.spawn_worker(&["--shutdown-grace-secs", "2", "--concurrency", "2"])?;
+        upstream.push_reply(slow(50, 20));
+        let short = app
+            .submit(request("finishes in time", "gpt-4o-mini"))
+            .await?;
+        app.wait_for_job(&short.id, |j| j.output_tokens >= 1)
+            .await?;
+        let long = app
+            .submit(request("too long to drain", "gpt-4o-mini"))
+            .await?;
+        app.wait_for_job(&long.id, |j| j.output_tokens >= 1).await?;
+
+        worker.signal("TERM")?;
+        let status = worker.wait().await?;
+        assert!(status.success(), "clean exit: {status:?}");
+        let short_done = app
+            .wait_for_job(&short.id, |j| is_terminal(j.status()))
+            .await?;
+        assert_eq!(
+            short_done.status(),
+            v1::JobStatus::Completed,
+            "finished within the drain"
+        );
+        let handed_back = app.wait_for_job(&long.id, |_| true).await?;
+        assert_eq!(
+            handed_back.status(),
+            v1::JobStatus::Queued,
+            "given back, not failed"
+        );
+        let mut c = app.client.clone();
+        let mut s = c
+            .stream_job(v1::StreamJobRequest {
+                job_id: long.id.clone(),
+                after_sequence: 0,
+            })
+            .await?
+            .into_inner();
+        let mut handed_back_event = None;
+        while let Some(ev) = s.message().await? {
+            if let Some(Kind::AttemptFailed(f)) = ev.kind {
+                handed_back_event = Some(f);
+                break;
+            }
+        }
+        let f = handed_back_event.expect("an attempt-failed event");
+        assert!(f.will_retry);
+        assert_eq!(f.error.unwrap_or_default().code, "worker_shutdown");
+        assert!(
+            upstream.wait_for_disconnects(1, PATIENCE).await,
+            "its upstream request dropped"
+        );
+
+        upstream.push_reply(Reply::fixture("basic.sse"));
+        let _next = app.spawn_worker(&[])?;
+        let done = app
+            .wait_for_job(&long.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        assert_eq!(done.attempts, 2);
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_survive_redis_losing_their_keys() -> anyhow::Result<()> {
+        crate::support::needs_servers("deletes Redis keys");
+        let upstream = TestUpstream::start(slow(40, 25)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .concurrency(1)
+            .arg("--lease-secs", "2")
+            .arg("--reconcile-secs", "1")
+            .start()
+            .await?;
+        let running = app.submit(request("running", "gpt-4o-mini")).await?;
+        app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
+            .await?;
+        let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
+        let watcher = {
+            let mut c = app.client.clone();
+            let id = running.id.clone();
+            tokio::spawn(async move {
+                let s = c
+                    .stream_job(v1::StreamJobRequest {
+                        job_id: id,
+                        after_sequence: 0,
+                    })
+                    .await?
+                    .into_inner();
+                crate::support::collect(s).await
+            })
+        };
+        // The watcher must be following the job's live channel before its keys go.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while crate::watchers::subscriptions(&app, &running.id).await? == 0 {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the watcher never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.flush_redis().await?;
+
+        for id in [&running.id, &queued.id] {
+            app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+                .await?;
+            assert_eq!(app.result(id).await?.content, tokens(40));
+        }
+        let events = watcher.await??;
+        let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "sequences only rise: {seqs:?}"
+        );
+        assert!(
+            seqs.iter().any(|s| *s > llm_jobs::reconciler::EPOCH),
+            "the new log continues above the old one"
+        );
+        let terminal = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_))
+                )
+            })
+            .count();
+        assert_eq!(terminal, 1);
+        assert_eq!(text_of(&events), tokens(40));
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cut_postgres_connections_do_not_lose_a_result() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "kills Postgres backend processes: SQLite has no connections",
+        );
+        let upstream = TestUpstream::start(slow(30, 30)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .start()
+            .await?;
+        let job = app.submit(request("keep going", "gpt-4o-mini")).await?;
+        app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let admin = std::env::var("LLMJOBS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let mut conn = AsyncPgConnection::establish(&format!("{admin}/postgres")).await?;
+        diesel::sql_query(format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
         app.database
     ))
     .execute(&mut conn)
     .await?;
-    let done = app
-        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
-    assert_eq!(done.attempts, 1);
-    assert_eq!(app.result(&job.id).await?.content, tokens(30));
-    app.stop().await
+        let done = app
+            .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        assert_eq!(done.attempts, 1);
+        assert_eq!(app.result(&job.id).await?.content, tokens(30));
+        app.stop().await
+    }
 }

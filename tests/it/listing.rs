@@ -186,3 +186,98 @@ async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_that_returns_a_job_reports_the_figures_get_job_does() -> anyhow::Result<()> {
+    use crate::support::upstream::{Reply, TestUpstream};
+    // By default the upstream streams for minutes: the job that gets it is cancelled.
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .max_attempts(1)
+        .start()
+        .await?;
+    let mut c = app.client.clone();
+    let figures = |j: &v1::Job| (j.output_tokens, j.last_sequence);
+    let get = async |c: &mut llm_jobs::proto::v1::job_service_client::JobServiceClient<_>,
+                     id: &str|
+           -> anyhow::Result<v1::Job> {
+        Ok(c.get_job(v1::GetJobRequest { job_id: id.into() })
+            .await?
+            .into_inner())
+    };
+
+    upstream.push_reply(Reply::fixture("basic.sse"));
+    let done = app.submit(request("done", "gpt-4o-mini")).await?;
+    app.wait_for_job(&done.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    upstream.push_reply(Reply::Status {
+        status: 400,
+        error_type: "invalid_request_error",
+        retry_after_secs: None,
+    });
+    let broken = app.submit(request("broken", "gpt-4o-mini")).await?;
+    app.wait_for_job(&broken.id, |j| j.status() == v1::JobStatus::Failed)
+        .await?;
+
+    let running = app.submit(request("running", "gpt-4o-mini")).await?;
+    app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
+        .await?;
+    let cancelled = c
+        .cancel_job(v1::CancelJobRequest {
+            job_id: running.id.clone(),
+            reason: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(cancelled.status(), v1::JobStatus::Cancelled);
+    let after = get(&mut c, &running.id).await?;
+    assert!(after.output_tokens >= 3, "{after:?}");
+    assert!(after.last_sequence > 0, "{after:?}");
+    assert_eq!(figures(&cancelled), figures(&after), "CancelJob");
+
+    // A repeated submit of a finished job (same idempotency key) shows its figures too.
+    let mut keyed = request("keyed", "sim");
+    keyed.idempotency_key = "figures".into();
+    let first = app.submit(keyed.clone()).await?;
+    app.wait_for_job(&first.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let again = app.submit(keyed).await?;
+    let keyed_now = get(&mut c, &first.id).await?;
+    assert!(keyed_now.output_tokens > 0);
+    assert_eq!(figures(&again), figures(&keyed_now), "SubmitJob");
+
+    let listed = c
+        .list_jobs(v1::ListJobsRequest::default())
+        .await?
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 4);
+    for job in &listed {
+        let got = get(&mut c, &job.id).await?;
+        assert_eq!(figures(job), figures(&got), "ListJobs {}", job.id);
+    }
+    assert!(listed.iter().all(|j| j.last_sequence > 0));
+    assert!(
+        listed
+            .iter()
+            .find(|j| j.id == done.id)
+            .is_some_and(|j| j.output_tokens > 0)
+    );
+
+    let failed = app
+        .admin_client()?
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?
+        .into_inner()
+        .failed_jobs;
+    assert_eq!(failed.len(), 1);
+    let job = failed[0].job.clone().expect("a job");
+    assert_eq!(job.id, broken.id);
+    assert_eq!(
+        figures(&job),
+        figures(&get(&mut c, &broken.id).await?),
+        "ListFailedJobs"
+    );
+    app.stop().await
+}

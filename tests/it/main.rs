@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod batches;
 mod cancel;
+mod cli;
 mod connections;
 mod crash;
 mod dispatch;

@@ -378,6 +378,12 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
         p.fraction, None,
         "a cancelled job has no completion fraction"
     );
+    // People read the history: a cancel is not a failure of the stage it stopped.
+    let shown = app.cli(&["progress", &job.id, "--history"])?;
+    assert!(shown.contains("(after generating stopped in"), "{shown}");
+    assert!(!shown.contains("failed"), "{shown}");
+    let shown = app.cli(&["progress", &job.id])?;
+    assert!(!shown.contains("failed"), "{shown}");
     app.stop().await?;
 
     // Without a worker the job is cancelled in its queue.
@@ -387,8 +393,11 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
         .start()
         .await?;
     let mut c = app.client.clone();
-    let job = app.submit(request("never runs", "gpt-4o-mini")).await?;
+    let mut req = request("never runs", "gpt-4o-mini");
+    req.generation_config.get_or_insert_default().max_tokens = Some(300);
+    let job = app.submit(req).await?;
     let queued = progress_of(&mut c, job.id.clone()).await?;
+    assert_eq!(queued.estimated_output_tokens, Some(300));
     assert_eq!((queued.stage(), queued.attempt), (S::Queued, 0));
     assert_eq!(queued.stages[0].status(), St::Active);
     assert!(queued.stages[1..].iter().all(|s| s.status() == St::Pending));
@@ -406,6 +415,11 @@ async fn cancelled_runs_end_in_the_cancelled_stage_running_or_queued() -> anyhow
     assert_eq!(stored.len(), 1);
     let p = progress_of(&mut c, job.id.clone()).await?;
     assert_eq!(p.stage(), S::Cancelled);
+    assert_eq!(
+        (p.estimated_output_tokens, p.estimate_basis()),
+        (Some(300), v1::EstimateBasis::MaxTokens),
+        "an ended job keeps its estimate"
+    );
     let statuses: HashSet<StageStatus> = p.stages[1..6].iter().map(|s| s.status()).collect();
     assert_eq!(statuses, HashSet::from([St::Skipped]));
     app.stop().await

@@ -16,91 +16,6 @@ const SECRET: &str = "sk-proj-Zq8xT4mN2vR7kL1pW9sY3bC6";
 /// The part of [`SECRET`] that must never show where it is masked.
 const SECRET_TAIL: &str = "Zq8xT4mN2vR7kL1pW9sY3bC6";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_server_logs_a_prompts_key_only_redacted() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "a server process beside the test's own on one store; the embedded mode allows one \
-         server per store",
-    ) {
-        return Ok(());
-    }
-    // The upstream refuses the request and quotes the prompt back, as real servers do in
-    // their error messages, so the key reaches the worker's error handling and its log.
-    let refusal = serde_json::json!({"error": {
-        "message": format!("cannot process the prompt 'summarise: {SECRET}'"),
-        "type": "invalid_request_error", "param": null, "code": null,
-    }});
-    let upstream = TestUpstream::start(Reply::raw(
-        400,
-        Some("application/json"),
-        refusal.to_string(),
-    ))
-    .await?;
-    // The in-process app makes the database and the key; the job runs in the child process.
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .without_worker()
-        .start()
-        .await?;
-    let log_path = std::env::temp_dir().join(format!("llm-jobs-{}.log", app.prefix));
-    let log = std::fs::File::create(&log_path)?;
-    let (mut server, addr) = app.spawn_server_process("serve", &[], "trace", log.into())?;
-    let mut client = JobServiceClient::new(with_key(
-        connect_when_healthy(&addr).await?,
-        Some(&app.key),
-    )?);
-    let job = client
-        .submit_job(request(&format!("summarise: {SECRET}"), "gpt-4o-mini"))
-        .await?
-        .into_inner()
-        .job
-        .context("no job")?;
-    let job = app
-        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
-        .await?;
-    let error = job.error.unwrap_or_default();
-    assert_eq!(error.code, "upstream_invalid_request", "{error:?}");
-    assert!(error.message.contains("sk-[redacted]"), "{error:?}");
-    let sent = upstream.requests();
-    assert!(
-        sent.len() == 1 && sent[0].body.to_string().contains(SECRET),
-        "the prompt went upstream as submitted (full storage)"
-    );
-
-    server.signal("TERM")?;
-    server.wait().await?;
-    let logged = std::fs::read_to_string(&log_path)?;
-    std::fs::remove_file(&log_path)?;
-    assert!(
-        logged.contains(&job.id) && logged.contains("attempt failed"),
-        "the capture holds the server's log of the job: {logged}"
-    );
-    assert!(
-        logged.contains("sk-[redacted]"),
-        "the key was logged, masked: {logged}"
-    );
-    // Nor in a form redaction cannot see: bytes as numbers (the database driver's DEBUG log
-    // of statement parameters did that to every prompt).
-    let as_numbers = |s: &str| {
-        s.bytes()
-            .map(|b| b.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    for secret in [
-        SECRET_TAIL,
-        app.key.rsplit('_').next().unwrap_or_default(),
-        "sk-test-key",
-    ] {
-        assert!(!logged.contains(secret), "{secret} leaked into the log");
-        assert!(
-            !logged.contains(&as_numbers(secret)),
-            "{secret} leaked into the log as bytes"
-        );
-    }
-    app.stop().await
-}
-
 /// The conversation stored for `job_id`, as JSON text.
 async fn stored_messages(app: &TestApp, job_id: &str) -> anyhow::Result<String> {
     let id = uuid::Uuid::parse_str(job_id)?;
@@ -262,4 +177,93 @@ fn help_never_prints_the_secrets_in_the_environment() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_server_logs_a_prompts_key_only_redacted() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "a server process beside the test's own on one store; the embedded mode allows one \
+         server per store",
+        );
+        // The upstream refuses the request and quotes the prompt back, as real servers do in
+        // their error messages, so the key reaches the worker's error handling and its log.
+        let refusal = serde_json::json!({"error": {
+            "message": format!("cannot process the prompt 'summarise: {SECRET}'"),
+            "type": "invalid_request_error", "param": null, "code": null,
+        }});
+        let upstream = TestUpstream::start(Reply::raw(
+            400,
+            Some("application/json"),
+            refusal.to_string(),
+        ))
+        .await?;
+        // The in-process app makes the database and the key; the job runs in the child process.
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .without_worker()
+            .start()
+            .await?;
+        let log_path = std::env::temp_dir().join(format!("llm-jobs-{}.log", app.prefix));
+        let log = std::fs::File::create(&log_path)?;
+        let (mut server, addr) = app.spawn_server_process("serve", &[], "trace", log.into())?;
+        let mut client = JobServiceClient::new(with_key(
+            connect_when_healthy(&addr).await?,
+            Some(&app.key),
+        )?);
+        let job = client
+            .submit_job(request(&format!("summarise: {SECRET}"), "gpt-4o-mini"))
+            .await?
+            .into_inner()
+            .job
+            .context("no job")?;
+        let job = app
+            .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
+            .await?;
+        let error = job.error.unwrap_or_default();
+        assert_eq!(error.code, "upstream_invalid_request", "{error:?}");
+        assert!(error.message.contains("sk-[redacted]"), "{error:?}");
+        let sent = upstream.requests();
+        assert!(
+            sent.len() == 1 && sent[0].body.to_string().contains(SECRET),
+            "the prompt went upstream as submitted (full storage)"
+        );
+
+        server.signal("TERM")?;
+        server.wait().await?;
+        let logged = std::fs::read_to_string(&log_path)?;
+        std::fs::remove_file(&log_path)?;
+        assert!(
+            logged.contains(&job.id) && logged.contains("attempt failed"),
+            "the capture holds the server's log of the job: {logged}"
+        );
+        assert!(
+            logged.contains("sk-[redacted]"),
+            "the key was logged, masked: {logged}"
+        );
+        // Nor in a form redaction cannot see: bytes as numbers (the database driver's DEBUG log
+        // of statement parameters did that to every prompt).
+        let as_numbers = |s: &str| {
+            s.bytes()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for secret in [
+            SECRET_TAIL,
+            app.key.rsplit('_').next().unwrap_or_default(),
+            "sk-test-key",
+        ] {
+            assert!(!logged.contains(secret), "{secret} leaked into the log");
+            assert!(
+                !logged.contains(&as_numbers(secret)),
+                "{secret} leaked into the log as bytes"
+            );
+        }
+        app.stop().await
+    }
 }

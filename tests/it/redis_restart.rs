@@ -66,87 +66,89 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("a Redis restart") {
-        return Ok(());
-    }
-    let port = free_port()?;
-    let redis = PrivateRedis::start(port).await?;
-    let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .concurrency(1)
-        .arg("--redis-url", &format!("redis://127.0.0.1:{port}"))
-        .arg("--lease-secs", "2")
-        .arg("--reconcile-secs", "1")
-        .start()
-        .await?;
-    let running = app.submit(request("running", "gpt-4o-mini")).await?;
-    let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
-    app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
-        .await?;
-    let watcher = {
-        let (app_ref, id) = (&app, running.id.clone());
-        async move { watch_resuming(app_ref, &id).await }
-    };
-    let restart = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(redis);
-        PrivateRedis::start(port).await
-    };
-    let (events, redis) = tokio::join!(watcher, restart);
-    let (events, _redis) = (events?, redis?);
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
 
-    let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "no repeat, no reordering: {seqs:?}"
-    );
-    assert_eq!(
-        text_of(&events),
-        (0..40).map(|i| format!("tok{i} ")).collect::<String>()
-    );
-    for id in [&running.id, &queued.id] {
-        let job = app
-            .wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_survive_a_redis_restart_that_loses_everything() -> anyhow::Result<()> {
+        crate::support::needs_servers("a Redis restart");
+        let port = free_port()?;
+        let redis = PrivateRedis::start(port).await?;
+        let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .concurrency(1)
+            .arg("--redis-url", &format!("redis://127.0.0.1:{port}"))
+            .arg("--lease-secs", "2")
+            .arg("--reconcile-secs", "1")
+            .start()
             .await?;
-        assert!(job.attempts >= 1);
+        let running = app.submit(request("running", "gpt-4o-mini")).await?;
+        let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
+        app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
+            .await?;
+        let watcher = {
+            let (app_ref, id) = (&app, running.id.clone());
+            async move { watch_resuming(app_ref, &id).await }
+        };
+        let restart = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(redis);
+            PrivateRedis::start(port).await
+        };
+        let (events, redis) = tokio::join!(watcher, restart);
+        let (events, _redis) = (events?, redis?);
+
+        let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "no repeat, no reordering: {seqs:?}"
+        );
         assert_eq!(
-            app.result(id).await?.content,
+            text_of(&events),
             (0..40).map(|i| format!("tok{i} ")).collect::<String>()
         );
+        for id in [&running.id, &queued.id] {
+            let job = app
+                .wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+                .await?;
+            assert!(job.attempts >= 1);
+            assert_eq!(
+                app.result(id).await?.content,
+                (0..40).map(|i| format!("tok{i} ")).collect::<String>()
+            );
+        }
+        app.stop().await
     }
-    app.stop().await
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("a Redis outage") {
-        return Ok(());
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_redis_outage_delays_deltas_but_loses_none() -> anyhow::Result<()> {
+        crate::support::needs_servers("a Redis outage");
+        let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;
+        let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .arg("--redis-url", &format!("redis://{}", proxy.addr))
+            .start()
+            .await?;
+        let job = app
+            .submit(request("through an outage", "gpt-4o-mini"))
+            .await?;
+        app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.restore();
+        let events = watch_resuming(&app, &job.id).await?;
+        let full: String = (0..40).map(|i| format!("tok{i} ")).collect();
+        assert_eq!(text_of(&events), full, "no delta lost");
+        assert_eq!(app.result(&job.id).await?.content, full);
+        assert_eq!(
+            upstream.requests().len(),
+            1,
+            "the outage did not restart the attempt"
+        );
+        app.stop().await
     }
-    let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;
-    let upstream = TestUpstream::start(Reply::slow(40, 10, 25)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .arg("--redis-url", &format!("redis://{}", proxy.addr))
-        .start()
-        .await?;
-    let job = app
-        .submit(request("through an outage", "gpt-4o-mini"))
-        .await?;
-    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
-    proxy.cut();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    proxy.restore();
-    let events = watch_resuming(&app, &job.id).await?;
-    let full: String = (0..40).map(|i| format!("tok{i} ")).collect();
-    assert_eq!(text_of(&events), full, "no delta lost");
-    assert_eq!(app.result(&job.id).await?.content, full);
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "the outage did not restart the attempt"
-    );
-    app.stop().await
 }

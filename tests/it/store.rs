@@ -322,19 +322,6 @@ async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_in_process_server_on_the_same_postgres_database_refuses_to_start()
--> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("needs a Postgres server") {
-        return Ok(());
-    }
-    let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{}/{database}", crate::support::postgres_server_url());
-    let outcome = a_second_in_process_server_refuses(&url).await;
-    drop_database(&database).await?;
-    outcome
-}
-
 /// Drops a Postgres database a test made outside the harness.
 async fn drop_database(database: &str) -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -361,181 +348,6 @@ async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys()
--> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("copies into a Postgres server") {
-        return Ok(());
-    }
-    use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_copy_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("jobs.db");
-    let sqlite = format!("sqlite://{}", file.display());
-    let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
-    let postgres = format!("{}/{database}", crate::support::postgres_server_url());
-    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
-    let bin = env!("CARGO_BIN_EXE_llm-jobs");
-    let serve = |args: &[&str]| -> anyhow::Result<(ChildWorker, String)> {
-        let addr = free_addr()?;
-        let child = std::process::Command::new(bin)
-            .arg("serve")
-            .args(args)
-            .args(["--listen", &addr, "--sim-first-token-ms", "0"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        Ok((ChildWorker(child), addr))
-    };
-    let outcome = async {
-        // An embedded server with two finished jobs, submitted with a key of tenant `acme`.
-        let (mut embedded, addr) = serve(&["--redis-url", "", "--database-url", &sqlite])?;
-        let channel = connect_when_healthy(&addr).await?;
-        let key = crate::support::make_key(&sqlite, "acme", llm_jobs::auth::Role::User).await?;
-        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
-        let mut before = Vec::new();
-        for prompt in ["first", "second"] {
-            let events = crate::support::collect(
-                c.submit_and_stream(crate::support::request(prompt, "sim"))
-                    .await?
-                    .into_inner(),
-            )
-            .await?;
-            let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
-            let result = c
-                .get_job_result(v1::GetJobResultRequest { job_id: id })
-                .await?
-                .into_inner();
-            before.push(result);
-        }
-        embedded.signal("TERM")?;
-        anyhow::ensure!(embedded.wait().await?.success(), "embedded server failed");
-
-        let copy = |target: &str| {
-            std::process::Command::new(bin)
-                .args(["copy-store", "--sqlite-path"])
-                .arg(&file)
-                .args(["--to", target])
-                .output()
-        };
-        let out = copy(&postgres)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.starts_with("copied 2 job(s) (2 result(s)"),
-            "{stdout}"
-        );
-        // A second copy into the same database is refused: nothing doubles.
-        let again = copy(&postgres)?;
-        assert!(!again.status.success());
-        assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
-
-        // Redis + Postgres on the copy: the same key works and sees the same results.
-        let redis = crate::support::redis_url();
-        let (mut server, addr) = serve(&[
-            "--redis-url",
-            &redis,
-            "--redis-prefix",
-            &prefix,
-            "--database-url",
-            &postgres,
-        ])?;
-        let channel = connect_when_healthy(&addr).await?;
-        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
-        for old in &before {
-            let now = c
-                .get_job_result(v1::GetJobResultRequest {
-                    job_id: old.job_id.clone(),
-                })
-                .await?
-                .into_inner();
-            assert_eq!(now.content, old.content);
-            assert_eq!(now.usage, old.usage);
-            assert_eq!(now.status, old.status);
-        }
-        let listed = c
-            .list_jobs(v1::ListJobsRequest::default())
-            .await?
-            .into_inner();
-        assert_eq!(listed.jobs.len(), 2, "the key's tenant sees its two jobs");
-        server.signal("TERM")?;
-        server.wait().await?;
-        Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    drop_database(&database).await?;
-    delete_redis_keys(&prefix).await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_with_sqlite_lets_a_gateway_and_a_worker_process_share_one_file() -> anyhow::Result<()>
-{
-    if crate::support::skip_when_embedded("needs Redis") {
-        return Ok(());
-    }
-    use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_mixed_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let sqlite = format!("sqlite://{}", dir.join("jobs.db").display());
-    let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
-    let redis = crate::support::redis_url();
-    let addr = free_addr()?;
-    let spawn = |command: &str| -> anyhow::Result<ChildWorker> {
-        Ok(ChildWorker(
-            std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-                .arg(command)
-                .args(["--redis-url", &redis, "--redis-prefix", &prefix])
-                .args(["--database-url", &sqlite, "--listen", &addr])
-                .args(["--sim-first-token-ms", "0"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?,
-        ))
-    };
-    let outcome = async {
-        let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(["migrate", "--database-url", &sqlite])
-            .output()?;
-        anyhow::ensure!(migrated.status.success(), "migrate failed");
-        let mut gateway = spawn("gateway")?;
-        let mut worker = spawn("worker")?;
-        let key = crate::support::make_key(&sqlite, "t", llm_jobs::auth::Role::User).await?;
-        let channel = connect_when_healthy(&addr).await?;
-        let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
-        let events = crate::support::collect(
-            c.submit_and_stream(crate::support::request("mixed", "sim"))
-                .await?
-                .into_inner(),
-        )
-        .await?;
-        let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
-        let result = c
-            .get_job_result(v1::GetJobResultRequest { job_id: id })
-            .await?
-            .into_inner();
-        assert_eq!(result.status(), v1::JobStatus::Completed);
-        assert!(!result.content.is_empty());
-        assert_eq!(crate::support::text_of(&events), result.content);
-        for p in [&mut gateway, &mut worker] {
-            p.signal("TERM")?;
-            p.wait().await?;
-        }
-        Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    delete_redis_keys(&prefix).await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,6 +446,194 @@ async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Res
     assert!(server.wait().await?.success());
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_in_process_server_on_the_same_postgres_database_refuses_to_start()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers("needs a Postgres server");
+        let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
+        let url = format!("{}/{database}", crate::support::postgres_server_url());
+        let outcome = a_second_in_process_server_refuses(&url).await;
+        drop_database(&database).await?;
+        outcome
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_embedded_store_copied_into_postgres_keeps_its_jobs_results_and_keys()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers("copies into a Postgres server");
+        use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
+        let dir = std::env::temp_dir().join(format!("llmjobs_it_copy_{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("jobs.db");
+        let sqlite = format!("sqlite://{}", file.display());
+        let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
+        let postgres = format!("{}/{database}", crate::support::postgres_server_url());
+        let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+        let bin = env!("CARGO_BIN_EXE_llm-jobs");
+        let serve = |args: &[&str]| -> anyhow::Result<(ChildWorker, String)> {
+            let addr = free_addr()?;
+            let child = std::process::Command::new(bin)
+                .arg("serve")
+                .args(args)
+                .args(["--listen", &addr, "--sim-first-token-ms", "0"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            Ok((ChildWorker(child), addr))
+        };
+        let outcome = async {
+            // An embedded server with two finished jobs, submitted with a key of tenant `acme`.
+            let (mut embedded, addr) = serve(&["--redis-url", "", "--database-url", &sqlite])?;
+            let channel = connect_when_healthy(&addr).await?;
+            let key = crate::support::make_key(&sqlite, "acme", llm_jobs::auth::Role::User).await?;
+            let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+            let mut before = Vec::new();
+            for prompt in ["first", "second"] {
+                let events = crate::support::collect(
+                    c.submit_and_stream(crate::support::request(prompt, "sim"))
+                        .await?
+                        .into_inner(),
+                )
+                .await?;
+                let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
+                let result = c
+                    .get_job_result(v1::GetJobResultRequest { job_id: id })
+                    .await?
+                    .into_inner();
+                before.push(result);
+            }
+            embedded.signal("TERM")?;
+            anyhow::ensure!(embedded.wait().await?.success(), "embedded server failed");
+
+            let copy = |target: &str| {
+                std::process::Command::new(bin)
+                    .args(["copy-store", "--sqlite-path"])
+                    .arg(&file)
+                    .args(["--to", target])
+                    .output()
+            };
+            let out = copy(&postgres)?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.starts_with("copied 2 job(s) (2 result(s)"),
+                "{stdout}"
+            );
+            // A second copy into the same database is refused: nothing doubles.
+            let again = copy(&postgres)?;
+            assert!(!again.status.success());
+            assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+
+            // Redis + Postgres on the copy: the same key works and sees the same results.
+            let redis = crate::support::redis_url();
+            let (mut server, addr) = serve(&[
+                "--redis-url",
+                &redis,
+                "--redis-prefix",
+                &prefix,
+                "--database-url",
+                &postgres,
+            ])?;
+            let channel = connect_when_healthy(&addr).await?;
+            let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+            for old in &before {
+                let now = c
+                    .get_job_result(v1::GetJobResultRequest {
+                        job_id: old.job_id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                assert_eq!(now.content, old.content);
+                assert_eq!(now.usage, old.usage);
+                assert_eq!(now.status, old.status);
+            }
+            let listed = c
+                .list_jobs(v1::ListJobsRequest::default())
+                .await?
+                .into_inner();
+            assert_eq!(listed.jobs.len(), 2, "the key's tenant sees its two jobs");
+            server.signal("TERM")?;
+            server.wait().await?;
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        drop_database(&database).await?;
+        delete_redis_keys(&prefix).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_with_sqlite_lets_a_gateway_and_a_worker_process_share_one_file()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers("needs Redis");
+        use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
+        let dir = std::env::temp_dir().join(format!("llmjobs_it_mixed_{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let sqlite = format!("sqlite://{}", dir.join("jobs.db").display());
+        let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+        let redis = crate::support::redis_url();
+        let addr = free_addr()?;
+        let spawn = |command: &str| -> anyhow::Result<ChildWorker> {
+            Ok(ChildWorker(
+                std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+                    .arg(command)
+                    .args(["--redis-url", &redis, "--redis-prefix", &prefix])
+                    .args(["--database-url", &sqlite, "--listen", &addr])
+                    .args(["--sim-first-token-ms", "0"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()?,
+            ))
+        };
+        let outcome = async {
+            let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+                .args(["migrate", "--database-url", &sqlite])
+                .output()?;
+            anyhow::ensure!(migrated.status.success(), "migrate failed");
+            let mut gateway = spawn("gateway")?;
+            let mut worker = spawn("worker")?;
+            let key = crate::support::make_key(&sqlite, "t", llm_jobs::auth::Role::User).await?;
+            let channel = connect_when_healthy(&addr).await?;
+            let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);
+            let events = crate::support::collect(
+                c.submit_and_stream(crate::support::request("mixed", "sim"))
+                    .await?
+                    .into_inner(),
+            )
+            .await?;
+            let id = events.first().map(|e| e.job_id.clone()).unwrap_or_default();
+            let result = c
+                .get_job_result(v1::GetJobResultRequest { job_id: id })
+                .await?
+                .into_inner();
+            assert_eq!(result.status(), v1::JobStatus::Completed);
+            assert!(!result.content.is_empty());
+            assert_eq!(crate::support::text_of(&events), result.content);
+            for p in [&mut gateway, &mut worker] {
+                p.signal("TERM")?;
+                p.wait().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        delete_redis_keys(&prefix).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    }
 }
 
 /// A stored log of `count` token deltas from `first`.

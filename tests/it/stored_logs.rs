@@ -155,48 +155,51 @@ async fn a_job_cancelled_while_queued_replays_its_stored_log() -> anyhow::Result
     app.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_holds_no_finished_jobs_keys_after_the_window() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded("looks at Redis keys") {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(Reply::slow(8, 5, 5)).await?;
-    let app = app_with_window(&upstream).await?;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        let job = app
-            .submit(request(&format!("job {i}"), "gpt-4o-mini"))
-            .await?;
-        ids.push(job.id);
-    }
-    // Watched live, so that each job also had a watch mark and a progress snapshot.
-    for id in &ids {
-        assert_well_formed(&logged(app.watch(id, 0).await?), 0);
-    }
-    assert!(
-        !job_keys(&app, &ids[3]).await?.is_empty(),
-        "the live keys stay for the window, for watchers still catching up"
-    );
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    wait_for_window(&app, &refs).await?;
-    let mut r = app.redis().await?;
-    let all: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", app.prefix))
-        .query_async(&mut r)
-        .await?;
-    let left: Vec<&String> = all
-        .iter()
-        .filter(|k| ids.iter().any(|id| k.contains(id.as_str())))
-        .collect();
-    assert!(left.is_empty(), "finished jobs' keys left: {left:?}");
-    // A late watcher marks the job as watched (the state hash), but not for long: a minute,
-    // the mark's own lease, not the week an unfinished job's state lives.
-    for id in &ids {
-        assert_well_formed(&app.watch(id, 0).await?, 0);
-        for key in job_keys(&app, id).await? {
-            let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut r).await?;
-            assert!((1..=60).contains(&ttl), "{key} lives {ttl} s");
+/// Tests of Redis itself: the embedded pass filters them out by name (`-- --skip ::servers::`).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_holds_no_finished_jobs_keys_after_the_window() -> anyhow::Result<()> {
+        crate::support::needs_servers("looks at Redis keys");
+        let upstream = TestUpstream::start(Reply::slow(8, 5, 5)).await?;
+        let app = app_with_window(&upstream).await?;
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let job = app
+                .submit(request(&format!("job {i}"), "gpt-4o-mini"))
+                .await?;
+            ids.push(job.id);
         }
+        // Watched live, so that each job also had a watch mark and a progress snapshot.
+        for id in &ids {
+            assert_well_formed(&logged(app.watch(id, 0).await?), 0);
+        }
+        assert!(
+            !job_keys(&app, &ids[3]).await?.is_empty(),
+            "the live keys stay for the window, for watchers still catching up"
+        );
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        wait_for_window(&app, &refs).await?;
+        let mut r = app.redis().await?;
+        let all: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", app.prefix))
+            .query_async(&mut r)
+            .await?;
+        let left: Vec<&String> = all
+            .iter()
+            .filter(|k| ids.iter().any(|id| k.contains(id.as_str())))
+            .collect();
+        assert!(left.is_empty(), "finished jobs' keys left: {left:?}");
+        // A late watcher marks the job as watched (the state hash), but not for long: a minute,
+        // the mark's own lease, not the week an unfinished job's state lives.
+        for id in &ids {
+            assert_well_formed(&app.watch(id, 0).await?, 0);
+            for key in job_keys(&app, id).await? {
+                let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut r).await?;
+                assert!((1..=60).contains(&ttl), "{key} lives {ttl} s");
+            }
+        }
+        app.stop().await
     }
-    app.stop().await
 }

@@ -80,91 +80,96 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_gateway_serves_clients_that_trust_its_ca() -> anyhow::Result<()> {
-    if crate::support::skip_when_embedded(
-        "a server process beside the test's own on one store; the embedded mode allows one \
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_gateway_serves_clients_that_trust_its_ca() -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "a server process beside the test's own on one store; the embedded mode allows one \
          server per store",
-    ) {
-        return Ok(());
-    }
-    let app = TestApp::builder().start().await?;
-    let dir = std::env::temp_dir().join(format!("llm-jobs-tls-{}", app.prefix));
-    std::fs::create_dir_all(&dir)?;
-    certificates(&dir)?;
-    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (_gateway, addr) = app.spawn_gateway_process(&[
-        "--tls-cert",
-        &path("server.pem"),
-        "--tls-key",
-        &path("server.key"),
-    ])?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
-    let connection = Connection {
-        server: format!("https://localhost:{port}"),
-        api_key: Some(SecretString::from(app.key.clone())),
-        ca_file: Some(dir.join("ca.pem")),
-        tls_domain: None,
-    };
-    // Round trip once the gateway answers.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let job = loop {
-        let attempt = async {
-            let mut c = v1::job_service_client::JobServiceClient::new(connection.channel().await?);
-            Ok::<_, anyhow::Error>(c.submit_job(request("over TLS", "sim")).await?.into_inner())
+        );
+        let app = TestApp::builder().start().await?;
+        let dir = std::env::temp_dir().join(format!("llm-jobs-tls-{}", app.prefix));
+        std::fs::create_dir_all(&dir)?;
+        certificates(&dir)?;
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (_gateway, addr) = app.spawn_gateway_process(&[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+        ])?;
+        let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+        let connection = Connection {
+            server: format!("https://localhost:{port}"),
+            api_key: Some(SecretString::from(app.key.clone())),
+            ca_file: Some(dir.join("ca.pem")),
+            tls_domain: None,
         };
-        match attempt.await {
-            Ok(r) => break r.job.expect("job"),
-            Err(e) => {
-                anyhow::ensure!(
-                    tokio::time::Instant::now() < deadline,
-                    "no TLS round trip: {e:#}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Round trip once the gateway answers.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let job = loop {
+            let attempt = async {
+                let mut c =
+                    v1::job_service_client::JobServiceClient::new(connection.channel().await?);
+                Ok::<_, anyhow::Error>(c.submit_job(request("over TLS", "sim")).await?.into_inner())
+            };
+            match attempt.await {
+                Ok(r) => break r.job.expect("job"),
+                Err(e) => {
+                    anyhow::ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "no TLS round trip: {e:#}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
+        };
+        app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        // The CLI client over TLS.
+        let out = Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args([
+                "status",
+                &job.id,
+                "--server",
+                &connection.server,
+                "--ca-file",
+                &path("ca.pem"),
+            ])
+            .env("LLMJOBS_API_KEY", &app.key)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .to_lowercase()
+                .contains("completed")
+        );
+        // A plaintext client gets nowhere.
+        let plain = Connection {
+            server: format!("http://{addr}"),
+            ca_file: None,
+            ..connection.clone()
+        };
+        let refused = async {
+            let mut c = v1::job_service_client::JobServiceClient::new(plain.channel().await?);
+            Ok::<_, anyhow::Error>(
+                c.get_job(v1::GetJobRequest {
+                    job_id: job.id.clone(),
+                })
+                .await?,
+            )
         }
-    };
-    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
-    // The CLI client over TLS.
-    let out = Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-        .args([
-            "status",
-            &job.id,
-            "--server",
-            &connection.server,
-            "--ca-file",
-            &path("ca.pem"),
-        ])
-        .env("LLMJOBS_API_KEY", &app.key)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .to_lowercase()
-            .contains("completed")
-    );
-    // A plaintext client gets nowhere.
-    let plain = Connection {
-        server: format!("http://{addr}"),
-        ca_file: None,
-        ..connection.clone()
-    };
-    let refused = async {
-        let mut c = v1::job_service_client::JobServiceClient::new(plain.channel().await?);
-        Ok::<_, anyhow::Error>(
-            c.get_job(v1::GetJobRequest {
-                job_id: job.id.clone(),
-            })
-            .await?,
-        )
+        .await;
+        assert!(refused.is_err(), "plaintext must not work against TLS");
+        std::fs::remove_dir_all(&dir)?;
+        app.stop().await
     }
-    .await;
-    assert!(refused.is_err(), "plaintext must not work against TLS");
-    std::fs::remove_dir_all(&dir)?;
-    app.stop().await
 }

@@ -408,3 +408,86 @@ async fn the_cli_reads_a_prompt_too_long_for_a_command_line_from_stdin() -> anyh
     );
     app.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_tags_and_list_filters_are_checked_naming_the_field() -> anyhow::Result<()> {
+    let app = TestApp::builder().without_worker().start().await?;
+    let mut c = app.client.clone();
+    let assistant_only = v1::SubmitJobRequest {
+        messages: vec![v1::ChatMessage {
+            role: "assistant".into(),
+            content: "I will continue myself".into(),
+        }],
+        ..request("", "sim")
+    };
+    let repeated_tag = v1::SubmitJobRequest {
+        tags: vec!["nightly".into(), "nightly".into()],
+        ..request("hi", "sim")
+    };
+    for (field, req) in [("messages", assistant_only), ("tags", repeated_tag)] {
+        let status = c.submit_job(req).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(violated_fields(&status), [field], "{status:?}");
+    }
+
+    let at = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+    let lists: Vec<(Vec<&str>, v1::ListJobsRequest)> = vec![
+        (
+            vec!["created_after", "created_before"],
+            v1::ListJobsRequest {
+                created_after: at(1_700_000_000, -1),
+                created_before: at(i64::MAX, 0),
+                ..Default::default()
+            },
+        ),
+        (
+            vec!["tag"],
+            v1::ListJobsRequest {
+                tag: "t".repeat(1024 * 1024),
+                ..Default::default()
+            },
+        ),
+        (
+            vec!["job_type"],
+            v1::ListJobsRequest {
+                job_type: "j".repeat(100_000),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (fields, req) in lists {
+        let status = c.list_jobs(req).await.expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{fields:?}: {status:?}"
+        );
+        assert_eq!(violated_fields(&status), fields, "{status:?}");
+    }
+
+    let mut admin = app.admin_client()?;
+    let status = admin
+        .list_audit_events(v1::ListAuditEventsRequest {
+            since: at(0, -1),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(violated_fields(&status), ["since"], "{status:?}");
+    let status = admin
+        .retry_jobs(v1::RetryJobsRequest {
+            filter: Some(v1::ListFailedJobsRequest {
+                error_code: "e".repeat(100_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        violated_fields(&status),
+        ["filter.error_code"],
+        "{status:?}"
+    );
+    app.stop().await
+}

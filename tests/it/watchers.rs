@@ -65,7 +65,7 @@ async fn a_watcher_that_joins_mid_stream_gets_replay_then_live() -> anyhow::Resu
 }
 
 /// Number of Redis pub/sub subscriptions on a job's live channel.
-async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
+pub(crate) async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
     let mut r = app.redis().await?;
     let channel = format!("{}:events:{job_id}", app.prefix);
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
@@ -76,44 +76,48 @@ async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_watchers_share_one_subscription_and_leave_nothing_behind() -> anyhow::Result<()>
-{
-    if crate::support::skip_when_embedded("counts Redis pub/sub subscriptions") {
-        return Ok(());
-    }
-    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
-    let app = TestApp::builder()
-        .upstream(upstream.base_url())
-        .start()
-        .await?;
-    let job = app.submit(request("popular", "gpt-4o-mini")).await?;
-    let mut streams = Vec::new();
-    for _ in 0..100 {
-        let mut c = app.client.clone();
-        let mut s = c
-            .stream_job(llm_jobs::proto::v1::StreamJobRequest {
-                job_id: job.id.clone(),
-                after_sequence: 0,
-            })
-            .await?
-            .into_inner();
-        s.message().await?.expect("the queued event");
-        streams.push(s);
-    }
-    assert_eq!(
-        subscriptions(&app, &job.id).await?,
-        1,
-        "one Redis subscription for 100 watchers"
-    );
-    drop(streams);
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    while subscriptions(&app, &job.id).await? != 0 {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "subscription never released"
+/// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
+/// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
+mod servers {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_watchers_share_one_subscription_and_leave_nothing_behind()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers("counts Redis pub/sub subscriptions");
+        let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .start()
+            .await?;
+        let job = app.submit(request("popular", "gpt-4o-mini")).await?;
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            let mut c = app.client.clone();
+            let mut s = c
+                .stream_job(llm_jobs::proto::v1::StreamJobRequest {
+                    job_id: job.id.clone(),
+                    after_sequence: 0,
+                })
+                .await?
+                .into_inner();
+            s.message().await?.expect("the queued event");
+            streams.push(s);
+        }
+        assert_eq!(
+            subscriptions(&app, &job.id).await?,
+            1,
+            "one Redis subscription for 100 watchers"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(streams);
+        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+        while subscriptions(&app, &job.id).await? != 0 {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "subscription never released"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.stop().await
     }
-    app.stop().await
 }

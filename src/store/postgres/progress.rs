@@ -70,6 +70,25 @@ pub(super) async fn history(
         .collect()
 }
 
+pub(super) async fn result_output_tokens(
+    store: &PgStore,
+    ids: &[JobId],
+) -> Result<Vec<(JobId, u64)>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = store.conn().await?;
+    let rows: Vec<(uuid::Uuid, i64)> = job_results::table
+        .filter(job_results::job_id.eq_any(ids))
+        .select((job_results::job_id, job_results::output_tokens))
+        .load(&mut conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
 pub(super) async fn recent_output_tokens(
     store: &PgStore,
     job_type: &str,

@@ -58,6 +58,25 @@ pub(super) fn history(
         .collect()
 }
 
+/// Output tokens of the results of `ids` (SQLite keys); ids that do not parse are skipped.
+pub(super) fn result_output_tokens(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<Vec<(JobId, u64)>, Error> {
+    let mut found = Vec::new();
+    // One bound variable per id: chunks stay far below SQLite's limit on them.
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, i64)> = job_results::table
+            .filter(job_results::job_id.eq_any(chunk))
+            .select((job_results::job_id, job_results::output_tokens))
+            .load(conn)?;
+        found.extend(rows.into_iter().filter_map(|(id, n)| {
+            Some((JobId::parse_str(&id).ok()?, u64::try_from(n).unwrap_or(0)))
+        }));
+    }
+    Ok(found)
+}
+
 pub(super) fn recent_output_tokens(
     conn: &mut SqliteConnection,
     job_type: &str,

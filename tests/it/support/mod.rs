@@ -5,8 +5,8 @@
 //! Backends (`LLMJOBS_TEST_BACKEND`): `redis`, the default, is production's Redis + Postgres;
 //! `embedded` is the embedded mode's in-process queue, event log and rate limits with a
 //! SQLite file per test (in the system's temporary directory). Tests about Redis or Postgres
-//! themselves, or about several processes sharing Redis, skip themselves there (see
-//! [`skip_when_embedded`]). Tests that edit the database directly go through [`TestApp::sql`].
+//! themselves, or about several processes sharing Redis, live in a `servers` module of their
+//! file, which the embedded pass filters out (see [`needs_servers`]). Tests that edit the database directly go through [`TestApp::sql`].
 //!
 //! Environment: `LLMJOBS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `LLMJOBS_TEST_POSTGRES_URL` (server URL without database, default
@@ -59,15 +59,16 @@ pub fn embedded() -> bool {
     std::env::var("LLMJOBS_TEST_BACKEND").is_ok_and(|b| b.trim() == "embedded")
 }
 
-/// Under the embedded backends, prints why the calling test does not apply (`reason`: what it
-/// needs that one process without Redis and Postgres cannot give) and returns true; the test
-/// then returns at once.
-pub fn skip_when_embedded(reason: &str) -> bool {
-    let skip = embedded();
-    if skip {
-        eprintln!("skipped with LLMJOBS_TEST_BACKEND=embedded: {reason}");
-    }
-    skip
+/// Marks a test that needs Redis and Postgres servers (`reason`: what one process without them
+/// cannot give). Such tests live in a `servers` module of their file, which the embedded pass
+/// filters out by name (`-- --skip ::servers::`), so they show as filtered out there, never as
+/// passed. Run under the embedded backends anyway, the test fails saying so.
+pub fn needs_servers(reason: &str) {
+    assert!(
+        !embedded(),
+        "this test needs Redis and Postgres ({reason}); the embedded pass skips it with \
+         `-- --skip ::servers::` (scripts/test does)"
+    );
 }
 
 /// The server URL (no database) of the test Postgres.

@@ -1,0 +1,124 @@
+//! What the CLI's job commands print: `watch` and `submit --stream` end their text with a line
+//! break and name where to resume, `status` shows only figures GetJob knows.
+
+use std::time::Duration;
+
+use llm_jobs::proto::v1;
+
+use crate::support::{
+    ChildWorker, PATIENCE, TestApp, request,
+    upstream::{Reply, TestUpstream},
+};
+
+/// Runs the CLI with `args` against `app`; returns (exit success, stdout, stderr).
+fn run(app: &TestApp, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(args)
+        .args(["--server", &format!("http://{}", app.addr)])
+        .env("LLMJOBS_API_KEY", &app.key)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_names_the_sequence_to_resume_from_and_the_right_bound() -> anyhow::Result<()> {
+    // Minutes of tokens: the job runs until it is cancelled.
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("long", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+
+    // A running job has no last sequence yet (GetJob says 0): status shows none.
+    let status = app.cli(&["status", &job.id])?;
+    assert!(status.contains("status:        running"), "{status}");
+    assert!(!status.contains("last sequence"), "{status}");
+
+    // Ctrl-C: the text line is ended and the resume point named.
+    let dir = std::env::temp_dir();
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let (out_path, err_path) = (
+        dir.join(format!("llmjobs_it_cli_{name}.out")),
+        dir.join(format!("llmjobs_it_cli_{name}.err")),
+    );
+    let mut watcher = ChildWorker(
+        std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args([
+                "watch",
+                &job.id,
+                "--server",
+                &format!("http://{}", app.addr),
+            ])
+            .env("LLMJOBS_API_KEY", &app.key)
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .spawn()?,
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while std::fs::metadata(&out_path)?.len() == 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "watch printed no text"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.signal("INT")?;
+    let exit = watcher.wait().await?;
+    let stdout = std::fs::read_to_string(&out_path)?;
+    let stderr = std::fs::read_to_string(&err_path)?;
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    assert!(!exit.success(), "interrupted: {stderr}");
+    assert!(stdout.ends_with('\n'), "{stdout:?}");
+    let named = stderr
+        .split("--after ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no resume point: {stderr}"));
+    assert!(named > 2, "{stderr}");
+    assert!(stderr.contains("interrupted at sequence"), "{stderr}");
+
+    // Past the end: no suggestion to use the same bad value; the real bound instead.
+    let mut c = app.client.clone();
+    c.cancel_job(v1::CancelJobRequest {
+        job_id: job.id.clone(),
+        reason: String::new(),
+    })
+    .await?;
+    let ended = app.wait_for_job(&job.id, |j| j.last_sequence > 0).await?;
+    let (ok, _, stderr) = run(&app, &["watch", &job.id, "--after", "999999"])?;
+    assert!(!ok);
+    assert!(!stderr.contains("--after 999999`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("use --after {} or less", ended.last_sequence)),
+        "{stderr}"
+    );
+    let status = app.cli(&["status", &job.id])?;
+    assert!(
+        status.contains(&format!("last sequence: {}", ended.last_sequence)),
+        "{status}"
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_stream_ends_its_output_with_a_line_break() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    for extra in [&[][..], &["--buffered"][..]] {
+        let mut args = vec!["submit", "--stream", "--model", "sim"];
+        args.extend_from_slice(extra);
+        args.push("two words");
+        let stdout = app.cli(&args)?;
+        assert!(!stdout.trim().is_empty(), "{extra:?}");
+        assert!(stdout.ends_with('\n'), "{extra:?}: {stdout:?}");
+        assert!(!stdout.ends_with("\n\n"), "{extra:?}: {stdout:?}");
+    }
+    app.stop().await
+}
