@@ -308,6 +308,7 @@ pub async fn run(
             crate::ratelimit::Defaults {
                 requests_per_minute: cfg.security.client_requests_per_minute,
                 max_concurrent_jobs: cfg.security.client_max_concurrent_jobs,
+                max_open_streams: cfg.security.client_max_open_streams,
             },
         );
         let mode = cfg.security.auth_mode();
@@ -349,7 +350,11 @@ pub async fn run(
             guard.clone(),
             shutdown.clone(),
         );
-        let api = JobApi::new(gateway, rules, heartbeat, guard.clone(), shutdown.clone());
+        let pace = crate::streaming::Pace {
+            heartbeat,
+            stall_patience: Duration::from_secs(cfg.server.stream_stall_secs.max(1)),
+        };
+        let api = JobApi::new(gateway, rules, pace, guard.clone(), shutdown.clone());
         let admin = crate::api::admin::AdminApi::new(
             crate::admin::Admin {
                 store: store.clone(),

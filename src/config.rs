@@ -13,6 +13,7 @@
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
 //! `LLMJOBS_AUTH`, `LLMJOBS_CLIENT_REQUESTS_PER_MINUTE`, `LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS`,
+//! `LLMJOBS_CLIENT_MAX_OPEN_STREAMS`, `LLMJOBS_STREAM_STALL_SECS`,
 //! `LLMJOBS_REDACT_PATTERNS`, `LLMJOBS_UPSTREAM_RPM`, `LLMJOBS_UPSTREAM_TPM`,
 //! `LLMJOBS_UPSTREAM_MODEL_LIMITS`, `LLMJOBS_PROMPT_STORAGE`, `LLMJOBS_TLS_CERT`, `LLMJOBS_TLS_KEY`,
 //! and the input limits of [`crate::job::Limits`]: `LLMJOBS_MAX_PROMPT_BYTES`,
@@ -52,6 +53,15 @@ pub struct Server {
         default_value_t = 15
     )]
     pub stream_heartbeat_secs: u64,
+    /// Seconds a job stream waits for a client that reads nothing while 64 KiB of events wait
+    /// for it, before it ends the stream with RESOURCE_EXHAUSTED (the client resumes with
+    /// its last sequence).
+    #[arg(
+        long = "stream-stall-secs",
+        env = "LLMJOBS_STREAM_STALL_SECS",
+        default_value_t = 30
+    )]
+    pub stream_stall_secs: u64,
     /// Most client connections open at once (0: no cap). A connection over the cap is closed
     /// as soon as it is accepted. Keep it well under the process's open-file limit
     /// (`ulimit -n`), which Redis and database connections and files share.
@@ -536,6 +546,15 @@ pub struct Security {
         default_value_t = 1000
     )]
     pub client_max_concurrent_jobs: u32,
+    /// Open server streams (StreamJob, SubmitAndStream, StreamBatch) per API key on one
+    /// gateway process (0: unlimited); past it a new stream is refused with
+    /// RESOURCE_EXHAUSTED. Each costs a task and up to 64 KiB of buffered events.
+    #[arg(
+        long = "client-max-open-streams",
+        env = "LLMJOBS_CLIENT_MAX_OPEN_STREAMS",
+        default_value_t = 1000
+    )]
+    pub client_max_open_streams: u32,
     /// How long a gateway remembers an API key it read (ms; 0: read Postgres on every RPC).
     /// A revoked key keeps working on a gateway for at most this long.
     #[arg(

@@ -213,8 +213,20 @@ pub trait EventLog: Send + Sync + 'static {
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error>;
 
     /// Every event with a sequence greater than `after`, in order; `None` when the job has no
-    /// log (expired, never written, or Redis lost it).
-    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error>;
+    /// log (expired, never written, or Redis lost it). For logs that may be long, read
+    /// [`EventLog::read_page`]s instead.
+    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
+        self.read_page(job_id, after, usize::MAX).await
+    }
+
+    /// The first `max_events` events (at least one) with a sequence greater than `after`, in
+    /// order, as [`EventLog::read_after`] reads them all.
+    async fn read_page(
+        &self,
+        job_id: JobId,
+        after: u64,
+        max_events: usize,
+    ) -> Result<Option<LogRead>, Error>;
 
     /// A live feed of the job's events from now on. Subscribe before reading the log so that
     /// nothing falls between the two.

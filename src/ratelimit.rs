@@ -19,6 +19,7 @@
 //! prefix>` (zset of job ids, score = reservation time in ms).
 
 pub mod memory;
+pub mod streams;
 pub mod upstream;
 
 use std::{
@@ -57,6 +58,8 @@ pub struct Defaults {
     pub requests_per_minute: u32,
     /// Unfinished (queued or running) jobs per key.
     pub max_concurrent_jobs: u32,
+    /// Open server streams per key on one gateway process ([`streams`]).
+    pub max_open_streams: u32,
 }
 
 /// What a sliding-window take found.
@@ -183,6 +186,7 @@ pub struct Limiter {
     prefix: String,
     defaults: Defaults,
     fail_open: Arc<FailOpen>,
+    streams: streams::OpenStreams,
 }
 
 /// Requests let through unchecked, and when that was last logged.
@@ -206,6 +210,7 @@ impl Limiter {
             prefix: prefix.to_owned(),
             defaults,
             fail_open: Arc::default(),
+            streams: streams::OpenStreams::default(),
         }
     }
 
@@ -270,6 +275,15 @@ impl Limiter {
                 Ok(())
             }
         }
+    }
+
+    /// Takes one of `who`'s open-stream slots on this process for a server stream; the slot
+    /// must live as long as the stream.
+    ///
+    /// Errors: RESOURCE_EXHAUSTED when the key has [`Defaults::max_open_streams`] open here.
+    pub fn open_stream(&self, who: &Principal) -> Result<streams::StreamSlot, Status> {
+        self.streams
+            .open(&who.actor, self.defaults.max_open_streams)
     }
 
     /// Reserves room for `ids`, new jobs of `who`, under its limit of unfinished jobs.
@@ -397,6 +411,7 @@ mod tests {
             Defaults {
                 requests_per_minute: n,
                 max_concurrent_jobs: n,
+                max_open_streams: n,
             },
         )
     }

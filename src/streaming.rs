@@ -7,18 +7,18 @@
 //! it re-reads the log and consults the store. Following a whole batch is [`batch`].
 
 pub mod batch;
+pub mod outbox;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::{
     api::convert,
-    events::{EventLog, Fence, Live, archive::Archive, is_terminal},
+    events::{EventLog, Fence, Live, LogRead, archive::Archive, is_terminal},
     job::{Job, JobId, JobStatus},
     proto::v1::{self, job_event::Kind},
     store::Store,
@@ -26,11 +26,28 @@ use crate::{
 
 /// Silence after which a watcher re-reads the log and checks the store.
 pub const IDLE_CHECK: Duration = Duration::from_secs(3);
-/// Events buffered per watcher before the producer waits for the client.
-const WATCHER_BUFFER: usize = 256;
+/// Bytes of events (encoded size plus their in-memory footprint) a watcher may have queued
+/// for its client before it waits for the client to read. With the client's HTTP/2 window
+/// (64 KiB unless the client raises it) and tonic's encode buffer, this bounds what a client
+/// that never reads can pin.
+pub const WATCHER_BUFFER_BYTES: usize = 64 * 1024;
 
-/// What a watcher stream yields.
-pub type EventStream = ReceiverStream<Result<v1::JobEvent, Status>>;
+/// How a watcher paces its client.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Longest silence towards the client before a heartbeat event (at least 100 ms).
+    pub heartbeat: Duration,
+    /// How long a watcher waits for a client that reads nothing while
+    /// [`WATCHER_BUFFER_BYTES`] wait for it, before it ends the stream with
+    /// RESOURCE_EXHAUSTED (the client resumes with its last sequence).
+    pub stall_patience: Duration,
+}
+/// Events read from the log at a time while catching up, so that a long log is never held
+/// whole for one watcher.
+pub const CATCH_UP_PAGE: usize = 256;
+
+/// What a watcher stream yields: the job's events, then the status that ended it, if any.
+pub type EventStream = outbox::Drain<v1::JobEvent>;
 
 /// How a watcher's stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +70,10 @@ pub fn follow(
     events: Arc<dyn EventLog>,
     job_id: JobId,
     after: u64,
-    heartbeat: Duration,
+    pace: Pace,
     shutdown: CancellationToken,
 ) -> (EventStream, tokio::task::JoinHandle<Ended>) {
-    let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+    let (tx, rx) = outbox::outbox(WATCHER_BUFFER_BYTES);
     let handle = tokio::spawn(async move {
         let mut w = Watcher {
             store,
@@ -65,7 +82,8 @@ pub fn follow(
             last: after,
             tx,
             last_sent: tokio::time::Instant::now(),
-            heartbeat: heartbeat.max(Duration::from_millis(100)),
+            heartbeat: pace.heartbeat.max(Duration::from_millis(100)),
+            stall_patience: pace.stall_patience,
         };
         let result = tokio::select! {
             r = w.run() => r,
@@ -77,12 +95,12 @@ pub fn follow(
             Ok(()) => Ended::Terminal,
             Err(Stop::Gone) => Ended::ClientGone,
             Err(Stop::Status(status)) => {
-                let _ = w.tx.send(Err(status)).await;
+                w.tx.end(status);
                 Ended::Error
             }
         }
     });
-    (ReceiverStream::new(rx), handle)
+    (rx, handle)
 }
 
 /// The terminal event of an ended job as the store has it (for logs that lost it or expired);
@@ -140,11 +158,13 @@ struct Watcher {
     events: Arc<dyn EventLog>,
     job_id: JobId,
     last: u64,
-    tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
+    tx: outbox::Outbox<v1::JobEvent>,
     /// When the client last got anything (heartbeats included).
     last_sent: tokio::time::Instant,
     /// Longest silence towards the client before a heartbeat event.
     heartbeat: Duration,
+    /// See [`Pace::stall_patience`].
+    stall_patience: Duration,
 }
 
 /// Whether the watcher is done.
@@ -199,10 +219,33 @@ impl Watcher {
 
     async fn send(&mut self, ev: v1::JobEvent) -> Result<Done, Stop> {
         let terminal = is_terminal(&ev);
-        self.last = ev.sequence;
-        self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
-        self.last_sent = tokio::time::Instant::now();
+        let sequence = ev.sequence;
+        self.deliver(ev).await?;
+        self.last = sequence;
         Ok(if terminal { Done::Yes } else { Done::No })
+    }
+
+    /// Queues `ev` for the client. Errors: `Gone`; RESOURCE_EXHAUSTED when the client has
+    /// not made room for [`Pace::stall_patience`], naming the sequence to resume from.
+    async fn deliver(&mut self, ev: v1::JobEvent) -> Result<(), Stop> {
+        let bytes = ev.encoded_len();
+        match self.tx.send(ev, bytes, self.stall_patience).await {
+            Ok(()) => {
+                self.last_sent = tokio::time::Instant::now();
+                Ok(())
+            }
+            Err(outbox::Refused::Gone) => Err(Stop::Gone),
+            Err(outbox::Refused::Stalled) => {
+                debug!(job_id = %self.job_id, last = self.last, "watcher: the client stopped reading");
+                Err(Stop::Status(Status::resource_exhausted(format!(
+                    "the client read nothing for {} s while {} KiB of events waited for it; \
+                     resume with after_sequence set to the last sequence received (at most {})",
+                    self.stall_patience.as_secs(),
+                    self.tx.budget() / 1024,
+                    self.last
+                ))))
+            }
+        }
     }
 
     /// Tells a quiet stream's client (and the proxies between) that the job is alive.
@@ -220,21 +263,27 @@ impl Watcher {
                 status: status.into(),
             })),
         };
-        self.tx.send(Ok(ev)).await.map_err(|_| Stop::Gone)?;
-        self.last_sent = tokio::time::Instant::now();
-        Ok(())
+        self.deliver(ev).await
     }
 
     /// Sends everything the log has after `last`; when the log is gone, falls back to the
     /// store; when the store says the job ended but the log never got its terminal event (a
     /// worker died in between), writes that event from the store.
     async fn catch_up(&mut self) -> Result<Done, Stop> {
-        match self
-            .events
-            .read_after(self.job_id, self.last)
-            .await
-            .map_err(unavailable)?
+        let mut read = self.next_page().await?;
+        // A full page: send it and read on from where it ended.
+        while read
+            .as_ref()
+            .is_some_and(|r| r.events.len() >= CATCH_UP_PAGE)
         {
+            for ev in read.take().map(|r| r.events).unwrap_or_default() {
+                if self.send(ev).await? == Done::Yes {
+                    return Ok(Done::Yes);
+                }
+            }
+            read = self.next_page().await?;
+        }
+        match read {
             Some(read) => {
                 for ev in read.events {
                     if self.send(ev).await? == Done::Yes {
@@ -278,6 +327,14 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Up to [`CATCH_UP_PAGE`] events of the log after `last`; `None` when there is no log.
+    async fn next_page(&self) -> Result<Option<LogRead>, Stop> {
+        self.events
+            .read_page(self.job_id, self.last, CATCH_UP_PAGE)
+            .await
+            .map_err(unavailable)
     }
 
     async fn job(&self) -> Result<Job, Stop> {

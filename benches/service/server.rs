@@ -94,6 +94,7 @@ impl Server {
             // Auth stays on, as in production; the benchmark's key has no client limits.
             .env("LLMJOBS_CLIENT_REQUESTS_PER_MINUTE", "0")
             .env("LLMJOBS_CLIENT_MAX_CONCURRENT_JOBS", "0")
+            .env("LLMJOBS_CLIENT_MAX_OPEN_STREAMS", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -17,6 +17,7 @@ use crate::{
     gateway::Gateway,
     job::NewJob,
     proto::v1::{self, batch_service_server::BatchService},
+    ratelimit::streams::Held,
     streaming::batch::BatchEventStream,
 };
 
@@ -252,7 +253,7 @@ impl BatchService for BatchApi {
         Ok(reply(&self.visible(&who, id).await?))
     }
 
-    type StreamBatchStream = BatchEventStream;
+    type StreamBatchStream = Held<BatchEventStream>;
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]
     async fn stream_batch(
@@ -263,13 +264,15 @@ impl BatchService for BatchApi {
         let id = batch_id(&request.get_ref().batch_id)?;
         // Unknown batches fail the call itself, not the stream.
         self.visible(&who, id).await?;
-        Ok(Response::new(crate::streaming::batch::follow(
+        let slot = self.guard.limiter.open_stream(&who)?;
+        let stream = crate::streaming::batch::follow(
             self.gateway.store.clone(),
             self.gateway.events.clone(),
             id,
             self.heartbeat,
             self.shutdown.clone(),
-        )))
+        );
+        Ok(Response::new(slot.hold(stream)))
     }
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]

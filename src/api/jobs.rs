@@ -3,9 +3,6 @@
 //! Tenancy: every job belongs to the tenant of the key that submitted it; a caller that may not
 //! access a job's tenant gets NOT_FOUND, exactly as for a job that does not exist.
 
-use std::pin::Pin;
-
-use futures::Stream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -18,6 +15,7 @@ use crate::{
     gateway::Gateway,
     job::JobId,
     proto::v1::{self, job_service_server::JobService},
+    ratelimit::streams::Held,
     streaming::{self, Ended},
 };
 
@@ -25,26 +23,26 @@ use crate::{
 pub struct JobApi {
     gateway: Gateway,
     rules: validate::Rules,
-    heartbeat: std::time::Duration,
+    pace: streaming::Pace,
     guard: super::Guard,
     shutdown: CancellationToken,
 }
 
 impl JobApi {
-    /// A service over `gateway`, validating with `rules`; quiet streams get a heartbeat
-    /// event every `heartbeat`; `guard` audits, limits and stores prompts as configured; open
+    /// A service over `gateway`, validating with `rules`; streams keep `pace` (heartbeats,
+    /// patience with clients that do not read); `guard` audits, limits and stores prompts as configured; open
     /// streams end with UNAVAILABLE when `shutdown` is cancelled.
     pub fn new(
         gateway: Gateway,
         rules: validate::Rules,
-        heartbeat: std::time::Duration,
+        pace: streaming::Pace,
         guard: super::Guard,
         shutdown: CancellationToken,
     ) -> JobApi {
         JobApi {
             gateway,
             rules,
-            heartbeat,
+            pace,
             guard,
             shutdown,
         }
@@ -75,7 +73,8 @@ impl JobApi {
     /// it cannot be read); `Some(None)` when its `queued` event names no tenant (a log
     /// written by an older version); else the tenant it names.
     async fn tenant_from_log(&self, id: JobId) -> Option<Option<String>> {
-        let log = self.gateway.events.read_after(id, 0).await.ok()??;
+        // The `queued` event opens each run of the log.
+        let log = self.gateway.events.read_page(id, 0, 8).await.ok()??;
         Some(log.events.iter().find_map(|e| match &e.kind {
             Some(v1::job_event::Kind::Queued(q)) if !q.tenant.is_empty() => Some(q.tenant.clone()),
             _ => None,
@@ -88,7 +87,7 @@ impl JobApi {
             self.gateway.events.clone(),
             job_id,
             after,
-            self.heartbeat,
+            self.pace,
             self.shutdown.clone(),
         )
     }
@@ -105,7 +104,8 @@ fn job_id(raw: &str) -> Result<JobId, Status> {
 /// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).
 const MAX_SEQUENCE: u64 = (1 << 53) - 1;
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
+/// A job's event stream, holding its key's open-stream slot.
+type EventStream = Held<streaming::EventStream>;
 
 #[tonic::async_trait]
 impl JobService for JobApi {
@@ -134,6 +134,8 @@ impl JobService for JobApi {
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
         let who = principal(&request)?;
+        // Before the submit: a refused stream must not leave a job behind.
+        let slot = self.guard.limiter.open_stream(&who)?;
         let req = request.into_inner();
         let cancel_on_disconnect = req.cancel_on_disconnect;
         let job = self.submit(&who, req).await?;
@@ -149,7 +151,7 @@ impl JobService for JobApi {
                 }
             });
         }
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(slot.hold(stream)))
     }
 
     type StreamJobStream = EventStream;
@@ -188,9 +190,10 @@ impl JobService for JobApi {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Response::new(Box::pin(
-            self.follow(id, req.after_sequence).0,
-        )))
+        let slot = self.guard.limiter.open_stream(&who)?;
+        Ok(Response::new(
+            slot.hold(self.follow(id, req.after_sequence).0),
+        ))
     }
 
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]

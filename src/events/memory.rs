@@ -320,7 +320,12 @@ impl EventLog for MemoryEventLog {
         Ok(state.progress.get(&job_id).map(|s| s.progress.clone()))
     }
 
-    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
+    async fn read_page(
+        &self,
+        job_id: JobId,
+        after: u64,
+        max_events: usize,
+    ) -> Result<Option<LogRead>, Error> {
         let mut state = self.state();
         // As in Redis, a log is its list of events: a restart alone does not make one.
         let Some(log) = state
@@ -333,7 +338,11 @@ impl EventLog for MemoryEventLog {
             .unwrap_or(usize::MAX)
             .min(log.events.len());
         Ok(Some(LogRead {
-            events: log.events[first..].to_vec(),
+            events: log.events[first..]
+                .iter()
+                .take(max_events.max(1))
+                .cloned()
+                .collect(),
             terminal_sequence: log.done,
         }))
     }

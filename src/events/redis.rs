@@ -207,13 +207,24 @@ impl EventLog for RedisEventLog {
         .transpose()
     }
 
-    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Option<LogRead>, Error> {
+    async fn read_page(
+        &self,
+        job_id: JobId,
+        after: u64,
+        max_events: usize,
+    ) -> Result<Option<LogRead>, Error> {
         let k = &self.redis.keys;
         let mut conn = self.redis.conn().await?;
+        // 0 reads to the end.
+        let count = u64::try_from(max_events.max(1))
+            .ok()
+            .filter(|&n| n < 1 << 53)
+            .unwrap_or(0);
         let read: Option<(u64, String, u64, Vec<Vec<u8>>)> = READ
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
             .arg(after)
+            .arg(count)
             .invoke_async(&mut conn)
             .await?;
         let Some((base, done, first, raw)) = read else {

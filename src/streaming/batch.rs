@@ -176,7 +176,7 @@ impl Watcher {
         now: chrono::DateTime<Utc>,
     ) -> Result<Option<v1::JobEvent>, Stop> {
         if m.last_sequence > 0 {
-            match self.events.read_after(m.id, m.last_sequence - 1).await {
+            match self.events.read_page(m.id, m.last_sequence - 1, 1).await {
                 Ok(Some(read)) => {
                     if let Some(mut ev) = read.events.into_iter().find(is_terminal) {
                         ev.job_id = m.id.to_string();

@@ -172,6 +172,10 @@ async fn an_append_larger_than_one_redis_command_takes_is_kept_whole() -> anyhow
         log.read_after(id, 0).await?.expect("a log").events.len(),
         10_000
     );
+    // A page reads at most the count asked for, from where it is asked.
+    let page = log.read_page(id, 100, 256).await?.expect("a log");
+    let sequences: Vec<u64> = page.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (101..=356).collect::<Vec<u64>>());
     backend.clean().await
 }
 

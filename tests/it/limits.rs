@@ -179,3 +179,76 @@ async fn cancel_on_disconnect_cancels_when_the_client_goes_away() -> anyhow::Res
         .await?;
     app.stop().await
 }
+
+/// A key holds at most `--client-max-open-streams` job and batch streams on a gateway; past it
+/// new ones are refused (a refused SubmitAndStream submits nothing), and a stream the client
+/// drops gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_per_key_are_capped() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(slow(Duration::from_millis(10))).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--client-max-open-streams", "2")
+        .start()
+        .await?;
+    let job = app.submit(request("long", "gpt-4o-mini")).await?;
+    let mut c = app.client.clone();
+    let open = |c: &mut v1::job_service_client::JobServiceClient<_>| {
+        let mut c = c.clone();
+        let id = job.id.clone();
+        async move {
+            c.stream_job(v1::StreamJobRequest {
+                job_id: id,
+                after_sequence: 0,
+            })
+            .await
+        }
+    };
+    let first = open(&mut c).await?.into_inner();
+    let _second = open(&mut c).await?.into_inner();
+    let refused = open(&mut c).await.expect_err("a third stream is refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("2 open streams"), "{refused:?}");
+
+    let listed = |c: &mut v1::job_service_client::JobServiceClient<_>| {
+        let mut c = c.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                c.list_jobs(v1::ListJobsRequest::default())
+                    .await?
+                    .into_inner()
+                    .jobs
+                    .len(),
+            )
+        }
+    };
+    let before = listed(&mut c).await?;
+    let refused = c
+        .submit_and_stream(request("not submitted", "gpt-4o-mini"))
+        .await
+        .expect_err("SubmitAndStream is refused too");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        listed(&mut c).await?,
+        before,
+        "a refused stream submits nothing"
+    );
+
+    // Dropping a stream gives its slot back (once the server sees the reset).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match open(&mut c).await {
+            Ok(_third) => break,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the dropped stream's slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    app.stop().await
+}

@@ -121,3 +121,92 @@ mod servers {
         app.stop().await
     }
 }
+
+/// An upstream answer of `pieces` pieces of `size` bytes each, then `stop`.
+fn long_answer(pieces: usize, size: usize) -> String {
+    let mut body = String::new();
+    for i in 0..pieces {
+        let text = format!("{i:>6}{}", "x".repeat(size.saturating_sub(6)));
+        let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        body.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let stop = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    body.push_str(&format!("data: {stop}\n\ndata: [DONE]\n\n"));
+    body
+}
+
+/// A client that stops reading holds a bounded queue: once it has stayed full for the stall
+/// patience, the stream ends with RESOURCE_EXHAUSTED naming the sequence to resume after,
+/// and resuming from the last event received gets exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_ended_with_a_resume_point() -> anyhow::Result<()> {
+    // About 1.2 MB of events: far more than the client's HTTP/2 window and the server's queue.
+    let upstream = TestUpstream::start(Reply::sse(long_answer(3000, 400))).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--stream-stall-secs", "1")
+        .start()
+        .await?;
+    let job = app.submit(request("a long answer", "gpt-4o-mini")).await?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status == v1::JobStatus::Completed as i32)
+        .await?;
+
+    // A client that takes no more than HTTP/2's default 64 KiB window before it reads (tonic's
+    // own default window is 2 MiB, which would take the whole answer in).
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let mut client = v1::job_service_client::JobServiceClient::new(crate::support::with_key(
+        narrow,
+        Some(&app.key),
+    )?);
+    let mut stalled = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner();
+    // Read nothing for well past the patience.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut first = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
+            Ok(Some(ev)) => first.push(ev),
+            Ok(None) => anyhow::bail!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let last = first.last().map_or(0, |e| e.sequence);
+    for (i, ev) in first.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
+    }
+    assert!(
+        last < done.last_sequence,
+        "the stalled client got only part of the log ({last} of {})",
+        done.last_sequence
+    );
+    assert!(
+        status.message().contains(&format!("(at most {last})")),
+        "the status names the resume point: {}",
+        status.message()
+    );
+
+    let rest = app.watch(&job.id, last).await?;
+    assert_well_formed(&rest, last);
+    let mut all = first;
+    all.extend(rest);
+    assert_eq!(
+        crate::support::text_of(&all),
+        (0..3000)
+            .map(|i| format!("{i:>6}{}", "x".repeat(394)))
+            .collect::<String>()
+    );
+    app.stop().await
+}

@@ -49,6 +49,11 @@ async fn sequences_rise_by_one_and_resume_after_any_point() -> Result<(), Error>
     assert_eq!(all.terminal_sequence, None);
     let rest = log.read_after(id, 3).await?.expect("a log");
     assert_eq!(sequences(&rest), vec![4, 5]);
+    // Pages: at most the count asked for, and at least one.
+    let page = log.read_page(id, 1, 2).await?.expect("a log");
+    assert_eq!(sequences(&page), vec![2, 3]);
+    let page = log.read_page(id, 3, 0).await?.expect("a log");
+    assert_eq!(sequences(&page), vec![4]);
     assert!(
         log.read_after(id, 9)
             .await?
