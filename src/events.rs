@@ -83,6 +83,17 @@ pub fn last_of_append(events: &[JobEvent]) -> Result<Option<&JobEvent>, Error> {
     Ok(Some(last))
 }
 
+/// Checks the events of one close (see [`EventLog::close`]): the last must be terminal.
+/// Errors: `Corrupt` when there is none or it is not (a writer bug).
+pub fn check_close(events: &[JobEvent]) -> Result<(), Error> {
+    if !events.last().is_some_and(is_terminal) {
+        return Err(Error::Corrupt(
+            "a close must end with a terminal event".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// True for completed, failed and cancelled events.
 pub fn is_terminal(event: &JobEvent) -> bool {
     matches!(
