@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::{
-    job::JobId,
-    proto::v1::{JobEvent, JobProgress, job_event::Kind},
+    job::{JobId, Priority},
+    proto::v1::{JobEvent, JobProgress, JobQueued, job_event::Kind},
 };
 
 /// An event log failure.
@@ -67,6 +67,17 @@ pub fn event(kind: Kind) -> JobEvent {
         kind: Some(kind),
         ..Default::default()
     }
+}
+
+/// A new `queued` event for a job of `job_type` and `priority` in `queue`, submitted by
+/// `tenant`: what a job's log starts with, and starts again with when the job is queued anew.
+pub fn queued(queue: &str, priority: Priority, job_type: &str, tenant: &str) -> JobEvent {
+    event(Kind::Queued(JobQueued {
+        queue: queue.to_owned(),
+        priority: crate::api::convert::priority(priority).into(),
+        job_type: job_type.to_owned(),
+        tenant: tenant.to_owned(),
+    }))
 }
 
 /// The last event of one append (`None` when there is nothing to append), after checking that
