@@ -332,20 +332,7 @@ mod servers {
         app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
             .await?;
         let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
-        let watcher = {
-            let mut c = app.client.clone();
-            let id = running.id.clone();
-            tokio::spawn(async move {
-                let s = c
-                    .stream_job(v1::StreamJobRequest {
-                        job_id: id,
-                        after_sequence: 0,
-                    })
-                    .await?
-                    .into_inner();
-                crate::support::collect(s).await
-            })
-        };
+        let watcher = app.watch_in_background(&running.id);
         // The watcher must be following the job's live channel before its keys go.
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while crate::watchers::subscriptions(&app, &running.id).await? == 0 {

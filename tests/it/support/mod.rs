@@ -606,15 +606,16 @@ impl TestApp {
 
     /// `StreamJob` from `after` to the end.
     pub async fn watch(&self, job_id: &str, after: u64) -> anyhow::Result<Vec<v1::JobEvent>> {
-        let mut c = self.client.clone();
-        let stream = c
-            .stream_job(v1::StreamJobRequest {
-                job_id: job_id.into(),
-                after_sequence: after,
-            })
-            .await?
-            .into_inner();
-        collect(stream).await
+        watch_on(self.client.clone(), job_id.into(), after).await
+    }
+
+    /// A watcher from the start on a task of its own (the test goes on meanwhile): every
+    /// event of the job once it ends, as [`TestApp::watch`] returns them.
+    pub fn watch_in_background(
+        &self,
+        job_id: &str,
+    ) -> JoinHandle<anyhow::Result<Vec<v1::JobEvent>>> {
+        tokio::spawn(watch_on(self.client.clone(), job_id.into(), 0))
     }
 
     /// Polls `GetJob` until `done` holds for it.
@@ -729,6 +730,22 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `StreamJob` on `client` from `after` to the end.
+async fn watch_on(
+    mut client: JobServiceClient<Channel>,
+    job_id: String,
+    after: u64,
+) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let stream = client
+        .stream_job(v1::StreamJobRequest {
+            job_id,
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
+    collect(stream).await
 }
 
 /// Collects a stream to its end (error statuses fail).
