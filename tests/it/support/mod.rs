@@ -461,14 +461,31 @@ impl TestApp {
         Ok(ChildWorker(child))
     }
 
+    /// The `llm-jobs` binary with `args`, pointed at this server with the test's admin key.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        command
+            .args(args)
+            .args(["--server", &format!("http://{}", self.addr)])
+            .env("LLMJOBS_API_KEY", &self.key);
+        command
+    }
+
+    /// Runs the `llm-jobs` binary with `args` against this server, failing or not; returns
+    /// (exit success, stdout, stderr).
+    pub fn cli_outcome(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = self.cli_command(args).output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Runs the `llm-jobs` binary with `args` against this server; its stdout, or an error
     /// with its stderr when it fails.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(args)
-            .args(["--server", &format!("http://{}", self.addr)])
-            .env("LLMJOBS_API_KEY", &self.key)
-            .output()?;
+        let out = self.cli_command(args).output()?;
         anyhow::ensure!(
             out.status.success(),
             "{}",
