@@ -29,9 +29,7 @@ fn slow(n: usize, interval_ms: u64) -> Reply {
 async fn a_job_whose_worker_was_killed(
     req: v1::SubmitJobRequest,
 ) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
-    crate::support::needs_servers(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    );
+    crate::support::needs_worker_processes();
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -211,9 +209,7 @@ mod servers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let upstream = TestUpstream::start(slow(40, 25)).await?;
         let app = TestApp::builder()
             .upstream(upstream.base_url())
@@ -247,9 +243,7 @@ mod servers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let upstream = TestUpstream::start(slow(10_000, 20)).await?;
         let app = TestApp::builder()
             .upstream(upstream.base_url())

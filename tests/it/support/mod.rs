@@ -71,6 +71,12 @@ pub fn needs_servers(reason: &str) {
     );
 }
 
+/// [`needs_servers`] for a test that starts `llm-jobs worker` processes: they share the queue
+/// through Redis, which one process without it cannot give.
+pub fn needs_worker_processes() {
+    needs_servers("starts `llm-jobs worker` processes, which share the queue through Redis");
+}
+
 /// The server URL (no database) of the test Postgres.
 pub fn postgres_server_url() -> String {
     std::env::var("LLMJOBS_TEST_POSTGRES_URL")
