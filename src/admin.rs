@@ -12,7 +12,7 @@ use tracing::{info, instrument};
 use crate::{
     api::convert,
     error::Error,
-    events::{EventLog, Fence, event},
+    events::{EventLog, Fence, event, queued},
     job::{Job, JobError, JobId, Priority, queue_name},
     proto::v1::{self, job_event::Kind},
     queue::Queue,
@@ -266,12 +266,7 @@ impl Admin {
             self.events
                 .restart(id, base, job.attempts + 1, true)
                 .await?;
-            let queued = event(Kind::Queued(v1::JobQueued {
-                queue: job.queue.clone(),
-                priority: convert::priority(job.priority).into(),
-                job_type: job.job_type.clone(),
-                tenant: job.tenant.clone(),
-            }));
+            let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
             self.events.append(id, &queued, Fence::None).await?;
             self.queue.enqueue(id, &job.queue, Utc::now()).await?;
             retried.push(id);

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::{
-    job::JobId,
-    proto::v1::{JobEvent, JobProgress, job_event::Kind},
+    job::{JobId, Priority},
+    proto::v1::{JobEvent, JobProgress, JobQueued, job_event::Kind},
 };
 
 /// An event log failure.
@@ -69,6 +69,17 @@ pub fn event(kind: Kind) -> JobEvent {
     }
 }
 
+/// A new `queued` event for a job of `job_type` and `priority` in `queue`, submitted by
+/// `tenant`: what a job's log starts with, and starts again with when the job is queued anew.
+pub fn queued(queue: &str, priority: Priority, job_type: &str, tenant: &str) -> JobEvent {
+    event(Kind::Queued(JobQueued {
+        queue: queue.to_owned(),
+        priority: crate::api::convert::priority(priority).into(),
+        job_type: job_type.to_owned(),
+        tenant: tenant.to_owned(),
+    }))
+}
+
 /// The last event of one append (`None` when there is nothing to append), after checking that
 /// no other event of it is terminal. Errors: `Corrupt` when one is (a writer bug).
 pub fn last_of_append(events: &[JobEvent]) -> Result<Option<&JobEvent>, Error> {
@@ -81,6 +92,17 @@ pub fn last_of_append(events: &[JobEvent]) -> Result<Option<&JobEvent>, Error> {
         ));
     }
     Ok(Some(last))
+}
+
+/// Checks the events of one close (see [`EventLog::close`]): the last must be terminal.
+/// Errors: `Corrupt` when there is none or it is not (a writer bug).
+pub fn check_close(events: &[JobEvent]) -> Result<(), Error> {
+    if !events.last().is_some_and(is_terminal) {
+        return Err(Error::Corrupt(
+            "a close must end with a terminal event".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// True for completed, failed and cancelled events.

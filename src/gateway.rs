@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 use crate::{
     api::convert,
     error::Error,
-    events::{EventLog, Fence, event},
+    events::{EventLog, Fence, event, queued},
     job::{Job, JobId, JobStatus, NewJob},
     proto::v1::{self, job_event::Kind},
     queue::{LocalSlots, Queue, Removal, ReservedSlot},
@@ -84,12 +84,7 @@ impl Gateway {
         at: DateTime<Utc>,
         slot: Option<Box<dyn ReservedSlot>>,
     ) -> Result<(), Error> {
-        let queued = event(Kind::Queued(v1::JobQueued {
-            queue: job.queue.clone(),
-            priority: convert::priority(job.priority).into(),
-            job_type: job.job_type.clone(),
-            tenant: job.tenant.clone(),
-        }));
+        let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
         self.events.append(job.id, &queued, Fence::None).await?;
         let Some(slot) = slot else {
             self.queue.enqueue(job.id, &job.queue, at).await?;

@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    api::convert,
-    events::{EventLog, Fence, event},
+    events::{EventLog, Fence, queued},
     job::Job,
-    proto::v1::{self, job_event::Kind},
     queue::Queue,
     store::Store,
 };
@@ -137,12 +135,7 @@ impl Reconciler {
                 .set_last_sequence(job.id, base)
                 .await
                 .map_err(|e| e.to_string())?;
-            let queued = event(Kind::Queued(v1::JobQueued {
-                queue: job.queue.clone(),
-                priority: convert::priority(job.priority).into(),
-                job_type: job.job_type.clone(),
-                tenant: job.tenant.clone(),
-            }));
+            let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
             self.events
                 .append(job.id, &queued, Fence::None)
                 .await

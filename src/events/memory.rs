@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal,
-    last_of_append,
+    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, check_close,
+    is_terminal, last_of_append,
 };
 use crate::{
     job::JobId,
@@ -298,11 +298,7 @@ impl EventLog for MemoryEventLog {
         progress: Option<&JobProgress>,
         expected: Option<u64>,
     ) -> Result<Closed, Error> {
-        if !events.last().is_some_and(is_terminal) {
-            return Err(Error::Corrupt(
-                "a close must end with a terminal event".into(),
-            ));
-        }
+        check_close(events)?;
         let (sequence, log) = self.append_with(job_id, events, fence, progress, Some(expected))?;
         Ok(Closed { sequence, log })
     }

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use super::{
-    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, is_terminal,
-    last_of_append,
+    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, check_close,
+    is_terminal, last_of_append,
 };
 use crate::{
     backend::Redis,
@@ -183,11 +183,7 @@ impl EventLog for RedisEventLog {
         progress: Option<&JobProgress>,
         expected: Option<u64>,
     ) -> Result<Closed, Error> {
-        if !events.last().is_some_and(is_terminal) {
-            return Err(Error::Corrupt(
-                "a close must end with a terminal event".into(),
-            ));
-        }
+        check_close(events)?;
         let appended = self
             .append_with(job_id, events, fence, progress, false, Some(expected))
             .await?;

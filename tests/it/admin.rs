@@ -581,9 +581,7 @@ mod servers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn workers_come_and_go_and_health_notices() -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let app = TestApp::builder()
             .without_worker()
             .arg("--lease-secs", "1")
@@ -659,9 +657,7 @@ mod servers {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_of_a_dead_worker_wait_as_queued_with_true_waits_and_can_be_purged()
     -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let upstream = TestUpstream::start(Reply::slow(100_000, 10, 20)).await?;
         let app = TestApp::builder()
             .upstream(upstream.base_url())

@@ -26,21 +26,7 @@ async fn cancelling_a_running_job_stops_it_and_closes_the_upstream_connection() 
         .start()
         .await?;
     let job = app.submit(request("long story", "gpt-4o-mini")).await?;
-    let watcher = {
-        let app_client = app.client.clone();
-        let id = job.id.clone();
-        tokio::spawn(async move {
-            let mut c = app_client;
-            let s = c
-                .stream_job(v1::StreamJobRequest {
-                    job_id: id,
-                    after_sequence: 0,
-                })
-                .await?
-                .into_inner();
-            crate::support::collect(s).await
-        })
-    };
+    let watcher = app.watch_in_background(&job.id);
     app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
     let returned = cancel(&app, &job.id).await?;
     assert!(matches!(

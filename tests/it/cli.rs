@@ -10,20 +10,6 @@ use crate::support::{
     upstream::{Reply, TestUpstream},
 };
 
-/// Runs the CLI with `args` against `app`; returns (exit success, stdout, stderr).
-fn run(app: &TestApp, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-        .args(args)
-        .args(["--server", &format!("http://{}", app.addr)])
-        .env("LLMJOBS_API_KEY", &app.key)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_names_the_sequence_to_resume_from_and_the_right_bound() -> anyhow::Result<()> {
     // Minutes of tokens: the job runs until it is cancelled.
@@ -48,14 +34,7 @@ async fn watch_names_the_sequence_to_resume_from_and_the_right_bound() -> anyhow
         dir.join(format!("llmjobs_it_cli_{name}.err")),
     );
     let mut watcher = ChildWorker(
-        std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args([
-                "watch",
-                &job.id,
-                "--server",
-                &format!("http://{}", app.addr),
-            ])
-            .env("LLMJOBS_API_KEY", &app.key)
+        app.cli_command(&["watch", &job.id])
             .stdout(std::fs::File::create(&out_path)?)
             .stderr(std::fs::File::create(&err_path)?)
             .spawn()?,
@@ -93,7 +72,7 @@ async fn watch_names_the_sequence_to_resume_from_and_the_right_bound() -> anyhow
     })
     .await?;
     let ended = app.wait_for_job(&job.id, |j| j.last_sequence > 0).await?;
-    let (ok, _, stderr) = run(&app, &["watch", &job.id, "--after", "999999"])?;
+    let (ok, _, stderr) = app.cli_outcome(&["watch", &job.id, "--after", "999999"])?;
     assert!(!ok);
     assert!(!stderr.contains("--after 999999`"), "{stderr}");
     assert!(

@@ -29,9 +29,7 @@ fn slow(n: usize, interval_ms: u64) -> Reply {
 async fn a_job_whose_worker_was_killed(
     req: v1::SubmitJobRequest,
 ) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
-    crate::support::needs_servers(
-        "starts `llm-jobs worker` processes, which share the queue through Redis",
-    );
+    crate::support::needs_worker_processes();
     let upstream = TestUpstream::start(slow(40, 25)).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -211,9 +209,7 @@ mod servers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_worker_paused_past_its_lease_is_fenced_off() -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let upstream = TestUpstream::start(slow(40, 25)).await?;
         let app = TestApp::builder()
             .upstream(upstream.base_url())
@@ -247,9 +243,7 @@ mod servers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sigterm_drains_running_jobs_and_hands_back_the_rest() -> anyhow::Result<()> {
-        crate::support::needs_servers(
-            "starts `llm-jobs worker` processes, which share the queue through Redis",
-        );
+        crate::support::needs_worker_processes();
         let upstream = TestUpstream::start(slow(10_000, 20)).await?;
         let app = TestApp::builder()
             .upstream(upstream.base_url())
@@ -332,20 +326,7 @@ mod servers {
         app.wait_for_job(&running.id, |j| j.output_tokens >= 3)
             .await?;
         let queued = app.submit(request("queued", "gpt-4o-mini")).await?;
-        let watcher = {
-            let mut c = app.client.clone();
-            let id = running.id.clone();
-            tokio::spawn(async move {
-                let s = c
-                    .stream_job(v1::StreamJobRequest {
-                        job_id: id,
-                        after_sequence: 0,
-                    })
-                    .await?
-                    .into_inner();
-                crate::support::collect(s).await
-            })
-        };
+        let watcher = app.watch_in_background(&running.id);
         // The watcher must be following the job's live channel before its keys go.
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while crate::watchers::subscriptions(&app, &running.id).await? == 0 {

@@ -270,21 +270,7 @@ mod servers {
             .start()
             .await?;
         let job = app.submit(request("long story", "gpt-4o-mini")).await?;
-        let watcher = {
-            let app_client = app.client.clone();
-            let id = job.id.clone();
-            tokio::spawn(async move {
-                let mut c = app_client;
-                let s = c
-                    .stream_job(v1::StreamJobRequest {
-                        job_id: id,
-                        after_sequence: 0,
-                    })
-                    .await?
-                    .into_inner();
-                crate::support::collect(s).await
-            })
-        };
+        let watcher = app.watch_in_background(&job.id);
         let before = app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
 
         // What `CancelJob` does for a running job, less the pub/sub message to the worker.

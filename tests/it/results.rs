@@ -319,24 +319,6 @@ async fn unknown_models_have_no_cost_and_length_cuts_are_milestones() -> anyhow:
     app.stop().await
 }
 
-/// Runs `llm-jobs result JOB_ID` against `app`; returns (exit success, stdout, stderr).
-fn cli_result(app: &TestApp, job_id: &str) -> anyhow::Result<(bool, String, String)> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-        .args([
-            "result",
-            job_id,
-            "--server",
-            &format!("http://{}", app.addr),
-        ])
-        .env("LLMJOBS_API_KEY", &app.key)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_result_command_exits_non_zero_for_a_job_that_did_not_complete() -> anyhow::Result<()> {
     let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
@@ -347,7 +329,7 @@ async fn the_result_command_exits_non_zero_for_a_job_that_did_not_complete() -> 
     let ok = app.submit(request("fine", "gpt-4o-mini")).await?;
     app.wait_for_job(&ok.id, |j| j.status() == v1::JobStatus::Completed)
         .await?;
-    let (success, stdout, stderr) = cli_result(&app, &ok.id)?;
+    let (success, stdout, stderr) = app.cli_outcome(&["result", &ok.id])?;
     assert!(success, "completed job: {stderr}");
     assert_eq!(stdout.trim_end(), app.result(&ok.id).await?.content);
 
@@ -360,7 +342,7 @@ async fn the_result_command_exits_non_zero_for_a_job_that_did_not_complete() -> 
     let bad = app.submit(request("refused", "gpt-4o-mini")).await?;
     app.wait_for_job(&bad.id, |j| j.status() == v1::JobStatus::Failed)
         .await?;
-    let (success, _, stderr) = cli_result(&app, &bad.id)?;
+    let (success, _, stderr) = app.cli_outcome(&["result", &bad.id])?;
     assert!(!success, "failed job must exit non-zero: {stderr}");
     assert!(stderr.contains("upstream_invalid_request"), "{stderr}");
     assert!(stderr.contains("did not complete: failed"), "{stderr}");

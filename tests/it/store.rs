@@ -314,12 +314,19 @@ async fn a_second_in_process_server_refuses(database_url: &str) -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_embedded_server_on_the_same_sqlite_file_refuses_to_start() -> anyhow::Result<()> {
     // Two in-process queues on one store would each re-run the other's unfinished jobs.
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_lock_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("lock")?;
     let url = format!("sqlite://{}", dir.join("jobs.db").display());
     a_second_in_process_server_refuses(&url).await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// A new directory of its own under the system's temporary directory (`llmjobs_it_{label}_`
+/// and a UUID), for a test's SQLite files; the test removes it.
+fn scratch_dir(label: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_{label}_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Drops a Postgres database a test made outside the harness.
@@ -353,8 +360,7 @@ async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_claim_sees_through_symlinks_and_keeps_redis_servers_off_an_embedded_store()
 -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_claim_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("claim")?;
     let file = dir.join("jobs.db");
     let alias = dir.join("alias.db");
     let bin = env!("CARGO_BIN_EXE_llm-jobs");
@@ -411,8 +417,7 @@ async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Res
     use std::os::unix::fs::PermissionsExt;
     // A server process under the usual umask 022 (files 0644 unless the server says
     // otherwise) creates and migrates a new store, whichever backend the suite runs on.
-    let dir = std::env::temp_dir().join(format!("llmjobs_it_mode_{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("mode")?;
     let db = dir.join("jobs.db");
     let addr = free_addr()?;
     let mut server = ChildWorker(
@@ -469,8 +474,7 @@ mod servers {
     -> anyhow::Result<()> {
         crate::support::needs_servers("copies into a Postgres server");
         use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
-        let dir = std::env::temp_dir().join(format!("llmjobs_it_copy_{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch_dir("copy")?;
         let file = dir.join("jobs.db");
         let sqlite = format!("sqlite://{}", file.display());
         let database = format!("llmjobs_it_{}", uuid::Uuid::new_v4().simple());
@@ -580,8 +584,7 @@ mod servers {
     -> anyhow::Result<()> {
         crate::support::needs_servers("needs Redis");
         use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
-        let dir = std::env::temp_dir().join(format!("llmjobs_it_mixed_{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = scratch_dir("mixed")?;
         let sqlite = format!("sqlite://{}", dir.join("jobs.db").display());
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
         let redis = crate::support::redis_url();

@@ -71,6 +71,12 @@ pub fn needs_servers(reason: &str) {
     );
 }
 
+/// [`needs_servers`] for a test that starts `llm-jobs worker` processes: they share the queue
+/// through Redis, which one process without it cannot give.
+pub fn needs_worker_processes() {
+    needs_servers("starts `llm-jobs worker` processes, which share the queue through Redis");
+}
+
 /// The server URL (no database) of the test Postgres.
 pub fn postgres_server_url() -> String {
     std::env::var("LLMJOBS_TEST_POSTGRES_URL")
@@ -461,14 +467,31 @@ impl TestApp {
         Ok(ChildWorker(child))
     }
 
+    /// The `llm-jobs` binary with `args`, pointed at this server with the test's admin key.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        command
+            .args(args)
+            .args(["--server", &format!("http://{}", self.addr)])
+            .env("LLMJOBS_API_KEY", &self.key);
+        command
+    }
+
+    /// Runs the `llm-jobs` binary with `args` against this server, failing or not; returns
+    /// (exit success, stdout, stderr).
+    pub fn cli_outcome(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = self.cli_command(args).output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Runs the `llm-jobs` binary with `args` against this server; its stdout, or an error
     /// with its stderr when it fails.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(args)
-            .args(["--server", &format!("http://{}", self.addr)])
-            .env("LLMJOBS_API_KEY", &self.key)
-            .output()?;
+        let out = self.cli_command(args).output()?;
         anyhow::ensure!(
             out.status.success(),
             "{}",
@@ -606,15 +629,16 @@ impl TestApp {
 
     /// `StreamJob` from `after` to the end.
     pub async fn watch(&self, job_id: &str, after: u64) -> anyhow::Result<Vec<v1::JobEvent>> {
-        let mut c = self.client.clone();
-        let stream = c
-            .stream_job(v1::StreamJobRequest {
-                job_id: job_id.into(),
-                after_sequence: after,
-            })
-            .await?
-            .into_inner();
-        collect(stream).await
+        watch_on(self.client.clone(), job_id.into(), after).await
+    }
+
+    /// A watcher from the start on a task of its own (the test goes on meanwhile): every
+    /// event of the job once it ends, as [`TestApp::watch`] returns them.
+    pub fn watch_in_background(
+        &self,
+        job_id: &str,
+    ) -> JoinHandle<anyhow::Result<Vec<v1::JobEvent>>> {
+        tokio::spawn(watch_on(self.client.clone(), job_id.into(), 0))
     }
 
     /// Polls `GetJob` until `done` holds for it.
@@ -729,6 +753,22 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `StreamJob` on `client` from `after` to the end.
+async fn watch_on(
+    mut client: JobServiceClient<Channel>,
+    job_id: String,
+    after: u64,
+) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let stream = client
+        .stream_job(v1::StreamJobRequest {
+            job_id,
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
+    collect(stream).await
 }
 
 /// Collects a stream to its end (error statuses fail).
