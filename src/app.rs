@@ -178,7 +178,7 @@ pub async fn run(
     } else {
         format!(
             "backends: Redis at {} for queue, event log and rate limits; store: {store_name}",
-            redact_url(&cfg.redis.url)
+            crate::redact::redact_url(&cfg.redis.url)
         )
     };
     info!(
@@ -463,33 +463,4 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
         )),
         limits: ratelimit::Backend::Redis(redis),
     })
-}
-
-/// A URL without its password, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _password)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_are_hidden_and_nothing_else() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@h/db"),
-            "postgres://postgres@h/db"
-        );
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-    }
 }

@@ -24,7 +24,7 @@ async fn main() -> std::process::ExitCode {
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", client::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -48,7 +48,9 @@ pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
 /// `SQLite at llm-jobs.db` (passwords masked).
 pub fn describe(cfg: &config::Database) -> String {
     match cfg.location() {
-        Ok(StoreLocation::Postgres(url)) => format!("Postgres at {}", crate::app::redact_url(&url)),
+        Ok(StoreLocation::Postgres(url)) => {
+            format!("Postgres at {}", crate::redact::redact_url(&url))
+        }
         Ok(StoreLocation::Sqlite(path)) => format!("SQLite at {}", path.display()),
         Err(e) => e,
     }

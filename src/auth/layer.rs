@@ -191,7 +191,7 @@ impl Authenticator {
             return Err(refuse(
                 "anonymous",
                 "unknown",
-                "missing API key: send `authorization: Bearer llmj_…`",
+                "missing API key: send `authorization: Bearer llmj_…` (the CLI: set LLMJOBS_API_KEY or pass --api-key)",
             ));
         };
         let token = value

@@ -250,14 +250,45 @@ async fn connect(c: &Connection) -> anyhow::Result<JobServiceClient<Channel>> {
     Ok(JobServiceClient::new(c.channel().await?).max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
-/// A status as a readable error, with its field violations.
+/// An error and its causes as one line, `outer: inner: …`, leaving out a cause that repeats
+/// the text before it (tonic's transport errors say "tcp connect error" twice).
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.is_empty() {
+            if previous.ends_with(&part) {
+                continue;
+            }
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+        previous = part;
+    }
+    text
+}
+
+/// A job's error as one line: `code: message`.
+fn error_text(e: &v1::JobError) -> String {
+    format!("{}: {}", e.code, e.message)
+}
+
+/// A status as a readable error: its code and message, then each field violation the message
+/// does not already say, and the retry delay of a `google.rpc.RetryInfo` detail.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
     let mut msg = format!("{:?}: {}", s.code(), s.message());
     if let Some(bad) = s.get_details_bad_request() {
         for v in bad.field_violations {
-            msg.push_str(&format!("\n  {}: {}", v.field, v.description));
+            let line = format!("{}: {}", v.field, v.description);
+            if !s.message().contains(&line) {
+                msg.push_str(&format!("\n  {line}"));
+            }
         }
+    }
+    if let Some(delay) = s.get_details_retry_info().and_then(|r| r.retry_delay) {
+        msg.push_str(&format!("\n  retry in {:.1} s", delay.as_secs_f64()));
     }
     anyhow::anyhow!(msg)
 }
@@ -472,8 +503,11 @@ async fn print_events(
                 end_line(&mut open_line);
                 let e = f.error.unwrap_or_default();
                 eprintln!(
-                    "[{}] attempt {} failed: {} {} (retry: {})",
-                    event.sequence, f.attempt, e.code, e.message, f.will_retry
+                    "[{}] attempt {} failed: {} (retry: {})",
+                    event.sequence,
+                    f.attempt,
+                    error_text(&e),
+                    f.will_retry
                 );
             }
             Some(Kind::Completed(c)) => {
@@ -489,11 +523,10 @@ async fn print_events(
                 end_line(&mut open_line);
                 let e = f.error.unwrap_or_default();
                 anyhow::bail!(
-                    "[{}] job failed after {} attempt(s): {} {}",
+                    "[{}] job failed after {} attempt(s): {}",
                     event.sequence,
                     f.attempts,
-                    e.code,
-                    e.message
+                    error_text(&e)
                 );
             }
             Some(Kind::Cancelled(c)) => {
@@ -554,7 +587,7 @@ pub async fn status(a: JobArgs) -> anyhow::Result<()> {
     println!("started:       {}", time(job.start_time));
     println!("ended:         {}", time(job.end_time));
     if let Some(e) = job.error {
-        println!("error:         {} {}", e.code, e.message);
+        println!("error:         {}", error_text(&e));
     }
     Ok(())
 }
@@ -622,10 +655,10 @@ pub async fn result(a: JobArgs) -> anyhow::Result<()> {
     }
     for f in r.attempt_errors {
         let e = f.error.unwrap_or_default();
-        eprintln!("attempt {} failed: {} {}", f.attempt, e.code, e.message);
+        eprintln!("attempt {} failed: {}", f.attempt, error_text(&e));
     }
     if let Some(e) = r.error {
-        eprintln!("error: {} {}", e.code, e.message);
+        eprintln!("error: {}", error_text(&e));
     }
     outcome
 }
@@ -872,4 +905,54 @@ pub async fn cancel(a: CancelArgs) -> anyhow::Result<()> {
         .into_inner();
     println!("{} {}", job.id, status_name(job.status));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::{error_chain, status_error};
+
+    #[test]
+    fn a_cause_that_repeats_its_parent_is_left_out() {
+        let inner = std::io::Error::other("tcp connect error");
+        let e = anyhow::Error::new(inner)
+            .context("tcp connect error")
+            .context("cannot connect to http://127.0.0.1:1");
+        assert_eq!(
+            error_chain(&e),
+            "cannot connect to http://127.0.0.1:1: tcp connect error"
+        );
+        let e = anyhow::anyhow!("refused").context("transport error");
+        assert_eq!(error_chain(&e), "transport error: refused");
+    }
+
+    #[test]
+    fn a_violation_the_message_says_is_printed_once() {
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("job_id", "must be a UUID");
+        details.add_bad_request_violation("after_sequence", "must be at most 9");
+        let status = tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "invalid argument: job_id: must be a UUID",
+            details,
+        );
+        let text = status_error(status).to_string();
+        assert_eq!(text.matches("job_id: must be a UUID").count(), 1, "{text}");
+        assert!(
+            text.contains("\n  after_sequence: must be at most 9"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_shows_its_retry_delay() {
+        let mut details = ErrorDetails::new();
+        details.set_retry_info(Some(std::time::Duration::from_millis(2_500)));
+        let status =
+            tonic::Status::with_error_details(Code::ResourceExhausted, "rate limit", details);
+        let text = status_error(status).to_string();
+        assert!(text.ends_with("retry in 2.5 s"), "{text}");
+    }
 }

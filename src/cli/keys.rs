@@ -94,9 +94,10 @@ pub async fn run(a: KeysArgs) -> anyhow::Result<()> {
             )
             .await?;
             eprintln!(
-                "created {} key {} for tenant {tenant}; it is shown once, store it now:",
+                "created {} key {} for tenant {tenant} in {}; it is shown once, store it now:",
                 role.as_str(),
-                key.stored.prefix
+                key.stored.prefix,
+                crate::store::describe(&a.database)
             );
             println!("{}", key.key.expose_secret());
             Ok(())

@@ -101,3 +101,40 @@ async fn submit_stream_ends_its_output_with_a_line_break() -> anyhow::Result<()>
     }
     app.stop().await
 }
+
+/// Errors read as one clean line each: a missing key says how to give one, a field violation
+/// shows once, and an unreachable server does not repeat its cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
+    let app = TestApp::builder().without_worker().start().await?;
+
+    let out = app
+        .cli_command(&["status", "0190b4d2-0000-7000-8000-000000000000"])
+        .env_remove("LLMJOBS_API_KEY")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("set LLMJOBS_API_KEY or pass --api-key"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = app.cli_outcome(&["status", "not-a-uuid"])?;
+    assert!(!ok);
+    assert_eq!(stderr.matches("must be a UUID").count(), 1, "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["status", "0190b4d2-0000-7000-8000-000000000000"])
+        .args(["--server", "http://127.0.0.1:1"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for line in stderr.lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        assert!(
+            parts.windows(2).all(|w| w[0] != w[1]),
+            "a cause repeats: {stderr}"
+        );
+    }
+    app.stop().await
+}

@@ -63,5 +63,36 @@ async fn reflection_v1_and_v1alpha_list_the_services() -> anyhow::Result<()> {
         matches!(response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
         "v1alpha describes JobService: {response:?}"
     );
+
+    // The error details errors carry are described too (grpcurl and buf curl decode them).
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+            .connect()
+            .await?,
+    );
+    for symbol in [
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.Status",
+    ] {
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+            ),
+        };
+        let response = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await?
+            .into_inner()
+            .next()
+            .await
+            .transpose()?
+            .and_then(|r| r.message_response);
+        assert!(
+            matches!(response, Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+            "v1 describes {symbol}: {response:?}"
+        );
+    }
     app.stop().await
 }
