@@ -15,7 +15,7 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    events::{Fence, event},
+    events::{CancelCheck, Fence, event},
     job::{Job, JobError, JobId, Outcome},
     proto::v1::{self, MilestoneKind, Stage, job_event::Kind},
     store::Finish,
@@ -168,7 +168,7 @@ impl Worker {
                         &opening,
                         Fence::Start(attempt),
                         Some(&snapshot),
-                        true,
+                        CancelCheck::Read,
                     )
                 },
             )

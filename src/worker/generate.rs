@@ -13,7 +13,7 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    events::{Fence, event},
+    events::{CancelCheck, Fence, event},
     job::{Job, JobError, Outcome, StreamingMode, Usage},
     proto::v1::{self, Stage, job_event::Kind},
     provider,
@@ -542,7 +542,11 @@ impl Worker {
                     progress.tracker.set_worker(self.latest_resources());
                     progress.tracker.snapshot()
                 });
-            let check_cancel = progress.unpublished.cancel_read_due(Instant::now());
+            let cancel = if progress.unpublished.cancel_read_due(Instant::now()) {
+                CancelCheck::Read
+            } else {
+                CancelCheck::Skip
+            };
             let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
             match self
                 .deps
@@ -552,7 +556,7 @@ impl Worker {
                     &events,
                     Fence::Attempt(job.attempts),
                     snapshot.as_ref(),
-                    check_cancel,
+                    cancel,
                 )
                 .await
             {
