@@ -430,7 +430,7 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
             ));
         }
         let queue = Arc::new(MemoryQueue::new());
-        // A running attempt's appends report its job's cancel flag, as in Redis.
+        // The log reads and sets the cancel flags kept with the queue, as in Redis.
         let flags = queue.clone();
         return Ok(Backends {
             queue,
@@ -439,7 +439,7 @@ async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
                     cfg.jobs.event_log_ttl_secs(),
                     cfg.jobs.finished_progress_ttl_secs(),
                 )
-                .with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id))),
+                .with_cancel_flags(flags),
             ),
             limits: ratelimit::Backend::Memory(Arc::default()),
         });

@@ -15,9 +15,9 @@
 //! | `{P}:deliveries` | hash | job id -> times delivered |
 //! | `{P}:paused` | set | paused queue names |
 //! | `P:{<job id>}:events` | list | the job's event log, entry i = sequence i + 1 |
-//! | `P:{<job id>}:state` | hash | `attempt`, `done`, `base` (see `src/events/append.lua`) |
+//! | `P:{<job id>}:state` | hash | `attempt`, `done`, `base`, `sealed` (the attempt that claimed the end), `w` (see `src/events/append.lua`) |
 //! | `P:{<job id>}:progress` | string | encoded `JobProgress` snapshot of the running attempt |
-//! | `P:{<job id>}:cancel` | string | cancel requested, with its reason (expires after a day); read by the event log's append script too, hence the job's hash tag |
+//! | `P:{<job id>}:cancel` | string | cancel requested, with its reason (expires after a day); set by the event log's cancel script only before the terminal event and read by its append script, hence the job's hash tag |
 //! | channel `P:wake` | pub/sub | a queue got work |
 //! | channel `P:cancel` | pub/sub | job id to cancel |
 //! | channel `P:events:<job id>` | pub/sub | `<first sequence>/<count>:` then the events of one append, each a length-delimited encoded `JobEvent` |

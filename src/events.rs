@@ -135,6 +135,43 @@ impl Subscription {
     }
 }
 
+/// Whether an append reads the job's cancel flag (the one [`EventLog::request_cancel`] sets),
+/// in the same step, at no extra round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CancelCheck {
+    /// It does not read the flag.
+    #[default]
+    Skip,
+    /// It reads the flag: a running attempt learns of a cancel on the path its tokens take,
+    /// even when the cancel signal never reached it.
+    Read,
+    /// It reads the flag and, when it is not set and the append is accepted under
+    /// [`Fence::Attempt`], claims the job's end for that attempt: from then on
+    /// [`EventLog::request_cancel`] answers [`CancelRequest::Ending`], so the attempt may end
+    /// the job as it decided (completed, failed). When the flag is set the end is not claimed
+    /// (the events are still appended) and the attempt must end the job cancelled. Claiming
+    /// again under the same attempt (a retried append whose answer was lost) keeps the claim
+    /// and reports it.
+    Seal,
+}
+
+/// What [`EventLog::request_cancel`] found, decided in one step with the appends (so a cancel
+/// and an attempt's end are ordered in one place: whichever comes first wins).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelRequest {
+    /// The flag is set and no attempt had claimed the job's end: the job will end cancelled
+    /// (its running attempt stops at its next read of the flag or at its end; an attempt
+    /// that starts later stops at its start). Only losing the flag (Redis lost) undoes this.
+    Flagged,
+    /// The current attempt had already claimed the job's end ([`CancelCheck::Seal`]): it ends
+    /// the job as it decided, within moments. The flag is set all the same, so that a later
+    /// attempt (this one's lease lost) stops at its start.
+    Ending,
+    /// The log already has its terminal event (this one, with its sequence): the job ended;
+    /// nothing was set.
+    Ended(JobEvent),
+}
+
 /// What one append did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Appended {
@@ -142,8 +179,12 @@ pub struct Appended {
     /// already has its terminal event, or the fence names a stale attempt).
     pub sequence: Option<u64>,
     /// The job's cancel flag was set when the append ran (read in the same step, only when
-    /// the append asked for it; otherwise false).
+    /// the append asked for it; otherwise false). Under [`CancelCheck::Seal`], false once the
+    /// end was claimed by this attempt (now or by an earlier append of it).
     pub cancel_requested: bool,
+    /// The append claimed the job's end, or found it claimed by its attempt already
+    /// ([`CancelCheck::Seal`], accepted, flag not set before the claim).
+    pub sealed: bool,
     /// Someone followed the job live when the append ran (a current watch mark in Redis, a
     /// subscriber in process): its events went out to watchers at once. A writer whose job
     /// nobody follows may gather its events into fewer appends (see `worker::generate`).
@@ -179,7 +220,13 @@ pub trait EventLog: Send + Sync + 'static {
         fence: Fence,
     ) -> Result<Option<u64>, Error> {
         let appended = self
-            .append_events(job_id, std::slice::from_ref(event), fence, None, false)
+            .append_events(
+                job_id,
+                std::slice::from_ref(event),
+                fence,
+                None,
+                CancelCheck::Skip,
+            )
             .await?;
         Ok(appended.sequence)
     }
@@ -197,23 +244,30 @@ pub trait EventLog: Send + Sync + 'static {
         progress: Option<&JobProgress>,
     ) -> Result<Option<u64>, Error> {
         let appended = self
-            .append_events(job_id, events, fence, progress, false)
+            .append_events(job_id, events, fence, progress, CancelCheck::Skip)
             .await?;
         Ok(appended.sequence)
     }
 
-    /// [`EventLog::append_tracked`], and with `check_cancel` it also reads the job's cancel
-    /// flag (the one [`crate::queue::Queue::request_cancel`] sets) in the same step, at no
-    /// extra round trip: a running attempt learns of a cancel on the path its tokens take,
-    /// even when the cancel signal never reached it. Errors: as [`EventLog::append_tracked`].
+    /// [`EventLog::append_tracked`], and it also reads the job's cancel flag, or claims the
+    /// job's end, as `cancel` says (see [`CancelCheck`]), in the same step.
+    /// Errors: as [`EventLog::append_tracked`].
     async fn append_events(
         &self,
         job_id: JobId,
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-        check_cancel: bool,
+        cancel: CancelCheck,
     ) -> Result<Appended, Error>;
+
+    /// Asks for the job to be cancelled, in one step with the appends: unless the log already
+    /// has its terminal event, sets the job's cancel flag (with the client's `reason`; it
+    /// stays a day, or the short window once the job ends) and tells the workers (a
+    /// [`crate::queue::Signal::Cancel`], the fast path). Returns what it found: see
+    /// [`CancelRequest`]. A job without a log (not started, or its log lost with Redis) is
+    /// flagged. Errors: `Unavailable`, `Corrupt` (a terminal event that does not decode).
+    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<CancelRequest, Error>;
 
     /// Appends `events`, whose last must be terminal, as [`EventLog::append_tracked`] does,
     /// and starts the short expiry of the job's live keys (log, state, progress snapshot,
@@ -257,7 +311,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// Starts a new log for a job: sequences continue above `base`, and attempts before
     /// `attempt` may not write. Without `replace` (a log lost with Redis) it returns false and
     /// changes nothing when the job still has a log; with it (a failed job retried) the old
-    /// log is dropped.
+    /// log is dropped, and with it the old run's cancel flag.
     async fn restart(
         &self,
         job_id: JobId,

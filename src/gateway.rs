@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 use crate::{
     api::convert,
     error::Error,
-    events::{EventLog, Fence, event, queued},
+    events::{CancelRequest, EventLog, Fence, event, queued},
     job::{Job, JobId, JobStatus, NewJob},
     proto::v1::{self, job_event::Kind},
     queue::{LocalSlots, Queue, Removal, ReservedSlot},
@@ -155,10 +155,19 @@ impl Gateway {
         Ok((stored, failures))
     }
 
-    /// Cancels a job. A waiting job is taken out of its queue and cancelled here; a running one
-    /// is signalled to its worker, which stops it and records the cancel, and the call waits
-    /// (up to 2 s) for that, so it usually returns the job CANCELLED. Finished jobs are
-    /// returned unchanged. Errors: `NotFound`, `Store`, `Queue`.
+    /// Cancels a job and returns it as it then is: CANCELLED only once it ended cancelled;
+    /// COMPLETED or FAILED (unchanged) when it ended otherwise, before the cancel reached its
+    /// log, or when its attempt had already claimed its end; else RUNNING (or QUEUED, waiting
+    /// to retry) when its worker has not ended it within 2 s.
+    ///
+    /// A waiting job is taken out of its queue and cancelled here. For a running one, the
+    /// job's cancel flag is set in one step with its event log (see
+    /// [`EventLog::request_cancel`]), the worker is signalled, and the call waits (up to 2 s)
+    /// for the terminal event. A flag set before an attempt claimed the end always wins: that
+    /// claim (the attempt's last flush, or the append before a final failure) reads the flag
+    /// in the same step, and an attempt that starts later stops at its start. So a RUNNING
+    /// answer to a cancel whose flag was set first ends CANCELLED, unless Redis loses the
+    /// flag first. Errors: `NotFound`, `Store`, `Queue`, `Events`.
     #[instrument(skip_all, fields(job_id = %id))]
     pub async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, Error> {
         let job = self
@@ -174,10 +183,16 @@ impl Gateway {
         } else {
             reason
         };
-        // Watch before asking, so the worker's cancelled event cannot be missed.
+        // Watch before asking, so the worker's terminal event cannot be missed.
         let mut live = self.events.subscribe(id).await?;
         // Flag first: a worker that claims the job from now on stops it at once.
-        self.queue.request_cancel(id, reason).await?;
+        let request = self.events.request_cancel(id, reason).await?;
+        if let CancelRequest::Ended(terminal) = &request {
+            // Ended before the cancel: the store has it (workers store an end before they
+            // log it).
+            info!(sequence = terminal.sequence, "cancel came after the end");
+            return Ok(self.store.get_job(id).await?.unwrap_or(job));
+        }
         match self.queue.remove(id).await? {
             Removal::Leased => {
                 let confirmed = tokio::time::timeout(CANCEL_CONFIRM, async {
@@ -189,7 +204,10 @@ impl Gateway {
                 })
                 .await;
                 if confirmed.is_err() {
-                    info!("cancel requested; the worker has not confirmed it yet");
+                    info!(
+                        ending = request == CancelRequest::Ending,
+                        "cancel requested; the worker has not ended the job yet"
+                    );
                 }
                 Ok(self.store.get_job(id).await?.unwrap_or(job))
             }

@@ -52,7 +52,7 @@ pub struct Claim {
 pub enum Removal {
     /// It was waiting (in its queue or the delayed set) and is gone now.
     Removed,
-    /// A worker holds it: cancelling needs [`Queue::request_cancel`].
+    /// A worker holds it: the cancel flag ([`crate::events::EventLog::request_cancel`]) stops it.
     Leased,
     /// The queue does not know it.
     Absent,
@@ -205,11 +205,8 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes a waiting job out of the queue.
     async fn remove(&self, job_id: JobId) -> Result<Removal, Error>;
 
-    /// Marks the job as cancel-requested (with the client's reason) and tells the worker that
-    /// holds it.
-    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<(), Error>;
-
-    /// The reason given when a cancel was requested for the job; `None` when none was.
+    /// The reason given when a cancel was requested for the job (the flag that
+    /// [`crate::events::EventLog::request_cancel`] sets); `None` when none was.
     async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error>;
 
     /// Signals for this worker process, for as long as the receiver lives. The sender side

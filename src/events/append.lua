@@ -7,13 +7,17 @@
 -- KEYS: 1 events list, 2 state hash, 3 progress snapshot, 4 cancel flag
 -- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 's<N>' attempt N starts, older
 --       attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
---       4 '1' to read the cancel flag, 5 TTL after terminal (s), 6 TTL before (s),
+--       4 cancel flag: '0' not read, '1' read, '2' read and, when it is not set, claim the
+--       job's end for the fencing attempt ('a<N>' fence; the state's 'sealed' field: from then
+--       on cancel.lua answers 'ending'; claiming again under the same attempt keeps the
+--       claim), 5 TTL after terminal (s), 6 TTL before (s),
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
 --       9 now (ms since the epoch, to compare with the watch mark),
 --       10 log wanted ('' no | '-' yes | '<N>' unless the last sequence appended is N),
 --       11.. the encoded events, in order (at least one)
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
--- set (read only when asked), else 0; 1 when someone watches the job (a current mark), else 0;
+-- set (read only when asked; 0 for an attempt that holds the claim on the end), else 0;
+-- 1 when the end was claimed by this append, else 0; 1 when someone watches the job (a current mark), else 0;
 -- the log's base; items}: items are, for an accepted start ('s' fence), the entries before
 -- this append; when the log is wanted and the append was accepted or refused for a log that
 -- has its terminal event, the whole list; else none. Item i has sequence base + i (1-based).
@@ -24,9 +28,14 @@ local FIRST_EVENT = 11
 local PUSH_CHUNK = 1000
 
 local state = KEYS[2]
+local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w', 'sealed')
+local fence = ARGV[1]
+local kind = string.sub(fence, 1, 1)
+local seal = ARGV[4] == '2' and kind == 'a'
 local cancel = 0
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
-local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w')
+if ARGV[4] ~= '0' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
+-- An attempt that claimed the end keeps it: a cancel after the claim does not undo it.
+if seal and st[5] == string.sub(fence, 2) then cancel = 0 end
 -- An unreadable mark counts as current: publishing too much only costs.
 local watched = 0
 if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 1 end
@@ -34,20 +43,20 @@ if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 
 local base = tonumber(st[3] or '0')
 local wanted = ARGV[10]
 if st[1] then
-  if wanted ~= '' then return {0, cancel, watched, base, redis.call('LRANGE', KEYS[1], 0, -1)} end
-  return {0, cancel, watched, base, {}}
+  if wanted ~= '' then return {0, cancel, 0, watched, base, redis.call('LRANGE', KEYS[1], 0, -1)} end
+  return {0, cancel, 0, watched, base, {}}
 end
-local fence = ARGV[1]
-local kind = string.sub(fence, 1, 1)
 if fence ~= '' then
   local n = tonumber(string.sub(fence, 2))
   local current = tonumber(st[2] or '0')
   if kind == 's' then
-    if n < current then return {0, cancel, watched, base, {}} end
+    if n < current then return {0, cancel, 0, watched, base, {}} end
   elseif n ~= current then
-    return {0, cancel, watched, base, {}}
+    return {0, cancel, 0, watched, base, {}}
   end
 end
+local sealed = 0
+if seal and cancel == 0 then sealed = 1 end
 
 local items = {}
 if kind == 's' then items = redis.call('LRANGE', KEYS[1], 0, -1) end
@@ -89,6 +98,10 @@ if terminal then
   fields[#fields + 1] = 'done'
   fields[#fields + 1] = seq
 end
+if sealed == 1 then
+  fields[#fields + 1] = 'sealed'
+  fields[#fields + 1] = string.sub(fence, 2)
+end
 if #fields > 0 then redis.call('HSET', state, unpack(fields)) end
 
 if ARGV[7] ~= '' then
@@ -113,4 +126,4 @@ else
   -- Only a start writes the state hash before the end (restart.lua sets its own TTL).
   if kind == 's' then redis.call('EXPIRE', state, tonumber(ARGV[6])) end
 end
-return {seq, cancel, watched, base, items}
+return {seq, cancel, sealed, watched, base, items}

@@ -10,8 +10,10 @@
 //! is dropped when next touched, and a sweep of all entries runs at most every
 //! 10 s along with an append. Nothing survives the process.
 //!
-//! The cancel flags live with the in-process queue: an append that asks for its job's flag
-//! reads it through [`CancelFlags`], handed over by whoever wires the two together.
+//! The cancel flags live with the in-process queue (whose signals reach the workers): this
+//! log reads and sets them through [`CancelFlags`], handed over by whoever wires the two
+//! together, always while holding its own lock (and never the other way round), so that a
+//! cancel request and an attempt's claim on the job's end are ordered as in Redis.
 
 use std::{
     collections::HashMap,
@@ -23,8 +25,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, check_close,
-    is_terminal, last_of_append,
+    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead,
+    Subscription, check_close, is_terminal, last_of_append,
 };
 use crate::{
     job::JobId,
@@ -49,6 +51,8 @@ struct Log {
     attempt: Option<u32>,
     /// Sequence of the terminal event.
     done: Option<u64>,
+    /// The attempt that claimed the job's end (`CancelCheck::Seal`).
+    sealed: Option<u32>,
     /// Output tokens of the current attempt.
     output_tokens: Option<u64>,
     /// When the log goes; `None` until its first append or restart.
@@ -99,9 +103,16 @@ impl State {
     }
 }
 
-/// Whether a job's cancel was requested (and has not expired): the in-process queue's
-/// `P:{id}:cancel`, read synchronously on appends that ask for it.
-pub type CancelFlags = Arc<dyn Fn(JobId) -> bool + Send + Sync>;
+/// The jobs' cancel flags (the in-process queue's `P:{id}:cancel`), read and set by this log
+/// while it holds its lock; implementations must not call back into the log.
+pub trait CancelFlags: Send + Sync + 'static {
+    /// Whether a cancel was requested for the job and has not expired.
+    fn is_set(&self, job_id: JobId) -> bool;
+    /// Sets the job's flag with the client's reason and signals the workers.
+    fn set(&self, job_id: JobId, reason: &str);
+    /// Removes the job's flag (a new run of a finished job).
+    fn clear(&self, job_id: JobId);
+}
 
 /// The in-process event log.
 #[derive(Clone)]
@@ -109,7 +120,7 @@ pub struct MemoryEventLog {
     state: Arc<Mutex<State>>,
     terminal_ttl: Duration,
     progress_ttl: Duration,
-    cancel_flags: Option<CancelFlags>,
+    cancel_flags: Option<Arc<dyn CancelFlags>>,
 }
 
 impl MemoryEventLog {
@@ -126,15 +137,16 @@ impl MemoryEventLog {
     }
 
     /// This log, reading the jobs' cancel flags through `flags` when an append asks for them
-    /// (without it, such appends report no cancel).
-    pub fn with_cancel_flags(mut self, flags: CancelFlags) -> MemoryEventLog {
+    /// and setting them on cancel requests (without it, appends report no cancel and
+    /// requests set nothing).
+    pub fn with_cancel_flags(mut self, flags: Arc<dyn CancelFlags>) -> MemoryEventLog {
         self.cancel_flags = Some(flags);
         self
     }
 
     /// Whether the job's cancel flag is set.
     fn cancel_requested(&self, job_id: JobId) -> bool {
-        self.cancel_flags.as_ref().is_some_and(|f| f(job_id))
+        self.cancel_flags.as_ref().is_some_and(|f| f.is_set(job_id))
     }
 
     /// The state; each step completes before the lock is released, so a poisoned lock still
@@ -143,36 +155,47 @@ impl MemoryEventLog {
         lock(&self.state)
     }
 
-    /// `append.lua`, without the cancel flag. Returns the last sequence (`None` when
-    /// refused) and the events the script would return: for an accepted start, those before
-    /// it; with `log` (`Some(expected)`), the whole log unless the last sequence is
-    /// `expected`.
+    /// `append.lua`: returns what the append did (`earlier` holds the events the script
+    /// would return: for an accepted start, those before it; with `log` (`Some(expected)`),
+    /// the whole log unless the last sequence is `expected`). The cancel flag is read under
+    /// the log's lock.
     fn append_with(
         &self,
         job_id: JobId,
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
+        cancel: CancelCheck,
         log: Option<Option<u64>>,
-    ) -> Result<(Option<u64>, Vec<JobEvent>), Error> {
+    ) -> Result<Appended, Error> {
         let Some(last) = last_of_append(events)? else {
-            return Ok((None, Vec::new()));
+            return Ok(Appended::default());
         };
         let now = Instant::now();
         let mut guard = self.state();
         let state = &mut *guard;
         state.sweep(now);
         state.log(job_id, now);
-        let (done, current) = state
-            .logs
-            .get(&job_id)
-            .map_or((false, 0), |l| (l.done.is_some(), l.attempt.unwrap_or(0)));
+        let (done, current, sealed) = state.logs.get(&job_id).map_or((false, 0, None), |l| {
+            (l.done.is_some(), l.attempt.unwrap_or(0), l.sealed)
+        });
+        let seal = match (cancel, fence) {
+            (CancelCheck::Seal, Fence::Attempt(n)) => Some(n),
+            _ => None,
+        };
+        let cancel_requested = cancel != CancelCheck::Skip
+            && !(seal.is_some() && seal == sealed)
+            && self.cancel_requested(job_id);
+        let mut appended = Appended {
+            cancel_requested,
+            watched: state.watched.contains_key(&job_id),
+            ..Appended::default()
+        };
         if done {
-            let all = match (log, state.logs.get(&job_id)) {
-                (Some(_), Some(l)) => l.events.clone(),
-                _ => Vec::new(),
-            };
-            return Ok((None, all));
+            if let (Some(_), Some(l)) = (log, state.logs.get(&job_id)) {
+                appended.earlier = l.events.clone();
+            }
+            return Ok(appended);
         }
         let refused = match fence {
             Fence::None => false,
@@ -180,10 +203,16 @@ impl MemoryEventLog {
             Fence::Start(n) => n < current,
         };
         if refused {
-            return Ok((None, Vec::new()));
+            return Ok(appended);
         }
         let wanted = log;
         let log = state.logs.entry(job_id).or_default();
+        if let Some(n) = seal
+            && !cancel_requested
+        {
+            log.sealed = Some(n);
+            appended.sealed = true;
+        }
         let mut returned = if matches!(fence, Fence::Start(_)) {
             log.events.clone()
         } else {
@@ -241,7 +270,9 @@ impl MemoryEventLog {
         if terminal && let Some(s) = state.progress.get_mut(&job_id) {
             s.expires = now + self.progress_ttl;
         }
-        Ok((Some(seq), returned))
+        appended.sequence = Some(seq);
+        appended.earlier = returned;
+        Ok(appended)
     }
 }
 
@@ -275,18 +306,33 @@ impl EventLog for MemoryEventLog {
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-        check_cancel: bool,
+        cancel: CancelCheck,
     ) -> Result<Appended, Error> {
-        // Read outside the log's lock: the flag belongs to the queue, and taking the two locks
-        // one at a time cannot deadlock.
-        let cancel_requested = check_cancel && self.cancel_requested(job_id);
-        let (sequence, earlier) = self.append_with(job_id, events, fence, progress, None)?;
-        let watched = self.state().watched.contains_key(&job_id);
-        Ok(Appended {
-            sequence,
-            cancel_requested,
-            watched,
-            earlier,
+        self.append_with(job_id, events, fence, progress, cancel, None)
+    }
+
+    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<CancelRequest, Error> {
+        let mut state = self.state();
+        let log = state.log(job_id, Instant::now());
+        if let Some(l) = &log
+            && let Some(seq) = l.done
+        {
+            let terminal = l.events.last().cloned().unwrap_or_default();
+            return Ok(CancelRequest::Ended(JobEvent {
+                sequence: seq,
+                job_id: job_id.to_string(),
+                ..terminal
+            }));
+        }
+        let ending = log.is_some_and(|l| l.sealed.is_some() && l.sealed == l.attempt);
+        // Set (and signalled) under the log's lock, as cancel.lua does in one step.
+        if let Some(flags) = &self.cancel_flags {
+            flags.set(job_id, reason);
+        }
+        Ok(if ending {
+            CancelRequest::Ending
+        } else {
+            CancelRequest::Flagged
         })
     }
 
@@ -299,8 +345,18 @@ impl EventLog for MemoryEventLog {
         expected: Option<u64>,
     ) -> Result<Closed, Error> {
         check_close(events)?;
-        let (sequence, log) = self.append_with(job_id, events, fence, progress, Some(expected))?;
-        Ok(Closed { sequence, log })
+        let appended = self.append_with(
+            job_id,
+            events,
+            fence,
+            progress,
+            CancelCheck::Skip,
+            Some(expected),
+        )?;
+        Ok(Closed {
+            sequence: appended.sequence,
+            log: appended.earlier,
+        })
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {
@@ -371,6 +427,10 @@ impl EventLog for MemoryEventLog {
         let mut state = self.state();
         if replace {
             state.logs.remove(&job_id);
+            // As restart.lua: the old run's cancel flag goes with its log.
+            if let Some(flags) = &self.cancel_flags {
+                flags.clear(job_id);
+            }
         } else if state.log(job_id, now).is_some() {
             return Ok(false);
         }

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use super::{
-    Appended, Closed, Error, EventLog, Fence, Live, LogRead, Subscription, check_close,
-    is_terminal, last_of_append,
+    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead,
+    Subscription, check_close, is_terminal, last_of_append,
 };
 use crate::{
     backend::Redis,
@@ -25,12 +25,16 @@ use crate::{
 };
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cancel.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("read.lua")));
 static RESTART: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restart.lua")));
 static WATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("watch.lua")));
 
 /// Buffered live items per job before a slow watcher is told to resync from the log.
 const LIVE_BUFFER: usize = 1024;
+/// How long a cancel request stays visible to an attempt that starts later (a job waiting in
+/// its queue or to retry); a job's end shortens it to the finished log's window.
+pub const CANCEL_FLAG_TTL_SECS: u64 = 24 * 3600;
 /// Unfinished logs are dropped after this long without a terminal event (a lost job).
 const UNFINISHED_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Newest events [`EventLog::output_tokens`] looks at for a token delta.
@@ -95,7 +99,7 @@ impl RedisEventLog {
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-        check_cancel: bool,
+        cancel: CancelCheck,
         log: Option<Option<u64>>,
     ) -> Result<Appended, Error> {
         let Some(last) = last_of_append(events)? else {
@@ -116,7 +120,11 @@ impl RedisEventLog {
             .arg(fence)
             .arg(if is_terminal(last) { "1" } else { "0" })
             .arg(k.events_channel(&job_id))
-            .arg(if check_cancel { "1" } else { "0" })
+            .arg(match cancel {
+                CancelCheck::Skip => "0",
+                CancelCheck::Read => "1",
+                CancelCheck::Seal => "2",
+            })
             .arg(self.terminal_ttl_secs)
             .arg(UNFINISHED_TTL_SECS)
             .arg(progress.map(Message::encode_to_vec).unwrap_or_default())
@@ -137,7 +145,7 @@ impl RedisEventLog {
             invocation.arg(stored.encode_to_vec());
         }
         let mut conn = self.redis.conn().await?;
-        let (seq, cancel, watched, base, items): (u64, u8, u8, u64, Vec<Vec<u8>>) =
+        let (seq, cancel, sealed, watched, base, items): (u64, u8, u8, u8, u64, Vec<Vec<u8>>) =
             invocation.invoke_async(&mut conn).await?;
         let earlier = items
             .iter()
@@ -147,6 +155,7 @@ impl RedisEventLog {
         Ok(Appended {
             sequence: (seq > 0).then_some(seq),
             cancel_requested: cancel == 1,
+            sealed: sealed == 1,
             watched: watched == 1,
             earlier,
         })
@@ -169,10 +178,41 @@ impl EventLog for RedisEventLog {
         events: &[JobEvent],
         fence: Fence,
         progress: Option<&JobProgress>,
-        check_cancel: bool,
+        cancel: CancelCheck,
     ) -> Result<Appended, Error> {
-        self.append_with(job_id, events, fence, progress, check_cancel, None)
+        self.append_with(job_id, events, fence, progress, cancel, None)
             .await
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
+    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<CancelRequest, Error> {
+        let k = &self.redis.keys;
+        let mut conn = self.redis.conn().await?;
+        let answer: Vec<Vec<u8>> = CANCEL
+            .key(k.job(&job_id, "events"))
+            .key(k.job(&job_id, "state"))
+            .key(k.cancel_flag(&job_id))
+            .arg(reason)
+            .arg(CANCEL_FLAG_TTL_SECS)
+            .arg(k.channel("cancel"))
+            .arg(job_id.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        match answer.as_slice() {
+            [word] if word == b"flagged" => Ok(CancelRequest::Flagged),
+            [word] if word == b"ending" => Ok(CancelRequest::Ending),
+            [word, seq, event] if word == b"ended" => {
+                let seq = std::str::from_utf8(seq)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Corrupt(format!("job {job_id}: terminal sequence")))?;
+                Ok(CancelRequest::Ended(decode(job_id, seq, event)?))
+            }
+            _ => Err(Error::Corrupt(format!(
+                "job {job_id}: the cancel script answered {} items",
+                answer.len()
+            ))),
+        }
     }
 
     async fn close(
@@ -185,7 +225,14 @@ impl EventLog for RedisEventLog {
     ) -> Result<Closed, Error> {
         check_close(events)?;
         let appended = self
-            .append_with(job_id, events, fence, progress, false, Some(expected))
+            .append_with(
+                job_id,
+                events,
+                fence,
+                progress,
+                CancelCheck::Skip,
+                Some(expected),
+            )
             .await?;
         Ok(Closed {
             sequence: appended.sequence,
@@ -253,6 +300,7 @@ impl EventLog for RedisEventLog {
         let started: i64 = RESTART
             .key(k.job(&job_id, "events"))
             .key(k.job(&job_id, "state"))
+            .key(k.cancel_flag(&job_id))
             .arg(base)
             .arg(attempt)
             .arg(UNFINISHED_TTL_SECS)

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Claim, Counts, Error, Queue, Removal, Settle, Signal, WorkerInfo};
-use crate::job::JobId;
+use crate::{events::memory::CancelFlags, job::JobId};
 
 /// How long a cancel request stays visible to a worker that claims the job later (as in Redis).
 const CANCEL_FLAG_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -308,16 +308,6 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a cancel was requested for the job and has not expired: what the in-process
-    /// event log reports to a running attempt on its appends, as `append.lua` reads the flag
-    /// in Redis (see `crate::events::memory::CancelFlags`).
-    pub fn cancel_flag(&self, job_id: JobId) -> bool {
-        self.state()
-            .cancel
-            .get(&job_id)
-            .is_some_and(|(_, expires)| *expires > Utc::now())
-    }
-
     /// One claim at `now` (the unit tests' clock).
     #[cfg(test)]
     fn claim_at(
@@ -412,16 +402,6 @@ impl Queue for MemoryQueue {
         Ok(self.state().remove(job_id))
     }
 
-    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<(), Error> {
-        let expires = Utc::now() + CANCEL_FLAG_TTL;
-        // Flag first, then signal, as the Redis queue does.
-        self.state()
-            .cancel
-            .insert(job_id, (reason.to_owned(), expires));
-        let _ = self.signals.send(Signal::Cancel(job_id));
-        Ok(())
-    }
-
     async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
         let mut state = self.state();
         let now = Utc::now();
@@ -508,6 +488,30 @@ impl Queue for MemoryQueue {
 
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// The in-process event log reads and sets the flags here (they stay with the queue, whose
+/// signals reach the workers), as `append.lua` and `cancel.lua` do in Redis.
+impl CancelFlags for MemoryQueue {
+    fn is_set(&self, job_id: JobId) -> bool {
+        self.state()
+            .cancel
+            .get(&job_id)
+            .is_some_and(|(_, expires)| *expires > Utc::now())
+    }
+
+    fn set(&self, job_id: JobId, reason: &str) {
+        let expires = Utc::now() + CANCEL_FLAG_TTL;
+        // Flag first, then signal, as cancel.lua does.
+        self.state()
+            .cancel
+            .insert(job_id, (reason.to_owned(), expires));
+        let _ = self.signals.send(Signal::Cancel(job_id));
+    }
+
+    fn clear(&self, job_id: JobId) {
+        self.state().cancel.remove(&job_id);
     }
 }
 

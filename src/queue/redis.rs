@@ -23,9 +23,6 @@ static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("
 static STATS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("stats.lua")));
 static DRAIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drain.lua")));
 
-/// How long a cancel request stays visible to a worker that claims the job later.
-const CANCEL_FLAG_TTL_SECS: u64 = 24 * 3600;
-
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         Error::Unavailable(e.to_string())
@@ -248,21 +245,6 @@ impl Queue for RedisQueue {
             "absent" => Ok(Removal::Absent),
             other => Err(Error::Corrupt(format!("remove script answered {other:?}"))),
         }
-    }
-
-    #[instrument(skip_all, fields(job_id = %job_id))]
-    async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<(), Error> {
-        let k = &self.redis.keys;
-        let mut conn = self.conn().await?;
-        // Flag first, then publish: a worker that registers the job after the publish still
-        // sees the flag when it checks right after registering.
-        let () = conn
-            .set_ex(k.cancel_flag(&job_id), reason, CANCEL_FLAG_TTL_SECS)
-            .await?;
-        let _: i64 = conn
-            .publish(k.channel("cancel"), job_id.to_string())
-            .await?;
-        Ok(())
     }
 
     async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {

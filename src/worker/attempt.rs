@@ -15,7 +15,7 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    events::{Fence, event},
+    events::{CancelCheck, Fence, event},
     job::{Job, JobError, JobId, Outcome},
     proto::v1::{self, MilestoneKind, Stage, job_event::Kind},
     store::Finish,
@@ -168,7 +168,7 @@ impl Worker {
                         &opening,
                         Fence::Start(attempt),
                         Some(&snapshot),
-                        true,
+                        CancelCheck::Read,
                     )
                 },
             )
@@ -213,6 +213,9 @@ impl Worker {
             before_text: Vec::new(),
             log_head,
             log,
+            closing: Vec::new(),
+            seal: false,
+            sealed: false,
             watched,
         };
         // The start append read the cancel flag just now.
@@ -232,8 +235,8 @@ impl Worker {
 
     /// Finalizes a completed attempt: parses structured output and notes the milestones of
     /// the answer (cut by max_tokens, structured output valid or not). Returns the events
-    /// that say so; they go out with the terminal event, in its append.
-    fn finalize(job: &Job, progress: &mut Progress) -> Vec<Kind> {
+    /// that say so; they go out with the last flush, which claims the job's end.
+    pub(super) fn finalize(job: &Job, progress: &mut Progress) -> Vec<Kind> {
         let mut kinds = vec![progress.tracker.advance(Stage::Finalizing)];
         let structured = crate::structured::evaluate(
             job.params.response_format.as_ref(),
@@ -274,14 +277,68 @@ impl Worker {
         kinds
     }
 
-    async fn end(&self, job: Job, running: &Running, end: End, mut progress: Progress) {
+    /// Whether the attempt's failure `err` sends the job back to its queue.
+    fn will_retry(job: &Job, err: &AttemptError) -> bool {
+        // A shutdown hands the job back whatever its attempt count: it did not fail.
+        matches!(err, AttemptError::Shutdown)
+            || (err.is_retryable() && job.attempts < job.max_attempts)
+    }
+
+    /// Whether a cancel was asked for the job: its signal reached the attempt, or its flag
+    /// is set (one read; unknown counts as no: then the next attempt's start reads it).
+    async fn cancel_asked(&self, job: &Job, running: &Running) -> bool {
+        running.reason.get() == Some(&StopReason::Cancelled)
+            || matches!(self.deps.queue.cancel_requested(job.id).await, Ok(Some(_)))
+    }
+
+    /// Claims the end of an attempt that fails its job for good, with its `attempt_failed`
+    /// event (and any text still waiting), as a completing attempt's last flush does.
+    /// `Some(true)`: claimed, or the log refused the attempt as stale (the store's fence
+    /// then refuses it too); `Some(false)`: the cancel flag was set first, so the job ends
+    /// cancelled; `None`: gave up (lease lost, or shutting down).
+    async fn claim_failure(
+        &self,
+        job: &Job,
+        running: &Running,
+        err: &AttemptError,
+        progress: &mut Progress,
+    ) -> Option<bool> {
+        progress
+            .closing
+            .push(Kind::AttemptFailed(v1::AttemptFailed {
+                attempt: job.attempts,
+                error: Some(crate::api::convert::job_error(&err.to_job_error())),
+                will_retry: false,
+                retry_time: None,
+            }));
+        progress.seal = true;
+        progress.unpublished.read_cancel_next();
+        if !self.flush_all(job, running, progress).await {
+            return None;
+        }
+        Some(progress.sealed || running.reason.get() != Some(&StopReason::Cancelled))
+    }
+
+    async fn end(&self, job: Job, running: &Running, mut end: End, mut progress: Progress) {
         let attempt = job.attempts;
         let store = &self.deps.store;
-        let finalized = if matches!(end, End::Completed) {
-            Self::finalize(&job, &mut progress)
-        } else {
-            Vec::new()
+        // A cancel asked before the end wins over a failure too: a final one claims the end
+        // as a completion does; a retry that finds the flag ends the job instead of waiting
+        // out its backoff (a flag set just after the read stops the next attempt's start).
+        let cancelled = match &end {
+            End::Failed(err) if Self::will_retry(&job, err) => {
+                self.cancel_asked(&job, running).await
+            }
+            End::Failed(err) => match self.claim_failure(&job, running, err, &mut progress).await {
+                Some(claimed) => !claimed,
+                None => return,
+            },
+            End::Stopped(StopReason::Shutdown) => self.cancel_asked(&job, running).await,
+            _ => false,
         };
+        if cancelled {
+            end = End::Stopped(StopReason::Cancelled);
+        }
         let finish = match end {
             End::Stopped(StopReason::LeaseLost) => {
                 // Another worker owns the job now: write nothing.
@@ -331,9 +388,8 @@ impl Worker {
                     .unwrap_or_else(|| crate::gateway::DEFAULT_CANCEL_REASON.to_owned()),
             }),
         };
-        let mut kinds = finalized;
-        kinds.extend([stage_end, terminal]);
-        let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
+        // The finalizing events went out with the last flush, which claimed the end.
+        let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
         let expected = progress.terminal_sequence(events.len());
         let log = progress.final_log(&events, expected);
         let stored = self
@@ -410,9 +466,7 @@ impl Worker {
         let attempt = job.attempts;
         let partial = progress.outcome.clone();
         let error = err.to_job_error();
-        // A shutdown hands the job back whatever its attempt count: it did not fail.
-        let will_retry = matches!(err, AttemptError::Shutdown)
-            || (err.is_retryable() && attempt < job.max_attempts);
+        let will_retry = Self::will_retry(job, &err);
         warn!(code = %error.code, will_retry, "attempt failed: {}", error.message);
         if will_retry {
             let delay = delay.unwrap_or_else(|| {
@@ -458,20 +512,12 @@ impl Worker {
         };
         let stage_end = progress.tracker.end(Stage::Failed);
         let history = progress.tracker.take_history();
-        let failed = Kind::AttemptFailed(v1::AttemptFailed {
-            attempt,
-            error: Some(crate::api::convert::job_error(&error)),
-            will_retry: false,
-            retry_time: None,
-        });
+        // Its `attempt_failed` went out with the append that claimed the end.
         let terminal = Kind::Failed(v1::JobFailed {
             error: Some(crate::api::convert::job_error(&error)),
             attempts: attempt,
         });
-        let events: Vec<v1::JobEvent> = [failed, stage_end, terminal]
-            .into_iter()
-            .map(event)
-            .collect();
+        let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
         let expected = progress.terminal_sequence(events.len());
         let log = progress.final_log(&events, expected);
         let stored = self

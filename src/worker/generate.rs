@@ -13,7 +13,7 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    events::{Fence, event},
+    events::{CancelCheck, Fence, event},
     job::{Job, JobError, Outcome, StreamingMode, Usage},
     proto::v1::{self, Stage, job_event::Kind},
     provider,
@@ -106,6 +106,16 @@ pub(super) struct Progress {
     /// with the result at no extra round trip; `None` once it is not known exactly (an append
     /// without an answer, or one whose sequence did not follow).
     pub(super) log: Option<crate::events::archive::Builder>,
+    /// Events that open the attempt's end (the finalizing stage and the answer's milestones,
+    /// or the `attempt_failed` of a final failure): they go out after the last text, in the
+    /// append that claims the end (see [`Progress::seal`]).
+    pub(super) closing: Vec<Kind>,
+    /// The next flush's last append claims the job's end for this attempt
+    /// ([`crate::events::CancelCheck::Seal`]): it reads the cancel flag one last time, and
+    /// unless it is set, a cancel from then on can no longer stop the attempt.
+    pub(super) seal: bool,
+    /// The end is claimed: the attempt ends the job as it decided, whatever cancel comes.
+    pub(super) sealed: bool,
     /// Whether someone followed the job live at the last append (see
     /// [`crate::events::Appended::watched`]). A REALTIME job nobody follows is published as
     /// BUFFERED is (the first token at once, then at most every flush interval), each token
@@ -406,16 +416,8 @@ impl Worker {
                 }
             }
         }
-        progress.unpublished.read_cancel_next();
-        if !self.flush_all(job, running, progress).await
-            || running.reason.get() == Some(&StopReason::Cancelled)
-        {
-            // Lease lost or shutting down: `end` hands the job on. Or the cancel reached the
-            // last flush (or its signal came meanwhile): asked before the end, it wins.
-            return stopped();
-        }
         let o = &progress.outcome;
-        if finished
+        let end = if finished
             && o.content.trim().is_empty()
             && !o.reasoning_content.is_empty()
             && matches!(o.finish_reason.as_str(), "length" | "content_filter")
@@ -431,7 +433,24 @@ impl Worker {
             End::Completed
         } else {
             End::Failed(AttemptError::Provider(provider::Error::Truncated))
+        };
+        if matches!(end, End::Completed) {
+            // The last flush claims the end of a completing attempt, with its finalizing
+            // events: a cancel that reached the log before it wins, one after it is answered
+            // that the job is ending (see `EventLog::request_cancel`). A failing attempt
+            // claims its end in `Worker::end` when the failure is final.
+            progress.closing = Self::finalize(job, progress);
+            progress.seal = true;
         }
+        progress.unpublished.read_cancel_next();
+        if !self.flush_all(job, running, progress).await
+            || (!progress.sealed && running.reason.get() == Some(&StopReason::Cancelled))
+        {
+            // Lease lost or shutting down: `end` hands the job on. Or the cancel reached the
+            // last flush (or its signal came before the end was claimed): it wins.
+            return stopped();
+        }
+        end
     }
 
     /// Takes one upstream stream item into `progress`: text (NUL dropped), model, usage,
@@ -508,14 +527,21 @@ impl Worker {
     ///
     /// Each append carries, in order, the stage changes and milestones waiting to go out
     /// before the text (the first token's), the deltas, and, once the text is all out, the
-    /// progress update it allows: one round trip per flush. The progress snapshot is replaced
-    /// only by appends that carry more than deltas (the live token count is read from the
-    /// log). The attempt's last flush (when anything is left for it) and one at most every
-    /// [`super::deltas::CANCEL_CHECK_EVERY`] after the start's read also read the job's
-    /// cancel flag: when
-    /// it is set, the attempt stops as cancelled, as the cancel signal would have stopped it,
-    /// so a lost signal is made up for within that interval.
-    async fn flush(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
+    /// progress update it allows and the closing events ([`Progress::closing`]): one round
+    /// trip per flush. The progress snapshot is replaced only by appends that carry more than
+    /// deltas (the live token count is read from the log). The attempt's last flush (when
+    /// anything is left for it: a completing attempt always has its closing events) and one
+    /// at most every [`super::deltas::CANCEL_CHECK_EVERY`] after the start's read also read
+    /// the job's cancel flag: when it is set, the attempt stops as cancelled, as the cancel
+    /// signal would have stopped it, so a lost signal is made up for within that interval.
+    /// With [`Progress::seal`], the last append claims the job's end instead of just reading
+    /// the flag ([`Progress::sealed`] says whether it did).
+    pub(super) async fn flush(
+        &self,
+        job: &Job,
+        running: &Running,
+        progress: &mut Progress,
+    ) -> bool {
         loop {
             let mut kinds = std::mem::take(&mut progress.before_text);
             let prefix_len = kinds.len();
@@ -527,11 +553,15 @@ impl Worker {
                     .map(Kind::TokenDelta),
             );
             let all_out = progress.unpublished.is_empty();
+            let mut closing_len = 0;
             if all_out {
                 // Progress counts only delivered tokens: it goes out with the last deltas.
                 let (tokens, rate) = (progress.output_tokens, progress.rate());
                 kinds.extend(progress.tracker.tokens(tokens, rate));
+                closing_len = progress.closing.len();
+                kinds.append(&mut progress.closing);
             }
+            let seal = all_out && progress.seal;
             if kinds.is_empty() {
                 return true;
             }
@@ -542,7 +572,13 @@ impl Worker {
                     progress.tracker.set_worker(self.latest_resources());
                     progress.tracker.snapshot()
                 });
-            let check_cancel = progress.unpublished.cancel_read_due(Instant::now());
+            let cancel = if seal {
+                CancelCheck::Seal
+            } else if progress.unpublished.cancel_read_due(Instant::now()) {
+                CancelCheck::Read
+            } else {
+                CancelCheck::Skip
+            };
             let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
             match self
                 .deps
@@ -552,7 +588,7 @@ impl Worker {
                     &events,
                     Fence::Attempt(job.attempts),
                     snapshot.as_ref(),
-                    check_cancel,
+                    cancel,
                 )
                 .await
             {
@@ -563,6 +599,11 @@ impl Worker {
                         progress.log_head = appended.sequence;
                     }
                     progress.watched = appended.watched;
+                    if seal {
+                        // Claimed, refused for the flag, or refused as stale: asked once.
+                        progress.seal = false;
+                        progress.sealed = appended.sealed;
+                    }
                     if appended.cancel_requested {
                         running.stop(StopReason::Cancelled);
                     }
@@ -571,9 +612,11 @@ impl Worker {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
                     // Whether they went in is unknown: the log is read back at the end.
                     progress.log = None;
-                    // The stage changes and deltas wait for the next flush; a progress update
-                    // is made afresh then.
-                    let mut kinds = events.into_iter().filter_map(|e| e.kind);
+                    // The stage changes, deltas and closing events wait for the next flush; a
+                    // progress update is made afresh then.
+                    let mut kinds: Vec<Kind> = events.into_iter().filter_map(|e| e.kind).collect();
+                    progress.closing = kinds.split_off(kinds.len() - closing_len);
+                    let mut kinds = kinds.into_iter();
                     progress.before_text = kinds.by_ref().take(prefix_len).collect();
                     let deltas = kinds
                         .filter_map(|k| match k {
@@ -630,7 +673,12 @@ impl Worker {
 
     /// Flushes until everything is published, retrying through a Redis outage while the
     /// lease holds. Returns false when it gave up.
-    async fn flush_all(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
+    pub(super) async fn flush_all(
+        &self,
+        job: &Job,
+        running: &Running,
+        progress: &mut Progress,
+    ) -> bool {
         let mut delay = Duration::from_millis(200);
         loop {
             if self.flush(job, running, progress).await {

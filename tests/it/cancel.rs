@@ -168,3 +168,284 @@ async fn cancelling_a_running_job_returns_it_cancelled_with_the_reason() -> anyh
     assert!(PATIENCE.as_secs() > 0);
     app.stop().await
 }
+
+/// Every event of a job's log, through a watcher that ends after the terminal event.
+fn terminal_kinds(events: &[v1::JobEvent]) -> Vec<&Kind> {
+    events
+        .iter()
+        .filter_map(|e| e.kind.as_ref())
+        .filter(|k| matches!(k, Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_)))
+        .collect()
+}
+
+/// The race the lifecycle decides in one place, on the event log itself (the backend under
+/// test: Redis with this test's prefix, or the in-process twin): a cancel that reaches the log
+/// before an attempt claims its end wins; one after the claim is told the job is ending; one
+/// after the terminal event gets that event and sets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result<()> {
+    use llm_jobs::{
+        events::{CancelCheck, CancelRequest, Fence, event},
+        job::JobId,
+        proto::v1::{JobCompleted, JobStarted, TokenDelta},
+    };
+    let backend = crate::flushes::Backend::new()?;
+    let (log, queue) = (&backend.events, &backend.queue);
+    let started = |attempt| {
+        event(Kind::Started(JobStarted {
+            attempt,
+            ..Default::default()
+        }))
+    };
+    let delta = |n: u64| {
+        event(Kind::TokenDelta(TokenDelta {
+            text: format!("tok{n} "),
+            output_tokens: n + 1,
+            ..Default::default()
+        }))
+    };
+    let completed = event(Kind::Completed(JobCompleted::default()));
+
+    // Between the last token and the end: the cancel lands first, so the claim is refused.
+    let first = JobId::now_v7();
+    log.append_events(
+        first,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    log.append_events(
+        first,
+        &[delta(0)],
+        Fence::Attempt(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    assert_eq!(
+        log.request_cancel(first, "stop").await?,
+        CancelRequest::Flagged
+    );
+    let refused = log
+        .append_events(
+            first,
+            &[delta(1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!(
+        (refused.sequence, refused.cancel_requested, refused.sealed),
+        (Some(3), true, false)
+    );
+
+    // The claim comes first: the cancel is answered that the job is ending, and the claim
+    // holds for the attempt; the flag is still set for a later attempt, whose start reads it.
+    let second = JobId::now_v7();
+    log.append_events(
+        second,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    let claimed = log
+        .append_events(
+            second,
+            &[delta(0)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!((claimed.cancel_requested, claimed.sealed), (false, true));
+    assert_eq!(
+        log.request_cancel(second, "late").await?,
+        CancelRequest::Ending
+    );
+    assert_eq!(
+        queue.cancel_requested(second).await?.as_deref(),
+        Some("late")
+    );
+    let kept = log
+        .append_events(
+            second,
+            &[delta(1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!((kept.cancel_requested, kept.sealed), (false, true));
+    let stale = log
+        .append_events(
+            second,
+            &[delta(1)],
+            Fence::Attempt(0),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!((stale.sequence, stale.sealed), (None, false));
+    let next = log
+        .append_events(
+            second,
+            &[started(2)],
+            Fence::Start(2),
+            None,
+            CancelCheck::Read,
+        )
+        .await?;
+    assert!(next.cancel_requested, "a later attempt stops at its start");
+    assert_eq!(
+        log.request_cancel(second, "late").await?,
+        CancelRequest::Flagged,
+        "the claim was the earlier attempt's"
+    );
+
+    // After the terminal event: the answer is that event, and no flag is left behind.
+    let third = JobId::now_v7();
+    log.append_events(
+        third,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    log.close(third, &[delta(0), completed], Fence::Attempt(1), None, None)
+        .await?;
+    match log.request_cancel(third, "too late").await? {
+        CancelRequest::Ended(e) => {
+            assert_eq!(e.sequence, 3);
+            assert_eq!(e.job_id, third.to_string());
+            assert!(matches!(e.kind, Some(Kind::Completed(_))), "{e:?}");
+        }
+        other => panic!("expected the terminal event, got {other:?}"),
+    }
+    assert_eq!(queue.cancel_requested(third).await?, None);
+    let read = log.read_after(third, 0).await?.expect("a log");
+    assert_eq!((read.events.len(), read.terminal_sequence), (3, Some(3)));
+    backend.clean().await
+}
+
+/// The whole answer is out and the upstream has not ended its stream yet when the client
+/// cancels: the cancel wins, and the job keeps every token as its partial output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_the_last_token_before_the_end_wins() -> anyhow::Result<()> {
+    let (reply, end) = Reply::held_end(5);
+    let upstream = TestUpstream::start(reply).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("short story", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 5).await?;
+    let returned = cancel(&app, &job.id).await?;
+    // Held streams end once the cancel is in: a worker that had not stopped would complete.
+    end.add_permits(1);
+    assert_eq!(returned.status(), v1::JobStatus::Cancelled);
+
+    let events = app.watch(&job.id, 0).await?;
+    assert_well_formed(&events, 0);
+    assert!(matches!(
+        terminal_kinds(&events).as_slice(),
+        [Kind::Cancelled(_)]
+    ));
+    let result = app.result(&job.id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Cancelled);
+    assert_eq!(result.content, "tok0 tok1 tok2 tok3 tok4 ");
+    app.stop().await
+}
+
+/// A cancel sent after the job ended returns it as it ended and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_completion_returns_it_completed() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("hello", "gpt-4o-mini")).await?;
+    let done = app
+        .wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let returned = cancel(&app, &job.id).await?;
+    assert_eq!(returned.status(), v1::JobStatus::Completed);
+    assert_eq!(returned.end_time, done.end_time);
+    let events = app.watch(&job.id, 0).await?;
+    assert_well_formed(&events, 0);
+    assert!(matches!(
+        terminal_kinds(&events).as_slice(),
+        [Kind::Completed(_)]
+    ));
+    let result = app.result(&job.id).await?;
+    assert_eq!(result.status(), v1::JobStatus::Completed);
+    app.stop().await
+}
+
+/// Tests about Redis itself: the embedded pass filters them out by name
+/// (`-- --skip ::servers::`).
+mod servers {
+    use super::*;
+
+    /// The race of the soak: the cancel's flag reaches Redis after the worker's last token and
+    /// before its end, and its pub/sub signal never reaches the worker. The attempt's claim on
+    /// its end reads the flag, so the job ends cancelled, not completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_flag_set_between_the_last_token_and_the_end_wins_without_its_signal()
+    -> anyhow::Result<()> {
+        crate::support::needs_servers(
+            "sets the cancel flag in Redis without its pub/sub signal; the in-process order is \
+             tested through the event log above",
+        );
+        let (reply, end) = Reply::held_end(5);
+        let upstream = TestUpstream::start(reply).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .start()
+            .await?;
+        let job = app.submit(request("short story", "gpt-4o-mini")).await?;
+        app.wait_for_job(&job.id, |j| j.output_tokens >= 5).await?;
+
+        // What `CancelJob` does for a running job, less the pub/sub message to the worker.
+        let id: llm_jobs::job::JobId = job.id.parse()?;
+        let flag = llm_jobs::backend::Keys::new(&app.prefix).cancel_flag(&id);
+        let mut r = app.redis().await?;
+        let () = redis::cmd("SET")
+            .arg(&flag)
+            .arg("signal lost")
+            .arg("EX")
+            .arg(3600)
+            .query_async(&mut r)
+            .await?;
+        end.add_permits(1);
+
+        let done = app
+            .wait_for_job(&job.id, |j| {
+                matches!(
+                    j.status(),
+                    v1::JobStatus::Completed | v1::JobStatus::Failed | v1::JobStatus::Cancelled
+                )
+            })
+            .await?;
+        assert_eq!(done.status(), v1::JobStatus::Cancelled);
+        let events = app.watch(&job.id, 0).await?;
+        assert_well_formed(&events, 0);
+        let Some(Kind::Cancelled(c)) = events.last().and_then(|e| e.kind.clone()) else {
+            panic!("ends cancelled: {events:?}");
+        };
+        assert_eq!(c.reason, "signal lost");
+        assert_eq!(terminal_kinds(&events).len(), 1);
+        let result = app.result(&job.id).await?;
+        assert_eq!(result.content, "tok0 tok1 tok2 tok3 tok4 ");
+        // Asked again, the cancel gets the truth and sets nothing new.
+        let again = cancel(&app, &job.id).await?;
+        assert_eq!(again.status(), v1::JobStatus::Cancelled);
+        app.stop().await
+    }
+}

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use llm_jobs::{
-    events::{EventLog, Fence, Live, Subscription, event},
+    events::{CancelCheck, CancelRequest, EventLog, Fence, Live, Subscription, event},
     job::JobId,
     proto::v1::{self, JobCompleted, JobQueued, TokenDelta, job_event::Kind},
     queue::Queue,
@@ -20,7 +20,7 @@ use crate::support::{
     upstream::{Reply, TestUpstream},
 };
 
-/// An event log and the queue whose cancel flags it reads, wired as `serve` wires them, under
+/// An event log and the queue whose cancel flags it reads and sets, wired as `serve` wires them, under
 /// a fresh prefix; the prefix's Redis keys are deleted by [`Backend::clean`].
 pub(crate) struct Backend {
     pub(crate) events: Arc<dyn EventLog>,
@@ -33,9 +33,8 @@ impl Backend {
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
         if embedded() {
             let queue = Arc::new(llm_jobs::queue::memory::MemoryQueue::new());
-            let flags = queue.clone();
             let events = llm_jobs::events::memory::MemoryEventLog::new(60, 60)
-                .with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id)));
+                .with_cancel_flags(queue.clone());
             return Ok(Backend {
                 events: Arc::new(events),
                 queue,
@@ -182,26 +181,29 @@ async fn an_append_larger_than_one_redis_command_takes_is_kept_whole() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_that_asks_reports_the_jobs_cancel_flag() -> anyhow::Result<()> {
     let backend = Backend::new()?;
-    let (log, queue) = (&backend.events, &backend.queue);
+    let log = &backend.events;
     let id = JobId::now_v7();
     let started = event(Kind::Started(v1::JobStarted {
         attempt: 1,
         ..Default::default()
     }));
     let opened = log
-        .append_events(id, &[started], Fence::Start(1), None, true)
+        .append_events(id, &[started], Fence::Start(1), None, CancelCheck::Read)
         .await?;
     assert_eq!((opened.sequence, opened.cancel_requested), (Some(1), false));
-    queue.request_cancel(id, "changed my mind").await?;
+    assert_eq!(
+        log.request_cancel(id, "changed my mind").await?,
+        CancelRequest::Flagged
+    );
     let flushed = log
-        .append_events(id, &[delta(0)], Fence::Attempt(1), None, true)
+        .append_events(id, &[delta(0)], Fence::Attempt(1), None, CancelCheck::Read)
         .await?;
     assert_eq!(
         (flushed.sequence, flushed.cancel_requested),
         (Some(2), true)
     );
     let unasked = log
-        .append_events(id, &[delta(1)], Fence::Attempt(1), None, false)
+        .append_events(id, &[delta(1)], Fence::Attempt(1), None, CancelCheck::Skip)
         .await?;
     assert_eq!(
         (unasked.sequence, unasked.cancel_requested),
@@ -209,7 +211,13 @@ async fn an_append_that_asks_reports_the_jobs_cancel_flag() -> anyhow::Result<()
     );
     // Another job's flag is its own.
     let other = log
-        .append_events(JobId::now_v7(), &[delta(0)], Fence::None, None, true)
+        .append_events(
+            JobId::now_v7(),
+            &[delta(0)],
+            Fence::None,
+            None,
+            CancelCheck::Read,
+        )
         .await?;
     assert!(!other.cancel_requested);
     backend.clean().await
@@ -229,23 +237,29 @@ async fn an_append_says_whether_anyone_watches_the_job() -> anyhow::Result<()> {
         ..Default::default()
     }));
     let alone = log
-        .append_events(id, &[started], Fence::Start(1), None, false)
+        .append_events(id, &[started], Fence::Start(1), None, CancelCheck::Skip)
         .await?;
     assert_eq!((alone.sequence, alone.watched), (Some(1), false));
     let watcher = log.subscribe(id).await?;
     let followed = log
-        .append_events(id, &[delta(0)], Fence::Attempt(1), None, false)
+        .append_events(id, &[delta(0)], Fence::Attempt(1), None, CancelCheck::Skip)
         .await?;
     assert_eq!((followed.sequence, followed.watched), (Some(2), true));
     // Another job is not watched because this one is.
     let other = log
-        .append_events(JobId::now_v7(), &[delta(0)], Fence::None, None, false)
+        .append_events(
+            JobId::now_v7(),
+            &[delta(0)],
+            Fence::None,
+            None,
+            CancelCheck::Skip,
+        )
         .await?;
     assert!(!other.watched);
     drop(watcher);
     if embedded() {
         let left = log
-            .append_events(id, &[delta(1)], Fence::Attempt(1), None, false)
+            .append_events(id, &[delta(1)], Fence::Attempt(1), None, CancelCheck::Skip)
             .await?;
         assert_eq!((left.sequence, left.watched), (Some(3), false));
     }
@@ -332,13 +346,19 @@ mod servers {
             ..Default::default()
         }));
         let unwatched = log
-            .append_events(id, &[started, delta(0)], Fence::Start(1), None, false)
+            .append_events(
+                id,
+                &[started, delta(0)],
+                Fence::Start(1),
+                None,
+                CancelCheck::Skip,
+            )
             .await?;
         assert_eq!(unwatched.sequence, Some(2));
 
         let mut live = log.subscribe(id).await?;
         let watched = log
-            .append_events(id, &[delta(1)], Fence::Attempt(1), None, false)
+            .append_events(id, &[delta(1)], Fence::Attempt(1), None, CancelCheck::Skip)
             .await?;
         assert_eq!(watched.sequence, Some(3));
         // Messages arrive in order: had the first append published, its message would be first.

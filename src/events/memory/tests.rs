@@ -254,30 +254,155 @@ async fn unfinished_logs_outlive_the_finished_ttl() -> Result<(), Error> {
 #[tokio::test]
 async fn appends_that_ask_report_the_queues_cancel_flag() -> Result<(), Box<dyn std::error::Error>>
 {
-    use crate::queue::{Queue, memory::MemoryQueue};
+    use crate::queue::memory::MemoryQueue;
     let queue = Arc::new(MemoryQueue::new());
-    let flags = queue.clone();
-    let log =
-        MemoryEventLog::new(60, 60).with_cancel_flags(Arc::new(move |id| flags.cancel_flag(id)));
+    let log = MemoryEventLog::new(60, 60).with_cancel_flags(queue.clone());
     let id = JobId::now_v7();
     let opened = log
-        .append_events(id, &[started(1)], Fence::Start(1), None, true)
+        .append_events(id, &[started(1)], Fence::Start(1), None, CancelCheck::Read)
         .await?;
     assert_eq!((opened.sequence, opened.cancel_requested), (Some(1), false));
-    queue.request_cancel(id, "stop").await?;
+    assert_eq!(
+        log.request_cancel(id, "stop").await?,
+        CancelRequest::Flagged
+    );
     let asked = log
-        .append_events(id, &[delta("a", 1)], Fence::Attempt(1), None, true)
+        .append_events(
+            id,
+            &[delta("a", 1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Read,
+        )
         .await?;
     assert_eq!((asked.sequence, asked.cancel_requested), (Some(2), true));
     let unasked = log
-        .append_events(id, &[delta("b", 2)], Fence::Attempt(1), None, false)
+        .append_events(
+            id,
+            &[delta("b", 2)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Skip,
+        )
         .await?;
     assert!(!unasked.cancel_requested);
     // Without the queue's flags nothing is reported.
     let alone = MemoryEventLog::new(60, 60)
-        .append_events(id, &[delta("a", 1)], Fence::None, None, true)
+        .append_events(id, &[delta("a", 1)], Fence::None, None, CancelCheck::Read)
         .await?;
     assert_eq!((alone.sequence, alone.cancel_requested), (Some(1), false));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_and_a_claim_on_the_end_are_ordered_in_one_place()
+-> Result<(), Box<dyn std::error::Error>> {
+    use crate::queue::{Queue, memory::MemoryQueue};
+    let queue = Arc::new(MemoryQueue::new());
+    let log = MemoryEventLog::new(60, 60).with_cancel_flags(queue.clone());
+
+    // A cancel before the claim wins: the claim is refused and reports the flag.
+    let first = JobId::now_v7();
+    log.append_events(
+        first,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    assert_eq!(
+        log.request_cancel(first, "stop").await?,
+        CancelRequest::Flagged
+    );
+    let refused = log
+        .append_events(
+            first,
+            &[delta("a", 1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!(
+        (refused.sequence, refused.cancel_requested, refused.sealed),
+        (Some(2), true, false)
+    );
+
+    // A cancel after the claim is told the job is ending; the claim holds, also for the
+    // attempt's later appends; a later attempt is no longer covered by it.
+    let second = JobId::now_v7();
+    log.append_events(
+        second,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    let claimed = log
+        .append_events(
+            second,
+            &[delta("a", 1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!((claimed.cancel_requested, claimed.sealed), (false, true));
+    assert_eq!(
+        log.request_cancel(second, "late").await?,
+        CancelRequest::Ending
+    );
+    assert_eq!(
+        queue.cancel_requested(second).await?.as_deref(),
+        Some("late")
+    );
+    let again = log
+        .append_events(
+            second,
+            &[delta("b", 2)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?;
+    assert_eq!((again.cancel_requested, again.sealed), (false, true));
+    let next = log
+        .append_events(
+            second,
+            &[started(2)],
+            Fence::Start(2),
+            None,
+            CancelCheck::Read,
+        )
+        .await?;
+    assert!(next.cancel_requested, "a later attempt stops at its start");
+    assert_eq!(
+        log.request_cancel(second, "late").await?,
+        CancelRequest::Flagged
+    );
+
+    // After the terminal event nothing is set, and the answer is that event.
+    let third = JobId::now_v7();
+    log.append_events(
+        third,
+        &[started(1)],
+        Fence::Start(1),
+        None,
+        CancelCheck::Read,
+    )
+    .await?;
+    log.close(third, &[completed()], Fence::Attempt(1), None, None)
+        .await?;
+    match log.request_cancel(third, "too late").await? {
+        CancelRequest::Ended(e) => {
+            assert_eq!(e.sequence, 2);
+            assert!(matches!(e.kind, Some(Kind::Completed(_))));
+        }
+        other => panic!("expected the terminal event, got {other:?}"),
+    }
+    assert_eq!(queue.cancel_requested(third).await?, None);
     Ok(())
 }
 
@@ -289,7 +414,7 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
     let queued = event(Kind::Queued(JobQueued::default()));
     log.append(id, &queued, Fence::None).await?;
     let opened = log
-        .append_events(id, &[started(1)], Fence::Start(1), None, false)
+        .append_events(id, &[started(1)], Fence::Start(1), None, CancelCheck::Skip)
         .await?;
     assert_eq!(opened.sequence, Some(2));
     assert_eq!(
@@ -301,7 +426,13 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
         [1]
     );
     let flushed = log
-        .append_events(id, &[delta("a", 1)], Fence::Attempt(1), None, false)
+        .append_events(
+            id,
+            &[delta("a", 1)],
+            Fence::Attempt(1),
+            None,
+            CancelCheck::Skip,
+        )
         .await?;
     assert!(
         flushed.earlier.is_empty(),

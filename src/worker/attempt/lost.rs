@@ -78,6 +78,11 @@ impl Worker {
         if counted <= u64::from(job.max_attempts) {
             return false;
         }
+        // A cancel asked before this end wins: the attempt runs instead and stops at its
+        // start, which reads the flag (a flag set after this read is the rare loser).
+        if matches!(self.deps.queue.cancel_requested(job.id).await, Ok(Some(_))) {
+            return false;
+        }
         let lost = failures
             .iter()
             .filter(|(_, e)| e.code == "worker_lost")

@@ -53,6 +53,13 @@ pub enum Reply {
         first_token_delay: Duration,
         interval: Duration,
     },
+    /// As [`Reply::Slow`] with no delays, except that the finish chunk and `[DONE]` wait until
+    /// `end` has a permit (see [`Reply::held_end`]): the whole answer is out, the stream not
+    /// yet ended.
+    HeldEnd {
+        tokens: usize,
+        end: Arc<tokio::sync::Semaphore>,
+    },
     /// HTTP error status with an OpenAI error JSON body (`{"error":{"message","type","param","code"}}`),
     /// optional `Retry-After` header (seconds). `param` and `code` are `null`.
     Status {
@@ -126,6 +133,17 @@ impl Reply {
             first_token_delay: Duration::from_millis(first_ms),
             interval: Duration::from_millis(interval_ms),
         }
+    }
+
+    /// A stream of `tokens` tokens at once whose end (finish chunk and `[DONE]`) waits for
+    /// the returned gate: `add_permits(1)` lets one such stream end.
+    pub fn held_end(tokens: usize) -> (Reply, Arc<tokio::sync::Semaphore>) {
+        let end = Arc::new(tokio::sync::Semaphore::new(0));
+        let reply = Reply::HeldEnd {
+            tokens,
+            end: end.clone(),
+        };
+        (reply, end)
     }
 
     pub fn fixture(name: &'static str) -> Reply {
@@ -392,7 +410,10 @@ async fn chat_completions(
             tokens,
             first_token_delay,
             interval,
-        } => slow_stream(tokens, first_token_delay, interval),
+        } => slow_stream(tokens, first_token_delay, interval, None),
+        Reply::HeldEnd { tokens, end } => {
+            slow_stream(tokens, Duration::ZERO, Duration::ZERO, Some(end))
+        }
         Reply::Fixture {
             name,
             chunk_bytes,
@@ -493,18 +514,27 @@ fn slow_stream(
     tokens: usize,
     first_token_delay: Duration,
     interval: Duration,
+    end: Option<Arc<tokio::sync::Semaphore>>,
 ) -> BoxStream<'static, io::Result<Bytes>> {
-    stream::unfold(0usize, move |i| async move {
-        if i <= tokens {
-            sleep(if i == 0 { first_token_delay } else { interval }).await;
+    stream::unfold(0usize, move |i| {
+        let end = end.clone();
+        async move {
+            if i <= tokens {
+                sleep(if i == 0 { first_token_delay } else { interval }).await;
+            } else if i == tokens + 1
+                && let Some(end) = end
+            {
+                // A closed gate ends the stream without its finish.
+                end.acquire().await.ok()?.forget();
+            }
+            let frame = match i {
+                0 => sse_chunk(json!({"role": "assistant", "content": ""}), None),
+                i if i <= tokens => sse_chunk(json!({"content": format!("tok{} ", i - 1)}), None),
+                i if i == tokens + 1 => sse_chunk(json!({}), Some("stop")) + "data: [DONE]\n\n",
+                _ => return None,
+            };
+            Some((Ok(Bytes::from(frame)), i + 1))
         }
-        let frame = match i {
-            0 => sse_chunk(json!({"role": "assistant", "content": ""}), None),
-            i if i <= tokens => sse_chunk(json!({"content": format!("tok{} ", i - 1)}), None),
-            i if i == tokens + 1 => sse_chunk(json!({}), Some("stop")) + "data: [DONE]\n\n",
-            _ => return None,
-        };
-        Some((Ok(Bytes::from(frame)), i + 1))
     })
     .boxed()
 }
