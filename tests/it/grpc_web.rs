@@ -161,7 +161,12 @@ async fn health_is_serving_while_redis_and_postgres_answer() -> anyhow::Result<(
         .await?;
     let mut health = HealthClient::new(channel);
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    for service in ["", "llmjobs.v1.JobService"] {
+    for service in [
+        "",
+        "llmjobs.v1.JobService",
+        "llmjobs.v1.BatchService",
+        "llmjobs.v1.QueueAdminService",
+    ] {
         loop {
             let status = health
                 .check(HealthCheckRequest {
