@@ -40,6 +40,18 @@ pub enum Fence {
     Attempt(u32),
     /// Attempt N starts now: from here on older attempts are refused.
     Start(u32),
+    /// Only attempt N, which must be the current one, and only while the log's last sequence
+    /// is `head`: the attempt is the log's one writer and knows where it ends. When the log
+    /// ends at `head` plus these events instead, an earlier try of this same append (whose
+    /// answer was lost to a timeout, and which Redis ran after all) put them in: the append
+    /// answers with that sequence and adds nothing. Any other end refuses. So resending an
+    /// append never duplicates events, whichever of the tries Redis runs first.
+    At {
+        /// The attempt, which must be the current one.
+        attempt: u32,
+        /// The log's last sequence before the append.
+        head: u64,
+    },
 }
 
 /// What a live subscription delivers.
@@ -146,7 +158,7 @@ pub enum CancelCheck {
     /// even when the cancel signal never reached it.
     Read,
     /// It reads the flag and, when it is not set and the append is accepted under
-    /// [`Fence::Attempt`], claims the job's end for that attempt: from then on
+    /// [`Fence::Attempt`] or [`Fence::At`], claims the job's end for that attempt: from then on
     /// [`EventLog::request_cancel`] answers [`CancelRequest::Ending`], so the attempt may end
     /// the job as it decided (completed, failed). When the flag is set the end is not claimed
     /// (the events are still appended) and the attempt must end the job cancelled. Claiming

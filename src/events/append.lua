@@ -5,8 +5,11 @@
 -- A terminal append starts the short expiry of every key of the job (the store keeps its log
 -- from then on).
 -- KEYS: 1 events list, 2 state hash, 3 progress snapshot, 4 cancel flag
--- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 's<N>' attempt N starts, older
---       attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
+-- ARGV: 1 fence ('' none | 'a<N>' attempt N must be current | 'a<N>@<H>' attempt N must be
+--       current and the log's last sequence H: when it is H + the number of events instead,
+--       an earlier try of this very append (whose answer was lost) put them in, and the answer
+--       is that sequence with nothing appended; any other sequence refuses | 's<N>' attempt N
+--       starts, older attempts are refused from now on), 2 '1' when the last event is terminal, 3 channel,
 --       4 cancel flag: '0' not read, '1' read, '2' read and, when it is not set, claim the
 --       job's end for the fencing attempt ('a<N>' fence; the state's 'sealed' field: from then
 --       on cancel.lua answers 'ending'; claiming again under the same attempt keeps the
@@ -31,11 +34,12 @@ local state = KEYS[2]
 local st = redis.call('HMGET', state, 'done', 'attempt', 'base', 'w', 'sealed')
 local fence = ARGV[1]
 local kind = string.sub(fence, 1, 1)
+local attempt, head = string.match(string.sub(fence, 2), '^(%d*)@?(%d*)$')
 local seal = ARGV[4] == '2' and kind == 'a'
 local cancel = 0
 if ARGV[4] ~= '0' and redis.call('EXISTS', KEYS[4]) == 1 then cancel = 1 end
 -- An attempt that claimed the end keeps it: a cancel after the claim does not undo it.
-if seal and st[5] == string.sub(fence, 2) then cancel = 0 end
+if seal and st[5] == attempt then cancel = 0 end
 -- An unreadable mark counts as current: publishing too much only costs.
 local watched = 0
 if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 1 end
@@ -47,12 +51,21 @@ if st[1] then
   return {0, cancel, 0, watched, base, {}}
 end
 if fence ~= '' then
-  local n = tonumber(string.sub(fence, 2))
+  local n = tonumber(attempt)
   local current = tonumber(st[2] or '0')
   if kind == 's' then
     if n < current then return {0, cancel, 0, watched, base, {}} end
   elseif n ~= current then
     return {0, cancel, 0, watched, base, {}}
+  end
+  if head ~= '' then
+    local now = base + redis.call('LLEN', KEYS[1])
+    if now == tonumber(head) + (#ARGV - FIRST_EVENT + 1) then
+      local claimed = 0
+      if seal and st[5] == attempt then claimed = 1 end
+      return {now, cancel, claimed, watched, base, {}}
+    end
+    if now ~= tonumber(head) then return {0, cancel, 0, watched, base, {}} end
   end
 end
 local sealed = 0
@@ -92,7 +105,7 @@ local terminal = ARGV[2] == '1'
 local fields = {}
 if kind == 's' then
   fields[#fields + 1] = 'attempt'
-  fields[#fields + 1] = string.sub(fence, 2)
+  fields[#fields + 1] = attempt
 end
 if terminal then
   fields[#fields + 1] = 'done'
@@ -100,7 +113,7 @@ if terminal then
 end
 if sealed == 1 then
   fields[#fields + 1] = 'sealed'
-  fields[#fields + 1] = string.sub(fence, 2)
+  fields[#fields + 1] = attempt
 end
 if #fields > 0 then redis.call('HSET', state, unpack(fields)) end
 

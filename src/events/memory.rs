@@ -180,7 +180,7 @@ impl MemoryEventLog {
             (l.done.is_some(), l.attempt.unwrap_or(0), l.sealed)
         });
         let seal = match (cancel, fence) {
-            (CancelCheck::Seal, Fence::Attempt(n)) => Some(n),
+            (CancelCheck::Seal, Fence::Attempt(n) | Fence::At { attempt: n, .. }) => Some(n),
             _ => None,
         };
         let cancel_requested = cancel != CancelCheck::Skip
@@ -199,11 +199,26 @@ impl MemoryEventLog {
         }
         let refused = match fence {
             Fence::None => false,
-            Fence::Attempt(n) => n != current,
+            Fence::Attempt(n) | Fence::At { attempt: n, .. } => n != current,
             Fence::Start(n) => n < current,
         };
         if refused {
             return Ok(appended);
+        }
+        if let Fence::At { head, .. } = fence {
+            let now = state
+                .logs
+                .get(&job_id)
+                .map_or(0, |l| l.base.unwrap_or(0) + l.events.len() as u64);
+            if now == head + events.len() as u64 {
+                // An earlier try of this append put the events in.
+                appended.sequence = Some(now);
+                appended.sealed = seal.is_some() && seal == sealed;
+                return Ok(appended);
+            }
+            if now != head {
+                return Ok(appended);
+            }
         }
         let wanted = log;
         let log = state.logs.entry(job_id).or_default();

@@ -110,6 +110,7 @@ impl RedisEventLog {
             Fence::None => String::new(),
             Fence::Attempt(n) => format!("a{n}"),
             Fence::Start(n) => format!("s{n}"),
+            Fence::At { attempt, head } => format!("a{attempt}@{head}"),
         };
         let mut invocation = APPEND.prepare_invoke();
         invocation

@@ -217,6 +217,7 @@ impl Worker {
             seal: false,
             sealed: false,
             watched,
+            in_doubt: None,
         };
         // The start append read the cancel flag just now.
         progress.unpublished.cancel_read(Instant::now());

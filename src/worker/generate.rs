@@ -13,7 +13,7 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    events::{CancelCheck, Fence, event},
+    events::{Appended, CancelCheck, Fence, event},
     job::{Job, JobError, Outcome, StreamingMode, Usage},
     proto::v1::{self, Stage, job_event::Kind},
     provider,
@@ -121,6 +121,11 @@ pub(super) struct Progress {
     /// BUFFERED is (the first token at once, then at most every flush interval), each token
     /// still its own delta: the log a later watcher replays is the same, in fewer appends.
     pub(super) watched: bool,
+    /// An append whose answer never came (a timeout: Redis may still run it), kept as sent
+    /// with the log's last sequence before it and its cancel check: the next flush sends
+    /// exactly it again under [`Fence::At`], which adds it only if the first try did not, and
+    /// no other append goes out before, so a slow Redis cannot duplicate or reorder events.
+    pub(super) in_doubt: Option<(u64, Vec<v1::JobEvent>, CancelCheck)>,
 }
 
 impl Progress {
@@ -344,7 +349,8 @@ impl Worker {
                 return stopped();
             }
             let has_text = !progress.unpublished.is_empty();
-            let has_pending = has_text || !progress.before_text.is_empty();
+            let has_pending =
+                has_text || !progress.before_text.is_empty() || progress.in_doubt.is_some();
             // Gathered into timed flushes: BUFFERED, and REALTIME while nobody watches.
             let gathered = buffered || !progress.watched;
             // REALTIME: chunks already here join the waiting ones before they go out, each as
@@ -542,6 +548,9 @@ impl Worker {
         running: &Running,
         progress: &mut Progress,
     ) -> bool {
+        if !self.settle_in_doubt(job, running, progress).await {
+            return false;
+        }
         loop {
             let mut kinds = std::mem::take(&mut progress.before_text);
             let prefix_len = kinds.len();
@@ -586,31 +595,24 @@ impl Worker {
                 .append_events(
                     job.id,
                     &events,
-                    Fence::Attempt(job.attempts),
+                    fence(job, progress),
                     snapshot.as_ref(),
                     cancel,
                 )
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(appended) => {
-                    progress.logged(&events, appended.sequence);
-                    if appended.sequence.is_some() {
-                        progress.log_head = appended.sequence;
-                    }
-                    progress.watched = appended.watched;
-                    if seal {
-                        // Claimed, refused for the flag, or refused as stale: asked once.
-                        progress.seal = false;
-                        progress.sealed = appended.sealed;
-                    }
-                    if appended.cancel_requested {
-                        running.stop(StopReason::Cancelled);
-                    }
-                }
+                Ok(appended) => noted(progress, running, &events, &appended, cancel),
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
-                    // Whether they went in is unknown: the log is read back at the end.
+                    // Whether they went in is unknown (the append may still run): the next
+                    // flush sends exactly them again, at the same head, which cannot add
+                    // them twice.
+                    if let Some(head) = progress.log_head {
+                        progress.in_doubt = Some((head, events, cancel));
+                        return false;
+                    }
+                    // No head to fence on: the log is read back at the end.
                     progress.log = None;
                     // The stage changes, deltas and closing events wait for the next flush; a
                     // progress update is made afresh then.
@@ -634,6 +636,36 @@ impl Worker {
         }
     }
 
+    /// Sends again the append in doubt, if any (see [`Progress::in_doubt`]). Returns whether
+    /// none is left in doubt.
+    async fn settle_in_doubt(&self, job: &Job, running: &Running, progress: &mut Progress) -> bool {
+        let Some((head, events, cancel)) = progress.in_doubt.take() else {
+            return true;
+        };
+        let fence = Fence::At {
+            attempt: job.attempts,
+            head,
+        };
+        match self
+            .deps
+            .events
+            .append_events(job.id, &events, fence, None, cancel)
+            .await
+        {
+            // In now (by this try or the first), or refused (a newer attempt owns the log):
+            // either way no longer in doubt.
+            Ok(appended) => {
+                noted(progress, running, &events, &appended, cancel);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot publish token deltas yet; keeping them");
+                progress.in_doubt = Some((head, events, cancel));
+                false
+            }
+        }
+    }
+
     /// Publishes `kinds` with the tracker's fresh snapshot. Best effort: progress must never
     /// hold up or fail generation, so a Redis error is logged and the events dropped.
     pub(super) async fn publish_tracked(
@@ -645,28 +677,36 @@ impl Worker {
         if kinds.is_empty() {
             return;
         }
+        if progress.in_doubt.is_some() {
+            // Nothing may overtake an append in doubt; the next flush settles it.
+            return;
+        }
         progress.tracker.set_worker(self.latest_resources());
         let snapshot = progress.tracker.snapshot();
         let events: Vec<v1::JobEvent> = kinds.into_iter().map(event).collect();
         match self
             .deps
             .events
-            .append_tracked(
+            .append_events(
                 job.id,
                 &events,
-                Fence::Attempt(job.attempts),
+                fence(job, progress),
                 Some(&snapshot),
+                CancelCheck::Skip,
             )
             .await
         {
-            Ok(Some(seq)) => {
-                progress.logged(&events, Some(seq));
-                progress.log_head = Some(seq);
+            Ok(appended) => {
+                progress.logged(&events, appended.sequence);
+                progress.log_head = appended.sequence;
             }
-            Ok(None) => progress.log = None,
             Err(e) => {
-                progress.log = None;
-                warn!(error = %e, "cannot publish progress events");
+                warn!(error = %e, "cannot publish progress events yet; keeping them");
+                match progress.log_head {
+                    // As a flush's: sent again, at the same head, by the next flush.
+                    Some(head) => progress.in_doubt = Some((head, events, CancelCheck::Skip)),
+                    None => progress.log = None,
+                }
             }
         }
     }
@@ -693,5 +733,40 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// The fence of the attempt's next append: at the log's end when the attempt knows it (so
+/// that a resent append cannot go in twice), else the attempt alone.
+fn fence(job: &Job, progress: &Progress) -> Fence {
+    match progress.log_head {
+        Some(head) => Fence::At {
+            attempt: job.attempts,
+            head,
+        },
+        None => Fence::Attempt(job.attempts),
+    }
+}
+
+/// Notes what an append of `events` (with its `cancel` check) answered: the attempt's copy of
+/// the log, where the log ends (unknown after a refusal), who watches, the end's claim, and
+/// a cancel it found.
+fn noted(
+    progress: &mut Progress,
+    running: &Running,
+    events: &[v1::JobEvent],
+    appended: &Appended,
+    cancel: CancelCheck,
+) {
+    progress.logged(events, appended.sequence);
+    progress.log_head = appended.sequence;
+    progress.watched = appended.watched;
+    if cancel == CancelCheck::Seal {
+        // Claimed, refused for the flag, or refused as stale: asked once.
+        progress.seal = false;
+        progress.sealed = appended.sealed;
+    }
+    if appended.cancel_requested {
+        running.stop(StopReason::Cancelled);
     }
 }

@@ -178,6 +178,48 @@ async fn an_append_larger_than_one_redis_command_takes_is_kept_whole() -> anyhow
     backend.clean().await
 }
 
+/// An append at a known end of the log (`Fence::At`), resent because its answer was lost:
+/// added when the log is where it was, answered without adding when an earlier try already
+/// put it in, refused otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_goes_in_once() -> anyhow::Result<()> {
+    let backend = Backend::new()?;
+    let log = &backend.events;
+    let id = JobId::now_v7();
+    let started = llm_jobs::events::event(Kind::Started(v1::JobStarted {
+        attempt: 1,
+        ..Default::default()
+    }));
+    assert_eq!(log.append(id, &started, Fence::Start(1)).await?, Some(1));
+    let batch = [delta(0), delta(1)];
+    let again = Fence::At {
+        attempt: 1,
+        head: 1,
+    };
+    // The first try never ran: the retry adds the batch.
+    assert_eq!(log.append_tracked(id, &batch, again, None).await?, Some(3));
+    // The first try ran after all (or the retry is retried): nothing is added twice.
+    assert_eq!(log.append_tracked(id, &batch, again, None).await?, Some(3));
+    // The log moved on in some other way: refused.
+    assert_eq!(
+        log.append_tracked(id, &[delta(2)], again, None).await?,
+        None
+    );
+    // Only the current attempt may retry.
+    let stale = Fence::At {
+        attempt: 0,
+        head: 3,
+    };
+    assert_eq!(
+        log.append_tracked(id, &[delta(2)], stale, None).await?,
+        None
+    );
+    let read = log.read_after(id, 0).await?.expect("a log");
+    let sequences: Vec<u64> = read.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, vec![1, 2, 3]);
+    backend.clean().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_that_asks_reports_the_jobs_cancel_flag() -> anyhow::Result<()> {
     let backend = Backend::new()?;

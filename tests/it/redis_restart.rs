@@ -151,4 +151,44 @@ mod servers {
         );
         app.stop().await
     }
+
+    /// A Redis that hangs for longer than a command's timeout and then runs everything it was
+    /// sent: the worker's timed-out append and its retry both reach it, and the deltas are in
+    /// the log once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_redis_does_not_duplicate_deltas() -> anyhow::Result<()> {
+        crate::support::needs_servers("a Redis that hangs");
+        let proxy = crate::support::proxy::Proxy::start(&crate::support::redis_host()).await?;
+        let upstream = TestUpstream::start(Reply::slow(100, 10, 20)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .arg("--redis-url", &format!("redis://{}", proxy.addr))
+            .start()
+            .await?;
+        let job = app.submit(request("through a hang", "gpt-4o-mini")).await?;
+        app.wait_for_job(&job.id, |j| j.output_tokens >= 5).await?;
+        // Longer than the 500 ms a command waits for its answer, several flushes long.
+        proxy.hold();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        proxy.release();
+        app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+        let events = watch_resuming(&app, &job.id).await?;
+        crate::support::assert_well_formed(&events, 0);
+        let full: String = (0..100).map(|i| format!("tok{i} ")).collect();
+        assert_eq!(text_of(&events), full, "every delta once, in order");
+        let counts: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(v1::job_event::Kind::TokenDelta(d)) => Some(d.output_tokens),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            counts.windows(2).all(|w| w[0] < w[1]),
+            "output tokens only rise: {counts:?}"
+        );
+        assert_eq!(app.result(&job.id).await?.content, full);
+        app.stop().await
+    }
 }
