@@ -58,15 +58,6 @@ if fence ~= '' then
   elseif n ~= current then
     return {0, cancel, 0, watched, base, {}}
   end
-  if head ~= '' then
-    local now = base + redis.call('LLEN', KEYS[1])
-    if now == tonumber(head) + (#ARGV - FIRST_EVENT + 1) then
-      local claimed = 0
-      if seal and st[5] == attempt then claimed = 1 end
-      return {now, cancel, claimed, watched, base, {}}
-    end
-    if now ~= tonumber(head) then return {0, cancel, 0, watched, base, {}} end
-  end
 end
 local sealed = 0
 if seal and cancel == 0 then sealed = 1 end
@@ -77,6 +68,25 @@ local last = #ARGV
 local len = 0
 for i = FIRST_EVENT, last, PUSH_CHUNK do
   len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + PUSH_CHUNK - 1, last)))
+end
+-- 'a<N>@<H>': checked after the push, whose answer is the new length (no extra command in
+-- the usual case); a push at the wrong place is taken back at once.
+if head ~= nil and head ~= '' then
+  local count = last - FIRST_EVENT + 1
+  local before = base + len - count
+  if before ~= tonumber(head) then
+    if len == count then
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('LTRIM', KEYS[1], 0, len - count - 1)
+    end
+    if before == tonumber(head) + count then
+      local claimed = 0
+      if seal and st[5] == attempt then claimed = 1 end
+      return {before, cancel, claimed, watched, base, {}}
+    end
+    return {0, cancel, 0, watched, base, {}}
+  end
 end
 local first = len - (last - FIRST_EVENT)
 local seq = base + len
