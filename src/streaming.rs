@@ -62,19 +62,23 @@ pub enum Ended {
 
 /// Starts following `job_id` after `after` and returns the stream at once, with a handle that
 /// tells how it ended. The stream ends after the terminal event, with UNAVAILABLE when a
-/// dependency fails or the server shuts down (clients reconnect with their last sequence), or
+/// dependency fails or the server shuts down (clients reconnect with their last sequence),
+/// with RESOURCE_EXHAUSTED when the client stops reading (see [`Pace::stall_patience`]), or
 /// when the client goes away (within one scheduling round: the forwarding task watches the
-/// channel's closing).
-pub fn follow(
+/// channel's closing). `keep` (a key's open-stream slot) is held until the watcher ends,
+/// which for a client that stopped reading is before its stream does.
+pub fn follow<K: Send + 'static>(
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     job_id: JobId,
     after: u64,
     pace: Pace,
     shutdown: CancellationToken,
+    keep: K,
 ) -> (EventStream, tokio::task::JoinHandle<Ended>) {
     let (tx, rx) = outbox::outbox(WATCHER_BUFFER_BYTES);
     let handle = tokio::spawn(async move {
+        let _keep = keep;
         let mut w = Watcher {
             store,
             events,
@@ -96,6 +100,10 @@ pub fn follow(
             Err(Stop::Gone) => Ended::ClientGone,
             Err(Stop::Status(status)) => {
                 w.tx.end(status);
+                Ended::Error
+            }
+            Err(Stop::Stalled(status)) => {
+                w.tx.abandon(status);
                 Ended::Error
             }
         }
@@ -130,6 +138,8 @@ enum Stop {
     Gone,
     /// End the stream with this status.
     Status(Status),
+    /// The client stopped reading: drop what waits for it and end with this status.
+    Stalled(Status),
 }
 
 impl From<Status> for Stop {
@@ -237,7 +247,7 @@ impl Watcher {
             Err(outbox::Refused::Gone) => Err(Stop::Gone),
             Err(outbox::Refused::Stalled) => {
                 debug!(job_id = %self.job_id, last = self.last, "watcher: the client stopped reading");
-                Err(Stop::Status(Status::resource_exhausted(format!(
+                Err(Stop::Stalled(Status::resource_exhausted(format!(
                     "the client read nothing for {} s while {} KiB of events waited for it; \
                      resume with after_sequence set to the last sequence received (at most {})",
                     self.stall_patience.as_secs(),

@@ -15,7 +15,7 @@ use crate::{
     gateway::Gateway,
     job::JobId,
     proto::v1::{self, job_service_server::JobService},
-    ratelimit::streams::Held,
+    ratelimit::streams::StreamSlot,
     streaming::{self, Ended},
 };
 
@@ -81,7 +81,13 @@ impl JobApi {
         }))
     }
 
-    fn follow(&self, job_id: JobId, after: u64) -> (streaming::EventStream, JoinHandle<Ended>) {
+    /// Follows `job_id` after `after`, holding `slot` until the watcher ends.
+    fn follow(
+        &self,
+        job_id: JobId,
+        after: u64,
+        slot: StreamSlot,
+    ) -> (streaming::EventStream, JoinHandle<Ended>) {
         streaming::follow(
             self.gateway.store.clone(),
             self.gateway.events.clone(),
@@ -89,6 +95,7 @@ impl JobApi {
             after,
             self.pace,
             self.shutdown.clone(),
+            slot,
         )
     }
 }
@@ -104,8 +111,8 @@ fn job_id(raw: &str) -> Result<JobId, Status> {
 /// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).
 const MAX_SEQUENCE: u64 = (1 << 53) - 1;
 
-/// A job's event stream, holding its key's open-stream slot.
-type EventStream = Held<streaming::EventStream>;
+/// A job's event stream (its watcher holds the key's open-stream slot).
+type EventStream = streaming::EventStream;
 
 #[tonic::async_trait]
 impl JobService for JobApi {
@@ -140,7 +147,7 @@ impl JobService for JobApi {
         let cancel_on_disconnect = req.cancel_on_disconnect;
         let job = self.submit(&who, req).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
-        let (stream, ended) = self.follow(job.id, 0);
+        let (stream, ended) = self.follow(job.id, 0, slot);
         if cancel_on_disconnect {
             let gateway = self.gateway.clone();
             tokio::spawn(async move {
@@ -151,7 +158,7 @@ impl JobService for JobApi {
                 }
             });
         }
-        Ok(Response::new(slot.hold(stream)))
+        Ok(Response::new(stream))
     }
 
     type StreamJobStream = EventStream;
@@ -191,9 +198,7 @@ impl JobService for JobApi {
             Err(e) => return Err(e.into()),
         }
         let slot = self.guard.limiter.open_stream(&who)?;
-        Ok(Response::new(
-            slot.hold(self.follow(id, req.after_sequence).0),
-        ))
+        Ok(Response::new(self.follow(id, req.after_sequence, slot).0))
     }
 
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]

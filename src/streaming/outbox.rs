@@ -5,20 +5,24 @@
 //! size (plus the item's own footprint), released when tonic takes it, so a client that stops
 //! reading pins at most [`Outbox::budget`] bytes here (HTTP/2 adds at most the client's
 //! window). When no room frees up for the caller's patience, [`Outbox::send`] gives up with
-//! [`Refused::Stalled`] and the watcher ends the stream, releasing its subscription and reads.
+//! [`Refused::Stalled`]; the watcher then [`Outbox::abandon`]s the queue, which drops what
+//! waits in it at once and ends the watcher (its subscription, its reads, its key's slot).
 //!
 //! The stream's final status travels beside the queue, not in it: a stream that ends because
-//! its queue is full can still end with a status instead of a silent OK.
+//! its queue is full can still end with a status instead of a silent OK, as soon as the
+//! client reads again.
 
 use std::{
+    collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use futures::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Why [`Outbox::send`] did not queue an item.
@@ -30,37 +34,82 @@ pub enum Refused {
     Stalled,
 }
 
+/// What the two halves share.
+struct State<T> {
+    queue: VecDeque<(T, OwnedSemaphorePermit)>,
+    /// The status that ends the stream, once the sender has ended it.
+    end: Option<Status>,
+    /// The sender has ended (or dropped) its half.
+    done: bool,
+    /// The receiver waiting for the next item.
+    waker: Option<Waker>,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// Cancelled when the receiving half is dropped (the client went away).
+    gone: CancellationToken,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the sending side with `status` (after the queued items, or instead of them with
+    /// `drop_queued`), and wakes the receiver.
+    fn finish(&self, status: Option<Status>, drop_queued: bool) {
+        let waker = {
+            let mut state = self.lock();
+            if drop_queued {
+                state.queue.clear();
+            }
+            if status.is_some() {
+                state.end = status;
+            }
+            state.done = true;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
 /// The sending half: owned by the watcher task.
 pub struct Outbox<T> {
-    tx: mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
+    shared: Arc<Shared<T>>,
     room: Arc<Semaphore>,
     budget: u32,
-    end: Arc<Mutex<Option<Status>>>,
 }
 
 /// The receiving half, handed to tonic as the response stream: yields the queued items, then
 /// the final status when one was set.
 pub struct Drain<T> {
-    rx: mpsc::UnboundedReceiver<(T, OwnedSemaphorePermit)>,
-    end: Arc<Mutex<Option<Status>>>,
+    shared: Arc<Shared<T>>,
     finished: bool,
 }
 
 /// A queue of at most `budget_bytes` (clamped to 1..=`u32::MAX`) bytes of items.
 pub fn outbox<T>(budget_bytes: usize) -> (Outbox<T>, Drain<T>) {
     let budget = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let end = Arc::new(Mutex::new(None));
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            end: None,
+            done: false,
+            waker: None,
+        }),
+        gone: CancellationToken::new(),
+    });
     (
         Outbox {
-            tx,
+            shared: shared.clone(),
             room: Arc::new(Semaphore::new(budget as usize)),
             budget,
-            end: end.clone(),
         },
         Drain {
-            rx,
-            end,
+            shared,
             finished: false,
         },
     )
@@ -78,7 +127,12 @@ impl<T> Outbox<T> {
         let cost = bytes
             .saturating_add(std::mem::size_of::<T>())
             .min(self.budget as usize) as u32;
+        if self.shared.gone.is_cancelled() {
+            return Err(Refused::Gone);
+        }
         let permit = tokio::select! {
+            biased;
+            _ = self.shared.gone.cancelled() => return Err(Refused::Gone),
             got = tokio::time::timeout(patience, self.room.clone().acquire_many_owned(cost)) => {
                 match got {
                     Ok(Ok(permit)) => permit,
@@ -87,22 +141,47 @@ impl<T> Outbox<T> {
                     Err(_) => return Err(Refused::Stalled),
                 }
             }
-            _ = self.tx.closed() => return Err(Refused::Gone),
         };
-        self.tx.send((item, permit)).map_err(|_| Refused::Gone)
+        let waker = {
+            let mut state = self.shared.lock();
+            state.queue.push_back((item, permit));
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Resolves when the client has gone away.
     pub async fn closed(&self) {
-        self.tx.closed().await
+        self.shared.gone.cancelled().await
     }
 
     /// Ends the stream with `status` once the queued items are taken (they are still
     /// delivered first).
     pub fn end(self, status: Status) {
-        if let Ok(mut end) = self.end.lock() {
-            *end = Some(status);
-        }
+        self.shared.finish(Some(status), false);
+    }
+
+    /// Ends the stream with `status` at once, dropping the items still queued (a client that
+    /// stopped reading): they are freed now, not when the client reads or leaves.
+    pub fn abandon(self, status: Status) {
+        self.shared.finish(Some(status), true);
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        // Ended without a status (after the terminal event, or the client left): the stream
+        // ends quietly once the queue is drained. A status set before stays.
+        self.shared.finish(None, false);
+    }
+}
+
+impl<T> Drop for Drain<T> {
+    fn drop(&mut self) {
+        self.shared.gone.cancel();
     }
 }
 
@@ -113,16 +192,19 @@ impl<T> Stream for Drain<T> {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
-            // The permit drops here: the item has left this queue for tonic's.
-            Poll::Ready(Some((item, _permit))) => Poll::Ready(Some(Ok(item))),
-            Poll::Ready(None) => {
-                self.finished = true;
-                let status = self.end.lock().ok().and_then(|mut end| end.take());
-                Poll::Ready(status.map(Err))
-            }
-            Poll::Pending => Poll::Pending,
+        let mut state = self.shared.lock();
+        // The permit drops here: the item has left this queue for tonic's.
+        if let Some((item, _permit)) = state.queue.pop_front() {
+            return Poll::Ready(Some(Ok(item)));
         }
+        if state.done {
+            let status = state.end.take();
+            drop(state);
+            self.finished = true;
+            return Poll::Ready(status.map(Err));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -177,6 +259,25 @@ mod tests {
         let (_tx, sent) = big.await.expect("joined");
         assert_eq!(sent, Ok(()));
         assert_eq!(rx.next().await.expect("an item").expect("not an error"), 4);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_queue_frees_its_items_and_ends_with_the_status() {
+        let (tx, mut rx) = outbox::<std::sync::Arc<u32>>(1024);
+        let item = std::sync::Arc::new(5);
+        tx.send(item.clone(), 10, Duration::from_secs(1))
+            .await
+            .expect("sent");
+        assert_eq!(std::sync::Arc::strong_count(&item), 2);
+        tx.abandon(Status::resource_exhausted("stalled"));
+        assert_eq!(
+            std::sync::Arc::strong_count(&item),
+            1,
+            "freed before the client reads"
+        );
+        let status = rx.next().await.expect("an item").expect_err("the status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(rx.next().await.is_none());
     }
 
     #[tokio::test]
