@@ -90,14 +90,25 @@ pub async fn run(a: BatchArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
             let requests = parse_jsonl(&text)?;
+            let request = v1::SubmitBatchRequest {
+                requests,
+                display_name: name.unwrap_or_default(),
+                idempotency_key,
+                ..Default::default()
+            };
+            // Checked here: an oversized message is cut off by the transport, which clients
+            // see only as an HTTP/2 protocol error.
+            let size = prost::Message::encoded_len(&request);
+            let most = crate::server::MAX_BATCH_DECODING_MESSAGE_BYTES;
+            anyhow::ensure!(
+                size <= most,
+                "the batch is {:.1} MiB encoded; a batch may be at most {} MiB: split the file",
+                size as f64 / (1024.0 * 1024.0),
+                most / (1024 * 1024)
+            );
             let mut client = connect(&a.connection).await?;
             let batch = client
-                .submit_batch(v1::SubmitBatchRequest {
-                    requests,
-                    display_name: name.unwrap_or_default(),
-                    idempotency_key,
-                    ..Default::default()
-                })
+                .submit_batch(request)
                 .await
                 .map_err(status_error)?
                 .into_inner();

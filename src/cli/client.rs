@@ -269,6 +269,14 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     text
 }
 
+/// Whether a job in `status` has ended.
+fn ended(status: v1::JobStatus) -> bool {
+    matches!(
+        status,
+        v1::JobStatus::Completed | v1::JobStatus::Failed | v1::JobStatus::Cancelled
+    )
+}
+
 /// A job's error as one line: `code: message`.
 fn error_text(e: &v1::JobError) -> String {
     format!("{}: {}", e.code, e.message)
@@ -350,6 +358,15 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .map_err(status_error)?
             .into_inner();
         let shown = print_events(stream, 0).await?;
+        if a.cancel_on_disconnect && matches!(shown.cut, Some(Cut::Interrupted)) {
+            // Leaving cancels the job: there is nothing to resume.
+            anyhow::bail!(
+                "interrupted at sequence {}; the job {} is being cancelled \
+                 (--cancel-on-disconnect)",
+                shown.last,
+                shown.job_id
+            );
+        }
         finish(&mut client, shown, 0).await
     } else {
         let job = client
@@ -435,7 +452,26 @@ async fn finish(
         }
         Some(Cut::Interrupted) => anyhow::bail!("interrupted at sequence {last}; {resume}"),
         Some(Cut::Closed) => {
-            anyhow::bail!("the stream closed at sequence {last} before the job ended; {resume}")
+            // A resume at the job's last event gets nothing more: the job had ended there.
+            let job = client
+                .get_job(v1::GetJobRequest {
+                    job_id: job_id.clone(),
+                })
+                .await
+                .ok()
+                .map(tonic::Response::into_inner);
+            match job {
+                Some(j) if j.last_sequence == last && ended(j.status()) => {
+                    eprintln!(
+                        "the job had already ended ({}) at sequence {last}",
+                        j.status().as_str_name().trim_start_matches("JOB_STATUS_")
+                    );
+                    Ok(())
+                }
+                _ => anyhow::bail!(
+                    "the stream closed at sequence {last} before the job ended; {resume}"
+                ),
+            }
         }
     }
 }

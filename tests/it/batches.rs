@@ -578,6 +578,11 @@ async fn the_cli_submits_a_jsonl_file_and_watches_the_batch_to_its_end() -> anyh
         .cli(&["batch", "submit", &path])
         .expect_err("bad request");
     assert!(err.to_string().contains("requests[1].prompt"), "{err}");
+    // A file larger than a batch may be is refused before it is sent, saying so.
+    let big = format!(r#"{{"prompt":"{}"}}"#, "x".repeat(1024 * 1024));
+    std::fs::write(&file, vec![big; 66].join("\n"))?;
+    let err = app.cli(&["batch", "submit", &path]).expect_err("too large");
+    assert!(err.to_string().contains("split the file"), "{err}");
     assert_eq!(app.count("batches").await?, 1);
     std::fs::remove_dir_all(&dir)?;
     app.stop().await

@@ -138,3 +138,26 @@ async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     }
     app.stop().await
 }
+
+/// `watch --after N` where N is the job's last event: nothing more comes, and the CLI says the
+/// job had ended there instead of advising the same resume again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_after_the_last_event_says_the_job_had_ended() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let job = app.submit(request("short", "sim")).await?;
+    let done = app
+        .wait_for_job(&job.id, |j| {
+            j.status() == v1::JobStatus::Completed && j.last_sequence > 0
+        })
+        .await?;
+    let last = done.last_sequence.to_string();
+    let (ok, stdout, stderr) = app.cli_outcome(&["watch", &job.id, "--after", &last])?;
+    assert!(ok, "{stderr}");
+    assert!(stdout.trim().is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("already ended (COMPLETED) at sequence {last}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("resume with"), "{stderr}");
+    app.stop().await
+}

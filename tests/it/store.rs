@@ -458,6 +458,45 @@ async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Res
 mod servers {
     use super::*;
 
+    /// A Postgres that hangs (a frozen server, a path that drops packets) rather than refuses:
+    /// a hot-path write answers UNAVAILABLE in bounded time instead of holding its caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_to_a_hung_postgres_fails_in_bounded_time() -> anyhow::Result<()> {
+        crate::support::needs_servers("a Postgres server that hangs");
+        let app = TestApp::builder().without_worker().start().await?;
+        let server = crate::support::postgres_server_url();
+        let host = server.rsplit('@').next().unwrap_or(&server).to_owned();
+        let proxy = crate::support::proxy::Proxy::start(&host).await?;
+        let store = llm_jobs::store::open(&llm_jobs::config::Database {
+            url: app.database_url.replace(&host, &proxy.addr),
+            sqlite_path: Default::default(),
+            pool_size: 2,
+            no_migrate: true,
+        })
+        .await?;
+        store.insert_job(&new_job("before", None)).await?;
+        proxy.hold();
+        let during = tokio::time::timeout(
+            crate::support::PATIENCE,
+            store.insert_job(&new_job("during", None)),
+        )
+        .await
+        .expect("the write answers while Postgres hangs");
+        let e = during.expect_err("a hung Postgres stores nothing");
+        assert!(e.is_unavailable(), "{e}");
+        proxy.release();
+        // The store recovers once Postgres answers again.
+        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+        while let Err(e) = store.insert_job(&new_job("after", None)).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store did not recover: {e}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        app.stop().await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_second_in_process_server_on_the_same_postgres_database_refuses_to_start()
     -> anyhow::Result<()> {

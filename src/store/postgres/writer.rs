@@ -69,6 +69,11 @@ const BUSY: Duration = Duration::from_millis(5);
 const LINGER: Duration = Duration::from_millis(1);
 /// A busy batch this large is written at once (the wait would gain little).
 const GATHER: usize = 64;
+/// Longest a batch's transaction may take. Past it (a Postgres that hangs rather than
+/// refuses: a frozen server, a network path that drops packets) every caller gets
+/// `Unavailable` and the connection is closed, so submits and cancels answer in bounded time.
+/// The commit may still happen if Postgres wakes up: a caller retries with an idempotency key.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
@@ -229,14 +234,37 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
             }
         },
     };
-    let written = conn
-        .transaction::<_, Error, _>(async |conn| {
+    let written = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        conn.transaction::<_, Error, _>(async |conn| {
             let inserted = insert_jobs(conn, inserts.iter().map(|(r, _)| r)).await?;
             let started = start_attempts(conn, starts.iter().map(|(id, _)| *id)).await?;
             let ended = end_attempts(conn, finishes.iter().map(|(e, _)| e)).await?;
             Ok((inserted, started, ended))
-        })
-        .await;
+        }),
+    )
+    .await;
+    let Ok(written) = written else {
+        warn!(
+            writes = size,
+            "group commit: no answer from Postgres in time"
+        );
+        // Mid-transaction and unanswered: the connection cannot be reused; closing it ends the
+        // transaction on the server's side once it notices.
+        drop(diesel_async::pooled_connection::deadpool::Object::take(
+            conn,
+        ));
+        fail_all(
+            inserts,
+            starts,
+            finishes,
+            &format!(
+                "Postgres did not answer within {} s (the write may still be committed)",
+                WRITE_TIMEOUT.as_secs()
+            ),
+        );
+        return None;
+    };
     match written {
         Ok((mut inserted, mut started, mut ended)) => {
             debug!(writes = size, "group commit");
