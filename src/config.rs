@@ -322,7 +322,8 @@ pub struct Jobs {
     #[arg(
         long = "max-batch-jobs",
         env = "LLMJOBS_MAX_BATCH_JOBS",
-        default_value_t = 1000
+        default_value_t = 1000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub max_batch_jobs: usize,
     /// Input limits and the model allow-list.
@@ -355,18 +356,25 @@ pub struct Worker {
     #[arg(
         long = "concurrency",
         env = "LLMJOBS_WORKER_CONCURRENCY",
-        default_value_t = 32
+        default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub concurrency: usize,
     /// Seconds a claim stays valid without a heartbeat; an expired lease returns the job to its
     /// queue.
-    #[arg(long = "lease-secs", env = "LLMJOBS_LEASE_SECS", default_value_t = 30)]
+    #[arg(
+        long = "lease-secs",
+        env = "LLMJOBS_LEASE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub lease_secs: u64,
     /// Seconds one attempt may take in all.
     #[arg(
         long = "job-timeout-secs",
         env = "LLMJOBS_JOB_TIMEOUT_SECS",
-        default_value_t = 300
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub job_timeout_secs: u64,
     /// Seconds from sending the request to the first token before the attempt fails

@@ -161,3 +161,28 @@ async fn watch_after_the_last_event_says_the_job_had_ended() -> anyhow::Result<(
     assert!(!stderr.contains("resume with"), "{stderr}");
     app.stop().await
 }
+
+/// Settings that cannot work are refused at start-up, naming the flag, instead of being
+/// bent silently (no worker slots, no lease, no time for an attempt, empty batches).
+#[test]
+fn zero_where_zero_cannot_work_is_refused() -> anyhow::Result<()> {
+    for (flag, env) in [
+        ("--concurrency", "LLMJOBS_WORKER_CONCURRENCY"),
+        ("--lease-secs", "LLMJOBS_LEASE_SECS"),
+        ("--job-timeout-secs", "LLMJOBS_JOB_TIMEOUT_SECS"),
+        ("--max-batch-jobs", "LLMJOBS_MAX_BATCH_JOBS"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["serve", flag, "0"])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg("serve")
+            .env(env, "0")
+            .output()?;
+        assert_eq!(out.status.code(), Some(2), "{env}=0");
+    }
+    Ok(())
+}
