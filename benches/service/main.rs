@@ -10,7 +10,8 @@
 //! are differences and ratios, which hold across machines.
 //!
 //! Options (after `--`): `--quick` (the smoke scale), `--only a,b` (scenarios: idle, latency,
-//! throughput, tokens, fanout, cancel, cost, scale), `--out DIR`.
+//! throughput, tokens, fanout, cancel, cost, scale, soak; a full run leaves the soak out unless
+//! named), `--out DIR`.
 //!
 //! Environment: `LLMJOBS_TEST_REDIS_URL` and `LLMJOBS_TEST_POSTGRES_URL` (the services of the
 //! first six scenarios; cost and scale start a Redis of their own when `redis-server` is on
@@ -36,6 +37,7 @@ mod peer;
 mod report;
 mod scale;
 mod server;
+mod soak;
 mod throughput;
 mod tokens;
 
@@ -81,6 +83,13 @@ pub(crate) struct Scale {
     pub(crate) scale_level: std::time::Duration,
     /// How long each scale level's baseline (the upstream streamed directly) runs.
     pub(crate) scale_baseline: std::time::Duration,
+    /// Seconds of load of the soak (`LLMJOBS_SOAK_SECS` overrides).
+    pub(crate) soak_secs: u64,
+    /// Closed-loop clients of the soak (`LLMJOBS_SOAK_CLIENTS` overrides).
+    pub(crate) soak_clients: usize,
+    /// The soak server's finished-job window (`LLMJOBS_EVENT_LOG_TTL_SECS`); `None` keeps the
+    /// server's default.
+    pub(crate) soak_window_secs: Option<u64>,
 }
 
 const FULL: Scale = Scale {
@@ -100,6 +109,9 @@ const FULL: Scale = Scale {
     scale_levels: &[1, 10, 50, 200],
     scale_level: std::time::Duration::from_secs(5),
     scale_baseline: std::time::Duration::from_secs(1),
+    soak_secs: 600,
+    soak_clients: 100,
+    soak_window_secs: None,
 };
 
 const QUICK: Scale = Scale {
@@ -119,6 +131,9 @@ const QUICK: Scale = Scale {
     scale_levels: &[1, 4],
     scale_level: std::time::Duration::from_millis(200),
     scale_baseline: std::time::Duration::from_millis(50),
+    soak_secs: 3,
+    soak_clients: 6,
+    soak_window_secs: Some(2),
 };
 
 /// Time to first token of the latency streams (ms) and the gap between their tokens (ms).
@@ -162,9 +177,11 @@ impl Run {
     }
 
     fn wanted(&self, name: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|s| s == name))
+        match &self.only {
+            Some(o) => o.iter().any(|s| s == name),
+            // The soak runs for many minutes: a full run includes it only when named.
+            None => !(self.full && name == "soak"),
+        }
     }
 }
 
@@ -188,6 +205,10 @@ async fn run_all(run: Run) -> anyhow::Result<()> {
     upstream.route(INSTANT_MODEL, Reply::slow(INSTANT_TOKENS, 0, 0));
     upstream.route("bench-tokens", Reply::slow(scale.tokens_per_stream, 0, 0));
     upstream.route("bench-hold", Reply::slow(100_000, 0, 20));
+    upstream.route(
+        soak::MODEL,
+        Reply::slow(soak::TOKENS, soak::FIRST_TOKEN_MS, soak::TOKEN_INTERVAL_MS),
+    );
     let mut report = Report::default();
 
     // The first six scenarios share one server on the services of the test suite.
@@ -236,6 +257,13 @@ async fn run_all(run: Run) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
         .await;
+        redis.stop().await;
+        result?;
+    }
+
+    if run.wanted("soak") {
+        let redis = bench_redis::BenchRedis::start().await?;
+        let result = soak::run(&upstream, &redis, &run, &mut report).await;
         redis.stop().await;
         result?;
     }

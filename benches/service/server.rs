@@ -69,6 +69,8 @@ pub(crate) struct Server {
     addr: String,
     /// Where it keeps its jobs.
     pub(crate) store: Store,
+    /// Its Redis key prefix (Redis + Postgres only).
+    redis_prefix: Option<String>,
     bearer: Bearer,
 }
 
@@ -79,6 +81,16 @@ impl Server {
         upstream: &TestUpstream,
         backend: Backend,
         slots: usize,
+    ) -> anyhow::Result<Server> {
+        Server::start_with(upstream, backend, slots, &[]).await
+    }
+
+    /// As [`Server::start`], with these environment variables set as well.
+    pub(crate) async fn start_with(
+        upstream: &TestUpstream,
+        backend: Backend,
+        slots: usize,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Server> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -99,12 +111,16 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut prefix = None;
         let store = match backend {
             Backend::RedisPostgres { redis_url } => {
+                prefix = Some(format!("bench-{id}"));
+                let prefix = prefix.as_deref().unwrap_or_default();
                 let database = format!("llmjobs_bench_{id}");
                 cmd.env("DATABASE_URL", format!("{}/{database}", postgres_url()))
                     .env("REDIS_URL", redis_url)
-                    .env("LLMJOBS_REDIS_PREFIX", format!("bench-{id}"))
+                    .env("LLMJOBS_REDIS_PREFIX", prefix)
                     .env("LLMJOBS_DATABASE_POOL_SIZE", "32")
                     .env("LLMJOBS_REDIS_POOL_SIZE", "64");
                 Store::Postgres { database }
@@ -126,6 +142,7 @@ impl Server {
             child,
             addr,
             store,
+            redis_prefix: prefix,
             bearer: Bearer(MetadataValue::from_static("Bearer none")),
         };
         server.wait_until_serving().await?;
@@ -190,6 +207,11 @@ impl Server {
             self.channel().await?,
             self.bearer.clone(),
         ))
+    }
+
+    /// Its Redis key prefix, when it runs on Redis.
+    pub(crate) fn redis_prefix(&self) -> Option<&str> {
+        self.redis_prefix.as_deref()
     }
 
     /// The server's process id (until it has been waited for).
