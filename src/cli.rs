@@ -92,7 +92,8 @@ pub struct CleanupArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub database: crate::config::Database,
-    /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended).
+    /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended); more than
+    /// zero.
     #[arg(long = "older-than", value_parser = parse_age)]
     pub older_than: std::time::Duration,
     /// Jobs deleted per statement.
@@ -100,7 +101,9 @@ pub struct CleanupArgs {
     pub batch: i64,
 }
 
-/// `30d`, `12h`, `90m`, `45s` as a duration.
+/// `30d`, `12h`, `90m`, `45s` as a duration; zero is refused, since an age of zero would
+/// delete every job that has ended (refused at parse time, as other zeros that cannot be
+/// meant are: exit 2, naming the flag).
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
@@ -113,6 +116,11 @@ fn parse_age(s: &str) -> Result<std::time::Duration, String> {
         "s" | "" => 1,
         other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
     };
+    if n == 0 {
+        return Err(format!(
+            "{s:?} would delete every job that has ended: give an age above zero, e.g. 30d"
+        ));
+    }
     // Ages beyond a hundred thousand years are typos (and would overflow the date arithmetic).
     n.checked_mul(unit_secs)
         .filter(|secs| *secs <= 100_000 * 365 * 86_400)
@@ -151,6 +159,14 @@ mod tests {
             Ok(std::time::Duration::from_secs(5400))
         );
         assert!(super::parse_age("3 weeks").is_err());
+        // Zero in any unit would delete every ended job.
+        for zero in ["0", "0s", "0m", "0h", "0d", "000d"] {
+            assert!(super::parse_age(zero).is_err(), "{zero}");
+        }
+        assert_eq!(
+            super::parse_age("1s"),
+            Ok(std::time::Duration::from_secs(1))
+        );
         // Overflowing ages are refused, not wrapped into a recent date.
         assert!(super::parse_age("213503982334602d").is_err());
         assert!(super::parse_age("99999999999999999999s").is_err());

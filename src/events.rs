@@ -203,7 +203,8 @@ pub struct Appended {
     pub watched: bool,
     /// For an accepted append under [`Fence::Start`]: every event the log held before it,
     /// with their sequences (read in the same step), so that the attempt can store the whole
-    /// log when it ends. Empty otherwise.
+    /// log when it ends. For the append that an [`EventLog::close`] makes: the log as
+    /// [`Closed::log`] holds it. Empty otherwise.
     pub earlier: Vec<JobEvent>,
 }
 
@@ -217,6 +218,19 @@ pub struct Closed {
     /// the caller expected (none expected, another writer came between, or the log already
     /// had its terminal event); empty when it is, or when a stale attempt was refused.
     pub log: Vec<JobEvent>,
+}
+
+impl From<Appended> for Closed {
+    /// What a close did, from the append that wrote its terminal event. Both backends close
+    /// with an append that was asked for the whole log (`append.lua`'s last argument), and
+    /// such an append returns that log in [`Appended::earlier`]; the rest (cancel flag, seal,
+    /// watchers) does not concern a close.
+    fn from(appended: Appended) -> Self {
+        Self {
+            sequence: appended.sequence,
+            log: appended.earlier,
+        }
+    }
 }
 
 /// Event log operations.

@@ -15,6 +15,7 @@ use crate::{
     admin::{Admin, FailedJob, encode_stats},
     auth::principal,
     error::Error,
+    job::JobId,
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
     store::FailedFilter,
 };
@@ -69,6 +70,16 @@ fn ids_target(ids: &[String]) -> String {
         n if n <= 5 => ids.join(","),
         n => format!("{},… ({n} jobs)", ids[..5].join(",")),
     }
+}
+
+/// Reads the `job_ids` of a retry or forget (see [`super::validate::id`]). Errors:
+/// INVALID_ARGUMENT naming the first malformed `job_ids[i]`.
+fn job_ids(raw: &[String]) -> Result<Vec<JobId>, Error> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, id)| super::validate::id(format!("job_ids[{i}]"), id))
+        .collect::<Result<_, _>>()
+        .map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
 /// Bounds of `WatchDashboardRequest.interval_seconds`.
@@ -202,7 +213,7 @@ impl QueueAdminService for AdminApi {
         let req = request.get_ref();
         let result = async {
             let filter = filter(req.filter.as_ref(), "filter.")?;
-            let ids = self.admin.select(&req.job_ids, &filter).await?;
+            let ids = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
             Ok(self.admin.retry(&ids).await?)
         }
         .await;
@@ -228,7 +239,7 @@ impl QueueAdminService for AdminApi {
         let req = request.get_ref();
         let result = async {
             let filter = filter(req.filter.as_ref(), "filter.")?;
-            let ids = self.admin.select(&req.job_ids, &filter).await?;
+            let ids = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
             Ok(self.admin.forget(&ids).await?)
         }
         .await;

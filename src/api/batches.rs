@@ -212,12 +212,9 @@ fn reply(snap: &Snapshot) -> Response<v1::Batch> {
     Response::new(batch_message(snap, &progress, true))
 }
 
-/// Parses a `batch_id` field. Errors: INVALID_ARGUMENT naming the field.
+/// Reads a `batch_id` field (see [`validate::id`]). Errors: INVALID_ARGUMENT naming the field.
 fn batch_id(raw: &str) -> Result<BatchId, Status> {
-    if raw.is_empty() {
-        return Err(Error::invalid("batch_id", "must not be empty").into());
-    }
-    BatchId::parse_str(raw).map_err(|_| Error::invalid("batch_id", "must be a UUID").into())
+    validate::id("batch_id", raw).map_err(|v| Error::InvalidArgument(vec![v]).into())
 }
 
 #[tonic::async_trait]

@@ -100,12 +100,9 @@ impl JobApi {
     }
 }
 
-/// Parses a `job_id` field. Errors: INVALID_ARGUMENT naming the field.
+/// Reads a `job_id` field (see [`validate::id`]). Errors: INVALID_ARGUMENT naming the field.
 fn job_id(raw: &str) -> Result<JobId, Status> {
-    if raw.is_empty() {
-        return Err(Error::invalid("job_id", "must not be empty").into());
-    }
-    JobId::parse_str(raw).map_err(|_| Error::invalid("job_id", "must be a UUID").into())
+    validate::id("job_id", raw).map_err(|v| Error::InvalidArgument(vec![v]).into())
 }
 
 /// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).

@@ -1,5 +1,6 @@
 //! Validation of `SubmitJobRequest`: every violation is collected with its field path, so a
-//! client learns everything wrong with a request at once. [`filters`] checks list filters.
+//! client learns everything wrong with a request at once. [`filters`] checks list filters;
+//! [`id`] reads every job or batch id a client sends.
 
 pub mod filters;
 
@@ -381,6 +382,25 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
     })
 }
 
+/// Reads `raw`, the job or batch id a client sent in `field`. An id has one spelling, the one
+/// the API writes (a UUID, lowercase, with hyphens), so that the string a client sent is the
+/// id wherever it goes next: logs, audit targets, clients' own maps. Another spelling of a
+/// UUID (upper case, braces, `urn:uuid:`, no hyphens) would read as the same job under a
+/// second name, so it is refused, naming the form to send instead.
+pub fn id(field: impl Into<String>, raw: &str) -> Result<uuid::Uuid, FieldViolation> {
+    if raw.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    match uuid::Uuid::try_parse(raw) {
+        Ok(id) if id.hyphenated().to_string() == raw => Ok(id),
+        Ok(id) => Err(FieldViolation::new(
+            field,
+            format!("must be a UUID as the API writes it (lowercase, with hyphens): {id}"),
+        )),
+        Err(_) => Err(FieldViolation::new(field, "must be a UUID")),
+    }
+}
+
 /// Quotes at most 64 characters of client input in error messages.
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
@@ -492,6 +512,32 @@ mod tests {
             .into_iter()
             .map(|v| v.field)
             .collect()
+    }
+
+    #[test]
+    fn an_id_is_read_only_in_the_form_the_api_writes() {
+        let canonical = "0190b4d2-5e6f-7000-8abc-0123456789ab";
+        assert_eq!(
+            id("job_id", canonical).map(|u| u.to_string()).as_deref(),
+            Ok(canonical)
+        );
+        for other in [
+            "0190B4D2-5E6F-7000-8ABC-0123456789AB",
+            "{0190b4d2-5e6f-7000-8abc-0123456789ab}",
+            "urn:uuid:0190b4d2-5e6f-7000-8abc-0123456789ab",
+            "0190b4d25e6f70008abc0123456789ab",
+        ] {
+            let v = id("job_ids[2]", other).expect_err(other);
+            assert_eq!(v.field, "job_ids[2]");
+            assert!(v.description.ends_with(canonical), "{other}: {v:?}");
+        }
+        for (bad, description) in [("", "must not be empty"), ("x", "must be a UUID")] {
+            let v = id("batch_id", bad).expect_err(bad);
+            assert_eq!(
+                (v.field.as_str(), v.description.as_str()),
+                ("batch_id", description)
+            );
+        }
     }
 
     #[test]

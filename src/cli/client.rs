@@ -803,19 +803,7 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
         p.attempt,
         p.max_attempts
     );
-    let estimate = match p.estimated_output_tokens {
-        Some(t) => format!(
-            "{t} ({}{})",
-            enum_name(p.estimate_basis().as_str_name(), "ESTIMATE_BASIS_"),
-            if p.estimate_sample_size > 0 {
-                format!(", {} jobs", p.estimate_sample_size)
-            } else {
-                String::new()
-            }
-        ),
-        None => "none".to_owned(),
-    };
-    println!("output tokens:  {} of ~{estimate}", p.output_tokens);
+    println!("output tokens:  {}", output_tokens(&p));
     if let Some(f) = p.fraction {
         println!("progress:       {:.0} %", f * 100.0);
     }
@@ -850,6 +838,24 @@ pub async fn progress(a: ProgressArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The output tokens of `progress`: so far, and of about how many with what the estimate
+/// rests on when there is one (`12 of ~200 (recent_jobs, 30 jobs)`); only the count without.
+fn output_tokens(p: &v1::JobProgress) -> String {
+    let Some(total) = p.estimated_output_tokens else {
+        return p.output_tokens.to_string();
+    };
+    let sample = if p.estimate_sample_size > 0 {
+        format!(", {} jobs", p.estimate_sample_size)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of ~{total} ({}{sample})",
+        p.output_tokens,
+        enum_name(p.estimate_basis().as_str_name(), "ESTIMATE_BASIS_"),
+    )
 }
 
 /// `cancel` arguments.
@@ -948,7 +954,34 @@ mod tests {
     use tonic::Code;
     use tonic_types::{ErrorDetails, StatusExt};
 
-    use super::{error_chain, status_error};
+    use super::{error_chain, output_tokens, status_error};
+    use crate::proto::v1;
+
+    #[test]
+    fn output_tokens_name_a_total_only_when_there_is_an_estimate() {
+        let unknown = v1::JobProgress {
+            output_tokens: 12,
+            estimated_output_tokens: None,
+            estimate_basis: v1::EstimateBasis::None.into(),
+            ..Default::default()
+        };
+        assert_eq!(output_tokens(&unknown), "12");
+        let recent = v1::JobProgress {
+            output_tokens: 12,
+            estimated_output_tokens: Some(200),
+            estimate_basis: v1::EstimateBasis::RecentJobs.into(),
+            estimate_sample_size: 30,
+            ..Default::default()
+        };
+        assert_eq!(output_tokens(&recent), "12 of ~200 (recent_jobs, 30 jobs)");
+        let bound = v1::JobProgress {
+            output_tokens: 0,
+            estimated_output_tokens: Some(64),
+            estimate_basis: v1::EstimateBasis::MaxTokens.into(),
+            ..Default::default()
+        };
+        assert_eq!(output_tokens(&bound), "0 of ~64 (max_tokens)");
+    }
 
     #[test]
     fn a_cause_that_repeats_its_parent_is_left_out() {

@@ -368,10 +368,7 @@ impl EventLog for MemoryEventLog {
             CancelCheck::Skip,
             Some(expected),
         )?;
-        Ok(Closed {
-            sequence: appended.sequence,
-            log: appended.earlier,
-        })
+        Ok(appended.into())
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {

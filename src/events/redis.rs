@@ -235,10 +235,7 @@ impl EventLog for RedisEventLog {
                 Some(expected),
             )
             .await?;
-        Ok(Closed {
-            sequence: appended.sequence,
-            log: appended.earlier,
-        })
+        Ok(appended.into())
     }
 
     async fn progress(&self, job_id: JobId) -> Result<Option<JobProgress>, Error> {

@@ -1,9 +1,13 @@
 //! Cancelling queued and running jobs.
 
-use llm_jobs::proto::v1::{self, job_event::Kind};
+use llm_jobs::{
+    events::{Appended, CancelCheck, CancelRequest, EventLog, Fence, event},
+    job::JobId,
+    proto::v1::{self, JobCompleted, JobStarted, TokenDelta, job_event::Kind},
+};
 
 use crate::support::{
-    PATIENCE, TestApp, assert_well_formed, request,
+    PATIENCE, TestApp, assert_well_formed, request, set_cancel_flag,
     upstream::{Reply, TestUpstream},
 };
 
@@ -178,19 +182,33 @@ fn terminal_kinds(events: &[v1::JobEvent]) -> Vec<&Kind> {
         .collect()
 }
 
+/// Appends `event` as attempt `attempt`'s flush that claims the job's end
+/// ([`CancelCheck::Seal`]), as a worker does once its answer is complete.
+async fn seal(
+    log: &dyn EventLog,
+    job_id: JobId,
+    attempt: u32,
+    event: v1::JobEvent,
+) -> anyhow::Result<Appended> {
+    Ok(log
+        .append_events(
+            job_id,
+            &[event],
+            Fence::Attempt(attempt),
+            None,
+            CancelCheck::Seal,
+        )
+        .await?)
+}
+
 /// The race the lifecycle decides in one place, on the event log itself (the backend under
 /// test: Redis with this test's prefix, or the in-process twin): a cancel that reaches the log
 /// before an attempt claims its end wins; one after the claim is told the job is ending; one
 /// after the terminal event gets that event and sets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result<()> {
-    use llm_jobs::{
-        events::{CancelCheck, CancelRequest, Fence, event},
-        job::JobId,
-        proto::v1::{JobCompleted, JobStarted, TokenDelta},
-    };
     let backend = crate::flushes::Backend::new()?;
-    let (log, queue) = (&backend.events, &backend.queue);
+    let (log, queue) = (&*backend.events, &backend.queue);
     let started = |attempt| {
         event(Kind::Started(JobStarted {
             attempt,
@@ -228,15 +246,7 @@ async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result
         log.request_cancel(first, "stop").await?,
         CancelRequest::Flagged
     );
-    let refused = log
-        .append_events(
-            first,
-            &[delta(1)],
-            Fence::Attempt(1),
-            None,
-            CancelCheck::Seal,
-        )
-        .await?;
+    let refused = seal(log, first, 1, delta(1)).await?;
     assert_eq!(
         (refused.sequence, refused.cancel_requested, refused.sealed),
         (Some(3), true, false)
@@ -253,15 +263,7 @@ async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result
         CancelCheck::Read,
     )
     .await?;
-    let claimed = log
-        .append_events(
-            second,
-            &[delta(0)],
-            Fence::Attempt(1),
-            None,
-            CancelCheck::Seal,
-        )
-        .await?;
+    let claimed = seal(log, second, 1, delta(0)).await?;
     assert_eq!((claimed.cancel_requested, claimed.sealed), (false, true));
     assert_eq!(
         log.request_cancel(second, "late").await?,
@@ -271,25 +273,9 @@ async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result
         queue.cancel_requested(second).await?.as_deref(),
         Some("late")
     );
-    let kept = log
-        .append_events(
-            second,
-            &[delta(1)],
-            Fence::Attempt(1),
-            None,
-            CancelCheck::Seal,
-        )
-        .await?;
+    let kept = seal(log, second, 1, delta(1)).await?;
     assert_eq!((kept.cancel_requested, kept.sealed), (false, true));
-    let stale = log
-        .append_events(
-            second,
-            &[delta(1)],
-            Fence::Attempt(0),
-            None,
-            CancelCheck::Seal,
-        )
-        .await?;
+    let stale = seal(log, second, 0, delta(1)).await?;
     assert_eq!((stale.sequence, stale.sealed), (None, false));
     let next = log
         .append_events(
@@ -412,17 +398,7 @@ mod servers {
         let job = app.submit(request("short story", "gpt-4o-mini")).await?;
         app.wait_for_job(&job.id, |j| j.output_tokens >= 5).await?;
 
-        // What `CancelJob` does for a running job, less the pub/sub message to the worker.
-        let id: llm_jobs::job::JobId = job.id.parse()?;
-        let flag = llm_jobs::backend::Keys::new(&app.prefix).cancel_flag(&id);
-        let mut r = app.redis().await?;
-        let () = redis::cmd("SET")
-            .arg(&flag)
-            .arg("signal lost")
-            .arg("EX")
-            .arg(3600)
-            .query_async(&mut r)
-            .await?;
+        set_cancel_flag(&app, &job.id, "signal lost").await?;
         end.add_permits(1);
 
         let done = app

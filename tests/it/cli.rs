@@ -1,5 +1,6 @@
 //! What the CLI's job commands print: `watch` and `submit --stream` end their text with a line
-//! break and name where to resume, `status` shows only figures GetJob knows.
+//! break and name where to resume, `status` shows only figures GetJob knows; values that
+//! cannot be meant (zeros) are refused.
 
 use std::time::Duration;
 
@@ -185,4 +186,32 @@ fn zero_where_zero_cannot_work_is_refused() -> anyhow::Result<()> {
         assert_eq!(out.status.code(), Some(2), "{env}=0");
     }
     Ok(())
+}
+
+/// `cleanup --older-than 0` would delete every job that has ended: clap refuses it (exit 2,
+/// naming the flag) before the store is opened, so a finished job is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_refuses_an_age_of_zero_and_deletes_nothing() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let job = app.submit(request("keep me", "sim")).await?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let jobs = app.count("jobs").await?;
+    for zero in ["0", "0s", "0d"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(["cleanup", "--older-than", zero])
+            .args(["--database-url", &app.database_url])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{zero}: {stderr}");
+        assert!(stderr.contains("--older-than"), "{zero}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{zero}: nothing deleted, nothing said"
+        );
+    }
+    assert_eq!(app.count("jobs").await?, jobs);
+    let kept = app.wait_for_job(&job.id, |_| true).await?;
+    assert_eq!(kept.status(), v1::JobStatus::Completed);
+    app.stop().await
 }

@@ -16,7 +16,7 @@ use llm_jobs::{
 };
 
 use crate::support::{
-    PATIENCE, TestApp, assert_well_formed, embedded, request,
+    PATIENCE, TestApp, assert_well_formed, embedded, request, set_cancel_flag,
     upstream::{Reply, TestUpstream},
 };
 
@@ -329,17 +329,7 @@ mod servers {
         let watcher = app.watch_in_background(&job.id);
         let before = app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
 
-        // What `CancelJob` does for a running job, less the pub/sub message to the worker.
-        let id: JobId = job.id.parse()?;
-        let flag = llm_jobs::backend::Keys::new(&app.prefix).cancel_flag(&id);
-        let mut r = app.redis().await?;
-        let () = redis::cmd("SET")
-            .arg(&flag)
-            .arg("signal lost")
-            .arg("EX")
-            .arg(3600)
-            .query_async(&mut r)
-            .await?;
+        set_cancel_flag(&app, &job.id, "signal lost").await?;
 
         let events = tokio::time::timeout(PATIENCE, watcher)
             .await

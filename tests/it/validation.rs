@@ -491,3 +491,90 @@ async fn conversations_tags_and_list_filters_are_checked_naming_the_field() -> a
     );
     app.stop().await
 }
+
+/// An id has one spelling: the canonical form the API writes (lowercase, hyphenated). Other
+/// spellings of the same UUID (upper case, braces, `urn:uuid:`, no hyphens) would be read as
+/// the same job while logs, audit targets and clients' maps held them as different ids; they
+/// are refused instead, naming the field and the form to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_in_any_form_but_the_canonical_one_are_refused_naming_the_field() -> anyhow::Result<()>
+{
+    let app = TestApp::builder().start().await?;
+    let mut c = app.client.clone();
+    let job = app.submit(request("hi", "sim")).await?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let canonical = job.id.clone();
+    let simple = canonical.replace('-', "");
+    let others = [
+        canonical.to_uppercase(),
+        format!("{{{canonical}}}"),
+        format!("urn:uuid:{canonical}"),
+        simple.clone(),
+        simple.to_uppercase(),
+    ];
+    let refused = |s: &tonic::Status, field: &str, other: &str| {
+        assert_eq!(s.code(), Code::InvalidArgument, "{other}: {s:?}");
+        assert_eq!(violated_fields(s), [field], "{other}");
+        assert!(s.message().contains(&canonical), "{other}: {}", s.message());
+    };
+    let mut admin = app.admin_client()?;
+    let mut batches = app.batch_client()?;
+    for other in &others {
+        let s = c
+            .get_job(v1::GetJobRequest {
+                job_id: other.clone(),
+            })
+            .await
+            .expect_err("non-canonical");
+        refused(&s, "job_id", other);
+        let s = c
+            .cancel_job(v1::CancelJobRequest {
+                job_id: other.clone(),
+                reason: String::new(),
+            })
+            .await
+            .expect_err("non-canonical");
+        refused(&s, "job_id", other);
+        let s = admin
+            .retry_jobs(v1::RetryJobsRequest {
+                job_ids: vec![canonical.clone(), other.clone()],
+                filter: None,
+            })
+            .await
+            .expect_err("non-canonical");
+        refused(&s, "job_ids[1]", other);
+        // Batch ids follow the same rule, in their own RPCs and as a list filter.
+        let s = batches
+            .get_batch(v1::GetBatchRequest {
+                batch_id: other.clone(),
+            })
+            .await
+            .expect_err("non-canonical");
+        refused(&s, "batch_id", other);
+        let s = c
+            .list_jobs(v1::ListJobsRequest {
+                batch_id: other.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("non-canonical");
+        refused(&s, "batch_id", other);
+    }
+    // The canonical form works, and the refusals changed nothing.
+    let got = c
+        .get_job(v1::GetJobRequest {
+            job_id: canonical.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(got.status(), v1::JobStatus::Completed);
+    // The CLI passes ids through: its error names the form to send.
+    let (ok, _, stderr) = app.cli_outcome(&["status", &others[0]])?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("job_id") && stderr.contains(&canonical),
+        "{stderr}"
+    );
+    app.stop().await
+}

@@ -50,13 +50,7 @@ pub fn list_jobs(
     let tag = text(&mut v, "tag", &req.tag, limits.max_tag_bytes);
     let batch_id = match req.batch_id.as_str() {
         "" => None,
-        raw => match uuid::Uuid::parse_str(raw) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                v.push(FieldViolation::new("batch_id", "must be a UUID"));
-                None
-            }
-        },
+        raw => super::id("batch_id", raw).map_err(|e| v.push(e)).ok(),
     };
     let created_after = optional_time(&mut v, "created_after", req.created_after.as_ref());
     let created_before = optional_time(&mut v, "created_before", req.created_before.as_ref());

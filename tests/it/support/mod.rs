@@ -928,6 +928,23 @@ pub async fn wait_for_job_on(
     }
 }
 
+/// Sets the cancel flag of `job_id` in the test Redis with `reason`: what `CancelJob` does for
+/// a running job, less the pub/sub message to the worker (a signal lost on the way). Errors
+/// under the in-process backends, which have no Redis (see [`needs_servers`]).
+pub async fn set_cancel_flag(app: &TestApp, job_id: &str, reason: &str) -> anyhow::Result<()> {
+    let id: llm_jobs::job::JobId = job_id.parse()?;
+    let flag = llm_jobs::backend::Keys::new(&app.prefix).cancel_flag(&id);
+    let mut r = app.redis().await?;
+    let () = redis::cmd("SET")
+        .arg(&flag)
+        .arg(reason)
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut r)
+        .await?;
+    Ok(())
+}
+
 /// The attempt numbers of the `started` events in `events`, in order.
 pub fn attempts_started(events: &[v1::JobEvent]) -> Vec<u32> {
     events
