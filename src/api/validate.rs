@@ -382,20 +382,20 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
     })
 }
 
-/// Reads `raw`, the job or batch id a client sent in `field`. An id has one spelling, the one
-/// the API writes (a UUID, lowercase, with hyphens), so that the string a client sent is the
-/// id wherever it goes next: logs, audit targets, clients' own maps. Another spelling of a
-/// UUID (upper case, braces, `urn:uuid:`, no hyphens) would read as the same job under a
-/// second name, so it is refused, naming the form to send instead.
+/// Reads `raw`, the job or batch id a client sent in `field`: a UUID in the hyphenated form
+/// the API writes, in either case (RFC 9562 §4: UUIDs are case-insensitive on input, and some
+/// platforms print them in upper case). Other spellings (braces, `urn:uuid:`, no hyphens)
+/// would read as the same job under a second name in logs and clients' maps, so they are
+/// refused, naming the form to send.
 pub fn id(field: impl Into<String>, raw: &str) -> Result<uuid::Uuid, FieldViolation> {
     if raw.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty"));
     }
     match uuid::Uuid::try_parse(raw) {
-        Ok(id) if id.hyphenated().to_string() == raw => Ok(id),
+        Ok(id) if id.hyphenated().to_string().eq_ignore_ascii_case(raw) => Ok(id),
         Ok(id) => Err(FieldViolation::new(
             field,
-            format!("must be a UUID as the API writes it (lowercase, with hyphens): {id}"),
+            format!("must be a UUID as the API writes it (with hyphens): {id}"),
         )),
         Err(_) => Err(FieldViolation::new(field, "must be a UUID")),
     }
@@ -521,8 +521,13 @@ mod tests {
             id("job_id", canonical).map(|u| u.to_string()).as_deref(),
             Ok(canonical)
         );
+        assert_eq!(
+            id("job_id", &canonical.to_uppercase())
+                .map(|u| u.to_string())
+                .as_deref(),
+            Ok(canonical)
+        );
         for other in [
-            "0190B4D2-5E6F-7000-8ABC-0123456789AB",
             "{0190b4d2-5e6f-7000-8abc-0123456789ab}",
             "urn:uuid:0190b4d2-5e6f-7000-8abc-0123456789ab",
             "0190b4d25e6f70008abc0123456789ab",
