@@ -5,7 +5,9 @@
 
 pub mod admin;
 pub mod batch;
+pub mod cleanup;
 pub mod client;
+pub mod confirm;
 pub mod keys;
 pub mod tools;
 
@@ -37,7 +39,7 @@ pub enum Command {
     /// API keys on the database: create (printed once), list, revoke.
     Keys(keys::KeysArgs),
     /// Delete jobs that ended long ago, with their results and history, in batches.
-    Cleanup(CleanupArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// Copy an embedded (SQLite) store into an empty Postgres database: jobs, results,
     /// history, batches, API keys and the audit log (moving to Redis + Postgres).
     CopyStore(CopyStoreArgs),
@@ -86,48 +88,6 @@ pub struct CopyStoreArgs {
     pub to: String,
 }
 
-/// `cleanup` arguments.
-#[derive(clap::Args, Debug)]
-pub struct CleanupArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub database: crate::config::Database,
-    /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended); more than
-    /// zero.
-    #[arg(long = "older-than", value_parser = parse_age)]
-    pub older_than: std::time::Duration,
-    /// Jobs deleted per statement.
-    #[arg(long, default_value_t = 1000)]
-    pub batch: i64,
-}
-
-/// `30d`, `12h`, `90m`, `45s` as a duration; zero is refused, since an age of zero would
-/// delete every job that has ended (refused at parse time, as other zeros that cannot be
-/// meant are: exit 2, naming the flag).
-fn parse_age(s: &str) -> Result<std::time::Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("expected a number and a unit (d, h, m, s), got {s:?}"))?;
-    let unit_secs: u64 = match unit {
-        "d" => 86_400,
-        "h" => 3600,
-        "m" => 60,
-        "s" | "" => 1,
-        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
-    };
-    if n == 0 {
-        return Err(format!(
-            "{s:?} would delete every job that has ended: give an age above zero, e.g. 30d"
-        ));
-    }
-    // Ages beyond a hundred thousand years are typos (and would overflow the date arithmetic).
-    n.checked_mul(unit_secs)
-        .filter(|secs| *secs <= 100_000 * 365 * 86_400)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long ago (at most 100000 years)"))
-}
-
 /// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
 /// descriptors compiled into the binary.
 pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
@@ -147,30 +107,6 @@ pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> any
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
-
-    #[test]
-    fn ages_parse() {
-        assert_eq!(
-            super::parse_age("30d"),
-            Ok(std::time::Duration::from_secs(30 * 86_400))
-        );
-        assert_eq!(
-            super::parse_age("90m"),
-            Ok(std::time::Duration::from_secs(5400))
-        );
-        assert!(super::parse_age("3 weeks").is_err());
-        // Zero in any unit would delete every ended job.
-        for zero in ["0", "0s", "0m", "0h", "0d", "000d"] {
-            assert!(super::parse_age(zero).is_err(), "{zero}");
-        }
-        assert_eq!(
-            super::parse_age("1s"),
-            Ok(std::time::Duration::from_secs(1))
-        );
-        // Overflowing ages are refused, not wrapped into a recent date.
-        assert!(super::parse_age("213503982334602d").is_err());
-        assert!(super::parse_age("99999999999999999999s").is_err());
-    }
 
     #[test]
     fn the_command_line_is_well_formed() {

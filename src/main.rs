@@ -89,23 +89,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
-        Command::Cleanup(a) => {
-            let store = llm_jobs::store::open(&a.database).await?;
-            let before = chrono::Utc::now() - chrono::Duration::from_std(a.older_than)?;
-            let mut total = 0;
-            loop {
-                let n = store.delete_finished(before, a.batch.max(1)).await?;
-                total += n;
-                if n == 0 {
-                    break;
-                }
-                eprintln!("deleted {total} job(s) so far");
-            }
-            println!(
-                "deleted {total} job(s) that ended before {before} (with their results and history)"
-            );
-            Ok(())
-        }
+        Command::Cleanup(a) => llm_jobs::cli::cleanup::run(a).await,
         Command::CopyStore(a) => {
             anyhow::ensure!(
                 a.from.exists(),

@@ -7,6 +7,7 @@ mod batches;
 mod cancel;
 mod cli;
 mod connections;
+mod consent;
 mod crash;
 mod dispatch;
 mod fixtures;

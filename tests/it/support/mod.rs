@@ -500,6 +500,13 @@ impl TestApp {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs the `llm-jobs` binary with `args` against this server on a terminal (see
+    /// [`on_terminal`]) where a person types `typed`; returns (exit success, what the
+    /// terminal showed).
+    pub fn cli_on_terminal(&self, args: &[&str], typed: &str) -> anyhow::Result<(bool, String)> {
+        on_terminal(&self.cli_command(args), typed)
+    }
+
     /// Runs `llm-jobs keys <args>` on this test's database; its stdout, or an error with its
     /// stderr.
     pub fn keys_cli(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -963,4 +970,48 @@ pub fn free_addr() -> anyhow::Result<String> {
         .local_addr()?
         .port();
     Ok(format!("127.0.0.1:{port}"))
+}
+
+/// Runs `command` with a pseudo-terminal as its standard input and output, as a person at a
+/// terminal would, typing `typed`; returns (exit success, everything the terminal showed,
+/// standard error included). Uses util-linux's `script` (in every Debian install:
+/// bsdutils is essential), so no pty code lives in the tests.
+pub fn on_terminal(command: &std::process::Command, typed: &str) -> anyhow::Result<(bool, String)> {
+    use std::io::Write;
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &line.join(" "),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => script.env(key, v),
+            None => script.env_remove(key),
+        };
+    }
+    let mut child = script
+        .spawn()
+        .context("`script` (util-linux) runs commands on a terminal in tests")?;
+    child
+        .stdin
+        .take()
+        .context("stdin is piped")?
+        .write_all(typed.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
 }
