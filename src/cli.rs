@@ -9,6 +9,7 @@ pub mod cleanup;
 pub mod client;
 pub mod confirm;
 pub mod keys;
+pub mod style;
 pub mod tools;
 
 use anyhow::Context;
@@ -88,19 +89,48 @@ pub struct CopyStoreArgs {
     pub to: String,
 }
 
-/// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
-/// descriptors compiled into the binary.
-pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
-    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
-    let descriptor = pool
+/// The descriptors compiled into the binary, decoded once (`watch --json` prints one
+/// message per event).
+pub(crate) static DESCRIPTORS: std::sync::LazyLock<prost_reflect::DescriptorPool> =
+    std::sync::LazyLock::new(|| {
+        prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set compiled into the binary decodes")
+    });
+
+/// `message` (of protobuf type `full_name`) as canonical protobuf JSON, every field present:
+/// indented (`pretty`) or on one line (JSON lines).
+pub(crate) fn to_json<M: prost::Message>(
+    full_name: &str,
+    message: &M,
+    pretty: bool,
+) -> anyhow::Result<String> {
+    let descriptor = DESCRIPTORS
         .get_message_by_name(full_name)
         .with_context(|| format!("no descriptor for {full_name}"))?;
     let dynamic =
         prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
     let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut out = serde_json::Serializer::pretty(Vec::new());
-    dynamic.serialize_with_options(&mut out, &options)?;
-    println!("{}", String::from_utf8_lossy(&out.into_inner()));
+    let mut out = Vec::new();
+    if pretty {
+        dynamic.serialize_with_options(&mut serde_json::Serializer::pretty(&mut out), &options)?;
+    } else {
+        dynamic.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)?;
+    }
+    Ok(String::from_utf8(out)?)
+}
+
+/// Prints `message` (of protobuf type `full_name`) as indented canonical protobuf JSON.
+pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
+    println!("{}", to_json(full_name, message, true)?);
+    Ok(())
+}
+
+/// Prints `message` as canonical protobuf JSON on one line (one of a stream's JSON lines).
+pub(crate) fn print_json_line<M: prost::Message>(
+    full_name: &str,
+    message: &M,
+) -> anyhow::Result<()> {
+    println!("{}", to_json(full_name, message, false)?);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use clap::Parser;
 use llm_jobs::{
     app::{self, Roles},
-    cli::{Cli, Command, client},
+    cli::{Cli, Command, client, style},
     shutdown, telemetry,
 };
 
@@ -24,7 +24,11 @@ async fn main() -> std::process::ExitCode {
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", client::error_chain(&e));
+            anstream::eprintln!(
+                "{}: {}",
+                style::paint(style::ERROR, "error"),
+                client::error_chain(&e)
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -404,22 +404,32 @@ fn failed_summary(r: &v1::ListFailedJobsResponse) -> String {
 }
 
 fn print_failed(r: &v1::ListFailedJobsResponse) {
-    println!(
-        "{:<36} {:<28} {:>8}  LAST ERROR",
-        "JOB", "QUEUE", "ATTEMPTS"
-    );
-    for f in &r.failed_jobs {
+    let rows = r.failed_jobs.iter().map(|f| {
         let job = f.job.clone().unwrap_or_default();
         let error = f
             .attempt_errors
             .last()
             .and_then(|a| a.error.clone())
             .unwrap_or_default();
-        println!(
-            "{:<36} {:<28} {:>8}  {} {}",
-            job.id, job.queue, job.attempts, error.code, error.message
-        );
-    }
+        format!(
+            "{}\t{}\t{}\t{}\t{} {}",
+            job.id,
+            job.queue,
+            job.attempts,
+            f.failed_time
+                .as_ref()
+                .and_then(crate::api::convert::datetime)
+                .map_or("-".to_owned(), |t| t
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            super::style::paint(super::style::ERROR, &error.code),
+            error.message
+        )
+    });
+    let header = "JOB\tQUEUE\tATTEMPTS\tFAILED\tLAST ERROR".to_owned();
+    anstream::print!(
+        "{}",
+        super::style::table(std::iter::once(header).chain(rows))
+    );
     if !r.next_page_token.is_empty() {
         eprintln!("more: --page-token {}", r.next_page_token);
     }
@@ -538,7 +548,15 @@ pub fn print_performance(p: &v1::GetPerformanceMetricsResponse) {
 /// Prints system health.
 pub fn print_health(h: &v1::SystemHealth) {
     let ms = |v: Option<f64>| v.map_or("unreachable".to_owned(), |v| format!("{v:.1} ms"));
-    println!("status:              {}", h.status);
+    let status = match h.status.as_str() {
+        "ok" => anstyle::AnsiColor::Green.on_default(),
+        "degraded" => anstyle::AnsiColor::Yellow.on_default(),
+        _ => super::style::ERROR,
+    };
+    anstream::println!(
+        "status:              {}",
+        super::style::paint(status, &h.status)
+    );
     for r in &h.reasons {
         println!("  - {r}");
     }
