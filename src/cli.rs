@@ -30,11 +30,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway (gRPC API) and a worker in one process.
-    Serve(app::Config),
-    /// Run only the gateway.
-    Gateway(app::Config),
-    /// Run only a worker.
-    Worker(app::Config),
+    Serve(ServeArgs),
+    /// Run only the gateway (needs REDIS_URL).
+    Gateway(GatewayArgs),
+    /// Run only a worker (needs REDIS_URL).
+    Worker(WorkerArgs),
     /// Create the database if needed and apply pending migrations.
     Migrate(crate::config::Database),
     /// API keys on the database: create (printed once), list, revoke.
@@ -71,6 +71,72 @@ pub enum Command {
     /// Submit and stream many jobs; report jobs/s, time to first token and inter-token
     /// latency percentiles, tokens/s and errors.
     LoadTest(tools::LoadTestArgs),
+}
+
+/// `serve` arguments: every setting of both sides.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gateway: app::GatewayConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: app::WorkerConfig,
+}
+
+/// `gateway` arguments: no worker settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gateway: app::GatewayConfig,
+}
+
+/// `worker` arguments: no listener, client or submit settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: app::WorkerConfig,
+}
+
+impl From<ServeArgs> for app::Config {
+    fn from(a: ServeArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: Some(a.gateway),
+            worker: Some(a.worker),
+        }
+    }
+}
+
+impl From<GatewayArgs> for app::Config {
+    fn from(a: GatewayArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: Some(a.gateway),
+            worker: None,
+        }
+    }
+}
+
+impl From<WorkerArgs> for app::Config {
+    fn from(a: WorkerArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: None,
+            worker: Some(a.worker),
+        }
+    }
 }
 
 /// `copy-store` arguments.

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use llm_jobs::{
-    app::{self, Roles},
+    app,
     cli::{Cli, Command, client, style},
     shutdown, telemetry,
 };
@@ -53,41 +53,14 @@ fn quiet_on_closed_stdout() {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let serve = |cfg, roles| async move {
-        app::run(cfg, roles, None, shutdown::on_signal()).await?;
+    let serve = |cfg: app::Config| async move {
+        app::run(cfg, None, shutdown::on_signal()).await?;
         Ok(())
     };
     match command {
-        Command::Serve(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: true,
-                    worker: true,
-                },
-            )
-            .await
-        }
-        Command::Gateway(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: true,
-                    worker: false,
-                },
-            )
-            .await
-        }
-        Command::Worker(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: false,
-                    worker: true,
-                },
-            )
-            .await
-        }
+        Command::Serve(a) => serve(a.into()).await,
+        Command::Gateway(a) => serve(a.into()).await,
+        Command::Worker(a) => serve(a.into()).await,
         Command::Migrate(cfg) => {
             let applied = app::migrate(&cfg).await?;
             println!("applied {} migration(s)", applied.len());

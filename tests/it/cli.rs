@@ -378,3 +378,109 @@ async fn jobs_aligns_its_columns_and_colours_only_on_a_terminal() -> anyhow::Res
     assert!(!ok && stderr.starts_with("error: "), "{stderr:?}");
     app.stop().await
 }
+
+/// `llm-jobs <command> --help`.
+fn help(command: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args([command, "--help"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{command} --help failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Each server command offers the flags of the sides it runs and no others; the environment
+/// variables of flags a command does not have are ignored by it, so one environment can
+/// serve a gateway and a worker alike.
+#[test]
+fn each_command_offers_only_the_flags_it_uses() -> anyhow::Result<()> {
+    let gateway_only = [
+        "--listen",
+        "--cors-allowed-origins",
+        "--max-connections",
+        "--auth",
+        "--tls-cert",
+        "--max-attempts",
+        "--default-model",
+        "--max-prompt-bytes",
+        "--client-requests-per-minute",
+        "--prompt-storage",
+    ];
+    let worker_only = [
+        "--concurrency",
+        "--shutdown-grace-secs",
+        "--retry-base-ms",
+        "--sim-first-token-ms",
+        "--upstream-rpm",
+        "--pricing-file",
+        "--reconcile-secs",
+    ];
+    let both = [
+        "--redis-url",
+        "--database-url",
+        "--job-types",
+        "--lease-secs",
+        "--openai-api-key",
+        "--openai-base-url",
+        "--redact-patterns",
+    ];
+    let offers = |text: &str, flag: &str| text.contains(&format!("{flag} "));
+    let (serve, gateway, worker) = (help("serve")?, help("gateway")?, help("worker")?);
+    for flag in gateway_only.iter().chain(&worker_only).chain(&both) {
+        assert!(offers(&serve, flag), "serve offers {flag}");
+    }
+    for flag in &both {
+        assert!(offers(&gateway, flag) && offers(&worker, flag), "{flag}");
+    }
+    for flag in &gateway_only {
+        assert!(offers(&gateway, flag), "gateway offers {flag}");
+        assert!(
+            !offers(&worker, flag),
+            "worker does not offer {flag}:\n{worker}"
+        );
+    }
+    for flag in &worker_only {
+        assert!(offers(&worker, flag), "worker offers {flag}");
+        assert!(
+            !offers(&gateway, flag),
+            "gateway does not offer {flag}:\n{gateway}"
+        );
+    }
+    // Client commands take no server settings.
+    let submit = help("submit")?;
+    for flag in ["--redis-url", "--listen", "--concurrency"] {
+        assert!(!offers(&submit, flag), "{flag}");
+    }
+
+    // A flag of the other side is refused...
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["worker", "--listen", "127.0.0.1:0"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+    // ...but its environment variable is ignored, while the command's own are still read:
+    // each process below stops at its own zero, not at the other side's bad value.
+    for (command, own, own_flag, other) in [
+        (
+            "worker",
+            "LLMJOBS_WORKER_CONCURRENCY",
+            "--concurrency",
+            "LLMJOBS_LISTEN",
+        ),
+        (
+            "gateway",
+            "LLMJOBS_MAX_BATCH_JOBS",
+            "--max-batch-jobs",
+            "LLMJOBS_WORKER_CONCURRENCY",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg(command)
+            .env(own, "0")
+            .env(other, "not a value")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains(own_flag), "{command}: {stderr}");
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use llm_jobs::{
-    app::{self, Roles},
+    app,
     auth::{Role, client::Bearer},
     cli::{Cli, Command, client::Channel},
     proto::v1::{
@@ -218,27 +218,19 @@ impl TestAppBuilder {
         }
         args.extend(self.extra);
         let serve_args = args[2..].to_vec();
-        let Command::Serve(cfg) = Cli::try_parse_from(&args)?.command else {
+        let Command::Serve(serve) = Cli::try_parse_from(&args)?.command else {
             anyhow::bail!("not a serve command");
         };
+        let mut cfg = app::Config::from(serve);
+        if !(self.worker || embedded()) {
+            cfg.worker = None;
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let worker = self.worker || embedded();
-        let handle = tokio::spawn(async move {
-            app::run(
-                cfg,
-                Roles {
-                    gateway: true,
-                    worker,
-                },
-                Some(listener),
-                stop,
-            )
-            .await
-        });
+        let handle = tokio::spawn(async move { app::run(cfg, Some(listener), stop).await });
         let mut handle = handle;
         let channel = connect(addr, &mut handle, self.wait_until_serving).await?;
         let database_url_for_keys = database_url.clone();
@@ -271,6 +263,35 @@ impl TestAppBuilder {
             serve_args,
         })
     }
+}
+
+/// The flags of `serve_args` (a `serve` command line after `serve`, as `--flag value` pairs
+/// and switches) that `llm-jobs <command>` takes: each command offers only the flags of the
+/// sides it runs, so a worker is not given `--max-attempts`, nor a gateway `--concurrency`.
+pub fn args_for(command: &str, serve_args: &[String]) -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let find = |name: &str| {
+        cli.find_subcommand(name)
+            .unwrap_or_else(|| panic!("no `{name}` command"))
+    };
+    let (serve, wanted) = (find("serve"), find(command));
+    let long = |c: &clap::Command, flag: &str| {
+        c.get_arguments()
+            .find(|a| a.get_long() == Some(flag.trim_start_matches("--")))
+            .cloned()
+    };
+    let mut out = Vec::new();
+    let mut rest = serve_args;
+    while let Some(flag) = rest.first() {
+        let takes_value = long(serve, flag).is_none_or(|a| a.get_action().takes_values());
+        let n = if takes_value { 2 } else { 1 }.min(rest.len());
+        if long(wanted, flag).is_some() {
+            out.extend_from_slice(&rest[..n]);
+        }
+        rest = &rest[n..];
+    }
+    out
 }
 
 /// Connects once the server is ready: health answers SERVING (so migrations ran and Redis and
@@ -427,7 +448,7 @@ impl TestApp {
         let addr = free_addr()?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg(command)
-            .args(&self.serve_args)
+            .args(args_for(command, &self.serve_args))
             .args(["--listen", &addr])
             .args(extra)
             .env("RUST_LOG", rust_log)
@@ -458,7 +479,7 @@ impl TestApp {
     pub fn spawn_worker(&self, extra: &[&str]) -> anyhow::Result<ChildWorker> {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg("worker")
-            .args(&self.serve_args)
+            .args(args_for("worker", &self.serve_args))
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
