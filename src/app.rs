@@ -214,15 +214,23 @@ pub async fn run(
         )
     } else {
         format!(
-            "backends: Redis at {} for queue, event log and rate limits; store: {store_name}",
-            crate::redact::redact_url(&common.redis.url)
+            "backends: Redis at {} (key prefix {:?}) for queue, event log and rate limits; \
+             store: {store_name}",
+            crate::redact::redact_url(&common.redis.url),
+            common.redis.prefix
         )
     };
-    info!(
-        default_model = default_model.as_deref().unwrap_or("-"),
-        upstream = %common.upstream.openai_base_url,
-        "{summary}"
-    );
+    // Without a key (and with OpenAI's URL) nothing is sent upstream: naming the URL would
+    // suggest otherwise.
+    let upstream = if common.upstream.configured() {
+        crate::redact::redact_url(&common.upstream.openai_base_url)
+    } else {
+        "unused: no OPENAI_API_KEY, so only the simulated models (sim, sim-*) run".to_owned()
+    };
+    match &default_model {
+        Some(model) => info!(default_model = %model, %upstream, "{summary}"),
+        None => info!(%upstream, "{summary}"),
+    }
 
     // What can stop the start fails before any job is touched: a server that cannot listen or
     // read its TLS files must not start attempts first (each would count against

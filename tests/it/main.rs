@@ -15,6 +15,7 @@ mod flushes;
 mod grpc_web;
 mod limits;
 mod listing;
+mod logs;
 mod outages;
 mod priority;
 mod progress;

@@ -330,7 +330,7 @@ fn scratch_dir(label: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Drops a Postgres database a test made outside the harness.
-async fn drop_database(database: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_database(database: &str) -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     let admin = format!("{}/postgres", crate::support::postgres_server_url());
     let mut conn = AsyncPgConnection::establish(&admin).await?;
@@ -343,7 +343,7 @@ async fn drop_database(database: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes the Redis keys of `prefix`.
-async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
+pub(crate) async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
     let url = crate::support::redis_url();
     let mut r = redis::Client::open(url)?
         .get_multiplexed_async_connection()
