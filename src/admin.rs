@@ -211,9 +211,16 @@ impl Admin {
         Ok((out, next))
     }
 
-    /// The ids named, or every failed job matching `filter` when none are.
+    /// The ids named, or every failed job matching `filter` when none are: `(selected,
+    /// unknown)`. With `filter.tenant` set (a tenant's admin), named ids of jobs of another
+    /// tenant, or of no job, are left out of `selected` and returned in `unknown`, so that
+    /// another tenant's job answers as one that does not exist (one store read per id).
     /// Errors: `InvalidArgument` for more than [`MAX_IDS`] ids.
-    pub async fn select(&self, ids: &[JobId], filter: &FailedFilter) -> Result<Vec<JobId>, Error> {
+    pub async fn select(
+        &self,
+        ids: &[JobId],
+        filter: &FailedFilter,
+    ) -> Result<(Vec<JobId>, Vec<JobId>), Error> {
         if ids.len() > MAX_IDS {
             return Err(Error::invalid(
                 "job_ids",
@@ -225,9 +232,19 @@ impl Admin {
         }
         if ids.is_empty() {
             let jobs = self.store.failed_jobs(filter, None, MAX_PAGE).await?;
-            return Ok(jobs.into_iter().map(|j| j.id).collect());
+            return Ok((jobs.into_iter().map(|j| j.id).collect(), Vec::new()));
         }
-        Ok(ids.to_vec())
+        let Some(tenant) = &filter.tenant else {
+            return Ok((ids.to_vec(), Vec::new()));
+        };
+        let (mut own, mut unknown) = (Vec::new(), Vec::new());
+        for &id in ids {
+            match self.store.get_job(id).await? {
+                Some(job) if &job.tenant == tenant => own.push(id),
+                _ => unknown.push(id),
+            }
+        }
+        Ok((own, unknown))
     }
 
     /// Runs failed jobs again, one new attempt each; returns the ids queued again and those

@@ -185,7 +185,7 @@ impl JobService for JobApi {
                 // answer does not tell another tenant's job from none.
                 let allowed = match self.tenant_from_log(id).await {
                     Some(Some(tenant)) => who.can_access(&tenant),
-                    Some(None) => who.is_admin(),
+                    Some(None) => who.is_operator(),
                     None => false,
                 };
                 if !allowed {

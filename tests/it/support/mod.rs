@@ -244,7 +244,7 @@ impl TestAppBuilder {
         let database_url_for_keys = database_url.clone();
         // With Postgres down no key can be made; a well-formed unknown one then meets the
         // same UNAVAILABLE as every other call.
-        let key = match make_key(&database_url_for_keys, "default", Role::Admin).await {
+        let key = match make_key(&database_url_for_keys, "default", Role::Operator).await {
             Ok(key) => key,
             Err(_) => format!("llmj_000000000000_{}", "0".repeat(64)),
         };
@@ -348,11 +348,11 @@ pub fn with_key(channel: tonic::transport::Channel, key: Option<&str>) -> anyhow
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// A JobService client sending the test's admin key.
+    /// A JobService client sending the test's operator key.
     pub client: JobServiceClient<Channel>,
     /// The bare connection (no key).
     pub channel: tonic::transport::Channel,
-    /// The test's admin key (tenant `default`).
+    /// The test's operator key (tenant `default`).
     pub key: String,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::Error>>>,
@@ -443,12 +443,12 @@ impl TestApp {
         with_key(self.channel.clone(), key)
     }
 
-    /// A QueueAdminService client with the test's admin key.
+    /// A QueueAdminService client with the test's operator key.
     pub fn admin_client(&self) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
         Ok(QueueAdminServiceClient::new(self.keyed(Some(&self.key))?))
     }
 
-    /// A BatchService client with the test's admin key.
+    /// A BatchService client with the test's operator key.
     pub fn batch_client(&self) -> anyhow::Result<BatchServiceClient<Channel>> {
         Ok(BatchServiceClient::new(self.keyed(Some(&self.key))?))
     }
@@ -467,7 +467,7 @@ impl TestApp {
         Ok(ChildWorker(child))
     }
 
-    /// The `llm-jobs` binary with `args`, pointed at this server with the test's admin key.
+    /// The `llm-jobs` binary with `args`, pointed at this server with the test's operator key.
     pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
         command
