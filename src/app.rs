@@ -341,19 +341,18 @@ pub async fn run(
             limiter,
             prompt_storage: cfg.security.prompt_storage,
         };
-        let heartbeat = Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1));
+        let pace = crate::streaming::Pace {
+            heartbeat: Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1)),
+            stall_patience: Duration::from_secs(cfg.server.stream_stall_secs.max(1)),
+        };
         let batches = crate::api::batches::BatchApi::new(
             gateway.clone(),
             rules.clone(),
             cfg.jobs.max_batch_jobs.max(1),
-            heartbeat,
+            pace,
             guard.clone(),
             shutdown.clone(),
         );
-        let pace = crate::streaming::Pace {
-            heartbeat,
-            stall_patience: Duration::from_secs(cfg.server.stream_stall_secs.max(1)),
-        };
         let api = JobApi::new(gateway, rules, pace, guard.clone(), shutdown.clone());
         let admin = crate::api::admin::AdminApi::new(
             crate::admin::Admin {
