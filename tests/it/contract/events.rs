@@ -863,9 +863,10 @@ async fn an_append_says_whether_anyone_watches_the_job(
 }
 
 /// A finished job's live keys go after the log's window (`LLMJOBS_EVENT_LOG_TTL_SECS`; here
-/// one second): its log, its state (the terminal sequence, the fence) and its progress
-/// snapshot (`LLMJOBS_PROGRESS_TTL_SECS`, at most the window), the store keeping the log from
-/// then on. An unfinished log stays, and so does its job's cancel flag.
+/// one second): its log, its state (the terminal sequence, the fence), its progress snapshot
+/// (`LLMJOBS_PROGRESS_TTL_SECS`, at most the window) and its cancel flag, whose day-long life
+/// the end shortens to the window; the store keeps the log from then on. An unfinished log
+/// stays, and so does its job's cancel flag.
 async fn a_finished_jobs_live_keys_expire_after_the_window(
     log: &dyn EventLog,
     queue: &dyn Queue,
@@ -895,6 +896,11 @@ async fn a_finished_jobs_live_keys_expire_after_the_window(
     .await?;
     assert_eq!(log.terminal_sequence(done).await?, None);
     assert_eq!(log.progress(done).await?, None);
+    assert_eq!(
+        queue.cancel_requested(done).await?,
+        None,
+        "the flag went with the log"
+    );
     assert!(
         log.restart(done, 3, 2, false).await?,
         "nothing left to keep"
