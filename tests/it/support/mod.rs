@@ -224,6 +224,8 @@ impl TestAppBuilder {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = admin_listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let worker = self.worker || embedded();
@@ -234,7 +236,10 @@ impl TestAppBuilder {
                     gateway: true,
                     worker,
                 },
-                Some(listener),
+                app::Listeners {
+                    grpc: Some(listener),
+                    admin: Some(admin_listener),
+                },
                 stop,
             )
             .await
@@ -260,6 +265,7 @@ impl TestAppBuilder {
         }
         Ok(TestApp {
             addr,
+            metrics_addr,
             client,
             channel,
             key,
@@ -348,6 +354,8 @@ pub fn with_key(channel: tonic::transport::Channel, key: Option<&str>) -> anyhow
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) listens.
+    pub metrics_addr: SocketAddr,
     /// A JobService client sending the test's admin key.
     pub client: JobServiceClient<Channel>,
     /// The bare connection (no key).
