@@ -439,6 +439,8 @@ impl TestApp {
             .args(["--listen", &addr])
             .args(extra)
             .env("RUST_LOG", rust_log)
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -469,6 +471,8 @@ impl TestApp {
             .args(&self.serve_args)
             .args(extra)
             .env("RUST_LOG", "warn")
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .spawn()
             .context("spawn llm-jobs worker")?;
