@@ -66,6 +66,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub security: config::Security,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: config::Metrics,
 }
 
 /// Which sides this process runs.
@@ -90,8 +93,7 @@ pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
 pub struct Listeners {
     /// The gateway's gRPC listener (`cfg.server.listen`).
     pub grpc: Option<TcpListener>,
-    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`
-    /// (`cfg.server.metrics_listen`).
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz` (`cfg.metrics.listen`).
     pub admin: Option<TcpListener>,
 }
 
@@ -224,7 +226,7 @@ pub async fn run(
         .map_err(Error::Config)?;
     let admin_listener = match listeners.admin {
         Some(l) => Some(l),
-        None => admin_listener(cfg.server.metrics_listen).await?,
+        None => admin_listener(cfg.metrics.listen).await?,
     };
     let meters = crate::telemetry::meters().map_err(Error::Startup)?;
     let meter = meters.meter();
@@ -461,8 +463,8 @@ pub async fn run(
             }
         }
     }
-    // The last OTLP export goes out now.
-    drop(meters);
+    // The last OTLP export goes out now; its wait blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(meters)).await;
     result
 }
 

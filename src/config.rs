@@ -105,17 +105,23 @@ pub struct Server {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,
-    /// Address of the admin HTTP listener of every process (`serve`, `gateway`, `worker`):
-    /// `GET /metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness: Redis
-    /// and the store answer); `off` (or `0`): none. Unset: 127.0.0.1:9464 when that port is
-    /// free; when it is taken (several processes on one host) the process warns and opens
-    /// none, so give each process its own address.
+}
+
+/// The admin HTTP listener of every process (`serve`, `gateway`, `worker`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Metrics {
+    /// Address of the admin HTTP listener: `GET /metrics` (Prometheus text), `/healthz`
+    /// (liveness), `/readyz` (readiness: Redis and the store answer); `off` (or `0`): none.
+    /// Unset: 127.0.0.1:9464 when that port is free; when it is taken (several processes on
+    /// one host) the process warns and opens none, so give each process its own address.
     #[arg(
+        id = "metrics_listen",
         long = "metrics-listen",
+        value_name = "ADDR",
         env = "LLMJOBS_METRICS_LISTEN",
         value_parser = parse_metrics_listen
     )]
-    pub metrics_listen: Option<MetricsListen>,
+    pub listen: Option<MetricsListen>,
 }
 
 /// Where the admin HTTP listener goes (`--metrics-listen`).
