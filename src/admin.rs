@@ -67,6 +67,8 @@ pub struct Admin {
     pub job_types: Vec<String>,
     /// A worker that has not reported for this long is gone (one lease period).
     pub worker_window: std::time::Duration,
+    /// Where purged (cancelled) jobs are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A queue's statistics on the wire.
@@ -176,8 +178,10 @@ impl Admin {
                     reason: format!("queue {queue} purged by an operator"),
                 }));
                 if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {
+                    self.metrics.published(1);
                     self.store.set_last_sequence(id, seq).await?;
                 }
+                self.metrics.ended(queue, crate::metrics::Ended::Cancelled);
                 purged += 1;
             }
         }

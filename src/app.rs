@@ -16,6 +16,7 @@ use crate::{
     events::{EventLog, memory::MemoryEventLog, redis::RedisEventLog},
     gateway::Gateway,
     health,
+    metrics::Metrics,
     provider::{Providers, openai::OpenAi, sim::Sim},
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
     ratelimit::{self, Limiter},
@@ -65,6 +66,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub security: config::Security,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: config::Metrics,
 }
 
 /// Which sides this process runs.
@@ -83,14 +87,24 @@ pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
     Ok(store::migrate(cfg).await?)
 }
 
+/// Listeners bound before [`run`] (tests bind port 0 and pass them in); each one left `None`
+/// is bound from the configuration.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The gateway's gRPC listener (`cfg.server.listen`).
+    pub grpc: Option<TcpListener>,
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz` (`cfg.metrics.listen`).
+    pub admin: Option<TcpListener>,
+}
+
 /// Runs the configured roles until `shutdown` is cancelled, then drains within the grace
-/// period. `listener` is used by the gateway (bound from `cfg.server.listen` when `None`).
+/// period.
 ///
 /// Errors: start-up failures ([`Error`]); a dependency that goes down later is retried.
 pub async fn run(
     cfg: Config,
     roles: Roles,
-    listener: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     if cfg.jobs.job_types.is_empty() {
@@ -191,7 +205,7 @@ pub async fn run(
     // read its TLS files must not start attempts first (each would count against
     // max_attempts, and a supervisor restarting it in a loop would fail every job).
     let bound = if roles.gateway {
-        Some(match listener {
+        Some(match listeners.grpc {
             Some(l) => l,
             None => TcpListener::bind(cfg.server.listen).await.map_err(|e| {
                 Error::Server(format!("cannot listen on {}: {e}", cfg.server.listen))
@@ -210,6 +224,19 @@ pub async fn run(
         .server
         .cors(cfg.security.auth_mode() == auth::layer::Mode::Off)
         .map_err(Error::Config)?;
+    let admin_listener = match listeners.admin {
+        Some(l) => Some(l),
+        None => admin_listener(cfg.metrics.listen).await?,
+    };
+    let meters = crate::telemetry::meters().map_err(Error::Startup)?;
+    let meter = meters.meter();
+    let metrics = Metrics::new(&meter, &cfg.jobs.job_types);
+    let queue_gauges =
+        crate::metrics::queues::Gauges::register(&meter, queue.clone(), &cfg.jobs.job_types);
+    if let Some(every) = meters.export_every {
+        tokio::spawn(queue_gauges.clone().run(every, shutdown.clone()));
+    }
+    let readiness = health::Readiness::default();
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut local_slots = None;
@@ -238,6 +265,7 @@ pub async fn run(
                     cfg.provider.upstream_model_limits.iter().cloned().collect(),
                     Duration::from_millis(cfg.provider.upstream_window_ms),
                 ),
+                metrics: metrics.clone(),
             },
             cfg.worker.clone(),
             cfg.jobs.job_types.clone(),
@@ -276,7 +304,8 @@ pub async fn run(
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::start_not_serving(&reporter).await;
         tokio::spawn(health::run(
-            reporter,
+            Some(reporter),
+            readiness.clone(),
             store.clone(),
             queue.clone(),
             shutdown.clone(),
@@ -299,6 +328,7 @@ pub async fn run(
             queue: queue.clone(),
             events: events.clone(),
             local: local_slots,
+            metrics: metrics.clone(),
         };
         let auditor = Auditor::new(store.clone());
         let limiter = Limiter::new(
@@ -310,7 +340,8 @@ pub async fn run(
                 max_concurrent_jobs: cfg.security.client_max_concurrent_jobs,
                 max_open_streams: cfg.security.client_max_open_streams,
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         let mode = cfg.security.auth_mode();
         if mode == auth::layer::Mode::Off {
             tracing::warn!(
@@ -361,6 +392,7 @@ pub async fn run(
                 events: events.clone(),
                 job_types: cfg.jobs.job_types.clone(),
                 worker_window: cfg.worker.lease(),
+                metrics: metrics.clone(),
             },
             guard,
             shutdown.clone(),
@@ -383,10 +415,37 @@ pub async fn run(
                 tls,
                 connections,
                 cors,
+                metrics: metrics.clone(),
             };
             server::serve(listener, services, drained)
                 .await
                 .map_err(|e| Error::Server(e.to_string()))
+        });
+    }
+    if let Some(listener) = admin_listener {
+        if !roles.gateway {
+            // The gateway's probes drive readiness; a worker alone probes for it here.
+            tokio::spawn(health::run(
+                None,
+                readiness.clone(),
+                store.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let admin = crate::http::Admin {
+            prometheus: meters.prometheus.clone(),
+            queues: queue_gauges,
+            readiness,
+        };
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "metrics, liveness and readiness (HTTP) listening");
+        }
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            crate::http::serve(listener, admin, async move { stop.cancelled().await })
+                .await
+                .map_err(|e| Error::Server(format!("admin listener: {e}")))
         });
     }
     let mut result = Ok(());
@@ -403,7 +462,38 @@ pub async fn run(
             }
         }
     }
+    // The last OTLP export goes out now; its wait blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(meters)).await;
     result
+}
+
+/// Binds the admin listener `at` (`None`: the default address, when it is free).
+///
+/// Errors: [`Error::Server`] when an address that was asked for cannot be bound.
+async fn admin_listener(at: Option<config::MetricsListen>) -> Result<Option<TcpListener>, Error> {
+    match at {
+        Some(config::MetricsListen::Off) => Ok(None),
+        Some(config::MetricsListen::At(addr)) => {
+            TcpListener::bind(addr).await.map(Some).map_err(|e| {
+                Error::Server(format!(
+                    "cannot listen on {addr} (LLMJOBS_METRICS_LISTEN): {e}"
+                ))
+            })
+        }
+        None => match TcpListener::bind(config::DEFAULT_METRICS_LISTEN).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                warn!(
+                    addr = %config::DEFAULT_METRICS_LISTEN,
+                    error = %e,
+                    "no metrics, liveness or readiness listener: the default address is taken \
+                     (another process on this host?); give each process its own with \
+                     LLMJOBS_METRICS_LISTEN, or `off`"
+                );
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// The queue, the event log and the rate limits' counters, all in Redis or all in process.

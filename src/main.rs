@@ -50,7 +50,7 @@ fn quiet_on_closed_stdout() {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let serve = |cfg, roles| async move {
-        app::run(cfg, roles, None, shutdown::on_signal()).await?;
+        app::run(cfg, roles, app::Listeners::default(), shutdown::on_signal()).await?;
         Ok(())
     };
     match command {

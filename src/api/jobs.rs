@@ -96,6 +96,7 @@ impl JobApi {
             self.pace,
             self.shutdown.clone(),
             slot,
+            &self.gateway.metrics,
         )
     }
 }

@@ -14,6 +14,7 @@ mod flushes;
 mod grpc_web;
 mod limits;
 mod listing;
+mod metrics;
 mod outages;
 mod priority;
 mod progress;

@@ -224,6 +224,8 @@ impl TestAppBuilder {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = admin_listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let worker = self.worker || embedded();
@@ -234,7 +236,10 @@ impl TestAppBuilder {
                     gateway: true,
                     worker,
                 },
-                Some(listener),
+                app::Listeners {
+                    grpc: Some(listener),
+                    admin: Some(admin_listener),
+                },
                 stop,
             )
             .await
@@ -260,6 +265,7 @@ impl TestAppBuilder {
         }
         Ok(TestApp {
             addr,
+            metrics_addr,
             client,
             channel,
             key,
@@ -348,6 +354,8 @@ pub fn with_key(channel: tonic::transport::Channel, key: Option<&str>) -> anyhow
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) listens.
+    pub metrics_addr: SocketAddr,
     /// A JobService client sending the test's operator key.
     pub client: JobServiceClient<Channel>,
     /// The bare connection (no key).
@@ -431,6 +439,8 @@ impl TestApp {
             .args(["--listen", &addr])
             .args(extra)
             .env("RUST_LOG", rust_log)
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -461,6 +471,8 @@ impl TestApp {
             .args(&self.serve_args)
             .args(extra)
             .env("RUST_LOG", "warn")
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .spawn()
             .context("spawn llm-jobs worker")?;
