@@ -185,6 +185,15 @@ impl Gateway {
             .get_job(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        self.cancel_read(job, reason).await
+    }
+
+    /// [`Gateway::cancel`] of `job`, just read from the store by the caller (who checked it
+    /// may): the cancel's flag reaches Redis without a second store read first, which under
+    /// load is what a cancel racing the job's end waits for. Errors: as `cancel`.
+    #[instrument(skip_all, fields(job_id = %job.id))]
+    pub async fn cancel_read(&self, job: Job, reason: &str) -> Result<Job, Error> {
+        let id = job.id;
         if job.status.is_terminal() {
             return Ok(job);
         }

@@ -303,8 +303,8 @@ impl JobService for JobApi {
             .into());
         }
         let result: Result<_, Status> = async {
-            self.visible(&who, id).await?;
-            Ok(self.gateway.cancel(id, &req.reason).await?)
+            let job = self.visible(&who, id).await?;
+            Ok(self.gateway.cancel_read(job, &req.reason).await?)
         }
         .await;
         let outcome = crate::audit::Outcome::of(&result);
