@@ -67,6 +67,8 @@ pub struct Admin {
     pub job_types: Vec<String>,
     /// A worker that has not reported for this long is gone (one lease period).
     pub worker_window: std::time::Duration,
+    /// Where purged (cancelled) jobs are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A queue's statistics on the wire.
@@ -176,8 +178,10 @@ impl Admin {
                     reason: format!("queue {queue} purged by an operator"),
                 }));
                 if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {
+                    self.metrics.published(1);
                     self.store.set_last_sequence(id, seq).await?;
                 }
+                self.metrics.ended(queue, crate::metrics::Ended::Cancelled);
                 purged += 1;
             }
         }
@@ -211,9 +215,16 @@ impl Admin {
         Ok((out, next))
     }
 
-    /// The ids named, or every failed job matching `filter` when none are.
+    /// The ids named, or every failed job matching `filter` when none are: `(selected,
+    /// unknown)`. With `filter.tenant` set (a tenant's admin), named ids of jobs of another
+    /// tenant, or of no job, are left out of `selected` and returned in `unknown`, so that
+    /// another tenant's job answers as one that does not exist (one store read per id).
     /// Errors: `InvalidArgument` for more than [`MAX_IDS`] ids.
-    pub async fn select(&self, ids: &[JobId], filter: &FailedFilter) -> Result<Vec<JobId>, Error> {
+    pub async fn select(
+        &self,
+        ids: &[JobId],
+        filter: &FailedFilter,
+    ) -> Result<(Vec<JobId>, Vec<JobId>), Error> {
         if ids.len() > MAX_IDS {
             return Err(Error::invalid(
                 "job_ids",
@@ -225,9 +236,19 @@ impl Admin {
         }
         if ids.is_empty() {
             let jobs = self.store.failed_jobs(filter, None, MAX_PAGE).await?;
-            return Ok(jobs.into_iter().map(|j| j.id).collect());
+            return Ok((jobs.into_iter().map(|j| j.id).collect(), Vec::new()));
         }
-        Ok(ids.to_vec())
+        let Some(tenant) = &filter.tenant else {
+            return Ok((ids.to_vec(), Vec::new()));
+        };
+        let (mut own, mut unknown) = (Vec::new(), Vec::new());
+        for &id in ids {
+            match self.store.get_job(id).await? {
+                Some(job) if &job.tenant == tenant => own.push(id),
+                _ => unknown.push(id),
+            }
+        }
+        Ok((own, unknown))
     }
 
     /// Runs failed jobs again, one new attempt each; returns the ids queued again and those

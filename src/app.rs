@@ -18,6 +18,7 @@ use crate::{
     auth, config,
     gateway::Gateway,
     health,
+    metrics::Metrics,
     provider::{Providers, openai::OpenAi, sim::Sim},
     ratelimit::Limiter,
     server,
@@ -63,6 +64,9 @@ pub struct Common {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub redaction: config::Redaction,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: config::Metrics,
 }
 
 /// What only the gateway reads: its listener, what clients may submit, who may call.
@@ -109,13 +113,23 @@ pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
     Ok(store::migrate(cfg).await?)
 }
 
+/// Listeners bound before [`run`] (tests bind port 0 and pass them in); each one left `None`
+/// is bound from the configuration.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The gateway's gRPC listener (the gateway's `--listen`).
+    pub grpc: Option<TcpListener>,
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz` (`--metrics-listen`).
+    pub admin: Option<TcpListener>,
+}
+
 /// Runs the configured sides until `shutdown` is cancelled, then drains within the grace
-/// period. `listener` is used by the gateway (bound from its `--listen` when `None`).
+/// period.
 ///
 /// Errors: start-up failures ([`Error`]); a dependency that goes down later is retried.
 pub async fn run(
     cfg: Config,
-    listener: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let Config {
@@ -237,7 +251,7 @@ pub async fn run(
     // max_attempts, and a supervisor restarting it in a loop would fail every job).
     let gateway_start = match &gateway_cfg {
         Some(g) => {
-            let listener = match listener {
+            let listener = match listeners.grpc {
                 Some(l) => l,
                 None => TcpListener::bind(g.server.listen).await.map_err(|e| {
                     Error::Server(format!("cannot listen on {}: {e}", g.server.listen))
@@ -257,6 +271,19 @@ pub async fn run(
         }
         None => None,
     };
+    let admin_listener = match listeners.admin {
+        Some(l) => Some(l),
+        None => admin_listener(common.metrics.listen).await?,
+    };
+    let meters = crate::telemetry::meters().map_err(Error::Startup)?;
+    let meter = meters.meter();
+    let metrics = Metrics::new(&meter, &common.queues.job_types);
+    let queue_gauges =
+        crate::metrics::queues::Gauges::register(&meter, queue.clone(), &common.queues.job_types);
+    if let Some(every) = meters.export_every {
+        tokio::spawn(queue_gauges.clone().run(every, shutdown.clone()));
+    }
+    let readiness = health::Readiness::default();
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut local_slots = None;
@@ -285,6 +312,7 @@ pub async fn run(
                     w.provider.upstream_model_limits.iter().cloned().collect(),
                     Duration::from_millis(w.provider.upstream_window_ms),
                 ),
+                metrics: metrics.clone(),
             },
             w.worker.clone(),
             common.lease.lease(),
@@ -325,7 +353,8 @@ pub async fn run(
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::start_not_serving(&reporter).await;
         tokio::spawn(health::run(
-            reporter,
+            Some(reporter),
+            readiness.clone(),
             store.clone(),
             queue.clone(),
             shutdown.clone(),
@@ -346,6 +375,7 @@ pub async fn run(
             queue: queue.clone(),
             events: events.clone(),
             local: local_slots,
+            metrics: metrics.clone(),
         };
         let auditor = Auditor::new(store.clone());
         let limiter = Limiter::new(
@@ -357,7 +387,8 @@ pub async fn run(
                 max_concurrent_jobs: g.security.client_max_concurrent_jobs,
                 max_open_streams: g.security.client_max_open_streams,
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         let mode = g.security.auth_mode();
         if mode == auth::layer::Mode::Off {
             tracing::warn!(
@@ -388,19 +419,18 @@ pub async fn run(
             limiter,
             prompt_storage: g.security.prompt_storage,
         };
-        let heartbeat = Duration::from_secs(g.server.stream_heartbeat_secs.max(1));
+        let pace = crate::streaming::Pace {
+            heartbeat: Duration::from_secs(g.server.stream_heartbeat_secs.max(1)),
+            stall_patience: Duration::from_secs(g.server.stream_stall_secs.max(1)),
+        };
         let batches = crate::api::batches::BatchApi::new(
             gateway.clone(),
             rules.clone(),
             g.jobs.max_batch_jobs.max(1),
-            heartbeat,
+            pace,
             guard.clone(),
             shutdown.clone(),
         );
-        let pace = crate::streaming::Pace {
-            heartbeat,
-            stall_patience: Duration::from_secs(g.server.stream_stall_secs.max(1)),
-        };
         let api = JobApi::new(gateway, rules, pace, guard.clone(), shutdown.clone());
         let admin = crate::api::admin::AdminApi::new(
             crate::admin::Admin {
@@ -409,6 +439,7 @@ pub async fn run(
                 events: events.clone(),
                 job_types: common.queues.job_types.clone(),
                 worker_window: common.lease.lease(),
+                metrics: metrics.clone(),
             },
             guard,
             shutdown.clone(),
@@ -431,10 +462,37 @@ pub async fn run(
                 tls,
                 connections,
                 cors,
+                metrics: metrics.clone(),
             };
             server::serve(listener, services, drained)
                 .await
                 .map_err(|e| Error::Server(e.to_string()))
+        });
+    }
+    if let Some(listener) = admin_listener {
+        if gateway_cfg.is_none() {
+            // The gateway's probes drive readiness; a worker alone probes for it here.
+            tokio::spawn(health::run(
+                None,
+                readiness.clone(),
+                store.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let admin = crate::http::Admin {
+            prometheus: meters.prometheus.clone(),
+            queues: queue_gauges,
+            readiness,
+        };
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "metrics, liveness and readiness (HTTP) listening");
+        }
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            crate::http::serve(listener, admin, async move { stop.cancelled().await })
+                .await
+                .map_err(|e| Error::Server(format!("admin listener: {e}")))
         });
     }
     let mut result = Ok(());
@@ -451,5 +509,36 @@ pub async fn run(
             }
         }
     }
+    // The last OTLP export goes out now; its wait blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(meters)).await;
     result
+}
+
+/// Binds the admin listener `at` (`None`: the default address, when it is free).
+///
+/// Errors: [`Error::Server`] when an address that was asked for cannot be bound.
+async fn admin_listener(at: Option<config::MetricsListen>) -> Result<Option<TcpListener>, Error> {
+    match at {
+        Some(config::MetricsListen::Off) => Ok(None),
+        Some(config::MetricsListen::At(addr)) => {
+            TcpListener::bind(addr).await.map(Some).map_err(|e| {
+                Error::Server(format!(
+                    "cannot listen on {addr} (LLMJOBS_METRICS_LISTEN): {e}"
+                ))
+            })
+        }
+        None => match TcpListener::bind(config::DEFAULT_METRICS_LISTEN).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                warn!(
+                    addr = %config::DEFAULT_METRICS_LISTEN,
+                    error = %e,
+                    "no metrics, liveness or readiness listener: the default address is taken \
+                     (another process on this host?); give each process its own with \
+                     LLMJOBS_METRICS_LISTEN, or `off`"
+                );
+                Ok(None)
+            }
+        },
+    }
 }

@@ -2,10 +2,13 @@
 //! tower layer that authenticates every RPC except health and reflection ([`layer`]), and the
 //! client-side interceptor that sends a key ([`client`]).
 //!
-//! Rules: a job or batch belongs to the tenant of the key that submitted it; a `user` key sees
-//! only its tenant's jobs and batches (others are NOT_FOUND, so existence does not leak); an
-//! `admin` key sees every tenant's and may call `QueueAdminService`. With authentication
-//! switched off (local development only) every caller is an admin of [`DEFAULT_TENANT`].
+//! Rules: a job or batch belongs to the tenant of the key that submitted it; `user` and
+//! `admin` keys see only their tenant's jobs and batches (others are NOT_FOUND, so existence
+//! does not leak); an `admin` key also manages its tenant's failed jobs and reads its
+//! tenant's audit events; an `operator` key sees every tenant's and may call all of
+//! `QueueAdminService` (pause, resume, purge, workers, health, every tenant's failed jobs and
+//! audit events). With authentication switched off (local development only) every caller is
+//! an operator of [`DEFAULT_TENANT`].
 
 pub mod client;
 pub mod keys;
@@ -21,16 +24,21 @@ pub const DEFAULT_TENANT: &str = "default";
 pub enum Role {
     /// JobService and BatchService on its own tenant's jobs and batches.
     User,
-    /// Everything: every tenant's jobs, QueueAdminService, the audit log.
+    /// A tenant's administrator: what a user may, plus its tenant's failed jobs (list, retry,
+    /// forget) and audit events. Nothing queue-wide.
     Admin,
+    /// Everything: every tenant's jobs and batches, all of QueueAdminService, the whole audit
+    /// log.
+    Operator,
 }
 
 impl Role {
-    /// The stored name: `user` or `admin`.
+    /// The stored name: `user`, `admin` or `operator`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
             Role::Admin => "admin",
+            Role::Operator => "operator",
         }
     }
 
@@ -39,6 +47,7 @@ impl Role {
         match s {
             "user" => Some(Role::User),
             "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
             _ => None,
         }
     }
@@ -62,31 +71,31 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The caller when authentication is switched off: an admin of [`DEFAULT_TENANT`].
+    /// The caller when authentication is switched off: an operator of [`DEFAULT_TENANT`].
     pub fn auth_off(peer: String) -> Principal {
         Principal {
             actor: "auth-off".into(),
             key_id: None,
             tenant: DEFAULT_TENANT.into(),
-            role: Role::Admin,
+            role: Role::Operator,
             limits: keys::KeyLimits::default(),
             peer,
         }
     }
 
-    /// True for admins.
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+    /// True for operators, who see every tenant.
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
     }
 
     /// Whether this caller may see and touch what belongs to `tenant`.
     pub fn can_access(&self, tenant: &str) -> bool {
-        self.is_admin() || self.tenant == tenant
+        self.is_operator() || self.tenant == tenant
     }
 
-    /// The tenant listings must be limited to: `None` for admins (every tenant).
+    /// The tenant listings must be limited to: `None` for operators (every tenant).
     pub fn scope(&self) -> Option<String> {
-        (!self.is_admin()).then(|| self.tenant.clone())
+        (!self.is_operator()).then(|| self.tenant.clone())
     }
 }
 
@@ -106,15 +115,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_see_their_tenant_and_admins_see_all() {
+    fn users_and_admins_see_their_tenant_and_operators_see_all() {
         let mut p = Principal::auth_off("peer".into());
-        p.role = Role::User;
         p.tenant = "a".into();
-        assert!(p.can_access("a"));
-        assert!(!p.can_access("b"));
-        assert_eq!(p.scope().as_deref(), Some("a"));
-        p.role = Role::Admin;
+        for role in [Role::User, Role::Admin] {
+            p.role = role;
+            assert!(p.can_access("a"));
+            assert!(!p.can_access("b"));
+            assert_eq!(p.scope().as_deref(), Some("a"));
+        }
+        p.role = Role::Operator;
         assert!(p.can_access("b"));
         assert_eq!(p.scope(), None);
+    }
+
+    #[test]
+    fn roles_read_back_as_stored() {
+        for role in [Role::User, Role::Admin, Role::Operator] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
     }
 }

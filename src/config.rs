@@ -8,7 +8,7 @@
 //!
 //! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
 //! `LLMJOBS_MAX_CONNECTIONS`, `LLMJOBS_HANDSHAKE_TIMEOUT_MS`, `LLMJOBS_HTTP2_KEEPALIVE_SECS`,
-//! `LLMJOBS_HTTP2_KEEPALIVE_TIMEOUT_SECS`, `LLMJOBS_CORS_ALLOWED_ORIGINS`,
+//! `LLMJOBS_HTTP2_KEEPALIVE_TIMEOUT_SECS`, `LLMJOBS_CORS_ALLOWED_ORIGINS`, `LLMJOBS_METRICS_LISTEN`,
 //! `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`, `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`,
 //! `LLMJOBS_SQLITE_PATH`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
@@ -103,6 +103,47 @@ pub struct Server {
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,
+}
+
+/// The admin HTTP listener of every process (`serve`, `gateway`, `worker`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Metrics {
+    /// Address of the admin HTTP listener: `GET /metrics` (Prometheus text), `/healthz`
+    /// (liveness), `/readyz` (readiness: Redis and the store answer); `off` (or `0`): none.
+    /// Unset: 127.0.0.1:9464 when that port is free; when it is taken (several processes on
+    /// one host) the process warns and opens none, so give each process its own address.
+    #[arg(
+        id = "metrics_listen",
+        long = "metrics-listen",
+        value_name = "ADDR",
+        env = "LLMJOBS_METRICS_LISTEN",
+        value_parser = parse_metrics_listen
+    )]
+    pub listen: Option<MetricsListen>,
+}
+
+/// Where the admin HTTP listener goes (`--metrics-listen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// No listener.
+    Off,
+    /// This address; failing to bind it stops the start.
+    At(SocketAddr),
+}
+
+/// The admin listener's address when `--metrics-listen` is not given (9464: the port
+/// OpenTelemetry's Prometheus exporters use).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
+    match text.trim() {
+        "" | "0" | "off" => Ok(MetricsListen::Off),
+        addr => addr
+            .parse()
+            .map(MetricsListen::At)
+            .map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:9464 (or `off`)")),
+    }
 }
 
 impl Server {

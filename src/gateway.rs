@@ -40,6 +40,8 @@ pub struct Gateway {
     /// The free worker slots of this process, when it runs a worker: a job submitted while
     /// one is free (and its queue is empty) starts there at once.
     pub local: Option<Arc<dyn LocalSlots>>,
+    /// Where submitted and cancelled jobs and served streams are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Gateway {
@@ -68,6 +70,7 @@ impl Gateway {
             }
             return Err(e);
         }
+        self.metrics.submitted(&job.queue, 1);
         info!(queue = %job.queue, "job submitted");
         Ok(inserted.job)
     }
@@ -85,7 +88,14 @@ impl Gateway {
         slot: Option<Box<dyn ReservedSlot>>,
     ) -> Result<(), Error> {
         let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
-        self.events.append(job.id, &queued, Fence::None).await?;
+        if self
+            .events
+            .append(job.id, &queued, Fence::None)
+            .await?
+            .is_some()
+        {
+            self.metrics.published(1);
+        }
         let Some(slot) = slot else {
             self.queue.enqueue(job.id, &job.queue, at).await?;
             return Ok(());
@@ -175,6 +185,15 @@ impl Gateway {
             .get_job(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        self.cancel_read(job, reason).await
+    }
+
+    /// [`Gateway::cancel`] of `job`, just read from the store by the caller (who checked it
+    /// may): the cancel's flag reaches Redis without a second store read first, which under
+    /// load is what a cancel racing the job's end waits for. Errors: as `cancel`.
+    #[instrument(skip_all, fields(job_id = %job.id))]
+    pub async fn cancel_read(&self, job: Job, reason: &str) -> Result<Job, Error> {
+        let id = job.id;
         if job.status.is_terminal() {
             return Ok(job);
         }
@@ -236,6 +255,9 @@ impl Gateway {
                         .events
                         .close(id, &events, Fence::None, None, None)
                         .await?;
+                    if closed.sequence.is_some() {
+                        self.metrics.published(events.len());
+                    }
                     match crate::events::archive::of_events(&closed.log) {
                         Some(log) => self.store.store_event_logs(&[(id, log)]).await?,
                         None => {
@@ -244,6 +266,8 @@ impl Gateway {
                             }
                         }
                     }
+                    self.metrics
+                        .ended(&job.queue, crate::metrics::Ended::Cancelled);
                     info!("queued job cancelled");
                     Ok(cancelled)
                 }

@@ -1,10 +1,14 @@
-//! Probes Redis and Postgres and drives the standard `grpc.health.v1.Health` service.
+//! Probes Redis and Postgres and drives the standard `grpc.health.v1.Health` service and the
+//! [`Readiness`] that `GET /readyz` answers with.
 //!
 //! The empty service name (the whole server) and each llm-jobs service (`JobService`,
 //! `BatchService`, `QueueAdminService`) start NOT_SERVING and are SERVING only while both
-//! dependencies answer a round trip.
+//! dependencies answer a round trip; readiness follows the same probes.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -31,9 +35,41 @@ pub async fn start_not_serving(reporter: &HealthReporter) {
     }
 }
 
-/// Probes until `shutdown`, flipping `reporter` on every change; NOT_SERVING at the end.
+/// What the latest probe found: ready, or why not (also before the first probe and once
+/// the process is shutting down). Cheap to clone and to read.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<RwLock<Result<(), String>>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(Arc::new(RwLock::new(
+            Err("starting: not probed yet".into()),
+        )))
+    }
+}
+
+impl Readiness {
+    /// Ready, or why not.
+    pub fn get(&self) -> Result<(), String> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, now: Result<(), String>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+    }
+}
+
+/// Probes until `shutdown`, flipping `reporter` (when this process serves gRPC) on every
+/// change and keeping `readiness` current; NOT_SERVING and not ready at the end.
 pub async fn run(
-    reporter: HealthReporter,
+    reporter: Option<HealthReporter>,
+    readiness: Readiness,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     shutdown: CancellationToken,
@@ -52,6 +88,15 @@ pub async fn run(
         let store_down = why(pg.map(|r| r.map_err(|e| e.to_string())));
         let queue_down = why(redis.map(|r| r.map_err(|e| e.to_string())));
         let now = store_down.is_none() && queue_down.is_none();
+        readiness.set(if now {
+            Ok(())
+        } else {
+            Err(format!(
+                "store: {}; queue: {}",
+                store_down.as_deref().unwrap_or("ok"),
+                queue_down.as_deref().unwrap_or("ok")
+            ))
+        });
         if serving != Some(now) {
             if now {
                 info!("health: SERVING (queue and store answer)");
@@ -67,8 +112,10 @@ pub async fn run(
             } else {
                 ServingStatus::NotServing
             };
-            for s in SERVICES {
-                reporter.set_service_status(s, status).await;
+            if let Some(reporter) = &reporter {
+                for s in SERVICES {
+                    reporter.set_service_status(s, status).await;
+                }
             }
             serving = Some(now);
         }
@@ -77,9 +124,8 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         }
     }
-    for s in SERVICES {
-        reporter
-            .set_service_status(s, ServingStatus::NotServing)
-            .await;
+    readiness.set(Err("shutting down".into()));
+    if let Some(reporter) = &reporter {
+        start_not_serving(reporter).await;
     }
 }

@@ -32,7 +32,10 @@
 //! - [`server`]: the tonic router (grpc-web, CORS, health, reflection) and `serve`.
 //! - [`app`]: composition root: configuration to running gateway and worker.
 //! - [`shutdown`]: signals to a shutdown future.
-//! - [`telemetry`]: tracing and OpenTelemetry export.
+//! - [`telemetry`]: tracing and OpenTelemetry export (traces; meters read as Prometheus
+//!   text and exported over OTLP).
+//! - [`metrics`]: every metric's instrument, behind the handle the core records through.
+//! - [`http`]: the admin HTTP listener of every process (`/metrics`, `/healthz`, `/readyz`).
 //! - [`cli`]: the `llm-jobs` command line (server and client commands).
 //! - [`auth`]: API keys, principals (tenant, role) and the authenticating tower layer.
 //! - [`audit`]: the append-only audit log.
@@ -53,7 +56,9 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod health;
+pub mod http;
 pub mod job;
+pub mod metrics;
 pub mod paging;
 pub mod pricing;
 pub mod progress;

@@ -54,7 +54,7 @@ fn quiet_on_closed_stdout() {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let serve = |cfg: app::Config| async move {
-        app::run(cfg, None, shutdown::on_signal()).await?;
+        app::run(cfg, app::Listeners::default(), shutdown::on_signal()).await?;
         Ok(())
     };
     match command {

@@ -187,6 +187,7 @@ pub struct Limiter {
     defaults: Defaults,
     fail_open: Arc<FailOpen>,
     streams: streams::OpenStreams,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Requests let through unchecked, and when that was last logged.
@@ -211,7 +212,13 @@ impl Limiter {
             defaults,
             fail_open: Arc::default(),
             streams: streams::OpenStreams::default(),
+            metrics: crate::metrics::Metrics::disabled(),
         }
+    }
+
+    /// The same limiter, counting its refusals in `metrics`.
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Limiter {
+        Limiter { metrics, ..self }
     }
 
     /// Requests (and submits) let through without their check since start-up, because Redis
@@ -262,10 +269,13 @@ impl Limiter {
         .await;
         match taken {
             Ok(Ok(Taken::Yes)) => Ok(()),
-            Ok(Ok(Taken::RetryAfter(wait))) => Err(exhausted(
-                format!("rate limit: at most {limit} requests per minute for this API key"),
-                wait,
-            )),
+            Ok(Ok(Taken::RetryAfter(wait))) => {
+                self.metrics.refused(crate::metrics::Limit::Requests);
+                Err(exhausted(
+                    format!("rate limit: at most {limit} requests per minute for this API key"),
+                    wait,
+                ))
+            }
             Ok(Err(e)) => {
                 self.let_through("request rate", &e.to_string());
                 Ok(())
@@ -284,6 +294,7 @@ impl Limiter {
     pub fn open_stream(&self, who: &Principal) -> Result<streams::StreamSlot, Status> {
         self.streams
             .open(&who.actor, self.defaults.max_open_streams)
+            .inspect_err(|_| self.metrics.refused(crate::metrics::Limit::OpenStreams))
     }
 
     /// Reserves room for `ids`, new jobs of `who`, under its limit of unfinished jobs.
@@ -313,13 +324,16 @@ impl Limiter {
         .await;
         match result {
             Ok(true) => Ok(()),
-            Ok(false) => Err(exhausted(
-                format!(
-                    "rate limit: at most {limit} unfinished jobs for this API key; wait for some \
-                     to finish"
-                ),
-                Duration::from_secs(1),
-            )),
+            Ok(false) => {
+                self.metrics.refused(crate::metrics::Limit::UnfinishedJobs);
+                Err(exhausted(
+                    format!(
+                        "rate limit: at most {limit} unfinished jobs for this API key; wait for \
+                         some to finish"
+                    ),
+                    Duration::from_secs(1),
+                ))
+            }
             Err(e) => {
                 self.let_through("unfinished jobs", &e);
                 Ok(())

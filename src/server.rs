@@ -139,6 +139,8 @@ pub struct Services<H> {
     pub connections: incoming::Limits,
     /// The origins grpc-web pages may call from.
     pub cors: Cors,
+    /// Where open connections are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// TLS configuration from PEM files: the certificate chain and its private key.
@@ -186,6 +188,7 @@ where
         tls,
         connections,
         cors: allowed_origins,
+        metrics,
     } = services;
     let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let batches = BatchServiceServer::new(batches)
@@ -215,7 +218,7 @@ where
         .add_service(admin)
         // The builder's `tcp_nodelay` applies only to listeners it binds itself: `guard`
         // sets it.
-        .serve_with_incoming_shutdown(incoming::guard(listener, connections), shutdown)
+        .serve_with_incoming_shutdown(incoming::guard(listener, connections, metrics), shutdown)
         .await
 }
 

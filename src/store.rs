@@ -272,6 +272,8 @@ pub struct JobFilter {
 /// Which failed jobs an operator means.
 #[derive(Clone, Debug, Default)]
 pub struct FailedFilter {
+    /// Tenant (set for callers that are not operators).
+    pub tenant: Option<String>,
     /// Queue name, if given.
     pub queue: Option<String>,
     /// Job type, if given.

@@ -66,7 +66,9 @@ pub enum Ended {
 /// with RESOURCE_EXHAUSTED when the client stops reading (see [`Pace::stall_patience`]), or
 /// when the client goes away (within one scheduling round: the forwarding task watches the
 /// channel's closing). `keep` (a key's open-stream slot) is held until the watcher ends,
-/// which for a client that stopped reading is before its stream does.
+/// which for a client that stopped reading is before its stream does. The watcher counts in
+/// `metrics` while it runs.
+#[allow(clippy::too_many_arguments)]
 pub fn follow<K: Send + 'static>(
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
@@ -75,10 +77,14 @@ pub fn follow<K: Send + 'static>(
     pace: Pace,
     shutdown: CancellationToken,
     keep: K,
+    metrics: &crate::metrics::Metrics,
 ) -> (EventStream, tokio::task::JoinHandle<Ended>) {
     let (tx, rx) = outbox::outbox(WATCHER_BUFFER_BYTES);
+    let watching = metrics.watching();
+    let metrics = metrics.clone();
     let handle = tokio::spawn(async move {
         let _keep = keep;
+        let _watching = watching;
         let mut w = Watcher {
             store,
             events,
@@ -103,6 +109,7 @@ pub fn follow<K: Send + 'static>(
                 Ended::Error
             }
             Err(Stop::Stalled(status)) => {
+                metrics.fell_behind();
                 w.tx.abandon(status);
                 Ended::Error
             }

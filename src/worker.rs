@@ -82,6 +82,8 @@ pub struct Deps {
     pub pricing: Arc<crate::pricing::Pricing>,
     /// The fleet's shared upstream budget, taken before each upstream call.
     pub budget: crate::ratelimit::upstream::Budget,
+    /// Where jobs, attempts and upstream calls are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A worker process's job runner.

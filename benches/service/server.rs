@@ -1,5 +1,5 @@
 //! The service under test: a child `llm-jobs serve` process on Redis + Postgres (a new database
-//! of its own) or embedded (a SQLite file in a new temporary directory), with an admin key made
+//! of its own) or embedded (a SQLite file in a new temporary directory), with an operator key made
 //! on its store, and what the benchmark reads of it (`/proc`, health, clients).
 
 use std::{
@@ -76,7 +76,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts a server with `slots` worker slots, streaming from `upstream`, waits until it
-    /// serves, and makes an admin key on its store.
+    /// serves, and makes an operator key on its store.
     pub(crate) async fn start(
         upstream: &TestUpstream,
         backend: Backend,
@@ -151,10 +151,10 @@ impl Server {
         Ok(server)
     }
 
-    /// `llm-jobs keys create` on the server's store: an admin key for the benchmark.
+    /// `llm-jobs keys create` on the server's store: an operator key for the benchmark.
     async fn create_key(&self) -> anyhow::Result<String> {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
-        cmd.args(["keys", "create", "--tenant", "bench", "--role", "admin"]);
+        cmd.args(["keys", "create", "--tenant", "bench", "--role", "operator"]);
         match &self.store {
             Store::Postgres { database } => {
                 cmd.env("DATABASE_URL", format!("{}/{database}", postgres_url()));

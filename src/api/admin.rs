@@ -1,7 +1,9 @@
 //! `llmjobs.v1.QueueAdminService`: decode, call [`Admin`], encode.
 //!
-//! Every RPC needs the admin role (checked by [`crate::auth::layer`]) and is audited here,
-//! reads included: who looked at the failed jobs or the audit log is worth knowing too.
+//! Every RPC needs the operator role, except the failed-job and audit-log ones, which a
+//! tenant's admin may call on its own tenant (roles checked by [`crate::auth::layer`], tenants
+//! scoped here). Every call is audited, reads included: who looked at the failed jobs or the
+//! audit log is worth knowing too.
 
 use std::pin::Pin;
 
@@ -13,7 +15,7 @@ use tracing::instrument;
 use super::convert;
 use crate::{
     admin::{Admin, FailedJob, encode_stats},
-    auth::principal,
+    auth::{Principal, principal},
     error::Error,
     job::JobId,
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
@@ -85,10 +87,17 @@ fn job_ids(raw: &[String]) -> Result<Vec<JobId>, Error> {
 /// Bounds of `WatchDashboardRequest.interval_seconds`.
 const DASHBOARD_INTERVAL_SECS: std::ops::RangeInclusive<u32> = 1..=60;
 
-/// The failed-job filter `f` names (fields named under `prefix`). Errors: INVALID_ARGUMENT
-/// naming each bad field.
-fn filter(f: Option<&v1::ListFailedJobsRequest>, prefix: &str) -> Result<FailedFilter, Status> {
-    super::validate::filters::failed_jobs(f, prefix).map_err(|v| Error::InvalidArgument(v).into())
+/// The failed-job filter `f` names (fields named under `prefix`), limited to the caller's
+/// tenant unless it is an operator. Errors: INVALID_ARGUMENT naming each bad field.
+fn filter(
+    who: &Principal,
+    f: Option<&v1::ListFailedJobsRequest>,
+    prefix: &str,
+) -> Result<FailedFilter, Status> {
+    let mut filter = super::validate::filters::failed_jobs(f, prefix)
+        .map_err(|v| Status::from(Error::InvalidArgument(v)))?;
+    filter.tenant = who.scope();
+    Ok(filter)
 }
 
 fn failed_job(f: FailedJob) -> v1::FailedJob {
@@ -188,8 +197,9 @@ impl QueueAdminService for AdminApi {
         request: Request<v1::ListFailedJobsRequest>,
     ) -> Result<Response<v1::ListFailedJobsResponse>, Status> {
         let req = request.get_ref();
+        let who = principal(&request)?;
         let result = async {
-            let filter = filter(Some(req), "")?;
+            let filter = filter(&who, Some(req), "")?;
             Ok(self
                 .admin
                 .failed(&filter, req.page_size, &req.page_token)
@@ -211,10 +221,13 @@ impl QueueAdminService for AdminApi {
         request: Request<v1::RetryJobsRequest>,
     ) -> Result<Response<v1::RetryJobsResponse>, Status> {
         let req = request.get_ref();
+        let who = principal(&request)?;
         let result = async {
-            let filter = filter(req.filter.as_ref(), "filter.")?;
-            let ids = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
-            Ok(self.admin.retry(&ids).await?)
+            let filter = filter(&who, req.filter.as_ref(), "filter.")?;
+            let (ids, unknown) = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
+            let (retried, mut skipped) = self.admin.retry(&ids).await?;
+            skipped.extend(unknown.into_iter().map(|id| (id, "no such job".to_owned())));
+            Ok((retried, skipped))
         }
         .await;
         let target = ids_target(&req.job_ids);
@@ -237,9 +250,10 @@ impl QueueAdminService for AdminApi {
         request: Request<v1::ForgetFailedJobsRequest>,
     ) -> Result<Response<v1::ForgetFailedJobsResponse>, Status> {
         let req = request.get_ref();
+        let who = principal(&request)?;
         let result = async {
-            let filter = filter(req.filter.as_ref(), "filter.")?;
-            let ids = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
+            let filter = filter(&who, req.filter.as_ref(), "filter.")?;
+            let (ids, _unknown) = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
             Ok(self.admin.forget(&ids).await?)
         }
         .await;
@@ -354,7 +368,8 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        let result = self.audit_page(request.get_ref().clone()).await;
+        let who = principal(&request)?;
+        let result = self.audit_page(&who, request.get_ref().clone()).await;
         let page = self
             .audited(&request, "ListAuditEvents", "audit log", result)
             .await?;
@@ -363,10 +378,12 @@ impl QueueAdminService for AdminApi {
 }
 
 impl AdminApi {
-    /// A page of the audit log as `req` asks. Errors: INVALID_ARGUMENT (outcome, since, page
-    /// token), UNAVAILABLE.
+    /// A page of the audit log as `req` asks, limited to `who`'s tenant unless it is an
+    /// operator (a tenant filter naming another tenant then finds nothing). Errors:
+    /// INVALID_ARGUMENT (outcome, since, page token), UNAVAILABLE.
     async fn audit_page(
         &self,
+        who: &Principal,
         req: v1::ListAuditEventsRequest,
     ) -> Result<v1::ListAuditEventsResponse, Status> {
         let outcome =
@@ -377,8 +394,15 @@ impl AdminApi {
                 })?),
             };
         let parts = super::validate::filters::audit_events(&req).map_err(Error::InvalidArgument)?;
+        let tenant = match who.scope() {
+            None => parts.tenant,
+            Some(own) if parts.tenant.as_ref().is_some_and(|t| *t != own) => {
+                return Ok(v1::ListAuditEventsResponse::default());
+            }
+            own => own,
+        };
         let filter = crate::audit::Filter {
-            tenant: parts.tenant,
+            tenant,
             actor: parts.actor,
             action: parts.action,
             outcome,

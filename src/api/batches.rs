@@ -17,7 +17,6 @@ use crate::{
     gateway::Gateway,
     job::NewJob,
     proto::v1::{self, batch_service_server::BatchService},
-    ratelimit::streams::Held,
     streaming::batch::BatchEventStream,
 };
 
@@ -33,21 +32,22 @@ pub struct BatchApi {
     gateway: Gateway,
     rules: validate::Rules,
     max_jobs: usize,
-    heartbeat: std::time::Duration,
+    pace: crate::streaming::Pace,
     guard: super::Guard,
     shutdown: CancellationToken,
 }
 
 impl BatchApi {
     /// A service over `gateway`, validating each job with `rules` and accepting at most
-    /// `max_jobs` per batch; quiet streams get a progress message every `heartbeat`; `guard`
+    /// `max_jobs` per batch; quiet streams get a progress message every `pace.heartbeat`, and
+    /// a client that reads nothing for `pace.stall_patience` loses its stream; `guard`
     /// audits, limits and stores prompts as configured; open streams end with UNAVAILABLE
     /// when `shutdown` is cancelled.
     pub fn new(
         gateway: Gateway,
         rules: validate::Rules,
         max_jobs: usize,
-        heartbeat: std::time::Duration,
+        pace: crate::streaming::Pace,
         guard: super::Guard,
         shutdown: CancellationToken,
     ) -> BatchApi {
@@ -55,7 +55,7 @@ impl BatchApi {
             gateway,
             rules,
             max_jobs,
-            heartbeat,
+            pace,
             guard,
             shutdown,
         }
@@ -250,7 +250,7 @@ impl BatchService for BatchApi {
         Ok(reply(&self.visible(&who, id).await?))
     }
 
-    type StreamBatchStream = Held<BatchEventStream>;
+    type StreamBatchStream = BatchEventStream;
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]
     async fn stream_batch(
@@ -266,10 +266,11 @@ impl BatchService for BatchApi {
             self.gateway.store.clone(),
             self.gateway.events.clone(),
             id,
-            self.heartbeat,
+            self.pace,
             self.shutdown.clone(),
+            slot,
         );
-        Ok(Response::new(slot.hold(stream)))
+        Ok(Response::new(stream))
     }
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]

@@ -1,7 +1,8 @@
 //! The protobuf codec of every llm-jobs service: tonic-prost's, except that a request whose
 //! bytes do not decode is `INVALID_ARGUMENT` (the caller sent something malformed), not the
 //! `INTERNAL` tonic-prost reports for every decode error. Responses that do not decode (on a
-//! client) stay `INTERNAL`: that is the server's fault.
+//! client) stay `INTERNAL`: that is the server's fault. Responses are encoded into a smaller
+//! buffer than tonic's default (see `encode_buffer`).
 //!
 //! `build.rs` names this type as the codec of the generated servers and clients.
 
@@ -11,6 +12,15 @@ use tonic::{
     codec::{BufferSettings, DecodeBuf, Decoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// The encoder's buffer: tonic allocates `buffer_size` up front for every response and keeps
+/// it while a stream lives. Its default, 8 KiB, was about a third of what a job watcher cost
+/// the gateway (BENCHMARKS.md, fan-out); an event of a job's stream is about 60 to 200 bytes,
+/// so 1 KiB holds several, and larger responses (a page of jobs) grow the buffer as needed.
+/// The yield threshold (how much is encoded before it is handed to HTTP/2) stays tonic's.
+fn encode_buffer() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
+}
 
 /// tonic-prost's codec for `T` out and `U` in, with request decode errors as
 /// `INVALID_ARGUMENT`.
@@ -28,7 +38,7 @@ where
     type Decoder = RequestDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        ProstEncoder::new(encode_buffer())
     }
 
     fn decoder(&mut self) -> Self::Decoder {

@@ -96,6 +96,7 @@ impl JobApi {
             self.pace,
             self.shutdown.clone(),
             slot,
+            &self.gateway.metrics,
         )
     }
 }
@@ -185,7 +186,7 @@ impl JobService for JobApi {
                 // answer does not tell another tenant's job from none.
                 let allowed = match self.tenant_from_log(id).await {
                     Some(Some(tenant)) => who.can_access(&tenant),
-                    Some(None) => who.is_admin(),
+                    Some(None) => who.is_operator(),
                     None => false,
                 };
                 if !allowed {
@@ -302,8 +303,8 @@ impl JobService for JobApi {
             .into());
         }
         let result: Result<_, Status> = async {
-            self.visible(&who, id).await?;
-            Ok(self.gateway.cancel(id, &req.reason).await?)
+            let job = self.visible(&who, id).await?;
+            Ok(self.gateway.cancel_read(job, &req.reason).await?)
         }
         .await;
         let outcome = crate::audit::Outcome::of(&result);

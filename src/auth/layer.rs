@@ -1,11 +1,12 @@
 //! The tower layer in front of every gRPC service: it authenticates the caller from
 //! `authorization: Bearer <key>` (gRPC and grpc-web alike, as it sits behind the grpc-web
-//! translation), requires the admin role for `QueueAdminService`, applies the per-key request
+//! translation), requires the operator role for `QueueAdminService` (or the admin role for its
+//! tenant-scoped methods: failed jobs and audit events), applies the per-key request
 //! rate, and puts the [`Principal`] into the request's extensions for the handlers. Health and
 //! reflection pass without a key.
 //!
-//! Refusals: no, malformed, unknown or revoked key → UNAUTHENTICATED; a user key on an admin
-//! service → PERMISSION_DENIED; over the request rate → RESOURCE_EXHAUSTED with RetryInfo;
+//! Refusals: no, malformed, unknown or revoked key → UNAUTHENTICATED; a key without the
+//! role a method needs → PERMISSION_DENIED; over the request rate → RESOURCE_EXHAUSTED with RetryInfo;
 //! the key store unreachable → UNAVAILABLE. Each refusal of a key or role is audited through
 //! [`Refusals`], which coalesces floods of them without waiting or spawning per request.
 
@@ -32,15 +33,42 @@ const OPEN: [&str; 3] = [
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
-/// Path prefixes that need the admin role.
-const ADMIN_ONLY: [&str; 1] = ["/llmjobs.v1.QueueAdminService/"];
+/// The service whose methods need more than the user role.
+const QUEUE_ADMIN: &str = "/llmjobs.v1.QueueAdminService/";
+/// Its methods a tenant's admin may call, on its own tenant only (the handlers scope them);
+/// every other method of the service needs the operator role.
+const TENANT_ADMIN: [&str; 4] = [
+    "ListFailedJobs",
+    "RetryJobs",
+    "ForgetFailedJobs",
+    "ListAuditEvents",
+];
+
+/// The role an RPC to `path` needs at least (`None`: any valid key).
+fn needs(path: &str) -> Option<Role> {
+    let method = path.strip_prefix(QUEUE_ADMIN)?;
+    Some(if TENANT_ADMIN.contains(&method) {
+        Role::Admin
+    } else {
+        Role::Operator
+    })
+}
+
+/// Whether `role` has what `needed` asks.
+fn has(role: Role, needed: Role) -> bool {
+    match needed {
+        Role::User => true,
+        Role::Admin => matches!(role, Role::Admin | Role::Operator),
+        Role::Operator => role == Role::Operator,
+    }
+}
 
 /// Whether callers must present a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Every RPC but health and reflection needs a valid key (the default).
     On,
-    /// Nobody is asked for a key; every caller is an admin of the default tenant. Local
+    /// Nobody is asked for a key; every caller is an operator of the default tenant. Local
     /// development only.
     Off,
 }
@@ -148,17 +176,27 @@ impl Authenticator {
             Mode::Off => Principal::auth_off(peer),
             Mode::On => self.authenticate(path, headers, peer).await?,
         };
-        if ADMIN_ONLY.iter().any(|p| path.starts_with(p)) && principal.role != Role::Admin {
+        if let Some(needed) = needs(path)
+            && !has(principal.role, needed)
+        {
+            let (why, message) = match needed {
+                Role::Operator => (
+                    "operator role required",
+                    "this RPC needs a key with the operator role",
+                ),
+                _ => (
+                    "admin role required",
+                    "this RPC needs a key with the admin or operator role",
+                ),
+            };
             self.refusals.record(audit::Event::by(
                 &principal,
                 "authorize",
                 path,
                 audit::Outcome::Denied,
-                "admin role required",
+                why,
             ));
-            return Err(Status::permission_denied(
-                "this service needs a key with the admin role",
-            ));
+            return Err(Status::permission_denied(message));
         }
         if let Some(limiter) = &self.limiter {
             limiter.admit_request(&principal).await?;

@@ -1,5 +1,5 @@
 //! `llm-jobs keys create|list|revoke`: API keys, managed on the database directly (so the
-//! first admin key can be made before any key exists). Every change is audited with actor
+//! first operator key can be made before any key exists). Every change is audited with actor
 //! `local`.
 
 use std::sync::Arc;
@@ -32,7 +32,8 @@ pub enum KeysCommand {
         /// Tenant whose jobs the key sees.
         #[arg(long)]
         tenant: String,
-        /// `user` (its tenant's jobs) or `admin` (everything, QueueAdminService).
+        /// `user` (its tenant's jobs), `admin` (also its tenant's failed jobs and audit events)
+        /// or `operator` (every tenant, all of QueueAdminService).
         #[arg(long, value_enum, default_value_t = Role::User)]
         role: Role,
         /// A label for humans.

@@ -4,9 +4,9 @@
 //! snapshot, and one broadcast channel per watched job.
 //!
 //! Every operation takes one mutex, so appends are atomic and live events go out in sequence
-//! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones after
-//! `LLMJOBS_EVENT_LOG_TTL_SECS`, default 120 s, once the store has them; snapshots after
-//! `LLMJOBS_PROGRESS_TTL_SECS`, at most that): an expired entry
+//! order. Expiry follows the Redis TTLs (unfinished logs after a week, finished ones and their
+//! cancel flags after `LLMJOBS_EVENT_LOG_TTL_SECS`, default 120 s, once the store has them;
+//! snapshots after `LLMJOBS_PROGRESS_TTL_SECS`, at most that): an expired entry
 //! is dropped when next touched, and a sweep of all entries runs at most every
 //! 10 s along with an append. Nothing survives the process.
 //!
@@ -112,6 +112,9 @@ pub trait CancelFlags: Send + Sync + 'static {
     fn set(&self, job_id: JobId, reason: &str);
     /// Removes the job's flag (a new run of a finished job).
     fn clear(&self, job_id: JobId);
+    /// The job ended: its flag, when set, goes `after` from now, with its log (as
+    /// `append.lua` expires `P:{id}:cancel` with the terminal event).
+    fn expire(&self, job_id: JobId, after: Duration);
 }
 
 /// The in-process event log.
@@ -263,6 +266,9 @@ impl MemoryEventLog {
         if terminal {
             log.done = Some(seq);
             log.expires = Some(now + self.terminal_ttl);
+            if let Some(flags) = &self.cancel_flags {
+                flags.expire(job_id, self.terminal_ttl);
+            }
             if let Some(expected) = wanted {
                 returned = if expected == Some(seq) {
                     Vec::new()

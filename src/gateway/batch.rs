@@ -42,6 +42,9 @@ impl Gateway {
         self.queue.ping().await?;
         let inserted = self.store.insert_batch(&batch, &jobs).await?;
         if inserted.created {
+            for job in &jobs {
+                self.metrics.submitted(&job.queue, 1);
+            }
             // One enqueue time for all: equal scores are claimed in id order, which is request
             // order.
             let at = chrono::Utc::now();

@@ -513,6 +513,12 @@ impl CancelFlags for MemoryQueue {
     fn clear(&self, job_id: JobId) {
         self.state().cancel.remove(&job_id);
     }
+
+    fn expire(&self, job_id: JobId, after: Duration) {
+        if let Some((_, expires)) = self.state().cancel.get_mut(&job_id) {
+            *expires = Utc::now() + after;
+        }
+    }
 }
 
 #[cfg(test)]

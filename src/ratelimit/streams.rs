@@ -4,16 +4,15 @@
 //! subscription and a buffer on this gateway, so one key may hold at most
 //! `LLMJOBS_CLIENT_MAX_OPEN_STREAMS` of them here (per gateway process, not per fleet: each
 //! process has its own memory to protect). A slot is taken when the call starts and given back
-//! when its response stream is dropped (ended, or the client went away).
+//! when the stream's watcher task ends (the stream ended, the client went away, or it stopped
+//! reading and was ended): the watcher holds it, not the response stream, so a client that
+//! reads nothing does not keep the slot.
 
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
 };
 
-use futures::Stream;
 use tonic::Status;
 
 /// Open streams per key in this process.
@@ -54,30 +53,6 @@ impl OpenStreams {
     pub fn count(&self, key: &str) -> u32 {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(key).copied().unwrap_or(0)
-    }
-}
-
-impl StreamSlot {
-    /// `stream`, holding this slot until it is dropped.
-    pub fn hold<S: Stream + Unpin>(self, stream: S) -> Held<S> {
-        Held {
-            stream,
-            _slot: self,
-        }
-    }
-}
-
-/// A response stream that keeps its key's slot open (see [`StreamSlot::hold`]).
-pub struct Held<S> {
-    stream: S,
-    _slot: StreamSlot,
-}
-
-impl<S: Stream + Unpin> Stream for Held<S> {
-    type Item = S::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        Pin::new(&mut self.stream).poll_next(cx)
     }
 }
 

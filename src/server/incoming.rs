@@ -44,7 +44,12 @@ pub struct Limits {
 /// taken is closed at once (its client sees the connection end and may try again), with a
 /// warning at most every 10 s counting them: refusing costs no file descriptor for longer
 /// than the accept, where waiting for a slot would leave clients hanging without an answer.
-pub fn guard(listener: TcpListener, limits: Limits) -> impl Stream<Item = io::Result<Guarded>> {
+/// Each accepted connection counts as open in `metrics` until it closes.
+pub fn guard(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: crate::metrics::Metrics,
+) -> impl Stream<Item = io::Result<Guarded>> {
     let slots = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let mut refused = 0u64;
     let mut last_warning: Option<Instant> = None;
@@ -80,6 +85,7 @@ pub fn guard(listener: TcpListener, limits: Limits) -> impl Stream<Item = io::Re
                 deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
                 received: 0,
                 _slot: permit,
+                _open: metrics.connected(),
             }))
         })
 }
@@ -92,6 +98,7 @@ pub struct Guarded {
     deadline: Option<Pin<Box<Sleep>>>,
     received: usize,
     _slot: Option<OwnedSemaphorePermit>,
+    _open: crate::metrics::Connected,
 }
 
 impl Connected for Guarded {

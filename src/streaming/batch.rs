@@ -6,16 +6,24 @@
 //! one query per poll, not 1,000 subscriptions. A job's terminal event comes from its Redis log
 //! (exactly as `StreamJob` sends it); when the log is gone or Redis fails, it is rebuilt from
 //! the store.
+//!
+//! Its queue towards the client is an [`Outbox`] of [`super::WATCHER_BUFFER_BYTES`], as a job
+//! watcher's: a client that reads nothing for [`Pace::stall_patience`] loses its stream
+//! (RESOURCE_EXHAUSTED; calling StreamBatch again starts over with the batch's progress) and
+//! frees the watcher and its key's slot.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::debug;
 
+use super::{
+    Pace,
+    outbox::{self, Outbox, Refused},
+};
 use crate::{
     api::{batches::batch_message, convert},
     batch::{BatchId, Member, Progress, Snapshot},
@@ -26,27 +34,29 @@ use crate::{
 
 /// How often a watcher reads the batch's job states.
 pub const POLL: Duration = Duration::from_millis(500);
-/// Messages buffered per watcher before the producer waits for the client.
-const BUFFER: usize = 64;
 
-/// What a batch watcher stream yields.
-pub type BatchEventStream = ReceiverStream<Result<v1::BatchEvent, Status>>;
+/// What a batch watcher stream yields: progress and terminal events, then the status that
+/// ended it, if any.
+pub type BatchEventStream = outbox::Drain<v1::BatchEvent>;
 
 /// Starts following batch `batch_id` and returns the stream at once. It ends after a final
 /// progress message once every job's terminal event was sent; with UNAVAILABLE when Postgres
-/// fails or `shutdown` is cancelled; with NOT_FOUND when the batch vanishes (cleanup). The
-/// work stops when the client goes away. A quiet stream gets a progress message every
-/// `heartbeat`.
-pub fn follow(
+/// fails or `shutdown` is cancelled; with NOT_FOUND when the batch vanishes (cleanup); with
+/// RESOURCE_EXHAUSTED when the client reads nothing for `pace.stall_patience` while its queue
+/// is full. The work stops when the client goes away. A quiet stream gets a progress message
+/// every `pace.heartbeat`. `keep` (a key's open-stream slot) is held until the watcher ends,
+/// which for a client that stopped reading is before its stream does.
+pub fn follow<K: Send + 'static>(
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     batch_id: BatchId,
-    heartbeat: Duration,
+    pace: Pace,
     shutdown: CancellationToken,
+    keep: K,
 ) -> BatchEventStream {
-    let (tx, rx) = mpsc::channel(BUFFER);
+    let (tx, rx) = outbox::outbox(super::WATCHER_BUFFER_BYTES);
     tokio::spawn(async move {
-        let closed = tx.clone();
+        let _keep = keep;
         let mut w = Watcher {
             store,
             events,
@@ -55,27 +65,31 @@ pub fn follow(
             sent: HashSet::new(),
             last_progress: None,
             last_sent: tokio::time::Instant::now(),
-            heartbeat: heartbeat.max(POLL),
+            heartbeat: pace.heartbeat.max(POLL),
+            stall_patience: pace.stall_patience,
         };
         let result = tokio::select! {
             r = w.run() => r,
             _ = shutdown.cancelled() => Err(Stop::Status(Status::unavailable(
                 "the server is shutting down; call StreamBatch again",
             ))),
-            _ = closed.closed() => Err(Stop::Gone),
         };
-        if let Err(Stop::Status(status)) = result {
-            let _ = w.tx.send(Err(status)).await;
+        match result {
+            Ok(()) | Err(Stop::Gone) => {}
+            Err(Stop::Status(status)) => w.tx.end(status),
+            Err(Stop::Stalled(status)) => w.tx.abandon(status),
         }
     });
-    ReceiverStream::new(rx)
+    rx
 }
 
 enum Stop {
     /// The client went away.
     Gone,
-    /// End the stream with this status.
+    /// End the stream with this status, after what is queued.
     Status(Status),
+    /// The client stopped reading: drop what is queued and end with this status.
+    Stalled(Status),
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Stop {
@@ -97,7 +111,7 @@ struct Watcher {
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     batch_id: BatchId,
-    tx: mpsc::Sender<Result<v1::BatchEvent, Status>>,
+    tx: Outbox<v1::BatchEvent>,
     /// Jobs whose terminal event was sent.
     sent: HashSet<uuid::Uuid>,
     /// Figures of the last progress message.
@@ -106,6 +120,8 @@ struct Watcher {
     last_sent: tokio::time::Instant,
     /// Longest silence towards the client.
     heartbeat: Duration,
+    /// See [`Pace::stall_patience`].
+    stall_patience: Duration,
 }
 
 impl Watcher {
@@ -149,7 +165,10 @@ impl Watcher {
             if done {
                 return Ok(());
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.tx.closed() => return Err(Stop::Gone),
+            }
         }
     }
 
@@ -162,9 +181,23 @@ impl Watcher {
 
     async fn send(&mut self, kind: batch_event::Kind) -> Result<(), Stop> {
         let message = v1::BatchEvent { kind: Some(kind) };
-        self.tx.send(Ok(message)).await.map_err(|_| Stop::Gone)?;
-        self.last_sent = tokio::time::Instant::now();
-        Ok(())
+        let bytes = message.encoded_len();
+        match self.tx.send(message, bytes, self.stall_patience).await {
+            Ok(()) => {
+                self.last_sent = tokio::time::Instant::now();
+                Ok(())
+            }
+            Err(Refused::Gone) => Err(Stop::Gone),
+            Err(Refused::Stalled) => {
+                debug!(batch_id = %self.batch_id, "batch watcher: the client stopped reading");
+                Err(Stop::Stalled(Status::resource_exhausted(format!(
+                    "the client read nothing for {} s while {} KiB of batch events waited for \
+                     it; call StreamBatch again (it starts with the batch's progress)",
+                    self.stall_patience.as_secs(),
+                    self.tx.budget() / 1024
+                ))))
+            }
+        }
     }
 
     /// The job's terminal event from its log; rebuilt from the store when the log has none

@@ -23,6 +23,7 @@ use crate::{
 
 mod abandon;
 mod lost;
+mod measured;
 
 /// The attempt's copy of the log after its start's append: the events before it (`earlier`,
 /// with their sequences), then its own (`own`), the last of which got `sequence`. `None` when
@@ -175,6 +176,7 @@ impl Worker {
             .await;
         let (log_head, watched, log) = match published {
             Ok(appended) if appended.sequence.is_some() => {
+                self.deps.metrics.published(opening.len());
                 if appended.cancel_requested {
                     running.stop(StopReason::Cancelled);
                 }
@@ -189,6 +191,10 @@ impl Worker {
             // Lease lost, or shutting down: another attempt will run it.
             Err(_) => return,
         };
+        if let Some(started) = job.started_at {
+            let waited = (started - job.enqueued_at).to_std().unwrap_or_default();
+            self.deps.metrics.started(&job.queue, waited);
+        }
 
         let mut progress = Progress {
             outcome: Outcome {
@@ -204,6 +210,9 @@ impl Worker {
             output_tokens: 0,
             reported_usage: None,
             sent_at: Instant::now(),
+            began: Instant::now(),
+            called: false,
+            call: self.deps.metrics.call(provider.name(), &job.params.model),
             first_token_at: None,
             last_token_at: None,
             unpublished: Default::default(),
@@ -323,6 +332,7 @@ impl Worker {
     async fn end(&self, job: Job, running: &Running, mut end: End, mut progress: Progress) {
         let attempt = job.attempts;
         let store = &self.deps.store;
+        self.measure_call(&progress, &end);
         // A cancel asked before the end wins over a failure too: a final one claims the end
         // as a completion does; a retry that finds the flag ends the job instead of waiting
         // out its backoff (a flag set just after the read stops the next attempt's start).
@@ -409,6 +419,9 @@ impl Worker {
             Ok(Some(_)) => {
                 if matches!(finish, Finish::Completed(_)) {
                     self.completed_for_estimates(&job);
+                    self.measure_end(&job, &progress, crate::metrics::Outcome::Completed);
+                } else {
+                    self.measure_end(&job, &progress, crate::metrics::Outcome::Cancelled);
                 }
                 let snapshot = progress.tracker.snapshot();
                 self.publish_terminal(
@@ -440,6 +453,7 @@ impl Worker {
                     .finish_attempt(job.id, attempt, finish, &[], expected, None)
                     .await
                 {
+                    self.measure_end(&job, &progress, crate::metrics::Outcome::Failed);
                     let terminal = Kind::Failed(v1::JobFailed {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
@@ -490,6 +504,10 @@ impl Worker {
                 .await;
             match recorded {
                 Ok(true) => {
+                    // A shutdown's handback is no failure: not counted as a retry.
+                    if !matches!(err, AttemptError::Shutdown) {
+                        self.measure_end(job, &progress, crate::metrics::Outcome::Retried);
+                    }
                     let failed = Kind::AttemptFailed(v1::AttemptFailed {
                         attempt,
                         error: Some(crate::api::convert::job_error(&error)),
@@ -535,6 +553,7 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
+                self.measure_end(job, &progress, crate::metrics::Outcome::Failed);
                 let snapshot = progress.tracker.snapshot();
                 self.publish_terminal(
                     job.id,
@@ -569,12 +588,15 @@ impl Worker {
         stored_log: bool,
     ) {
         let wanted = if stored_log { expected } else { None };
-        match self
+        let closed = self
             .deps
             .events
             .close(job_id, &events, fence, snapshot, wanted)
-            .await
-        {
+            .await;
+        if closed.as_ref().is_ok_and(|c| c.sequence.is_some()) {
+            self.deps.metrics.published(events.len());
+        }
+        match closed {
             Ok(closed) => match crate::events::archive::of_events(&closed.log) {
                 Some(log) => self.sequences.record_log(job_id, log).await,
                 None => {

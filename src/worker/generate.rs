@@ -84,6 +84,12 @@ pub(super) struct Progress {
     pub(super) output_tokens: u64,
     pub(super) reported_usage: Option<Usage>,
     pub(super) sent_at: Instant,
+    /// When the attempt started (its runtime runs from here).
+    pub(super) began: Instant,
+    /// The upstream request went out (at [`Progress::sent_at`]).
+    pub(super) called: bool,
+    /// The attribute sets its metrics are recorded with.
+    pub(super) call: crate::metrics::Call,
     pub(super) first_token_at: Option<Instant>,
     pub(super) last_token_at: Option<Instant>,
     /// Text not yet published.
@@ -274,6 +280,7 @@ impl Worker {
         let connect_until = limit(progress).0;
         let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
         progress.sent_at = Instant::now();
+        progress.called = true;
         // The connecting stage goes out with the first token when the upstream answers within
         // a flush interval (one append instead of two); else once that interval has passed,
         // while the request waits, so it stays off the path to the first token.
@@ -602,7 +609,12 @@ impl Worker {
                 .await
             {
                 // Published, or refused because a newer attempt owns the log: either way done.
-                Ok(appended) => noted(progress, running, &events, &appended, cancel),
+                Ok(appended) => {
+                    if appended.sequence.is_some() {
+                        self.deps.metrics.published(events.len());
+                    }
+                    noted(progress, running, &events, &appended, cancel)
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot publish token deltas yet; keeping them");
                     // Whether they went in is unknown (the append may still run): the next
@@ -655,6 +667,9 @@ impl Worker {
             // In now (by this try or the first), or refused (a newer attempt owns the log):
             // either way no longer in doubt.
             Ok(appended) => {
+                if appended.sequence.is_some() {
+                    self.deps.metrics.published(events.len());
+                }
                 noted(progress, running, &events, &appended, cancel);
                 true
             }
@@ -697,6 +712,9 @@ impl Worker {
             .await
         {
             Ok(appended) => {
+                if appended.sequence.is_some() {
+                    self.deps.metrics.published(events.len());
+                }
                 progress.logged(&events, appended.sequence);
                 progress.log_head = appended.sequence;
             }

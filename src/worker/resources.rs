@@ -1,13 +1,10 @@
-//! This process's resident memory and CPU use, read from Linux's `/proc/self` (see proc(5):
-//! `statm` field 2 is resident pages; `stat` fields 14 and 15 are user and system time in
-//! clock ticks). Elsewhere the figures are absent.
+//! This process's resident memory and CPU use, for the worker registry and job progress
+//! (read from Linux's `/proc/self` by [`crate::metrics::process`]). Elsewhere the figures are
+//! absent.
 
 use std::time::Instant;
 
-/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on every mainstream Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-/// Page size of `statm` (4 KiB on x86-64 and most aarch64 kernels).
-const PAGE_BYTES: f64 = 4096.0;
+use crate::metrics::process::{self, TICKS_PER_SECOND};
 
 /// Samples CPU use between calls.
 #[derive(Debug)]
@@ -26,15 +23,7 @@ impl Default for Sampler {
 impl Sampler {
     /// Resident memory (MiB) now, and CPU percent (of one core) since the previous sample.
     pub fn sample(&mut self) -> (Option<f64>, Option<f64>) {
-        let rss = std::fs::read_to_string("/proc/self/statm")
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .nth(1)?
-                    .parse::<f64>()
-                    .ok()
-                    .map(|pages| pages * PAGE_BYTES / (1024.0 * 1024.0))
-            });
+        let rss = process::resident_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
         let now = (Instant::now(), cpu_ticks());
         let cpu = match (self.last, now) {
             // Shorter windows give meaningless percentages (ticks are 10 ms).
@@ -54,14 +43,7 @@ impl Sampler {
 }
 
 fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    process::cpu_ticks().map(|(user, system)| user + system)
 }
 
 #[cfg(test)]

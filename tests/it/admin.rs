@@ -1,10 +1,14 @@
-//! QueueAdminService: exact stats, pause/resume/toggle, purge, failed jobs, retry, forget.
+//! QueueAdminService: exact stats, pause/resume/toggle, purge, failed jobs, retry, forget, and
+//! what a tenant's admin may do of it.
 
 use std::time::Duration;
 
+use anyhow::Context;
+use llm_jobs::auth::Role;
 use llm_jobs::cli::client::Channel;
 use llm_jobs::proto::v1::{
-    self, job_event::Kind, queue_admin_service_client::QueueAdminServiceClient,
+    self, job_event::Kind, job_service_client::JobServiceClient,
+    queue_admin_service_client::QueueAdminServiceClient,
 };
 use tonic::Code;
 
@@ -727,4 +731,129 @@ mod servers {
         }
         app.stop().await
     }
+}
+
+/// A tenant's admin manages its own tenant's failed jobs and reads its own audit events;
+/// another tenant's failed jobs are invisible to it (unknown when named), and queue-wide
+/// operations need the operator role (issue 15, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_manages_only_its_own_tenant() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let user_a = app.key_for("tenant-a", Role::User).await?;
+    let admin_a = app.key_for("tenant-a", Role::Admin).await?;
+    let admin_b = app.key_for("tenant-b", Role::Admin).await?;
+    upstream.push_reply(Reply::fixture("truncated.sse"));
+    let mut req = request("tenant A's failure", "gpt-4o-mini");
+    req.max_attempts = Some(1);
+    let job = JobServiceClient::new(app.keyed(Some(&user_a))?)
+        .submit_job(req)
+        .await?
+        .into_inner()
+        .job
+        .context("no job")?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Failed)
+        .await?;
+    let failed_ids = |page: v1::ListFailedJobsResponse| -> Vec<String> {
+        page.failed_jobs
+            .into_iter()
+            .filter_map(|f| f.job.map(|j| j.id))
+            .collect()
+    };
+
+    // Tenant B's admin sees nothing of it and cannot touch it, named or not.
+    let mut b = QueueAdminServiceClient::new(app.keyed(Some(&admin_b))?);
+    let seen = b
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?
+        .into_inner();
+    assert!(failed_ids(seen).is_empty());
+    let named = b
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: vec![job.id.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert!(named.retried_job_ids.is_empty(), "{named:?}");
+    assert_eq!(
+        named
+            .skipped
+            .iter()
+            .map(|s| (s.job_id.as_str(), s.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(job.id.as_str(), "no such job")]
+    );
+    let all = b.retry_jobs(v1::RetryJobsRequest::default()).await?;
+    assert!(all.into_inner().retried_job_ids.is_empty());
+    let forgotten = b
+        .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+            job_ids: vec![job.id.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner()
+        .forgotten;
+    assert_eq!(forgotten, 0);
+    let asked = b
+        .list_audit_events(v1::ListAuditEventsRequest {
+            tenant: "tenant-a".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(asked.audit_events.is_empty(), "{asked:?}");
+    let own = b
+        .list_audit_events(v1::ListAuditEventsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .audit_events;
+    assert!(own.iter().all(|e| e.tenant == "tenant-b"), "{own:?}");
+    for denied in [
+        b.pause_queue(v1::PauseQueueRequest {
+            queue: "openai-general-normal".into(),
+        })
+        .await
+        .map(|_| ()),
+        b.get_queue_stats(v1::GetQueueStatsRequest {})
+            .await
+            .map(|_| ()),
+    ] {
+        let status = denied.expect_err("queue-wide operations need the operator role");
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("operator"), "{status:?}");
+    }
+
+    // Tenant A's admin lists it and runs it again; the operator sees it too.
+    let operator = app.admin_client()?;
+    let listed = operator
+        .clone()
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(failed_ids(listed), [job.id.as_str()]);
+    let mut a = QueueAdminServiceClient::new(app.keyed(Some(&admin_a))?);
+    let listed = a
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(failed_ids(listed), [job.id.as_str()]);
+    let retried = a
+        .retry_jobs(v1::RetryJobsRequest {
+            job_ids: vec![job.id.clone()],
+            filter: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(retried.retried_job_ids, [job.id.as_str()]);
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    app.stop().await
 }

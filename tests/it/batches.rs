@@ -632,3 +632,85 @@ mod servers {
         app.stop().await
     }
 }
+
+/// A `StreamBatch` client that stops reading holds a bounded queue, as a job watcher's does:
+/// once it has stayed full for the stall patience the watcher ends, its key's stream slot is
+/// free again while the client still reads nothing, and the stream ends with
+/// RESOURCE_EXHAUSTED (issue 15: before, 64 messages of any size waited and the watcher and
+/// its slot lived until the client disconnected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_client_that_stops_reading_is_ended_and_frees_its_slot() -> anyhow::Result<()> {
+    // Jobs that run for a minute, so the batch keeps sending heartbeat progress messages.
+    let upstream = TestUpstream::start(Reply::slow(1200, 0, 50)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--stream-stall-secs", "1")
+        .arg("--stream-heartbeat-secs", "1")
+        .arg("--client-max-open-streams", "1")
+        .start()
+        .await?;
+    // Every progress message carries the batch's metadata: about 128 KiB, twice the queue.
+    let metadata = (0..64)
+        .map(|i| (format!("{i:0>1024}"), "v".repeat(1024)))
+        .collect();
+    let batch = batches(&app)
+        .await?
+        .submit_batch(v1::SubmitBatchRequest {
+            metadata,
+            ..batch_of(vec![request("long", "gpt-4o-mini")])
+        })
+        .await?
+        .into_inner();
+
+    // A client that takes no more than HTTP/2's default 64 KiB window before it reads.
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let mut stalled = BatchServiceClient::new(crate::support::with_key(narrow, Some(&app.key))?)
+        .max_decoding_message_size(4 << 20)
+        .stream_batch(v1::StreamBatchRequest {
+            batch_id: batch.id.clone(),
+        })
+        .await?
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // The stalled stream no longer holds the key's only slot.
+    let mut other = batches(&app)
+        .await?
+        .max_decoding_message_size(4 << 20)
+        .stream_batch(v1::StreamBatchRequest {
+            batch_id: batch.id.clone(),
+        })
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(PATIENCE, other.message()).await??;
+    assert!(
+        matches!(
+            first.and_then(|e| e.kind),
+            Some(batch_event::Kind::Progress(_))
+        ),
+        "a new stream starts with the batch's progress"
+    );
+    drop(other);
+
+    let status = loop {
+        match tokio::time::timeout(PATIENCE, stalled.message()).await? {
+            Ok(Some(_)) => {}
+            Ok(None) => anyhow::bail!("the stalled stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("StreamBatch"), "{status:?}");
+    batches(&app)
+        .await?
+        .cancel_batch(v1::CancelBatchRequest {
+            batch_id: batch.id,
+            reason: String::new(),
+        })
+        .await?;
+    app.stop().await
+}

@@ -1,10 +1,7 @@
-//! Cancelling queued and running jobs.
+//! Cancelling queued and running jobs. How the event log orders a cancel and an attempt's
+//! end is part of the log's contract (`contract::events`).
 
-use llm_jobs::{
-    events::{Appended, CancelCheck, CancelRequest, EventLog, Fence, event},
-    job::JobId,
-    proto::v1::{self, JobCompleted, JobStarted, TokenDelta, job_event::Kind},
-};
+use llm_jobs::proto::v1::{self, job_event::Kind};
 
 use crate::support::{
     PATIENCE, TestApp, assert_well_formed, request, set_cancel_flag,
@@ -182,143 +179,6 @@ fn terminal_kinds(events: &[v1::JobEvent]) -> Vec<&Kind> {
         .collect()
 }
 
-/// Appends `event` as attempt `attempt`'s flush that claims the job's end
-/// ([`CancelCheck::Seal`]), as a worker does once its answer is complete.
-async fn seal(
-    log: &dyn EventLog,
-    job_id: JobId,
-    attempt: u32,
-    event: v1::JobEvent,
-) -> anyhow::Result<Appended> {
-    Ok(log
-        .append_events(
-            job_id,
-            &[event],
-            Fence::Attempt(attempt),
-            None,
-            CancelCheck::Seal,
-        )
-        .await?)
-}
-
-/// The race the lifecycle decides in one place, on the event log itself (the backend under
-/// test: Redis with this test's prefix, or the in-process twin): a cancel that reaches the log
-/// before an attempt claims its end wins; one after the claim is told the job is ending; one
-/// after the terminal event gets that event and sets nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log() -> anyhow::Result<()> {
-    let backend = crate::flushes::Backend::new()?;
-    let (log, queue) = (&*backend.events, &backend.queue);
-    let started = |attempt| {
-        event(Kind::Started(JobStarted {
-            attempt,
-            ..Default::default()
-        }))
-    };
-    let delta = |n: u64| {
-        event(Kind::TokenDelta(TokenDelta {
-            text: format!("tok{n} "),
-            output_tokens: n + 1,
-            ..Default::default()
-        }))
-    };
-    let completed = event(Kind::Completed(JobCompleted::default()));
-
-    // Between the last token and the end: the cancel lands first, so the claim is refused.
-    let first = JobId::now_v7();
-    log.append_events(
-        first,
-        &[started(1)],
-        Fence::Start(1),
-        None,
-        CancelCheck::Read,
-    )
-    .await?;
-    log.append_events(
-        first,
-        &[delta(0)],
-        Fence::Attempt(1),
-        None,
-        CancelCheck::Read,
-    )
-    .await?;
-    assert_eq!(
-        log.request_cancel(first, "stop").await?,
-        CancelRequest::Flagged
-    );
-    let refused = seal(log, first, 1, delta(1)).await?;
-    assert_eq!(
-        (refused.sequence, refused.cancel_requested, refused.sealed),
-        (Some(3), true, false)
-    );
-
-    // The claim comes first: the cancel is answered that the job is ending, and the claim
-    // holds for the attempt; the flag is still set for a later attempt, whose start reads it.
-    let second = JobId::now_v7();
-    log.append_events(
-        second,
-        &[started(1)],
-        Fence::Start(1),
-        None,
-        CancelCheck::Read,
-    )
-    .await?;
-    let claimed = seal(log, second, 1, delta(0)).await?;
-    assert_eq!((claimed.cancel_requested, claimed.sealed), (false, true));
-    assert_eq!(
-        log.request_cancel(second, "late").await?,
-        CancelRequest::Ending
-    );
-    assert_eq!(
-        queue.cancel_requested(second).await?.as_deref(),
-        Some("late")
-    );
-    let kept = seal(log, second, 1, delta(1)).await?;
-    assert_eq!((kept.cancel_requested, kept.sealed), (false, true));
-    let stale = seal(log, second, 0, delta(1)).await?;
-    assert_eq!((stale.sequence, stale.sealed), (None, false));
-    let next = log
-        .append_events(
-            second,
-            &[started(2)],
-            Fence::Start(2),
-            None,
-            CancelCheck::Read,
-        )
-        .await?;
-    assert!(next.cancel_requested, "a later attempt stops at its start");
-    assert_eq!(
-        log.request_cancel(second, "late").await?,
-        CancelRequest::Flagged,
-        "the claim was the earlier attempt's"
-    );
-
-    // After the terminal event: the answer is that event, and no flag is left behind.
-    let third = JobId::now_v7();
-    log.append_events(
-        third,
-        &[started(1)],
-        Fence::Start(1),
-        None,
-        CancelCheck::Read,
-    )
-    .await?;
-    log.close(third, &[delta(0), completed], Fence::Attempt(1), None, None)
-        .await?;
-    match log.request_cancel(third, "too late").await? {
-        CancelRequest::Ended(e) => {
-            assert_eq!(e.sequence, 3);
-            assert_eq!(e.job_id, third.to_string());
-            assert!(matches!(e.kind, Some(Kind::Completed(_))), "{e:?}");
-        }
-        other => panic!("expected the terminal event, got {other:?}"),
-    }
-    assert_eq!(queue.cancel_requested(third).await?, None);
-    let read = log.read_after(third, 0).await?.expect("a log");
-    assert_eq!((read.events.len(), read.terminal_sequence), (3, Some(3)));
-    backend.clean().await
-}
-
 /// The whole answer is out and the upstream has not ended its stream yet when the client
 /// cancels: the cancel wins, and the job keeps every token as its partial output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +247,7 @@ mod servers {
     -> anyhow::Result<()> {
         crate::support::needs_servers(
             "sets the cancel flag in Redis without its pub/sub signal; the in-process order is \
-             tested through the event log above",
+             part of the event log's contract",
         );
         let (reply, end) = Reply::held_end(5);
         let upstream = TestUpstream::start(reply).await?;

@@ -422,6 +422,7 @@ fn each_command_offers_only_the_flags_it_uses() -> anyhow::Result<()> {
         "--openai-api-key",
         "--openai-base-url",
         "--redact-patterns",
+        "--metrics-listen",
     ];
     let offers = |text: &str, flag: &str| text.contains(&format!("{flag} "));
     let (serve, gateway, worker) = (help("serve")?, help("gateway")?, help("worker")?);

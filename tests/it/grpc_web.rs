@@ -83,7 +83,7 @@ async fn grpc_web(
         .collect();
     let bytes = resp.bytes().await?;
     let (data, trailers) = unframe(&bytes);
-    Ok((data, trailers + &header_status))
+    Ok((data, trailers + header_status.as_str()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

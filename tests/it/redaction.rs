@@ -169,7 +169,7 @@ fn help_never_prints_the_secrets_in_the_environment() -> anyhow::Result<()> {
             .env("LLMJOBS_API_KEY", format!("llmj_000000000000_{secret}"))
             .output()?;
         let printed = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
+            + String::from_utf8_lossy(&out.stderr).as_ref();
         assert!(out.status.success(), "{command:?}: {printed}");
         assert!(
             !printed.contains(secret),

@@ -81,7 +81,7 @@ fn request(spec: &Spec) -> v1::SubmitJobRequest {
     }
 }
 
-/// A SQLite file in the system's temporary directory, with an admin key made on it by
+/// A SQLite file in the system's temporary directory, with an operator key made on it by
 /// `llm-jobs keys create` before any server ran (as the README does it); the file is removed
 /// when dropped.
 struct Embedded {
@@ -95,7 +95,7 @@ impl Embedded {
         let file = std::env::temp_dir().join(format!("llmjobs_it_restart_{id}.db"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .args(["keys", "--database-url", &Embedded::url_of(&file)])
-            .args(["create", "--tenant", "restart", "--role", "admin"])
+            .args(["create", "--tenant", "restart", "--role", "operator"])
             .args(["--name", "restart-test"])
             .env("RUST_LOG", "warn")
             .output()?;

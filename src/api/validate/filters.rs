@@ -83,6 +83,7 @@ pub fn failed_jobs(
     let mut field =
         |name: &str, value: &str| text(&mut v, &format!("{prefix}{name}"), value, MAX_FILTER_BYTES);
     let filter = FailedFilter {
+        tenant: None,
         queue: field("queue", &req.queue),
         job_type: field("job_type", &req.job_type),
         error_code: field("error_code", &req.error_code),

@@ -69,6 +69,9 @@ pub(super) async fn failed_jobs(
         .limit(limit)
         .select(ListedJobRow::as_select())
         .into_boxed();
+    if let Some(t) = &filter.tenant {
+        query = query.filter(jobs::tenant.eq(t.clone()));
+    }
     if let Some(q) = &filter.queue {
         query = query.filter(jobs::queue.eq(q.clone()));
     }

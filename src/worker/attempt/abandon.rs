@@ -68,6 +68,7 @@ impl Worker {
                 .await
             {
                 Ok(true) => {
+                    self.deps.metrics.retried(&job.queue);
                     let ev = event(failed(true, Some(retry_at)));
                     if let Err(e) = self
                         .deps
@@ -100,6 +101,9 @@ impl Worker {
             .await
         {
             Ok(Some(_)) => {
+                self.deps
+                    .metrics
+                    .ended(&job.queue, crate::metrics::Ended::Failed);
                 let terminal = Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),
                     attempts: attempt,

@@ -42,6 +42,7 @@ impl Worker {
                 ),
             };
             warn!(attempt, "{}", error.message);
+            self.deps.metrics.reclaimed(&job.queue);
             if let Err(e) = self
                 .deps
                 .store
@@ -115,6 +116,9 @@ impl Worker {
             .await;
         match stored {
             Ok(Some(_)) => {
+                self.deps
+                    .metrics
+                    .ended(&job.queue, crate::metrics::Ended::Failed);
                 let mut kinds = earlier.lost_events(false);
                 kinds.push(Kind::Failed(v1::JobFailed {
                     error: Some(crate::api::convert::job_error(&error)),

@@ -228,15 +228,27 @@ impl TestAppBuilder {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = admin_listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let handle = tokio::spawn(async move { app::run(cfg, Some(listener), stop).await });
+        let handle = tokio::spawn(async move {
+            app::run(
+                cfg,
+                app::Listeners {
+                    grpc: Some(listener),
+                    admin: Some(admin_listener),
+                },
+                stop,
+            )
+            .await
+        });
         let mut handle = handle;
         let channel = connect(addr, &mut handle, self.wait_until_serving).await?;
         let database_url_for_keys = database_url.clone();
         // With Postgres down no key can be made; a well-formed unknown one then meets the
         // same UNAVAILABLE as every other call.
-        let key = match make_key(&database_url_for_keys, "default", Role::Admin).await {
+        let key = match make_key(&database_url_for_keys, "default", Role::Operator).await {
             Ok(key) => key,
             Err(_) => format!("llmj_000000000000_{}", "0".repeat(64)),
         };
@@ -252,6 +264,7 @@ impl TestAppBuilder {
         }
         Ok(TestApp {
             addr,
+            metrics_addr,
             client,
             channel,
             key,
@@ -369,11 +382,13 @@ pub fn with_key(channel: tonic::transport::Channel, key: Option<&str>) -> anyhow
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// A JobService client sending the test's admin key.
+    /// Where its admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) listens.
+    pub metrics_addr: SocketAddr,
+    /// A JobService client sending the test's operator key.
     pub client: JobServiceClient<Channel>,
     /// The bare connection (no key).
     pub channel: tonic::transport::Channel,
-    /// The test's admin key (tenant `default`).
+    /// The test's operator key (tenant `default`).
     pub key: String,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::Error>>>,
@@ -452,6 +467,8 @@ impl TestApp {
             .args(["--listen", &addr])
             .args(extra)
             .env("RUST_LOG", rust_log)
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -464,12 +481,12 @@ impl TestApp {
         with_key(self.channel.clone(), key)
     }
 
-    /// A QueueAdminService client with the test's admin key.
+    /// A QueueAdminService client with the test's operator key.
     pub fn admin_client(&self) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
         Ok(QueueAdminServiceClient::new(self.keyed(Some(&self.key))?))
     }
 
-    /// A BatchService client with the test's admin key.
+    /// A BatchService client with the test's operator key.
     pub fn batch_client(&self) -> anyhow::Result<BatchServiceClient<Channel>> {
         Ok(BatchServiceClient::new(self.keyed(Some(&self.key))?))
     }
@@ -482,13 +499,15 @@ impl TestApp {
             .args(args_for("worker", &self.serve_args))
             .args(extra)
             .env("RUST_LOG", "warn")
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
             .spawn()
             .context("spawn llm-jobs worker")?;
         Ok(ChildWorker(child))
     }
 
-    /// The `llm-jobs` binary with `args`, pointed at this server with the test's admin key.
+    /// The `llm-jobs` binary with `args`, pointed at this server with the test's operator key.
     pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
         command
@@ -1033,6 +1052,6 @@ pub fn on_terminal(command: &std::process::Command, typed: &str) -> anyhow::Resu
     let out = child.wait_with_output()?;
     Ok((
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr),
     ))
 }
