@@ -1,5 +1,8 @@
 //! Composition root: configuration to connected backends, the gateway and the worker.
-//! No business logic here.
+//! No business logic here. [`Config`] has the settings both sides read ([`Common`]) and each
+//! side's own ([`GatewayConfig`], [`WorkerConfig`]), so each command offers only its flags.
+
+mod backends;
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,19 +10,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use backends::{Backends, backends};
+
 use crate::{
     api::{jobs::JobApi, validate},
     audit::Auditor,
-    auth,
-    backend::Redis,
-    config,
-    events::{EventLog, memory::MemoryEventLog, redis::RedisEventLog},
+    auth, config,
     gateway::Gateway,
     health,
     metrics::Metrics,
     provider::{Providers, openai::OpenAi, sim::Sim},
-    queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
-    ratelimit::{self, Limiter},
+    ratelimit::Limiter,
     server,
     store::{self, Store},
     worker::{self, Worker},
@@ -42,12 +43,9 @@ pub enum Error {
     Server(String),
 }
 
-/// Everything `serve`, `gateway` and `worker` are configured with.
+/// What every server process reads, whichever side it runs.
 #[derive(clap::Args, Clone, Debug)]
-pub struct Config {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: config::Server,
+pub struct Common {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub redis: config::Redis,
@@ -56,28 +54,56 @@ pub struct Config {
     pub database: config::Database,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub queues: config::Queues,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lease: config::Lease,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub upstream: config::Upstream,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redaction: config::Redaction,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: config::Metrics,
+}
+
+/// What only the gateway reads: its listener, what clients may submit, who may call.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: config::Server,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub jobs: config::Jobs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub security: config::Security,
+}
+
+/// What only the worker reads: its slots and timeouts, and how it calls the upstream.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub worker: config::Worker,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub provider: config::Provider,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub security: config::Security,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub metrics: config::Metrics,
 }
 
-/// Which sides this process runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Roles {
-    /// Serve the gRPC API.
-    pub gateway: bool,
-    /// Run jobs.
-    pub worker: bool,
+/// What [`run`] runs: the common settings, and those of each side this process runs (`None`:
+/// the side does not run here). `serve` has both sides; `gateway` and `worker` one each.
+#[derive(Clone, Debug)]
+pub struct Config {
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// The gateway (gRPC API), when this process serves it.
+    pub gateway: Option<GatewayConfig>,
+    /// A worker, when this process runs jobs.
+    pub worker: Option<WorkerConfig>,
 }
 
 /// Creates the database if needed and applies pending migrations; returns versions applied.
@@ -91,29 +117,38 @@ pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
 /// is bound from the configuration.
 #[derive(Debug, Default)]
 pub struct Listeners {
-    /// The gateway's gRPC listener (`cfg.server.listen`).
+    /// The gateway's gRPC listener (the gateway's `--listen`).
     pub grpc: Option<TcpListener>,
-    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz` (`cfg.metrics.listen`).
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz` (`--metrics-listen`).
     pub admin: Option<TcpListener>,
 }
 
-/// Runs the configured roles until `shutdown` is cancelled, then drains within the grace
+/// Runs the configured sides until `shutdown` is cancelled, then drains within the grace
 /// period.
 ///
 /// Errors: start-up failures ([`Error`]); a dependency that goes down later is retried.
 pub async fn run(
     cfg: Config,
-    roles: Roles,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if cfg.jobs.job_types.is_empty() {
+    let Config {
+        common,
+        gateway: gateway_cfg,
+        worker: worker_cfg,
+    } = cfg;
+    if gateway_cfg.is_none() && worker_cfg.is_none() {
+        return Err(Error::Config(
+            "neither a gateway nor a worker to run".into(),
+        ));
+    }
+    if common.queues.job_types.is_empty() {
         return Err(Error::Config(
             "LLMJOBS_JOB_TYPES needs at least one job type".into(),
         ));
     }
     // Job types name queues, Redis keys and metrics labels.
-    if let Some(bad) = cfg.jobs.job_types.iter().find(|t| {
+    if let Some(bad) = common.queues.job_types.iter().find(|t| {
         t.is_empty()
             || t.len() > 64
             || !t
@@ -125,21 +160,25 @@ pub async fn run(
              `_` and `-`"
         )));
     }
-    if !cfg.jobs.limits.allows_model(&cfg.provider.default_model()) {
+    let default_model = gateway_cfg
+        .as_ref()
+        .map(|g| g.jobs.default_model(&common.upstream));
+    if let (Some(g), Some(model)) = (&gateway_cfg, &default_model)
+        && !g.jobs.limits.allows_model(model)
+    {
         return Err(Error::Config(format!(
-            "the default model {:?} is not in LLMJOBS_ALLOWED_MODELS; jobs naming no model \
-             would all be refused",
-            cfg.provider.default_model()
+            "the default model {model:?} is not in LLMJOBS_ALLOWED_MODELS; jobs naming no \
+             model would all be refused"
         )));
     }
     let Backends {
         queue,
         events,
         limits,
-    } = backends(&cfg, roles).await?;
+    } = backends(&common, gateway_cfg.is_some() && worker_cfg.is_some()).await?;
     let started = chrono::Utc::now();
-    let store_name = store::describe(&cfg.database);
-    let location = cfg.database.location().map_err(Error::Config)?;
+    let store_name = store::describe(&common.database);
+    let location = common.database.location().map_err(Error::Config)?;
     let hint = match &location {
         config::StoreLocation::Postgres(_) => {
             "; is Postgres running? (LLMJOBS_NO_MIGRATE=true starts without it, NOT_SERVING \
@@ -147,8 +186,8 @@ pub async fn run(
         }
         config::StoreLocation::Sqlite(_) => "",
     };
-    if !cfg.database.no_migrate {
-        let applied = migrate(&cfg.database).await.map_err(|e| {
+    if !common.database.no_migrate {
+        let applied = migrate(&common.database).await.map_err(|e| {
             Error::Startup(format!(
                 "cannot prepare the store ({store_name}): {e}{hint}"
             ))
@@ -161,7 +200,7 @@ pub async fn run(
     // may not share it with such a one (store::single). The claim is held until this function
     // returns. Without it an in-process server does not start; a server on Redis does (its
     // store may be down for now), with a warning.
-    let mode = if cfg.redis.in_process() {
+    let mode = if common.redis.in_process() {
         store::single::Mode::Exclusive
     } else {
         store::single::Mode::Shared
@@ -179,11 +218,9 @@ pub async fn run(
             None
         }
     };
-    crate::redact::configure(&cfg.security.redact_patterns).map_err(Error::Config)?;
-    let store: Arc<dyn Store> = store::open(&cfg.database).await?;
-    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    let default_model = cfg.provider.default_model();
-    let summary = if cfg.redis.in_process() {
+    crate::redact::configure(&common.redaction.redact_patterns).map_err(Error::Config)?;
+    let store: Arc<dyn Store> = store::open(&common.database).await?;
+    let summary = if common.redis.in_process() {
         format!(
             "backends: in-process queue, event log and rate limits (no REDIS_URL: one process \
              only; live logs end with it, unfinished jobs are re-enqueued from the store); \
@@ -191,48 +228,58 @@ pub async fn run(
         )
     } else {
         format!(
-            "backends: Redis at {} for queue, event log and rate limits; store: {store_name}",
-            crate::redact::redact_url(&cfg.redis.url)
+            "backends: Redis at {} (key prefix {:?}) for queue, event log and rate limits; \
+             store: {store_name}",
+            crate::redact::redact_url(&common.redis.url),
+            common.redis.prefix
         )
     };
-    info!(
-        default_model = %default_model,
-        upstream = %cfg.provider.openai_base_url,
-        "{summary}"
-    );
+    // Without a key (and with OpenAI's URL) nothing is sent upstream: naming the URL would
+    // suggest otherwise.
+    let upstream = if common.upstream.configured() {
+        crate::redact::redact_url(&common.upstream.openai_base_url)
+    } else {
+        "unused: no OPENAI_API_KEY, so only the simulated models (sim, sim-*) run".to_owned()
+    };
+    match &default_model {
+        Some(model) => info!(default_model = %model, %upstream, "{summary}"),
+        None => info!(%upstream, "{summary}"),
+    }
 
     // What can stop the start fails before any job is touched: a server that cannot listen or
     // read its TLS files must not start attempts first (each would count against
     // max_attempts, and a supervisor restarting it in a loop would fail every job).
-    let bound = if roles.gateway {
-        Some(match listeners.grpc {
-            Some(l) => l,
-            None => TcpListener::bind(cfg.server.listen).await.map_err(|e| {
-                Error::Server(format!("cannot listen on {}: {e}", cfg.server.listen))
-            })?,
-        })
-    } else {
-        None
-    };
-    let tls = match (&cfg.security.tls_cert, &cfg.security.tls_key) {
-        (Some(cert), Some(key)) if roles.gateway => {
-            Some(server::tls_config(cert, key).map_err(Error::Config)?)
+    let gateway_start = match &gateway_cfg {
+        Some(g) => {
+            let listener = match listeners.grpc {
+                Some(l) => l,
+                None => TcpListener::bind(g.server.listen).await.map_err(|e| {
+                    Error::Server(format!("cannot listen on {}: {e}", g.server.listen))
+                })?,
+            };
+            let tls = match (&g.security.tls_cert, &g.security.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(server::tls_config(cert, key).map_err(Error::Config)?)
+                }
+                _ => None,
+            };
+            let cors = g
+                .server
+                .cors(g.security.auth_mode() == auth::layer::Mode::Off)
+                .map_err(Error::Config)?;
+            Some((g, listener, tls, cors))
         }
-        _ => None,
+        None => None,
     };
-    let cors = cfg
-        .server
-        .cors(cfg.security.auth_mode() == auth::layer::Mode::Off)
-        .map_err(Error::Config)?;
     let admin_listener = match listeners.admin {
         Some(l) => Some(l),
-        None => admin_listener(cfg.metrics.listen).await?,
+        None => admin_listener(common.metrics.listen).await?,
     };
     let meters = crate::telemetry::meters().map_err(Error::Startup)?;
     let meter = meters.meter();
-    let metrics = Metrics::new(&meter, &cfg.jobs.job_types);
+    let metrics = Metrics::new(&meter, &common.queues.job_types);
     let queue_gauges =
-        crate::metrics::queues::Gauges::register(&meter, queue.clone(), &cfg.jobs.job_types);
+        crate::metrics::queues::Gauges::register(&meter, queue.clone(), &common.queues.job_types);
     if let Some(every) = meters.export_every {
         tokio::spawn(queue_gauges.clone().run(every, shutdown.clone()));
     }
@@ -240,10 +287,10 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut local_slots = None;
-    if roles.worker {
+    if let Some(w) = &worker_cfg {
         let providers = Providers::new(
-            Arc::new(OpenAi::new(&cfg.provider).map_err(Error::Config)?),
-            Arc::new(Sim::new(&cfg.provider)),
+            Arc::new(OpenAi::new(&common.upstream, &w.provider).map_err(Error::Config)?),
+            Arc::new(Sim::new(&w.provider)),
         );
         let worker = Worker::new(
             worker::Deps {
@@ -252,26 +299,28 @@ pub async fn run(
                 store: store.clone(),
                 providers,
                 pricing: Arc::new(
-                    crate::pricing::Pricing::load(cfg.provider.pricing_file.as_deref())
+                    crate::pricing::Pricing::load(w.provider.pricing_file.as_deref())
                         .map_err(Error::Config)?,
                 ),
                 budget: crate::ratelimit::upstream::Budget::new(
                     limits.clone(),
-                    &cfg.redis.prefix,
+                    &common.redis.prefix,
                     crate::ratelimit::upstream::Limits {
-                        requests_per_minute: cfg.provider.upstream_rpm,
-                        tokens_per_minute: cfg.provider.upstream_tpm,
+                        requests_per_minute: w.provider.upstream_rpm,
+                        tokens_per_minute: w.provider.upstream_tpm,
                     },
-                    cfg.provider.upstream_model_limits.iter().cloned().collect(),
-                    Duration::from_millis(cfg.provider.upstream_window_ms),
+                    w.provider.upstream_model_limits.iter().cloned().collect(),
+                    Duration::from_millis(w.provider.upstream_window_ms),
                 ),
                 metrics: metrics.clone(),
             },
-            cfg.worker.clone(),
-            cfg.jobs.job_types.clone(),
+            w.worker.clone(),
+            common.lease.lease(),
+            common.queues.job_types.clone(),
         );
         local_slots = Some(worker.local_slots());
         let stop = shutdown.clone();
+        let grace = Duration::from_secs(w.worker.shutdown_grace_secs);
         tasks.spawn(async move {
             worker.run(stop, grace).await;
             Ok(())
@@ -281,7 +330,7 @@ pub async fn run(
             queue: queue.clone(),
             events: events.clone(),
         };
-        if cfg.redis.in_process() {
+        if common.redis.in_process() {
             // Nothing of the in-process queue survived the last run: what the store has
             // unfinished runs again now, not at the first periodic pass.
             match reconciler.recover(started).await {
@@ -294,10 +343,10 @@ pub async fn run(
                 Err(e) => warn!(error = %e, "cannot read the jobs left unfinished yet"),
             }
         }
-        let every = Duration::from_secs(cfg.worker.reconcile_secs.max(1));
+        let every = Duration::from_secs(w.worker.reconcile_secs.max(1));
         tokio::spawn(reconciler.run(every, shutdown.clone()));
     }
-    if let Some(listener) = bound {
+    if let Some((g, listener, tls, cors)) = gateway_start {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Server(e.to_string()))?;
@@ -310,17 +359,15 @@ pub async fn run(
             queue.clone(),
             shutdown.clone(),
         ));
-        let upstream_configured = cfg.provider.openai_api_key.is_some()
-            || !cfg.provider.openai_base_url.contains("api.openai.com");
         let rules = validate::Rules {
-            upstream_configured,
-            job_types: cfg.jobs.job_types.clone(),
-            default_model,
-            max_attempts: cfg.jobs.max_attempts,
+            upstream_configured: common.upstream.configured(),
+            job_types: common.queues.job_types.clone(),
+            default_model: g.jobs.default_model(&common.upstream),
+            max_attempts: g.jobs.max_attempts,
             limits: crate::job::Limits {
-                max_attempts_cap: cfg.jobs.max_attempts_cap.max(1),
-                timeout_cap: Duration::from_secs(cfg.jobs.job_timeout_cap_secs.max(1)),
-                ..cfg.jobs.limits.clone()
+                max_attempts_cap: g.jobs.max_attempts_cap.max(1),
+                timeout_cap: Duration::from_secs(g.jobs.job_timeout_cap_secs.max(1)),
+                ..g.jobs.limits.clone()
             },
         };
         let gateway = Gateway {
@@ -334,15 +381,15 @@ pub async fn run(
         let limiter = Limiter::new(
             limits.clone(),
             store.clone(),
-            &cfg.redis.prefix,
+            &common.redis.prefix,
             crate::ratelimit::Defaults {
-                requests_per_minute: cfg.security.client_requests_per_minute,
-                max_concurrent_jobs: cfg.security.client_max_concurrent_jobs,
-                max_open_streams: cfg.security.client_max_open_streams,
+                requests_per_minute: g.security.client_requests_per_minute,
+                max_concurrent_jobs: g.security.client_max_concurrent_jobs,
+                max_open_streams: g.security.client_max_open_streams,
             },
         )
         .with_metrics(metrics.clone());
-        let mode = cfg.security.auth_mode();
+        let mode = g.security.auth_mode();
         if mode == auth::layer::Mode::Off {
             tracing::warn!(
                 "AUTHENTICATION IS OFF (--insecure-no-auth / LLMJOBS_AUTH=off): anyone who can \
@@ -360,26 +407,26 @@ pub async fn run(
                 store.clone(),
                 crate::audit::refusals::Refusals::start(
                     auditor.clone(),
-                    Duration::from_millis(cfg.security.audit_refusal_window_ms),
+                    Duration::from_millis(g.security.audit_refusal_window_ms),
                     shutdown.clone(),
                 ),
                 Some(limiter.clone()),
             )
-            .with_key_cache(std::time::Duration::from_millis(cfg.security.key_cache_ms)),
+            .with_key_cache(std::time::Duration::from_millis(g.security.key_cache_ms)),
         );
         let guard = crate::api::Guard {
             auditor,
             limiter,
-            prompt_storage: cfg.security.prompt_storage,
+            prompt_storage: g.security.prompt_storage,
         };
         let pace = crate::streaming::Pace {
-            heartbeat: Duration::from_secs(cfg.server.stream_heartbeat_secs.max(1)),
-            stall_patience: Duration::from_secs(cfg.server.stream_stall_secs.max(1)),
+            heartbeat: Duration::from_secs(g.server.stream_heartbeat_secs.max(1)),
+            stall_patience: Duration::from_secs(g.server.stream_stall_secs.max(1)),
         };
         let batches = crate::api::batches::BatchApi::new(
             gateway.clone(),
             rules.clone(),
-            cfg.jobs.max_batch_jobs.max(1),
+            g.jobs.max_batch_jobs.max(1),
             pace,
             guard.clone(),
             shutdown.clone(),
@@ -390,14 +437,14 @@ pub async fn run(
                 store: store.clone(),
                 queue: queue.clone(),
                 events: events.clone(),
-                job_types: cfg.jobs.job_types.clone(),
-                worker_window: cfg.worker.lease(),
+                job_types: common.queues.job_types.clone(),
+                worker_window: common.lease.lease(),
                 metrics: metrics.clone(),
             },
             guard,
             shutdown.clone(),
         );
-        let connections = cfg.server.connections();
+        let connections = g.server.connections();
         let stop = shutdown.clone();
         let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
         info!(%addr, scheme, auth = ?mode, "gRPC (grpc-web, health, reflection) listening");
@@ -423,7 +470,7 @@ pub async fn run(
         });
     }
     if let Some(listener) = admin_listener {
-        if !roles.gateway {
+        if gateway_cfg.is_none() {
             // The gateway's probes drive readiness; a worker alone probes for it here.
             tokio::spawn(health::run(
                 None,
@@ -494,62 +541,4 @@ async fn admin_listener(at: Option<config::MetricsListen>) -> Result<Option<TcpL
             }
         },
     }
-}
-
-/// The queue, the event log and the rate limits' counters, all in Redis or all in process.
-struct Backends {
-    queue: Arc<dyn Queue>,
-    events: Arc<dyn EventLog>,
-    limits: ratelimit::Backend,
-}
-
-/// Connects Redis (checking its eviction policy), or builds the in-process backends when no
-/// Redis is configured.
-///
-/// Errors: [`Error::Config`] for an invalid URL, or for in-process backends in a process that
-/// is not both gateway and worker (a separate gateway and worker cannot share them).
-async fn backends(cfg: &Config, roles: Roles) -> Result<Backends, Error> {
-    if cfg.redis.in_process() {
-        if !(roles.gateway && roles.worker) {
-            return Err(Error::Config(
-                "no REDIS_URL: the queue and event log run in process, so gateway and worker \
-                 must be one process (`llm-jobs serve`); set REDIS_URL to run `gateway` and \
-                 `worker` separately"
-                    .into(),
-            ));
-        }
-        let queue = Arc::new(MemoryQueue::new());
-        // The log reads and sets the cancel flags kept with the queue, as in Redis.
-        let flags = queue.clone();
-        return Ok(Backends {
-            queue,
-            events: Arc::new(
-                MemoryEventLog::new(
-                    cfg.jobs.event_log_ttl_secs(),
-                    cfg.jobs.finished_progress_ttl_secs(),
-                )
-                .with_cancel_flags(flags),
-            ),
-            limits: ratelimit::Backend::Memory(Arc::default()),
-        });
-    }
-    let redis = Redis::new(&cfg.redis).map_err(Error::Config)?;
-    match redis.eviction_policy().await.as_deref() {
-        Some("noeviction") | None => {}
-        Some(policy) => tracing::error!(
-            policy,
-            "Redis may evict keys (maxmemory-policy is not noeviction): queued jobs and event \
-             logs can vanish; the reconciler re-enqueues jobs from Postgres, but set \
-             maxmemory-policy noeviction"
-        ),
-    }
-    Ok(Backends {
-        queue: Arc::new(RedisQueue::new(redis.clone())),
-        events: Arc::new(RedisEventLog::new(
-            redis.clone(),
-            cfg.jobs.event_log_ttl_secs(),
-            cfg.jobs.finished_progress_ttl_secs(),
-        )),
-        limits: ratelimit::Backend::Redis(redis),
-    })
 }

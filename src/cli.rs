@@ -5,8 +5,11 @@
 
 pub mod admin;
 pub mod batch;
+pub mod cleanup;
 pub mod client;
+pub mod confirm;
 pub mod keys;
+pub mod style;
 pub mod tools;
 
 use anyhow::Context;
@@ -27,17 +30,17 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway (gRPC API) and a worker in one process.
-    Serve(app::Config),
-    /// Run only the gateway.
-    Gateway(app::Config),
-    /// Run only a worker.
-    Worker(app::Config),
+    Serve(ServeArgs),
+    /// Run only the gateway (needs REDIS_URL).
+    Gateway(GatewayArgs),
+    /// Run only a worker (needs REDIS_URL).
+    Worker(WorkerArgs),
     /// Create the database if needed and apply pending migrations.
     Migrate(crate::config::Database),
     /// API keys on the database: create (printed once), list, revoke.
     Keys(keys::KeysArgs),
     /// Delete jobs that ended long ago, with their results and history, in batches.
-    Cleanup(CleanupArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// Copy an embedded (SQLite) store into an empty Postgres database: jobs, results,
     /// history, batches, API keys and the audit log (moving to Redis + Postgres).
     CopyStore(CopyStoreArgs),
@@ -70,6 +73,72 @@ pub enum Command {
     LoadTest(tools::LoadTestArgs),
 }
 
+/// `serve` arguments: every setting of both sides.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gateway: app::GatewayConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: app::WorkerConfig,
+}
+
+/// `gateway` arguments: no worker settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gateway: app::GatewayConfig,
+}
+
+/// `worker` arguments: no listener, client or submit settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: app::Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: app::WorkerConfig,
+}
+
+impl From<ServeArgs> for app::Config {
+    fn from(a: ServeArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: Some(a.gateway),
+            worker: Some(a.worker),
+        }
+    }
+}
+
+impl From<GatewayArgs> for app::Config {
+    fn from(a: GatewayArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: Some(a.gateway),
+            worker: None,
+        }
+    }
+}
+
+impl From<WorkerArgs> for app::Config {
+    fn from(a: WorkerArgs) -> app::Config {
+        app::Config {
+            common: a.common,
+            gateway: None,
+            worker: Some(a.worker),
+        }
+    }
+}
+
 /// `copy-store` arguments.
 #[derive(clap::Args, Debug)]
 pub struct CopyStoreArgs {
@@ -86,91 +155,54 @@ pub struct CopyStoreArgs {
     pub to: String,
 }
 
-/// `cleanup` arguments.
-#[derive(clap::Args, Debug)]
-pub struct CleanupArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub database: crate::config::Database,
-    /// Age of the jobs to delete, e.g. `30d`, `12h`, `90m` (by when they ended); more than
-    /// zero.
-    #[arg(long = "older-than", value_parser = parse_age)]
-    pub older_than: std::time::Duration,
-    /// Jobs deleted per statement.
-    #[arg(long, default_value_t = 1000)]
-    pub batch: i64,
-}
+/// The descriptors compiled into the binary, decoded once (`watch --json` prints one
+/// message per event).
+pub(crate) static DESCRIPTORS: std::sync::LazyLock<prost_reflect::DescriptorPool> =
+    std::sync::LazyLock::new(|| {
+        prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set compiled into the binary decodes")
+    });
 
-/// `30d`, `12h`, `90m`, `45s` as a duration; zero is refused, since an age of zero would
-/// delete every job that has ended (refused at parse time, as other zeros that cannot be
-/// meant are: exit 2, naming the flag).
-fn parse_age(s: &str) -> Result<std::time::Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("expected a number and a unit (d, h, m, s), got {s:?}"))?;
-    let unit_secs: u64 = match unit {
-        "d" => 86_400,
-        "h" => 3600,
-        "m" => 60,
-        "s" | "" => 1,
-        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
-    };
-    if n == 0 {
-        return Err(format!(
-            "{s:?} would delete every job that has ended: give an age above zero, e.g. 30d"
-        ));
-    }
-    // Ages beyond a hundred thousand years are typos (and would overflow the date arithmetic).
-    n.checked_mul(unit_secs)
-        .filter(|secs| *secs <= 100_000 * 365 * 86_400)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long ago (at most 100000 years)"))
-}
-
-/// Prints `message` (of protobuf type `full_name`) as canonical protobuf JSON, using the
-/// descriptors compiled into the binary.
-pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
-    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
-    let descriptor = pool
+/// `message` (of protobuf type `full_name`) as canonical protobuf JSON, every field present:
+/// indented (`pretty`) or on one line (JSON lines).
+pub(crate) fn to_json<M: prost::Message>(
+    full_name: &str,
+    message: &M,
+    pretty: bool,
+) -> anyhow::Result<String> {
+    let descriptor = DESCRIPTORS
         .get_message_by_name(full_name)
         .with_context(|| format!("no descriptor for {full_name}"))?;
     let dynamic =
         prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
     let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut out = serde_json::Serializer::pretty(Vec::new());
-    dynamic.serialize_with_options(&mut out, &options)?;
-    println!("{}", String::from_utf8_lossy(&out.into_inner()));
+    let mut out = Vec::new();
+    if pretty {
+        dynamic.serialize_with_options(&mut serde_json::Serializer::pretty(&mut out), &options)?;
+    } else {
+        dynamic.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)?;
+    }
+    Ok(String::from_utf8(out)?)
+}
+
+/// Prints `message` (of protobuf type `full_name`) as indented canonical protobuf JSON.
+pub(crate) fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
+    println!("{}", to_json(full_name, message, true)?);
+    Ok(())
+}
+
+/// Prints `message` as canonical protobuf JSON on one line (one of a stream's JSON lines).
+pub(crate) fn print_json_line<M: prost::Message>(
+    full_name: &str,
+    message: &M,
+) -> anyhow::Result<()> {
+    println!("{}", to_json(full_name, message, false)?);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
-
-    #[test]
-    fn ages_parse() {
-        assert_eq!(
-            super::parse_age("30d"),
-            Ok(std::time::Duration::from_secs(30 * 86_400))
-        );
-        assert_eq!(
-            super::parse_age("90m"),
-            Ok(std::time::Duration::from_secs(5400))
-        );
-        assert!(super::parse_age("3 weeks").is_err());
-        // Zero in any unit would delete every ended job.
-        for zero in ["0", "0s", "0m", "0h", "0d", "000d"] {
-            assert!(super::parse_age(zero).is_err(), "{zero}");
-        }
-        assert_eq!(
-            super::parse_age("1s"),
-            Ok(std::time::Duration::from_secs(1))
-        );
-        // Overflowing ages are refused, not wrapped into a recent date.
-        assert!(super::parse_age("213503982334602d").is_err());
-        assert!(super::parse_age("99999999999999999999s").is_err());
-    }
 
     #[test]
     fn the_command_line_is_well_formed() {

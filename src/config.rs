@@ -1,5 +1,10 @@
 //! Configuration: one struct per subsystem, each flattened into the CLI, every flag with an
-//! environment variable.
+//! environment variable. Each struct belongs to the side that reads it, so each command
+//! offers only the flags it uses: the gateway's ([`Server`], [`Jobs`], [`Security`]), the
+//! worker's ([`Worker`], [`Provider`]) and those both read ([`Redis`], [`Database`],
+//! [`Queues`], [`Lease`], [`Upstream`], [`Redaction`]); `crate::app` groups them per side
+//! and `crate::cli` per command. An environment variable a command has no flag for is
+//! ignored by it, so one environment serves every process of a deployment.
 //!
 //! Environment variables read here: `LLMJOBS_LISTEN`, `LLMJOBS_SHUTDOWN_GRACE_SECS`, `LLMJOBS_STREAM_HEARTBEAT_SECS`,
 //! `LLMJOBS_MAX_CONNECTIONS`, `LLMJOBS_HANDSHAKE_TIMEOUT_MS`, `LLMJOBS_HTTP2_KEEPALIVE_SECS`,
@@ -8,7 +13,7 @@
 //! `LLMJOBS_SQLITE_PATH`,
 //! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`, `LLMJOBS_JOB_TYPES`,
 //! `LLMJOBS_MAX_ATTEMPTS`, `LLMJOBS_MAX_ATTEMPTS_CAP`, `LLMJOBS_MAX_BATCH_JOBS`, `LLMJOBS_JOB_TIMEOUT_CAP_SECS`, `LLMJOBS_EVENT_LOG_TTL_SECS`, `LLMJOBS_PROGRESS_TTL_SECS`, `LLMJOBS_PROGRESS_INTERVAL_MS`, `LLMJOBS_WORKER_CONCURRENCY`,
-//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
+//! `LLMJOBS_LEASE_SECS`, `LLMJOBS_KEY_CACHE_MS`, `LLMJOBS_JOB_TIMEOUT_SECS`, `LLMJOBS_FIRST_TOKEN_TIMEOUT_SECS`, `LLMJOBS_RECONCILE_SECS`, `LLMJOBS_BALANCE`, `LLMJOBS_QUEUE_CAP`, `LLMJOBS_RETRY_BASE_MS`,
 //! `LLMJOBS_RETRY_CAP_MS`, `LLMJOBS_BUFFER_FLUSH_MS`, `LLMJOBS_BUFFER_MAX_BYTES`,
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `LLMJOBS_DEFAULT_MODEL`, `LLMJOBS_SIM_FIRST_TOKEN_MS`,
 //! `LLMJOBS_SIM_TOKENS_PER_SECOND`, `LLMJOBS_UPSTREAM_CONNECT_TIMEOUT_SECS`, `LLMJOBS_PRICING_FILE`,
@@ -27,8 +32,9 @@ use secrecy::SecretString;
 
 use crate::job::Limits;
 
-/// The gRPC listener.
+/// The gRPC listener (gateway).
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Listener")]
 pub struct Server {
     /// Address to serve gRPC, grpc-web, health and reflection on.
     #[arg(
@@ -37,14 +43,6 @@ pub struct Server {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
-    /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are handed back to
-    /// their queues (open streams end at once with UNAVAILABLE: clients resume elsewhere).
-    #[arg(
-        long = "shutdown-grace-secs",
-        env = "LLMJOBS_SHUTDOWN_GRACE_SECS",
-        default_value_t = 10
-    )]
-    pub shutdown_grace_secs: u64,
     /// Seconds of silence on a job stream before the server sends a heartbeat event (proxies
     /// and load balancers cut idle streams).
     #[arg(
@@ -189,8 +187,9 @@ impl Server {
     }
 }
 
-/// Redis: queue, leases and the live event log.
+/// Redis: queue, leases and the live event log (both sides).
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Redis")]
 pub struct Redis {
     /// Redis URL (`redis://host:port/db`). Empty (the default): no Redis; queue, event log
     /// and rate limits run in this process (`serve` only).
@@ -233,6 +232,7 @@ impl Redis {
 /// location flags are global: `llm-jobs keys create --sqlite-path F …` works as well as
 /// `llm-jobs keys --sqlite-path F create …`.
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Store")]
 pub struct Database {
     /// Where the store is: `postgres://…` (or `postgresql://…`) for Postgres, whose database
     /// is created at start-up when it does not exist; `sqlite://PATH` (or `sqlite:PATH`) for a
@@ -312,9 +312,10 @@ impl Database {
     }
 }
 
-/// What clients may submit.
+/// The queues and the live state of jobs (both sides).
 #[derive(clap::Args, Clone, Debug)]
-pub struct Jobs {
+#[command(next_help_heading = "Queues")]
+pub struct Queues {
     /// Accepted job types; each has its four priority queues.
     #[arg(
         long = "job-types",
@@ -323,6 +324,45 @@ pub struct Jobs {
         default_value = "general,code_review,security_analysis"
     )]
     pub job_types: Vec<String>,
+    /// Seconds a finished job's live keys (event log, state, progress snapshot, cancel flag)
+    /// stay in Redis, or in process, after its end: the window for watchers still catching up
+    /// live. The whole log goes to the store when the job ends, and replays after the window
+    /// read it from there. Default: 120.
+    #[arg(long = "event-log-ttl-secs", env = "LLMJOBS_EVENT_LOG_TTL_SECS")]
+    pub event_log_ttl_secs: Option<u64>,
+    /// Seconds a finished job's live progress (GetJobProgress) stays in Redis, at most the
+    /// event log's window (`LLMJOBS_EVENT_LOG_TTL_SECS`); after that it is rebuilt from the
+    /// history in the store.
+    #[arg(
+        long = "progress-ttl-secs",
+        env = "LLMJOBS_PROGRESS_TTL_SECS",
+        default_value_t = 120
+    )]
+    pub progress_ttl_secs: u64,
+}
+
+impl Queues {
+    /// [`Queues::event_log_ttl_secs`] as configured, or its default (120 s, in Redis and in
+    /// process alike: the store keeps finished logs).
+    pub fn event_log_ttl_secs(&self) -> u64 {
+        self.event_log_ttl_secs
+            .unwrap_or(DEFAULT_EVENT_LOG_TTL_SECS)
+    }
+
+    /// Seconds a finished job's progress snapshot stays live: [`Queues::progress_ttl_secs`],
+    /// at most the event log's window.
+    pub fn finished_progress_ttl_secs(&self) -> u64 {
+        self.progress_ttl_secs.min(self.event_log_ttl_secs())
+    }
+}
+
+/// What clients may submit (gateway).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Jobs")]
+pub struct Jobs {
+    /// Model used when a job names none. Default: `gpt-4o-mini` with an API key, else `sim`.
+    #[arg(long = "default-model", env = "LLMJOBS_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
     /// Attempts per job before it fails for good.
     #[arg(
         long = "max-attempts",
@@ -344,21 +384,6 @@ pub struct Jobs {
         default_value_t = 3600
     )]
     pub job_timeout_cap_secs: u64,
-    /// Seconds a finished job's live keys (event log, state, progress snapshot, cancel flag)
-    /// stay in Redis, or in process, after its end: the window for watchers still catching up
-    /// live. The whole log goes to the store when the job ends, and replays after the window
-    /// read it from there. Default: 120.
-    #[arg(long = "event-log-ttl-secs", env = "LLMJOBS_EVENT_LOG_TTL_SECS")]
-    pub event_log_ttl_secs: Option<u64>,
-    /// Seconds a finished job's live progress (GetJobProgress) stays in Redis, at most the
-    /// event log's window (`LLMJOBS_EVENT_LOG_TTL_SECS`); after that it is rebuilt from the
-    /// history in the store.
-    #[arg(
-        long = "progress-ttl-secs",
-        env = "LLMJOBS_PROGRESS_TTL_SECS",
-        default_value_t = 120
-    )]
-    pub progress_ttl_secs: u64,
     /// Most jobs one `SubmitBatch` may carry (a request message is also capped at 64 MiB).
     #[arg(
         long = "max-batch-jobs",
@@ -373,25 +398,23 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// [`Jobs::event_log_ttl_secs`] as configured, or its default (120 s, in Redis and in
-    /// process alike: the store keeps finished logs).
-    pub fn event_log_ttl_secs(&self) -> u64 {
-        self.event_log_ttl_secs
-            .unwrap_or(DEFAULT_EVENT_LOG_TTL_SECS)
-    }
-
-    /// Seconds a finished job's progress snapshot stays live: [`Jobs::progress_ttl_secs`],
-    /// at most the event log's window.
-    pub fn finished_progress_ttl_secs(&self) -> u64 {
-        self.progress_ttl_secs.min(self.event_log_ttl_secs())
+    /// The model used when a job names none: `--default-model`, else `gpt-4o-mini` when
+    /// `upstream` has an API key, else `sim`.
+    pub fn default_model(&self, upstream: &Upstream) -> String {
+        match (&self.default_model, &upstream.openai_api_key) {
+            (Some(model), _) if !model.is_empty() => model.clone(),
+            (_, Some(_)) => "gpt-4o-mini".to_owned(),
+            _ => "sim".to_owned(),
+        }
     }
 }
 
 /// Default of `LLMJOBS_EVENT_LOG_TTL_SECS`: how long a finished job's live keys stay.
 pub const DEFAULT_EVENT_LOG_TTL_SECS: u64 = 120;
 
-/// The worker side: slots, leases, retries.
+/// The worker side: slots, timeouts, retries, delta batching, draining.
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Worker")]
 pub struct Worker {
     /// Jobs run at once by this process (they are I/O-bound).
     #[arg(
@@ -401,15 +424,15 @@ pub struct Worker {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub concurrency: usize,
-    /// Seconds a claim stays valid without a heartbeat; an expired lease returns the job to its
-    /// queue.
+    /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are handed back to
+    /// their queues (a gateway's open streams end at once with UNAVAILABLE: clients resume
+    /// elsewhere).
     #[arg(
-        long = "lease-secs",
-        env = "LLMJOBS_LEASE_SECS",
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..)
+        long = "shutdown-grace-secs",
+        env = "LLMJOBS_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10
     )]
-    pub lease_secs: u64,
+    pub shutdown_grace_secs: u64,
     /// Seconds one attempt may take in all.
     #[arg(
         long = "job-timeout-secs",
@@ -478,16 +501,35 @@ pub struct Worker {
     pub progress_interval_ms: u64,
 }
 
-impl Worker {
+/// How long a claim lasts (both sides: workers hold claims, gateways count a worker live
+/// for as long).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Queues")]
+pub struct Lease {
+    /// Seconds a claim stays valid without a heartbeat; an expired lease returns the job to its
+    /// queue. Workers heartbeat every third of it; gateways list a worker as live while its
+    /// last heartbeat is younger.
+    #[arg(
+        long = "lease-secs",
+        env = "LLMJOBS_LEASE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub lease_secs: u64,
+}
+
+impl Lease {
     /// Lease length.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
     }
 }
 
-/// The upstream LLM.
+/// Where the upstream LLM is (both sides: workers call it, gateways accept only simulated
+/// models when none is configured).
 #[derive(clap::Args, Clone, Debug)]
-pub struct Provider {
+#[command(next_help_heading = "Upstream")]
+pub struct Upstream {
     /// API key of the OpenAI-compatible upstream. Without it, the default model is `sim`.
     #[arg(
         long = "openai-api-key",
@@ -502,9 +544,20 @@ pub struct Provider {
         default_value = "https://api.openai.com/v1"
     )]
     pub openai_base_url: String,
-    /// Model used when a job names none. Default: `gpt-4o-mini` with an API key, else `sim`.
-    #[arg(long = "default-model", env = "LLMJOBS_DEFAULT_MODEL")]
-    pub default_model: Option<String>,
+}
+
+impl Upstream {
+    /// Whether a real upstream is configured: an API key, or a base URL other than OpenAI's
+    /// (local servers such as Ollama need no key). Without one only simulated models can run.
+    pub fn configured(&self) -> bool {
+        self.openai_api_key.is_some() || !self.openai_base_url.contains("api.openai.com")
+    }
+}
+
+/// How the worker calls the upstream LLM and the simulator.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Upstream")]
+pub struct Provider {
     /// Simulated provider: time to first token (ms).
     #[arg(
         long = "sim-first-token-ms",
@@ -559,19 +612,9 @@ pub struct Provider {
     pub upstream_window_ms: u64,
 }
 
-impl Provider {
-    /// The model used when a job names none.
-    pub fn default_model(&self) -> String {
-        match (&self.default_model, &self.openai_api_key) {
-            (Some(model), _) if !model.is_empty() => model.clone(),
-            (_, Some(_)) => "gpt-4o-mini".to_owned(),
-            _ => "sim".to_owned(),
-        }
-    }
-}
-
-/// Authentication, client rate limits, redaction, prompt storage and TLS.
+/// Authentication, client rate limits, prompt storage and TLS (gateway).
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Security")]
 pub struct Security {
     /// `on`: every RPC but health and reflection needs an API key (`llm-jobs keys create`);
     /// `off`: no keys, every caller is an admin of tenant `default` (local development only).
@@ -612,14 +655,6 @@ pub struct Security {
         default_value_t = 5_000
     )]
     pub key_cache_ms: u64,
-    /// More secrets to redact from logs, errors and the audit log: regular expressions,
-    /// separated by `;`.
-    #[arg(
-        long = "redact-patterns",
-        env = "LLMJOBS_REDACT_PATTERNS",
-        value_delimiter = ';'
-    )]
-    pub redact_patterns: Vec<String>,
     /// How prompts (prompt, system prompt, messages) are stored in Postgres: `full` (as
     /// submitted); `redacted` (secrets masked at submit, before they are stored, and so also
     /// in what is sent upstream); `none` (stored as submitted while the job can still run,
@@ -641,6 +676,21 @@ pub struct Security {
     /// PEM private key of the server.
     #[arg(long = "tls-key", env = "LLMJOBS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+}
+
+/// Secrets to mask beyond the built-in patterns (both sides: each logs, and workers store
+/// upstream errors).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Security")]
+pub struct Redaction {
+    /// More secrets to redact from logs, errors and the audit log: regular expressions,
+    /// separated by `;`.
+    #[arg(
+        long = "redact-patterns",
+        env = "LLMJOBS_REDACT_PATTERNS",
+        value_delimiter = ';'
+    )]
+    pub redact_patterns: Vec<String>,
 }
 
 impl Security {

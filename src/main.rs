@@ -3,8 +3,8 @@
 
 use clap::Parser;
 use llm_jobs::{
-    app::{self, Roles},
-    cli::{Cli, Command, client},
+    app,
+    cli::{Cli, Command, client, style},
     shutdown, telemetry,
 };
 
@@ -24,7 +24,11 @@ async fn main() -> std::process::ExitCode {
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", client::error_chain(&e));
+            anstream::eprintln!(
+                "{}: {}",
+                style::paint(style::ERROR, "error"),
+                client::error_chain(&e)
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -49,63 +53,20 @@ fn quiet_on_closed_stdout() {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let serve = |cfg, roles| async move {
-        app::run(cfg, roles, app::Listeners::default(), shutdown::on_signal()).await?;
+    let serve = |cfg: app::Config| async move {
+        app::run(cfg, app::Listeners::default(), shutdown::on_signal()).await?;
         Ok(())
     };
     match command {
-        Command::Serve(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: true,
-                    worker: true,
-                },
-            )
-            .await
-        }
-        Command::Gateway(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: true,
-                    worker: false,
-                },
-            )
-            .await
-        }
-        Command::Worker(cfg) => {
-            serve(
-                cfg,
-                Roles {
-                    gateway: false,
-                    worker: true,
-                },
-            )
-            .await
-        }
+        Command::Serve(a) => serve(a.into()).await,
+        Command::Gateway(a) => serve(a.into()).await,
+        Command::Worker(a) => serve(a.into()).await,
         Command::Migrate(cfg) => {
             let applied = app::migrate(&cfg).await?;
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
-        Command::Cleanup(a) => {
-            let store = llm_jobs::store::open(&a.database).await?;
-            let before = chrono::Utc::now() - chrono::Duration::from_std(a.older_than)?;
-            let mut total = 0;
-            loop {
-                let n = store.delete_finished(before, a.batch.max(1)).await?;
-                total += n;
-                if n == 0 {
-                    break;
-                }
-                eprintln!("deleted {total} job(s) so far");
-            }
-            println!(
-                "deleted {total} job(s) that ended before {before} (with their results and history)"
-            );
-            Ok(())
-        }
+        Command::Cleanup(a) => llm_jobs::cli::cleanup::run(a).await,
         Command::CopyStore(a) => {
             anyhow::ensure!(
                 a.from.exists(),

@@ -1,10 +1,12 @@
 //! The tonic router: JobService, BatchService, QueueAdminService, health and reflection on one
-//! port, with grpc-web (HTTP/1.1 included) and CORS for browsers, authentication
+//! port, with grpc-web (HTTP/1.1 included; JSON encodings refused with a readable status,
+//! [`json_refusal`]) and CORS for browsers, authentication
 //! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
 //! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
 //! and pass it in; [`incoming`] caps and times out the connections it accepts.
 
 pub mod incoming;
+pub mod json_refusal;
 
 use std::{future::Future, path::Path, time::Duration};
 
@@ -204,6 +206,8 @@ where
         .http2_keepalive_interval(connections.keepalive_interval)
         .http2_keepalive_timeout(Some(connections.keepalive_timeout))
         .layer(cors(allowed_origins))
+        // Inside CORS, so that pages can read the status it answers.
+        .layer(json_refusal::Layer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(auth)
         .add_service(health)

@@ -63,6 +63,17 @@ use crate::{
     job::{Job, JobError, JobId, NewJob, Outcome},
 };
 
+/// The jobs a cleanup would delete: how many, and when the first and the last of them ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deletable {
+    /// Jobs.
+    pub jobs: u64,
+    /// The earliest end among them (`None` when there are none).
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// The latest end among them.
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -422,6 +433,10 @@ pub trait Store: Send + Sync + 'static {
         before: chrono::DateTime<chrono::Utc>,
         batch: i64,
     ) -> Result<u64, Error>;
+
+    /// What [`Store::delete_finished`] would delete for `before`, deleting nothing (a dry run,
+    /// and the figures a confirmation shows).
+    async fn deletable(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Deletable, Error>;
 
     /// Appends stage changes and milestones to the job's progress history, in order.
     async fn append_progress(

@@ -91,6 +91,8 @@ pub struct Worker {
     id: String,
     deps: Deps,
     cfg: config::Worker,
+    /// How long a claim lasts without a heartbeat.
+    lease: Duration,
     job_types: Vec<String>,
     balancer: balance::Balancer,
     running: Mutex<HashMap<JobId, Arc<Running>>>,
@@ -124,9 +126,14 @@ const ESTIMATE_CACHE: Duration = Duration::from_secs(30);
 const ESTIMATE_CACHE_THIN: Duration = Duration::from_secs(2);
 
 impl Worker {
-    /// A worker serving the queues of `job_types`. Starts a background writer task, so it
-    /// must be called inside a Tokio runtime.
-    pub fn new(deps: Deps, cfg: config::Worker, job_types: Vec<String>) -> Arc<Worker> {
+    /// A worker serving the queues of `job_types`, claiming for `lease` at a time. Starts a
+    /// background writer task, so it must be called inside a Tokio runtime.
+    pub fn new(
+        deps: Deps,
+        cfg: config::Worker,
+        lease: Duration,
+        job_types: Vec<String>,
+    ) -> Arc<Worker> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let short = uuid::Uuid::new_v4().simple().to_string();
         let cfg_concurrency = cfg.concurrency.max(1);
@@ -134,6 +141,7 @@ impl Worker {
             id: format!("{host}-{}-{}", std::process::id(), &short[..8]),
             balancer: balance::Balancer::new(cfg.balance, job_types.clone(), cfg.queue_cap),
             cfg,
+            lease,
             job_types,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -306,7 +314,7 @@ impl Worker {
             let claimed = self
                 .deps
                 .queue
-                .claim(&order, &owner, self.cfg.lease(), permits.len(), &ended)
+                .claim(&order, &owner, self.lease, permits.len(), &ended)
                 .await;
             if claimed.is_err() {
                 self.keep_ended(ended);
@@ -480,7 +488,7 @@ impl Worker {
     /// Extends the leases of running jobs every third of a lease (also while draining) and
     /// refreshes this worker's registry entry; stops when shut down with nothing running.
     async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
-        let lease = self.cfg.lease();
+        let lease = self.lease;
         let mut tick = tokio::time::interval(lease / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sampler = resources::Sampler::default();
@@ -596,7 +604,7 @@ impl ReservedSlot for Reserved {
     }
 
     fn lease(&self) -> Duration {
-        self.worker.cfg.lease()
+        self.worker.lease
     }
 
     fn start(self: Box<Self>, claim: crate::queue::Claim) {

@@ -1,6 +1,17 @@
-//! `llm-jobs admin …`: operator commands over `QueueAdminService`, printed as tables.
+//! `llm-jobs admin …`: operator commands over `QueueAdminService`, printed as tables
+//! (`admin/tables.rs`) or protobuf JSON; retry and forget by filter ask first ([`super::confirm`]).
 
-use super::client::{Channel, Connection, status_error};
+mod tables;
+
+pub use tables::{
+    print_failed, print_health, print_performance, print_state, print_stats, print_workers,
+    print_workload,
+};
+
+use super::{
+    client::{Channel, Connection, status_error},
+    confirm::{Answer, Consent},
+};
 use crate::proto::v1::{self, queue_admin_service_client::QueueAdminServiceClient};
 
 /// `admin` arguments.
@@ -44,15 +55,9 @@ pub enum AdminCommand {
     },
     /// List failed jobs, newest first.
     Failed {
-        /// Only this queue.
-        #[arg(long)]
-        queue: Option<String>,
-        /// Only this job type.
-        #[arg(long = "job-type")]
-        job_type: Option<String>,
-        /// Only this error code.
-        #[arg(long = "error-code")]
-        error_code: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        filter: FailedFilter,
         /// Continue after a previous page (the token it printed).
         #[arg(long = "page-token", default_value = "")]
         page_token: String,
@@ -60,15 +65,32 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: i32,
     },
-    /// Run failed jobs again (all failed jobs when no id is given).
+    /// Run failed jobs again. Without ids: every failed job matching the filter (the newest
+    /// 1000), after a confirmation (`--yes` to skip it, `--dry-run` to only count them).
     Retry {
         /// Job ids.
+        #[arg(conflicts_with_all = ["queue", "job_type", "error_code", "dry_run"])]
         job_ids: Vec<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        filter: FailedFilter,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        consent: Consent,
     },
-    /// Remove failed jobs from the failed list (all when no id is given).
+    /// Remove failed jobs from the failed list (rows are kept). Without ids: every failed job
+    /// matching the filter (the newest 1000), after a confirmation (`--yes` to skip it,
+    /// `--dry-run` to only count them).
     Forget {
         /// Job ids.
+        #[arg(conflicts_with_all = ["queue", "job_type", "error_code", "dry_run"])]
         job_ids: Vec<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        filter: FailedFilter,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        consent: Consent,
     },
     /// Per queue: pending jobs, worker slots serving it, expected wait.
     Workload,
@@ -79,6 +101,37 @@ pub enum AdminCommand {
     /// Dependencies, workers, backlog, upstream error rate, overall status.
     Health,
 }
+
+/// Which failed jobs: every filter given must match (none: all of them).
+#[derive(clap::Args, Clone, Debug)]
+pub struct FailedFilter {
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only this job type.
+    #[arg(long = "job-type")]
+    job_type: Option<String>,
+    /// Only this error code.
+    #[arg(long = "error-code")]
+    error_code: Option<String>,
+}
+
+impl FailedFilter {
+    /// The request listing the first `page_size` failed jobs this filter matches.
+    fn request(self, page_size: i32, page_token: String) -> v1::ListFailedJobsRequest {
+        v1::ListFailedJobsRequest {
+            queue: self.queue.unwrap_or_default(),
+            job_type: self.job_type.unwrap_or_default(),
+            error_code: self.error_code.unwrap_or_default(),
+            page_size,
+            page_token,
+        }
+    }
+}
+
+/// Most failed jobs one retry or forget by filter touches (`RetryJobs` and
+/// `ForgetFailedJobs` take the newest this many), and so the page a dry run counts.
+const BY_FILTER: i32 = 1000;
 
 /// A QueueAdminService client.
 pub async fn connect(c: &Connection) -> anyhow::Result<QueueAdminServiceClient<Channel>> {
@@ -148,58 +201,87 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             |r: &v1::PurgeQueueResponse| println!("{queue}: {} pending job(s) cancelled", r.purged)
         ),
         AdminCommand::Failed {
-            queue,
-            job_type,
-            error_code,
+            filter,
             limit,
             page_token,
         } => show!(
             "ListFailedJobsResponse",
             client
-                .list_failed_jobs(v1::ListFailedJobsRequest {
-                    queue: queue.unwrap_or_default(),
-                    job_type: job_type.unwrap_or_default(),
-                    error_code: error_code.unwrap_or_default(),
-                    page_size: limit,
-                    page_token,
-                })
+                .list_failed_jobs(filter.request(limit, page_token))
                 .await
                 .map_err(status_error)?
                 .into_inner(),
             print_failed
         ),
-        AdminCommand::Retry { job_ids } => show!(
-            "RetryJobsResponse",
-            client
-                .retry_jobs(v1::RetryJobsRequest {
-                    job_ids,
-                    filter: None
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner(),
-            |r: &v1::RetryJobsResponse| {
-                println!("{} job(s) queued again", r.retried_job_ids.len());
-                for id in &r.retried_job_ids {
-                    println!("{id}");
-                }
-                for s in &r.skipped {
-                    println!("skipped {}: {}", s.job_id, s.reason);
+        AdminCommand::Retry {
+            job_ids,
+            filter,
+            consent,
+        } => {
+            let filter = filter.request(BY_FILTER, String::new());
+            if job_ids.is_empty() {
+                let act = Act {
+                    verb: "retry",
+                    done: "would be queued again",
+                    nothing: "nothing retried",
+                };
+                if !consented(&mut client, &filter, &consent, &act, json).await? {
+                    return Ok(());
                 }
             }
-        ),
-        AdminCommand::Forget { job_ids } => show!(
-            "ForgetFailedJobsResponse",
-            client
-                .forget_failed_jobs(v1::ForgetFailedJobsRequest {
-                    job_ids,
-                    filter: None
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner(),
-            |r: &v1::ForgetFailedJobsResponse| println!("{} failed job(s) forgotten", r.forgotten)
-        ),
+            show!(
+                "RetryJobsResponse",
+                client
+                    .retry_jobs(v1::RetryJobsRequest {
+                        filter: job_ids.is_empty().then_some(filter),
+                        job_ids,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner(),
+                |r: &v1::RetryJobsResponse| {
+                    println!("{} job(s) queued again", r.retried_job_ids.len());
+                    for id in &r.retried_job_ids {
+                        println!("{id}");
+                    }
+                    for s in &r.skipped {
+                        println!("skipped {}: {}", s.job_id, s.reason);
+                    }
+                }
+            )
+        }
+        AdminCommand::Forget {
+            job_ids,
+            filter,
+            consent,
+        } => {
+            let filter = filter.request(BY_FILTER, String::new());
+            if job_ids.is_empty() {
+                let act = Act {
+                    verb: "forget",
+                    done: "would leave the failed list (rows kept)",
+                    nothing: "nothing forgotten",
+                };
+                if !consented(&mut client, &filter, &consent, &act, json).await? {
+                    return Ok(());
+                }
+            }
+            show!(
+                "ForgetFailedJobsResponse",
+                client
+                    .forget_failed_jobs(v1::ForgetFailedJobsRequest {
+                        filter: job_ids.is_empty().then_some(filter),
+                        job_ids,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner(),
+                |r: &v1::ForgetFailedJobsResponse| println!(
+                    "{} failed job(s) forgotten",
+                    r.forgotten
+                )
+            )
+        }
         AdminCommand::Workload => show!(
             "GetWorkloadResponse",
             client
@@ -242,160 +324,89 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_failed(r: &v1::ListFailedJobsResponse) {
-    println!(
-        "{:<36} {:<28} {:>8}  LAST ERROR",
-        "JOB", "QUEUE", "ATTEMPTS"
-    );
-    for f in &r.failed_jobs {
-        let job = f.job.clone().unwrap_or_default();
-        let error = f
-            .attempt_errors
-            .last()
-            .and_then(|a| a.error.clone())
-            .unwrap_or_default();
-        println!(
-            "{:<36} {:<28} {:>8}  {} {}",
-            job.id, job.queue, job.attempts, error.code, error.message
-        );
-    }
-    if !r.next_page_token.is_empty() {
-        eprintln!("more: --page-token {}", r.next_page_token);
-    }
+/// What a retry or forget by filter does, for its question and its dry run.
+struct Act {
+    /// `retry`, `forget`.
+    verb: &'static str,
+    /// What happens to the jobs, for the dry run: `would be queued again`.
+    done: &'static str,
+    /// What a refusal leaves: `nothing retried`.
+    nothing: &'static str,
 }
 
-/// Prints the queue table.
-pub fn print_stats(queues: &[v1::QueueStats]) {
-    println!(
-        "{:<36} {:>8} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>12} {:>8}",
-        "QUEUE",
-        "PENDING",
-        "DELAYED",
-        "RUNNING",
-        "PAUSED",
-        "JOBS/MIN",
-        "AVG WAIT ms",
-        "OLDEST ms",
-        "RUNTIME ms",
-        "FAILED/h"
-    );
-    for q in queues {
-        println!(
-            "{:<36} {:>8} {:>8} {:>8} {:>7} {:>10.1} {:>12.0} {:>12} {:>12.0} {:>8}",
-            q.name,
-            q.pending,
-            q.delayed,
-            q.running,
-            if q.paused { "yes" } else { "no" },
-            q.throughput_per_minute,
-            q.average_wait_ms,
-            q.oldest_wait_ms,
-            q.average_runtime_ms,
-            q.failed_last_hour
-        );
+/// Whether a retry or forget of every failed job matching `filter` goes ahead: at once with
+/// `--yes`; never with `--dry-run`, which prints how many jobs it would touch and when they
+/// failed (listed with ListFailedJobs and the same filter and bound as the server's); else
+/// after a question on the terminal.
+///
+/// Errors: no terminal and no `--yes`, a declined question, or the listing's status.
+async fn consented(
+    client: &mut QueueAdminServiceClient<Channel>,
+    filter: &v1::ListFailedJobsRequest,
+    consent: &Consent,
+    act: &Act,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let answer = consent.answer(&format!(
+        "{} every failed job matching the filter",
+        act.verb
+    ))?;
+    if answer == Answer::Given {
+        return Ok(true);
     }
-}
-
-/// Prints the workload table.
-pub fn print_workload(queues: &[v1::QueueWorkload]) {
-    println!(
-        "{:<36} {:>8} {:>8} {:>16}",
-        "QUEUE", "PENDING", "SLOTS", "EXPECTED WAIT ms"
-    );
-    for q in queues {
-        println!(
-            "{:<36} {:>8} {:>8} {:>16.0}",
-            q.queue, q.pending, q.worker_slots, q.expected_wait_ms
-        );
-    }
-}
-
-/// Prints the workers table.
-pub fn print_workers(workers: &[v1::Worker]) {
-    println!(
-        "{:<32} {:>8} {:>9} {:>10} {:>8} {:>8}  VERSION",
-        "WORKER", "PID", "SLOTS", "HEARTBEAT", "RSS MiB", "CPU %"
-    );
-    for w in workers {
-        println!(
-            "{:<32} {:>8} {:>4}/{:<4} {:>8}ms {:>8} {:>8}  {}",
-            w.id,
-            w.pid,
-            w.busy_slots,
-            w.total_slots,
-            w.heartbeat_age_ms,
-            w.resident_memory_mib
-                .map_or("-".into(), |m| format!("{m:.1}")),
-            w.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
-            w.version
-        );
-    }
-}
-
-/// Prints the performance tables, one per window.
-pub fn print_performance(p: &v1::GetPerformanceMetricsResponse) {
-    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-    for w in &p.windows {
-        println!("== last {} ==", w.window);
-        println!(
-            "{:<36} {:>6} {:>6} {:>9} {:>8} {:>20} {:>20} {:>8}",
-            "QUEUE / MODEL",
-            "DONE",
-            "FAILED",
-            "JOBS/MIN",
-            "FAIL %",
-            "RUNTIME p50/95/99",
-            "TTFT p50/95/99",
-            "TOK/s"
-        );
-        for m in w.by_queue.iter().chain(&w.by_model) {
-            println!(
-                "{:<36} {:>6} {:>6} {:>9.1} {:>8.1} {:>20} {:>20} {:>8.1}",
-                m.key,
-                m.completed,
-                m.failed,
-                m.throughput_per_minute,
-                m.failure_rate * 100.0,
-                format!(
-                    "{}/{}/{}",
-                    ms(m.runtime_p50_ms),
-                    ms(m.runtime_p95_ms),
-                    ms(m.runtime_p99_ms)
-                ),
-                format!(
-                    "{}/{}/{}",
-                    ms(m.time_to_first_token_p50_ms),
-                    ms(m.time_to_first_token_p95_ms),
-                    ms(m.time_to_first_token_p99_ms)
-                ),
-                m.output_tokens_per_second
-            );
+    let listed = client
+        .list_failed_jobs(filter.clone())
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let summary = failed_summary(&listed);
+    match answer {
+        Answer::DryRun if json => super::print_json("llmjobs.v1.ListFailedJobsResponse", &listed)?,
+        Answer::DryRun => println!("{summary} {}; nothing changed (--dry-run)", act.done),
+        // Nothing to ask about: the call goes ahead and says that it touched nothing.
+        _ if listed.failed_jobs.is_empty() => return Ok(true),
+        _ => {
+            Consent::ask(
+                &format!("{} {summary}?", capitalised(act.verb)),
+                act.nothing,
+            )?;
+            return Ok(true);
         }
     }
+    Ok(false)
 }
 
-/// Prints system health.
-pub fn print_health(h: &v1::SystemHealth) {
-    let ms = |v: Option<f64>| v.map_or("unreachable".to_owned(), |v| format!("{v:.1} ms"));
-    println!("status:              {}", h.status);
-    for r in &h.reasons {
-        println!("  - {r}");
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `3 failed job(s) (failed between A and B)`, noting when more match than one call takes.
+fn failed_summary(r: &v1::ListFailedJobsResponse) -> String {
+    let times: Vec<_> = r
+        .failed_jobs
+        .iter()
+        .filter_map(|f| f.failed_time.as_ref())
+        .filter_map(crate::api::convert::datetime)
+        .collect();
+    let mut notes = Vec::new();
+    if let (Some(o), Some(n)) = (times.iter().min(), times.iter().max()) {
+        notes.push(format!(
+            "failed between {} and {}",
+            o.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            n.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
     }
-    println!("queue latency:       {}", ms(h.redis_latency_ms));
-    println!("store latency:       {}", ms(h.postgres_latency_ms));
-    println!("workers:             {}", h.workers);
-    println!("backlog:             {}", h.backlog);
-    println!("oldest wait:         {} ms", h.oldest_wait_ms);
-    println!(
-        "upstream error rate: {:.1} %",
-        h.upstream_error_rate * 100.0
-    );
-}
-
-fn print_state(s: &v1::QueueState) {
-    println!(
-        "{}: {}",
-        s.queue,
-        if s.paused { "paused" } else { "running" }
-    );
+    if !r.next_page_token.is_empty() {
+        notes.push("the newest of more: run it again for the rest".to_owned());
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
+    format!("{} failed job(s){notes}", r.failed_jobs.len())
 }

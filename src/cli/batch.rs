@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use super::client::Channel;
 use anyhow::Context;
 
-use super::client::{Connection, status_error};
-use crate::proto::{
-    FILE_DESCRIPTOR_SET,
-    v1::{self, batch_event, batch_service_client::BatchServiceClient, job_event},
+use super::{
+    client::{Connection, status_error},
+    to_json,
 };
+use crate::proto::v1::{self, batch_event, batch_service_client::BatchServiceClient, job_event};
 
 /// `batch` arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -152,8 +152,7 @@ pub async fn run(a: BatchArgs) -> anyhow::Result<()> {
 /// The SubmitJobRequests of a JSONL text (protobuf JSON, one per non-empty line).
 /// Errors: the first bad line, by its number (1-based).
 pub fn parse_jsonl(text: &str) -> anyhow::Result<Vec<v1::SubmitJobRequest>> {
-    let pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)?;
-    let descriptor = pool
+    let descriptor = super::DESCRIPTORS
         .get_message_by_name("llmjobs.v1.SubmitJobRequest")
         .context("no descriptor for llmjobs.v1.SubmitJobRequest")?;
     let mut requests = Vec::new();
@@ -282,28 +281,6 @@ fn print_batch(b: &v1::Batch, json: bool) -> anyhow::Result<()> {
     );
     println!("ended:                {}", time(b.end_time));
     Ok(())
-}
-
-/// `message` (of protobuf type `full_name`) as canonical protobuf JSON.
-fn to_json<M: prost::Message>(
-    full_name: &str,
-    message: &M,
-    pretty: bool,
-) -> anyhow::Result<String> {
-    let pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)?;
-    let descriptor = pool
-        .get_message_by_name(full_name)
-        .with_context(|| format!("no descriptor for {full_name}"))?;
-    let dynamic =
-        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
-    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut out = Vec::new();
-    if pretty {
-        dynamic.serialize_with_options(&mut serde_json::Serializer::pretty(&mut out), &options)?;
-    } else {
-        dynamic.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)?;
-    }
-    Ok(String::from_utf8(out)?)
 }
 
 #[cfg(test)]

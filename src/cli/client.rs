@@ -7,6 +7,7 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::service::interceptor::InterceptedService;
 
+use super::style;
 use crate::auth::client::Bearer;
 
 use crate::proto::v1::{self, job_event::Kind, job_service_client::JobServiceClient};
@@ -111,6 +112,10 @@ pub struct SubmitArgs {
     /// With --stream: cancel the job if this command is interrupted.
     #[arg(long = "cancel-on-disconnect", requires = "stream")]
     pub cancel_on_disconnect: bool,
+    /// Print the job as canonical protobuf JSON (with --stream: each event of its log as one
+    /// JSON line, as `watch --json` does).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `watch` arguments.
@@ -124,6 +129,10 @@ pub struct WatchArgs {
     /// Resume after this sequence (0: from the start).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
+    /// Print each event of the job's log as canonical protobuf JSON, one per line (JSON
+    /// lines; heartbeats, which are not part of the log, are left out).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of commands that name one job.
@@ -357,7 +366,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?
             .into_inner();
-        let shown = print_events(stream, 0).await?;
+        let shown = print_events(stream, 0, a.json).await?;
         if a.cancel_on_disconnect && matches!(shown.cut, Some(Cut::Interrupted)) {
             // Leaving cancels the job: there is nothing to resume.
             anyhow::bail!(
@@ -376,6 +385,9 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .into_inner()
             .job;
         let job = job.context("server sent no job")?;
+        if a.json {
+            return super::print_json("llmjobs.v1.Job", &job);
+        }
         println!("{}", job.id);
         eprintln!("queued in {}", job.queue);
         Ok(())
@@ -393,7 +405,7 @@ pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let mut shown = print_events(stream, a.after).await?;
+    let mut shown = print_events(stream, a.after, a.json).await?;
     if shown.job_id.is_empty() {
         shown.job_id = a.job_id;
     }
@@ -476,12 +488,14 @@ async fn finish(
     }
 }
 
-/// Prints a job's events as they come (tokens on stdout, the rest on stderr), from after
-/// sequence `after`, until the job's end, a broken stream or Ctrl-C; stdout always ends with
-/// a line break. Errors: a failed job (after its events), writing to stdout.
+/// Prints a job's events as they come (tokens on stdout, the rest on stderr; with `json`,
+/// every event but heartbeats as one JSON line on stdout), from after sequence `after`, until
+/// the job's end, a broken stream or Ctrl-C; stdout always ends with a line break. Errors: a
+/// failed job (after its events), writing to stdout.
 async fn print_events(
     mut stream: tonic::Streaming<v1::JobEvent>,
     after: u64,
+    json: bool,
 ) -> anyhow::Result<Shown> {
     let mut out = std::io::stdout();
     let mut shown = Shown {
@@ -512,6 +526,17 @@ async fn print_events(
         shown.last = event.sequence;
         if shown.job_id.is_empty() {
             shown.job_id.clone_from(&event.job_id);
+        }
+        if json {
+            match &event.kind {
+                Some(Kind::Heartbeat(_)) => continue,
+                _ => super::print_json_line("llmjobs.v1.JobEvent", &event)?,
+            }
+            match event.kind {
+                Some(Kind::Completed(_) | Kind::Cancelled(_)) => return Ok(shown),
+                Some(Kind::Failed(f)) => anyhow::bail!(failure(event.sequence, &f)),
+                _ => continue,
+            }
         }
         let mut text = |t: &str| -> anyhow::Result<()> {
             if !t.is_empty() {
@@ -549,25 +574,28 @@ async fn print_events(
             Some(Kind::Completed(c)) => {
                 end_line(&mut open_line);
                 let u = c.usage.unwrap_or_default();
-                eprintln!(
-                    "[{}] completed: finish_reason={} input_tokens={} output_tokens={}",
-                    event.sequence, c.finish_reason, u.input_tokens, u.output_tokens
+                anstream::eprintln!(
+                    "[{}] {}: finish_reason={} input_tokens={} output_tokens={}",
+                    event.sequence,
+                    style::status("completed"),
+                    c.finish_reason,
+                    u.input_tokens,
+                    u.output_tokens
                 );
                 return Ok(shown);
             }
             Some(Kind::Failed(f)) => {
                 end_line(&mut open_line);
-                let e = f.error.unwrap_or_default();
-                anyhow::bail!(
-                    "[{}] job failed after {} attempt(s): {}",
-                    event.sequence,
-                    f.attempts,
-                    error_text(&e)
-                );
+                anyhow::bail!(failure(event.sequence, &f));
             }
             Some(Kind::Cancelled(c)) => {
                 end_line(&mut open_line);
-                eprintln!("[{}] cancelled: {}", event.sequence, c.reason);
+                anstream::eprintln!(
+                    "[{}] {}: {}",
+                    event.sequence,
+                    style::status("cancelled"),
+                    c.reason
+                );
                 return Ok(shown);
             }
             // Progress has its own command (`llm-jobs progress`); the text stays clean here.
@@ -578,6 +606,16 @@ async fn print_events(
     }
     end_line(&mut open_line);
     Ok(shown)
+}
+
+/// The error a job's `failed` event (at `sequence`) ends `watch` with.
+fn failure(sequence: u64, f: &v1::JobFailed) -> String {
+    let e = f.error.clone().unwrap_or_default();
+    format!(
+        "[{sequence}] job failed after {} attempt(s): {}",
+        f.attempts,
+        error_text(&e)
+    )
 }
 
 /// Ends stdout's open line, if any, so what follows starts on a line of its own.
@@ -605,8 +643,11 @@ pub async fn status(a: JobArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    if a.json {
+        return super::print_json("llmjobs.v1.Job", &job);
+    }
     println!("id:            {}", job.id);
-    println!("status:        {}", status_name(job.status));
+    anstream::println!("status:        {}", style::status(&status_name(job.status)));
     println!("queue:         {}", job.queue);
     println!("attempts:      {}", job.attempts);
     println!("output tokens: {}", job.output_tokens);
@@ -869,6 +910,9 @@ pub struct CancelArgs {
     /// Why (kept with the cancelled event).
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Print the job as canonical protobuf JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `jobs` arguments.
@@ -892,6 +936,9 @@ pub struct ListArgs {
     /// Continue after a previous page (the token it printed).
     #[arg(long = "page-token", default_value = "")]
     pub page_token: String,
+    /// Print the page as canonical protobuf JSON (a ListJobsResponse).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `jobs`: the newest jobs, filtered.
@@ -914,20 +961,26 @@ pub async fn list(a: ListArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!(
-        "{:<36} {:<10} {:<28} {:>8}  TAGS",
-        "JOB", "STATUS", "QUEUE", "ATTEMPTS"
-    );
-    for j in r.jobs {
-        println!(
-            "{:<36} {:<10} {:<28} {:>8}  {}",
+    if a.json {
+        return super::print_json("llmjobs.v1.ListJobsResponse", &r);
+    }
+    let rows = r.jobs.iter().map(|j| {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
             j.id,
-            status_name(j.status),
+            style::status(&status_name(j.status)),
             j.queue,
             j.attempts,
+            j.create_time
+                .as_ref()
+                .and_then(crate::api::convert::datetime)
+                .map_or("-".to_owned(), |t| t
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             j.tags.join(",")
-        );
-    }
+        )
+    });
+    let header = "JOB\tSTATUS\tQUEUE\tATTEMPTS\tCREATED\tTAGS".to_owned();
+    anstream::print!("{}", style::table(std::iter::once(header).chain(rows)));
     if !r.next_page_token.is_empty() {
         eprintln!("more: --page-token {}", r.next_page_token);
     }
@@ -945,7 +998,10 @@ pub async fn cancel(a: CancelArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("{} {}", job.id, status_name(job.status));
+    if a.json {
+        return super::print_json("llmjobs.v1.Job", &job);
+    }
+    anstream::println!("{} {}", job.id, style::status(&status_name(job.status)));
     Ok(())
 }
 

@@ -50,13 +50,13 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    /// A provider for `cfg.openai_base_url` with `cfg.openai_api_key`.
+    /// A provider for `upstream.openai_base_url` with `upstream.openai_api_key`.
     ///
-    /// The HTTP client has a connect timeout but no overall timeout (the worker bounds each
+    /// The HTTP client has `cfg`'s connect timeout but no overall timeout (the worker bounds each
     /// attempt) and follows no redirects (a redirect would be a second request).
     ///
     /// Errors: a message when the HTTP client cannot be built (no TLS provider).
-    pub fn new(cfg: &config::Provider) -> Result<OpenAi, String> {
+    pub fn new(upstream: &config::Upstream, cfg: &config::Provider) -> Result<OpenAi, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
             .redirect(reqwest::redirect::Policy::none())
@@ -64,8 +64,8 @@ impl OpenAi {
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
         let mut openai =
-            OpenAIConfig::new().with_api_base(cfg.openai_base_url.trim_end_matches('/'));
-        if let Some(key) = &cfg.openai_api_key {
+            OpenAIConfig::new().with_api_base(upstream.openai_base_url.trim_end_matches('/'));
+        if let Some(key) = &upstream.openai_api_key {
             openai = openai.with_api_key(key.expose_secret());
         }
         let client = Client::with_config(openai).with_http_service(Inspect {
@@ -73,7 +73,7 @@ impl OpenAi {
         });
         Ok(OpenAi {
             client,
-            api_key: cfg.openai_api_key.clone(),
+            api_key: upstream.openai_api_key.clone(),
         })
     }
 }

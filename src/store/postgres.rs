@@ -466,6 +466,13 @@ impl Store for PgStore {
         batches::delete_finished(self, before, batch).await
     }
 
+    async fn deletable(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<super::Deletable, Error> {
+        batches::deletable(self, before).await
+    }
+
     async fn insert_batch(
         &self,
         batch: &crate::batch::NewBatch,

@@ -612,6 +612,13 @@ impl Store for SqliteStore {
         batches::delete_finished(self, before, batch).await
     }
 
+    async fn deletable(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<super::Deletable, Error> {
+        batches::deletable(self, before).await
+    }
+
     async fn insert_batch(
         &self,
         batch: &crate::batch::NewBatch,

@@ -44,7 +44,12 @@ async fn stats(
         .ok_or_else(|| anyhow::anyhow!("no queue {queue}"))
 }
 
-async fn fail_one(app: &TestApp, upstream: &TestUpstream, prompt: &str) -> anyhow::Result<v1::Job> {
+/// Submits a job whose only attempt gets a truncated stream, and waits until it has failed.
+pub(crate) async fn fail_one(
+    app: &TestApp,
+    upstream: &TestUpstream,
+    prompt: &str,
+) -> anyhow::Result<v1::Job> {
     upstream.push_reply(Reply::fixture("truncated.sse"));
     let mut req = request(prompt, "gpt-4o-mini");
     req.max_attempts = Some(1);

@@ -504,6 +504,7 @@ async fn cleanup_deletes_a_batch_only_with_all_its_jobs() -> anyhow::Result<()> 
             &database_url,
             "--batch",
             "1",
+            "--yes",
         ])
         .output()?;
     assert!(

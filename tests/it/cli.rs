@@ -1,6 +1,8 @@
 //! What the CLI's job commands print: `watch` and `submit --stream` end their text with a line
-//! break and name where to resume, `status` shows only figures GetJob knows; values that
-//! cannot be meant (zeros) are refused.
+//! break and name where to resume, `status` shows only figures GetJob knows; every command
+//! that prints a job speaks protobuf JSON with `--json` (JSON lines for event streams);
+//! `jobs` keeps its columns aligned; colour only on a terminal without `NO_COLOR`; values
+//! that cannot be meant (zeros) are refused.
 
 use std::time::Duration;
 
@@ -214,4 +216,272 @@ async fn cleanup_refuses_an_age_of_zero_and_deletes_nothing() -> anyhow::Result<
     let kept = app.wait_for_job(&job.id, |_| true).await?;
     assert_eq!(kept.status(), v1::JobStatus::Completed);
     app.stop().await
+}
+
+/// The lines of `text` as JSON values. Errors: a line that is not JSON.
+fn json_lines(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{e}: {l:?}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_that_prints_a_job_speaks_json() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+
+    let job: serde_json::Value = serde_json::from_str(
+        &app.cli(&["submit", "--json", "--model", "sim", "--tag", "t1", "hi"])?,
+    )?;
+    let id = job["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(id.len(), 36, "{job}");
+    assert_eq!(job["queue"], "openai-general", "{job}");
+    assert_eq!(job["tags"], serde_json::json!(["t1"]), "{job}");
+    app.wait_for_job(&id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+
+    // watch: one JobEvent per line, the whole log in order, ending with its terminal event.
+    let events = json_lines(&app.cli(&["watch", "--json", &id])?)?;
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e["sequence"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(
+        sequences,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["jobId"] == id.as_str()));
+    assert!(events[0].get("queued").is_some(), "{:?}", events[0]);
+    assert!(events.last().is_some_and(|e| e.get("completed").is_some()));
+    // Resuming prints only what follows.
+    let rest = json_lines(&app.cli(&["watch", "--json", &id, "--after", "2"])?)?;
+    assert_eq!(rest.len(), events.len() - 2);
+    assert_eq!(rest[0]["sequence"], events[2]["sequence"]);
+
+    let streamed =
+        json_lines(&app.cli(&["submit", "--stream", "--json", "--model", "sim", "hi"])?)?;
+    assert!(streamed[0].get("queued").is_some(), "{streamed:?}");
+    assert!(
+        streamed
+            .last()
+            .is_some_and(|e| e.get("completed").is_some())
+    );
+
+    let status: serde_json::Value = serde_json::from_str(&app.cli(&["status", "--json", &id])?)?;
+    assert_eq!(
+        (status["id"].as_str(), status["status"].as_str()),
+        (Some(id.as_str()), Some("JOB_STATUS_COMPLETED"))
+    );
+    let cancelled: serde_json::Value = serde_json::from_str(&app.cli(&["cancel", "--json", &id])?)?;
+    assert_eq!(
+        cancelled["status"], "JOB_STATUS_COMPLETED",
+        "an ended job is returned unchanged"
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&app.cli(&["jobs", "--json", "--tag", "t1"])?)?;
+    let listed: Vec<&str> = page["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(listed, [id.as_str()], "{page}");
+
+    // A failed job's log ends with its failed event on stdout, and the command fails.
+    let failing = app
+        .submit(request("no such upstream", "gpt-4o-mini"))
+        .await?;
+    let (ok, stdout, stderr) = app.cli_outcome(&["watch", "--json", &failing.id])?;
+    assert!(!ok, "{stdout}");
+    let events = json_lines(&stdout)?;
+    assert!(
+        events.last().is_some_and(|e| e.get("failed").is_some()),
+        "{stdout}"
+    );
+    assert!(stderr.contains("job failed after"), "{stderr}");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_aligns_its_columns_and_colours_only_on_a_terminal() -> anyhow::Result<()> {
+    let long = "a_job_type_whose_name_is_long_enough_to_overflow_old_columns";
+    let app = TestApp::builder()
+        .job_types(&format!("general,{long}"))
+        .start()
+        .await?;
+    for job_type in ["general", long] {
+        let job = app
+            .submit(v1::SubmitJobRequest {
+                job_type: job_type.into(),
+                ..request("hi", "sim")
+            })
+            .await?;
+        app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+            .await?;
+    }
+
+    // Piped: plain text, every column starting where its header does.
+    let table = app.cli(&["jobs"])?;
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for header in ["ATTEMPTS", "CREATED", "TAGS"] {
+        let at = lines[0]
+            .find(header)
+            .unwrap_or_else(|| panic!("{header}: {table}"));
+        for row in &lines[1..] {
+            let cell = row.get(at..).unwrap_or("");
+            assert!(
+                row.as_bytes().get(at.wrapping_sub(1)) == Some(&b' ') && !cell.starts_with(' '),
+                "{header} at {at}: {table}"
+            );
+        }
+    }
+    let created = lines[0].find("CREATED").unwrap_or(0);
+    assert!(lines[1][created..].starts_with(&today), "{table}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("openai-{long} "))),
+        "{table}"
+    );
+
+    // On a terminal the status is coloured, and errors say so in colour; NO_COLOR turns it off.
+    let on_terminal = |no_color: bool, args: &[&str]| {
+        let mut command = app.cli_command(args);
+        command.env("TERM", "xterm").env_remove("CLICOLOR_FORCE");
+        if no_color {
+            command.env("NO_COLOR", "1");
+        } else {
+            command.env_remove("NO_COLOR");
+        }
+        crate::support::on_terminal(&command, "")
+    };
+    let (ok, shown) = on_terminal(false, &["jobs"])?;
+    assert!(ok, "{shown}");
+    assert!(shown.contains("\u{1b}[32mcompleted\u{1b}[0m"), "{shown:?}");
+    let (ok, shown) = on_terminal(false, &["status", "not-a-uuid"])?;
+    assert!(!ok);
+    assert!(
+        shown.contains("\u{1b}[1m\u{1b}[31merror\u{1b}[0m") || shown.contains("\u{1b}[31;1merror"),
+        "{shown:?}"
+    );
+    for args in [&["jobs"][..], &["status", "not-a-uuid"]] {
+        let (_, shown) = on_terminal(true, args)?;
+        assert!(!shown.contains('\u{1b}'), "NO_COLOR {args:?}: {shown:?}");
+    }
+    let (ok, _, stderr) = app.cli_outcome(&["status", "not-a-uuid"])?;
+    assert!(!ok && stderr.starts_with("error: "), "{stderr:?}");
+    app.stop().await
+}
+
+/// `llm-jobs <command> --help`.
+fn help(command: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args([command, "--help"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{command} --help failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Each server command offers the flags of the sides it runs and no others; the environment
+/// variables of flags a command does not have are ignored by it, so one environment can
+/// serve a gateway and a worker alike.
+#[test]
+fn each_command_offers_only_the_flags_it_uses() -> anyhow::Result<()> {
+    let gateway_only = [
+        "--listen",
+        "--cors-allowed-origins",
+        "--max-connections",
+        "--auth",
+        "--tls-cert",
+        "--max-attempts",
+        "--default-model",
+        "--max-prompt-bytes",
+        "--client-requests-per-minute",
+        "--prompt-storage",
+    ];
+    let worker_only = [
+        "--concurrency",
+        "--shutdown-grace-secs",
+        "--retry-base-ms",
+        "--sim-first-token-ms",
+        "--upstream-rpm",
+        "--pricing-file",
+        "--reconcile-secs",
+    ];
+    let both = [
+        "--redis-url",
+        "--database-url",
+        "--job-types",
+        "--lease-secs",
+        "--openai-api-key",
+        "--openai-base-url",
+        "--redact-patterns",
+        "--metrics-listen",
+    ];
+    let offers = |text: &str, flag: &str| text.contains(&format!("{flag} "));
+    let (serve, gateway, worker) = (help("serve")?, help("gateway")?, help("worker")?);
+    for flag in gateway_only.iter().chain(&worker_only).chain(&both) {
+        assert!(offers(&serve, flag), "serve offers {flag}");
+    }
+    for flag in &both {
+        assert!(offers(&gateway, flag) && offers(&worker, flag), "{flag}");
+    }
+    for flag in &gateway_only {
+        assert!(offers(&gateway, flag), "gateway offers {flag}");
+        assert!(
+            !offers(&worker, flag),
+            "worker does not offer {flag}:\n{worker}"
+        );
+    }
+    for flag in &worker_only {
+        assert!(offers(&worker, flag), "worker offers {flag}");
+        assert!(
+            !offers(&gateway, flag),
+            "gateway does not offer {flag}:\n{gateway}"
+        );
+    }
+    // Client commands take no server settings.
+    let submit = help("submit")?;
+    for flag in ["--redis-url", "--listen", "--concurrency"] {
+        assert!(!offers(&submit, flag), "{flag}");
+    }
+
+    // A flag of the other side is refused...
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["worker", "--listen", "127.0.0.1:0"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+    // ...but its environment variable is ignored, while the command's own are still read:
+    // each process below stops at its own zero, not at the other side's bad value.
+    for (command, own, own_flag, other) in [
+        (
+            "worker",
+            "LLMJOBS_WORKER_CONCURRENCY",
+            "--concurrency",
+            "LLMJOBS_LISTEN",
+        ),
+        (
+            "gateway",
+            "LLMJOBS_MAX_BATCH_JOBS",
+            "--max-batch-jobs",
+            "LLMJOBS_WORKER_CONCURRENCY",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .arg(command)
+            .env(own, "0")
+            .env(other, "not a value")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains(own_flag), "{command}: {stderr}");
+    }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! grpc-web over plain HTTP/1.1 (what browsers speak), CORS, and the health service.
+//! grpc-web over plain HTTP/1.1 (what browsers speak), CORS, JSON encodings refused with a
+//! status clients can read, and the health service.
 
 use std::time::Duration;
 
@@ -280,5 +281,79 @@ async fn only_the_configured_origins_may_call() -> anyhow::Result<()> {
         let got = preflight_allows(&app, origin).await?;
         assert_eq!(got.as_deref(), allowed.then_some(origin), "{origin}");
     }
+    app.stop().await
+}
+
+/// A gRPC or grpc-web request in JSON gets UNIMPLEMENTED as a trailers-only response a
+/// client can read (HTTP 200, `grpc-status: 12`, a message naming what is served), with the
+/// CORS headers a page needs to read it; tonic-web alone answered HTTP 400 with no status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_encodings_get_unimplemented_with_a_readable_status() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let url = format!("http://{}/llmjobs.v1.JobService/SubmitJob", app.addr);
+    let http1 = reqwest::Client::builder().http1_only().build()?;
+    let http2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    for (client, content_type, answered) in [
+        (
+            &http1,
+            "application/grpc-web+json",
+            "application/grpc-web+proto",
+        ),
+        (
+            &http1,
+            "application/grpc-web-text+json; charset=utf-8",
+            "application/grpc-web-text+proto",
+        ),
+        (&http2, "application/grpc+json", "application/grpc+proto"),
+    ] {
+        let resp = client
+            .post(&url)
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1")
+            .header("te", "trailers")
+            .header("origin", "https://app.example")
+            .header("authorization", format!("Bearer {}", app.key))
+            .body(r#"{"prompt": "in JSON", "generationConfig": {"model": "sim"}}"#)
+            .send()
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(resp.status(), 200, "{content_type}");
+        assert_eq!(
+            header("grpc-status").as_deref(),
+            Some("12"),
+            "{content_type}"
+        );
+        assert_eq!(header("content-type").as_deref(), Some(answered));
+        let message = header("grpc-message")
+            .unwrap_or_default()
+            .replace("%20", " ");
+        assert!(
+            message.contains("only protobuf-encoded messages are served")
+                && message.contains("application/grpc-web+proto"),
+            "{content_type}: {message}"
+        );
+        assert_eq!(
+            header("access-control-allow-origin").as_deref(),
+            Some("https://app.example"),
+            "{content_type}"
+        );
+        assert!(resp.bytes().await?.is_empty(), "trailers-only: no body");
+    }
+    // Nothing was submitted.
+    let page = app
+        .client
+        .clone()
+        .list_jobs(v1::ListJobsRequest::default())
+        .await?
+        .into_inner();
+    assert!(page.jobs.is_empty(), "{page:?}");
+    // Protobuf grpc-web still works beside it.
+    let (_, trailers) = grpc_web(&app, "SubmitJob", frame(&request("in protobuf", "sim"))).await?;
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
     app.stop().await
 }

@@ -155,6 +155,7 @@ async fn cleanup_deletes_only_jobs_that_ended_long_ago() -> anyhow::Result<()> {
             &database_url,
             "--batch",
             "1",
+            "--yes",
         ])
         .output()?;
     assert!(

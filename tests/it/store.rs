@@ -330,7 +330,7 @@ fn scratch_dir(label: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Drops a Postgres database a test made outside the harness.
-async fn drop_database(database: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_database(database: &str) -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     let admin = format!("{}/postgres", crate::support::postgres_server_url());
     let mut conn = AsyncPgConnection::establish(&admin).await?;
@@ -343,7 +343,7 @@ async fn drop_database(database: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes the Redis keys of `prefix`.
-async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
+pub(crate) async fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
     let url = crate::support::redis_url();
     let mut r = redis::Client::open(url)?
         .get_multiplexed_async_connection()
@@ -628,13 +628,13 @@ mod servers {
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
         let redis = crate::support::redis_url();
         let addr = free_addr()?;
-        let spawn = |command: &str| -> anyhow::Result<ChildWorker> {
+        let spawn = |command: &str, own: &[&str]| -> anyhow::Result<ChildWorker> {
             Ok(ChildWorker(
                 std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
                     .arg(command)
                     .args(["--redis-url", &redis, "--redis-prefix", &prefix])
-                    .args(["--database-url", &sqlite, "--listen", &addr])
-                    .args(["--sim-first-token-ms", "0"])
+                    .args(["--database-url", &sqlite])
+                    .args(own)
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -646,8 +646,8 @@ mod servers {
                 .args(["migrate", "--database-url", &sqlite])
                 .output()?;
             anyhow::ensure!(migrated.status.success(), "migrate failed");
-            let mut gateway = spawn("gateway")?;
-            let mut worker = spawn("worker")?;
+            let mut gateway = spawn("gateway", &["--listen", &addr])?;
+            let mut worker = spawn("worker", &["--sim-first-token-ms", "0"])?;
             let key = crate::support::make_key(&sqlite, "t", llm_jobs::auth::Role::User).await?;
             let channel = connect_when_healthy(&addr).await?;
             let mut c = JobServiceClient::new(crate::support::with_key(channel, Some(&key))?);

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::{
     ExpressionMethods, NullableExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
     prelude::{Insertable, Queryable, Selectable},
-    sql_types::{BigInt, Timestamptz},
+    sql_types::{BigInt, Nullable, Timestamptz},
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use tracing::instrument;
@@ -20,7 +20,7 @@ use crate::{
     batch::{Batch, BatchId, Member, NewBatch, Snapshot},
     job::{JobStatus, NewJob},
     store::{
-        Error, InsertedBatch,
+        Deletable, Error, InsertedBatch,
         models::NewJobRow,
         schema::{batches, job_results, jobs},
     },
@@ -191,6 +191,41 @@ pub(super) async fn get_batch(store: &PgStore, id: BatchId) -> Result<Option<Sna
     }))
 }
 
+/// Which jobs `j` a cleanup deletes ($1: ended before this time): ended jobs, and a batch's
+/// jobs only once all of them ended before then. One text for the delete and its dry run, so
+/// the two cannot disagree.
+const DELETABLE: &str = "j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $1 \
+     AND (j.batch_id IS NULL OR NOT EXISTS ( \
+       SELECT 1 FROM jobs o WHERE o.batch_id = j.batch_id \
+         AND (o.status NOT IN ('completed', 'failed', 'cancelled') \
+              OR o.finished_at IS NULL OR o.finished_at >= $1)))";
+
+/// How many jobs [`delete_finished`] would delete for `before`, and their first and last end.
+pub(super) async fn deletable(store: &PgStore, before: DateTime<Utc>) -> Result<Deletable, Error> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        oldest: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        newest: Option<DateTime<Utc>>,
+    }
+    let mut conn = store.conn().await?;
+    let row: Row = diesel::sql_query(format!(
+        "SELECT count(*) AS n, min(j.finished_at) AS oldest, max(j.finished_at) AS newest \
+         FROM jobs j WHERE {DELETABLE}"
+    ))
+    .bind::<Timestamptz, _>(before)
+    .get_result(&mut conn)
+    .await?;
+    Ok(Deletable {
+        jobs: u64::try_from(row.n).unwrap_or_default(),
+        oldest: row.oldest,
+        newest: row.newest,
+    })
+}
+
 /// Deletes up to `limit` jobs that ended before `before` (a batch's jobs only once all of
 /// them did), then the batches created before `before` that have no job left.
 pub(super) async fn delete_finished(
@@ -207,23 +242,16 @@ pub(super) async fn delete_finished(
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let deleted: Deleted = diesel::sql_query(
+    let deleted: Deleted = diesel::sql_query(format!(
         "WITH gone AS ( \
-           DELETE FROM jobs WHERE id IN ( \
-             SELECT j.id FROM jobs j \
-             WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $1 \
-               AND (j.batch_id IS NULL OR NOT EXISTS ( \
-                 SELECT 1 FROM jobs o WHERE o.batch_id = j.batch_id \
-                   AND (o.status NOT IN ('completed', 'failed', 'cancelled') \
-                        OR o.finished_at IS NULL OR o.finished_at >= $1))) \
-             LIMIT $2) \
+           DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE {DELETABLE} LIMIT $2) \
            RETURNING id), \
          history AS ( \
            DELETE FROM job_progress_events p USING gone WHERE p.job_id = gone.id), \
          logs AS ( \
            DELETE FROM job_event_logs l USING gone WHERE l.job_id = gone.id) \
-         SELECT count(*) AS n FROM gone",
-    )
+         SELECT count(*) AS n FROM gone"
+    ))
     .bind::<Timestamptz, _>(before)
     .bind::<BigInt, _>(limit)
     .get_result(&mut conn)

@@ -22,7 +22,8 @@ pub async fn ensure_database(url: &str) -> Result<(), Error> {
     match AsyncPgConnection::establish(url).await {
         Ok(_) => return Ok(()),
         Err(e) if describe(&e).contains("does not exist") => {
-            tracing::info!(error = %e, "database missing; creating it");
+            // Expected on a first start: no error to report (INFO lines carry none).
+            tracing::info!("the database does not exist yet; creating it");
         }
         Err(e) => return Err(Error::Unavailable(describe(&e))),
     }

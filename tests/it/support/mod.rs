@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use llm_jobs::{
-    app::{self, Roles},
+    app,
     auth::{Role, client::Bearer},
     cli::{Cli, Command, client::Channel},
     proto::v1::{
@@ -218,9 +218,13 @@ impl TestAppBuilder {
         }
         args.extend(self.extra);
         let serve_args = args[2..].to_vec();
-        let Command::Serve(cfg) = Cli::try_parse_from(&args)?.command else {
+        let Command::Serve(serve) = Cli::try_parse_from(&args)?.command else {
             anyhow::bail!("not a serve command");
         };
+        let mut cfg = app::Config::from(serve);
+        if !(self.worker || embedded()) {
+            cfg.worker = None;
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -228,14 +232,9 @@ impl TestAppBuilder {
         let metrics_addr = admin_listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let worker = self.worker || embedded();
         let handle = tokio::spawn(async move {
             app::run(
                 cfg,
-                Roles {
-                    gateway: true,
-                    worker,
-                },
                 app::Listeners {
                     grpc: Some(listener),
                     admin: Some(admin_listener),
@@ -277,6 +276,35 @@ impl TestAppBuilder {
             serve_args,
         })
     }
+}
+
+/// The flags of `serve_args` (a `serve` command line after `serve`, as `--flag value` pairs
+/// and switches) that `llm-jobs <command>` takes: each command offers only the flags of the
+/// sides it runs, so a worker is not given `--max-attempts`, nor a gateway `--concurrency`.
+pub fn args_for(command: &str, serve_args: &[String]) -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let find = |name: &str| {
+        cli.find_subcommand(name)
+            .unwrap_or_else(|| panic!("no `{name}` command"))
+    };
+    let (serve, wanted) = (find("serve"), find(command));
+    let long = |c: &clap::Command, flag: &str| {
+        c.get_arguments()
+            .find(|a| a.get_long() == Some(flag.trim_start_matches("--")))
+            .cloned()
+    };
+    let mut out = Vec::new();
+    let mut rest = serve_args;
+    while let Some(flag) = rest.first() {
+        let takes_value = long(serve, flag).is_none_or(|a| a.get_action().takes_values());
+        let n = if takes_value { 2 } else { 1 }.min(rest.len());
+        if long(wanted, flag).is_some() {
+            out.extend_from_slice(&rest[..n]);
+        }
+        rest = &rest[n..];
+    }
+    out
 }
 
 /// Connects once the server is ready: health answers SERVING (so migrations ran and Redis and
@@ -435,7 +463,7 @@ impl TestApp {
         let addr = free_addr()?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg(command)
-            .args(&self.serve_args)
+            .args(args_for(command, &self.serve_args))
             .args(["--listen", &addr])
             .args(extra)
             .env("RUST_LOG", rust_log)
@@ -468,7 +496,7 @@ impl TestApp {
     pub fn spawn_worker(&self, extra: &[&str]) -> anyhow::Result<ChildWorker> {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg("worker")
-            .args(&self.serve_args)
+            .args(args_for("worker", &self.serve_args))
             .args(extra)
             .env("RUST_LOG", "warn")
             // No admin listener unless a test asks for one (`--metrics-listen`).
@@ -510,6 +538,13 @@ impl TestApp {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the `llm-jobs` binary with `args` against this server on a terminal (see
+    /// [`on_terminal`]) where a person types `typed`; returns (exit success, what the
+    /// terminal showed).
+    pub fn cli_on_terminal(&self, args: &[&str], typed: &str) -> anyhow::Result<(bool, String)> {
+        on_terminal(&self.cli_command(args), typed)
     }
 
     /// Runs `llm-jobs keys <args>` on this test's database; its stdout, or an error with its
@@ -975,4 +1010,48 @@ pub fn free_addr() -> anyhow::Result<String> {
         .local_addr()?
         .port();
     Ok(format!("127.0.0.1:{port}"))
+}
+
+/// Runs `command` with a pseudo-terminal as its standard input and output, as a person at a
+/// terminal would, typing `typed`; returns (exit success, everything the terminal showed,
+/// standard error included). Uses util-linux's `script` (in every Debian install:
+/// bsdutils is essential), so no pty code lives in the tests.
+pub fn on_terminal(command: &std::process::Command, typed: &str) -> anyhow::Result<(bool, String)> {
+    use std::io::Write;
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &line.join(" "),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => script.env(key, v),
+            None => script.env_remove(key),
+        };
+    }
+    let mut child = script
+        .spawn()
+        .context("`script` (util-linux) runs commands on a terminal in tests")?;
+    child
+        .stdin
+        .take()
+        .context("stdin is piped")?
+        .write_all(typed.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr),
+    ))
 }

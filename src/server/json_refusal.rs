@@ -1,0 +1,115 @@
+//! gRPC and grpc-web in JSON (`application/grpc-web+json`, `application/grpc-web-text+json`,
+//! `application/grpc+json`) answered with a status clients can read. This server encodes
+//! messages in protobuf only. Left alone, tonic-web answers the grpc-web ones HTTP 400 with no
+//! gRPC status (a client sees a transport error, not a reason), and tonic fails the native
+//! ones decoding JSON as protobuf (INTERNAL). [`Layer`], in front of tonic-web, answers them
+//! UNIMPLEMENTED as a trailers-only response: HTTP 200 with `grpc-status: 12` and a
+//! `grpc-message` that says what is served.
+
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use http::{HeaderValue, header::CONTENT_TYPE};
+
+/// What a JSON request is told.
+pub const MESSAGE: &str = "only protobuf-encoded messages are served (grpc-web: \
+     application/grpc-web+proto or application/grpc-web-text; gRPC: application/grpc); JSON is \
+     not";
+
+/// Wraps a service in [`Service`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Layer;
+
+impl<S> tower::Layer<S> for Layer {
+    type Service = Service<S>;
+
+    fn layer(&self, inner: S) -> Service<S> {
+        Service { inner }
+    }
+}
+
+/// Answers gRPC-in-JSON requests UNIMPLEMENTED and passes every other request to `inner`.
+#[derive(Clone, Debug)]
+pub struct Service<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Service<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<http::Response<R>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match refusal_content_type(request.headers()) {
+            Some(content_type) => Either::Left(ready(Ok(refusal(content_type)))),
+            None => Either::Right(self.inner.call(request)),
+        }
+    }
+}
+
+/// For a gRPC or grpc-web request in JSON, the content type of its refusal: the same
+/// protocol's, in protobuf. `None` for any other request.
+fn refusal_content_type(headers: &http::HeaderMap) -> Option<&'static str> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/grpc-web+json" => Some("application/grpc-web+proto"),
+        "application/grpc-web-text+json" => Some("application/grpc-web-text+proto"),
+        "application/grpc+json" => Some("application/grpc+proto"),
+        _ => None,
+    }
+}
+
+/// The trailers-only UNIMPLEMENTED response (tonic percent-encodes the message).
+fn refusal<R: Default>(content_type: &'static str) -> http::Response<R> {
+    let mut response = tonic::Status::unimplemented(MESSAGE).into_http::<R>();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal_content_type;
+
+    fn with(content_type: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            content_type.parse().expect("a valid header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn only_json_encodings_are_refused() {
+        for (sent, answered) in [
+            (
+                "application/grpc-web+json",
+                Some("application/grpc-web+proto"),
+            ),
+            (
+                "Application/GRPC-Web-Text+JSON; charset=utf-8",
+                Some("application/grpc-web-text+proto"),
+            ),
+            ("application/grpc+json", Some("application/grpc+proto")),
+            ("application/grpc-web+proto", None),
+            ("application/grpc-web", None),
+            ("application/grpc-web-text", None),
+            ("application/grpc", None),
+            ("application/json", None),
+        ] {
+            assert_eq!(refusal_content_type(&with(sent)), answered, "{sent}");
+        }
+        assert_eq!(refusal_content_type(&http::HeaderMap::new()), None);
+    }
+}
