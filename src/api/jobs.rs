@@ -178,7 +178,7 @@ impl JobService for JobApi {
         }
         // Unknown jobs fail the call itself, not the stream. While the store is unreachable,
         // a job whose event log Redis still has can be followed all the same: its tenant is
-        // the one its log's `queued` event names (admins may follow any).
+        // the one its log's `queued` event names (operators may follow any).
         match self.visible(&who, id).await {
             Ok(_) => {}
             Err(Error::Store(e)) if e.is_unavailable() => {

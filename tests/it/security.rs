@@ -384,7 +384,7 @@ async fn every_rpc_answers_every_caller_as_the_matrix_says() -> anyhow::Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_auth_off_every_caller_is_a_local_admin() -> anyhow::Result<()> {
+async fn with_auth_off_every_caller_is_a_local_operator() -> anyhow::Result<()> {
     let app = TestApp::builder()
         .flag("--insecure-no-auth")
         .start()
