@@ -48,10 +48,14 @@ pub enum AdminCommand {
         /// Queue name.
         queue: String,
     },
-    /// Cancel every pending job of a queue.
+    /// Cancel every pending job of a queue, after a confirmation (`--yes` to skip it,
+    /// `--dry-run` to only count them).
     Purge {
         /// Queue name.
         queue: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        consent: Consent,
     },
     /// List failed jobs, newest first.
     Failed {
@@ -189,17 +193,25 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 .into_inner(),
             print_state
         ),
-        AdminCommand::Purge { queue } => show!(
-            "PurgeQueueResponse",
-            client
-                .purge_queue(v1::PurgeQueueRequest {
-                    queue: queue.clone()
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner(),
-            |r: &v1::PurgeQueueResponse| println!("{queue}: {} pending job(s) cancelled", r.purged)
-        ),
+        AdminCommand::Purge { queue, consent } => {
+            if !purge_consented(&mut client, &queue, &consent).await? {
+                return Ok(());
+            }
+            show!(
+                "PurgeQueueResponse",
+                client
+                    .purge_queue(v1::PurgeQueueRequest {
+                        queue: queue.clone()
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner(),
+                |r: &v1::PurgeQueueResponse| println!(
+                    "{queue}: {} pending job(s) cancelled",
+                    r.purged
+                )
+            )
+        }
         AdminCommand::Failed {
             filter,
             limit,
@@ -374,6 +386,50 @@ async fn consented(
         }
     }
     Ok(false)
+}
+
+/// Whether to purge `queue`: `--yes`, or a person at a terminal who agreed after seeing how
+/// many pending jobs it would cancel; `--dry-run` prints that count and purges nothing.
+/// Errors: no terminal and no `--yes` (see [`Consent::answer`]), a refused answer, the RPC's.
+async fn purge_consented(
+    client: &mut QueueAdminServiceClient<Channel>,
+    queue: &str,
+    consent: &Consent,
+) -> anyhow::Result<bool> {
+    let answer = consent.answer(&format!("purge {queue}"))?;
+    if answer == Answer::Given {
+        return Ok(true);
+    }
+    let stats = client
+        .get_queue_stats(v1::GetQueueStatsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    // An unknown queue: the purge itself answers NOT_FOUND.
+    let Some(pending) = stats
+        .queues
+        .iter()
+        .find(|q| q.name == queue)
+        .map(|q| q.pending)
+    else {
+        return Ok(answer != Answer::DryRun);
+    };
+    match answer {
+        Answer::DryRun => {
+            println!(
+                "{queue}: {pending} pending job(s) would be cancelled; nothing changed (--dry-run)"
+            );
+            Ok(false)
+        }
+        _ if pending == 0 => Ok(true),
+        _ => {
+            Consent::ask(
+                &format!("Cancel the {pending} pending job(s) of {queue}?"),
+                "nothing cancelled",
+            )?;
+            Ok(true)
+        }
+    }
 }
 
 fn capitalised(word: &str) -> String {

@@ -385,7 +385,7 @@ async fn the_admin_cli_prints_stats_and_pauses() -> anyhow::Result<()> {
             .any(|q| q["name"] == "openai-code_review" && q["paused"] == true)
     );
     let refused = app
-        .cli(&["admin", "purge", "nope"])
+        .cli(&["admin", "purge", "nope", "--yes"])
         .expect_err("unknown queue");
     assert!(refused.to_string().contains("NotFound"), "{refused}");
     app.stop().await

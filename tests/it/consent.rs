@@ -198,3 +198,57 @@ async fn retry_and_forget_without_ids_ask_first() -> anyhow::Result<()> {
     assert_eq!(failed().await?, 0);
     app.stop().await
 }
+
+/// `admin purge` cancels every pending job of a queue: it asks first as retry and forget do
+/// (found by a new user's trial: it went ahead with nobody asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_asks_first_and_counts_in_a_dry_run() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let queue = "openai-general-low";
+    app.cli(&["admin", "pause", queue])?;
+    let mut ids = Vec::new();
+    for prompt in ["one", "two"] {
+        let job = app
+            .submit(v1::SubmitJobRequest {
+                priority: v1::Priority::Low.into(),
+                ..request(prompt, "sim")
+            })
+            .await?;
+        ids.push(job.id);
+    }
+    let still_queued = async || -> anyhow::Result<bool> {
+        let mut all = true;
+        for id in &ids {
+            let job = app
+                .client
+                .clone()
+                .get_job(v1::GetJobRequest { job_id: id.clone() })
+                .await?
+                .into_inner();
+            all &= job.status() == v1::JobStatus::Queued;
+        }
+        Ok(all)
+    };
+
+    let (ok, stdout, stderr) = app.cli_outcome(&["admin", "purge", queue])?;
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("pass --yes"), "{stderr}");
+    assert!(still_queued().await?, "refused: nothing cancelled");
+
+    let dry = app.cli(&["admin", "purge", queue, "--dry-run"])?;
+    assert!(dry.contains("2 pending job(s) would be cancelled"), "{dry}");
+    assert!(still_queued().await?, "a dry run cancels nothing");
+
+    let done = app.cli(&["admin", "purge", queue, "--yes"])?;
+    assert!(done.contains("2 pending job(s) cancelled"), "{done}");
+    for id in &ids {
+        let job = app
+            .client
+            .clone()
+            .get_job(v1::GetJobRequest { job_id: id.clone() })
+            .await?
+            .into_inner();
+        assert_eq!(job.status(), v1::JobStatus::Cancelled);
+    }
+    app.stop().await
+}
