@@ -287,8 +287,24 @@ fn ended(status: v1::JobStatus) -> bool {
 }
 
 /// A job's error as one line: `code: message`.
+/// A job error for a terminal: `code: message`, with control characters shown escaped, not
+/// interpreted (an upstream's error text can carry escape sequences that clear the screen or
+/// retitle the window).
 fn error_text(e: &v1::JobError) -> String {
-    format!("{}: {}", e.code, e.message)
+    format!("{}: {}", inert(&e.code), inert(&e.message))
+}
+
+/// `s` with every control character escaped (`\u{1b}`).
+fn inert(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A status as a readable error: its code and message, then each field violation the message
@@ -1010,8 +1026,22 @@ mod tests {
     use tonic::Code;
     use tonic_types::{ErrorDetails, StatusExt};
 
-    use super::{error_chain, output_tokens, status_error};
+    use super::{error_chain, error_text, output_tokens, status_error};
     use crate::proto::v1;
+
+    #[test]
+    fn job_errors_reach_the_terminal_with_their_escape_sequences_inert() {
+        let e = v1::JobError {
+            code: "upstream_bad_request".into(),
+            message: "bad\u{1b}[2J \u{1b}]0;PWNED\u{7} request".into(),
+        };
+        let shown = error_text(&e);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(
+            shown,
+            "upstream_bad_request: bad\\u{1b}[2J \\u{1b}]0;PWNED\\u{7} request"
+        );
+    }
 
     #[test]
     fn output_tokens_name_a_total_only_when_there_is_an_estimate() {
