@@ -106,13 +106,13 @@ pub async fn run(a: KeysArgs) -> anyhow::Result<()> {
         KeysCommand::List { tenant } => {
             let keys = store.list_api_keys(tenant.as_deref()).await?;
             println!(
-                "{:<14} {:<16} {:<6} {:<20} {:>8} {:>8} {:<20} REVOKED",
+                "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} REVOKED",
                 "PREFIX", "TENANT", "ROLE", "NAME", "RPM", "JOBS", "CREATED"
             );
             let limit = |v: Option<u32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
             for k in keys {
                 println!(
-                    "{:<14} {:<16} {:<6} {:<20} {:>8} {:>8} {:<20} {}",
+                    "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} {}",
                     k.prefix,
                     k.tenant,
                     k.role.as_str(),
