@@ -60,6 +60,14 @@ pub enum Reply {
         tokens: usize,
         end: Arc<tokio::sync::Semaphore>,
     },
+    /// As [`Reply::Slow`] with no first-token delay, except that nothing is written until
+    /// `start` has a permit (see [`Reply::held_start`]): the request is in, the answer not
+    /// yet begun.
+    HeldStart {
+        tokens: usize,
+        interval: Duration,
+        start: Arc<tokio::sync::Semaphore>,
+    },
     /// HTTP error status with an OpenAI error JSON body (`{"error":{"message","type","param","code"}}`),
     /// optional `Retry-After` header (seconds). `param` and `code` are `null`.
     Status {
@@ -144,6 +152,18 @@ impl Reply {
             end: end.clone(),
         };
         (reply, end)
+    }
+
+    /// A stream of `tokens` tokens `interval_ms` apart that begins only when the returned
+    /// gate gets a permit: `add_permits(n)` lets `n` such streams begin.
+    pub fn held_start(tokens: usize, interval_ms: u64) -> (Reply, Arc<tokio::sync::Semaphore>) {
+        let start = Arc::new(tokio::sync::Semaphore::new(0));
+        let reply = Reply::HeldStart {
+            tokens,
+            interval: Duration::from_millis(interval_ms),
+            start: start.clone(),
+        };
+        (reply, start)
     }
 
     pub fn fixture(name: &'static str) -> Reply {
@@ -410,10 +430,15 @@ async fn chat_completions(
             tokens,
             first_token_delay,
             interval,
-        } => slow_stream(tokens, first_token_delay, interval, None),
+        } => slow_stream(tokens, first_token_delay, interval, None, None),
         Reply::HeldEnd { tokens, end } => {
-            slow_stream(tokens, Duration::ZERO, Duration::ZERO, Some(end))
+            slow_stream(tokens, Duration::ZERO, Duration::ZERO, None, Some(end))
         }
+        Reply::HeldStart {
+            tokens,
+            interval,
+            start,
+        } => slow_stream(tokens, Duration::ZERO, interval, Some(start), None),
         Reply::Fixture {
             name,
             chunk_bytes,
@@ -514,11 +539,18 @@ fn slow_stream(
     tokens: usize,
     first_token_delay: Duration,
     interval: Duration,
+    start: Option<Arc<tokio::sync::Semaphore>>,
     end: Option<Arc<tokio::sync::Semaphore>>,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     stream::unfold(0usize, move |i| {
-        let end = end.clone();
+        let (start, end) = (start.clone(), end.clone());
         async move {
+            if i == 0
+                && let Some(start) = start
+            {
+                // A closed gate ends the stream before it began.
+                start.acquire().await.ok()?.forget();
+            }
             if i <= tokens {
                 sleep(if i == 0 { first_token_delay } else { interval }).await;
             } else if i == tokens + 1
