@@ -191,6 +191,17 @@ impl Worker {
             // Lease lost, or shutting down: another attempt will run it.
             Err(_) => return,
         };
+        // Tests make an attempt's task die here, once it is RUNNING and its start is
+        // published, for jobs of the model the point is armed with (`return(<model>)`): the
+        // drop guard of `spawn_attempt` must end it as a failed attempt.
+        #[cfg(feature = "failpoints")]
+        (|| {
+            fail::fail_point!("worker-attempt-started", |model: Option<String>| {
+                if model.as_deref() == Some(job.params.model.as_str()) {
+                    panic!("fault point worker-attempt-started armed for this model");
+                }
+            })
+        })();
         if let Some(started) = job.started_at {
             let waited = (started - job.enqueued_at).to_std().unwrap_or_default();
             self.deps.metrics.started(&job.queue, waited);
