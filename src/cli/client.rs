@@ -447,7 +447,8 @@ enum Cut {
 }
 
 /// Ends a printed stream: nothing more when the job's end was shown; else an error that
-/// names the sequence to resume from, or, for an `--after` past the job's last event
+/// names the sequence to resume from (or, resumed at the end of a job that did not complete,
+/// says how it ended), or, for an `--after` past the job's last event
 /// (`after`), the right bound (asked of GetJob).
 async fn finish(
     client: &mut JobServiceClient<Channel>,
@@ -490,10 +491,15 @@ async fn finish(
                 .map(tonic::Response::into_inner);
             match job {
                 Some(j) if j.last_sequence == last && ended(j.status()) => {
-                    eprintln!(
+                    let said = format!(
                         "the job had already ended ({}) at sequence {last}",
                         j.status().as_str_name().trim_start_matches("JOB_STATUS_")
                     );
+                    // As at its terminal event: only a completed job is a success.
+                    if j.status() != v1::JobStatus::Completed {
+                        anyhow::bail!(said);
+                    }
+                    eprintln!("{said}");
                     Ok(())
                 }
                 _ => anyhow::bail!(
@@ -507,7 +513,7 @@ async fn finish(
 /// Prints a job's events as they come (tokens on stdout, the rest on stderr; with `json`,
 /// every event but heartbeats as one JSON line on stdout), from after sequence `after`, until
 /// the job's end, a broken stream or Ctrl-C; stdout always ends with a line break. Errors: a
-/// failed job (after its events), writing to stdout.
+/// job that did not complete (failed or cancelled, after its events), writing to stdout.
 async fn print_events(
     mut stream: tonic::Streaming<v1::JobEvent>,
     after: u64,
@@ -549,8 +555,9 @@ async fn print_events(
                 _ => super::print_json_line("llmjobs.v1.JobEvent", &event)?,
             }
             match event.kind {
-                Some(Kind::Completed(_) | Kind::Cancelled(_)) => return Ok(shown),
+                Some(Kind::Completed(_)) => return Ok(shown),
                 Some(Kind::Failed(f)) => anyhow::bail!(failure(event.sequence, &f)),
+                Some(Kind::Cancelled(c)) => anyhow::bail!(cancellation(event.sequence, &c)),
                 _ => continue,
             }
         }
@@ -606,13 +613,7 @@ async fn print_events(
             }
             Some(Kind::Cancelled(c)) => {
                 end_line(&mut open_line);
-                anstream::eprintln!(
-                    "[{}] {}: {}",
-                    event.sequence,
-                    style::status("cancelled"),
-                    c.reason
-                );
-                return Ok(shown);
+                anyhow::bail!(cancellation(event.sequence, &c));
             }
             // Progress has its own command (`llm-jobs progress`); the text stays clean here.
             Some(Kind::Heartbeat(_) | Kind::StageChanged(_) | Kind::Milestone(_))
@@ -632,6 +633,13 @@ fn failure(sequence: u64, f: &v1::JobFailed) -> String {
         f.attempts,
         error_text(&e)
     )
+}
+
+/// The error a job's `cancelled` event (at `sequence`) ends `watch` with: the job did not
+/// complete, as `result` says with its exit code too. The reason is a client's text, shown
+/// inert.
+fn cancellation(sequence: u64, c: &v1::JobCancelled) -> String {
+    format!("[{sequence}] job cancelled: {}", inert(&c.reason))
 }
 
 /// Ends stdout's open line, if any, so what follows starts on a line of its own.

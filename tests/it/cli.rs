@@ -165,6 +165,78 @@ async fn watch_after_the_last_event_says_the_job_had_ended() -> anyhow::Result<(
     app.stop().await
 }
 
+/// A job that did not complete fails `watch` as it fails `result`: a cancelled job exits
+/// non-zero from both, in text and in JSON, followed from the start or resumed at its last
+/// event, and the error says it was cancelled; a completed job exits zero from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_result_both_fail_for_a_cancelled_job() -> anyhow::Result<()> {
+    // Minutes of tokens: the job runs until it is cancelled.
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("long", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    let mut c = app.client.clone();
+    c.cancel_job(v1::CancelJobRequest {
+        job_id: job.id.clone(),
+        reason: "enough".into(),
+    })
+    .await?;
+    let ended = app
+        .wait_for_job(&job.id, |j| {
+            j.status() == v1::JobStatus::Cancelled && j.last_sequence > 0
+        })
+        .await?;
+    let last = ended.last_sequence.to_string();
+    let id = job.id.as_str();
+    let commands: [&[&str]; 5] = [
+        &["result", id],
+        &["result", "--json", id],
+        &["watch", id],
+        &["watch", "--json", id],
+        &["watch", id, "--after", &last],
+    ];
+    for args in commands {
+        let (ok, stdout, stderr) = app.cli_outcome(args)?;
+        assert!(!ok, "{args:?} exits non-zero: {stdout}{stderr}");
+        assert!(
+            stderr.to_lowercase().contains("cancelled"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (_, stdout, _) = app.cli_outcome(&["watch", "--json", id])?;
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"cancelled\"")),
+        "the log still ends with its cancelled event: {stdout}"
+    );
+
+    let done = app.submit(request("short", "sim")).await?;
+    let done = app
+        .wait_for_job(&done.id, |j| {
+            j.status() == v1::JobStatus::Completed && j.last_sequence > 0
+        })
+        .await?;
+    let last = done.last_sequence.to_string();
+    let id = done.id.as_str();
+    let commands: [&[&str]; 5] = [
+        &["result", id],
+        &["result", "--json", id],
+        &["watch", id],
+        &["watch", "--json", id],
+        &["watch", id, "--after", &last],
+    ];
+    for args in commands {
+        let (ok, stdout, stderr) = app.cli_outcome(args)?;
+        assert!(ok, "{args:?} exits zero: {stdout}{stderr}");
+    }
+    app.stop().await
+}
+
 /// Settings that cannot work are refused at start-up, naming the flag, instead of being
 /// bent silently (no worker slots, no lease, no time for an attempt, empty batches).
 #[test]
