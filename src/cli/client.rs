@@ -23,13 +23,12 @@ pub struct Connection {
         global = true
     )]
     pub server: String,
-    /// API key (`llmj_…`, from `llm-jobs keys create`), sent as `authorization: Bearer`.
-    #[arg(
-        long = "api-key",
-        env = "LLMJOBS_API_KEY",
-        hide_env_values = true,
-        global = true
-    )]
+    /// API key (`llmj_…`, from `llm-jobs keys create`), sent as `authorization: Bearer`
+    /// [env: LLMJOBS_API_KEY]
+    // The variable is read in `Connection::channel`, not by clap: clap's usage line in an
+    // error lists every argument an invocation gave, the ones from the environment too, so a
+    // key in the environment read as a flag the command asked for (`--api-key <API_KEY>`).
+    #[arg(long = "api-key", global = true)]
     pub api_key: Option<SecretString>,
     /// PEM file of the CA that signed the server's certificate (TLS with a private CA).
     #[arg(long = "ca-file", env = "LLMJOBS_CA_FILE", global = true)]
@@ -38,6 +37,9 @@ pub struct Connection {
     #[arg(long = "tls-domain", env = "LLMJOBS_TLS_DOMAIN", global = true)]
     pub tls_domain: Option<String>,
 }
+
+/// The environment variable that holds the API key when `--api-key` is not given.
+const API_KEY_ENV: &str = "LLMJOBS_API_KEY";
 
 /// A channel that sends the API key with every request.
 pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
@@ -239,10 +241,12 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
-        // An empty LLMJOBS_API_KEY means no key, as an unset one does.
+        // The flag, else LLMJOBS_API_KEY; an empty key means no key, as an unset one does.
+        let from_env = std::env::var(API_KEY_ENV).ok().map(SecretString::from);
         let key = self
             .api_key
             .as_ref()
+            .or(from_env.as_ref())
             .map(ExposeSecret::expose_secret)
             .filter(|k| !k.is_empty());
         let bearer =
@@ -307,11 +311,18 @@ fn inert(s: &str) -> String {
     out
 }
 
-/// A status as a readable error: its code and message, then each field violation the message
-/// does not already say, and the retry delay of a `google.rpc.RetryInfo` detail.
+/// A status as a readable error: its code and message (the code once: a message that opens
+/// with it in words, as `invalid argument: …` does, is not prefixed again), then each field
+/// violation the message does not already say, and the retry delay of a
+/// `google.rpc.RetryInfo` detail.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
-    let mut msg = format!("{:?}: {}", s.code(), s.message());
+    let code = format!("{:?}", s.code());
+    let message = s.message();
+    let mut msg = match strip_code(message, &code) {
+        Some(rest) => format!("{code}: {rest}"),
+        None => format!("{code}: {message}"),
+    };
     if let Some(bad) = s.get_details_bad_request() {
         for v in bad.field_violations {
             let line = format!("{}: {}", v.field, v.description);
@@ -324,6 +335,21 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
         msg.push_str(&format!("\n  retry in {:.1} s", delay.as_secs_f64()));
     }
     anyhow::anyhow!(msg)
+}
+
+/// `message` without its opening `code` in words and the `: ` after them (`InvalidArgument`
+/// opens as `invalid argument: `, in any case); `None` when it does not open so.
+fn strip_code<'a>(message: &'a str, code: &str) -> Option<&'a str> {
+    let mut words = String::new();
+    for c in code.chars() {
+        if c.is_uppercase() && !words.is_empty() {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    let head = message.get(..words.len())?;
+    let rest = message[words.len()..].strip_prefix(": ")?;
+    head.eq_ignore_ascii_case(&words).then_some(rest)
 }
 
 /// `submit`.
@@ -1106,6 +1132,31 @@ mod tests {
         assert!(
             text.contains("\n  after_sequence: must be at most 9"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_status_code_is_printed_once() {
+        let status = tonic::Status::invalid_argument("invalid argument: job_id: must be a UUID");
+        assert_eq!(
+            status_error(status).to_string(),
+            "InvalidArgument: job_id: must be a UUID"
+        );
+        let status = tonic::Status::permission_denied("Permission denied: needs operator");
+        assert_eq!(
+            status_error(status).to_string(),
+            "PermissionDenied: needs operator"
+        );
+        // Only an opening of the code's words followed by `: ` is taken off.
+        let status = tonic::Status::not_found("job 42 not found");
+        assert_eq!(
+            status_error(status).to_string(),
+            "NotFound: job 42 not found"
+        );
+        let status = tonic::Status::unavailable("unavailable store");
+        assert_eq!(
+            status_error(status).to_string(),
+            "Unavailable: unavailable store"
         );
     }
 

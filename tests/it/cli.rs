@@ -106,7 +106,8 @@ async fn submit_stream_ends_its_output_with_a_line_break() -> anyhow::Result<()>
 }
 
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
-/// shows once, and an unreachable server does not repeat its cause.
+/// and its status code show once, a usage error does not list the key taken from the
+/// environment as a flag to pass, and an unreachable server does not repeat its cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     let app = TestApp::builder().without_worker().start().await?;
@@ -125,6 +126,18 @@ async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     let (ok, _, stderr) = app.cli_outcome(&["status", "not-a-uuid"])?;
     assert!(!ok);
     assert_eq!(stderr.matches("must be a UUID").count(), 1, "{stderr}");
+    // The status code once, not as a name and again as words.
+    let words = stderr
+        .to_lowercase()
+        .replace("invalidargument", "invalid argument");
+    assert_eq!(words.matches("invalid argument").count(), 1, "{stderr}");
+
+    // A key in the environment is not a flag the usage line asks for.
+    let out = app.cli_command(&["status"]).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("<JOB_ID>"), "{stderr}");
+    assert!(!stderr.contains("--api-key"), "{stderr}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args(["status", "0190b4d2-0000-7000-8000-000000000000"])
