@@ -20,6 +20,10 @@ use crate::{
     store::{FailedFilter, Store},
 };
 
+/// Why a retry or forget left a named job alone when it does not exist, or (for a tenant's
+/// admin) belongs to another tenant: the two read the same, so that nothing tells them apart.
+pub const NO_SUCH_JOB: &str = "no such job";
+
 /// Most jobs one retry or forget by filter touches.
 pub const MAX_PAGE: i64 = crate::paging::MAX_PAGE_SIZE;
 
@@ -260,7 +264,7 @@ impl Admin {
         for &id in ids {
             let Some(job) = self.store.requeue_failed(id).await? else {
                 let reason = match self.store.get_job(id).await? {
-                    None => "no such job".to_owned(),
+                    None => NO_SUCH_JOB.to_owned(),
                     Some(job) if job.status != crate::job::JobStatus::Failed => {
                         format!("job is {}, not failed", job.status.as_str())
                     }
@@ -294,8 +298,22 @@ impl Admin {
         Ok((retried, skipped))
     }
 
-    /// Removes failed jobs from the failed list; returns how many.
-    pub async fn forget(&self, ids: &[JobId]) -> Result<u64, Error> {
-        Ok(self.store.forget_failed(ids).await?)
+    /// Removes failed jobs from the failed list; returns how many, and those left alone with
+    /// why (unknown, not failed, or forgotten already).
+    #[instrument(skip_all, fields(jobs = ids.len()))]
+    pub async fn forget(&self, ids: &[JobId]) -> Result<(u64, Vec<(JobId, String)>), Error> {
+        let forgotten = self.store.forget_failed(ids).await?;
+        let mut skipped = Vec::new();
+        for &id in ids.iter().filter(|id| !forgotten.contains(id)) {
+            let reason = match self.store.get_job(id).await? {
+                None => NO_SUCH_JOB.to_owned(),
+                Some(job) if job.status != crate::job::JobStatus::Failed => {
+                    format!("job is {}, not failed", job.status.as_str())
+                }
+                Some(_) => "already forgotten".to_owned(),
+            };
+            skipped.push((id, reason));
+        }
+        Ok((forgotten.len() as u64, skipped))
     }
 }

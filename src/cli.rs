@@ -46,7 +46,8 @@ pub enum Command {
     CopyStore(CopyStoreArgs),
     /// Submit a job (and with --stream, print its tokens as they arrive).
     Submit(client::SubmitArgs),
-    /// Follow a job's events, printing its text as it arrives.
+    /// Follow a job's events, printing its text as it arrives (exit code 1 when the job
+    /// failed or was cancelled, as for `result`).
     Watch(client::WatchArgs),
     /// Print a job's status.
     Status(client::JobArgs),

@@ -197,6 +197,12 @@ pub struct Appended {
     /// The append claimed the job's end, or found it claimed by its attempt already
     /// ([`CancelCheck::Seal`], accepted, flag not set before the claim).
     pub sealed: bool,
+    /// The append was refused because the log holds no attempt, although the fence names
+    /// one ([`Fence::Attempt`], [`Fence::At`]): its keys were lost (Redis data loss: FLUSHALL,
+    /// a restart without persistence, eviction) after the attempt started, or the attempt
+    /// never started one. Whatever the attempt appends from then on is refused, and watchers
+    /// find no log: the attempt's end goes to the store alone (see `worker::generate`).
+    pub lost: bool,
     /// Someone followed the job live when the append ran (a current watch mark in Redis, a
     /// subscriber in process): its events went out to watchers at once. A writer whose job
     /// nobody follows may gather its events into fewer appends (see `worker::generate`).
@@ -218,17 +224,20 @@ pub struct Closed {
     /// the caller expected (none expected, another writer came between, or the log already
     /// had its terminal event); empty when it is, or when a stale attempt was refused.
     pub log: Vec<JobEvent>,
+    /// Refused because the log was lost (see [`Appended::lost`]).
+    pub lost: bool,
 }
 
 impl From<Appended> for Closed {
     /// What a close did, from the append that wrote its terminal event. Both backends close
     /// with an append that was asked for the whole log (`append.lua`'s last argument), and
     /// such an append returns that log in [`Appended::earlier`]; the rest (cancel flag, seal,
-    /// watchers) does not concern a close.
+    /// watchers) does not concern a close; a refusal for a lost log does.
     fn from(appended: Appended) -> Self {
         Self {
             sequence: appended.sequence,
             log: appended.earlier,
+            lost: appended.lost,
         }
     }
 }

@@ -406,8 +406,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Job>, Error>;
 
-    /// Marks failed jobs as forgotten; returns how many.
-    async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error>;
+    /// Marks failed jobs as forgotten; returns the ids it marked (the others are unknown, not
+    /// FAILED, or were forgotten already).
+    async fn forget_failed(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error>;
 
     /// Puts a FAILED job back to QUEUED with one more attempt allowed; its failed result and
     /// stored event log go, its attempt history stays. `None` when the job is not FAILED, or its prompt was

@@ -21,6 +21,7 @@ use crate::{
     events::{EventLog, Fence, Live, LogRead, archive::Archive, is_terminal},
     job::{Job, JobId, JobStatus},
     proto::v1::{self, job_event::Kind},
+    reconciler::EPOCH,
     store::Store,
 };
 
@@ -456,14 +457,21 @@ impl Watcher {
         )))
     }
 
-    /// The log expired and none is stored (the job ended before logs were stored): send the
-    /// stored content as one snapshot, then the terminal event with its original sequence
-    /// (when known).
+    /// The log expired or was lost and none is stored (the job ended before logs were
+    /// stored, or Redis lost its log while it ran): send the stored content as one snapshot,
+    /// then the terminal event, at fixed sequences, so that every resume sees the same ones
+    /// and one past the end is OUT_OF_RANGE: the terminal event at the job's terminal
+    /// sequence (its original one, or for a lost log, the one its worker stored two after
+    /// the last the log may have published) and the snapshot just before it. When the store
+    /// has no terminal sequence (its worker died before storing it), only 0 or the base of a
+    /// log the reconciler restarted (a multiple of [`EPOCH`]), the end sits at the start of
+    /// the next epoch, as a log restarted after a Redis loss does: above anything a watcher
+    /// can have seen.
     async fn snapshot(&mut self, job: &Job) -> Result<Done, Stop> {
-        let terminal_seq = if job.last_sequence > 0 {
+        let terminal_seq = if !job.last_sequence.is_multiple_of(EPOCH) {
             job.last_sequence
         } else {
-            self.last + 2
+            (job.last_sequence / EPOCH + 1) * EPOCH + 2
         };
         if self.last > terminal_seq {
             return Err(past_the_end(self.last, terminal_seq));

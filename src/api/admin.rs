@@ -226,7 +226,11 @@ impl QueueAdminService for AdminApi {
             let filter = filter(&who, req.filter.as_ref(), "filter.")?;
             let (ids, unknown) = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
             let (retried, mut skipped) = self.admin.retry(&ids).await?;
-            skipped.extend(unknown.into_iter().map(|id| (id, "no such job".to_owned())));
+            skipped.extend(
+                unknown
+                    .into_iter()
+                    .map(|id| (id, crate::admin::NO_SUCH_JOB.to_owned())),
+            );
             Ok((retried, skipped))
         }
         .await;
@@ -253,15 +257,30 @@ impl QueueAdminService for AdminApi {
         let who = principal(&request)?;
         let result = async {
             let filter = filter(&who, req.filter.as_ref(), "filter.")?;
-            let (ids, _unknown) = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
-            Ok(self.admin.forget(&ids).await?)
+            let (ids, unknown) = self.admin.select(&job_ids(&req.job_ids)?, &filter).await?;
+            let (forgotten, mut skipped) = self.admin.forget(&ids).await?;
+            skipped.extend(
+                unknown
+                    .into_iter()
+                    .map(|id| (id, crate::admin::NO_SUCH_JOB.to_owned())),
+            );
+            Ok((forgotten, skipped))
         }
         .await;
         let target = ids_target(&req.job_ids);
-        let forgotten = self
+        let (forgotten, skipped) = self
             .audited(&request, "ForgetFailedJobs", &target, result)
             .await?;
-        Ok(Response::new(v1::ForgetFailedJobsResponse { forgotten }))
+        Ok(Response::new(v1::ForgetFailedJobsResponse {
+            forgotten,
+            skipped: skipped
+                .into_iter()
+                .map(|(id, reason)| v1::SkippedJob {
+                    job_id: id.to_string(),
+                    reason,
+                })
+                .collect(),
+        }))
     }
 
     #[instrument(skip_all)]

@@ -288,10 +288,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(status_error)?
                     .into_inner(),
-                |r: &v1::ForgetFailedJobsResponse| println!(
-                    "{} failed job(s) forgotten",
-                    r.forgotten
-                )
+                |r: &v1::ForgetFailedJobsResponse| {
+                    println!("{} failed job(s) forgotten", r.forgotten);
+                    for s in &r.skipped {
+                        println!("skipped {}: {}", s.job_id, s.reason);
+                    }
+                }
             )
         }
         AdminCommand::Workload => show!(

@@ -23,13 +23,12 @@ pub struct Connection {
         global = true
     )]
     pub server: String,
-    /// API key (`llmj_…`, from `llm-jobs keys create`), sent as `authorization: Bearer`.
-    #[arg(
-        long = "api-key",
-        env = "LLMJOBS_API_KEY",
-        hide_env_values = true,
-        global = true
-    )]
+    /// API key (`llmj_…`, from `llm-jobs keys create`), sent as `authorization: Bearer`
+    /// [env: LLMJOBS_API_KEY]
+    // The variable is read in `Connection::channel`, not by clap: clap's usage line in an
+    // error lists every argument an invocation gave, the ones from the environment too, so a
+    // key in the environment read as a flag the command asked for (`--api-key <API_KEY>`).
+    #[arg(long = "api-key", global = true)]
     pub api_key: Option<SecretString>,
     /// PEM file of the CA that signed the server's certificate (TLS with a private CA).
     #[arg(long = "ca-file", env = "LLMJOBS_CA_FILE", global = true)]
@@ -38,6 +37,9 @@ pub struct Connection {
     #[arg(long = "tls-domain", env = "LLMJOBS_TLS_DOMAIN", global = true)]
     pub tls_domain: Option<String>,
 }
+
+/// The environment variable that holds the API key when `--api-key` is not given.
+const API_KEY_ENV: &str = "LLMJOBS_API_KEY";
 
 /// A channel that sends the API key with every request.
 pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
@@ -239,10 +241,12 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
-        // An empty LLMJOBS_API_KEY means no key, as an unset one does.
+        // The flag, else LLMJOBS_API_KEY; an empty key means no key, as an unset one does.
+        let from_env = std::env::var(API_KEY_ENV).ok().map(SecretString::from);
         let key = self
             .api_key
             .as_ref()
+            .or(from_env.as_ref())
             .map(ExposeSecret::expose_secret)
             .filter(|k| !k.is_empty());
         let bearer =
@@ -307,11 +311,18 @@ fn inert(s: &str) -> String {
     out
 }
 
-/// A status as a readable error: its code and message, then each field violation the message
-/// does not already say, and the retry delay of a `google.rpc.RetryInfo` detail.
+/// A status as a readable error: its code and message (the code once: a message that opens
+/// with it in words, as `invalid argument: …` does, is not prefixed again), then each field
+/// violation the message does not already say, and the retry delay of a
+/// `google.rpc.RetryInfo` detail.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
-    let mut msg = format!("{:?}: {}", s.code(), s.message());
+    let code = format!("{:?}", s.code());
+    let message = s.message();
+    let mut msg = match strip_code(message, &code) {
+        Some(rest) => format!("{code}: {rest}"),
+        None => format!("{code}: {message}"),
+    };
     if let Some(bad) = s.get_details_bad_request() {
         for v in bad.field_violations {
             let line = format!("{}: {}", v.field, v.description);
@@ -324,6 +335,21 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
         msg.push_str(&format!("\n  retry in {:.1} s", delay.as_secs_f64()));
     }
     anyhow::anyhow!(msg)
+}
+
+/// `message` without its opening `code` in words and the `: ` after them (`InvalidArgument`
+/// opens as `invalid argument: `, in any case); `None` when it does not open so.
+fn strip_code<'a>(message: &'a str, code: &str) -> Option<&'a str> {
+    let mut words = String::new();
+    for c in code.chars() {
+        if c.is_uppercase() && !words.is_empty() {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    let head = message.get(..words.len())?;
+    let rest = message[words.len()..].strip_prefix(": ")?;
+    head.eq_ignore_ascii_case(&words).then_some(rest)
 }
 
 /// `submit`.
@@ -447,7 +473,8 @@ enum Cut {
 }
 
 /// Ends a printed stream: nothing more when the job's end was shown; else an error that
-/// names the sequence to resume from, or, for an `--after` past the job's last event
+/// names the sequence to resume from (or, resumed at the end of a job that did not complete,
+/// says how it ended), or, for an `--after` past the job's last event
 /// (`after`), the right bound (asked of GetJob).
 async fn finish(
     client: &mut JobServiceClient<Channel>,
@@ -490,10 +517,15 @@ async fn finish(
                 .map(tonic::Response::into_inner);
             match job {
                 Some(j) if j.last_sequence == last && ended(j.status()) => {
-                    eprintln!(
+                    let said = format!(
                         "the job had already ended ({}) at sequence {last}",
                         j.status().as_str_name().trim_start_matches("JOB_STATUS_")
                     );
+                    // As at its terminal event: only a completed job is a success.
+                    if j.status() != v1::JobStatus::Completed {
+                        anyhow::bail!(said);
+                    }
+                    eprintln!("{said}");
                     Ok(())
                 }
                 _ => anyhow::bail!(
@@ -507,7 +539,7 @@ async fn finish(
 /// Prints a job's events as they come (tokens on stdout, the rest on stderr; with `json`,
 /// every event but heartbeats as one JSON line on stdout), from after sequence `after`, until
 /// the job's end, a broken stream or Ctrl-C; stdout always ends with a line break. Errors: a
-/// failed job (after its events), writing to stdout.
+/// job that did not complete (failed or cancelled, after its events), writing to stdout.
 async fn print_events(
     mut stream: tonic::Streaming<v1::JobEvent>,
     after: u64,
@@ -549,8 +581,9 @@ async fn print_events(
                 _ => super::print_json_line("llmjobs.v1.JobEvent", &event)?,
             }
             match event.kind {
-                Some(Kind::Completed(_) | Kind::Cancelled(_)) => return Ok(shown),
+                Some(Kind::Completed(_)) => return Ok(shown),
                 Some(Kind::Failed(f)) => anyhow::bail!(failure(event.sequence, &f)),
+                Some(Kind::Cancelled(c)) => anyhow::bail!(cancellation(event.sequence, &c)),
                 _ => continue,
             }
         }
@@ -606,13 +639,7 @@ async fn print_events(
             }
             Some(Kind::Cancelled(c)) => {
                 end_line(&mut open_line);
-                anstream::eprintln!(
-                    "[{}] {}: {}",
-                    event.sequence,
-                    style::status("cancelled"),
-                    c.reason
-                );
-                return Ok(shown);
+                anyhow::bail!(cancellation(event.sequence, &c));
             }
             // Progress has its own command (`llm-jobs progress`); the text stays clean here.
             Some(Kind::Heartbeat(_) | Kind::StageChanged(_) | Kind::Milestone(_))
@@ -632,6 +659,13 @@ fn failure(sequence: u64, f: &v1::JobFailed) -> String {
         f.attempts,
         error_text(&e)
     )
+}
+
+/// The error a job's `cancelled` event (at `sequence`) ends `watch` with: the job did not
+/// complete, as `result` says with its exit code too. The reason is a client's text, shown
+/// inert.
+fn cancellation(sequence: u64, c: &v1::JobCancelled) -> String {
+    format!("[{sequence}] job cancelled: {}", inert(&c.reason))
 }
 
 /// Ends stdout's open line, if any, so what follows starts on a line of its own.
@@ -1098,6 +1132,31 @@ mod tests {
         assert!(
             text.contains("\n  after_sequence: must be at most 9"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_status_code_is_printed_once() {
+        let status = tonic::Status::invalid_argument("invalid argument: job_id: must be a UUID");
+        assert_eq!(
+            status_error(status).to_string(),
+            "InvalidArgument: job_id: must be a UUID"
+        );
+        let status = tonic::Status::permission_denied("Permission denied: needs operator");
+        assert_eq!(
+            status_error(status).to_string(),
+            "PermissionDenied: needs operator"
+        );
+        // Only an opening of the code's words followed by `: ` is taken off.
+        let status = tonic::Status::not_found("job 42 not found");
+        assert_eq!(
+            status_error(status).to_string(),
+            "NotFound: job 42 not found"
+        );
+        let status = tonic::Status::unavailable("unavailable store");
+        assert_eq!(
+            status_error(status).to_string(),
+            "Unavailable: unavailable store"
         );
     }
 

@@ -21,7 +21,8 @@
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
 -- set (read only when asked; 0 for an attempt that holds the claim on the end), else 0;
 -- 1 when the end was claimed by this append, else 0; 1 when someone watches the job (a current mark), else 0;
--- the log's base; items}: items are, for an accepted start ('s' fence), the entries before
+-- the log's base; items; 1 when refused because the fence names an attempt ('a') and the state
+-- holds none (the keys were lost with Redis, or no attempt started), else 0}: items are, for an accepted start ('s' fence), the entries before
 -- this append; when the log is wanted and the append was accepted or refused for a log that
 -- has its terminal event, the whole list; else none. Item i has sequence base + i (1-based).
 -- The message on the channel is '<sequence of the first event>/<number of events>:' followed
@@ -47,16 +48,18 @@ if st[4] and (tonumber(st[4]) or math.huge) >= tonumber(ARGV[9]) then watched = 
 local base = tonumber(st[3] or '0')
 local wanted = ARGV[10]
 if st[1] then
-  if wanted ~= '' then return {0, cancel, 0, watched, base, redis.call('LRANGE', KEYS[1], 0, -1)} end
-  return {0, cancel, 0, watched, base, {}}
+  if wanted ~= '' then return {0, cancel, 0, watched, base, redis.call('LRANGE', KEYS[1], 0, -1), 0} end
+  return {0, cancel, 0, watched, base, {}, 0}
 end
 if fence ~= '' then
   local n = tonumber(attempt)
   local current = tonumber(st[2] or '0')
   if kind == 's' then
-    if n < current then return {0, cancel, 0, watched, base, {}} end
+    if n < current then return {0, cancel, 0, watched, base, {}, 0} end
   elseif n ~= current then
-    return {0, cancel, 0, watched, base, {}}
+    local lost = 0
+    if not st[2] then lost = 1 end
+    return {0, cancel, 0, watched, base, {}, lost}
   end
 end
 local sealed = 0
@@ -83,9 +86,9 @@ if head ~= nil and head ~= '' then
     if before == tonumber(head) + count then
       local claimed = 0
       if seal and st[5] == attempt then claimed = 1 end
-      return {before, cancel, claimed, watched, base, {}}
+      return {before, cancel, claimed, watched, base, {}, 0}
     end
-    return {0, cancel, 0, watched, base, {}}
+    return {0, cancel, 0, watched, base, {}, 0}
   end
 end
 local first = len - (last - FIRST_EVENT)
@@ -149,4 +152,4 @@ else
   -- Only a start writes the state hash before the end (restart.lua sets its own TTL).
   if kind == 's' then redis.call('EXPIRE', state, tonumber(ARGV[6])) end
 end
-return {seq, cancel, sealed, watched, base, items}
+return {seq, cancel, sealed, watched, base, items, 0}

@@ -179,9 +179,10 @@ impl MemoryEventLog {
         let state = &mut *guard;
         state.sweep(now);
         state.log(job_id, now);
-        let (done, current, sealed) = state.logs.get(&job_id).map_or((false, 0, None), |l| {
-            (l.done.is_some(), l.attempt.unwrap_or(0), l.sealed)
+        let (done, attempt, sealed) = state.logs.get(&job_id).map_or((false, None, None), |l| {
+            (l.done.is_some(), l.attempt, l.sealed)
         });
+        let current = attempt.unwrap_or(0);
         let seal = match (cancel, fence) {
             (CancelCheck::Seal, Fence::Attempt(n) | Fence::At { attempt: n, .. }) => Some(n),
             _ => None,
@@ -206,6 +207,9 @@ impl MemoryEventLog {
             Fence::Start(n) => n < current,
         };
         if refused {
+            // As append.lua: an attempt's fence on a log that holds no attempt.
+            appended.lost =
+                attempt.is_none() && matches!(fence, Fence::Attempt(_) | Fence::At { .. });
             return Ok(appended);
         }
         if let Fence::At { head, .. } = fence {

@@ -146,7 +146,7 @@ impl RedisEventLog {
             invocation.arg(stored.encode_to_vec());
         }
         let mut conn = self.redis.conn().await?;
-        let (seq, cancel, sealed, watched, base, items): (u64, u8, u8, u8, u64, Vec<Vec<u8>>) =
+        let (seq, cancel, sealed, watched, base, items, lost): AppendAnswer =
             invocation.invoke_async(&mut conn).await?;
         let earlier = items
             .iter()
@@ -159,9 +159,13 @@ impl RedisEventLog {
             sealed: sealed == 1,
             watched: watched == 1,
             earlier,
+            lost: lost == 1,
         })
     }
 }
+
+/// What `append.lua` returns: sequence, cancel flag, sealed, watched, base, items, lost.
+type AppendAnswer = (u64, u8, u8, u8, u64, Vec<Vec<u8>>, u8);
 
 fn decode(job_id: JobId, sequence: u64, bytes: &[u8]) -> Result<JobEvent, Error> {
     let mut event = JobEvent::decode(bytes)

@@ -438,7 +438,7 @@ impl Store for PgStore {
         reports::failed_jobs(self, filter, before, limit).await
     }
 
-    async fn forget_failed(&self, ids: &[JobId]) -> Result<u64, Error> {
+    async fn forget_failed(&self, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
         reports::forget_failed(self, ids).await
     }
 

@@ -232,6 +232,8 @@ impl Worker {
             gaps_ms: Vec::new(),
             before_text: Vec::new(),
             log_head,
+            published: log_head.unwrap_or(0),
+            log_lost: false,
             log,
             closing: Vec::new(),
             seal: false,
@@ -412,7 +414,7 @@ impl Worker {
         };
         // The finalizing events went out with the last flush, which claimed the end.
         let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
-        let expected = progress.terminal_sequence(events.len());
+        let expected = progress.end_sequence(events.len());
         let log = progress.final_log(&events, expected);
         let stored = self
             .persist(running, "storing the result", store_transient, || {
@@ -434,16 +436,20 @@ impl Worker {
                 } else {
                     self.measure_end(&job, &progress, crate::metrics::Outcome::Cancelled);
                 }
-                let snapshot = progress.tracker.snapshot();
-                self.publish_terminal(
-                    job.id,
-                    Fence::Attempt(attempt),
-                    events,
-                    Some(&snapshot),
-                    expected,
-                    log.is_some(),
-                )
-                .await;
+                // A lost log takes no more events: the store has the end (see
+                // `Progress::end_sequence`).
+                if !progress.log_lost {
+                    let snapshot = progress.tracker.snapshot();
+                    self.publish_terminal(
+                        job.id,
+                        Fence::Attempt(attempt),
+                        events,
+                        Some(&snapshot),
+                        expected,
+                        log.is_some(),
+                    )
+                    .await;
+                }
                 info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
             }
             Ok(None) => info!("attempt was superseded; result discarded"),
@@ -459,7 +465,7 @@ impl Worker {
                     retryable: false,
                     partial: Outcome::default(),
                 };
-                let expected = progress.terminal_sequence(1);
+                let expected = progress.end_sequence(1);
                 if let Ok(Some(_)) = store
                     .finish_attempt(job.id, attempt, finish, &[], expected, None)
                     .await
@@ -469,10 +475,12 @@ impl Worker {
                         error: Some(crate::api::convert::job_error(&error)),
                         attempts: attempt,
                     });
-                    let events = vec![event(terminal)];
-                    let fence = Fence::Attempt(attempt);
-                    self.publish_terminal(job.id, fence, events, None, expected, false)
-                        .await;
+                    if !progress.log_lost {
+                        let events = vec![event(terminal)];
+                        let fence = Fence::Attempt(attempt);
+                        self.publish_terminal(job.id, fence, events, None, expected, false)
+                            .await;
+                    }
                 }
             }
             // The lease expires and another attempt runs the job again.
@@ -548,7 +556,7 @@ impl Worker {
             attempts: attempt,
         });
         let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
-        let expected = progress.terminal_sequence(events.len());
+        let expected = progress.end_sequence(events.len());
         let log = progress.final_log(&events, expected);
         let stored = self
             .persist(running, "storing the failure", store_transient, || {
@@ -565,16 +573,18 @@ impl Worker {
         match stored {
             Ok(Some(_)) => {
                 self.measure_end(job, &progress, crate::metrics::Outcome::Failed);
-                let snapshot = progress.tracker.snapshot();
-                self.publish_terminal(
-                    job.id,
-                    Fence::Attempt(attempt),
-                    events,
-                    Some(&snapshot),
-                    expected,
-                    log.is_some(),
-                )
-                .await;
+                if !progress.log_lost {
+                    let snapshot = progress.tracker.snapshot();
+                    self.publish_terminal(
+                        job.id,
+                        Fence::Attempt(attempt),
+                        events,
+                        Some(&snapshot),
+                        expected,
+                        log.is_some(),
+                    )
+                    .await;
+                }
             }
             Ok(None) => {}
             Err(_) => return,
@@ -588,7 +598,8 @@ impl Worker {
     /// whole log ending there (written with the result). When the log gave the event another
     /// sequence (an append whose answer was lost, a log restarted meanwhile, another writer
     /// came first), none was known, or the log was not stored, the append returns the log as
-    /// it is and it goes to the batched writer with its last sequence.
+    /// it is and it goes to the batched writer with its last sequence. A log lost with Redis
+    /// takes nothing: it is said in a warning, and the store's end stands.
     async fn publish_terminal(
         &self,
         job_id: JobId,
@@ -608,6 +619,10 @@ impl Worker {
             self.deps.metrics.published(events.len());
         }
         match closed {
+            Ok(closed) if closed.lost => warn!(
+                "the job's event log was lost (Redis lost its keys) before its terminal event; \
+                 watchers get its stored result as a snapshot"
+            ),
             Ok(closed) => match crate::events::archive::of_events(&closed.log) {
                 Some(log) => self.sequences.record_log(job_id, log).await,
                 None => {

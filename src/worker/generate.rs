@@ -107,6 +107,16 @@ pub(super) struct Progress {
     /// is the log's only writer while it runs, so its terminal event's sequence is known
     /// ahead: see [`Progress::terminal_sequence`]).
     pub(super) log_head: Option<u64>,
+    /// The highest sequence the job's log may have reached through the attempt's appends:
+    /// every answered sequence, and for an append whose answer never came, the sequence it
+    /// would have ended at. Watchers may have seen up to here (and no further), so when the
+    /// log is lost this is where the stored end follows on (see [`Progress::log_lost`]).
+    pub(super) published: u64,
+    /// The job's log was lost (Redis lost its keys) while the attempt ran
+    /// ([`crate::events::Appended::lost`]): its appends are refused, nobody can read what
+    /// it publishes, and its end goes to the store alone, as a snapshot at `published + 1`
+    /// and the terminal event at `published + 2` (see [`Progress::end_sequence`]).
+    pub(super) log_lost: bool,
     /// The attempt's copy of the job's whole log so far (the events before its start, read
     /// by the start's append, then every event it appended), so that the log goes to the store
     /// with the result at no extra round trip; `None` once it is not known exactly (an append
@@ -139,6 +149,44 @@ impl Progress {
     /// every append of the attempt so far answered.
     pub(super) fn terminal_sequence(&self, events: usize) -> Option<u64> {
         self.log_head.map(|head| head + events as u64)
+    }
+
+    /// The terminal sequence the store gets with the attempt's end, which then appends
+    /// `events` more events: [`Progress::terminal_sequence`], or, when the log was lost, the
+    /// fixed place of the stored end: a snapshot just after everything the lost log may have
+    /// published, then the terminal event (see `streaming::Watcher::snapshot`).
+    pub(super) fn end_sequence(&self, events: usize) -> Option<u64> {
+        if self.log_lost {
+            Some(self.published + 2)
+        } else {
+            self.terminal_sequence(events)
+        }
+    }
+
+    /// Notes an append's answer: the sequence its last event got, if accepted; whether it was
+    /// refused for a lost log (said once, as a warning: the rest of the attempt reaches no
+    /// watcher until its end is stored).
+    pub(super) fn answered(&mut self, appended: &Appended) {
+        if let Some(seq) = appended.sequence {
+            self.published = self.published.max(seq);
+        }
+        if appended.lost && !self.log_lost {
+            self.log_lost = true;
+            warn!(
+                last_published = self.published,
+                "the job's event log was lost (Redis lost its keys) while the attempt ran; \
+                 the attempt goes on, and watchers get its stored result as a snapshot after \
+                 sequence {}",
+                self.published
+            );
+        }
+    }
+
+    /// Notes an append of `events` after sequence `head` whose answer never came: it may
+    /// have gone in (see [`Progress::published`]).
+    pub(super) fn in_doubt(&mut self, head: u64, events: Vec<v1::JobEvent>, cancel: CancelCheck) {
+        self.published = self.published.max(head + events.len() as u64);
+        self.in_doubt = Some((head, events, cancel));
     }
 
     /// Notes an append's answer in [`Progress::log`]: `events` went in, the last with
@@ -621,7 +669,7 @@ impl Worker {
                     // flush sends exactly them again, at the same head, which cannot add
                     // them twice.
                     if let Some(head) = progress.log_head {
-                        progress.in_doubt = Some((head, events, cancel));
+                        progress.in_doubt(head, events, cancel);
                         return false;
                     }
                     // No head to fence on: the log is read back at the end.
@@ -675,7 +723,7 @@ impl Worker {
             }
             Err(e) => {
                 warn!(error = %e, "cannot publish token deltas yet; keeping them");
-                progress.in_doubt = Some((head, events, cancel));
+                progress.in_doubt(head, events, cancel);
                 false
             }
         }
@@ -717,12 +765,13 @@ impl Worker {
                 }
                 progress.logged(&events, appended.sequence);
                 progress.log_head = appended.sequence;
+                progress.answered(&appended);
             }
             Err(e) => {
                 warn!(error = %e, "cannot publish progress events yet; keeping them");
                 match progress.log_head {
                     // As a flush's: sent again, at the same head, by the next flush.
-                    Some(head) => progress.in_doubt = Some((head, events, CancelCheck::Skip)),
+                    Some(head) => progress.in_doubt(head, events, CancelCheck::Skip),
                     None => progress.log = None,
                 }
             }
@@ -778,6 +827,7 @@ fn noted(
 ) {
     progress.logged(events, appended.sequence);
     progress.log_head = appended.sequence;
+    progress.answered(appended);
     progress.watched = appended.watched;
     if cancel == CancelCheck::Seal {
         // Claimed, refused for the flag, or refused as stale: asked once.

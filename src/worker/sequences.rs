@@ -7,8 +7,8 @@
 //! then the log itself has them. So the worker does not wait for it: attempts hand it to
 //! this writer, which stores everything that queued up meanwhile in one statement (one round
 //! trip and one commit for many jobs). If the process dies before a batch is written, those
-//! jobs keep `last_sequence` 0 and a late replay numbers the snapshot after what the client
-//! has seen instead (see `streaming`).
+//! jobs keep `last_sequence` 0 and a late replay puts the snapshot and the terminal event at
+//! the start of the next epoch instead, above any sequence the log had (see `streaming`).
 
 use std::{sync::Arc, time::Duration};
 

@@ -583,6 +583,64 @@ async fn retry_and_forget_take_at_most_a_thousand_ids_a_call() -> anyhow::Result
     app.stop().await
 }
 
+/// `admin forget` names each job it did not forget and why: not failed, already forgotten,
+/// or not found, which is also what another tenant's job reads as (its existence is not
+/// revealed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_forget_names_the_jobs_it_did_not_forget() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let failed = fail_one(&app, &upstream, "fails").await?;
+    let done = app.submit(request("completes", "gpt-4o-mini")).await?;
+    app.wait_for_job(&done.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    let unknown = "0190b4d2-0000-7000-8000-000000000000";
+
+    // Another tenant's admin: the other tenant's job reads exactly as an unknown one.
+    let admin_b = app.key_for("tenant-b", Role::Admin).await?;
+    let out = app
+        .cli_command(&["admin", "forget", &failed.id, unknown])
+        .env("LLMJOBS_API_KEY", &admin_b)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("0 failed job(s) forgotten"), "{stdout}");
+    for id in [failed.id.as_str(), unknown] {
+        assert!(
+            stdout.contains(&format!("skipped {id}: no such job")),
+            "{stdout}"
+        );
+    }
+
+    // The operator: one forgotten, the others named with why.
+    let stdout = app.cli(&["admin", "forget", &failed.id, &done.id, unknown])?;
+    assert!(stdout.contains("1 failed job(s) forgotten"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "skipped {}: job is completed, not failed",
+            done.id
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("skipped {unknown}: no such job")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(&format!("skipped {}", failed.id)),
+        "{stdout}"
+    );
+    let again = app.cli(&["admin", "forget", &failed.id])?;
+    assert!(
+        again.contains(&format!("skipped {}: already forgotten", failed.id)),
+        "{again}"
+    );
+    app.stop().await
+}
+
 /// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
 /// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
 mod servers {
@@ -795,9 +853,17 @@ async fn a_tenant_admin_manages_only_its_own_tenant() -> anyhow::Result<()> {
             filter: None,
         })
         .await?
-        .into_inner()
-        .forgotten;
-    assert_eq!(forgotten, 0);
+        .into_inner();
+    assert_eq!(forgotten.forgotten, 0);
+    assert_eq!(
+        forgotten
+            .skipped
+            .iter()
+            .map(|s| (s.job_id.as_str(), s.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(job.id.as_str(), "no such job")],
+        "as an unknown job reads"
+    );
     let asked = b
         .list_audit_events(v1::ListAuditEventsRequest {
             tenant: "tenant-a".into(),

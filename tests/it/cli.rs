@@ -106,7 +106,8 @@ async fn submit_stream_ends_its_output_with_a_line_break() -> anyhow::Result<()>
 }
 
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
-/// shows once, and an unreachable server does not repeat its cause.
+/// and its status code show once, a usage error does not list the key taken from the
+/// environment as a flag to pass, and an unreachable server does not repeat its cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     let app = TestApp::builder().without_worker().start().await?;
@@ -125,6 +126,18 @@ async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     let (ok, _, stderr) = app.cli_outcome(&["status", "not-a-uuid"])?;
     assert!(!ok);
     assert_eq!(stderr.matches("must be a UUID").count(), 1, "{stderr}");
+    // The status code once, not as a name and again as words.
+    let words = stderr
+        .to_lowercase()
+        .replace("invalidargument", "invalid argument");
+    assert_eq!(words.matches("invalid argument").count(), 1, "{stderr}");
+
+    // A key in the environment is not a flag the usage line asks for.
+    let out = app.cli_command(&["status"]).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("<JOB_ID>"), "{stderr}");
+    assert!(!stderr.contains("--api-key"), "{stderr}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
         .args(["status", "0190b4d2-0000-7000-8000-000000000000"])
@@ -162,6 +175,78 @@ async fn watch_after_the_last_event_says_the_job_had_ended() -> anyhow::Result<(
         "{stderr}"
     );
     assert!(!stderr.contains("resume with"), "{stderr}");
+    app.stop().await
+}
+
+/// A job that did not complete fails `watch` as it fails `result`: a cancelled job exits
+/// non-zero from both, in text and in JSON, followed from the start or resumed at its last
+/// event, and the error says it was cancelled; a completed job exits zero from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_result_both_fail_for_a_cancelled_job() -> anyhow::Result<()> {
+    // Minutes of tokens: the job runs until it is cancelled.
+    let upstream = TestUpstream::start(Reply::slow(10_000, 10, 20)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app.submit(request("long", "gpt-4o-mini")).await?;
+    app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+    let mut c = app.client.clone();
+    c.cancel_job(v1::CancelJobRequest {
+        job_id: job.id.clone(),
+        reason: "enough".into(),
+    })
+    .await?;
+    let ended = app
+        .wait_for_job(&job.id, |j| {
+            j.status() == v1::JobStatus::Cancelled && j.last_sequence > 0
+        })
+        .await?;
+    let last = ended.last_sequence.to_string();
+    let id = job.id.as_str();
+    let commands: [&[&str]; 5] = [
+        &["result", id],
+        &["result", "--json", id],
+        &["watch", id],
+        &["watch", "--json", id],
+        &["watch", id, "--after", &last],
+    ];
+    for args in commands {
+        let (ok, stdout, stderr) = app.cli_outcome(args)?;
+        assert!(!ok, "{args:?} exits non-zero: {stdout}{stderr}");
+        assert!(
+            stderr.to_lowercase().contains("cancelled"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (_, stdout, _) = app.cli_outcome(&["watch", "--json", id])?;
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"cancelled\"")),
+        "the log still ends with its cancelled event: {stdout}"
+    );
+
+    let done = app.submit(request("short", "sim")).await?;
+    let done = app
+        .wait_for_job(&done.id, |j| {
+            j.status() == v1::JobStatus::Completed && j.last_sequence > 0
+        })
+        .await?;
+    let last = done.last_sequence.to_string();
+    let id = done.id.as_str();
+    let commands: [&[&str]; 5] = [
+        &["result", id],
+        &["result", "--json", id],
+        &["watch", id],
+        &["watch", "--json", id],
+        &["watch", id, "--after", &last],
+    ];
+    for args in commands {
+        let (ok, stdout, stderr) = app.cli_outcome(args)?;
+        assert!(ok, "{args:?} exits zero: {stdout}{stderr}");
+    }
     app.stop().await
 }
 

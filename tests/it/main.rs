@@ -16,6 +16,7 @@ mod grpc_web;
 mod limits;
 mod listing;
 mod logs;
+mod lost_log;
 mod metrics;
 mod outages;
 mod priority;

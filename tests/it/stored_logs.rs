@@ -155,6 +155,49 @@ async fn a_job_cancelled_while_queued_replays_its_stored_log() -> anyhow::Result
     app.stop().await
 }
 
+/// A finished job whose log is neither live nor stored and whose store has no terminal
+/// sequence (its worker died before storing either) replays a snapshot and its terminal event
+/// at fixed sequences, at the start of the next epoch: the same for every resume, above any
+/// sequence its log had, and OUT_OF_RANGE past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_a_stored_log_or_end_replays_at_fixed_sequences() -> anyhow::Result<()> {
+    let upstream = TestUpstream::start(Reply::slow(10, 5, 5)).await?;
+    let app = app_with_window(&upstream).await?;
+    let job = app.submit(request("forget my end", "gpt-4o-mini")).await?;
+    let live = logged(app.watch(&job.id, 0).await?);
+    assert_well_formed(&live, 0);
+    wait_for_window(&app, &[&job.id]).await?;
+    app.sql(&format!(
+        "DELETE FROM job_event_logs WHERE job_id = '{}'",
+        job.id
+    ))
+    .await?;
+    app.sql(&format!(
+        "UPDATE jobs SET last_sequence = 0 WHERE id = '{}'",
+        job.id
+    ))
+    .await?;
+
+    let end = llm_jobs::reconciler::EPOCH + 2;
+    for after in [0, 3, live.len() as u64, live.len() as u64 + 5, end - 2] {
+        let events = app.watch(&job.id, after).await?;
+        let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, [end - 1, end], "resumed after {after}: {events:?}");
+        assert!(matches!(events[0].kind, Some(Kind::Snapshot(_))));
+        assert!(matches!(events[1].kind, Some(Kind::Completed(_))));
+        assert_eq!(text_of(&events), text_of(&live), "resumed after {after}");
+    }
+    assert!(app.watch(&job.id, end).await?.is_empty());
+    let status = app
+        .watch(&job.id, end + 1)
+        .await
+        .expect_err("past the terminal event")
+        .downcast::<tonic::Status>()?;
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert!(status.message().contains(&format!("({end})")), "{status:?}");
+    app.stop().await
+}
+
 /// Tests of Redis itself: the embedded pass filters them out by name (`-- --skip ::servers::`).
 mod servers {
     use super::*;

@@ -90,16 +90,17 @@ pub(super) async fn failed_jobs(
         .collect()
 }
 
-pub(super) async fn forget_failed(store: &PgStore, ids: &[JobId]) -> Result<u64, Error> {
+pub(super) async fn forget_failed(store: &PgStore, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
     let mut conn = store.conn().await?;
-    let n = diesel::update(jobs::table)
+    let forgotten = diesel::update(jobs::table)
         .filter(jobs::id.eq_any(ids))
         .filter(jobs::status.eq(JobStatus::Failed.as_str()))
         .filter(jobs::forgotten_at.is_null())
         .set(jobs::forgotten_at.eq(chrono::Utc::now()))
-        .execute(&mut conn)
+        .returning(jobs::id)
+        .get_results(&mut conn)
         .await?;
-    Ok(n as u64)
+    Ok(forgotten)
 }
 
 pub(super) async fn requeue_failed(store: &PgStore, id: JobId) -> Result<Option<Job>, Error> {

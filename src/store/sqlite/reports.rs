@@ -107,25 +107,29 @@ pub(super) async fn failed_jobs(
         .await
 }
 
-pub(super) async fn forget_failed(store: &SqliteStore, ids: &[JobId]) -> Result<u64, Error> {
+pub(super) async fn forget_failed(store: &SqliteStore, ids: &[JobId]) -> Result<Vec<JobId>, Error> {
     let ids: Vec<String> = ids.iter().copied().map(key).collect();
-    store
+    let forgotten: Vec<String> = store
         .write(move |conn| {
             let now = micros(chrono::Utc::now());
-            let mut n = 0;
+            let mut forgotten = Vec::new();
             // One bound variable per id: chunks stay far below SQLite's limit on them
             // (32,766), however many ids a caller passes.
             for chunk in ids.chunks(500) {
-                n += diesel::update(jobs::table)
-                    .filter(jobs::id.eq_any(chunk))
-                    .filter(jobs::status.eq(JobStatus::Failed.as_str()))
-                    .filter(jobs::forgotten_at.is_null())
-                    .set(jobs::forgotten_at.eq(now))
-                    .execute(conn)?;
+                forgotten.extend(
+                    diesel::update(jobs::table)
+                        .filter(jobs::id.eq_any(chunk))
+                        .filter(jobs::status.eq(JobStatus::Failed.as_str()))
+                        .filter(jobs::forgotten_at.is_null())
+                        .set(jobs::forgotten_at.eq(now))
+                        .returning(jobs::id)
+                        .get_results::<String>(conn)?,
+                );
             }
-            Ok(n as u64)
+            Ok(forgotten)
         })
-        .await
+        .await?;
+    forgotten.iter().map(|id| super::rows::uuid(id)).collect()
 }
 
 pub(super) async fn requeue_failed(store: &SqliteStore, id: JobId) -> Result<Option<Job>, Error> {

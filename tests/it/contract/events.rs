@@ -24,6 +24,7 @@ contract! {
     the_terminal_event_closes_the_log(events);
     only_the_last_event_of_an_append_may_be_terminal(events);
     a_stale_attempt_cannot_write_or_overwrite_progress(events);
+    an_attempts_append_to_a_log_that_holds_no_attempt_is_refused_as_lost(events);
     a_retried_append_goes_in_once(events);
     a_restart_continues_above_its_base_and_a_replace_drops_the_old_run(events, queue);
     a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect(events);
@@ -287,6 +288,81 @@ async fn a_stale_attempt_cannot_write_or_overwrite_progress(
     Ok(())
 }
 
+/// An attempt's append to a log that holds no attempt (its keys lost with Redis after the
+/// attempt started, or none ever started) is refused and says the log is lost, and so is a
+/// close; a refusal for any other reason (a newer attempt, a closed log) does not.
+async fn an_attempts_append_to_a_log_that_holds_no_attempt_is_refused_as_lost(
+    log: &dyn EventLog,
+) -> anyhow::Result<()> {
+    let id = JobId::now_v7();
+    for fence in [
+        Fence::Attempt(1),
+        Fence::At {
+            attempt: 1,
+            head: 3,
+        },
+    ] {
+        let refused = append(log, id, &[delta("x", 1)], fence, CancelCheck::Read).await?;
+        assert_eq!((refused.sequence, refused.lost), (None, true), "{fence:?}");
+    }
+    let closed = log
+        .close(id, &[completed()], Fence::Attempt(1), None, Some(3))
+        .await?;
+    assert_eq!(
+        closed,
+        Closed {
+            lost: true,
+            ..Closed::default()
+        }
+    );
+    // The gateway's `queued` event makes a log, which still holds no attempt.
+    assert_eq!(log.append(id, &queued(), Fence::None).await?, Some(1));
+    let refused = append(
+        log,
+        id,
+        &[delta("x", 1)],
+        Fence::Attempt(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((refused.sequence, refused.lost), (None, true));
+
+    let started = append(log, id, &[started(2)], Fence::Start(2), CancelCheck::Skip).await?;
+    assert_eq!((started.sequence, started.lost), (Some(2), false));
+    let stale = append(
+        log,
+        id,
+        &[delta("old", 1)],
+        Fence::Attempt(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!(
+        (stale.sequence, stale.lost),
+        (None, false),
+        "a newer attempt"
+    );
+    let stale_close = log
+        .close(id, &[completed()], Fence::Attempt(1), None, None)
+        .await?;
+    assert_eq!(stale_close, Closed::default(), "a newer attempt");
+    let closed = log
+        .close(id, &[completed()], Fence::Attempt(2), None, Some(3))
+        .await?;
+    assert_eq!((closed.sequence, closed.lost), (Some(3), false));
+    let after = append(
+        log,
+        id,
+        &[delta("late", 2)],
+        Fence::Attempt(2),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((after.sequence, after.lost), (None, false), "a closed log");
+    assert_eq!(sequences(&whole(log, id).await?.events), [1, 2, 3]);
+    Ok(())
+}
+
 /// An append at a known end of the log (`Fence::At`), resent because its answer was lost:
 /// added when the log is where it was, answered without adding when an earlier try already
 /// put it in (a claim on the job's end made by that try is reported again), refused otherwise.
@@ -442,7 +518,7 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
         closed,
         Closed {
             sequence: Some(4),
-            log: Vec::new()
+            ..Closed::default()
         }
     );
     // Already closed (another writer came first): refused, with the log as it is.

@@ -494,6 +494,16 @@ impl TestApp {
     /// Starts `llm-jobs worker` as a child process on this test's Redis prefix, database and
     /// upstream, with `extra` flags on top. Killed when the handle is dropped.
     pub fn spawn_worker(&self, extra: &[&str]) -> anyhow::Result<ChildWorker> {
+        self.spawn_worker_logging(extra, std::process::Stdio::inherit())
+    }
+
+    /// [`TestApp::spawn_worker`] with its log output (stderr, `RUST_LOG=warn`) going to
+    /// `stderr`, for tests that read what it warned about.
+    pub fn spawn_worker_logging(
+        &self,
+        extra: &[&str],
+        stderr: std::process::Stdio,
+    ) -> anyhow::Result<ChildWorker> {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .arg("worker")
             .args(args_for("worker", &self.serve_args))
@@ -502,6 +512,7 @@ impl TestApp {
             // No admin listener unless a test asks for one (`--metrics-listen`).
             .env("LLMJOBS_METRICS_LISTEN", "off")
             .stdin(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("spawn llm-jobs worker")?;
         Ok(ChildWorker(child))
