@@ -42,5 +42,6 @@ pub mod admin;
 pub mod batches;
 pub mod codec;
 pub mod convert;
+pub mod frames;
 pub mod jobs;
 pub mod validate;

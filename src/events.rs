@@ -12,7 +12,11 @@ pub mod archive;
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use bytes::Bytes;
+use prost::Message;
 use tokio::sync::broadcast;
 
 use crate::{
@@ -58,9 +62,33 @@ pub enum Fence {
 #[derive(Clone, Debug)]
 pub enum Live {
     /// An event as published, with its sequence set.
-    Event(JobEvent),
+    Event(Published),
     /// Events may have been missed (lag, reconnect): re-read the log from the last sequence.
     Resync,
+}
+
+/// An event as published, shared by every watcher of its job in this process: a clone copies
+/// one pointer, and its protobuf encoding (what each watcher's client is sent) is made once,
+/// not once per watcher (issue 14, item 5).
+#[derive(Clone, Debug)]
+pub struct Published(Arc<(JobEvent, Bytes)>);
+
+impl Published {
+    /// `event` (its sequence and job id set) with its encoding.
+    pub fn new(event: JobEvent) -> Published {
+        let encoded = Bytes::from(event.encode_to_vec());
+        Published(Arc::new((event, encoded)))
+    }
+
+    /// The event.
+    pub fn event(&self) -> &JobEvent {
+        &self.0.0
+    }
+
+    /// The event's protobuf encoding (`llmjobs.v1.JobEvent`), shared, not copied.
+    pub fn encoded(&self) -> Bytes {
+        self.0.1.clone()
+    }
 }
 
 /// What [`EventLog::read_after`] found.
@@ -361,4 +389,26 @@ pub trait EventLog: Send + Sync + 'static {
     /// Sequence of the terminal event in the job's log; `None` while it has none, or has
     /// no log. (The worker stores it in `jobs.last_sequence` just after appending it.)
     async fn terminal_sequence(&self, job_id: JobId) -> Result<Option<u64>, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::TokenDelta;
+
+    #[test]
+    fn a_published_event_is_encoded_once_and_shared_by_its_clones() {
+        let mut ev = event(Kind::TokenDelta(TokenDelta {
+            text: "héllo".into(),
+            ..Default::default()
+        }));
+        ev.sequence = 42;
+        ev.job_id = JobId::nil().to_string();
+        let published = Published::new(ev.clone());
+        let watcher = published.clone();
+        let (a, b) = (published.encoded(), watcher.encoded());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding for every watcher");
+        assert_eq!(JobEvent::decode(a).expect("decodes"), ev);
+        assert_eq!(watcher.event(), &ev);
+    }
 }

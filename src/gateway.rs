@@ -216,7 +216,7 @@ impl Gateway {
             Removal::Leased => {
                 let confirmed = tokio::time::timeout(CANCEL_CONFIRM, async {
                     while let Some(item) = live.recv().await {
-                        if matches!(item, crate::events::Live::Event(ref e) if crate::events::is_terminal(e)) {
+                        if matches!(item, crate::events::Live::Event(ref e) if crate::events::is_terminal(e.event())) {
                             return;
                         }
                     }

@@ -22,7 +22,7 @@ use crate::{
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            batch_service_server::BatchServiceServer, job_service_server::JobServiceServer,
+            batch_service_server::BatchServiceServer,
             queue_admin_service_server::QueueAdminServiceServer,
         },
     },
@@ -190,7 +190,7 @@ where
         cors: allowed_origins,
         metrics,
     } = services;
-    let jobs = JobServiceServer::new(jobs).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let jobs = crate::api::frames::JobRoutes::new(jobs, MAX_DECODING_MESSAGE_BYTES);
     let batches = BatchServiceServer::new(batches)
         .max_decoding_message_size(MAX_BATCH_DECODING_MESSAGE_BYTES);
     let admin = QueueAdminServiceServer::new(admin);

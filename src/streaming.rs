@@ -11,6 +11,7 @@ pub mod outbox;
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -47,8 +48,11 @@ pub struct Pace {
 /// whole for one watcher.
 pub const CATCH_UP_PAGE: usize = 256;
 
-/// What a watcher stream yields: the job's events, then the status that ended it, if any.
-pub type EventStream = outbox::Drain<v1::JobEvent>;
+/// What a watcher stream yields: the job's events, each as its protobuf encoding
+/// (`llmjobs.v1.JobEvent`; a live event's is shared with every other watcher of the job in
+/// this process), then the status that ended it, if any. `api::frames` sends them as they
+/// are.
+pub type EventStream = outbox::Drain<Bytes>;
 
 /// How a watcher's stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +180,7 @@ struct Watcher {
     events: Arc<dyn EventLog>,
     job_id: JobId,
     last: u64,
-    tx: outbox::Outbox<v1::JobEvent>,
+    tx: outbox::Outbox<Bytes>,
     /// When the client last got anything (heartbeats included).
     last_sent: tokio::time::Instant,
     /// Longest silence towards the client before a heartbeat event.
@@ -218,9 +222,10 @@ impl Watcher {
                 _ = self.tx.closed() => return Err(Stop::Gone),
             };
             match item {
-                Some(Live::Event(ev)) if ev.sequence <= self.last => {}
-                Some(Live::Event(ev)) if ev.sequence == self.last + 1 => {
-                    if self.send(ev).await? == Done::Yes {
+                Some(Live::Event(p)) if p.event().sequence <= self.last => {}
+                Some(Live::Event(p)) if p.event().sequence == self.last + 1 => {
+                    let (sequence, terminal) = (p.event().sequence, is_terminal(p.event()));
+                    if self.send_encoded(sequence, terminal, p.encoded()).await? == Done::Yes {
                         return Ok(());
                     }
                 }
@@ -235,19 +240,31 @@ impl Watcher {
         }
     }
 
+    /// Sends an event read from a log or made here (encoded for this watcher alone).
     async fn send(&mut self, ev: v1::JobEvent) -> Result<Done, Stop> {
-        let terminal = is_terminal(&ev);
-        let sequence = ev.sequence;
-        self.deliver(ev).await?;
+        let (sequence, terminal) = (ev.sequence, is_terminal(&ev));
+        self.send_encoded(sequence, terminal, Bytes::from(ev.encode_to_vec()))
+            .await
+    }
+
+    /// Sends the event of `sequence`, already encoded.
+    async fn send_encoded(
+        &mut self,
+        sequence: u64,
+        terminal: bool,
+        encoded: Bytes,
+    ) -> Result<Done, Stop> {
+        self.deliver(encoded).await?;
         self.last = sequence;
         Ok(if terminal { Done::Yes } else { Done::No })
     }
 
-    /// Queues `ev` for the client. Errors: `Gone`; RESOURCE_EXHAUSTED when the client has
-    /// not made room for [`Pace::stall_patience`], naming the sequence to resume from.
-    async fn deliver(&mut self, ev: v1::JobEvent) -> Result<(), Stop> {
-        let bytes = ev.encoded_len();
-        match self.tx.send(ev, bytes, self.stall_patience).await {
+    /// Queues an encoded event for the client. Errors: `Gone`; RESOURCE_EXHAUSTED when the
+    /// client has not made room for [`Pace::stall_patience`], naming the sequence to resume
+    /// from.
+    async fn deliver(&mut self, encoded: Bytes) -> Result<(), Stop> {
+        let bytes = encoded.len();
+        match self.tx.send(encoded, bytes, self.stall_patience).await {
             Ok(()) => {
                 self.last_sent = tokio::time::Instant::now();
                 Ok(())
@@ -281,7 +298,7 @@ impl Watcher {
                 status: status.into(),
             })),
         };
-        self.deliver(ev).await
+        self.deliver(Bytes::from(ev.encode_to_vec())).await
     }
 
     /// Sends everything the log has after `last`; when the log is gone, falls back to the

@@ -6,10 +6,13 @@
 //!
 //! `build.rs` names this type as the codec of the generated servers and clients.
 
+use std::marker::PhantomData;
+
+use bytes::{BufMut, Bytes};
 use prost::Message;
 use tonic::{
     Code, Status,
-    codec::{BufferSettings, DecodeBuf, Decoder},
+    codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
@@ -43,6 +46,54 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         RequestDecoder(self.0.decoder())
+    }
+}
+
+/// The codec of a response stream whose messages are already encoded (a job's events, see
+/// `api::frames`): each goes out as it is, into the same small buffer as [`Codec`]'s;
+/// requests of type `U` decode as with [`Codec`].
+#[derive(Debug)]
+pub struct FramesCodec<U>(PhantomData<U>);
+
+impl<U> Default for FramesCodec<U> {
+    fn default() -> Self {
+        FramesCodec(PhantomData)
+    }
+}
+
+impl<U> tonic::codec::Codec for FramesCodec<U>
+where
+    U: Message + Default + Send + 'static,
+{
+    type Encode = Bytes;
+    type Decode = U;
+    type Encoder = FrameEncoder;
+    type Decoder = RequestDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        FrameEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+/// Writes messages that are already protobuf-encoded; see [`FramesCodec`].
+#[derive(Debug)]
+pub struct FrameEncoder;
+
+impl Encoder for FrameEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        encode_buffer()
     }
 }
 

@@ -81,63 +81,13 @@ impl JobApi {
         }))
     }
 
-    /// Follows `job_id` after `after`, holding `slot` until the watcher ends.
-    fn follow(
-        &self,
-        job_id: JobId,
-        after: u64,
-        slot: StreamSlot,
-    ) -> (streaming::EventStream, JoinHandle<Ended>) {
-        streaming::follow(
-            self.gateway.store.clone(),
-            self.gateway.events.clone(),
-            job_id,
-            after,
-            self.pace,
-            self.shutdown.clone(),
-            slot,
-            &self.gateway.metrics,
-        )
-    }
-}
-
-/// Reads a `job_id` field (see [`validate::id`]). Errors: INVALID_ARGUMENT naming the field.
-fn job_id(raw: &str) -> Result<JobId, Status> {
-    validate::id("job_id", raw).map_err(|v| Error::InvalidArgument(vec![v]).into())
-}
-
-/// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).
-const MAX_SEQUENCE: u64 = (1 << 53) - 1;
-
-/// A job's event stream (its watcher holds the key's open-stream slot).
-type EventStream = streaming::EventStream;
-
-#[tonic::async_trait]
-impl JobService for JobApi {
+    /// `SubmitAndStream`: submits the job and follows it from its first event. The events
+    /// come encoded (see [`EventStream`]); `api::frames` sends them as they are.
     #[instrument(skip_all, fields(job_id))]
-    async fn submit_job(
+    pub async fn submit_and_stream_frames(
         &self,
         request: Request<v1::SubmitJobRequest>,
-    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let who = principal(&request)?;
-        let job = self.submit(&who, request.into_inner()).await?;
-        tracing::Span::current().record("job_id", job.id.to_string());
-        // A repeated idempotency key returns the earlier job, which may have run or ended.
-        let figured = self.gateway.with_figures(vec![job]).await?;
-        Ok(Response::new(v1::SubmitJobResponse {
-            job: figured
-                .first()
-                .map(|(job, tokens)| convert::job(job, *tokens)),
-        }))
-    }
-
-    type SubmitAndStreamStream = EventStream;
-
-    #[instrument(skip_all, fields(job_id))]
-    async fn submit_and_stream(
-        &self,
-        request: Request<v1::SubmitJobRequest>,
-    ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         let who = principal(&request)?;
         // Before the submit: a refused stream must not leave a job behind.
         let slot = self.guard.limiter.open_stream(&who)?;
@@ -159,13 +109,13 @@ impl JobService for JobApi {
         Ok(Response::new(stream))
     }
 
-    type StreamJobStream = EventStream;
-
+    /// `StreamJob`: follows the job after `after_sequence`. The events come encoded (see
+    /// [`EventStream`]); `api::frames` sends them as they are.
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id, after = request.get_ref().after_sequence))]
-    async fn stream_job(
+    pub async fn stream_job_frames(
         &self,
         request: Request<v1::StreamJobRequest>,
-    ) -> Result<Response<Self::StreamJobStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
@@ -197,6 +147,99 @@ impl JobService for JobApi {
         }
         let slot = self.guard.limiter.open_stream(&who)?;
         Ok(Response::new(self.follow(id, req.after_sequence, slot).0))
+    }
+
+    /// Follows `job_id` after `after`, holding `slot` until the watcher ends.
+    fn follow(
+        &self,
+        job_id: JobId,
+        after: u64,
+        slot: StreamSlot,
+    ) -> (streaming::EventStream, JoinHandle<Ended>) {
+        streaming::follow(
+            self.gateway.store.clone(),
+            self.gateway.events.clone(),
+            job_id,
+            after,
+            self.pace,
+            self.shutdown.clone(),
+            slot,
+            &self.gateway.metrics,
+        )
+    }
+}
+
+/// Reads a `job_id` field (see [`validate::id`]). Errors: INVALID_ARGUMENT naming the field.
+fn job_id(raw: &str) -> Result<JobId, Status> {
+    validate::id("job_id", raw).map_err(|v| Error::InvalidArgument(vec![v]).into())
+}
+
+/// Largest `after_sequence`: sequences are exact integers in Redis's Lua (2^53 - 1).
+const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
+/// A job's event stream, encoded (its watcher holds the key's open-stream slot).
+pub type EventStream = streaming::EventStream;
+
+/// A job's event stream, decoded: what the generated `JobService` trait asks for.
+pub type Decoded = futures::stream::Map<
+    EventStream,
+    fn(Result<bytes::Bytes, Status>) -> Result<v1::JobEvent, Status>,
+>;
+
+/// An [`EventStream`], decoded.
+fn decode(stream: EventStream) -> Decoded {
+    use futures::StreamExt;
+    stream.map(decoded as fn(_) -> _)
+}
+
+/// One item of an [`EventStream`], decoded.
+fn decoded(item: Result<bytes::Bytes, Status>) -> Result<v1::JobEvent, Status> {
+    use prost::Message;
+    item.and_then(|bytes| {
+        v1::JobEvent::decode(bytes)
+            .map_err(|e| Status::internal(format!("an event did not decode: {e}")))
+    })
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    #[instrument(skip_all, fields(job_id))]
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let who = principal(&request)?;
+        let job = self.submit(&who, request.into_inner()).await?;
+        tracing::Span::current().record("job_id", job.id.to_string());
+        // A repeated idempotency key returns the earlier job, which may have run or ended.
+        let figured = self.gateway.with_figures(vec![job]).await?;
+        Ok(Response::new(v1::SubmitJobResponse {
+            job: figured
+                .first()
+                .map(|(job, tokens)| convert::job(job, *tokens)),
+        }))
+    }
+
+    type SubmitAndStreamStream = Decoded;
+
+    /// The stream of [`JobApi::submit_and_stream_frames`], decoded. Clients over the network
+    /// are served by `api::frames`, which never calls this.
+    async fn submit_and_stream(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<Self::SubmitAndStreamStream>, Status> {
+        Ok(self.submit_and_stream_frames(request).await?.map(decode))
+    }
+
+    type StreamJobStream = Decoded;
+
+    /// The stream of [`JobApi::stream_job_frames`], decoded. Clients over the network are
+    /// served by `api::frames`, which never calls this.
+    async fn stream_job(
+        &self,
+        request: Request<v1::StreamJobRequest>,
+    ) -> Result<Response<Self::StreamJobStream>, Status> {
+        Ok(self.stream_job_frames(request).await?.map(decode))
     }
 
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]

@@ -255,7 +255,8 @@ impl MemoryEventLog {
             };
             if let Some(w) = watched {
                 // No receiver left is fine: watchers come and go.
-                let _ = w.tx.send(Live::Event(stored.clone()));
+                let _ =
+                    w.tx.send(Live::Event(super::Published::new(stored.clone())));
             }
             log.events.push(stored);
         }

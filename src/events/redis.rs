@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use super::{
-    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead,
+    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead, Published,
     Subscription, check_close, is_terminal, last_of_append,
 };
 use crate::{
@@ -659,7 +659,7 @@ fn decode_message(job_id: JobId, payload: &[u8]) -> Vec<Live> {
             Ok(mut event) => {
                 event.sequence = sequence;
                 event.job_id = job_id.to_string();
-                lives.push(Live::Event(event));
+                lives.push(Live::Event(Published::new(event)));
             }
             Err(e) => {
                 warn!(job_id = %job_id, sequence, error = %e, "event hub: undecodable event");
@@ -709,8 +709,8 @@ mod tests {
         let got: Vec<(u64, String)> = lives
             .iter()
             .map(|l| match l {
-                Live::Event(e) => match &e.kind {
-                    Some(Kind::TokenDelta(d)) => (e.sequence, d.text.clone()),
+                Live::Event(e) => match &e.event().kind {
+                    Some(Kind::TokenDelta(d)) => (e.event().sequence, d.text.clone()),
                     other => panic!("unexpected {other:?}"),
                 },
                 Live::Resync => panic!("unexpected resync"),
@@ -723,7 +723,7 @@ mod tests {
         assert!(
             lives
                 .iter()
-                .all(|l| matches!(l, Live::Event(e) if e.job_id == id.to_string()))
+                .all(|l| matches!(l, Live::Event(e) if e.event().job_id == id.to_string()))
         );
     }
 
@@ -734,7 +734,7 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         let lives = decode_message(id, &bytes);
         assert_eq!(lives.len(), 2);
-        assert!(matches!(&lives[0], Live::Event(e) if e.sequence == 7));
+        assert!(matches!(&lives[0], Live::Event(e) if e.event().sequence == 7));
         assert!(matches!(lives[1], Live::Resync));
         // The second is a message of the previous format (one event, no count).
         for malformed in [&b"no sequence"[..], b"7:\x02\x08\x01", b"7/x:"] {

@@ -121,7 +121,7 @@ mod servers {
             String::from_utf8_lossy(first.get_payload_bytes())
         );
         match next_live(&mut live).await? {
-            Live::Event(e) => assert_eq!(e.sequence, 3),
+            Live::Event(e) => assert_eq!(e.event().sequence, 3),
             Live::Resync => anyhow::bail!("a resync instead of the watched append"),
         }
         // What came before the mark is in the log, gap-free.

@@ -15,6 +15,7 @@ use llm_jobs::{
     },
     queue::Queue,
 };
+use prost::Message;
 
 use super::{Kind, contract, eventually, next_live};
 
@@ -807,7 +808,7 @@ async fn live_events(live: &mut Subscription, n: usize) -> anyhow::Result<Vec<(u
     let mut seen = Vec::new();
     while seen.len() < n {
         match next_live(live).await? {
-            Live::Event(e) => seen.push((e.sequence, e.job_id)),
+            Live::Event(e) => seen.push((e.event().sequence, e.event().job_id.clone())),
             Live::Resync => anyhow::bail!("a resync after {seen:?}"),
         }
     }
@@ -831,10 +832,14 @@ async fn many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(
     let mut got = Vec::new();
     while got.len() < 1002 {
         match next_live(&mut live).await? {
-            Live::Event(e) if e.sequence == got.len() as u64 + 1 => got.push(e),
+            Live::Event(e) if e.event().sequence == got.len() as u64 + 1 => {
+                // What watchers are sent is this event's encoding, made once.
+                assert_eq!(&JobEvent::decode(e.encoded())?, e.event());
+                got.push(e.event().clone())
+            }
             Live::Event(e) => anyhow::bail!(
                 "live event {} after {}: the live path lost some",
-                e.sequence,
+                e.event().sequence,
                 got.len()
             ),
             Live::Resync => anyhow::bail!(
