@@ -97,7 +97,7 @@ impl Server {
             .local_addr()?
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        let mut cmd = tokio::process::Command::new(binary());
         cmd.arg("serve")
             .env("LLMJOBS_LISTEN", &addr)
             .env("OPENAI_API_KEY", "sk-bench")
@@ -153,7 +153,7 @@ impl Server {
 
     /// `llm-jobs keys create` on the server's store: an operator key for the benchmark.
     async fn create_key(&self) -> anyhow::Result<String> {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        let mut cmd = tokio::process::Command::new(binary());
         cmd.args(["keys", "create", "--tenant", "bench", "--role", "operator"]);
         match &self.store {
             Store::Postgres { database } => {
@@ -264,4 +264,12 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The `llm-jobs` binary the benchmark runs: this build's, or `LLMJOBS_BENCH_SERVER_BIN`, so
+/// that two builds (before and after a change) are measured by the same benchmark in one
+/// sitting.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("LLMJOBS_BENCH_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_llm-jobs").into())
 }
