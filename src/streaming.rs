@@ -3,7 +3,7 @@
 //! that ended before logs were stored), and end after the terminal event.
 //!
 //! Guarantees: events arrive in sequence order with no gaps and no duplicates; the stream ends
-//! after the terminal event; it never hangs on a lost message: after [`IDLE_CHECK`] of silence
+//! after the terminal event; it never hangs on a lost message: within [`IDLE_CHECK`] of silence
 //! it re-reads the log and consults the store. Following a whole batch is [`batch`].
 
 pub mod batch;
@@ -26,7 +26,7 @@ use crate::{
     store::Store,
 };
 
-/// Silence after which a watcher re-reads the log and checks the store.
+/// Longest silence of the live feed before a watcher re-reads the log and checks the store.
 pub const IDLE_CHECK: Duration = Duration::from_secs(3);
 /// Bytes of events (encoded size plus their in-memory footprint) a watcher may have queued
 /// for its client before it waits for the client to read. With the client's HTTP/2 window
@@ -85,6 +85,9 @@ pub fn follow<K: Send + 'static>(
     metrics: &crate::metrics::Metrics,
 ) -> (EventStream, tokio::task::JoinHandle<Ended>) {
     let (tx, rx) = outbox::outbox(WATCHER_BUFFER_BYTES);
+    // A token of its own: waiting on the server's shared one locked that token's one mutex
+    // every time any watcher woke.
+    let shutdown = shutdown.child_token();
     let watching = metrics.watching();
     let metrics = metrics.clone();
     let handle = tokio::spawn(async move {
@@ -207,20 +210,38 @@ impl Watcher {
         if self.catch_up().await? == Done::Yes {
             return Ok(());
         }
+        // One timer for the watcher's life, re-armed on its ticks only: a timer made and
+        // dropped for every event was a lock of the runtime's timer wheel per event per
+        // watcher. The log is re-read after two ticks without a live item (a silence of
+        // between one and two ticks, at most `IDLE_CHECK`); a heartbeat goes out once the
+        // client has had nothing for `heartbeat`.
+        let tick = IDLE_CHECK.min(self.heartbeat) / 2;
+        let wake = tokio::time::sleep(tick);
+        tokio::pin!(wake);
+        let mut quiet_ticks = 0u8;
+        let closed = self.tx.gone().cancelled_owned();
+        tokio::pin!(closed);
         loop {
             let item = tokio::select! {
                 item = live.recv() => item,
-                _ = tokio::time::sleep(IDLE_CHECK.min(self.heartbeat)) => {
-                    if self.catch_up().await? == Done::Yes {
-                        return Ok(());
+                () = &mut wake => {
+                    quiet_ticks += 1;
+                    if quiet_ticks >= 2 {
+                        quiet_ticks = 0;
+                        if self.catch_up().await? == Done::Yes {
+                            return Ok(());
+                        }
                     }
                     if self.last_sent.elapsed() >= self.heartbeat {
                         self.heartbeat().await?;
                     }
+                    let next = (tokio::time::Instant::now() + tick).min(self.last_sent + self.heartbeat);
+                    wake.as_mut().reset(next);
                     continue;
                 }
-                _ = self.tx.closed() => return Err(Stop::Gone),
+                () = &mut closed => return Err(Stop::Gone),
             };
+            quiet_ticks = 0;
             match item {
                 Some(Live::Event(p)) if p.event().sequence <= self.last => {}
                 Some(Live::Event(p)) if p.event().sequence == self.last + 1 => {

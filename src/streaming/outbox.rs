@@ -130,6 +130,11 @@ impl<T> Outbox<T> {
         if self.shared.gone.is_cancelled() {
             return Err(Refused::Gone);
         }
+        // Room at once (a client that keeps up): no timer, no wait.
+        if let Ok(permit) = self.room.clone().try_acquire_many_owned(cost) {
+            self.push(item, permit);
+            return Ok(());
+        }
         let permit = tokio::select! {
             biased;
             _ = self.shared.gone.cancelled() => return Err(Refused::Gone),
@@ -142,6 +147,12 @@ impl<T> Outbox<T> {
                 }
             }
         };
+        self.push(item, permit);
+        Ok(())
+    }
+
+    /// Queues `item`, which holds `permit`'s room, and wakes the receiver.
+    fn push(&self, item: T, permit: OwnedSemaphorePermit) {
         let waker = {
             let mut state = self.shared.lock();
             state.queue.push_back((item, permit));
@@ -150,12 +161,17 @@ impl<T> Outbox<T> {
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
     }
 
     /// Resolves when the client has gone away.
     pub async fn closed(&self) {
         self.shared.gone.cancelled().await
+    }
+
+    /// Cancelled when the client has gone away (what [`Outbox::closed`] waits for), for a
+    /// caller that waits for it while it uses the outbox.
+    pub fn gone(&self) -> CancellationToken {
+        self.shared.gone.clone()
     }
 
     /// Ends the stream with `status` once the queued items are taken (they are still
