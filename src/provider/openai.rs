@@ -357,9 +357,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The chunks of one stream item: payloads that are not JSON (keep-alives, empty data) give
 /// none; strict JSON failures get a lenient second parse; a JSON object that stays broken is
 /// a retryable malformed-chunk error.
-fn items(result: Result<Value, OpenAIError>) -> Vec<Result<super::Chunk, Error>> {
+fn items(
+    result: Result<Box<serde_json::value::RawValue>, OpenAIError>,
+) -> Vec<Result<super::Chunk, Error>> {
     let values = match result {
-        Ok(value) => vec![value],
+        // Valid JSON, read straight into a chunk when it is a plain one.
+        Ok(raw) => {
+            return match wire::decode_text(raw.get()) {
+                Ok(Payload::Chunk(chunk)) => vec![Ok(chunk)],
+                Ok(Payload::Skip) => Vec::new(),
+                Err(e) => vec![Err(e)],
+            };
+        }
         Err(OpenAIError::JSONDeserialize(e, content)) => {
             let content = content.trim();
             match wire::parse_lenient(content) {
@@ -404,7 +413,9 @@ impl Provider for OpenAi {
                 slot.clone(),
                 self.client
                     .chat()
-                    .create_stream_byot::<Value, Value>(request_body(request)),
+                    .create_stream_byot::<Value, Box<serde_json::value::RawValue>>(request_body(
+                        request,
+                    )),
             )
             .await
             .map_err(|e| clean(classify(e)))?;

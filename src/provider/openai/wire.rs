@@ -8,6 +8,9 @@
 //! fields, choices without `delta`, `usage: {}`, `reasoning_content` / `reasoning`), strict
 //! where correctness is at stake: every payload is checked for an error first.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -58,6 +61,95 @@ pub fn decode(value: &Value) -> Result<Payload, Error> {
         }
     }
     Ok(Payload::Chunk(chunk))
+}
+
+/// Decodes one payload from its JSON text, with the same answer as [`decode`] on the parsed
+/// value. The common chunk (text, reasoning, finish reason, model, nothing else of ours) is
+/// read straight into typed fields that borrow from the text; anything else (an error,
+/// usage, a shape the typed read refuses) is parsed as a value and goes through [`decode`].
+/// Building a `Value` tree of every chunk was most of the CPU a token cost (BENCHMARKS.md,
+/// seventh round). Errors: as [`decode`]; text that is not JSON is a malformed chunk.
+pub fn decode_text(text: &str) -> Result<Payload, Error> {
+    if let Ok(plain) = serde_json::from_str::<PlainChunk<'_>>(text)
+        && plain.is_plain()
+    {
+        return plain.into_chunk().map(Payload::Chunk);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => decode(&value),
+        Err(e) => Err(Error::Malformed(e.to_string())),
+    }
+}
+
+/// The fields of a chunk [`decode`] reads, typed; unknown fields are skipped unread. A
+/// field of an unexpected type fails the read (and [`decode`] takes over).
+#[derive(Deserialize)]
+struct PlainChunk<'a> {
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<PlainChoice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct PlainChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<PlainDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PlainDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+}
+
+impl PlainChunk<'_> {
+    /// True when nothing in it needs [`decode`]: no error (null counts as none), no
+    /// `"object": "error"`, no usage.
+    fn is_plain(&self) -> bool {
+        self.error.is_none() && self.usage.is_none() && self.object.as_deref() != Some("error")
+    }
+
+    /// The chunk, as [`decode`] makes it.
+    fn into_chunk(self) -> Result<Chunk, Error> {
+        let mut chunk = Chunk {
+            model: self.model.filter(|m| !m.is_empty()).map(Cow::into_owned),
+            ..Chunk::default()
+        };
+        if let Some(choice) = self.choices.and_then(|c| c.into_iter().next()) {
+            if let Some(delta) = choice.delta {
+                chunk.content = delta.content.map(Cow::into_owned).unwrap_or_default();
+                chunk.reasoning = delta
+                    .reasoning_content
+                    .or(delta.reasoning)
+                    .map(Cow::into_owned)
+                    .unwrap_or_default();
+            }
+            chunk.finish_reason = choice
+                .finish_reason
+                .filter(|r| !r.is_empty())
+                .map(Cow::into_owned);
+            if chunk.finish_reason.as_deref() == Some("error") {
+                return Err(Error::Server {
+                    status: None,
+                    message: "the upstream ended the answer with finish_reason \"error\"".into(),
+                });
+            }
+        }
+        Ok(chunk)
+    }
 }
 
 fn str_of(v: Option<&Value>) -> Option<String> {
@@ -267,6 +359,71 @@ mod tests {
             Ok(Payload::Chunk(c)) => c,
             other => panic!("not a chunk: {other:?}"),
         }
+    }
+
+    /// `decode_text` answers as `decode` on the parsed value, for every payload of the
+    /// recorded fixtures and for shapes made to take each of its branches.
+    #[test]
+    fn reading_the_text_answers_as_decoding_the_value() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai-sse");
+        let mut payloads: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("the fixtures folder") {
+            let path = entry.expect("a fixture").path();
+            if path.extension().is_some_and(|e| e == "sse") {
+                let text = std::fs::read_to_string(&path).expect("a fixture's text");
+                payloads.extend(
+                    text.lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(|d| d.trim().to_owned())
+                        .filter(|d| d != "[DONE]"),
+                );
+            }
+        }
+        assert!(
+            payloads.len() > 50,
+            "the fixtures hold chunks: {}",
+            payloads.len()
+        );
+        let made = [
+            r#"{"choices":[{"delta":{"content":"a\nb \u00e9"},"finish_reason":null}],"model":"m"}"#,
+            r#"{"choices":[{"delta":{"reasoning":"r"},"finish_reason":""}],"model":""}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"","reasoning":"r"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":null,"reasoning":"r"}}]}"#,
+            r#"{"choices":[{"delta":{"content":5}}]}"#,
+            r#"{"choices":[7,{"delta":{"content":"second"}}]}"#,
+            r#"{"choices":[{"delta":"text"}]}"#,
+            r#"{"choices":{"delta":{}}}"#,
+            r#"{"choices":[],"model":7}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"error"}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+            r#"{"choices":[],"usage":{}}"#,
+            r#"{"choices":[],"usage":null,"error":null}"#,
+            r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+            r#"{"error":false,"choices":[{"delta":{"content":"y"}}]}"#,
+            r#"{"error":"","choices":[{"delta":{"content":"y"}}]}"#,
+            r#"{"object":"error","message":"bad","type":"BadRequestError","code":400}"#,
+            r#"{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant"},"logprobs":null}]}"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"null"#,
+        ];
+        payloads.extend(made.iter().map(|m| m.to_string()));
+        let mut plain = 0;
+        for text in &payloads {
+            let Ok(value) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            assert_eq!(decode_text(text), decode(&value), "payload {text}");
+            if serde_json::from_str::<PlainChunk<'_>>(text).is_ok_and(|p| p.is_plain()) {
+                plain += 1;
+            }
+        }
+        assert!(
+            plain * 2 > payloads.len(),
+            "most chunks take the typed read: {plain} of {}",
+            payloads.len()
+        );
     }
 
     #[test]
