@@ -4,8 +4,8 @@
 mod tables;
 
 pub use tables::{
-    print_failed, print_health, print_performance, print_state, print_stats, print_workers,
-    print_workload,
+    print_audit, print_failed, print_health, print_performance, print_state, print_stats,
+    print_workers, print_workload,
 };
 
 use super::{
@@ -104,6 +104,64 @@ pub enum AdminCommand {
     Performance,
     /// Dependencies, workers, backlog, upstream error rate, overall status.
     Health,
+    /// The audit log, newest first: who called what, on which target, with what outcome
+    /// (ListAuditEvents). An operator sees every tenant's events, a tenant admin its own.
+    Audit {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        filter: AuditFilter,
+        /// Continue after a previous page (the token it printed).
+        #[arg(long = "page-token", default_value = "")]
+        page_token: String,
+        /// Page size (max 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+}
+
+/// Which audit events: every filter given must match (none: all the caller may see).
+#[derive(clap::Args, Clone, Debug)]
+pub struct AuditFilter {
+    /// Only this tenant's events.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this caller's: an API key's prefix, `anonymous`, `local` (`llm-jobs keys`) or
+    /// `auth-off`.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only this action: an RPC name (`CancelJob`, `PauseQueue` ...), `authenticate`,
+    /// `authorize`, `keys.create`, `keys.revoke`.
+    #[arg(long)]
+    action: Option<String>,
+    /// Only `ok`, `denied` or `error` events.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Only events of the last AGE: a number with a unit, s, m, h or d (`90m`, `7d`).
+    #[arg(long, value_parser = super::cleanup::parse_age)]
+    since: Option<std::time::Duration>,
+}
+
+impl AuditFilter {
+    /// The request for a page of `page_size` events this filter matches.
+    fn request(self, page_size: i32, page_token: String) -> v1::ListAuditEventsRequest {
+        let since = self.since.map(|age| {
+            let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+            crate::api::convert::timestamp(
+                chrono::Utc::now()
+                    .checked_sub_signed(age)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            )
+        });
+        v1::ListAuditEventsRequest {
+            page_size,
+            page_token,
+            tenant: self.tenant.unwrap_or_default(),
+            actor: self.actor.unwrap_or_default(),
+            action: self.action.unwrap_or_default(),
+            outcome: self.outcome.unwrap_or_default(),
+            since,
+        }
+    }
 }
 
 /// Which failed jobs: every filter given must match (none: all of them).
@@ -322,6 +380,19 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner(),
             print_performance
+        ),
+        AdminCommand::Audit {
+            filter,
+            page_token,
+            limit,
+        } => show!(
+            "ListAuditEventsResponse",
+            client
+                .list_audit_events(filter.request(limit, page_token))
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+            print_audit
         ),
         AdminCommand::Health => {
             let h = client

@@ -299,7 +299,7 @@ fn error_text(e: &v1::JobError) -> String {
 }
 
 /// `s` with every control character escaped (`\u{1b}`).
-fn inert(s: &str) -> String {
+pub(crate) fn inert(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {

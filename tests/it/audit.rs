@@ -116,3 +116,57 @@ async fn a_flood_of_bad_keys_is_counted_in_a_few_audit_rows() -> anyhow::Result<
     }
     app.stop().await
 }
+
+/// `llm-jobs admin audit` lists the audit log with its filters, as a table or protobuf JSON,
+/// and refuses an age without a unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_command_lists_and_filters_the_log() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut admin = app.admin_client()?;
+    admin
+        .list_failed_jobs(v1::ListFailedJobsRequest::default())
+        .await?;
+    admin
+        .pause_queue(v1::PauseQueueRequest {
+            queue: "openai-general-low".into(),
+        })
+        .await?;
+    let actor = &app.key[5..17];
+
+    let table = app.cli(&["admin", "audit", "--since", "1h"])?;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("ACTOR") && header.contains("OUTCOME"),
+        "{table}"
+    );
+    for action in ["ListFailedJobs", "PauseQueue"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(action) && l.contains(actor) && l.contains("ok")),
+            "no {action} by {actor}: {table}"
+        );
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("PauseQueue") && l.contains("openai-general-low")),
+        "the target is shown: {table}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&app.cli(&["admin", "--json", "audit", "--action", "PauseQueue"])?)?;
+    let events = json["auditEvents"].as_array().cloned().unwrap_or_default();
+    assert!(!events.is_empty(), "{json}");
+    assert!(
+        events.iter().all(|e| e["action"] == "PauseQueue"),
+        "only the action asked for: {json}"
+    );
+
+    let nothing = app.cli(&["admin", "audit", "--outcome", "denied", "--actor", actor])?;
+    assert_eq!(nothing.lines().count(), 1, "only the header: {nothing}");
+
+    let (ok, _, stderr) = app.cli_outcome(&["admin", "audit", "--since", "30"])?;
+    assert!(!ok && stderr.contains("--since"), "{stderr}");
+    app.stop().await
+}

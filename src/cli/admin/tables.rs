@@ -36,6 +36,39 @@ pub fn print_failed(r: &v1::ListFailedJobsResponse) {
     }
 }
 
+/// Prints a page of audit events, newest first, and the token of the next page. Texts that
+/// came from callers (targets, details) are printed with control characters escaped.
+pub fn print_audit(r: &v1::ListAuditEventsResponse) {
+    let rows = r.audit_events.iter().map(|e| {
+        let outcome = match e.outcome.as_str() {
+            "ok" => e.outcome.clone(),
+            _ => crate::cli::style::paint(crate::cli::style::ERROR, &e.outcome),
+        };
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            e.time
+                .as_ref()
+                .and_then(crate::api::convert::datetime)
+                .map_or("-".to_owned(), |t| t
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            crate::cli::client::inert(&e.actor),
+            crate::cli::client::inert(&e.tenant),
+            crate::cli::client::inert(&e.action),
+            crate::cli::client::inert(&e.target),
+            outcome,
+            crate::cli::client::inert(&e.detail),
+        )
+    });
+    let header = "TIME\tACTOR\tTENANT\tACTION\tTARGET\tOUTCOME\tDETAIL".to_owned();
+    anstream::print!(
+        "{}",
+        crate::cli::style::table(std::iter::once(header).chain(rows))
+    );
+    if !r.next_page_token.is_empty() {
+        eprintln!("more: --page-token {}", r.next_page_token);
+    }
+}
+
 /// Prints the queue table.
 pub fn print_stats(queues: &[v1::QueueStats]) {
     println!(
