@@ -238,6 +238,7 @@ impl Worker {
             closing: Vec::new(),
             seal: false,
             sealed: false,
+            flush_failures: super::generate::LogEvery::new(super::generate::FLUSH_WARN_EVERY),
             watched,
             in_doubt: None,
         };

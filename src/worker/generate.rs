@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{
     FINISH_GRACE, Running, StopReason, Worker,
@@ -142,9 +142,61 @@ pub(super) struct Progress {
     /// exactly it again under [`Fence::At`], which adds it only if the first try did not, and
     /// no other append goes out before, so a slow Redis cannot duplicate or reorder events.
     pub(super) in_doubt: Option<(u64, Vec<v1::JobEvent>, CancelCheck)>,
+    /// Failed flushes, logged at WARN once per [`FLUSH_WARN_EVERY`]: a flush is tried
+    /// again every few milliseconds while Redis is away, so the rest go to DEBUG.
+    pub(super) flush_failures: LogEvery,
+}
+
+/// Least time between two WARN lines about one attempt's failed flushes.
+pub(super) const FLUSH_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Lets one line of a run of repeated log lines through per period, counting the others.
+#[derive(Debug)]
+pub(super) struct LogEvery {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl LogEvery {
+    /// One line per `every`.
+    pub(super) fn new(every: Duration) -> LogEvery {
+        LogEvery {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// Counts one occurrence at `now`; `Some(n)` when it is to be logged, `n` being the
+    /// occurrences since the last logged one, this one included.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.held += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
 }
 
 impl Progress {
+    /// Logs a failed flush: at WARN once per [`FLUSH_WARN_EVERY`] (with how many failed
+    /// since the last WARN line, this one included), at DEBUG otherwise.
+    fn flush_failed(&mut self, e: &dyn std::fmt::Display) {
+        match self.flush_failures.hit(Instant::now()) {
+            Some(failed) => warn!(
+                error = %e,
+                failed_flushes = failed,
+                "cannot publish token deltas yet; keeping them"
+            ),
+            None => debug!(error = %e, "cannot publish token deltas yet; keeping them"),
+        }
+    }
+
     /// The sequence the last of `events` more events will have when appended next, if
     /// every append of the attempt so far answered.
     pub(super) fn terminal_sequence(&self, events: usize) -> Option<u64> {
@@ -664,7 +716,7 @@ impl Worker {
                     noted(progress, running, &events, &appended, cancel)
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot publish token deltas yet; keeping them");
+                    progress.flush_failed(&e);
                     // Whether they went in is unknown (the append may still run): the next
                     // flush sends exactly them again, at the same head, which cannot add
                     // them twice.
@@ -722,7 +774,7 @@ impl Worker {
                 true
             }
             Err(e) => {
-                warn!(error = %e, "cannot publish token deltas yet; keeping them");
+                progress.flush_failed(&e);
                 progress.in_doubt(head, events, cancel);
                 false
             }
@@ -836,5 +888,28 @@ fn noted(
     }
     if appended.cancel_requested {
         running.stop(StopReason::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failures_is_logged_once_per_period_with_its_count() {
+        let mut every = LogEvery::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(every.hit(t0), Some(1), "the first is logged");
+        for ms in (25..5000).step_by(25) {
+            assert_eq!(
+                every.hit(t0 + Duration::from_millis(ms)),
+                None,
+                "at {ms} ms"
+            );
+        }
+        // 199 held back, then this one.
+        assert_eq!(every.hit(t0 + Duration::from_secs(5)), Some(200));
+        assert_eq!(every.hit(t0 + Duration::from_secs(6)), None);
+        assert_eq!(every.hit(t0 + Duration::from_secs(60)), Some(2));
     }
 }
