@@ -422,7 +422,10 @@ pub trait Store: Send + Sync + 'static {
         by: GroupBy,
     ) -> Result<Vec<Performance>, Error>;
 
-    /// Failed attempts / all ended attempts within `window` (0 when none ended).
+    /// Attempts the upstream failed / those plus completed jobs, within `window` (0 when
+    /// none). The upstream failed an attempt when its error code is an `upstream_*` one or
+    /// `first_token_timeout`; attempts lost with their worker, stopped by a shutdown, timed
+    /// out as a whole or ended by a bug are not the upstream's and count on neither side.
     async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error>;
 
     /// Deletes up to `batch` jobs that ended before `before`, with their results and attempt

@@ -692,3 +692,36 @@ fn log_of(first: u64, count: u64) -> llm_jobs::events::archive::Archive {
     }
     log.finish().expect("a first sequence")
 }
+
+/// The health report's upstream error rate counts the attempts the upstream failed, not those
+/// lost with their worker, stopped by a shutdown, timed out as a whole or ended by a bug
+/// (`admin health` blamed the upstream for those with only the simulator in use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_error_rate_counts_only_what_the_upstream_failed() -> anyhow::Result<()> {
+    let (app, store) = store().await?;
+    let id = store.insert_job(&new_job("rate", None)).await?.job.id;
+    let window = std::time::Duration::from_secs(300);
+    let fail = |code: &str| JobError {
+        code: code.into(),
+        message: "m".into(),
+    };
+    for (attempt, code) in [
+        (1, "worker_lost"),
+        (2, "worker_shutdown"),
+        (3, "timeout"),
+        (4, "internal_error"),
+    ] {
+        store
+            .record_attempt_failure(id, attempt, &fail(code))
+            .await?;
+    }
+    assert_eq!(store.upstream_error_rate(window).await?, 0.0);
+    store
+        .record_attempt_failure(id, 5, &fail("upstream_server_error"))
+        .await?;
+    store
+        .record_attempt_failure(id, 6, &fail("first_token_timeout"))
+        .await?;
+    assert_eq!(store.upstream_error_rate(window).await?, 1.0);
+    app.stop().await
+}

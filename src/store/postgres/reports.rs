@@ -241,7 +241,8 @@ pub(super) async fn upstream_error_rate(
     let mut conn = store.conn().await?;
     let row: Row = diesel::sql_query(
         "WITH f AS (SELECT count(*)::float8 AS n FROM job_attempt_failures \
-                    WHERE created_at > now() - make_interval(secs => $1)), \
+                    WHERE created_at > now() - make_interval(secs => $1) \
+                      AND (substr(error_code, 1, 9) = 'upstream_' OR error_code = 'first_token_timeout')), \
               c AS (SELECT count(*)::float8 AS n FROM job_results r JOIN jobs j ON j.id = r.job_id \
                     WHERE j.status = 'completed' AND r.created_at > now() - make_interval(secs => $1)) \
          SELECT CASE WHEN f.n + c.n = 0 THEN 0 ELSE f.n / (f.n + c.n) END AS rate FROM f, c",

@@ -266,7 +266,9 @@ pub(super) async fn upstream_error_rate(
         .run(move |conn| {
             Ok(diesel::sql_query(
                 "WITH f AS (SELECT CAST(count(*) AS REAL) AS n FROM job_attempt_failures \
-                            WHERE created_at > ?1), \
+                            WHERE created_at > ?1 \
+                              AND (substr(error_code, 1, 9) = 'upstream_' \
+                                   OR error_code = 'first_token_timeout')), \
                       c AS (SELECT CAST(count(*) AS REAL) AS n FROM job_results r \
                             JOIN jobs j ON j.id = r.job_id \
                             WHERE j.status = 'completed' AND r.created_at > ?1) \
