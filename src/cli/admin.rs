@@ -314,9 +314,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     for id in &r.retried_job_ids {
                         println!("{id}");
                     }
-                    for s in &r.skipped {
-                        println!("skipped {}: {}", s.job_id, s.reason);
-                    }
+                    print_skipped(&r.skipped);
                 }
             )
         }
@@ -348,9 +346,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     .into_inner(),
                 |r: &v1::ForgetFailedJobsResponse| {
                     println!("{} failed job(s) forgotten", r.forgotten);
-                    for s in &r.skipped {
-                        println!("skipped {}: {}", s.job_id, s.reason);
-                    }
+                    print_skipped(&r.skipped);
                 }
             )
         }
@@ -407,6 +403,13 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ids a retry or forget left alone, one line each with the reason.
+fn print_skipped(skipped: &[v1::SkippedJob]) {
+    for s in skipped {
+        println!("skipped {}: {}", s.job_id, s.reason);
+    }
 }
 
 /// What a retry or forget by filter does, for its question and its dry run.

@@ -10,6 +10,21 @@ use crate::support::{
 
 const BASIC: &str = "The queue is a line of work waiting its turn.";
 
+/// Each `attempt_failed` event's attempt, error code and whether it retries.
+fn failures(events: &[v1::JobEvent]) -> Vec<(u32, String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::AttemptFailed(f)) => Some((
+                f.attempt,
+                f.error.clone().unwrap_or_default().code,
+                f.will_retry,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn run(app: &TestApp) -> anyhow::Result<Vec<v1::JobEvent>> {
     let mut c = app.client.clone();
     let s = c
@@ -33,17 +48,7 @@ async fn a_midstream_error_and_a_truncated_stream_are_retried_to_success() -> an
     upstream.push_reply(Reply::fixture("truncated.sse"));
     let events = run(&app).await?;
 
-    let failures: Vec<_> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::AttemptFailed(f)) => Some((
-                f.attempt,
-                f.error.clone().unwrap_or_default().code,
-                f.will_retry,
-            )),
-            _ => None,
-        })
-        .collect();
+    let failures = failures(&events);
     assert_eq!(
         failures,
         [
@@ -315,17 +320,7 @@ async fn an_attempt_whose_task_panics_fails_and_frees_its_slot() -> anyhow::Resu
     )
     .await?;
     assert_well_formed(&events, 0);
-    let failures: Vec<_> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::AttemptFailed(f)) => Some((
-                f.attempt,
-                f.error.clone().unwrap_or_default().code,
-                f.will_retry,
-            )),
-            _ => None,
-        })
-        .collect();
+    let failures = failures(&events);
     assert_eq!(
         failures,
         [
