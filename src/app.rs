@@ -325,11 +325,12 @@ pub async fn run(
             worker.run(stop, grace).await;
             Ok(())
         });
-        let reconciler = crate::reconciler::Reconciler {
-            store: store.clone(),
-            queue: queue.clone(),
-            events: events.clone(),
-        };
+        let reconciler = crate::reconciler::Reconciler::new(
+            store.clone(),
+            queue.clone(),
+            events.clone(),
+            common.lease.lease(),
+        );
         if common.redis.in_process() {
             // Nothing of the in-process queue survived the last run: what the store has
             // unfinished runs again now, not at the first periodic pass.

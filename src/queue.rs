@@ -114,6 +114,29 @@ pub struct Settle {
     pub retry_at: Option<DateTime<Utc>>,
 }
 
+/// A claim a worker holds, as its heartbeat reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The job.
+    pub job_id: JobId,
+    /// The owner token of the claim.
+    pub owner: String,
+    /// The job's queue (where [`Queue::restore`] records it again).
+    pub queue: String,
+}
+
+/// What a heartbeat found of the claims it was given that it could not extend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// Claims another owner holds, or that the queue took back (an expired lease put the job
+    /// back in its queue, a retry waits in the delayed set): their attempts must stop.
+    pub lost: Vec<JobId>,
+    /// Claims of jobs the queue no longer knows at all (no owner, in no queue): settled for
+    /// good, or lost with the queue's data (Redis restarted without persistence, FLUSHALL).
+    /// A worker whose attempt still runs takes such a claim back with [`Queue::restore`].
+    pub vanished: Vec<JobId>,
+}
+
 /// Most claims ended by one [`Queue::claim`] call (each adds three script arguments).
 pub const MAX_SETTLE: usize = 256;
 
@@ -185,13 +208,14 @@ pub trait Queue: Send + Sync + 'static {
         ended: &[Settle],
     ) -> Result<Vec<Claim>, Error>;
 
-    /// Extends the leases of `claims` (job id, owner token of its claim); returns the jobs
-    /// whose lease was lost (expired and reclaimed, or settled by someone else).
-    async fn heartbeat(
-        &self,
-        claims: &[(JobId, String)],
-        lease: Duration,
-    ) -> Result<Vec<JobId>, Error>;
+    /// Extends the leases of `claims` (job id, owner token of its claim) to `lease` from now;
+    /// reports those it could not extend ([`Beat`]).
+    async fn heartbeat(&self, claims: &[(JobId, String)], lease: Duration) -> Result<Beat, Error>;
+
+    /// Claims again, for their owners and with a lease of `lease`, the jobs of `claims` that
+    /// the queue does not know at all (see [`Beat::vanished`]); a job it knows again (put back
+    /// in a queue, claimed by another worker) is left alone. Returns the jobs restored.
+    async fn restore(&self, claims: &[Held], lease: Duration) -> Result<Vec<JobId>, Error>;
 
     /// Ends `owner`'s claim: done for good (`retry_at` `None`) or waiting in the delayed set
     /// until `retry_at`. Returns false when the claim was no longer `owner`'s.

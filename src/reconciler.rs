@@ -7,8 +7,17 @@
 //! knows), starting with a `queued` event; watchers see a jump in sequence, never a repeat.
 //! Running as several instances at once is harmless: enqueueing and restarting a log are
 //! idempotent.
+//!
+//! A RUNNING job is re-enqueued only once Redis has not known it for a whole lease: a worker
+//! still running it claims it again at its next heartbeat (a third of a lease), and the
+//! attempt goes on (see `Queue::restore`); only a job whose worker is gone as well is run
+//! again, as an expired lease would have it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     events::{EventLog, Fence, queued},
-    job::Job,
+    job::{Job, JobId, JobStatus},
     queue::Queue,
     store::Store,
 };
@@ -29,18 +38,36 @@ const MIN_AGE: Duration = Duration::from_secs(5);
 /// Jobs examined per pass.
 const BATCH: i64 = 500;
 
-/// What the reconciler needs.
+/// What the reconciler needs, and the RUNNING jobs it found unknown to Redis.
 #[derive(Clone)]
 pub struct Reconciler {
-    /// Source of truth.
-    pub store: Arc<dyn Store>,
-    /// Where lost jobs go back.
-    pub queue: Arc<dyn Queue>,
-    /// Where lost logs restart.
-    pub events: Arc<dyn EventLog>,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    events: Arc<dyn EventLog>,
+    /// How long a claim lasts: how long a RUNNING job unknown to Redis is left to its worker.
+    lease: Duration,
+    /// RUNNING jobs unknown to Redis at the last pass, with when a pass first found them so.
+    missing: Arc<Mutex<HashMap<JobId, Instant>>>,
 }
 
 impl Reconciler {
+    /// A reconciler of the jobs `store` has unfinished, putting back in `queue` (and
+    /// restarting their logs in `events`) those Redis lost; `lease` is the workers' lease.
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        events: Arc<dyn EventLog>,
+        lease: Duration,
+    ) -> Self {
+        Reconciler {
+            store,
+            queue,
+            events,
+            lease,
+            missing: Arc::default(),
+        }
+    }
+
     /// Runs a pass every `every` until `shutdown`.
     pub async fn run(self, every: Duration, shutdown: CancellationToken) {
         loop {
@@ -82,6 +109,7 @@ impl Reconciler {
     async fn pass_before(&self, before: DateTime<Utc>, startup: bool) -> Result<usize, String> {
         let mut after = None;
         let mut requeued = 0;
+        let mut missing = HashMap::new();
         loop {
             let jobs = self
                 .store
@@ -90,16 +118,27 @@ impl Reconciler {
                 .map_err(|e| e.to_string())?;
             let Some(last) = jobs.last() else { break };
             after = Some(last.id);
-            requeued += self.reconcile(&jobs, startup).await?;
+            requeued += self.reconcile(&jobs, startup, &mut missing).await?;
             if jobs.len() < BATCH as usize {
                 break;
             }
         }
+        // Jobs known again, finished or re-enqueued by now drop out.
+        *self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
         Ok(requeued)
     }
 
-    /// Re-enqueues those of `jobs` the queue does not know; returns how many.
-    async fn reconcile(&self, jobs: &[Job], startup: bool) -> Result<usize, String> {
+    /// Re-enqueues those of `jobs` the queue does not know (RUNNING ones only once they have
+    /// been unknown for a lease; those not yet go into `missing`); returns how many.
+    async fn reconcile(
+        &self,
+        jobs: &[Job],
+        startup: bool,
+        missing: &mut HashMap<JobId, Instant>,
+    ) -> Result<usize, String> {
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
         let known = self.queue.known(&ids).await.map_err(|e| e.to_string())?;
         let leased = self.queue.leased(&ids).await.map_err(|e| e.to_string())?;
@@ -108,10 +147,24 @@ impl Reconciler {
             if known {
                 // An attempt whose worker died: Redis put the job back in its queue when the
                 // lease expired; the store still says RUNNING until it says so too.
-                if job.status == crate::job::JobStatus::Running && !leased {
+                if job.status == JobStatus::Running && !leased {
                     let _ = self.store.release_running(job.id, job.attempts).await;
                 }
                 continue;
+            }
+            if job.status == JobStatus::Running && !startup {
+                let since = self
+                    .missing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&job.id)
+                    .copied()
+                    .unwrap_or_else(Instant::now);
+                if since.elapsed() < self.lease {
+                    debug!(job_id = %job.id, "running job unknown to Redis; its worker may claim it again");
+                    missing.insert(job.id, since);
+                    continue;
+                }
             }
             if let Err(e) = self.requeue(job, startup).await {
                 warn!(job_id = %job.id, error = %e, "reconciler could not re-enqueue");

@@ -58,6 +58,9 @@ struct Running {
     queue: String,
     stop: CancellationToken,
     reason: std::sync::OnceLock<StopReason>,
+    /// The attempt handed its claim to the next claim call to be ended (see
+    /// [`Worker::settle`]): a claim the queue no longer knows was settled, not lost.
+    settled: std::sync::atomic::AtomicBool,
 }
 
 impl Running {
@@ -443,6 +446,7 @@ impl Worker {
             queue: claim.queue.clone(),
             stop: CancellationToken::new(),
             reason: std::sync::OnceLock::new(),
+            settled: std::sync::atomic::AtomicBool::new(false),
         });
         self.running().insert(claim.job_id, running.clone());
         let me = self.clone();
@@ -527,17 +531,66 @@ impl Worker {
                 continue;
             }
             match self.deps.queue.heartbeat(&claims, lease).await {
-                Ok(lost) => {
-                    for id in lost {
-                        let running = self.running().get(&id).cloned();
-                        if let Some(r) = running {
-                            warn!(job_id = %id, "lease lost; stopping the attempt");
-                            r.stop(StopReason::LeaseLost);
-                        }
+                Ok(beat) => {
+                    self.restore(&beat.vanished).await;
+                    for id in beat.lost {
+                        self.stop_lost(id);
                     }
                 }
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             }
+        }
+    }
+
+    /// Takes back the claims of attempts still running whose jobs the queue no longer knows
+    /// at all: Redis lost its data (a restart without persistence, FLUSHALL) while they ran.
+    /// The attempt goes on instead of being stopped and run again (which would cost a second
+    /// upstream call and, for a job with one attempt, fail it); the reconciler leaves such a
+    /// job alone for a lease, long enough for this to happen first. A job settled meanwhile is
+    /// skipped; one the queue knows again by now (re-enqueued, claimed elsewhere) is stopped.
+    async fn restore(&self, vanished: &[JobId]) {
+        let held: Vec<crate::queue::Held> = {
+            let running = self.running();
+            vanished
+                .iter()
+                .filter_map(|id| {
+                    let r = running.get(id)?;
+                    (!r.settled.load(std::sync::atomic::Ordering::SeqCst)).then(|| {
+                        crate::queue::Held {
+                            job_id: *id,
+                            owner: r.owner.clone(),
+                            queue: r.queue.clone(),
+                        }
+                    })
+                })
+                .collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        match self.deps.queue.restore(&held, self.lease).await {
+            Ok(restored) => {
+                for h in &held {
+                    if restored.contains(&h.job_id) {
+                        warn!(job_id = %h.job_id,
+                            "the queue lost this running job's claim (Redis lost its data); \
+                             claimed it again, the attempt goes on");
+                    } else {
+                        self.stop_lost(h.job_id);
+                    }
+                }
+            }
+            // The next heartbeat tries again; the reconciler waits a lease before it acts.
+            Err(e) => warn!(error = %e, "cannot restore the claims Redis lost"),
+        }
+    }
+
+    /// Stops the attempt of `id`, whose lease another worker or the queue holds now.
+    fn stop_lost(&self, id: JobId) {
+        let running = self.running().get(&id).cloned();
+        if let Some(r) = running {
+            warn!(job_id = %id, "lease lost; stopping the attempt");
+            r.stop(StopReason::LeaseLost);
         }
     }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Claim, Counts, Error, Queue, Removal, Settle, Signal, WorkerInfo};
+use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
 use crate::{events::memory::CancelFlags, job::JobId};
 
 /// How long a cancel request stays visible to a worker that claims the job later (as in Redis).
@@ -193,16 +193,34 @@ impl State {
     }
 
     /// `heartbeat.lua`: extends the leases still owned; returns the lost ones.
-    fn heartbeat(&mut self, claims: &[(JobId, String)], deadline: i64) -> Vec<JobId> {
-        let mut lost = Vec::new();
+    fn heartbeat(&mut self, claims: &[(JobId, String)], deadline: i64) -> Beat {
+        let mut beat = Beat::default();
         for (id, owner) in claims {
-            if self.owner.get(id) == Some(owner) {
-                self.leases.add(*id, deadline, false);
-            } else {
-                lost.push(*id);
+            match self.owner.get(id) {
+                Some(o) if o == owner => {
+                    self.leases.add(*id, deadline, false);
+                }
+                None if !self.job_queue.contains_key(id) => beat.vanished.push(*id),
+                _ => beat.lost.push(*id),
             }
         }
-        lost
+        beat
+    }
+
+    /// `restore.lua`.
+    fn restore(&mut self, claims: &[Held], deadline: i64) -> Vec<JobId> {
+        let mut restored = Vec::new();
+        for c in claims {
+            if self.owner.contains_key(&c.job_id) || self.job_queue.contains_key(&c.job_id) {
+                continue;
+            }
+            self.job_queue.insert(c.job_id, c.queue.clone());
+            self.owner.insert(c.job_id, c.owner.clone());
+            self.deliveries.entry(c.job_id).or_insert(1);
+            self.leases.add(c.job_id, deadline, false);
+            restored.push(c.job_id);
+        }
+        restored
     }
 
     /// `settle.lua`.
@@ -378,13 +396,14 @@ impl Queue for MemoryQueue {
         Ok(claims)
     }
 
-    async fn heartbeat(
-        &self,
-        claims: &[(JobId, String)],
-        lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
+    async fn heartbeat(&self, claims: &[(JobId, String)], lease: Duration) -> Result<Beat, Error> {
         let deadline = super::lease_deadline(lease);
         Ok(self.state().heartbeat(claims, deadline))
+    }
+
+    async fn restore(&self, claims: &[Held], lease: Duration) -> Result<Vec<JobId>, Error> {
+        let deadline = super::lease_deadline(lease);
+        Ok(self.state().restore(claims, deadline))
     }
 
     async fn settle(

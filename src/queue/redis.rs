@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tracing::{instrument, warn};
 
-use super::{Claim, Counts, Error, Queue, Removal, Settle, Signal, WorkerInfo};
+use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
 use crate::{backend::Redis, job::JobId};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
@@ -20,6 +20,7 @@ static ENQUEUE_CLAIM: LazyLock<Script> =
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 static REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("remove.lua")));
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("heartbeat.lua")));
+static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restore.lua")));
 static STATS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("stats.lua")));
 static DRAIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drain.lua")));
 
@@ -181,26 +182,48 @@ impl Queue for RedisQueue {
             .collect()
     }
 
-    async fn heartbeat(
-        &self,
-        claims: &[(JobId, String)],
-        lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
+    async fn heartbeat(&self, claims: &[(JobId, String)], lease: Duration) -> Result<Beat, Error> {
         if claims.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Beat::default());
         }
         let k = &self.redis.keys;
         let deadline = super::lease_deadline(lease);
         let mut inv = HEARTBEAT.prepare_invoke();
         inv.key(k.shared("leases"))
             .key(k.shared("owner"))
+            .key(k.shared("job-queue"))
             .arg(deadline);
         for (id, owner) in claims {
             inv.arg(id.to_string()).arg(owner);
         }
         let mut conn = self.conn().await?;
-        let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
-        lost.iter().map(|s| parse_id(s)).collect()
+        let (lost, vanished): (Vec<String>, Vec<String>) = inv.invoke_async(&mut conn).await?;
+        Ok(Beat {
+            lost: lost.iter().map(|s| parse_id(s)).collect::<Result<_, _>>()?,
+            vanished: vanished
+                .iter()
+                .map(|s| parse_id(s))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn restore(&self, claims: &[Held], lease: Duration) -> Result<Vec<JobId>, Error> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.redis.keys;
+        let mut inv = RESTORE.prepare_invoke();
+        inv.key(k.shared("leases"))
+            .key(k.shared("owner"))
+            .key(k.shared("job-queue"))
+            .key(k.shared("deliveries"))
+            .arg(super::lease_deadline(lease));
+        for c in claims {
+            inv.arg(c.job_id.to_string()).arg(&c.owner).arg(&c.queue);
+        }
+        let mut conn = self.conn().await?;
+        let restored: Vec<String> = inv.invoke_async(&mut conn).await?;
+        restored.iter().map(|s| parse_id(s)).collect()
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]

@@ -643,6 +643,9 @@ impl Worker {
     /// claim call does it (no round trip of its own); the attempt's task ends right after,
     /// which wakes the claim loop. Until then the lease stays, no longer renewed.
     fn settle(&self, job_id: JobId, owner: &str, retry_at: Option<chrono::DateTime<Utc>>) {
+        if let Some(r) = self.running().get(&job_id) {
+            r.settled.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

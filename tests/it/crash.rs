@@ -338,20 +338,28 @@ mod servers {
         }
         app.flush_redis().await?;
 
+        let mut done = Vec::new();
         for id in [&running.id, &queued.id] {
-            app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
-                .await?;
+            done.push(
+                app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
+                    .await?,
+            );
             assert_eq!(app.result(id).await?.content, tokens(40));
         }
+        // The running job's worker claimed it again and its attempt went on; the queued one
+        // was put back in its queue by the reconciler, its log restarted above the lost one.
+        assert_eq!(done[0].attempts, 1, "{:?}", done[0]);
+        assert_eq!(done[1].attempts, 1, "{:?}", done[1]);
+        assert!(
+            done[1].last_sequence > llm_jobs::reconciler::EPOCH,
+            "the new log continues above the old one: {}",
+            done[1].last_sequence
+        );
         let events = watcher.await??;
         let seqs: Vec<_> = events.iter().map(|e| e.sequence).collect();
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
             "sequences only rise: {seqs:?}"
-        );
-        assert!(
-            seqs.iter().any(|s| *s > llm_jobs::reconciler::EPOCH),
-            "the new log continues above the old one"
         );
         let terminal = events
             .iter()

@@ -132,4 +132,83 @@ mod servers {
         outcome?;
         app.stop().await
     }
+
+    /// Redis loses everything (its keys: queue, lease, log) while a job's only attempt runs,
+    /// with the worker's heartbeat and the reconciler both active: the worker claims the job
+    /// again at its next heartbeat and the attempt goes on to the end. Neither is the attempt
+    /// stopped for a lost lease nor is the job run a second time (which with one attempt
+    /// allowed would fail it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_job_whose_claim_redis_lost_goes_on_to_the_end() -> anyhow::Result<()> {
+        crate::support::needs_worker_processes();
+        // 40 tokens 100 ms apart: after the loss the attempt outlives several heartbeats
+        // (every 2/3 s with a lease of 2 s) and reconciler passes (every second, acting on
+        // jobs last changed more than 5 s ago).
+        let upstream = TestUpstream::start(Reply::slow(40, 10, 150)).await?;
+        let app = TestApp::builder()
+            .upstream(upstream.base_url())
+            .without_worker()
+            .concurrency(1)
+            .max_attempts(1)
+            .arg("--lease-secs", "2")
+            .arg("--reconcile-secs", "1")
+            .start()
+            .await?;
+        let log_path =
+            std::env::temp_dir().join(format!("llmjobs_it_{}_worker_claim.log", app.prefix));
+        let outcome = async {
+            let worker = app.spawn_worker_logging(&[], std::fs::File::create(&log_path)?.into())?;
+            let job = app.submit(request("lose my claim", "gpt-4o-mini")).await?;
+            app.wait_for_job(&job.id, |j| j.output_tokens >= 3).await?;
+            app.flush_redis().await?;
+
+            let done = app
+                .wait_for_job(&job.id, |j| {
+                    matches!(j.status(), v1::JobStatus::Completed | v1::JobStatus::Failed)
+                })
+                .await?;
+            assert_eq!(done.status(), v1::JobStatus::Completed, "{done:?}");
+            assert_eq!(done.attempts, 1, "the first attempt went on to the end");
+            assert_eq!(upstream.requests().len(), 1, "the job ran once");
+            assert_eq!(app.result(&job.id).await?.content, tokens(40));
+            assert!(
+                done.last_sequence < llm_jobs::reconciler::EPOCH,
+                "the reconciler did not restart the job's log: {}",
+                done.last_sequence
+            );
+
+            // The restored claim ends with the job: no lease is left to expire and run it again.
+            let mut r = app.redis().await?;
+            let leases = format!("{{{}}}:leases", app.prefix);
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let n: i64 = redis::cmd("ZCARD").arg(&leases).query_async(&mut r).await?;
+                if n == 0 {
+                    break;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{n} leases left after the job ended"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+
+            drop(worker);
+            let log = std::fs::read_to_string(&log_path)?;
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(" WARN ") && l.contains("claimed it again")),
+                "the worker said it claimed the job again: {log}"
+            );
+            assert!(
+                !log.contains("stopping the attempt"),
+                "the attempt was never stopped: {log}"
+            );
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let _ = std::fs::remove_file(&log_path);
+        outcome?;
+        app.stop().await
+    }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use llm_jobs::{
     events::{CancelRequest, EventLog},
     job::JobId,
-    queue::{Claim, Counts, MAX_CLAIM, Queue, Removal, Settle, Signal, WorkerInfo},
+    queue::{Beat, Claim, Counts, Held, MAX_CLAIM, Queue, Removal, Settle, Signal, WorkerInfo},
 };
 
 use super::{contract, eventually};
@@ -27,6 +27,7 @@ contract! {
     a_retry_waits_in_the_delayed_set_until_due(queue);
     an_expired_lease_goes_back_to_the_front_and_its_owner_loses_it(queue);
     a_heartbeat_keeps_a_lease_past_its_first_deadline(queue);
+    a_claim_the_queue_lost_goes_back_to_its_owner_only_if_nobody_has_the_job(queue);
     a_claim_is_settled_by_its_owner_only_also_within_the_next_claim(queue);
     remove_takes_waiting_and_delayed_jobs_but_not_leased_ones(queue);
     drain_takes_pending_jobs_only(queue);
@@ -46,6 +47,14 @@ fn at(ms: i64) -> DateTime<Utc> {
 /// `ms` milliseconds from now, to the millisecond (what the queue stores).
 fn from_now(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + ms).expect("a valid time")
+}
+
+/// A heartbeat's answer that lost `ids` to another owner or the queue.
+fn lost(ids: &[JobId]) -> Beat {
+    Beat {
+        lost: ids.to_vec(),
+        vanished: vec![],
+    }
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -182,12 +191,13 @@ async fn a_free_slot_takes_a_job_at_once_only_when_nothing_waits_before_it(
         None,
         "nobody else gets it"
     );
-    assert_eq!(queue.heartbeat(&[(a, "other".into())], LEASE).await?, [a]);
-    assert!(
-        queue
-            .heartbeat(&[(a, "slot-1".into())], LEASE)
-            .await?
-            .is_empty()
+    assert_eq!(
+        queue.heartbeat(&[(a, "other".into())], LEASE).await?,
+        lost(&[a])
+    );
+    assert_eq!(
+        queue.heartbeat(&[(a, "slot-1".into())], LEASE).await?,
+        Beat::default()
     );
     // A claimed job does not wait in the queue: the next one is claimed at once too.
     let second = queue
@@ -308,7 +318,10 @@ async fn an_expired_lease_goes_back_to_the_front_and_its_owner_loses_it(
         "reclaimed ahead of b, which waited less"
     );
     assert!(!queue.settle(a, "w1", None).await?, "w1's claim is gone");
-    assert_eq!(queue.heartbeat(&[(a, "w1".into())], LEASE).await?, [a]);
+    assert_eq!(
+        queue.heartbeat(&[(a, "w1".into())], LEASE).await?,
+        lost(&[a])
+    );
     assert!(queue.settle(a, "w2", None).await?);
     assert_eq!(queue.known(&[a, b]).await?, [false, true]);
     Ok(())
@@ -324,11 +337,18 @@ async fn a_heartbeat_keeps_a_lease_past_its_first_deadline(
     claim_one(queue, &["q"], "w1", lease)
         .await?
         .expect("a claim");
-    assert!(queue.heartbeat(&[], LEASE).await?.is_empty());
-    let lost = queue
+    assert_eq!(queue.heartbeat(&[], LEASE).await?, Beat::default());
+    let beat = queue
         .heartbeat(&[(a, "w1".into()), (b, "w1".into())], LEASE)
         .await?;
-    assert_eq!(lost, [b], "only claims still held are kept");
+    assert_eq!(
+        beat,
+        Beat {
+            lost: vec![],
+            vanished: vec![b]
+        },
+        "only claims still held are kept; b was never in the queue"
+    );
     // Sweeps long after the first deadline (every sweep the Redis queue makes in that time).
     while claimed_at.elapsed() < lease * 3 {
         sweep(queue).await?;
@@ -338,9 +358,19 @@ async fn a_heartbeat_keeps_a_lease_past_its_first_deadline(
     assert_eq!(claim_one(queue, &["q"], "w2", LEASE).await?, None);
     assert_eq!(queue.counts(&names(&["q"])).await?[0].running, 1);
     // Another owner's heartbeat is told the claim is not its own.
-    assert_eq!(queue.heartbeat(&[(a, "w2".into())], LEASE).await?, [a]);
+    assert_eq!(
+        queue.heartbeat(&[(a, "w2".into())], LEASE).await?,
+        lost(&[a])
+    );
     assert!(queue.settle(a, "w1", None).await?);
-    assert_eq!(queue.heartbeat(&[(a, "w1".into())], LEASE).await?, [a]);
+    assert_eq!(
+        queue.heartbeat(&[(a, "w1".into())], LEASE).await?,
+        Beat {
+            lost: vec![],
+            vanished: vec![a]
+        },
+        "a job settled for good is unknown to the queue"
+    );
     Ok(())
 }
 
@@ -349,6 +379,79 @@ async fn a_heartbeat_keeps_a_lease_past_its_first_deadline(
 /// leaves the queue for good, a retried one waits in the delayed set until its time and then
 /// comes back (a new delivery), and a claim that is no longer the caller's is left to its new
 /// owner.
+/// What a worker does when Redis lost its data under a running attempt: the job is unknown
+/// to the queue (here: one never enqueued stands for it), its heartbeat says so, and a
+/// restore claims it again. A job the queue knows (waiting, delayed, claimed by another)
+/// is never taken by a restore.
+async fn a_claim_the_queue_lost_goes_back_to_its_owner_only_if_nobody_has_the_job(
+    queue: &dyn Queue,
+) -> anyhow::Result<()> {
+    let [gone, waiting, taken, retried] = ids();
+    let held = |id: JobId, owner: &str| Held {
+        job_id: id,
+        owner: owner.into(),
+        queue: "q".into(),
+    };
+    let beat = queue.heartbeat(&[(gone, "w1".into())], LEASE).await?;
+    assert_eq!(
+        beat,
+        Beat {
+            lost: vec![],
+            vanished: vec![gone]
+        }
+    );
+    assert_eq!(queue.restore(&[held(gone, "w1")], LEASE).await?, [gone]);
+    assert_eq!(queue.known(&[gone]).await?, [true]);
+    assert_eq!(queue.leased(&[gone]).await?, [true]);
+    assert_eq!(
+        queue.heartbeat(&[(gone, "w1".into())], LEASE).await?,
+        Beat::default(),
+        "the restored claim is w1's again"
+    );
+    assert_eq!(
+        queue.counts(&names(&["q"])).await?[0].running,
+        1,
+        "counted as running in its queue"
+    );
+    assert!(
+        queue.restore(&[held(gone, "w2")], LEASE).await?.is_empty(),
+        "a second restore by another owner takes nothing"
+    );
+
+    queue.enqueue(waiting, "q", at(0)).await?;
+    queue.enqueue(taken, "q", at(1)).await?;
+    queue.enqueue(retried, "q", at(2)).await?;
+    assert!(
+        queue
+            .restore(&[held(waiting, "w1")], LEASE)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(
+        claimed(&queue.claim(&names(&["q"]), "w2", LEASE, 3, &[]).await?),
+        [(waiting, "q", 1), (taken, "q", 1), (retried, "q", 1)],
+        "a restore left the waiting job in its queue"
+    );
+    assert!(queue.settle(retried, "w2", Some(from_now(60_000))).await?);
+    assert!(
+        queue
+            .restore(&[held(taken, "w1"), held(retried, "w1")], LEASE)
+            .await?
+            .is_empty(),
+        "neither a job another worker holds nor one waiting to be retried"
+    );
+    assert_eq!(
+        queue
+            .heartbeat(&[(taken, "w1".into()), (retried, "w2".into())], LEASE)
+            .await?,
+        lost(&[taken, retried])
+    );
+    assert!(queue.settle(gone, "w1", None).await?);
+    assert!(queue.settle(taken, "w2", None).await?);
+    assert!(queue.settle(waiting, "w2", None).await?);
+    Ok(())
+}
+
 async fn a_claim_is_settled_by_its_owner_only_also_within_the_next_claim(
     queue: &dyn Queue,
 ) -> anyhow::Result<()> {
@@ -405,11 +508,9 @@ async fn a_claim_is_settled_by_its_owner_only_also_within_the_next_claim(
         (counts[0].pending, counts[0].delayed, counts[0].running),
         (0, 1, 2)
     );
-    assert!(
-        queue
-            .heartbeat(&[(taken, "second".into())], LEASE)
-            .await?
-            .is_empty()
+    assert_eq!(
+        queue.heartbeat(&[(taken, "second".into())], LEASE).await?,
+        Beat::default()
     );
 
     // The retry comes back once due.
