@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use prost::Message;
 use redis::{AsyncCommands, Script};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
 use super::{
@@ -361,10 +361,11 @@ struct HubInner {
     redis: Redis,
     /// Jobs watched in this process.
     jobs: Mutex<HashMap<JobId, Watched>>,
-    /// The connection's subscribe side; `None` until connected (or while reconnecting).
-    /// Held across SUBSCRIBE so that a second watcher never starts before the first's
-    /// subscription is confirmed.
+    /// The connection's subscribe side; `None` until connected (or while reconnecting). Its
+    /// holder applies every waiting (un)subscription at once (see [`Hub::apply`]).
     sink: tokio::sync::Mutex<Option<redis::aio::PubSubSink>>,
+    /// (Un)subscriptions waiting for the holder of `sink`.
+    waiting: Mutex<Waiting>,
     /// Whether the task renewing this process's watch marks runs.
     renewing: std::sync::atomic::AtomicBool,
 }
@@ -372,6 +373,25 @@ struct HubInner {
 struct Watched {
     tx: broadcast::Sender<Live>,
     watchers: usize,
+    /// Whether the job's channel is subscribed and the job marked watched: until then a
+    /// new watcher waits, so that no watcher reads the log before appends are published to it.
+    ready: bool,
+}
+
+/// Work for the next holder of the hub's sink: one SUBSCRIBE, one mark and one UNSUBSCRIBE
+/// for all of it, however many watchers came and went meanwhile.
+#[derive(Default)]
+struct Waiting {
+    /// Jobs to subscribe, each with the watcher waiting for the answer.
+    subscribe: Vec<(JobId, oneshot::Sender<Result<(), String>>)>,
+    /// Jobs whose last watcher left.
+    unsubscribe: Vec<JobId>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.unsubscribe.is_empty()
+    }
 }
 
 struct Unwatch {
@@ -400,24 +420,17 @@ impl Drop for Unwatch {
             }
         };
         if last {
-            let hub = self.hub.clone();
-            let channel = hub.redis.keys.events_channel(&self.job_id);
-            let job_id = self.job_id;
+            self.hub
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unsubscribe
+                .push(self.job_id);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let mut sink = hub.sink.lock().await;
-                    // Someone may have started watching again meanwhile.
-                    let rewatched = hub
-                        .jobs
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .contains_key(&job_id);
-                    if let (Some(s), false) = (sink.as_mut(), rewatched)
-                        && let Err(e) = s.unsubscribe(&channel).await
-                    {
-                        debug!(error = %e, "unsubscribe failed");
-                    }
-                });
+                let hub = Hub {
+                    inner: self.hub.clone(),
+                };
+                rt.spawn(async move { hub.apply().await });
             }
         }
     }
@@ -430,6 +443,7 @@ impl Hub {
                 redis,
                 jobs: Mutex::new(HashMap::new()),
                 sink: tokio::sync::Mutex::new(None),
+                waiting: Mutex::new(Waiting::default()),
                 renewing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -437,46 +451,137 @@ impl Hub {
 
     async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error> {
         let inner = &self.inner;
-        let mut sink = inner.sink.lock().await;
-        if sink.is_none() {
-            *sink = Some(self.connect().await?);
-        }
-        let (rx, fresh) = {
+        let (rx, ready) = {
             let mut jobs = inner
                 .jobs
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match jobs.get_mut(&job_id) {
-                Some(w) => {
-                    w.watchers += 1;
-                    (w.tx.subscribe(), false)
-                }
-                None => {
-                    let (tx, rx) = broadcast::channel(LIVE_BUFFER);
-                    jobs.insert(job_id, Watched { tx, watchers: 1 });
-                    (rx, true)
-                }
-            }
+            let w = jobs.entry(job_id).or_insert_with(|| Watched {
+                tx: broadcast::channel(LIVE_BUFFER).0,
+                watchers: 0,
+                ready: false,
+            });
+            w.watchers += 1;
+            (w.tx.subscribe(), w.ready)
         };
         let guard = Unwatch {
             hub: inner.clone(),
             job_id,
         };
-        if fresh {
-            let channel = inner.redis.keys.events_channel(&job_id);
-            let s = sink
-                .as_mut()
-                .ok_or_else(|| Error::Unavailable("no pub/sub".into()))?;
-            if let Err(e) = s.subscribe(&channel).await {
-                *sink = None;
-                return Err(e.into());
+        if !ready {
+            let (tx, answer) = oneshot::channel();
+            inner
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .subscribe
+                .push((job_id, tx));
+            // Whoever holds the sink next applies this one with all the others waiting; in a
+            // task of its own, so that a watcher that goes away meanwhile cannot cut short a
+            // round that answers the others.
+            let hub = self.clone();
+            tokio::spawn(async move { hub.apply().await });
+            match answer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::Unavailable(e)),
+                Err(_) => return Err(Error::Unavailable("event hub: subscription lost".into())),
             }
-            // Marked once subscribed, and with the sink still held so that no second watcher
-            // starts before it: every append after the mark is published to this
-            // subscription, every append before it is in the list the watcher reads next.
-            mark(&inner.redis, &[job_id]).await?;
         }
         Ok(Subscription::new(rx, Box::new(guard)))
+    }
+
+    /// Applies every waiting (un)subscription with one UNSUBSCRIBE, one SUBSCRIBE and one
+    /// mark (see [`mark`]), under the sink, and answers each waiting watcher. Watchers that
+    /// arrive meanwhile wait for the sink and go together in the next round: a burst of new
+    /// streams costs a few round trips, not two per stream one after the other. A job is
+    /// marked ready only once subscribed and marked, so every append after that is published
+    /// to this process and every append before it is in the log its watchers read next.
+    async fn apply(&self) {
+        let inner = &self.inner;
+        let mut sink = inner.sink.lock().await;
+        let batch = std::mem::take(
+            &mut *inner
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if batch.is_empty() {
+            return;
+        }
+        // Jobs watched again since their last watcher left stay subscribed; jobs whose
+        // watchers all left before their turn are not subscribed at all.
+        let (gone, fresh): (Vec<String>, Vec<JobId>) = {
+            let jobs = inner
+                .jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gone = batch
+                .unsubscribe
+                .iter()
+                .filter(|id| !jobs.contains_key(id))
+                .map(|id| inner.redis.keys.events_channel(id))
+                .collect();
+            let mut fresh: Vec<JobId> = batch
+                .subscribe
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| jobs.get(id).is_some_and(|w| !w.ready))
+                .collect();
+            fresh.sort_unstable();
+            fresh.dedup();
+            (gone, fresh)
+        };
+        if !gone.is_empty()
+            && let Some(s) = sink.as_mut()
+            && let Err(e) = s.unsubscribe(&gone).await
+        {
+            debug!(error = %e, "unsubscribe failed");
+        }
+        let result = if fresh.is_empty() {
+            Ok(())
+        } else {
+            self.subscribe_all(&mut sink, &fresh).await
+        };
+        if result.is_ok() {
+            let mut jobs = inner
+                .jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in &fresh {
+                if let Some(w) = jobs.get_mut(id) {
+                    w.ready = true;
+                }
+            }
+        }
+        drop(sink);
+        let answer = result.map_err(|e| e.to_string());
+        for (_, tx) in batch.subscribe {
+            let _ = tx.send(answer.clone());
+        }
+    }
+
+    /// Subscribes the channels of `ids` (connecting first when needed) and marks them
+    /// watched. A failed SUBSCRIBE drops the connection, so the next round opens a new one.
+    async fn subscribe_all(
+        &self,
+        sink: &mut Option<redis::aio::PubSubSink>,
+        ids: &[JobId],
+    ) -> Result<(), Error> {
+        if sink.is_none() {
+            *sink = Some(self.connect().await?);
+        }
+        let s = sink
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no pub/sub".into()))?;
+        let channels: Vec<String> = ids
+            .iter()
+            .map(|id| self.inner.redis.keys.events_channel(id))
+            .collect();
+        if let Err(e) = s.subscribe(&channels).await {
+            *sink = None;
+            return Err(e.into());
+        }
+        mark(&self.inner.redis, ids).await
     }
 
     /// Opens the pub/sub connection and spawns its reader. Called with the sink lock held.

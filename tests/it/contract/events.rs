@@ -32,6 +32,7 @@ contract! {
     an_append_that_asks_reports_the_jobs_cancel_flag(events, queue);
     a_cancel_and_an_attempts_end_are_ordered_in_the_log(events, queue);
     every_watcher_gets_every_event_in_order(events);
+    watchers_that_arrive_together_are_each_subscribed_and_marked(events);
     many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(events);
     a_watcher_that_falls_behind_is_told_to_resync(events);
     an_append_says_whether_anyone_watches_the_job(events, kind);
@@ -800,6 +801,62 @@ async fn every_watcher_gets_every_event_in_order(log: &dyn EventLog) -> anyhow::
     drop(watchers);
     log.append(id, &completed(), Fence::Attempt(1)).await?;
     assert_eq!(live_events(&mut last, 1).await?, [(4, id.to_string())]);
+    Ok(())
+}
+
+/// A burst of new watchers (the Redis hub subscribes them together, one SUBSCRIBE and one
+/// mark for all that waited) leaves each one subscribed to its own job, with its job marked
+/// watched; a job whose watchers left and came back in the same burst still gets its events.
+async fn watchers_that_arrive_together_are_each_subscribed_and_marked(
+    log: &dyn EventLog,
+) -> anyhow::Result<()> {
+    let ids: Vec<JobId> = (0..40).map(|_| JobId::now_v7()).collect();
+    // Two watchers for every fourth job, all asking at once.
+    let asks = ids
+        .iter()
+        .chain(ids.iter().step_by(4))
+        .map(|id| log.subscribe(*id));
+    let mut watchers: Vec<Subscription> = futures::future::try_join_all(asks).await?;
+    // A job watched, left, and watched again while the hub is busy with the others.
+    let again = JobId::now_v7();
+    drop(log.subscribe(again).await?);
+    let rejoined = futures::future::try_join_all(
+        std::iter::once(again)
+            .chain((0..10).map(|_| JobId::now_v7()))
+            .map(|id| log.subscribe(id)),
+    )
+    .await?;
+    for id in &ids {
+        let appended = append(log, *id, &[started(1)], Fence::Start(1), CancelCheck::Skip).await?;
+        assert_eq!(
+            (appended.sequence, appended.watched),
+            (Some(1), true),
+            "job {id}"
+        );
+    }
+    let appended = append(
+        log,
+        again,
+        &[started(1)],
+        Fence::Start(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((appended.sequence, appended.watched), (Some(1), true));
+    let n = ids.len();
+    for (i, w) in watchers.iter_mut().enumerate() {
+        let id = ids[if i < n { i } else { (i - n) * 4 }];
+        assert_eq!(
+            live_events(w, 1).await?,
+            [(1, id.to_string())],
+            "watcher {i}"
+        );
+    }
+    let mut rejoined = rejoined;
+    assert_eq!(
+        live_events(&mut rejoined[0], 1).await?,
+        [(1, again.to_string())]
+    );
     Ok(())
 }
 
