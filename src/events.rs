@@ -270,6 +270,15 @@ impl From<Appended> for Closed {
     }
 }
 
+/// What an append asks of a backend beyond its events (see the backends' `append_with`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Extras {
+    /// The whole log back, unless its last sequence is the one given (`Some(None)`: always).
+    pub log: Option<Option<u64>>,
+    /// The job counts as watched from this append on (see [`EventLog::open`]).
+    pub followed: bool,
+}
+
 /// Event log operations.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -293,6 +302,19 @@ pub trait EventLog: Send + Sync + 'static {
             .await?;
         Ok(appended.sequence)
     }
+
+    /// Appends a job's opening event (`queued`) as [`EventLog::append`] with no fence does.
+    /// With `followed` (its submitter streams it from the start: `SubmitAndStream`), the job
+    /// counts as watched from this append on, for as long as a watcher's mark lasts (see
+    /// `watch.lua`): its worker then publishes the first tokens as they come, instead of
+    /// gathering them for a flush interval because its start came before the watcher's own
+    /// subscription. Returns the assigned sequence, or `None` when refused.
+    async fn open(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        followed: bool,
+    ) -> Result<Option<u64>, Error>;
 
     /// Appends `events` in order in one step (all or none; only the last may be terminal) and,
     /// when given and only when the append is accepted, replaces the job's progress snapshot

@@ -46,11 +46,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Stores and enqueues a validated job; with a known idempotency key, returns the earlier
-    /// job unchanged when the request is the same (a retry). Errors: `AlreadyExists` when the
+    /// job unchanged when the request is the same (a retry). `followed`: the caller streams
+    /// the job from its start (see [`EventLog::open`]). Errors: `AlreadyExists` when the
     /// key was used for a different request within its 24 h window; `Store`/`Queue`/`Events`
     /// (UNAVAILABLE).
     #[instrument(skip_all, fields(job_id = %job.id, job_type = %job.job_type))]
-    pub async fn submit(&self, job: NewJob) -> Result<Job, Error> {
+    pub async fn submit(&self, job: NewJob, followed: bool) -> Result<Job, Error> {
         let inserted = self.store.insert_job(&job).await?;
         if !inserted.created {
             if !job.same_request_as(&inserted.job) {
@@ -64,7 +65,7 @@ impl Gateway {
             return Ok(inserted.job);
         }
         let slot = self.local.as_ref().and_then(|l| l.reserve(&job.queue));
-        if let Err(e) = self.publish(&job, Utc::now(), slot).await {
+        if let Err(e) = self.publish(&job, Utc::now(), slot, followed).await {
             if let Err(undo) = self.store.discard_job(job.id).await {
                 warn!(error = %undo, "cannot discard the job after a Redis failure");
             }
@@ -79,21 +80,17 @@ impl Gateway {
     /// (the first of its log), then puts it in its queue at `at` (jobs enqueued at the same
     /// `at` are claimed in id order, that is in the order they were created). With a free
     /// `slot` of this process's worker, the job starts there at once when its queue is empty
-    /// (else the slot goes back and the job waits its turn).
-    /// Errors: `Events`/`Queue` (UNAVAILABLE).
+    /// (else the slot goes back and the job waits its turn). `followed`: see
+    /// [`EventLog::open`]. Errors: `Events`/`Queue` (UNAVAILABLE).
     pub(crate) async fn publish(
         &self,
         job: &NewJob,
         at: DateTime<Utc>,
         slot: Option<Box<dyn ReservedSlot>>,
+        followed: bool,
     ) -> Result<(), Error> {
         let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
-        if self
-            .events
-            .append(job.id, &queued, Fence::None)
-            .await?
-            .is_some()
-        {
+        if self.events.open(job.id, &queued, followed).await?.is_some() {
             self.metrics.published(1);
         }
         let Some(slot) = slot else {

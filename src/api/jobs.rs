@@ -52,12 +52,13 @@ impl JobApi {
         &self,
         who: &Principal,
         req: v1::SubmitJobRequest,
+        followed: bool,
     ) -> Result<crate::job::Job, Status> {
         let mut job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
         job.tenant = who.tenant.clone();
         self.guard.store_prompt_as_configured(&mut job);
         self.guard.limiter.reserve_jobs(who, &[job.id]).await?;
-        Ok(self.gateway.submit(job).await?)
+        Ok(self.gateway.submit(job, followed).await?)
     }
 
     /// The job, when `who` may access it. Errors: NOT_FOUND (unknown or another tenant's),
@@ -93,7 +94,7 @@ impl JobApi {
         let slot = self.guard.limiter.open_stream(&who)?;
         let req = request.into_inner();
         let cancel_on_disconnect = req.cancel_on_disconnect;
-        let job = self.submit(&who, req).await?;
+        let job = self.submit(&who, req, true).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
         let (stream, ended) = self.follow(job.id, 0, slot);
         if cancel_on_disconnect {
@@ -209,7 +210,7 @@ impl JobService for JobApi {
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let who = principal(&request)?;
-        let job = self.submit(&who, request.into_inner()).await?;
+        let job = self.submit(&who, request.into_inner(), false).await?;
         tracing::Span::current().record("job_id", job.id.to_string());
         // A repeated idempotency key returns the earlier job, which may have run or ended.
         let figured = self.gateway.with_figures(vec![job]).await?;

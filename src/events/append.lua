@@ -17,7 +17,10 @@
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
 --       9 now (ms since the epoch, to compare with the watch mark),
 --       10 log wanted ('' no | '-' yes | '<N>' unless the last sequence appended is N),
---       11.. the encoded events, in order (at least one)
+--       11 watch mark to set ('' none | watched until, ms since the epoch: the job's submitter
+--       follows it from its opening append, see watch.lua), 12 TTL of a state hash holding
+--       only that mark (s),
+--       13.. the encoded events, in order (at least one)
 -- Returns {sequence of the last event appended, or 0 when refused; 1 when the cancel flag is
 -- set (read only when asked; 0 for an attempt that holds the claim on the end), else 0;
 -- 1 when the end was claimed by this append, else 0; 1 when someone watches the job (a current mark), else 0;
@@ -27,7 +30,7 @@
 -- has its terminal event, the whole list; else none. Item i has sequence base + i (1-based).
 -- The message on the channel is '<sequence of the first event>/<number of events>:' followed
 -- by each event in protobuf's length-delimited form (its length as a varint, then its bytes).
-local FIRST_EVENT = 11
+local FIRST_EVENT = 13
 -- Arguments per RPUSH: Lua's unpack fails beyond about 8,000 values.
 local PUSH_CHUNK = 1000
 
@@ -64,6 +67,12 @@ if fence ~= '' then
 end
 local sealed = 0
 if seal and cancel == 0 then sealed = 1 end
+-- As watch.lua, in the same step: the job is watched from this append on.
+if ARGV[11] ~= '' then
+  redis.call('HSET', state, 'w', ARGV[11])
+  if not st[2] and not st[3] then redis.call('EXPIRE', state, tonumber(ARGV[12])) end
+  watched = 1
+end
 
 local items = {}
 if kind == 's' then items = redis.call('LRANGE', KEYS[1], 0, -1) end

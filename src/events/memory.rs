@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead,
+    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Extras, Fence, Live, LogRead,
     Subscription, check_close, is_terminal, last_of_append,
 };
 use crate::{
@@ -39,6 +39,8 @@ const LIVE_BUFFER: usize = 1024;
 const UNFINISHED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Least time between two sweeps for expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How long an opening append's mark counts the job as watched (as a watch mark in Redis).
+const FOLLOWED_FOR: Duration = Duration::from_secs(60);
 
 /// One job's log: `P:{id}:events` and `P:{id}:state` of the Redis layout.
 #[derive(Debug, Default)]
@@ -57,6 +59,9 @@ struct Log {
     output_tokens: Option<u64>,
     /// When the log goes; `None` until its first append or restart.
     expires: Option<Instant>,
+    /// Until when appends count as watched without a watcher: the job's submitter follows
+    /// it from its opening append (`watch.lua`'s mark, set by [`EventLog::open`]).
+    followed_until: Option<Instant>,
 }
 
 /// A progress snapshot and when it goes.
@@ -169,8 +174,9 @@ impl MemoryEventLog {
         fence: Fence,
         progress: Option<&JobProgress>,
         cancel: CancelCheck,
-        log: Option<Option<u64>>,
+        extras: Extras,
     ) -> Result<Appended, Error> {
+        let Extras { log, followed } = extras;
         let Some(last) = last_of_append(events)? else {
             return Ok(Appended::default());
         };
@@ -192,7 +198,11 @@ impl MemoryEventLog {
             && self.cancel_requested(job_id);
         let mut appended = Appended {
             cancel_requested,
-            watched: state.watched.contains_key(&job_id),
+            watched: state.watched.contains_key(&job_id)
+                || state
+                    .logs
+                    .get(&job_id)
+                    .is_some_and(|l| l.followed_until.is_some_and(|t| t > now)),
             ..Appended::default()
         };
         if done {
@@ -229,6 +239,10 @@ impl MemoryEventLog {
         }
         let wanted = log;
         let log = state.logs.entry(job_id).or_default();
+        if followed {
+            log.followed_until = Some(now + FOLLOWED_FOR);
+        }
+        appended.watched |= log.followed_until.is_some_and(|t| t > now);
         if let Some(n) = seal
             && !cancel_requested
         {
@@ -334,7 +348,27 @@ impl EventLog for MemoryEventLog {
         progress: Option<&JobProgress>,
         cancel: CancelCheck,
     ) -> Result<Appended, Error> {
-        self.append_with(job_id, events, fence, progress, cancel, None)
+        self.append_with(job_id, events, fence, progress, cancel, Extras::default())
+    }
+
+    async fn open(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        followed: bool,
+    ) -> Result<Option<u64>, Error> {
+        let appended = self.append_with(
+            job_id,
+            std::slice::from_ref(event),
+            Fence::None,
+            None,
+            CancelCheck::Skip,
+            Extras {
+                followed,
+                ..Extras::default()
+            },
+        )?;
+        Ok(appended.sequence)
     }
 
     async fn request_cancel(&self, job_id: JobId, reason: &str) -> Result<CancelRequest, Error> {
@@ -377,7 +411,10 @@ impl EventLog for MemoryEventLog {
             fence,
             progress,
             CancelCheck::Skip,
-            Some(expected),
+            Extras {
+                log: Some(expected),
+                ..Extras::default()
+            },
         )?;
         Ok(appended.into())
     }

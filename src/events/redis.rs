@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 
 use super::{
-    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead, Published,
-    Subscription, check_close, is_terminal, last_of_append,
+    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Extras, Fence, Live, LogRead,
+    Published, Subscription, check_close, is_terminal, last_of_append,
 };
 use crate::{
     backend::Redis,
@@ -100,8 +100,9 @@ impl RedisEventLog {
         fence: Fence,
         progress: Option<&JobProgress>,
         cancel: CancelCheck,
-        log: Option<Option<u64>>,
+        extras: Extras,
     ) -> Result<Appended, Error> {
+        let Extras { log, followed } = extras;
         let Some(last) = last_of_append(events)? else {
             return Ok(Appended::default());
         };
@@ -135,7 +136,13 @@ impl RedisEventLog {
                 None => String::new(),
                 Some(None) => "-".to_owned(),
                 Some(Some(seq)) => seq.to_string(),
-            });
+            })
+            .arg(if followed {
+                watch_until().to_string()
+            } else {
+                String::new()
+            })
+            .arg(WATCH_LEASE.as_secs());
         for event in events {
             // Stored without sequence and job id: the list index and the key carry them.
             let stored = JobEvent {
@@ -185,8 +192,30 @@ impl EventLog for RedisEventLog {
         progress: Option<&JobProgress>,
         cancel: CancelCheck,
     ) -> Result<Appended, Error> {
-        self.append_with(job_id, events, fence, progress, cancel, None)
+        self.append_with(job_id, events, fence, progress, cancel, Extras::default())
             .await
+    }
+
+    async fn open(
+        &self,
+        job_id: JobId,
+        event: &JobEvent,
+        followed: bool,
+    ) -> Result<Option<u64>, Error> {
+        let appended = self
+            .append_with(
+                job_id,
+                std::slice::from_ref(event),
+                Fence::None,
+                None,
+                CancelCheck::Skip,
+                Extras {
+                    followed,
+                    ..Extras::default()
+                },
+            )
+            .await?;
+        Ok(appended.sequence)
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %job_id))]
@@ -236,7 +265,10 @@ impl EventLog for RedisEventLog {
                 fence,
                 progress,
                 CancelCheck::Skip,
-                Some(expected),
+                Extras {
+                    log: Some(expected),
+                    ..Extras::default()
+                },
             )
             .await?;
         Ok(appended.into())
@@ -681,7 +713,7 @@ fn watched(hub: &HubInner) -> Vec<JobId> {
 /// Marks `ids` as watched for [`WATCH_LEASE`] from now (see `watch.lua`): one script call,
 /// or pipelined calls of [`WATCH_CHUNK`] per round trip.
 async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
-    let until = now_ms().saturating_add(u64::try_from(WATCH_LEASE.as_millis()).unwrap_or(0));
+    let until = watch_until();
     let mut conn = redis.conn().await?;
     if let [id] = ids {
         let () = WATCH
@@ -703,6 +735,11 @@ async fn mark(redis: &Redis, ids: &[JobId]) -> Result<(), Error> {
         let () = pipe.query_async(&mut conn).await?;
     }
     Ok(())
+}
+
+/// When a watch mark made now lapses (ms since the epoch).
+fn watch_until() -> u64 {
+    now_ms().saturating_add(u64::try_from(WATCH_LEASE.as_millis()).unwrap_or(0))
 }
 
 /// Renews the marks of every job this process watches every [`WATCH_REFRESH`], until the hub

@@ -50,7 +50,10 @@ impl Gateway {
             let at = chrono::Utc::now();
             // Built up front: a stream closure over `&NewJob` trips the `Send` check of
             // handler futures (a higher-ranked lifetime the compiler cannot prove general).
-            let publishes: Vec<_> = jobs.iter().map(|job| self.publish(job, at, None)).collect();
+            let publishes: Vec<_> = jobs
+                .iter()
+                .map(|job| self.publish(job, at, None, false))
+                .collect();
             let failed = stream::iter(publishes)
                 .buffer_unordered(PUBLISH_CONCURRENCY)
                 .filter(|r| std::future::ready(r.is_err()))

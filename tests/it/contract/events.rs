@@ -36,6 +36,7 @@ contract! {
     many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(events);
     a_watcher_that_falls_behind_is_told_to_resync(events);
     an_append_says_whether_anyone_watches_the_job(events, kind);
+    a_job_followed_from_its_opening_append_counts_as_watched(events);
     a_finished_jobs_live_keys_expire_after_the_window(events, queue) window 1;
 }
 
@@ -997,6 +998,52 @@ async fn an_append_says_whether_anyone_watches_the_job(
     .await?;
     assert_eq!(left.sequence, Some(4));
     assert_eq!(left.watched, kind == Kind::Redis, "{kind:?}");
+    Ok(())
+}
+
+/// `SubmitAndStream` opens its job's log as followed: the worker's start (which may come
+/// before the watcher has subscribed) and its flushes publish at once. A job opened without
+/// it is not watched until someone subscribes.
+async fn a_job_followed_from_its_opening_append_counts_as_watched(
+    log: &dyn EventLog,
+) -> anyhow::Result<()> {
+    let [followed, alone] = [JobId::now_v7(), JobId::now_v7()];
+    assert_eq!(log.open(followed, &queued(), true).await?, Some(1));
+    assert_eq!(log.open(alone, &queued(), false).await?, Some(1));
+    let start = append(
+        log,
+        followed,
+        &[started(1)],
+        Fence::Start(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((start.sequence, start.watched), (Some(2), true));
+    let start = append(
+        log,
+        alone,
+        &[started(1)],
+        Fence::Start(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((start.sequence, start.watched), (Some(2), false));
+    // A watcher that subscribes after the start still reads everything, live or from the log.
+    let mut live = log.subscribe(followed).await?;
+    let next = append(
+        log,
+        followed,
+        &[nth_delta(0)],
+        Fence::Attempt(1),
+        CancelCheck::Skip,
+    )
+    .await?;
+    assert_eq!((next.sequence, next.watched), (Some(3), true));
+    assert_eq!(
+        live_events(&mut live, 1).await?,
+        [(3, followed.to_string())]
+    );
+    assert_eq!(sequences(&whole(log, followed).await?.events), [1, 2, 3]);
     Ok(())
 }
 
