@@ -24,8 +24,10 @@ const bearer: Interceptor = (next) => async (req) => {
   return await next(req);
 };
 
+// Protobuf on the wire: the service refuses grpc-web in JSON.
 const transport = createGrpcWebTransport({
   baseUrl: location.origin,
+  useBinaryFormat: true,
   interceptors: [bearer],
 });
 
