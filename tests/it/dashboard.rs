@@ -143,6 +143,33 @@ mod servers {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_separate_gateway_serves_the_page_and_logs_its_url() -> anyhow::Result<()> {
+        crate::support::needs_servers("starts an `llm-jobs gateway` beside the test's server");
+        let app = TestApp::builder().start().await?;
+        let (mut gateway, addr) =
+            app.spawn_server_process("gateway", &[], "info", Stdio::piped())?;
+        let stderr = gateway.0.stderr.take().context("gateway stderr")?;
+        let wanted = format!("url=http://{addr}/");
+        let logged = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .find(|line| line.contains("dashboard"))
+        });
+        let line = tokio::time::timeout(STEP, logged)
+            .await??
+            .context("the gateway never logged the dashboard")?;
+        assert!(line.contains(&wanted), "{line}");
+        crate::support::connect_when_healthy(&addr).await?;
+        let page = reqwest::get(format!("http://{addr}/")).await?;
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await?.contains("/assets/app.js"));
+        drop(gateway);
+        app.stop().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_chromium_the_dashboard_follows_queues_and_streams_and_its_controls_work()
     -> anyhow::Result<()> {
         let (chromium, web) = browser_setup();
