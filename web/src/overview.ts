@@ -42,7 +42,7 @@ export function overview(root: HTMLElement, role: Role, signal: AbortSignal): vo
       h(
         "p",
         { id: "overview-denied" },
-        `The overview shows every queue and worker, so it needs an operator key; this key is a ${role} key. `,
+        `The overview shows every queue and worker, so it needs an operator key; this key is ${role === "admin" ? "an admin" : "a user"} key. `,
         h("a", { href: "#/jobs" }, "Your jobs"),
         " and ",
         h("a", { href: "#/batches" }, "batches"),
