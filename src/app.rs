@@ -449,6 +449,10 @@ pub async fn run(
         let stop = shutdown.clone();
         let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
         info!(%addr, scheme, auth = ?mode, "gRPC (grpc-web, health, reflection) listening");
+        info!(
+            url = %dashboard_url(addr, tls.is_some()),
+            "dashboard (open it in a browser and paste an API key)"
+        );
         tasks.spawn(async move {
             let drained = async move {
                 stop.cancelled().await;
@@ -513,6 +517,18 @@ pub async fn run(
     // The last OTLP export goes out now; its wait blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || drop(meters)).await;
     result
+}
+
+/// The dashboard's address for a browser: the listener's, with `localhost` for an unspecified
+/// address (`0.0.0.0`, `[::]`), which a browser cannot open.
+fn dashboard_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let page = server::dashboard::PAGE_PATH;
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}{page}", addr.port())
+    } else {
+        format!("{scheme}://{addr}{page}")
+    }
 }
 
 /// Binds the admin listener `at` (`None`: the default address, when it is free).

@@ -29,7 +29,8 @@
 //! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry).
 //! - [`api`]: the gRPC services (decode, call the core, encode).
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
-//! - [`server`]: the tonic router (grpc-web, CORS, health, reflection) and `serve`.
+//! - [`server`]: the tonic router (grpc-web, CORS, health, reflection, the web dashboard's
+//!   embedded page) and `serve`.
 //! - [`app`]: composition root: configuration to running gateway and worker.
 //! - [`shutdown`]: signals to a shutdown future.
 //! - [`telemetry`]: tracing and OpenTelemetry export (traces; meters read as Prometheus

@@ -10,6 +10,7 @@ mod connections;
 mod consent;
 mod contract;
 mod crash;
+mod dashboard;
 mod fixtures;
 mod flushes;
 mod grpc_web;
