@@ -9,7 +9,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -73,10 +73,12 @@ fn attr(attributes: &[KeyValue], key: &str) -> Option<String> {
     }
 }
 
-/// The spans an OTLP collector received.
+/// The spans of the traces the tests watch that an OTLP collector received. (Every server
+/// in this process exports to it: the other traces are dropped.)
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<Received>>>,
+    watched: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 #[tonic::async_trait]
@@ -85,6 +87,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let watched = self.watched.lock().expect("collector lock").clone();
         let mut spans = self.spans.lock().expect("collector lock");
         for resource_spans in request.into_inner().resource_spans {
             let service = resource_spans
@@ -93,10 +96,16 @@ impl TraceService for Collector {
                 .and_then(|r| attr(&r.attributes, "service.name"))
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|span| Received {
-                    service: service.clone(),
-                    span,
-                }));
+                spans.extend(
+                    scope
+                        .spans
+                        .into_iter()
+                        .filter(|span| watched.contains(&span.trace_id))
+                        .map(|span| Received {
+                            service: service.clone(),
+                            span,
+                        }),
+                );
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -106,6 +115,19 @@ impl TraceService for Collector {
 }
 
 impl Collector {
+    /// A fresh W3C `traceparent` (sampled) whose trace this collector keeps, and its trace
+    /// and span ids.
+    fn new_trace(&self) -> (String, String, String) {
+        let trace = uuid::Uuid::new_v4();
+        self.watched
+            .lock()
+            .expect("collector lock")
+            .insert(trace.as_bytes().to_vec());
+        let trace_id = trace.simple().to_string();
+        let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
+    }
+
     /// The spans of trace `trace_id` received so far.
     fn trace(&self, trace_id: &str) -> Vec<Received> {
         self.spans
@@ -174,13 +196,6 @@ fn collector() -> &'static (Collector, String) {
         });
         rx.recv().expect("the collector started")
     })
-}
-
-/// A fresh W3C `traceparent` (sampled) and its trace and span ids.
-fn traceparent() -> (String, String, String) {
-    let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
 }
 
 /// `req` sent with metadata `headers`.
@@ -282,7 +297,7 @@ async fn one_job_is_one_trace_from_the_call_to_the_upstream() -> anyhow::Result<
         .upstream(upstream.base_url())
         .start()
         .await?;
-    let (parent, trace_id, client_span) = traceparent();
+    let (parent, trace_id, client_span) = collector.new_trace();
     let prompt = "describe the walled garden behind the old mill";
     let mut client = app.client.clone();
     let job = client
@@ -310,7 +325,7 @@ async fn a_malformed_or_oversized_traceparent_is_ignored_and_the_job_runs() -> a
         .upstream(upstream.base_url())
         .start()
         .await?;
-    let (valid, trace_id, _) = traceparent();
+    let (valid, trace_id, _) = collector.new_trace();
     let oversized = format!("{valid}{}", "-0".repeat(300));
     let mut client = app.client.clone();
     for bad in ["not-a-traceparent", "00-zz-yy-01", oversized.as_str()] {
@@ -327,7 +342,7 @@ async fn a_malformed_or_oversized_traceparent_is_ignored_and_the_job_runs() -> a
             .await?;
     }
     // The oversized header named a valid trace: nothing of it was continued.
-    let (_, mark_trace, mark_span) = traceparent();
+    let (_, mark_trace, mark_span) = collector.new_trace();
     let mark = client
         .submit_job(with_headers(
             request("hello", "gpt-4o-mini"),
@@ -355,7 +370,7 @@ async fn a_batch_s_jobs_continue_the_submit_batch_trace() -> anyhow::Result<()> 
         .upstream(upstream.base_url())
         .start()
         .await?;
-    let (parent, trace_id, client_span) = traceparent();
+    let (parent, trace_id, client_span) = collector.new_trace();
     let batch = app
         .batch_client()?
         .submit_batch(with_headers(
@@ -401,7 +416,7 @@ async fn a_grpc_web_call_continues_the_browser_s_trace() -> anyhow::Result<()> {
     use prost::Message;
     let (collector, _) = collector();
     let app = TestApp::builder().start().await?;
-    let (parent, trace_id, client_span) = traceparent();
+    let (parent, trace_id, client_span) = collector.new_trace();
     let body = request("from a browser", "sim").encode_to_vec();
     let mut framed = vec![0u8];
     framed.extend_from_slice(&u32::try_from(body.len())?.to_be_bytes());
@@ -467,7 +482,7 @@ mod servers {
 
         let channel = connect_when_healthy(&addr).await?;
         let mut client = JobServiceClient::new(with_key(channel, Some(&app.key))?);
-        let (parent, trace_id, client_span) = traceparent();
+        let (parent, trace_id, client_span) = collector.new_trace();
         let prompt = "a lighthouse keeper's log, one line";
         let job = client
             .submit_job(with_headers(
