@@ -38,6 +38,16 @@ impl Guard {
     }
 }
 
+/// The W3C trace headers of a call (`traceparent`, `tracestate`): gRPC metadata, where
+/// grpc-web's HTTP headers arrive too. A value that is not visible ASCII counts as absent.
+pub fn trace_headers(metadata: &tonic::metadata::MetadataMap) -> crate::trace::Headers<'_> {
+    let get = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    crate::trace::Headers::new(
+        get(crate::trace::TRACEPARENT),
+        get(crate::trace::TRACESTATE),
+    )
+}
+
 pub mod admin;
 pub mod batches;
 pub mod codec;

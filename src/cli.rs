@@ -21,6 +21,16 @@ use crate::app;
 #[derive(Parser, Debug)]
 #[command(name = "llm-jobs", version, about, args_override_self = true)]
 pub struct Cli {
+    /// How log lines are written to stderr: `text`, or `json` (one object per line, with
+    /// `trace_id` and `span_id` inside a request or an attempt).
+    #[arg(
+        long,
+        global = true,
+        env = "LLMJOBS_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -222,6 +222,9 @@ pub struct NewJob {
     /// Whether the store replaces `messages` with an empty conversation once the job has
     /// ended (`--prompt-storage none`).
     pub discard_prompt: bool,
+    /// The W3C trace context of the submitting call's span: its `traceparent`, then a newline
+    /// and its `tracestate` when it has one; `None` when the call was not traced.
+    pub trace_context: Option<String>,
 }
 
 impl NewJob {
@@ -297,6 +300,8 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Tenant of the key that submitted it; only that tenant (and admins) may see it.
     pub tenant: String,
+    /// The W3C trace context of the submitting call (see [`NewJob::trace_context`]).
+    pub trace_context: Option<String>,
 }
 
 /// Token usage, named after the OpenTelemetry GenAI conventions (`gen_ai.usage.*`).

@@ -33,6 +33,8 @@
 //!   embedded page) and `serve`.
 //! - [`app`]: composition root: configuration to running gateway and worker.
 //! - [`shutdown`]: signals to a shutdown future.
+//! - [`trace`]: the W3C trace context carried from a submitting call through the queue to the
+//!   upstream, and the attempt and GenAI upstream spans.
 //! - [`telemetry`]: tracing and OpenTelemetry export (traces; meters read as Prometheus
 //!   text and exported over OTLP).
 //! - [`metrics`]: every metric's instrument, behind the handle the core records through.
@@ -75,4 +77,5 @@ pub mod store;
 pub mod streaming;
 pub mod structured;
 pub mod telemetry;
+pub mod trace;
 pub mod worker;

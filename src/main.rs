@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
     // The upstream HTTP client uses rustls; it needs one process-wide crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let _telemetry = match telemetry::init() {
+    let _telemetry = match telemetry::init(&telemetry::Config::from_env(cli.log_format)) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");

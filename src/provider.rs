@@ -221,6 +221,8 @@ pub struct Request {
     pub messages: Vec<ChatMessage>,
     /// Model and sampling parameters (`model` resolved).
     pub params: GenerationParams,
+    /// The W3C `traceparent` of the call's span, sent as that header when set.
+    pub traceparent: Option<String>,
 }
 
 /// One piece of a streamed answer.

@@ -114,6 +114,9 @@ fn cors(allowed: Cors) -> CorsLayer {
             h("x-grpc-web"),
             h("x-user-agent"),
             h("grpc-timeout"),
+            // W3C trace context: a browser that traces continues its trace into the job.
+            h("traceparent"),
+            h("tracestate"),
         ])
         .expose_headers([
             h("grpc-status"),

@@ -1,20 +1,75 @@
-//! Tracing to stderr (every line passes through [`crate::redact`]), plus OpenTelemetry trace export over OTLP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard `OTEL_*` variables);
-//! and the meters of a running service ([`meters`]): always read as Prometheus text (served
-//! by [`crate::http`]), and exported over OTLP as well when that endpoint is set.
+//! Logs to stderr (every line passes through [`crate::redact`]), as text or as JSON lines
+//! with trace and span ids ([`LogFormat`]); OpenTelemetry spans (see [`crate::trace`]),
+//! exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the
+//! standard `OTEL_*` variables, e.g. `OTEL_BSP_SCHEDULE_DELAY` for how often spans go out),
+//! their texts redacted as log lines are ([`redacting`]); and the meters of a running service
+//! ([`meters`]): always read as Prometheus text (served by [`crate::http`]), and exported over
+//! OTLP as well when that endpoint is set.
 //!
-//! Environment: `RUST_LOG` (filter, default `info`; [`CAPPED`] targets stay at `info`
-//! whatever it says), `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME` (default `llm-jobs`),
-//! `OTEL_METRIC_EXPORT_INTERVAL` (ms between metric exports, default 60000).
+//! Spans are recorded (they get ids, travel with jobs and go upstream as `traceparent`)
+//! whenever they are exported or logs are JSON, and then for `llm_jobs` spans at INFO
+//! whatever `RUST_LOG` says: the filter chooses log lines, not traces.
+//!
+//! Environment: `RUST_LOG` (log filter, default `info`; [`CAPPED`] targets stay at `info`
+//! whatever it says), `LLMJOBS_LOG_FORMAT` (through the command line), `OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_SERVICE_NAME` (default `llm-jobs`), `OTEL_METRIC_EXPORT_INTERVAL` (ms between metric
+//! exports, default 60000).
+
+pub mod json;
+pub mod redacting;
 
 use std::time::Duration;
 
 use opentelemetry::{metrics::MeterProvider as _, trace::TracerProvider as _};
 use opentelemetry_prometheus_text_exporter::PrometheusExporter;
-use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::SdkMeterProvider,
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
-/// Flushes and stops the exporter when dropped.
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with `trace_id` and `span_id` inside a span.
+    Json,
+}
+
+/// What [`init`] installs.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Whether log lines are written at all (tests that only collect spans turn them off).
+    pub logs: bool,
+    /// Where spans are exported (OTLP/gRPC, e.g. `http://127.0.0.1:4317`); `None`: nowhere.
+    pub otlp_endpoint: Option<String>,
+    /// Longest a finished span waits to be exported; `None`: the SDK's default (5 s, or
+    /// `OTEL_BSP_SCHEDULE_DELAY` ms).
+    pub export_delay: Option<Duration>,
+}
+
+impl Config {
+    /// Logs in `log_format`, spans exported to `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set.
+    pub fn from_env(log_format: LogFormat) -> Config {
+        Config {
+            log_format,
+            logs: true,
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            export_delay: None,
+        }
+    }
+}
+
+/// Flushes and stops the span exporter when dropped.
 pub struct Guard {
     provider: Option<SdkTracerProvider>,
 }
@@ -43,36 +98,77 @@ fn filter() -> EnvFilter {
     })
 }
 
-/// Installs the global subscriber. Errors: a message when the OTLP exporter cannot be built.
-pub fn init() -> Result<Guard, String> {
-    let filter = filter();
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(crate::redact::MakeWriter(std::io::stderr))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if !otlp() {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .try_init();
-        return Ok(Guard { provider: None });
-    }
+/// The tracer provider of `cfg`: exporting over OTLP (texts redacted) when an endpoint is
+/// set, else recording ids only (JSON logs). Call inside a Tokio runtime (the gRPC exporter
+/// lives on it). Errors: a message when the exporter cannot be built.
+fn tracer_provider(cfg: &Config) -> Result<SdkTracerProvider, String> {
+    let builder = SdkTracerProvider::builder().with_resource(resource());
+    let Some(endpoint) = &cfg.otlp_endpoint else {
+        return Ok(builder.build());
+    };
+    use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
+        .with_endpoint(endpoint)
         .build()
         .map_err(|e| format!("OTLP exporter: {e}"))?;
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource())
+    let mut batch = BatchConfigBuilder::default();
+    if let Some(delay) = cfg.export_delay {
+        batch = batch.with_scheduled_delay(delay);
+    }
+    let processor = BatchSpanProcessor::builder(redacting::Redacting(exporter))
+        .with_batch_config(batch.build())
         .build();
-    let tracer = provider.tracer("llm-jobs");
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init();
-    Ok(Guard {
-        provider: Some(provider),
-    })
+    Ok(builder.with_span_processor(processor).build())
+}
+
+/// Installs the global subscriber of `cfg`; a second call changes nothing. Call inside a
+/// Tokio runtime when spans are exported. Errors: a message when the OTLP exporter cannot be
+/// built.
+pub fn init(cfg: &Config) -> Result<Guard, String> {
+    let traced = cfg.otlp_endpoint.is_some() || cfg.log_format == LogFormat::Json;
+    let provider = traced.then(|| tracer_provider(cfg)).transpose()?;
+    let writer = crate::redact::MakeWriter(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = subscriber(cfg, provider.as_ref(), writer, ansi).try_init();
+    Ok(Guard { provider })
+}
+
+/// The subscriber of `cfg`: spans to `provider` (when given), log lines to `writer` (colours
+/// when `ansi`).
+fn subscriber<W>(
+    cfg: &Config,
+    provider: Option<&SdkTracerProvider>,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let spans = provider.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("llm-jobs"))
+            .with_filter(Targets::new().with_target("llm_jobs", tracing::Level::INFO))
+    });
+    // Not an `Option`: an optional layer is not told its dispatcher, which `RecordIds` needs.
+    let logs = match (cfg.logs, cfg.log_format) {
+        (false, _) => tracing_subscriber::layer::Identity::new().boxed(),
+        (true, LogFormat::Text) => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_filter(filter())
+            .boxed(),
+        (true, LogFormat::Json) => json::RecordIds::default()
+            .and_then(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(json::WithTraceIds::new())
+                    .with_writer(writer)
+                    .with_filter(filter()),
+            )
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(spans).with(logs)
 }
 
 /// Whether OTLP export is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` set and not empty).
@@ -140,4 +236,69 @@ pub fn meters() -> Result<Meters, String> {
         prometheus,
         export_every: Some(every),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+    };
+
+    use opentelemetry::trace::TraceContextExt;
+    use serde_json::Value;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The subscriber `--log-format json` installs writes JSON lines, with the ids of the
+    /// span a line is emitted in.
+    #[test]
+    fn json_lines_inside_a_span_carry_its_trace_and_span_ids() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let cfg = Config {
+            log_format: LogFormat::Json,
+            logs: true,
+            ..Config::default()
+        };
+        let provider = tracer_provider(&cfg).expect("no exporter to build");
+        let subscriber = subscriber(&cfg, Some(&provider), move || writer.clone(), false);
+        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("job.attempt", job_id = "j1");
+            let _entered = span.enter();
+            tracing::info!(tokens = 3, "inside");
+            let cx = span.context();
+            let ids = cx.span().span_context().clone();
+            (ids.trace_id().to_string(), ids.span_id().to_string())
+        });
+        let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["tokens"], 3);
+        assert_eq!(lines[1]["span"]["job_id"], "j1");
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(lines[1]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[1]["span_id"], span_id.as_str());
+    }
 }

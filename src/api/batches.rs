@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{Instrument, instrument};
 
 use super::{convert, validate};
 use crate::{
@@ -219,25 +219,42 @@ fn batch_id(raw: &str) -> Result<BatchId, Status> {
 
 #[tonic::async_trait]
 impl BatchService for BatchApi {
-    #[instrument(skip_all, fields(batch_id, jobs = request.get_ref().requests.len()))]
+    /// The call's span continues the caller's trace (`traceparent`), and so do the attempts
+    /// of every job of the batch.
     async fn submit_batch(
         &self,
         request: Request<v1::SubmitBatchRequest>,
     ) -> Result<Response<v1::Batch>, Status> {
-        let who = principal(&request)?;
-        let (mut batch, mut jobs) =
-            validate_batch(request.into_inner(), &self.rules, self.max_jobs)
-                .map_err(Error::InvalidArgument)?;
-        tracing::Span::current().record("batch_id", batch.id.to_string());
-        batch.tenant = who.tenant.clone();
-        for job in &mut jobs {
-            job.tenant = who.tenant.clone();
-            self.guard.store_prompt_as_configured(job);
+        let span = tracing::info_span!(
+            "SubmitBatch",
+            otel.name = "llmjobs.v1.BatchService/SubmitBatch",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            batch_id = tracing::field::Empty,
+            jobs = request.get_ref().requests.len(),
+        );
+        crate::trace::continue_from(&span, super::trace_headers(request.metadata()));
+        async move {
+            let who = principal(&request)?;
+            let (mut batch, mut jobs) =
+                validate_batch(request.into_inner(), &self.rules, self.max_jobs)
+                    .map_err(Error::InvalidArgument)?;
+            let span = tracing::Span::current();
+            span.record("batch_id", batch.id.to_string());
+            let trace_context = crate::trace::carry(&span);
+            batch.tenant = who.tenant.clone();
+            for job in &mut jobs {
+                job.tenant = who.tenant.clone();
+                job.trace_context = trace_context.clone();
+                self.guard.store_prompt_as_configured(job);
+            }
+            let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+            self.guard.limiter.reserve_jobs(&who, &ids).await?;
+            let snap = self.gateway.submit_batch(batch, jobs).await?;
+            Ok(reply(&snap))
         }
-        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
-        self.guard.limiter.reserve_jobs(&who, &ids).await?;
-        let snap = self.gateway.submit_batch(batch, jobs).await?;
-        Ok(reply(&snap))
+        .instrument(span)
+        .await
     }
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]

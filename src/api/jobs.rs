@@ -6,7 +6,7 @@
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{Instrument, field::Empty, info_span, instrument};
 
 use super::{convert, validate};
 use crate::{
@@ -56,6 +56,8 @@ impl JobApi {
     ) -> Result<crate::job::Job, Status> {
         let mut job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
         job.tenant = who.tenant.clone();
+        // The attempts continue the trace of this call's span (see `crate::trace`).
+        job.trace_context = crate::trace::carry(&tracing::Span::current());
         self.guard.store_prompt_as_configured(&mut job);
         self.guard.limiter.reserve_jobs(who, &[job.id]).await?;
         Ok(self.gateway.submit(job, followed).await?)
@@ -83,31 +85,43 @@ impl JobApi {
     }
 
     /// `SubmitAndStream`: submits the job and follows it from its first event. The events
-    /// come encoded (see [`EventStream`]); `api::frames` sends them as they are.
-    #[instrument(skip_all, fields(job_id))]
+    /// come encoded (see [`EventStream`]); `api::frames` sends them as they are. The call's
+    /// span continues the caller's trace (`traceparent`), and so do the job's attempts.
     pub async fn submit_and_stream_frames(
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let who = principal(&request)?;
-        // Before the submit: a refused stream must not leave a job behind.
-        let slot = self.guard.limiter.open_stream(&who)?;
-        let req = request.into_inner();
-        let cancel_on_disconnect = req.cancel_on_disconnect;
-        let job = self.submit(&who, req, true).await?;
-        tracing::Span::current().record("job_id", job.id.to_string());
-        let (stream, ended) = self.follow(job.id, 0, slot);
-        if cancel_on_disconnect {
-            let gateway = self.gateway.clone();
-            tokio::spawn(async move {
-                if let Ok(Ended::ClientGone) = ended.await
-                    && let Err(e) = gateway.cancel(job.id, "the client disconnected").await
-                {
-                    tracing::warn!(job_id = %job.id, error = %e, "cancel on disconnect failed");
-                }
-            });
+        let span = info_span!(
+            "SubmitAndStream",
+            otel.name = "llmjobs.v1.JobService/SubmitAndStream",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            job_id = Empty,
+        );
+        crate::trace::continue_from(&span, super::trace_headers(request.metadata()));
+        async move {
+            let who = principal(&request)?;
+            // Before the submit: a refused stream must not leave a job behind.
+            let slot = self.guard.limiter.open_stream(&who)?;
+            let req = request.into_inner();
+            let cancel_on_disconnect = req.cancel_on_disconnect;
+            let job = self.submit(&who, req, true).await?;
+            tracing::Span::current().record("job_id", job.id.to_string());
+            let (stream, ended) = self.follow(job.id, 0, slot);
+            if cancel_on_disconnect {
+                let gateway = self.gateway.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ended::ClientGone) = ended.await
+                        && let Err(e) = gateway.cancel(job.id, "the client disconnected").await
+                    {
+                        tracing::warn!(job_id = %job.id, error = %e, "cancel on disconnect failed");
+                    }
+                });
+            }
+            Ok(Response::new(stream))
         }
-        Ok(Response::new(stream))
+        .instrument(span)
+        .await
     }
 
     /// `StreamJob`: follows the job after `after_sequence`. The events come encoded (see
@@ -204,21 +218,34 @@ fn decoded(item: Result<bytes::Bytes, Status>) -> Result<v1::JobEvent, Status> {
 
 #[tonic::async_trait]
 impl JobService for JobApi {
-    #[instrument(skip_all, fields(job_id))]
+    /// The call's span continues the caller's trace (`traceparent`), and so do the job's
+    /// attempts.
     async fn submit_job(
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let who = principal(&request)?;
-        let job = self.submit(&who, request.into_inner(), false).await?;
-        tracing::Span::current().record("job_id", job.id.to_string());
-        // A repeated idempotency key returns the earlier job, which may have run or ended.
-        let figured = self.gateway.with_figures(vec![job]).await?;
-        Ok(Response::new(v1::SubmitJobResponse {
-            job: figured
-                .first()
-                .map(|(job, tokens)| convert::job(job, *tokens)),
-        }))
+        let span = info_span!(
+            "SubmitJob",
+            otel.name = "llmjobs.v1.JobService/SubmitJob",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            job_id = Empty,
+        );
+        crate::trace::continue_from(&span, super::trace_headers(request.metadata()));
+        async move {
+            let who = principal(&request)?;
+            let job = self.submit(&who, request.into_inner(), false).await?;
+            tracing::Span::current().record("job_id", job.id.to_string());
+            // A repeated idempotency key returns the earlier job, which may have run or ended.
+            let figured = self.gateway.with_figures(vec![job]).await?;
+            Ok(Response::new(v1::SubmitJobResponse {
+                job: figured
+                    .first()
+                    .map(|(job, tokens)| convert::job(job, *tokens)),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     type SubmitAndStreamStream = Decoded;

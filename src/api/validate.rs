@@ -376,6 +376,7 @@ pub fn submit(req: v1::SubmitJobRequest, rules: &Rules) -> Result<NewJob, Vec<Fi
         tags: req.tags,
         tenant: crate::auth::DEFAULT_TENANT.into(),
         discard_prompt: false,
+        trace_context: None,
         timeout: req
             .timeout_seconds
             .map(|s| std::time::Duration::from_secs(u64::from(s))),

@@ -20,6 +20,7 @@ use async_openai::{
     config::OpenAIConfig,
     error::OpenAIError,
     middleware::{HttpRequestFactory, ReqwestService},
+    traits::RequestOptionsBuilder,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -408,14 +409,20 @@ impl Provider for OpenAi {
         let key = self.api_key.as_ref().map(|k| k.expose_secret().to_owned());
         let clean = move |e: Error| e.map_text(|t| super::redact(t, key.as_deref()));
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut chat = self.client.chat();
+        if let Some(parent) = &request.traceparent {
+            // A value that is not a valid header (it always is: the SDK wrote it) is left out.
+            chat = match chat.header(crate::trace::TRACEPARENT, parent.as_str()) {
+                Ok(c) => c,
+                Err(_) => self.client.chat(),
+            };
+        }
         let stream = REQUEST_ID
             .scope(
                 slot.clone(),
-                self.client
-                    .chat()
-                    .create_stream_byot::<Value, Box<serde_json::value::RawValue>>(request_body(
-                        request,
-                    )),
+                chat.create_stream_byot::<Value, Box<serde_json::value::RawValue>>(request_body(
+                    request,
+                )),
             )
             .await
             .map_err(|e| clean(classify(e)))?;

@@ -173,6 +173,7 @@ mod tests {
                 max_tokens,
                 ..GenerationParams::default()
             },
+            traceparent: None,
         }
     }
 

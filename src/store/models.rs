@@ -45,6 +45,8 @@ pub struct JobRow {
     pub tags: Vec<String>,
     pub batch_id: Option<Uuid>,
     pub tenant: String,
+    /// The submitting call's W3C trace context (see [`NewJob::trace_context`]).
+    pub trace_context: Option<String>,
 }
 
 /// A new row of `jobs`.
@@ -67,6 +69,7 @@ pub struct NewJobRow {
     pub tags: Vec<String>,
     pub tenant: String,
     pub discard_prompt: bool,
+    pub trace_context: Option<String>,
 }
 
 /// A row of `job_results`.
@@ -192,6 +195,7 @@ impl NewJobRow {
             tags: job.tags.clone(),
             tenant: job.tenant.clone(),
             discard_prompt: job.discard_prompt,
+            trace_context: job.trace_context.clone(),
         }
     }
 }
@@ -232,6 +236,8 @@ pub struct ListedJobRow {
     pub tags: Vec<String>,
     pub batch_id: Option<Uuid>,
     pub tenant: String,
+    /// The submitting call's W3C trace context (see [`NewJob::trace_context`]).
+    pub trace_context: Option<String>,
 }
 
 impl From<ListedJobRow> for JobRow {
@@ -263,6 +269,7 @@ impl From<ListedJobRow> for JobRow {
             tags: r.tags,
             batch_id: r.batch_id,
             tenant: r.tenant,
+            trace_context: r.trace_context,
         }
     }
 }
@@ -312,6 +319,7 @@ impl TryFrom<JobRow> for Job {
             started_at: row.started_at,
             finished_at: row.finished_at,
             tenant: row.tenant,
+            trace_context: row.trace_context,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use tokio::time::Instant;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, warn};
 
 use super::{
     Running, StopReason, Worker,
@@ -98,30 +98,26 @@ impl Worker {
         }
     }
 
-    /// Runs one claimed job to the end of this attempt.
+    /// Runs one claimed job to the end of this attempt, in its `job.attempt` span (see
+    /// [`crate::trace::attempt_span`]: it continues the trace of the call that submitted it).
     pub(super) async fn run_attempt(self: Arc<Self>, job_id: JobId, running: Arc<Running>) {
-        let span = info_span!("job.run", job_id = %job_id, job_type = tracing::field::Empty,
-            model = tracing::field::Empty, attempt = tracing::field::Empty);
+        // A worker that cannot reach Postgres gives the claim back for a later try.
+        let job = match self.deps.store.start_attempt(job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                // Terminal or unknown in the store: nothing to run.
+                self.settle(job_id, &running.owner, None);
+                return;
+            }
+            Err(e) => {
+                warn!(job_id = %job_id, error = %e, "cannot start the attempt; handing the job back");
+                let later = Utc::now() + chrono::Duration::seconds(2);
+                self.settle(job_id, &running.owner, Some(later));
+                return;
+            }
+        };
+        let span = crate::trace::attempt_span(&job);
         async {
-            // A worker that cannot reach Postgres gives the claim back for a later try.
-            let job = match self.deps.store.start_attempt(job_id).await {
-                Ok(Some(job)) => job,
-                Ok(None) => {
-                    // Terminal or unknown in the store: nothing to run.
-                    self.settle(job_id, &running.owner, None);
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot start the attempt; handing the job back");
-                    let later = Utc::now() + chrono::Duration::seconds(2);
-                    self.settle(job_id, &running.owner, Some(later));
-                    return;
-                }
-            };
-            let span = tracing::Span::current();
-            span.record("job_type", job.job_type.as_str());
-            span.record("model", job.params.model.as_str());
-            span.record("attempt", job.attempts);
             let earlier = self.earlier_attempts(&job).await;
             if job.attempts > job.max_attempts
                 && let Some(earlier) = &earlier
@@ -244,10 +240,19 @@ impl Worker {
         };
         // The start append read the cancel flag just now.
         progress.unpublished.cancel_read(Instant::now());
+        let chat = crate::trace::chat_span(provider.name(), &job.params.model);
         let end = self
             .generate(&job, &*provider, &running, &mut progress)
+            .instrument(chat.clone())
             .await;
         progress.finish();
+        crate::trace::end_chat(
+            &chat,
+            &progress.outcome.model,
+            &progress.outcome.usage,
+            end.error_type(),
+        );
+        drop(chat);
         let o = &mut progress.outcome;
         o.cost_usd = if o.simulated {
             None

@@ -27,6 +27,24 @@ pub(super) enum End {
     Stopped(StopReason),
 }
 
+impl End {
+    /// The `error.type` of the upstream call that ended so (`None`: it completed): the
+    /// failure's stable code, or why the attempt stopped.
+    pub(super) fn error_type(&self) -> Option<&'static str> {
+        match self {
+            End::Completed => None,
+            End::Failed(AttemptError::Provider(e)) => Some(e.code()),
+            End::Failed(AttemptError::Timeout) => Some("timeout"),
+            End::Failed(AttemptError::FirstTokenTimeout) => Some("first_token_timeout"),
+            End::Failed(AttemptError::Shutdown) | End::Stopped(StopReason::Shutdown) => {
+                Some("worker_shutdown")
+            }
+            End::Stopped(StopReason::Cancelled) => Some("cancelled"),
+            End::Stopped(StopReason::LeaseLost) => Some("lease_lost"),
+        }
+    }
+}
+
 /// An attempt failure: the provider's, or a timeout of ours.
 pub(super) enum AttemptError {
     Provider(provider::Error),
@@ -375,6 +393,8 @@ impl Worker {
         let request = provider::Request {
             messages: job.messages.clone(),
             params: job.params.clone(),
+            // This runs in the call's `chat` span (see `Worker::attempt`).
+            traceparent: crate::trace::traceparent(&tracing::Span::current()),
         };
         let connecting = progress.tracker.advance(Stage::Connecting);
         let connect_until = limit(progress).0;

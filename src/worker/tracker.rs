@@ -307,6 +307,7 @@ mod tests {
             started_at: Some(Utc::now()),
             finished_at: None,
             tenant: "t".into(),
+            trace_context: None,
         }
     }
 

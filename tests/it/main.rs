@@ -33,6 +33,7 @@ mod store;
 mod stored_logs;
 mod support;
 mod tls;
+mod traces;
 mod upstream_budget;
 mod upstream_variety;
 mod validation;

@@ -65,6 +65,7 @@ fn expected_text(spec: &Spec) -> String {
             max_tokens: Some(spec.max_tokens),
             ..Default::default()
         },
+        traceparent: None,
     };
     llm_jobs::provider::sim::answer(&request).0.concat()
 }

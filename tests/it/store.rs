@@ -46,6 +46,7 @@ fn new_job(prompt: &str, idempotency_key: Option<&str>) -> NewJob {
         tags: vec!["a".into(), "b".into()],
         tenant: "default".into(),
         discard_prompt: false,
+        trace_context: None,
     }
 }
 

@@ -69,6 +69,7 @@ pub struct JobRow {
     pub tags: String,
     pub batch_id: Option<String>,
     pub tenant: String,
+    pub trace_context: Option<String>,
 }
 
 /// A row of `jobs` for listings: every column but the prompt (`messages`).
@@ -106,6 +107,7 @@ pub struct ListedJobRow {
     pub tags: String,
     pub batch_id: Option<String>,
     pub tenant: String,
+    pub trace_context: Option<String>,
 }
 
 impl From<ListedJobRow> for JobRow {
@@ -137,6 +139,7 @@ impl From<ListedJobRow> for JobRow {
             tags: r.tags,
             batch_id: r.batch_id,
             tenant: r.tenant,
+            trace_context: r.trace_context,
         }
     }
 }
@@ -175,6 +178,7 @@ impl TryFrom<JobRow> for models::JobRow {
             last_sequence: r.last_sequence,
             timeout_secs: r.timeout_secs,
             tenant: r.tenant,
+            trace_context: r.trace_context,
         })
     }
 }
@@ -207,6 +211,7 @@ pub struct NewJobRow {
     pub tags: String,
     pub tenant: String,
     pub discard_prompt: bool,
+    pub trace_context: Option<String>,
     pub batch_id: Option<String>,
     pub created_at: i64,
     pub enqueued_at: i64,
@@ -235,6 +240,7 @@ impl NewJobRow {
             tags: serde_json::Value::from(r.tags).to_string(),
             tenant: r.tenant,
             discard_prompt: r.discard_prompt,
+            trace_context: r.trace_context,
             batch_id: batch.map(|b| b.to_string()),
             created_at: now,
             enqueued_at: now,

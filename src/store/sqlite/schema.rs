@@ -32,6 +32,7 @@ diesel::table! {
         batch_id -> Nullable<Text>,
         tenant -> Text,
         discard_prompt -> Bool,
+        trace_context -> Nullable<Text>,
     }
 }
 

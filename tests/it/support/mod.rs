@@ -460,20 +460,34 @@ impl TestApp {
         rust_log: &str,
         stderr: std::process::Stdio,
     ) -> anyhow::Result<(ChildWorker, String)> {
-        let addr = free_addr()?;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .arg(command)
-            .args(args_for(command, &self.serve_args))
-            .args(["--listen", &addr])
-            .args(extra)
+        let (mut cmd, addr) = self.server_command(command, extra)?;
+        let child = cmd
             .env("RUST_LOG", rust_log)
-            // No admin listener unless a test asks for one (`--metrics-listen`).
-            .env("LLMJOBS_METRICS_LISTEN", "off")
-            .stdin(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("spawn llm-jobs {command}"))?;
         Ok((ChildWorker(child), addr))
+    }
+
+    /// The command line of `llm-jobs <command>` (`serve` or `gateway`) on this test's Redis
+    /// prefix, database and upstream and a free port, with `extra` flags on top and no admin
+    /// listener; and the address it will listen on. For tests that set more of its
+    /// environment before spawning it.
+    pub fn server_command(
+        &self,
+        command: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(std::process::Command, String)> {
+        let addr = free_addr()?;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        cmd.arg(command)
+            .args(args_for(command, &self.serve_args))
+            .args(["--listen", &addr])
+            .args(extra)
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
+            .stdin(std::process::Stdio::null());
+        Ok((cmd, addr))
     }
 
     /// The connection sending `key` (none: no key).
@@ -504,18 +518,27 @@ impl TestApp {
         extra: &[&str],
         stderr: std::process::Stdio,
     ) -> anyhow::Result<ChildWorker> {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .arg("worker")
-            .args(args_for("worker", &self.serve_args))
-            .args(extra)
+        let child = self
+            .worker_command(extra)
             .env("RUST_LOG", "warn")
-            // No admin listener unless a test asks for one (`--metrics-listen`).
-            .env("LLMJOBS_METRICS_LISTEN", "off")
-            .stdin(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
             .context("spawn llm-jobs worker")?;
         Ok(ChildWorker(child))
+    }
+
+    /// The command line of `llm-jobs worker` on this test's Redis prefix, database and
+    /// upstream, with `extra` flags on top and no admin listener, for tests that set more of
+    /// its environment before spawning it.
+    pub fn worker_command(&self, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"));
+        cmd.arg("worker")
+            .args(args_for("worker", &self.serve_args))
+            .args(extra)
+            // No admin listener unless a test asks for one (`--metrics-listen`).
+            .env("LLMJOBS_METRICS_LISTEN", "off")
+            .stdin(std::process::Stdio::null());
+        cmd
     }
 
     /// The `llm-jobs` binary with `args`, pointed at this server with the test's operator key.

@@ -231,6 +231,15 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// When it arrived (wall clock, to compare with the budget windows of other processes).
     pub at: std::time::SystemTime,
+    /// Every header, as received.
+    pub headers: HeaderMap,
+}
+
+impl RecordedRequest {
+    /// The value of header `name`, when present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 /// State shared between the handle and the server task.
@@ -407,6 +416,7 @@ async fn chat_completions(
             body,
             authorization,
             at: std::time::SystemTime::now(),
+            headers,
         });
         requests.len()
     };
