@@ -30,8 +30,12 @@ pub(crate) async fn run(
             channels.push(server.client().await?);
         }
         // One unmeasured round first (connections, caches), then enough rounds of `n` for
-        // at least `latency_samples` streams each way.
-        let rounds = 1 + scale.latency_samples.div_ceil(n);
+        // at least `latency_samples` streams each way, and at least `latency_min_rounds`
+        // bursts: one burst's p50 moves by tens of ms from one run to the next.
+        let rounds = 1 + scale
+            .latency_samples
+            .div_ceil(n)
+            .max(scale.latency_min_rounds);
         let (mut directs, mut throughs) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let d = futures::future::join_all(

@@ -55,6 +55,8 @@ pub(crate) struct Scale {
     /// Least streams measured per concurrency level (rounds of `n` are repeated up to it,
     /// after one unmeasured warm-up round).
     pub(crate) latency_samples: usize,
+    /// Least measured bursts per added-latency level.
+    pub(crate) latency_min_rounds: usize,
     /// Tokens per latency stream.
     pub(crate) latency_tokens: usize,
     /// Jobs of the throughput scenario.
@@ -95,6 +97,7 @@ pub(crate) struct Scale {
 const FULL: Scale = Scale {
     latency_concurrency: &[1, 100, 500],
     latency_samples: 30,
+    latency_min_rounds: 5,
     latency_tokens: 50,
     throughput_jobs: 10_000,
     token_streams: 1_000,
@@ -117,6 +120,7 @@ const FULL: Scale = Scale {
 const QUICK: Scale = Scale {
     latency_concurrency: &[1, 4],
     latency_samples: 2,
+    latency_min_rounds: 1,
     latency_tokens: 10,
     throughput_jobs: 40,
     token_streams: 8,
