@@ -1,10 +1,18 @@
-//! gRPC and grpc-web in JSON (`application/grpc-web+json`, `application/grpc-web-text+json`,
-//! `application/grpc+json`) answered with a status clients can read. This server encodes
-//! messages in protobuf only. Left alone, tonic-web answers the grpc-web ones HTTP 400 with no
-//! gRPC status (a client sees a transport error, not a reason), and tonic fails the native
-//! ones decoding JSON as protobuf (INTERNAL). [`Layer`], in front of tonic-web, answers them
-//! UNIMPLEMENTED as a trailers-only response: HTTP 200 with `grpc-status: 12` and a
-//! `grpc-message` that says what is served.
+//! Calls the gRPC port does not serve, refused before they reach a service.
+//!
+//! - gRPC and grpc-web in JSON (`application/grpc-web+json`, `application/grpc-web-text+json`,
+//!   `application/grpc+json`), answered with a status clients can read. This server encodes
+//!   messages in protobuf only. Left alone, tonic-web answers the grpc-web ones HTTP 400 with
+//!   no gRPC status (a client sees a transport error, not a reason), and tonic fails the
+//!   native ones decoding JSON as protobuf (INTERNAL). [`Layer`], in front of tonic-web,
+//!   answers them UNIMPLEMENTED as a trailers-only response: HTTP 200 with `grpc-status: 12`
+//!   and a `grpc-message` that says what is served.
+//! - A `POST` whose content type is not gRPC's or grpc-web's (`application/grpc…`): HTTP 415.
+//!   tonic serves a call whatever its content type, and a browser sends a `text/plain` (or
+//!   form) `POST` to any origin without a CORS preflight: without this, any web page could
+//!   make a browser submit jobs to a server running with `--insecure-no-auth` (CORS only
+//!   hides the answer from the page). A real gRPC or grpc-web client always sends one of the
+//!   `application/grpc` types (gRPC over HTTP/2 and grpc-web protocol specifications).
 
 use std::task::{Context, Poll};
 
@@ -48,11 +56,36 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.method() == http::Method::POST && !is_grpc(request.headers()) {
+            return Either::Left(ready(Ok(unsupported())));
+        }
         match refusal_content_type(request.headers()) {
             Some(content_type) => Either::Left(ready(Ok(refusal(content_type)))),
             None => Either::Right(self.inner.call(request)),
         }
     }
+}
+
+/// Whether the request's content type is one of gRPC's or grpc-web's (`application/grpc`,
+/// `application/grpc+proto`, `application/grpc-web`, `application/grpc-web-text+proto` …).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/grpc")
+        })
+}
+
+/// HTTP 415 for a `POST` that is not a gRPC or grpc-web call.
+fn unsupported<R: Default>() -> http::Response<R> {
+    let mut response = http::Response::new(R::default());
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response
 }
 
 /// For a gRPC or grpc-web request in JSON, the content type of its refusal: the same
@@ -79,7 +112,7 @@ fn refusal<R: Default>(content_type: &'static str) -> http::Response<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::refusal_content_type;
+    use super::{is_grpc, refusal_content_type};
 
     fn with(content_type: &str) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
@@ -88,6 +121,23 @@ mod tests {
             content_type.parse().expect("a valid header value"),
         );
         headers
+    }
+
+    #[test]
+    fn only_grpc_and_grpc_web_content_types_are_calls() {
+        for (sent, call) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC-Web+proto", true),
+            ("application/grpc-web-text; charset=utf-8", true),
+            ("text/plain;charset=UTF-8", false),
+            ("application/x-www-form-urlencoded", false),
+            ("multipart/form-data; boundary=x", false),
+            ("application/json", false),
+        ] {
+            assert_eq!(is_grpc(&with(sent)), call, "{sent}");
+        }
+        assert!(!is_grpc(&http::HeaderMap::new()), "no content type");
     }
 
     #[test]

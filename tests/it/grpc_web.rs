@@ -284,6 +284,61 @@ async fn only_the_configured_origins_may_call() -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// A `POST` that is not a gRPC or grpc-web call (a browser sends `text/plain` and form posts
+/// to any origin without asking first) is refused with HTTP 415 before any service sees it,
+/// even with a valid gRPC frame and key, so a web page cannot make a browser submit jobs to a
+/// server running without authentication. No job is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_is_not_a_grpc_call_is_refused_and_makes_no_job() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let url = format!("http://{}/llmjobs.v1.JobService/SubmitJob", app.addr);
+    let frame = frame(&v1::SubmitJobRequest {
+        prompt: "sent by a web page".into(),
+        ..Default::default()
+    });
+    let http2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    for content_type in [
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut post = http2
+            .post(&url)
+            .header("te", "trailers")
+            .header("origin", "https://evil.example")
+            .header("authorization", format!("Bearer {}", app.key))
+            .body(frame.clone());
+        if let Some(content_type) = content_type {
+            post = post.header("content-type", content_type);
+        }
+        let resp = post.send().await?;
+        assert_eq!(resp.status(), 415, "{content_type:?}");
+        assert!(
+            resp.headers().get("grpc-status").is_none(),
+            "{content_type:?}"
+        );
+    }
+    // The same frame as a gRPC call is served: the refusals were about the content type.
+    let resp = http2
+        .post(&url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", app.key))
+        .body(frame)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let jobs = app
+        .client
+        .clone()
+        .list_jobs(v1::ListJobsRequest::default())
+        .await?
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 1, "only the gRPC call made a job");
+    app.stop().await
+}
+
 /// A gRPC or grpc-web request in JSON gets UNIMPLEMENTED as a trailers-only response a
 /// client can read (HTTP 200, `grpc-status: 12`, a message naming what is served), with the
 /// CORS headers a page needs to read it; tonic-web alone answered HTTP 400 with no status.
