@@ -394,11 +394,11 @@ pub async fn run(
         if mode == auth::layer::Mode::Off {
             tracing::warn!(
                 "AUTHENTICATION IS OFF (--insecure-no-auth / LLMJOBS_AUTH=off): anyone who can \
-                 reach {addr} is an admin and sees every job. For local development only; \
+                 reach {addr} is an operator and sees every job. For local development only; \
                  create keys with `llm-jobs keys create` and drop the flag everywhere else"
             );
             eprintln!(
-                "WARNING: authentication is OFF; every caller of {addr} is an admin. Local \
+                "WARNING: authentication is OFF; every caller of {addr} is an operator. Local \
                  development only."
             );
         }

@@ -617,7 +617,7 @@ pub struct Provider {
 #[command(next_help_heading = "Security")]
 pub struct Security {
     /// `on`: every RPC but health and reflection needs an API key (`llm-jobs keys create`);
-    /// `off`: no keys, every caller is an admin of tenant `default` (local development only).
+    /// `off`: no keys, every caller is an operator (tenant `default`) (local development only).
     #[arg(long = "auth", env = "LLMJOBS_AUTH", value_enum, default_value_t = crate::auth::layer::Mode::On)]
     pub auth: crate::auth::layer::Mode,
     /// The same as `--auth off`.
