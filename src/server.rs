@@ -1,14 +1,14 @@
 //! The tonic router: JobService, BatchService, QueueAdminService, health and reflection on one
 //! port, with the web dashboard's page and assets for `GET` requests ([`dashboard`]), grpc-web
-//! (HTTP/1.1 included; JSON encodings refused with a readable status, [`json_refusal`]) and
-//! CORS for browsers, authentication
+//! (HTTP/1.1 included; JSON encodings refused with a readable status, and posts that are not
+//! gRPC calls with 415, [`refusals`]) and CORS for browsers, authentication
 //! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
 //! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
 //! and pass it in; [`incoming`] caps and times out the connections it accepts.
 
 pub mod dashboard;
 pub mod incoming;
-pub mod json_refusal;
+pub mod refusals;
 
 use std::{future::Future, path::Path, time::Duration};
 
@@ -212,7 +212,7 @@ where
         .http2_keepalive_timeout(Some(connections.keepalive_timeout))
         .layer(cors(allowed_origins))
         // Inside CORS, so that pages can read the status it answers.
-        .layer(json_refusal::Layer)
+        .layer(refusals::Layer)
         // The page and its assets; gRPC and grpc-web (POST) pass on.
         .layer(dashboard::Layer)
         .layer(tonic_web::GrpcWebLayer::new())

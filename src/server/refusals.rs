@@ -36,7 +36,8 @@ impl<S> tower::Layer<S> for Layer {
     }
 }
 
-/// Answers gRPC-in-JSON requests UNIMPLEMENTED and passes every other request to `inner`.
+/// Answers a `POST` that is not a gRPC call 415 and gRPC-in-JSON UNIMPLEMENTED, and passes
+/// every other request to `inner`.
 #[derive(Clone, Debug)]
 pub struct Service<S> {
     inner: S,
