@@ -15,7 +15,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use llm_jobs::proto::v1::{self, job_service_client::JobServiceClient};
+use llm_jobs::{
+    cli::client::Channel,
+    proto::v1::{self, job_service_client::JobServiceClient},
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -207,6 +210,26 @@ fn with_headers<T>(req: T, headers: &[(&'static str, &str)]) -> anyhow::Result<t
     Ok(r)
 }
 
+/// Submits `prompt` for `model` through `client` with metadata `headers`, and waits until the
+/// job completed.
+async fn run_job(
+    app: &TestApp,
+    client: &mut JobServiceClient<Channel>,
+    prompt: &str,
+    model: &str,
+    headers: &[(&'static str, &str)],
+) -> anyhow::Result<v1::Job> {
+    let job = client
+        .submit_job(with_headers(request(prompt, model), headers)?)
+        .await?
+        .into_inner()
+        .job
+        .context("a job")?;
+    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
+        .await?;
+    Ok(job)
+}
+
 /// The span named `name` in `trace`.
 fn named<'a>(trace: &'a [Received], name: &str) -> anyhow::Result<&'a Received> {
     trace
@@ -300,17 +323,14 @@ async fn one_job_is_one_trace_from_the_call_to_the_upstream() -> anyhow::Result<
     let (parent, trace_id, client_span) = collector.new_trace();
     let prompt = "describe the walled garden behind the old mill";
     let mut client = app.client.clone();
-    let job = client
-        .submit_job(with_headers(
-            request(prompt, "gpt-4o-mini"),
-            &[("traceparent", &parent), ("tracestate", "vendor=1")],
-        )?)
-        .await?
-        .into_inner()
-        .job
-        .context("a job")?;
-    app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
+    let job = run_job(
+        &app,
+        &mut client,
+        prompt,
+        "gpt-4o-mini",
+        &[("traceparent", &parent), ("tracestate", "vendor=1")],
+    )
+    .await?;
     let trace = check_job_trace(collector, &upstream, (&trace_id, &client_span), prompt).await?;
     let attempt = named(&trace, "job.attempt")?;
     assert_eq!(attempt.attr("job_id").as_deref(), Some(job.id.as_str()));
@@ -329,31 +349,25 @@ async fn a_malformed_or_oversized_traceparent_is_ignored_and_the_job_runs() -> a
     let oversized = format!("{valid}{}", "-0".repeat(300));
     let mut client = app.client.clone();
     for bad in ["not-a-traceparent", "00-zz-yy-01", oversized.as_str()] {
-        let job = client
-            .submit_job(with_headers(
-                request("hello", "gpt-4o-mini"),
-                &[("traceparent", bad), ("tracestate", "=broken=")],
-            )?)
-            .await?
-            .into_inner()
-            .job
-            .context("a job")?;
-        app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-            .await?;
+        run_job(
+            &app,
+            &mut client,
+            "hello",
+            "gpt-4o-mini",
+            &[("traceparent", bad), ("tracestate", "=broken=")],
+        )
+        .await?;
     }
     // The oversized header named a valid trace: nothing of it was continued.
     let (_, mark_trace, mark_span) = collector.new_trace();
-    let mark = client
-        .submit_job(with_headers(
-            request("hello", "gpt-4o-mini"),
-            &[("traceparent", &format!("00-{mark_trace}-{mark_span}-01"))],
-        )?)
-        .await?
-        .into_inner()
-        .job
-        .context("a job")?;
-    app.wait_for_job(&mark.id, |j| j.status() == v1::JobStatus::Completed)
-        .await?;
+    run_job(
+        &app,
+        &mut client,
+        "hello",
+        "gpt-4o-mini",
+        &[("traceparent", &format!("00-{mark_trace}-{mark_span}-01"))],
+    )
+    .await?;
     // Spans go out in order of their end: once the last job's are in, the others' are too.
     collector
         .wait_for(&mark_trace, &["job.attempt", "chat gpt-4o-mini"])
@@ -484,17 +498,14 @@ mod servers {
         let mut client = JobServiceClient::new(with_key(channel, Some(&app.key))?);
         let (parent, trace_id, client_span) = collector.new_trace();
         let prompt = "a lighthouse keeper's log, one line";
-        let job = client
-            .submit_job(with_headers(
-                request(prompt, "gpt-4o-mini"),
-                &[("traceparent", &parent)],
-            )?)
-            .await?
-            .into_inner()
-            .job
-            .context("a job")?;
-        app.wait_for_job(&job.id, |j| j.status() == v1::JobStatus::Completed)
-            .await?;
+        run_job(
+            &app,
+            &mut client,
+            prompt,
+            "gpt-4o-mini",
+            &[("traceparent", &parent)],
+        )
+        .await?;
         let trace =
             check_job_trace(collector, &upstream, (&trace_id, &client_span), prompt).await?;
         let service = |name: &str| named(&trace, name).map(|s| s.service.clone());
