@@ -1,6 +1,7 @@
-//! Running one attempt of a job: start it in the store, have [`super::generate`] stream it,
-//! and end it exactly once (completed, retry, failed, cancelled, or handed back), retrying
-//! writes through dependency outages while the lease holds.
+//! Running one attempt of a job: start it in the store (before the attempt, or beside it for
+//! a job handed over fresh from its insert: see [`start`]), have [`super::generate`] stream
+//! it, and end it exactly once (completed, retry, failed, cancelled, or handed back),
+//! retrying writes through dependency outages while the lease holds.
 
 use std::{sync::Arc, time::Duration};
 

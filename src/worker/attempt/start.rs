@@ -6,7 +6,10 @@
 //! while its start is written beside it ([`PendingStart`]): the write stays off the path to
 //! the first token, and the attempt waits for it only before its own first store write, its
 //! end. Nobody else can start that job meanwhile: its claim, made with its queue entry, is
-//! this slot's.
+//! this slot's. An attempt whose process dies before its start is written leaves no attempt
+//! in the store: once its lease expires the job runs again as attempt 1, whose `started`
+//! event tells watchers to drop the text they had (the log takes a start of the same
+//! attempt number again).
 
 use std::sync::Arc;
 
