@@ -64,11 +64,7 @@ impl Gateway {
             }
             return Ok(inserted.job);
         }
-        let slot = self
-            .local
-            .as_ref()
-            .and_then(|l| l.reserve(&job.queue))
-            .map(|slot| (slot, inserted.job.clone()));
+        let slot = self.local.as_ref().and_then(|l| l.reserve(&job.queue));
         if let Err(e) = self.publish(&job, Utc::now(), slot, followed).await {
             if let Err(undo) = self.store.discard_job(job.id).await {
                 warn!(error = %undo, "cannot discard the job after a Redis failure");
@@ -83,21 +79,21 @@ impl Gateway {
     /// Makes a stored QUEUED job visible to workers and watchers: appends its `queued` event
     /// (the first of its log), then puts it in its queue at `at` (jobs enqueued at the same
     /// `at` are claimed in id order, that is in the order they were created). With a free
-    /// `slot` of this process's worker and the job as its insert stored it, the job starts
-    /// there at once when its queue is empty (else the slot goes back and the job waits its
-    /// turn). `followed`: see [`EventLog::open`]. Errors: `Events`/`Queue` (UNAVAILABLE).
+    /// `slot` of this process's worker, the job starts there at once when its queue is empty
+    /// (else the slot goes back and the job waits its turn). `followed`: see
+    /// [`EventLog::open`]. Errors: `Events`/`Queue` (UNAVAILABLE).
     pub(crate) async fn publish(
         &self,
         job: &NewJob,
         at: DateTime<Utc>,
-        slot: Option<(Box<dyn ReservedSlot>, Job)>,
+        slot: Option<Box<dyn ReservedSlot>>,
         followed: bool,
     ) -> Result<(), Error> {
         let queued = queued(&job.queue, job.priority, &job.job_type, &job.tenant);
         if self.events.open(job.id, &queued, followed).await?.is_some() {
             self.metrics.published(1);
         }
-        let Some((slot, stored)) = slot else {
+        let Some(slot) = slot else {
             self.queue.enqueue(job.id, &job.queue, at).await?;
             return Ok(());
         };
@@ -106,7 +102,7 @@ impl Gateway {
             .enqueue_claimed(job.id, &job.queue, at, slot.owner(), slot.lease())
             .await?;
         if let Some(claim) = claim {
-            slot.start(claim, stored);
+            slot.start(claim);
         }
         Ok(())
     }

@@ -165,11 +165,8 @@ pub trait ReservedSlot: Send {
     fn owner(&self) -> &str;
     /// The lease the claim must have.
     fn lease(&self) -> Duration;
-    /// Runs the attempt of `claim` (made for [`ReservedSlot::owner`]) in the slot. `job` is
-    /// the job as its insert stored it (QUEUED, no attempt yet): the attempt starts from it
-    /// at once and has the store record its start meanwhile, instead of waiting for that
-    /// write before calling the upstream.
-    fn start(self: Box<Self>, claim: Claim, job: crate::job::Job);
+    /// Runs the attempt of `claim` (made for [`ReservedSlot::owner`]) in the slot.
+    fn start(self: Box<Self>, claim: Claim);
 }
 
 /// Queue operations.

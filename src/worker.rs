@@ -61,29 +61,12 @@ struct Running {
     /// The attempt handed its claim to the next claim call to be ended (see
     /// [`Worker::settle`]): a claim the queue no longer knows was settled, not lost.
     settled: std::sync::atomic::AtomicBool,
-    /// The store write of the attempt's start while it runs beside the attempt (see
-    /// [`attempt::start`]); taken by whoever next writes the attempt to the store.
-    start: std::sync::Mutex<Option<attempt::start::PendingStart>>,
 }
 
 impl Running {
     fn stop(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.stop.cancel();
-    }
-
-    fn keep_start(&self, pending: attempt::start::PendingStart) {
-        *self
-            .start
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pending);
-    }
-
-    fn take_start(&self) -> Option<attempt::start::PendingStart> {
-        self.start
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
     }
 }
 
@@ -352,7 +335,7 @@ impl Worker {
                     // Slots the claim did not fill go back before the jobs start.
                     permits.truncate(claims.len());
                     for (claim, permit) in claims.into_iter().zip(permits) {
-                        self.spawn_attempt(&tasks, claim, &owner, permit, None);
+                        self.spawn_attempt(&tasks, claim, &owner, permit);
                     }
                 }
                 Ok(_) => {
@@ -451,15 +434,12 @@ impl Worker {
     }
 
     /// Runs `claim` in its own task, holding `permit` (its slot) until the attempt ends.
-    /// `stored`: the job as its insert stored it, when the gateway handed it over (see
-    /// [`ReservedSlot::start`]).
     fn spawn_attempt(
         self: &Arc<Self>,
         tasks: &tokio_util::task::TaskTracker,
         claim: crate::queue::Claim,
         owner: &str,
         permit: tokio::sync::OwnedSemaphorePermit,
-        stored: Option<crate::job::Job>,
     ) {
         let running = Arc::new(Running {
             owner: owner.to_owned(),
@@ -467,7 +447,6 @@ impl Worker {
             stop: CancellationToken::new(),
             reason: std::sync::OnceLock::new(),
             settled: std::sync::atomic::AtomicBool::new(false),
-            start: std::sync::Mutex::new(None),
         });
         self.running().insert(claim.job_id, running.clone());
         let me = self.clone();
@@ -479,7 +458,7 @@ impl Worker {
                 permit: Some(permit),
                 finished: false,
             };
-            me.run_attempt(claim.job_id, running, stored).await;
+            me.run_attempt(claim.job_id, running).await;
             guard.finished = true;
         });
     }
@@ -681,13 +660,13 @@ impl ReservedSlot for Reserved {
         self.worker.lease
     }
 
-    fn start(self: Box<Self>, claim: crate::queue::Claim, job: crate::job::Job) {
+    fn start(self: Box<Self>, claim: crate::queue::Claim) {
         let Reserved {
             worker,
             owner,
             permit,
         } = *self;
         let tasks = worker.tasks.clone();
-        worker.spawn_attempt(&tasks, claim, &owner, permit, Some(job));
+        worker.spawn_attempt(&tasks, claim, &owner, permit);
     }
 }

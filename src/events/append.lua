@@ -13,7 +13,7 @@
 --       4 cancel flag: '0' not read, '1' read, '2' read and, when it is not set, claim the
 --       job's end for the fencing attempt ('a<N>' fence; the state's 'sealed' field: from then
 --       on cancel.lua answers 'ending'; claiming again under the same attempt keeps the
---       claim; a start, even of the same attempt number, drops it), 5 TTL after terminal (s), 6 TTL before (s),
+--       claim), 5 TTL after terminal (s), 6 TTL before (s),
 --       7 encoded progress snapshot ('' to keep), 8 snapshot TTL after terminal (s),
 --       9 now (ms since the epoch, to compare with the watch mark),
 --       10 log wanted ('' no | '-' yes | '<N>' unless the last sequence appended is N),
@@ -138,9 +138,6 @@ if sealed == 1 then
   fields[#fields + 1] = attempt
 end
 if #fields > 0 then redis.call('HSET', state, unpack(fields)) end
--- A start (again) of an attempt number whose earlier run claimed the end: that claim was
--- the lost run's; the new run has not claimed it.
-if kind == 's' and st[5] then redis.call('HDEL', state, 'sealed') end
 
 if ARGV[7] ~= '' then
   local ttl = ARGV[6]

@@ -239,10 +239,6 @@ impl MemoryEventLog {
         }
         let wanted = log;
         let log = state.logs.entry(job_id).or_default();
-        if matches!(fence, Fence::Start(_)) {
-            // As append.lua: a new run has not claimed the end an earlier run claimed.
-            log.sealed = None;
-        }
         if followed {
             log.followed_until = Some(now + FOLLOWED_FOR);
         }

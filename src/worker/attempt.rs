@@ -1,7 +1,6 @@
-//! Running one attempt of a job: start it in the store (before the attempt, or beside it for
-//! a job handed over fresh from its insert: see [`start`]), have [`super::generate`] stream
-//! it, and end it exactly once (completed, retry, failed, cancelled, or handed back),
-//! retrying writes through dependency outages while the lease holds.
+//! Running one attempt of a job: start it in the store, have [`super::generate`] stream it,
+//! and end it exactly once (completed, retry, failed, cancelled, or handed back), retrying
+//! writes through dependency outages while the lease holds.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,9 +24,6 @@ use crate::{
 mod abandon;
 mod lost;
 mod measured;
-pub(super) mod start;
-
-use start::Confirmed;
 
 /// The attempt's copy of the log after its start's append: the events before it (`earlier`,
 /// with their sequences), then its own (`own`), the last of which got `sequence`. `None` when
@@ -104,25 +100,7 @@ impl Worker {
 
     /// Runs one claimed job to the end of this attempt, in its `job.attempt` span (see
     /// [`crate::trace::attempt_span`]: it continues the trace of the call that submitted it).
-    /// `stored`: the job as its insert stored it, when the gateway handed it over with its
-    /// claim; a fresh one starts without waiting for the store (see [`start`]).
-    pub(super) async fn run_attempt(
-        self: Arc<Self>,
-        job_id: JobId,
-        running: Arc<Running>,
-        stored: Option<Job>,
-    ) {
-        if let Some(stored) = stored.filter(start::is_fresh) {
-            let job = start::as_started(stored);
-            let span = crate::trace::attempt_span(&job);
-            async {
-                self.start_beside(&job, &running);
-                self.attempt(job, running, Vec::new()).await;
-            }
-            .instrument(span)
-            .await;
-            return;
-        }
+    pub(super) async fn run_attempt(self: Arc<Self>, job_id: JobId, running: Arc<Running>) {
         // A worker that cannot reach Postgres gives the claim back for a later try.
         let job = match self.deps.store.start_attempt(job_id).await {
             Ok(Some(job)) => job,
@@ -230,7 +208,10 @@ impl Worker {
                 model: job.params.model.clone(),
                 provider: provider.name().to_owned(),
                 simulated: provider.simulated(),
-                queue_wait_ms: start::queue_wait_ms(&job),
+                queue_wait_ms: job
+                    .started_at
+                    .map(|s| u64::try_from((s - job.enqueued_at).num_milliseconds()).unwrap_or(0))
+                    .unwrap_or(0),
                 ..Outcome::default()
             },
             output_tokens: 0,
@@ -367,23 +348,7 @@ impl Worker {
         Some(progress.sealed || running.reason.get() != Some(&StopReason::Cancelled))
     }
 
-    /// Ends the attempt as `end` says, once the store has its start (when that was still
-    /// being written, see [`start`]): the store takes no end of an attempt it did not start.
     async fn end(&self, job: Job, running: &Running, mut end: End, mut progress: Progress) {
-        if let Some(pending) = running.take_start() {
-            match pending.confirm(&job).await {
-                // The store's start time is the one its row shows.
-                Confirmed::Yes { queue_wait_ms } => progress.outcome.queue_wait_ms = queue_wait_ms,
-                // Another attempt runs the job (its lease expires first).
-                Confirmed::GaveUp => return,
-                Confirmed::Refused(why) => {
-                    warn!("{why}; this attempt's outcome is discarded and the job handed back");
-                    let later = Utc::now() + chrono::Duration::seconds(2);
-                    self.settle(job.id, &running.owner, Some(later));
-                    return;
-                }
-            }
-        }
         let attempt = job.attempts;
         let store = &self.deps.store;
         self.measure_call(&progress, &end);

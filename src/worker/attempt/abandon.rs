@@ -24,10 +24,6 @@ impl Worker {
     /// next attempt counts this one as lost.
     pub(in crate::worker) async fn abandon(&self, job_id: JobId, running: &Running) {
         let hand_back = || Some(Utc::now() + chrono::Duration::seconds(2));
-        // A start still being written lands first: then the store says whether it started.
-        if let Some(pending) = running.take_start() {
-            pending.written().await;
-        }
         let job = match self.deps.store.get_job(job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return self.settle(job_id, &running.owner, None),

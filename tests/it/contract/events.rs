@@ -31,7 +31,6 @@ contract! {
     a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect(events);
     an_append_that_asks_reports_the_jobs_cancel_flag(events, queue);
     a_cancel_and_an_attempts_end_are_ordered_in_the_log(events, queue);
-    a_new_start_of_an_attempt_number_drops_its_earlier_runs_claim(events);
     every_watcher_gets_every_event_in_order(events);
     watchers_that_arrive_together_are_each_subscribed_and_marked(events);
     many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(events);
@@ -640,46 +639,6 @@ async fn an_append_that_asks_reports_the_jobs_cancel_flag(
 
 /// The race the lifecycle decides in one place, the log: a cancel that reaches it before an
 /// attempt claims its end wins; one after the claim is told the job is ending; one after the
-/// A job whose attempt 1 ran before the store recorded its start, claimed its end and was
-/// lost runs again as attempt 1 (`worker::attempt::start`): that run starts with no claim on
-/// the end, so a cancel reaches it instead of being answered that the job is ending.
-async fn a_new_start_of_an_attempt_number_drops_its_earlier_runs_claim(
-    log: &dyn EventLog,
-) -> anyhow::Result<()> {
-    let id = JobId::now_v7();
-    append(log, id, &[started(1)], Fence::Start(1), CancelCheck::Read).await?;
-    let claimed = append(
-        log,
-        id,
-        &[nth_delta(0)],
-        Fence::Attempt(1),
-        CancelCheck::Seal,
-    )
-    .await?;
-    assert!(claimed.sealed);
-    let again = append(log, id, &[started(1)], Fence::Start(1), CancelCheck::Read).await?;
-    assert_eq!(
-        again.sequence,
-        Some(3),
-        "the same attempt number starts again"
-    );
-    assert_eq!(
-        log.request_cancel(id, "stop").await?,
-        CancelRequest::Flagged,
-        "the claim was the lost run's"
-    );
-    let refused = append(
-        log,
-        id,
-        &[nth_delta(0)],
-        Fence::Attempt(1),
-        CancelCheck::Seal,
-    )
-    .await?;
-    assert_eq!((refused.cancel_requested, refused.sealed), (true, false));
-    Ok(())
-}
-
 /// terminal event gets that event and sets nothing.
 async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log(
     log: &dyn EventLog,
