@@ -12,6 +12,7 @@
 mod batches;
 mod commit;
 mod copy;
+mod fixed;
 mod logs;
 mod progress;
 mod reports;
@@ -33,6 +34,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::instrument;
 
 use self::{
+    fixed::{Bind, Fixed, Sql},
     rows::{JobRow, NewJobRow, ResultRow, micros},
     schema::{job_attempt_failures, job_results, jobs},
 };
@@ -181,6 +183,24 @@ fn key(id: JobId) -> String {
 
 const UNFINISHED: [&str; 2] = ["queued", "running"];
 
+/// An attempt's start: binds `started_at`, `updated_at` (µs), `id`. Matches an unfinished
+/// job only (a lost attempt's job is `running` and starts again).
+struct StartAttempt;
+impl Sql for StartAttempt {
+    const SQL: &'static str = "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+         started_at = ?, updated_at = ? WHERE id = ? AND status IN ('queued', 'running')";
+}
+
+/// An attempt's end: binds `status`, `error_code`, `error_message`, `finished_at`,
+/// `updated_at` (µs), the terminal event's sequence (NULL keeps `last_sequence`), `id`, and
+/// the attempt's number, which must still be the job's (fencing a lost attempt's late end).
+struct EndAttempt;
+impl Sql for EndAttempt {
+    const SQL: &'static str = "UPDATE jobs SET status = ?, error_code = ?, error_message = ?, \
+         finished_at = ?, updated_at = ?, last_sequence = coalesce(?, last_sequence) \
+         WHERE id = ? AND status = 'running' AND attempts = ?";
+}
+
 /// Records a failed attempt (a second record of the same attempt is ignored).
 fn insert_failure(
     conn: &mut SqliteConnection,
@@ -235,7 +255,7 @@ impl Store for SqliteStore {
                 .filter(jobs::tenant.eq(&job.tenant))
                 .filter(jobs::idempotency_key.eq(key))
                 .select(JobRow::as_select())
-                .first(conn)?;
+                .get_result(conn)?;
             let window = micros(chrono::Utc::now() - super::postgres::IDEMPOTENCY_WINDOW);
             if earlier.created_at > window {
                 return Ok(Inserted {
@@ -274,7 +294,7 @@ impl Store for SqliteStore {
             let row: Option<JobRow> = jobs::table
                 .find(key(id))
                 .select(JobRow::as_select())
-                .first(conn)
+                .get_result(conn)
                 .optional()?;
             row.map(Job::try_from).transpose()
         })
@@ -287,7 +307,7 @@ impl Store for SqliteStore {
                 .left_join(job_results::table)
                 .filter(jobs::id.eq(key(id)))
                 .select((JobRow::as_select(), Option::<ResultRow>::as_select()))
-                .first(conn)
+                .get_result(conn)
                 .optional()?;
             match row {
                 None => Ok(None),
@@ -304,18 +324,16 @@ impl Store for SqliteStore {
     async fn start_attempt(&self, id: JobId) -> Result<Option<Job>, Error> {
         self.write(move |conn| {
             let now = micros(chrono::Utc::now());
-            let row: Option<JobRow> = diesel::update(jobs::table.find(key(id)))
-                .filter(jobs::status.eq_any(UNFINISHED))
-                .set((
-                    jobs::status.eq(JobStatus::Running.as_str()),
-                    jobs::attempts.eq(jobs::attempts + 1),
-                    jobs::started_at.eq(now),
-                    jobs::updated_at.eq(now),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(conn)
-                .optional()?;
-            row.map(Job::try_from).transpose()
+            let id = key(id);
+            let binds = [Bind::BigInt(now), Bind::BigInt(now), Bind::Text(&id)];
+            if Fixed::<StartAttempt>::new(&binds).execute(conn)? == 0 {
+                return Ok(None);
+            }
+            let row: JobRow = jobs::table
+                .find(&id)
+                .select(JobRow::as_select())
+                .get_result(conn)?;
+            Ok(Some(Job::try_from(row)?))
         })
         .await
     }
@@ -343,24 +361,21 @@ impl Store for SqliteStore {
         let log = log.cloned();
         self.write(move |conn| {
             let now = chrono::Utc::now();
-            let updated = diesel::update(jobs::table.find(key(id)))
-                .filter(jobs::status.eq(JobStatus::Running.as_str()))
-                .filter(jobs::attempts.eq(to_i32(attempt)))
-                .set((
-                    jobs::status.eq(status.as_str()),
-                    jobs::error_code.eq(error.as_ref().map(|e| e.code.as_str())),
-                    jobs::error_message.eq(error.as_ref().map(|e| e.message.as_str())),
-                    jobs::finished_at.eq(micros(now)),
-                    jobs::updated_at.eq(micros(now)),
-                ))
-                .execute(conn)?;
-            if updated == 0 {
+            let key = key(id);
+            let binds = [
+                Bind::Text(status.as_str()),
+                Bind::NullableText(error.as_ref().map(|e| e.code.as_str())),
+                Bind::NullableText(error.as_ref().map(|e| e.message.as_str())),
+                Bind::BigInt(micros(now)),
+                Bind::BigInt(micros(now)),
+                Bind::NullableBigInt(
+                    terminal_sequence.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
+                ),
+                Bind::Text(&key),
+                Bind::Integer(to_i32(attempt)),
+            ];
+            if Fixed::<EndAttempt>::new(&binds).execute(conn)? == 0 {
                 return Ok(None);
-            }
-            if let Some(seq) = terminal_sequence {
-                diesel::update(jobs::table.find(key(id)))
-                    .set(jobs::last_sequence.eq(i64::try_from(seq).unwrap_or(i64::MAX)))
-                    .execute(conn)?;
             }
             diesel::insert_into(job_results::table)
                 .values(ResultRow::from_outcome(id, &outcome, now))
@@ -374,9 +389,9 @@ impl Store for SqliteStore {
             }
             // Read back after the statement's triggers (the prompt may have been emptied).
             let row: JobRow = jobs::table
-                .find(key(id))
+                .find(&key)
                 .select(JobRow::as_select())
-                .first(conn)?;
+                .get_result(conn)?;
             Ok(Some(Job::try_from(row)?))
         })
         .await
@@ -450,7 +465,7 @@ impl Store for SqliteStore {
             let row: JobRow = jobs::table
                 .find(key(id))
                 .select(JobRow::as_select())
-                .first(conn)?;
+                .get_result(conn)?;
             Ok(Some(Job::try_from(row)?))
         })
         .await

@@ -49,7 +49,7 @@ pub(super) async fn insert_batch(
                     .filter(batches::tenant.eq(&batch.tenant))
                     .filter(batches::idempotency_key.eq(key))
                     .select((batches::id, batches::created_at))
-                    .first(conn)
+                    .get_result(conn)
                     .optional()?;
                 if let Some((id, created_at)) = earlier {
                     if time(created_at)? > Utc::now() - IDEMPOTENCY_WINDOW {
@@ -100,7 +100,7 @@ pub(super) async fn get_batch(store: &SqliteStore, id: BatchId) -> Result<Option
                     batches::created_at,
                     batches::tenant,
                 ))
-                .first(conn)
+                .get_result(conn)
                 .optional()?;
             let Some((_, display_name, metadata, created_at, tenant)) = row else {
                 return Ok(None);

@@ -46,7 +46,7 @@ pub(super) fn get(conn: &mut SqliteConnection, id: JobId) -> Result<Option<Archi
             job_event_logs::event_count,
             job_event_logs::events,
         ))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     Ok(row.map(|(first, count, data)| Archive {
         first_sequence: u64::try_from(first).unwrap_or(0),

@@ -97,7 +97,7 @@ pub(super) fn api_key(conn: &mut SqliteConnection, prefix: &str) -> Result<Optio
     let row: Option<KeyRow> = api_keys::table
         .filter(api_keys::prefix.eq(prefix))
         .select(KeyRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     row.map(ApiKey::try_from).transpose()
 }

@@ -1,0 +1,203 @@
+//! Fixed SQL texts that diesel keeps prepared, for the statements every job runs.
+//!
+//! diesel caches a prepared statement only when its query builder says it is safe, and it
+//! never says so for an `UPDATE`, an `IN (…)` list or `sql_query`: each such call compiles its
+//! SQL again, which was about an eighth of the embedded server's CPU on the cost benchmark
+//! (BENCHMARKS.md, ninth round). A [`Fixed`] statement is a constant text whose type is its
+//! cache key, so it is compiled once per connection.
+//!
+//! Lookups of one row use `get_result`, never `first`: `first` binds its `LIMIT 1`, and
+//! SQLite (3.50, measured with `sqlite3_stmt_status(…, SQLITE_STMTSTATUS_REPREPARE)`) compiles
+//! a statement with a bound `LIMIT` again at every run, the planner having read the bound
+//! value. A lookup by a unique key needs no limit.
+
+use std::marker::PhantomData;
+
+use diesel::{
+    QueryResult, RunQueryDsl,
+    query_builder::{AstPass, QueryFragment, QueryId},
+    sql_types::{BigInt, Integer, Nullable, Text},
+    sqlite::Sqlite,
+};
+
+/// A statement's text, one type per statement (the type is its cache key). `?` marks each
+/// bound value, in the order of the statement's [`Bind`]s; the text holds no other `?`.
+pub(super) trait Sql: 'static {
+    /// The SQL text.
+    const SQL: &'static str;
+}
+
+/// A value bound to a `?` of a [`Sql`] text.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Bind<'a> {
+    Text(&'a str),
+    NullableText(Option<&'a str>),
+    BigInt(i64),
+    NullableBigInt(Option<i64>),
+    Integer(i32),
+}
+
+/// The statement `S` with its bound values, run with diesel's `execute`.
+pub(super) struct Fixed<'a, S> {
+    binds: &'a [Bind<'a>],
+    sql: PhantomData<fn() -> S>,
+}
+
+impl<'a, S: Sql> Fixed<'a, S> {
+    /// `S` with `binds`, one per `?` of its text (a different count is an error when run).
+    pub(super) fn new(binds: &'a [Bind<'a>]) -> Self {
+        Fixed {
+            binds,
+            sql: PhantomData,
+        }
+    }
+}
+
+impl<S: Sql> QueryId for Fixed<'_, S> {
+    type QueryId = S;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<S: Sql> QueryFragment<Sqlite> for Fixed<'_, S> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let mut parts = S::SQL.split('?');
+        out.push_sql(parts.next().unwrap_or_default());
+        let mut binds = self.binds.iter();
+        for part in parts {
+            let Some(bind) = binds.next() else {
+                return Err(miscounted::<S>(self.binds.len()));
+            };
+            match bind {
+                Bind::Text(v) => out.push_bind_param::<Text, _>(v)?,
+                Bind::NullableText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                Bind::BigInt(v) => out.push_bind_param::<BigInt, _>(v)?,
+                Bind::NullableBigInt(v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
+                Bind::Integer(v) => out.push_bind_param::<Integer, _>(v)?,
+            }
+            out.push_sql(part);
+        }
+        if binds.next().is_some() {
+            return Err(miscounted::<S>(self.binds.len()));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Sql, Conn> RunQueryDsl<Conn> for Fixed<'_, S> {}
+
+/// The error of a statement given more or fewer values than its text has `?`s (a bug).
+fn miscounted<S: Sql>(given: usize) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        format!(
+            "statement given {given} values for {} placeholders: {}",
+            S::SQL.matches('?').count(),
+            S::SQL
+        )
+        .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
+
+    use super::*;
+
+    struct Insert;
+    impl Sql for Insert {
+        const SQL: &'static str = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)";
+    }
+
+    fn conn() -> SqliteConnection {
+        let mut conn = SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+        conn.batch_execute("CREATE TABLE t (a text, b integer, c text)")
+            .expect("table");
+        conn
+    }
+
+    #[test]
+    fn binds_each_value_in_order() {
+        let mut conn = conn();
+        let binds = [Bind::Text("x"), Bind::BigInt(7), Bind::NullableText(None)];
+        let n = Fixed::<Insert>::new(&binds)
+            .execute(&mut conn)
+            .expect("insert");
+        assert_eq!(n, 1);
+        let row: (String, i64, Option<String>) = diesel::sql_query("SELECT a, b, c FROM t")
+            .get_result::<Row>(&mut conn)
+            .map(|r| (r.a, r.b, r.c))
+            .expect("row");
+        assert_eq!(row, ("x".into(), 7, None));
+    }
+
+    #[test]
+    fn a_wrong_count_of_values_is_an_error_not_a_statement() {
+        let mut conn = conn();
+        let few = [Bind::Text("x")];
+        let err = Fixed::<Insert>::new(&few)
+            .execute(&mut conn)
+            .expect_err("too few values");
+        assert!(
+            err.to_string().contains("1 values for 3 placeholders"),
+            "{err}"
+        );
+        let many = [
+            Bind::Text("x"),
+            Bind::Integer(1),
+            Bind::Text("y"),
+            Bind::Text("z"),
+        ];
+        let err = Fixed::<Insert>::new(&many)
+            .execute(&mut conn)
+            .expect_err("too many values");
+        assert!(
+            err.to_string().contains("4 values for 3 placeholders"),
+            "{err}"
+        );
+        let count: i64 =
+            diesel::dsl::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM t)"))
+                .get_result(&mut conn)
+                .expect("count");
+        assert_eq!(count, 0);
+    }
+
+    #[test]
+    fn is_compiled_once_per_connection() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+
+        use diesel::connection::InstrumentationEvent;
+
+        let mut conn = conn();
+        let cached = Arc::new(AtomicUsize::new(0));
+        let seen = cached.clone();
+        conn.set_instrumentation(move |e: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { .. } = e {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for b in 0..3 {
+            let binds = [
+                Bind::Text("x"),
+                Bind::BigInt(b),
+                Bind::NullableText(Some("y")),
+            ];
+            Fixed::<Insert>::new(&binds)
+                .execute(&mut conn)
+                .expect("insert");
+        }
+        assert_eq!(cached.load(Ordering::Relaxed), 1);
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        a: String,
+        #[diesel(sql_type = BigInt)]
+        b: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        c: Option<String>,
+    }
+}
