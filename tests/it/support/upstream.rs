@@ -277,6 +277,15 @@ impl TestUpstream {
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // Like the servers it stands for (uvicorn under vLLM, Node's HTTP server): without
+        // TCP_NODELAY each SSE chunk written behind an unacknowledged one waits for the
+        // client's delayed ACK (up to 40 ms on Linux), which the benchmark measured as 40 ms
+        // before most first tokens.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                eprintln!("test upstream: cannot set TCP_NODELAY: {e}");
+            }
+        });
         let server = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, app).await {
                 eprintln!("test upstream stopped: {err}");
