@@ -14,6 +14,7 @@ mod dashboard;
 mod fixtures;
 mod flushes;
 mod grpc_web;
+mod layers;
 mod limits;
 mod listing;
 mod logs;
