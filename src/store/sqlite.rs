@@ -166,7 +166,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&mut SqliteConnection) -> Result<T, Error> + Send + 'static,
     {
         self.committer.write(f).await
     }
@@ -481,7 +481,7 @@ impl Store for SqliteStore {
         }
         let sequences = sequences.to_vec();
         self.write(move |conn| {
-            for (id, sequence) in sequences {
+            for &(id, sequence) in &sequences {
                 diesel::update(jobs::table.find(key(id)))
                     .set(jobs::last_sequence.eq(i64::try_from(sequence).unwrap_or(i64::MAX)))
                     .execute(conn)?;
