@@ -1,9 +1,10 @@
 //! The gRPC services: decode requests, call the gateway, encode responses.
 //!
 //! - [`admin`]: the `llmjobs.v1.QueueAdminService` implementation.
-//! - [`batches`]: the `llmjobs.v1.BatchService` implementation and batch validation.
+//! - [`batches`]: the `llmjobs.v1.BatchService` implementation.
 //! - [`jobs`]: the `llmjobs.v1.JobService` implementation.
-//! - [`validate`]: it turns a `SubmitJobRequest` into a [`crate::job::NewJob`] or field violations.
+//! - [`validate`]: one validator per request message; each turns a request into domain values
+//!   (a `SubmitJobRequest` into a [`crate::job::NewJob`]) or field violations.
 //! - [`convert`]: maps domain types to wire types.
 
 use crate::{audit::Auditor, config::PromptStorage, ratelimit::Limiter};

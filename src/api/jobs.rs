@@ -362,17 +362,7 @@ impl JobService for JobApi {
         let who = principal(&request)?;
         let req = request.into_inner();
         let id = job_id(&req.job_id)?;
-        // The reason is shown to watchers (`llm-jobs watch` prints it): no terminal escapes.
-        if req.reason.len() > 1024
-            || !crate::api::validate::printable(&req.reason.replace(['\t', '\n'], " "))
-        {
-            return Err(Error::invalid(
-                "reason",
-                "at most 1024 bytes, without control characters (tab and newline aside) or \
-                 bidirectional ones",
-            )
-            .into());
-        }
+        validate::cancel::job_reason(&req.reason).map_err(|v| Error::InvalidArgument(vec![v]))?;
         let result: Result<_, Status> = async {
             let job = self.visible(&who, id).await?;
             Ok(self.gateway.cancel_read(job, &req.reason).await?)

@@ -1,0 +1,31 @@
+//! What client text shown back to people may hold, and how much of it an error message
+//! quotes.
+
+/// Quotes at most 64 characters of client input in error messages.
+pub(crate) fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// True when `text` holds no control characters (terminal escapes among them) and no
+/// bidirectional controls: what identifiers and labels shown to people may hold.
+pub fn printable(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+/// True when a metadata entry may be shown to people: a key with no control characters, a
+/// value with none but tab and line breaks, neither with bidirectional controls (NUL is
+/// reported on its own, so it passes here).
+pub fn metadata_printable(key: &str, value: &str) -> bool {
+    !key.chars()
+        .any(|c| (c.is_control() && c != '\0') || is_bidi_control(c))
+        && !value.chars().any(|c| {
+            (c.is_control() && !matches!(c, '\0' | '\t' | '\n' | '\r')) || is_bidi_control(c)
+        })
+}
+
+/// Unicode's bidirectional formatting characters (marks, embeddings, overrides, isolates),
+/// which can make text display in another order than it is stored ("Trojan Source",
+/// CVE-2021-42574).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
