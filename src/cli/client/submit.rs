@@ -1,0 +1,223 @@
+//! `llm-jobs submit`: a job from the command line's flags (the prompt from standard input with
+//! `-`), then its id, or with `--stream` its tokens as they arrive.
+
+use anyhow::Context;
+
+use super::{
+    Connection, connect, status_error,
+    watch::{Cut, finish, print_events},
+};
+use crate::proto::v1;
+
+/// `submit` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: Connection,
+    /// The prompt; `-` reads it from standard input (for prompts too long for a command
+    /// line, e.g. `llm-jobs submit - < prompt.txt`).
+    pub prompt: String,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Job type (one of the server's configured types).
+    #[arg(long = "job-type", default_value = "general")]
+    pub job_type: String,
+    /// urgent, high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: String,
+    /// Model (empty: the server's default; `sim` is simulated).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// Upper bound of output tokens.
+    #[arg(long = "max-tokens")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (0..=2).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Coalesce deltas (BUFFERED) instead of one event per token.
+    #[arg(long)]
+    pub buffered: bool,
+    /// Metadata entries, `key=value`.
+    #[arg(long = "metadata", value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    /// Tag for listing (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Idempotency key: resubmitting with it returns the first job.
+    #[arg(long = "idempotency-key", default_value = "")]
+    pub idempotency_key: String,
+    /// Nucleus sampling (0..=1).
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Sampling seed.
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// Ask for a JSON object (`response_format` json_object); the result carries it parsed.
+    #[arg(long = "json-object", conflicts_with = "json_schema")]
+    pub json_object: bool,
+    /// Ask for JSON matching the JSON Schema in this file (`response_format` json_schema);
+    /// the result carries it parsed and validated.
+    #[arg(long = "json-schema", value_name = "FILE")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// With --json-schema: the schema's name (default: the file name without extension).
+    #[arg(long = "schema-name", requires = "json_schema")]
+    pub schema_name: Option<String>,
+    /// Stop sequence (repeatable, at most 4).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Attempts before the job fails for good (default: the server's).
+    #[arg(long = "max-attempts")]
+    pub max_attempts: Option<u32>,
+    /// Limit of one attempt in seconds (default: the server's).
+    #[arg(long = "timeout-seconds")]
+    pub timeout_seconds: Option<u32>,
+    /// Follow the job and print tokens as they arrive.
+    #[arg(long)]
+    pub stream: bool,
+    /// With --stream: cancel the job if this command is interrupted.
+    #[arg(long = "cancel-on-disconnect", requires = "stream")]
+    pub cancel_on_disconnect: bool,
+    /// Print the job as canonical protobuf JSON (with --stream: each event of its log as one
+    /// JSON line, as `watch --json` does).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `response_format` of `submit`'s flags. Errors: an unreadable or non-JSON schema file.
+fn response_format(
+    json_object: bool,
+    schema: Option<&std::path::Path>,
+    name: Option<String>,
+) -> anyhow::Result<Option<v1::ResponseFormat>> {
+    use v1::response_format::Type;
+    if let Some(path) = schema {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let serde_json::Value::Object(_) = json else {
+            anyhow::bail!("{} must hold a JSON object", path.display());
+        };
+        let Some(prost_types::value::Kind::StructValue(schema)) =
+            crate::api::convert::json_value(&json).kind
+        else {
+            anyhow::bail!("{} must hold a JSON object", path.display());
+        };
+        let name = name.unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().replace('.', "_"))
+                .unwrap_or_else(|| "schema".to_owned())
+        });
+        return Ok(Some(v1::ResponseFormat {
+            r#type: Type::JsonSchema.into(),
+            schema_name: name,
+            schema: Some(schema),
+            ..Default::default()
+        }));
+    }
+    Ok(json_object.then(|| v1::ResponseFormat {
+        r#type: Type::JsonObject.into(),
+        ..Default::default()
+    }))
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// `submit`.
+pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let connection = a.connection.clone();
+    let (stream, json, cancel_on_disconnect) = (a.stream, a.json, a.cancel_on_disconnect);
+    let req = request(a)?;
+    let mut client = connect(&connection).await?;
+    if stream {
+        let stream = client
+            .submit_and_stream(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let shown = print_events(stream, 0, json).await?;
+        if cancel_on_disconnect && matches!(shown.cut, Some(Cut::Interrupted)) {
+            // Leaving cancels the job: there is nothing to resume.
+            anyhow::bail!(
+                "interrupted at sequence {}; the job {} is being cancelled \
+                 (--cancel-on-disconnect)",
+                shown.last,
+                shown.job_id
+            );
+        }
+        finish(&mut client, shown, 0).await
+    } else {
+        let job = client
+            .submit_job(req)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .job;
+        let job = job.context("server sent no job")?;
+        if json {
+            return crate::cli::print_json("llmjobs.v1.Job", &job);
+        }
+        println!("{}", job.id);
+        eprintln!("queued in {}", job.queue);
+        Ok(())
+    }
+}
+
+/// The request `a` asks for; the prompt is read from standard input when it is `-`.
+///
+/// Errors: an unknown priority, an unreadable standard input or schema file.
+fn request(a: SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
+    let priority = match a.priority.as_str() {
+        "urgent" => v1::Priority::Urgent,
+        "high" => v1::Priority::High,
+        "normal" => v1::Priority::Normal,
+        "low" => v1::Priority::Low,
+        other => anyhow::bail!("unknown priority {other:?} (urgent, high, normal, low)"),
+    };
+    let prompt = if a.prompt == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("cannot read the prompt from standard input: {e}"))?;
+        text
+    } else {
+        a.prompt
+    };
+    Ok(v1::SubmitJobRequest {
+        prompt,
+        system_prompt: a.system.unwrap_or_default(),
+        job_type: a.job_type,
+        priority: priority.into(),
+        generation_config: Some(v1::GenerationConfig {
+            model: a.model,
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            stop: a.stop,
+            seed: a.seed,
+            response_format: response_format(
+                a.json_object,
+                a.json_schema.as_deref(),
+                a.schema_name,
+            )?,
+        }),
+        max_attempts: a.max_attempts,
+        timeout_seconds: a.timeout_seconds,
+        cancel_on_disconnect: a.cancel_on_disconnect,
+        tags: a.tags,
+        streaming_mode: if a.buffered {
+            v1::StreamingMode::Buffered
+        } else {
+            v1::StreamingMode::Realtime
+        }
+        .into(),
+        metadata: a.metadata.into_iter().collect(),
+        idempotency_key: a.idempotency_key,
+        ..Default::default()
+    })
+}
