@@ -1,0 +1,133 @@
+//! Where the backends are: Redis ([`Redis`]: queue, leases, live event log; none: in process)
+//! and the durable store ([`Database`]: Postgres or a SQLite file).
+//!
+//! Environment variables read here: `REDIS_URL`, `LLMJOBS_REDIS_PREFIX`,
+//! `LLMJOBS_REDIS_POOL_SIZE`, `DATABASE_URL`, `LLMJOBS_SQLITE_PATH`,
+//! `LLMJOBS_DATABASE_POOL_SIZE`, `LLMJOBS_NO_MIGRATE`.
+
+use std::path::PathBuf;
+
+/// Redis: queue, leases and the live event log (both sides).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Redis")]
+pub struct Redis {
+    /// Redis URL (`redis://host:port/db`). Empty (the default): no Redis; queue, event log
+    /// and rate limits run in this process (`serve` only).
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "",
+        // Its password must not show in `--help`.
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments (or tests) share one Redis.
+    #[arg(
+        id = "redis_prefix",
+        long = "redis-prefix",
+        env = "LLMJOBS_REDIS_PREFIX",
+        default_value = "llmjobs"
+    )]
+    pub prefix: String,
+    /// Pooled connections for commands (watchers share separate pub/sub connections).
+    #[arg(
+        id = "redis_pool_size",
+        long = "redis-pool-size",
+        env = "LLMJOBS_REDIS_POOL_SIZE",
+        default_value_t = 32
+    )]
+    pub pool_size: usize,
+}
+
+impl Redis {
+    /// True when no Redis is configured (an empty URL): the queue, the event log and the
+    /// rate limits then run in process.
+    pub fn in_process(&self) -> bool {
+        self.url.trim().is_empty()
+    }
+}
+
+/// The durable store: Postgres, or a SQLite file when no Postgres URL is configured. The
+/// location flags are global: `llm-jobs keys create --sqlite-path F …` works as well as
+/// `llm-jobs keys --sqlite-path F create …`.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Store")]
+pub struct Database {
+    /// Where the store is: `postgres://…` (or `postgresql://…`) for Postgres, whose database
+    /// is created at start-up when it does not exist; `sqlite://PATH` (or `sqlite:PATH`) for a
+    /// SQLite file. Empty (the default): a SQLite file at `--sqlite-path`.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "",
+        global = true,
+        // Its password must not show in `--help`.
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// The SQLite file used when `DATABASE_URL` is empty (created when missing).
+    #[arg(
+        long = "sqlite-path",
+        env = "LLMJOBS_SQLITE_PATH",
+        default_value = "llm-jobs.db",
+        global = true
+    )]
+    pub sqlite_path: PathBuf,
+    /// Pooled connections (Postgres; SQLite uses one connection).
+    #[arg(
+        id = "database_pool_size",
+        long = "database-pool-size",
+        env = "LLMJOBS_DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub pool_size: usize,
+    /// Do not apply pending migrations at start-up (run `llm-jobs migrate` instead).
+    #[arg(
+        long = "no-migrate",
+        env = "LLMJOBS_NO_MIGRATE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_migrate: bool,
+}
+
+/// Which database [`Database`] names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A Postgres URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    /// The database this configuration names.
+    ///
+    /// Errors: a URL of another scheme (the message names `DATABASE_URL` and the schemes
+    /// understood), or `sqlite://` without a path.
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(StoreLocation::Sqlite(self.sqlite_path.clone()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err("DATABASE_URL: `sqlite://` needs a file path".into());
+            }
+            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (or be empty \
+             for a SQLite file at --sqlite-path); got {:?}",
+            url.split("://").next().unwrap_or_default()
+        ))
+    }
+}
