@@ -128,14 +128,18 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // 1. Check: the configuration as a whole, without I/O.
     let mut plan = check::check(cfg)?;
+    // 2. Open: the backends and the store.
     let core = open::open(&plan).await?;
+    // 3. Bind: what can stop the start fails here, before any job is touched.
     let gateway = match plan.gateway.take() {
         Some(g) => Some(gateway::bind(g, listeners.grpc).await?),
         None => None,
     };
     let admin_listener = http::bind(plan.common.metrics.listen, listeners.admin).await?;
     let telemetry = http::telemetry(&plan.common, &core, &shutdown)?;
+    // 4. Spawn: the worker first (a gateway in this process uses its slots), then the servers.
     let readiness = health::Readiness::default();
     let shared = Shared {
         common: &plan.common,
@@ -156,6 +160,7 @@ pub async fn run(
     if let Some(listener) = admin_listener {
         http::spawn(listener, &shared, &telemetry, probe, &mut tasks);
     }
+    // 5. Drain: until every task has ended.
     let result = drain(tasks, &shutdown).await;
     // The last OTLP export goes out now; its wait blocks, so not on a runtime thread.
     let meters = telemetry.meters;
