@@ -47,13 +47,29 @@ static EXTRA: OnceLock<Vec<Regex>> = OnceLock::new();
 ///
 /// Errors: the first pattern that does not compile, with the reason.
 pub fn configure(patterns: &[String]) -> Result<(), String> {
-    let compiled = patterns
+    let _ = EXTRA.set(compile(patterns)?);
+    Ok(())
+}
+
+/// The operator patterns compiled; empty ones are skipped.
+///
+/// Errors: a pattern that does not compile, or one that matches the empty string (`.*`,
+/// `a?`): it would mask between every two characters of every text, log lines included.
+fn compile(patterns: &[String]) -> Result<Vec<Regex>, String> {
+    patterns
         .iter()
         .filter(|p| !p.is_empty())
-        .map(|p| Regex::new(p).map_err(|e| format!("redaction pattern {p:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let _ = EXTRA.set(compiled);
-    Ok(())
+        .map(|p| {
+            let re = Regex::new(p).map_err(|e| format!("redaction pattern {p:?}: {e}"))?;
+            if re.is_match("") {
+                return Err(format!(
+                    "redaction pattern {p:?} matches the empty string, so it would mask every \
+                     text (log lines included): make it match at least one character"
+                ));
+            }
+            Ok(re)
+        })
+        .collect()
 }
 
 /// `text` with every secret replaced; borrowed when nothing matched.
@@ -114,6 +130,21 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_patterns_must_compile_and_match_something() {
+        let patterns = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            compile(&patterns(&["acct-[0-9]+", ""])).map(|c| c.len()),
+            Ok(1)
+        );
+        for bad in [".*", "a?", "x*|y", "^"] {
+            let e = compile(&patterns(&[bad])).expect_err(bad);
+            assert!(e.contains("matches the empty string"), "{e}");
+        }
+        let e = compile(&patterns(&["(unclosed"])).expect_err("a bad regex");
+        assert!(e.contains("(unclosed"), "{e}");
+    }
 
     #[test]
     fn passwords_are_hidden_from_urls_and_nothing_else() {

@@ -122,33 +122,50 @@ fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
     }
 }
 
+/// [`Server::cors`] of the list `configured`: every entry is checked, `*` among them
+/// included, so a typo never hides behind a `*`.
+fn cors(configured: &[String], auth_off: bool) -> Result<crate::server::Cors, String> {
+    let entries: Vec<&str> = configured
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if entries.is_empty() {
+        // An empty value is unset (as deployment templates write it); separators alone are
+        // a list that lost its entries.
+        if configured.len() > 1 {
+            return Err(
+                "LLMJOBS_CORS_ALLOWED_ORIGINS is set but names no origin: give origins like \
+                 https://app.example.com, or `*`, or unset it"
+                    .into(),
+            );
+        }
+        return Ok(if auth_off {
+            crate::server::Cors::Loopback
+        } else {
+            crate::server::Cors::Any
+        });
+    }
+    let origins = entries
+        .iter()
+        .filter(|o| **o != "*")
+        .map(|o| crate::server::origin(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if entries.contains(&"*") {
+        crate::server::Cors::Any
+    } else {
+        crate::server::Cors::Only(origins)
+    })
+}
+
 impl Server {
     /// Which origins CORS lets call, given whether callers need keys (`auth_off`: they do
     /// not).
     ///
-    /// Errors: an entry that is not `*` or an origin (`scheme://host[:port]`).
+    /// Errors: an entry that is not `*` or an origin (`scheme://host[:port]`), or a list of
+    /// separators only (`,`); an empty value counts as unset.
     pub fn cors(&self, auth_off: bool) -> Result<crate::server::Cors, String> {
-        let entries: Vec<&str> = self
-            .cors_allowed_origins
-            .iter()
-            .map(|o| o.trim())
-            .filter(|o| !o.is_empty())
-            .collect();
-        if entries.is_empty() {
-            return Ok(if auth_off {
-                crate::server::Cors::Loopback
-            } else {
-                crate::server::Cors::Any
-            });
-        }
-        if entries.contains(&"*") {
-            return Ok(crate::server::Cors::Any);
-        }
-        entries
-            .into_iter()
-            .map(crate::server::origin)
-            .collect::<Result<_, _>>()
-            .map(crate::server::Cors::Only)
+        cors(&self.cors_allowed_origins, auth_off)
     }
 
     /// What [`crate::server::serve`] needs to guard its connections.
@@ -160,5 +177,44 @@ impl Server {
                 .then(|| Duration::from_secs(self.http2_keepalive_secs)),
             keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Cors;
+
+    fn list(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|e| (*e).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_unset_or_empty_list_depends_on_auth_and_separators_alone_are_refused() {
+        assert_eq!(cors(&[], false), Ok(Cors::Any));
+        assert_eq!(cors(&[], true), Ok(Cors::Loopback));
+        assert_eq!(cors(&list(&[""]), true), Ok(Cors::Loopback));
+        for blank in [&[" ", ""][..], &["", ""], &["", "", ""]] {
+            let e = cors(&list(blank), false).expect_err("a list naming nothing");
+            assert!(e.contains("names no origin"), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_entry_is_checked_even_beside_a_star() {
+        assert_eq!(cors(&list(&["*"]), false), Ok(Cors::Any));
+        assert_eq!(cors(&list(&["*", "http://x.com"]), false), Ok(Cors::Any));
+        let e = cors(&list(&["*", "garbage"]), false).expect_err("a bad entry beside `*`");
+        assert!(e.contains("\"garbage\" is not an origin"), "{e}");
+        assert_eq!(
+            cors(
+                &list(&["https://A.example/", " http://localhost:5173 "]),
+                true
+            ),
+            Ok(Cors::Only(vec![
+                http::HeaderValue::from_static("https://a.example"),
+                http::HeaderValue::from_static("http://localhost:5173"),
+            ]))
+        );
     }
 }
