@@ -283,6 +283,19 @@ async fn purge(c: &mut Client, queue: String, consent: &Consent, json: bool) -> 
     })
 }
 
+/// Whether a retry or forget goes ahead: at once for jobs named by id; by filter, once
+/// [`consent::by_filter`] agrees.
+async fn goes_ahead(
+    c: &mut Client,
+    job_ids: &[String],
+    filter: &v1::ListFailedJobsRequest,
+    consent: &Consent,
+    act: &consent::Act,
+    json: bool,
+) -> anyhow::Result<bool> {
+    Ok(!job_ids.is_empty() || consent::by_filter(c, filter, consent, act, json).await?)
+}
+
 /// `admin retry`: the jobs named, or (once agreed to) every failed job `filter` matches.
 async fn retry(
     c: &mut Client,
@@ -292,15 +305,13 @@ async fn retry(
     json: bool,
 ) -> anyhow::Result<()> {
     let filter = filter.request(BY_FILTER, String::new());
-    if job_ids.is_empty() {
-        let act = consent::Act {
-            verb: "retry",
-            done: "would be queued again",
-            nothing: "nothing retried",
-        };
-        if !consent::by_filter(c, &filter, consent, &act, json).await? {
-            return Ok(());
-        }
+    let act = consent::Act {
+        verb: "retry",
+        done: "would be queued again",
+        nothing: "nothing retried",
+    };
+    if !goes_ahead(c, &job_ids, &filter, consent, &act, json).await? {
+        return Ok(());
     }
     let r = c
         .retry_jobs(v1::RetryJobsRequest {
@@ -327,15 +338,13 @@ async fn forget(
     json: bool,
 ) -> anyhow::Result<()> {
     let filter = filter.request(BY_FILTER, String::new());
-    if job_ids.is_empty() {
-        let act = consent::Act {
-            verb: "forget",
-            done: "would leave the failed list (rows kept)",
-            nothing: "nothing forgotten",
-        };
-        if !consent::by_filter(c, &filter, consent, &act, json).await? {
-            return Ok(());
-        }
+    let act = consent::Act {
+        verb: "forget",
+        done: "would leave the failed list (rows kept)",
+        nothing: "nothing forgotten",
+    };
+    if !goes_ahead(c, &job_ids, &filter, consent, &act, json).await? {
+        return Ok(());
     }
     let r = c
         .forget_failed_jobs(v1::ForgetFailedJobsRequest {

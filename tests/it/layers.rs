@@ -1,7 +1,8 @@
 //! The import direction of `src/` (issue 19): a module imports only from its own layer or
-//! below. Layers, bottom to top (`../shared/STYLE.md`): domain → ports → adapters → core →
-//! edge. Each module of the crate has a layer in [`LAYERS`] (the longest matching prefix of
-//! its path wins); every `crate::…` path in a file is an import of that module.
+//! below. Layers, bottom to top, as the crate map in `src/lib.rs` names them: domain →
+//! ports → adapters → core → edge. Each module of the crate has a layer in [`LAYERS`] (the
+//! longest matching prefix of its path wins); every `crate::…` path in a file is an import
+//! of that module.
 //!
 //! Today's code still imports upward in places. Those imports are listed in [`KNOWN`], one
 //! line per (importing module, imported module), so the list can only shrink: an upward
