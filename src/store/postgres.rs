@@ -2,6 +2,7 @@
 //! migrations; [`reports`] holds the operators' queries, [`batches`] the batches'.
 
 mod batches;
+mod fixed;
 mod logs;
 mod migrate;
 mod progress;
