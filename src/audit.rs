@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::{auth::Principal, store::Store};
+use crate::{principal::Principal, store::Store};
 
 /// One audit record.
 #[derive(Clone, Debug, PartialEq, Eq)]

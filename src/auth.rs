@@ -16,88 +16,7 @@ pub mod layer;
 
 use tonic::Status;
 
-/// Tenant of jobs submitted with authentication off, and of jobs stored before tenants existed.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// What a key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// JobService and BatchService on its own tenant's jobs and batches.
-    User,
-    /// A tenant's administrator: what a user may, plus its tenant's failed jobs (list, retry,
-    /// forget) and audit events. Nothing queue-wide.
-    Admin,
-    /// Everything: every tenant's jobs and batches, all of QueueAdminService, the whole audit
-    /// log.
-    Operator,
-}
-
-impl Role {
-    /// The stored name: `user`, `admin` or `operator`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            "operator" => Some(Role::Operator),
-            _ => None,
-        }
-    }
-}
-
-/// The authenticated caller of one RPC, put into the request's extensions by [`layer`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// Who, for the audit log: the key's prefix, or `auth-off`.
-    pub actor: String,
-    /// The key's id (`None` with authentication off).
-    pub key_id: Option<uuid::Uuid>,
-    /// The key's tenant.
-    pub tenant: String,
-    /// The key's role.
-    pub role: Role,
-    /// The key's own client limits (`None`: the server's defaults).
-    pub limits: keys::KeyLimits,
-    /// The peer address of the connection (`unknown` when the transport does not say).
-    pub peer: String,
-}
-
-impl Principal {
-    /// The caller when authentication is switched off: an operator of [`DEFAULT_TENANT`].
-    pub fn auth_off(peer: String) -> Principal {
-        Principal {
-            actor: "auth-off".into(),
-            key_id: None,
-            tenant: DEFAULT_TENANT.into(),
-            role: Role::Operator,
-            limits: keys::KeyLimits::default(),
-            peer,
-        }
-    }
-
-    /// True for operators, who see every tenant.
-    pub fn is_operator(&self) -> bool {
-        self.role == Role::Operator
-    }
-
-    /// Whether this caller may see and touch what belongs to `tenant`.
-    pub fn can_access(&self, tenant: &str) -> bool {
-        self.is_operator() || self.tenant == tenant
-    }
-
-    /// The tenant listings must be limited to: `None` for operators (every tenant).
-    pub fn scope(&self) -> Option<String> {
-        (!self.is_operator()).then(|| self.tenant.clone())
-    }
-}
+pub use crate::principal::{DEFAULT_TENANT, Principal, Role};
 
 /// The principal of a request that passed [`layer`].
 ///
@@ -108,32 +27,4 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn users_and_admins_see_their_tenant_and_operators_see_all() {
-        let mut p = Principal::auth_off("peer".into());
-        p.tenant = "a".into();
-        for role in [Role::User, Role::Admin] {
-            p.role = role;
-            assert!(p.can_access("a"));
-            assert!(!p.can_access("b"));
-            assert_eq!(p.scope().as_deref(), Some("a"));
-        }
-        p.role = Role::Operator;
-        assert!(p.can_access("b"));
-        assert_eq!(p.scope(), None);
-    }
-
-    #[test]
-    fn roles_read_back_as_stored() {
-        for role in [Role::User, Role::Admin, Role::Operator] {
-            assert_eq!(Role::parse(role.as_str()), Some(role));
-        }
-        assert_eq!(Role::parse("root"), None);
-    }
 }

@@ -31,7 +31,17 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use crate::config;
+/// Where Redis is and how many pooled connections to keep (the edge builds it from its
+/// configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Redis URL (`redis://host:port/db`).
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Pooled connections for commands (at least one is kept).
+    pub pool_size: usize,
+}
 
 /// Connections to one Redis, shared by the queue and the event log.
 #[derive(Clone)]
@@ -52,7 +62,8 @@ impl Redis {
     /// multiplexed connection waits for that reply's ACK.
     ///
     /// Errors: a message when the URL is invalid.
-    pub fn new(cfg: &config::Redis) -> Result<Redis, String> {
+    pub fn new(settings: impl Into<Settings>) -> Result<Redis, String> {
+        let cfg = settings.into();
         let info = cfg
             .url
             .as_str()

@@ -64,6 +64,12 @@ impl Error {
     }
 }
 
+impl From<crate::paging::Error> for Error {
+    fn from(err: crate::paging::Error) -> Error {
+        Error::invalid(err.field, err.description)
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         match err {

@@ -11,6 +11,7 @@
 //! - [`error`]: the RPC error type and its mapping to gRPC status codes.
 //! - [`paging`]: page sizes and tokens of list RPCs (AIP-158).
 //! - [`pricing`]: token prices per model, for costs in USD.
+//! - [`principal`]: the authenticated caller (tenant, role, own limits) and its access rules.
 //! - [`progress`]: stages of an attempt, output estimates, progress fractions and milestones.
 //! - [`structured`]: JSON response formats: schema checks at submit, parsing and validation.
 //! - [`proto`]: code generated from `proto/llmjobs/v1`.
@@ -72,6 +73,7 @@ pub mod job;
 pub mod metrics;
 pub mod paging;
 pub mod pricing;
+pub mod principal;
 pub mod progress;
 pub mod proto;
 pub mod provider;

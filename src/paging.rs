@@ -2,7 +2,27 @@
 //! `page_token`. Lists are ordered newest first by UUID v7 id, so a token is the last id of
 //! the previous page: pages never skip or repeat a job, however many are added meanwhile.
 
-use crate::{error::Error, job::JobId};
+use crate::job::JobId;
+
+/// A page size or token a list request cannot use; the API answers INVALID_ARGUMENT naming
+/// [`Error::field`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {description}")]
+pub struct Error {
+    /// The request field at fault: `page_size` or `page_token`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl Error {
+    fn invalid(field: &'static str, description: impl Into<String>) -> Error {
+        Error {
+            field,
+            description: description.into(),
+        }
+    }
+}
 
 /// Page size when the request names none.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;

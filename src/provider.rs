@@ -17,6 +17,10 @@ use futures::stream::BoxStream;
 
 use crate::job::{ChatMessage, GenerationParams, Usage};
 
+/// The W3C header carrying the trace and parent span ids (the upstream gets
+/// [`Request::traceparent`] in it).
+pub const TRACEPARENT: &str = "traceparent";
+
 /// What a generation request failed with, classified by what the caller should do next.
 /// Sources: OpenAI API error codes (<https://platform.openai.com/docs/guides/error-codes>) and
 /// HTTP semantics (RFC 9110).

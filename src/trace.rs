@@ -38,8 +38,7 @@ pub const MAX_HEADER_BYTES: usize = 512;
 /// trace; a later one starts a trace of its own linked to it.
 pub const CONTINUE_WITHIN: Duration = Duration::from_secs(5 * 60);
 
-/// The W3C header carrying the trace and parent span ids.
-pub const TRACEPARENT: &str = "traceparent";
+pub use crate::provider::TRACEPARENT;
 /// The W3C header carrying vendor-specific trace state.
 pub const TRACESTATE: &str = "tracestate";
 

@@ -5,6 +5,10 @@
 //! scoped here). Every call is audited, reads included: who looked at the failed jobs or the
 //! audit log is worth knowing too.
 
+mod audit_log;
+mod dashboard;
+mod failed;
+
 use std::pin::Pin;
 
 use futures::Stream;
@@ -12,15 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::convert;
 use crate::{
-    admin::{Admin, FailedJob, encode_stats},
-    auth::{Principal, principal},
+    admin::{Admin, encode_stats},
+    auth::principal,
     error::Error,
-    job::JobId,
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
-    store::FailedFilter,
 };
+use failed::{failed_job, filter, ids_target, job_ids};
 
 /// The QueueAdminService implementation.
 pub struct AdminApi {
@@ -62,56 +64,6 @@ impl AdminApi {
             )
             .await;
         result
-    }
-}
-
-/// Job ids as an audit target: the first few, then how many more.
-fn ids_target(ids: &[String]) -> String {
-    match ids.len() {
-        0 => "all failed jobs matching the filter".to_owned(),
-        n if n <= 5 => ids.join(","),
-        n => format!("{},… ({n} jobs)", ids[..5].join(",")),
-    }
-}
-
-/// Reads the `job_ids` of a retry or forget (see [`super::validate::id`]). Errors:
-/// INVALID_ARGUMENT naming the first malformed `job_ids[i]`.
-fn job_ids(raw: &[String]) -> Result<Vec<JobId>, Error> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, id)| super::validate::id(format!("job_ids[{i}]"), id))
-        .collect::<Result<_, _>>()
-        .map_err(|v| Error::InvalidArgument(vec![v]))
-}
-
-/// Bounds of `WatchDashboardRequest.interval_seconds`.
-const DASHBOARD_INTERVAL_SECS: std::ops::RangeInclusive<u32> = 1..=60;
-
-/// The failed-job filter `f` names (fields named under `prefix`), limited to the caller's
-/// tenant unless it is an operator. Errors: INVALID_ARGUMENT naming each bad field.
-fn filter(
-    who: &Principal,
-    f: Option<&v1::ListFailedJobsRequest>,
-    prefix: &str,
-) -> Result<FailedFilter, Status> {
-    let mut filter = super::validate::filters::failed_jobs(f, prefix)
-        .map_err(|v| Status::from(Error::InvalidArgument(v)))?;
-    filter.tenant = who.scope();
-    Ok(filter)
-}
-
-fn failed_job(f: FailedJob) -> v1::FailedJob {
-    v1::FailedJob {
-        failed_time: f.job.finished_at.map(convert::timestamp),
-        attempt_errors: f
-            .attempt_errors
-            .iter()
-            .map(|(attempt, e)| v1::AttemptError {
-                attempt: *attempt,
-                error: Some(convert::job_error(e)),
-            })
-            .collect(),
-        job: Some(convert::job(&f.job, f.output_tokens)),
     }
 }
 
@@ -352,34 +304,17 @@ impl QueueAdminService for AdminApi {
     ) -> Result<Response<Self::WatchDashboardStream>, Status> {
         let secs = match request.get_ref().interval_seconds {
             0 => Ok(5),
-            n if DASHBOARD_INTERVAL_SECS.contains(&n) => Ok(n),
+            n if dashboard::INTERVAL_SECS.contains(&n) => Ok(n),
             _ => Err(Error::invalid("interval_seconds", "must be within 1..=60").into()),
         };
         let secs = self
             .audited(&request, "WatchDashboard", "dashboard", secs)
             .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let (admin, shutdown) = (self.admin.clone(), self.shutdown.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(u64::from(secs)));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = tx.closed() => return,
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
-                        return;
-                    }
-                }
-                let update = admin.dashboard().await.map_err(Status::from);
-                if tx.send(update).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(dashboard::every(
+            self.admin.clone(),
+            self.shutdown.clone(),
+            secs,
+        ))))
     }
 
     #[instrument(skip_all)]
@@ -393,73 +328,5 @@ impl QueueAdminService for AdminApi {
             .audited(&request, "ListAuditEvents", "audit log", result)
             .await?;
         Ok(Response::new(page))
-    }
-}
-
-impl AdminApi {
-    /// A page of the audit log as `req` asks, limited to `who`'s tenant unless it is an
-    /// operator (a tenant filter naming another tenant then finds nothing). Errors:
-    /// INVALID_ARGUMENT (outcome, since, page token), UNAVAILABLE.
-    async fn audit_page(
-        &self,
-        who: &Principal,
-        req: v1::ListAuditEventsRequest,
-    ) -> Result<v1::ListAuditEventsResponse, Status> {
-        let outcome =
-            match req.outcome.as_str() {
-                "" => None,
-                o => Some(crate::audit::Outcome::parse(o).ok_or_else(|| {
-                    Error::invalid("outcome", "one of ok, denied, error (or empty)")
-                })?),
-            };
-        let parts = super::validate::filters::audit_events(&req).map_err(Error::InvalidArgument)?;
-        let tenant = match who.scope() {
-            None => parts.tenant,
-            Some(own) if parts.tenant.as_ref().is_some_and(|t| *t != own) => {
-                return Ok(v1::ListAuditEventsResponse::default());
-            }
-            own => own,
-        };
-        let filter = crate::audit::Filter {
-            tenant,
-            actor: parts.actor,
-            action: parts.action,
-            outcome,
-            since: parts.since,
-        };
-        // Audit tokens belong to the audit log (its filters may change between pages).
-        let (limit, before) =
-            crate::paging::page_by_position(req.page_size, &req.page_token, "audit")?;
-        let events = self
-            .admin
-            .store
-            .audit_events(&filter, before, limit)
-            .await
-            .map_err(Error::from)?;
-        let next_page_token = if events.len() as i64 == limit {
-            events
-                .last()
-                .map(|e| crate::paging::position_token(e.id, "audit"))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(v1::ListAuditEventsResponse {
-            audit_events: events
-                .into_iter()
-                .map(|e| v1::AuditEvent {
-                    id: e.id,
-                    time: Some(convert::timestamp(e.time)),
-                    actor: e.actor,
-                    tenant: e.tenant,
-                    action: e.action,
-                    target: e.target,
-                    peer: e.peer,
-                    outcome: e.outcome.as_str().to_owned(),
-                    detail: e.detail,
-                })
-                .collect(),
-            next_page_token,
-        })
     }
 }

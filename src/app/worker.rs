@@ -8,7 +8,11 @@ use tracing::{info, warn};
 
 use super::{Error, Shared, Tasks, WorkerConfig};
 use crate::{
-    provider::{Providers, openai::OpenAi, sim::Sim},
+    provider::{
+        Providers,
+        openai::{self, OpenAi},
+        sim::Sim,
+    },
     queue::LocalSlots,
     reconciler::Reconciler,
     worker::{self, Worker},
@@ -43,8 +47,18 @@ fn build(cfg: &WorkerConfig, shared: &Shared<'_>) -> Result<Arc<Worker>, Error> 
     let (common, core) = (shared.common, shared.core);
     let provider = &cfg.provider;
     let providers = Providers::new(
-        Arc::new(OpenAi::new(&common.upstream, provider).map_err(Error::Config)?),
-        Arc::new(Sim::new(provider)),
+        Arc::new(
+            OpenAi::new(&openai::Settings {
+                base_url: common.upstream.openai_base_url.clone(),
+                api_key: common.upstream.openai_api_key.clone(),
+                connect_timeout: Duration::from_secs(provider.connect_timeout_secs),
+            })
+            .map_err(Error::Config)?,
+        ),
+        Arc::new(Sim::new(
+            Duration::from_millis(provider.sim_first_token_ms),
+            provider.sim_tokens_per_second,
+        )),
     );
     let pricing =
         crate::pricing::Pricing::load(provider.pricing_file.as_deref()).map_err(Error::Config)?;

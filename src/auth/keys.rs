@@ -8,6 +8,8 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use crate::principal::KeyLimits;
+
 use super::Role;
 
 /// Start of every key.
@@ -16,15 +18,6 @@ pub const KEY_START: &str = "llmj_";
 const PREFIX_BYTES: usize = 6;
 /// Random bytes of the secret.
 const SECRET_BYTES: usize = 32;
-
-/// Per-key client limits; `None` means the server's default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KeyLimits {
-    /// Requests per minute.
-    pub requests_per_minute: Option<u32>,
-    /// Unfinished (queued or running) jobs at once.
-    pub max_concurrent_jobs: Option<u32>,
-}
 
 /// A stored API key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -48,6 +48,16 @@ impl Redis {
     }
 }
 
+impl From<&Redis> for crate::backend::Settings {
+    fn from(cfg: &Redis) -> Self {
+        crate::backend::Settings {
+            url: cfg.url.clone(),
+            prefix: cfg.prefix.clone(),
+            pool_size: cfg.pool_size,
+        }
+    }
+}
+
 /// The durable store: Postgres, or a SQLite file when no Postgres URL is configured. The
 /// location flags are global: `llm-jobs keys create --sqlite-path F …` works as well as
 /// `llm-jobs keys --sqlite-path F create …`.

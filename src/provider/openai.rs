@@ -5,42 +5,43 @@
 //! parsing. Two things are changed on its HTTP path (its `middleware` feature):
 //! - its default retry layer is left out: exactly one upstream request per attempt, the worker
 //!   decides about retries;
-//! - [`Inspect`] looks at the response before async-openai does, so an error answer keeps its
+//! - `Inspect` (in [`inspect`]) looks at the response before async-openai does, so an error answer keeps its
 //!   status, `Retry-After` and body, and a 2xx answer that is not an event stream (a JSON
 //!   document, a proxy's HTML page) becomes a clear error instead of an empty stream; it also
 //!   reads the upstream's `x-request-id` into a task-local slot set by [`OpenAi::stream`]
 //!   (async-openai runs the HTTP call in the caller's task), so results can quote it.
 
+mod body;
+mod inspect;
+mod refused;
 pub mod wire;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::time::Duration;
 
 use async_openai::{
-    Client,
-    config::OpenAIConfig,
-    error::OpenAIError,
-    middleware::{HttpRequestFactory, ReqwestService},
+    Client, config::OpenAIConfig, error::OpenAIError, middleware::ReqwestService,
     traits::RequestOptionsBuilder,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ChunkStream, Error, Provider, Request};
-use crate::config;
+use body::request_body;
+use inspect::{Inspect, REQUEST_ID};
+use refused::{Refused, snippet};
 use wire::Payload;
 
-/// Longest error body read from the upstream (bytes).
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// Characters of a body quoted in an error message.
-const SNIPPET_CHARS: usize = 200;
-/// Longest upstream request id kept (bytes); longer header values are ignored.
-const MAX_REQUEST_ID_BYTES: usize = 200;
-
-tokio::task_local! {
-    /// Where [`Inspect`] puts the `x-request-id` of the response it sees.
-    static REQUEST_ID: std::sync::Arc<std::sync::Mutex<Option<String>>>;
+/// Where the upstream is and how to connect to it (the edge builds it from its configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Base URL of the OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The upstream's API key, if it needs one.
+    pub api_key: Option<secrecy::SecretString>,
+    /// Longest wait to establish the connection (at least a second is allowed).
+    pub connect_timeout: Duration,
 }
 
 /// Provider for OpenAI and every server that speaks its chat-completions API.
@@ -51,22 +52,21 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    /// A provider for `upstream.openai_base_url` with `upstream.openai_api_key`.
+    /// A provider for `settings.base_url` with `settings.api_key`.
     ///
-    /// The HTTP client has `cfg`'s connect timeout but no overall timeout (the worker bounds each
-    /// attempt) and follows no redirects (a redirect would be a second request).
+    /// The HTTP client has the settings' connect timeout but no overall timeout (the worker
+    /// bounds each attempt) and follows no redirects (a redirect would be a second request).
     ///
     /// Errors: a message when the HTTP client cannot be built (no TLS provider).
-    pub fn new(upstream: &config::Upstream, cfg: &config::Provider) -> Result<OpenAi, String> {
+    pub fn new(settings: &Settings) -> Result<OpenAi, String> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
+            .connect_timeout(settings.connect_timeout.max(Duration::from_secs(1)))
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
-        let mut openai =
-            OpenAIConfig::new().with_api_base(upstream.openai_base_url.trim_end_matches('/'));
-        if let Some(key) = &upstream.openai_api_key {
+        let mut openai = OpenAIConfig::new().with_api_base(settings.base_url.trim_end_matches('/'));
+        if let Some(key) = &settings.api_key {
             openai = openai.with_api_key(key.expose_secret());
         }
         let client = Client::with_config(openai).with_http_service(Inspect {
@@ -74,257 +74,9 @@ impl OpenAi {
         });
         Ok(OpenAi {
             client,
-            api_key: upstream.openai_api_key.clone(),
+            api_key: settings.api_key.clone(),
         })
     }
-}
-
-/// Request body of `POST /chat/completions`: streaming on, usage requested.
-fn request_body(request: &Request) -> Value {
-    let p = &request.params;
-    let mut body = json!({
-        "model": p.model,
-        "messages": request.messages,
-        "stream": true,
-        "stream_options": { "include_usage": true },
-    });
-    let obj = body.as_object_mut().expect("json! object literal");
-    if let Some(v) = p.max_tokens {
-        obj.insert("max_tokens".into(), json!(v));
-    }
-    if let Some(v) = p.temperature {
-        obj.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = p.top_p {
-        obj.insert("top_p".into(), json!(v));
-    }
-    if !p.stop.is_empty() {
-        obj.insert("stop".into(), json!(p.stop));
-    }
-    if let Some(v) = p.seed {
-        obj.insert("seed".into(), json!(v));
-    }
-    match &p.response_format {
-        None => {}
-        Some(crate::job::ResponseFormat::JsonObject) => {
-            obj.insert("response_format".into(), json!({"type": "json_object"}));
-        }
-        Some(crate::job::ResponseFormat::JsonSchema {
-            name,
-            schema,
-            strict,
-            description,
-        }) => {
-            let mut spec = json!({"name": name, "schema": schema, "strict": strict});
-            if !description.is_empty() {
-                spec["description"] = json!(description);
-            }
-            obj.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": spec}),
-            );
-        }
-    }
-    body
-}
-
-/// An upstream answer that is not a usable event stream: an error status, or a 2xx whose
-/// content type says it is something else.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream answered HTTP {status} ({content_type})")]
-struct Refused {
-    status: u16,
-    content_type: String,
-    retry_after: Option<Duration>,
-    body: String,
-}
-
-impl Refused {
-    fn into_error(self) -> Error {
-        let parsed = serde_json::from_str::<Value>(self.body.trim()).ok();
-        let object = parsed.as_ref().and_then(Value::as_object);
-        if (200..300).contains(&self.status) {
-            if let Some(err) = object.and_then(wire::error_in) {
-                return err;
-            }
-            if object.is_some_and(|o| o.contains_key("choices")) {
-                return Error::NotEventStream {
-                    content_type: self.content_type,
-                    message: snippet(&self.body),
-                };
-            }
-            return Error::Server {
-                status: Some(self.status),
-                message: format!(
-                    "not an event stream ({}): {}",
-                    self.content_type,
-                    snippet(&self.body)
-                ),
-            };
-        }
-        let error = match object.map(|o| o.get("error").and_then(Value::as_object).unwrap_or(o)) {
-            Some(o)
-                if o.contains_key("message")
-                    || o.contains_key("type")
-                    || o.contains_key("code") =>
-            {
-                wire::classify_object(Some(self.status), o)
-            }
-            _ => Error::from_status(
-                self.status,
-                format!("{} ({})", snippet(&self.body), self.content_type),
-                None,
-            ),
-        };
-        match error {
-            Error::RateLimited { message, .. } => Error::RateLimited {
-                retry_after: self.retry_after,
-                message,
-            },
-            other => other,
-        }
-    }
-}
-
-/// The start of a body for an error message: HTML reduced to its visible text, whitespace
-/// collapsed, at most [`SNIPPET_CHARS`] characters.
-fn snippet(body: &str) -> String {
-    let visible = if body.trim_start().starts_with('<') {
-        visible_text(body)
-    } else {
-        body.to_owned()
-    };
-    let flat: String = visible.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut s: String = flat.chars().take(SNIPPET_CHARS).collect();
-    if flat.chars().count() > SNIPPET_CHARS {
-        s.push('…');
-    }
-    if s.is_empty() { "empty body".into() } else { s }
-}
-
-/// The text of an HTML page without its tags, styles and scripts.
-fn visible_text(html: &str) -> String {
-    let mut out = String::new();
-    let mut rest = html;
-    while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
-        out.push(' ');
-        let tag = &rest[open..];
-        let lower = tag.get(..8).unwrap_or(tag).to_ascii_lowercase();
-        let skip_to = ["<style", "<script"]
-            .iter()
-            .find(|t| lower.starts_with(**t))
-            .and_then(|t| {
-                let close = format!("</{}", &t[1..]);
-                tag.to_ascii_lowercase().find(&close)
-            });
-        let from = skip_to.unwrap_or(0);
-        rest = match tag[from..].find('>') {
-            Some(end) => &tag[from + end + 1..],
-            None => "",
-        };
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `Retry-After` (seconds or HTTP date, RFC 9110 §10.2.3) or OpenAI's `retry-after-ms`.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_millis(ms));
-    }
-    let value = text("retry-after")?;
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// The HTTP service under async-openai: one request, then a look at the answer.
-#[derive(Clone)]
-struct Inspect {
-    inner: ReqwestService,
-}
-
-impl tower::Service<HttpRequestFactory> for Inspect {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), OpenAIError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            if let Some(id) = response
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
-            {
-                let _ = REQUEST_ID.try_with(|slot| {
-                    *slot
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.to_owned());
-                });
-            }
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            // Only a content type that clearly says "not a stream" is refused: servers label
-            // event streams text/plain, octet-stream or nothing at all.
-            let streams = !(content_type.starts_with("application/json")
-                || content_type.starts_with("text/html"));
-            if response.status().is_success() && streams {
-                return Ok(response);
-            }
-            let retry_after = retry_after(response.headers());
-            let body = read_limited(response).await;
-            Err(OpenAIError::Boxed(Box::new(Refused {
-                status,
-                content_type: if content_type.is_empty() {
-                    "no content type".into()
-                } else {
-                    content_type
-                },
-                retry_after,
-                body,
-            })))
-        })
-    }
-}
-
-async fn read_limited(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= ERROR_BODY_LIMIT {
-            body.truncate(ERROR_BODY_LIMIT);
-            break;
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Maps async-openai's errors to ours.
@@ -412,7 +164,7 @@ impl Provider for OpenAi {
         let mut chat = self.client.chat();
         if let Some(parent) = &request.traceparent {
             // A value that is not a valid header (it always is: the SDK wrote it) is left out.
-            chat = match chat.header(crate::trace::TRACEPARENT, parent.as_str()) {
+            chat = match chat.header(super::TRACEPARENT, parent.as_str()) {
                 Ok(c) => c,
                 Err(_) => self.client.chat(),
             };
@@ -449,79 +201,6 @@ impl Provider for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn refused(status: u16, content_type: &str, body: &str) -> Error {
-        Refused {
-            status,
-            content_type: content_type.into(),
-            retry_after: Some(Duration::from_secs(7)),
-            body: body.into(),
-        }
-        .into_error()
-    }
-
-    #[test]
-    fn error_answers_keep_status_message_and_retry_after() {
-        let e = refused(
-            429,
-            "application/json",
-            r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
-        );
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
-        assert!(e.to_string().contains("slow down"));
-        let e = refused(
-            429,
-            "application/json",
-            r#"{"error":{"message":"pay up","type":"insufficient_quota"}}"#,
-        );
-        assert!(!e.is_retryable(), "out of quota is permanent");
-        let e = refused(
-            502,
-            "text/html",
-            "<html><style>h1{}</style><title>502 Bad Gateway</title></html>",
-        );
-        assert!(e.is_retryable());
-        assert!(e.to_string().contains("502 Bad Gateway (text/html)"), "{e}");
-        assert!(!e.to_string().contains("h1{}"));
-        let e = refused(
-            400,
-            "application/json",
-            r#"{"object":"error","message":"bad model","type":"BadRequestError","code":400}"#,
-        );
-        assert_eq!(e.code(), "upstream_invalid_request");
-        assert!(refused(401, "", "").to_string().contains("empty body"));
-    }
-
-    #[test]
-    fn success_answers_that_are_not_streams_are_errors() {
-        let e = refused(
-            200,
-            "application/json",
-            r#"{"choices":[{"message":{"content":"hi"}}]}"#,
-        );
-        assert_eq!(e.code(), "upstream_not_event_stream");
-        assert!(!e.is_retryable());
-        let e = refused(
-            200,
-            "application/json",
-            r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#,
-        );
-        assert!(e.is_retryable());
-        let e = refused(200, "text/html", "<html>captive portal</html>");
-        assert_eq!(e.code(), "upstream_server_error");
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_dates_and_ms() {
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert("retry-after", "3".parse().expect("header"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        let later = chrono::Utc::now() + chrono::Duration::seconds(60);
-        h.insert("retry-after", later.to_rfc2822().parse().expect("header"));
-        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(50)));
-        h.insert("retry-after-ms", "1500".parse().expect("header"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
-    }
 
     #[test]
     fn keep_alives_are_skipped_and_broken_objects_are_malformed() {

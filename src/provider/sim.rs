@@ -11,7 +11,7 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::{Chunk, ChunkStream, Error, Provider, Request};
-use crate::{config, job::Usage};
+use crate::job::Usage;
 
 const WORDS: &[&str] = &[
     "the",
@@ -61,15 +61,16 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// A simulator with `cfg.sim_first_token_ms` and `cfg.sim_tokens_per_second`.
-    pub fn new(cfg: &config::Provider) -> Sim {
-        let rate = if cfg.sim_tokens_per_second.is_finite() && cfg.sim_tokens_per_second > 0.0 {
-            cfg.sim_tokens_per_second
+    /// A simulator whose first token comes after `first_token`, the next ones at
+    /// `tokens_per_second` (40 when that is not a positive number).
+    pub fn new(first_token: Duration, tokens_per_second: f64) -> Sim {
+        let rate = if tokens_per_second.is_finite() && tokens_per_second > 0.0 {
+            tokens_per_second
         } else {
             40.0
         };
         Sim {
-            first_token: Duration::from_millis(cfg.sim_first_token_ms),
+            first_token,
             interval: Duration::from_secs_f64(1.0 / rate),
         }
     }
