@@ -3,11 +3,18 @@
 //! Nothing here knows about tonic, diesel or Redis; `api/` maps these to the wire and `store/`
 //! to rows.
 
+mod limits;
+mod outcome;
+mod request;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use limits::Limits;
+pub use outcome::{Outcome, StreamingStats, StructuredOutput, Usage};
+pub use request::{ChatMessage, GenerationParams, ResponseFormat};
 
 /// A job's id: a UUID v7, so ids sort by creation time.
 pub type JobId = Uuid;
@@ -139,57 +146,6 @@ impl StreamingMode {
     }
 }
 
-/// One chat message (OpenAI chat-completions `messages[]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `developer`, `user` or `assistant`.
-    pub role: String,
-    /// Message text.
-    pub content: String,
-}
-
-/// Model parameters, passed upstream as they are.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GenerationParams {
-    /// Upstream model name; `sim` / `sim-*` select the simulated provider.
-    pub model: String,
-    /// Upper bound of output tokens.
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature, 0..=2.
-    pub temperature: Option<f32>,
-    /// Nucleus sampling, 0..=1.
-    pub top_p: Option<f32>,
-    /// Stop sequences (at most [`Limits::max_stop_sequences`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stop: Vec<String>,
-    /// Sampling seed.
-    pub seed: Option<i64>,
-    /// Structured output requested upstream; `None`: plain text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<ResponseFormat>,
-}
-
-/// A JSON `response_format` of the OpenAI chat-completions API (plain text is `None`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ResponseFormat {
-    /// `{"type": "json_object"}`: any JSON object; parsed, not validated.
-    JsonObject,
-    /// `{"type": "json_schema", "json_schema": {...}}`: parsed and validated against `schema`.
-    JsonSchema {
-        /// `json_schema.name`.
-        name: String,
-        /// The JSON Schema (a JSON object), checked to compile at submit.
-        schema: serde_json::Value,
-        /// `json_schema.strict`.
-        #[serde(default)]
-        strict: bool,
-        /// `json_schema.description` (empty: not sent).
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        description: String,
-    },
-}
-
 /// A validated job, ready to be stored and enqueued.
 #[derive(Clone, Debug)]
 pub struct NewJob {
@@ -302,168 +258,6 @@ pub struct Job {
     pub tenant: String,
     /// The W3C trace context of the submitting call (see [`NewJob::trace_context`]).
     pub trace_context: Option<String>,
-}
-
-/// Token usage, named after the OpenTelemetry GenAI conventions (`gen_ai.usage.*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-    /// Sum reported by the upstream.
-    pub total_tokens: u64,
-    /// True when the upstream reported nothing and `output_tokens` counts streamed deltas.
-    pub estimated: bool,
-    /// Input tokens read from the upstream's prompt cache, when reported.
-    pub cached_input_tokens: Option<u64>,
-    /// Output tokens spent on reasoning (part of `output_tokens`), when reported.
-    pub reasoning_tokens: Option<u64>,
-}
-
-/// How an attempt's stream arrived.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StreamingStats {
-    /// Upstream chunks that carried text.
-    pub chunks: u64,
-    /// Bytes of text, content and reasoning (UTF-8).
-    pub bytes: u64,
-    /// Median gap between consecutive text chunks (ms); `None` with fewer than two chunks.
-    pub inter_token_p50_ms: Option<f64>,
-    /// 95th percentile of those gaps (ms).
-    pub inter_token_p95_ms: Option<f64>,
-}
-
-/// The parsed final content of a job that asked for a JSON `response_format`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StructuredOutput {
-    /// Parsed, and with a schema valid.
-    pub valid: bool,
-    /// The parsed content; `None` when it did not parse.
-    pub json: Option<serde_json::Value>,
-    /// (JSON Pointer path, message) of each problem: a parse error has an empty path.
-    pub errors: Vec<(String, String)>,
-}
-
-/// What one attempt produced, stored as the job's result when the attempt is the final one.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Outcome {
-    /// Generated text.
-    pub content: String,
-    /// Reasoning text, kept apart from `content`.
-    pub reasoning_content: String,
-    /// Upstream finish reason (`stop`, `length`, ...); empty when it did not finish.
-    pub finish_reason: String,
-    /// Model as reported by the upstream (or the requested one).
-    pub model: String,
-    /// `openai` or `sim`.
-    pub provider: String,
-    /// True for the simulated provider.
-    pub simulated: bool,
-    /// Token usage.
-    pub usage: Usage,
-    /// Request sent to first content token, ms.
-    pub time_to_first_token_ms: Option<u64>,
-    /// Request sent to end of stream, ms.
-    pub duration_ms: u64,
-    /// Output tokens per second between first and last token.
-    pub output_tokens_per_second: f64,
-    /// Time in queue before this attempt, ms.
-    pub queue_wait_ms: u64,
-    /// Cost in USD, when the model's price is known.
-    pub cost_usd: Option<f64>,
-    /// Chunk, byte and inter-token latency figures of the stream.
-    pub streaming: StreamingStats,
-    /// The upstream's `x-request-id` for this attempt's request.
-    pub upstream_request_id: Option<String>,
-    /// Parsed (and validated) content, when a JSON response format was asked for.
-    pub structured: Option<StructuredOutput>,
-}
-
-/// Bounds on client input, checked at submit before anything is written. Each bound is a
-/// `serve`/`gateway` flag with an environment variable; the defaults are [`Limits::DEFAULT`].
-#[derive(Clone, Debug, clap::Args)]
-pub struct Limits {
-    /// Most bytes of prompt, system prompt and message contents together, per job (UTF-8
-    /// bytes; a request message is also capped at 4 MiB by the transport).
-    #[arg(long = "max-prompt-bytes", env = "LLMJOBS_MAX_PROMPT_BYTES", default_value_t = Limits::DEFAULT.max_prompt_bytes)]
-    pub max_prompt_bytes: usize,
-    /// Most messages per job.
-    #[arg(long = "max-messages", env = "LLMJOBS_MAX_MESSAGES", default_value_t = Limits::DEFAULT.max_messages)]
-    pub max_messages: usize,
-    /// Most metadata entries per job (and per batch).
-    #[arg(long = "max-metadata-entries", env = "LLMJOBS_MAX_METADATA_ENTRIES", default_value_t = Limits::DEFAULT.max_metadata_entries)]
-    pub max_metadata_entries: usize,
-    /// Most bytes per metadata key or value (UTF-8 bytes).
-    #[arg(long = "max-metadata-bytes", env = "LLMJOBS_MAX_METADATA_BYTES", default_value_t = Limits::DEFAULT.max_metadata_bytes)]
-    pub max_metadata_bytes: usize,
-    /// Most stop sequences per job (the OpenAI API accepts at most 4).
-    #[arg(long = "max-stop-sequences", env = "LLMJOBS_MAX_STOP_SEQUENCES", default_value_t = Limits::DEFAULT.max_stop_sequences)]
-    pub max_stop_sequences: usize,
-    /// Largest accepted `max_tokens` (tokens).
-    #[arg(long = "max-output-tokens", env = "LLMJOBS_MAX_OUTPUT_TOKENS", default_value_t = Limits::DEFAULT.max_output_tokens)]
-    pub max_output_tokens: u32,
-    /// Largest accepted per-job `max_attempts` (set by `--max-attempts-cap`).
-    #[arg(skip = Limits::DEFAULT.max_attempts_cap)]
-    pub max_attempts_cap: u32,
-    /// Largest accepted per-job timeout (set by `--job-timeout-cap-secs`).
-    #[arg(skip = Limits::DEFAULT.timeout_cap)]
-    pub timeout_cap: std::time::Duration,
-    /// Most tags per job.
-    #[arg(long = "max-tags", env = "LLMJOBS_MAX_TAGS", default_value_t = Limits::DEFAULT.max_tags)]
-    pub max_tags: usize,
-    /// Most bytes per tag (UTF-8 bytes).
-    #[arg(long = "max-tag-bytes", env = "LLMJOBS_MAX_TAG_BYTES", default_value_t = Limits::DEFAULT.max_tag_bytes)]
-    pub max_tag_bytes: usize,
-    /// Most bytes of a `response_format` JSON schema, encoded as JSON.
-    #[arg(long = "max-schema-bytes", env = "LLMJOBS_MAX_SCHEMA_BYTES", default_value_t = Limits::DEFAULT.max_schema_bytes)]
-    pub max_schema_bytes: usize,
-    /// Models a job may name, comma-separated (the server's default model must be one of
-    /// them); empty: any model.
-    #[arg(
-        long = "allowed-models",
-        env = "LLMJOBS_ALLOWED_MODELS",
-        value_delimiter = ','
-    )]
-    pub allowed_models: Vec<String>,
-}
-
-impl Limits {
-    /// The defaults: 1 MiB of prompt, 256 messages, 64 metadata entries of at most 1 KiB, 4
-    /// stop sequences, `max_tokens` up to 128,000, 10 attempts, an hour per attempt, 16 tags
-    /// of at most 64 bytes, 64 KiB of response schema, any model.
-    pub const DEFAULT: Limits = Limits {
-        max_prompt_bytes: 1024 * 1024,
-        max_messages: 256,
-        max_metadata_entries: 64,
-        max_metadata_bytes: 1024,
-        max_stop_sequences: 4,
-        max_output_tokens: 128_000,
-        max_attempts_cap: 10,
-        timeout_cap: std::time::Duration::from_secs(3600),
-        max_tags: 16,
-        max_tag_bytes: 64,
-        max_schema_bytes: 64 * 1024,
-        allowed_models: Vec::new(),
-    };
-
-    /// Whether a job may run on `model`: the allow-list is empty or names it (blank entries,
-    /// e.g. from an empty environment variable, are ignored).
-    pub fn allows_model(&self, model: &str) -> bool {
-        let mut allowed = self
-            .allowed_models
-            .iter()
-            .map(|m| m.trim())
-            .filter(|m| !m.is_empty())
-            .peekable();
-        allowed.peek().is_none() || allowed.any(|m| m == model)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::DEFAULT
-    }
 }
 
 #[cfg(test)]

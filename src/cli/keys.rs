@@ -104,54 +104,63 @@ pub async fn run(a: KeysArgs) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::List { tenant } => {
-            let keys = store.list_api_keys(tenant.as_deref()).await?;
-            println!(
-                "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} REVOKED",
-                "PREFIX", "TENANT", "ROLE", "NAME", "RPM", "JOBS", "CREATED"
-            );
-            let limit = |v: Option<u32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
-            for k in keys {
-                println!(
-                    "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} {}",
-                    k.prefix,
-                    k.tenant,
-                    k.role.as_str(),
-                    k.name,
-                    limit(k.limits.requests_per_minute),
-                    limit(k.limits.max_concurrent_jobs),
-                    k.created_at.format("%Y-%m-%d %H:%M:%S"),
-                    k.revoked_at.map_or_else(
-                        || "-".to_owned(),
-                        |t| t.format("%Y-%m-%d %H:%M:%S").to_string()
-                    )
-                );
-            }
+            print_keys(&store.list_api_keys(tenant.as_deref()).await?);
             Ok(())
         }
-        KeysCommand::Revoke { key } => {
-            let prefix = keys::parse(&key).map_or(key.as_str(), |(prefix, _)| prefix);
-            let revoked = store.revoke_api_key(prefix).await?;
-            let mut who = local();
-            let outcome = match &revoked {
-                Some(k) => {
-                    who.tenant = k.tenant.clone();
-                    audit::Outcome::Ok
-                }
-                None => audit::Outcome::Error,
-            };
-            auditor
-                .record(&who, "keys.revoke", prefix, outcome, "")
-                .await;
-            let k = revoked.ok_or_else(|| anyhow::anyhow!("no key with prefix {prefix}"))?;
-            println!(
-                "revoked {} (tenant {}, {})",
-                k.prefix,
-                k.tenant,
-                k.role.as_str()
-            );
-            Ok(())
-        }
+        KeysCommand::Revoke { key } => revoke(store.as_ref(), &auditor, &key).await,
     }
+}
+
+/// Prints `keys` as a table, one key a line.
+fn print_keys(keys: &[keys::ApiKey]) {
+    println!(
+        "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} REVOKED",
+        "PREFIX", "TENANT", "ROLE", "NAME", "RPM", "JOBS", "CREATED"
+    );
+    let limit = |v: Option<u32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
+    for k in keys {
+        println!(
+            "{:<14} {:<16} {:<8} {:<20} {:>8} {:>8} {:<20} {}",
+            k.prefix,
+            k.tenant,
+            k.role.as_str(),
+            k.name,
+            limit(k.limits.requests_per_minute),
+            limit(k.limits.max_concurrent_jobs),
+            k.created_at.format("%Y-%m-%d %H:%M:%S"),
+            k.revoked_at.map_or_else(
+                || "-".to_owned(),
+                |t| t.format("%Y-%m-%d %H:%M:%S").to_string()
+            )
+        );
+    }
+}
+
+/// Revokes the key `key` (a whole key or its prefix) and audits that.
+///
+/// Errors: the store failed, or no key has that prefix.
+async fn revoke(store: &dyn Store, auditor: &Auditor, key: &str) -> anyhow::Result<()> {
+    let prefix = keys::parse(key).map_or(key, |(prefix, _)| prefix);
+    let revoked = store.revoke_api_key(prefix).await?;
+    let mut who = local();
+    let outcome = match &revoked {
+        Some(k) => {
+            who.tenant = k.tenant.clone();
+            audit::Outcome::Ok
+        }
+        None => audit::Outcome::Error,
+    };
+    auditor
+        .record(&who, "keys.revoke", prefix, outcome, "")
+        .await;
+    let k = revoked.ok_or_else(|| anyhow::anyhow!("no key with prefix {prefix}"))?;
+    println!(
+        "revoked {} (tenant {}, {})",
+        k.prefix,
+        k.tenant,
+        k.role.as_str()
+    );
+    Ok(())
 }
 
 /// Makes a key, stores its hash and audits that (actor `local`); returns the key (to show

@@ -115,29 +115,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?
             .into_inner();
-        let mut job_id = String::new();
-        let mut tokens = 0;
-        while let Some(ev) = stream.message().await.map_err(status_error)? {
-            job_id.clone_from(&ev.job_id);
-            match ev.kind {
-                Some(Kind::Queued(q)) => eprintln!("[queued in {}]", q.queue),
-                Some(Kind::Started(s)) => eprintln!(
-                    "[attempt {} on {} with {}]",
-                    s.attempt, s.worker_id, s.model
-                ),
-                Some(Kind::TokenDelta(d)) => {
-                    tokens = d.output_tokens;
-                    print!("{}", d.text);
-                    std::io::stdout().flush()?;
-                }
-                Some(Kind::AttemptFailed(f)) => eprintln!(
-                    "\n[attempt {} failed: {:?}; retrying: {}]",
-                    f.attempt, f.error, f.will_retry
-                ),
-                Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_)) => break,
-                _ => {}
-            }
-        }
+        let (job_id, tokens) = show_events(&mut stream).await?;
         println!();
         let r = client
             .get_job_result(v1::GetJobResultRequest { job_id })
@@ -157,6 +135,37 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints `stream`'s events as they come (tokens on stdout, the rest on stderr) until the job
+/// ends; returns the job's id and its output tokens.
+///
+/// Errors: the stream failed, or stdout could not be flushed.
+async fn show_events(stream: &mut tonic::Streaming<v1::JobEvent>) -> anyhow::Result<(String, u64)> {
+    let mut job_id = String::new();
+    let mut tokens = 0;
+    while let Some(ev) = stream.message().await.map_err(status_error)? {
+        job_id.clone_from(&ev.job_id);
+        match ev.kind {
+            Some(Kind::Queued(q)) => eprintln!("[queued in {}]", q.queue),
+            Some(Kind::Started(s)) => eprintln!(
+                "[attempt {} on {} with {}]",
+                s.attempt, s.worker_id, s.model
+            ),
+            Some(Kind::TokenDelta(d)) => {
+                tokens = d.output_tokens;
+                print!("{}", d.text);
+                std::io::stdout().flush()?;
+            }
+            Some(Kind::AttemptFailed(f)) => eprintln!(
+                "\n[attempt {} failed: {:?}; retrying: {}]",
+                f.attempt, f.error, f.will_retry
+            ),
+            Some(Kind::Completed(_) | Kind::Failed(_) | Kind::Cancelled(_)) => break,
+            _ => {}
+        }
+    }
+    Ok((job_id, tokens))
 }
 
 /// `load-test` arguments.

@@ -1,14 +1,16 @@
 //! [`Queue`] on Redis: sorted sets per queue, Lua scripts for every multi-key step, and one
 //! pub/sub connection per worker process for wake-ups and cancels. Key layout: [`crate::backend`].
 
+mod signals;
+mod workers;
+
 use std::{sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
 use crate::{backend::Redis, job::JobId};
@@ -276,59 +278,7 @@ impl Queue for RedisQueue {
     }
 
     async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {
-        let (tx, rx) = mpsc::channel(1024);
-        let client = self.redis.client.clone();
-        let wake = self.redis.keys.channel("wake");
-        let cancel = self.redis.keys.channel("cancel");
-        // Fail fast when Redis is down at start; later outages are retried in the task.
-        let first = subscribe(&client, &wake, &cancel).await?;
-        tokio::spawn(async move {
-            let mut stream = Some(first);
-            loop {
-                let mut messages = match stream.take() {
-                    Some(s) => s,
-                    None => match subscribe(&client, &wake, &cancel).await {
-                        Ok(s) => {
-                            if tx.send(Signal::Wake).await.is_err() {
-                                return;
-                            }
-                            s
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "queue signals: Redis pub/sub unavailable, retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                                _ = tx.closed() => return,
-                            }
-                        }
-                    },
-                };
-                loop {
-                    let msg = tokio::select! {
-                        msg = messages.next() => msg,
-                        _ = tx.closed() => return,
-                    };
-                    let Some(msg) = msg else { break };
-                    let signal = if msg.get_channel_name() == cancel {
-                        match msg
-                            .get_payload::<String>()
-                            .ok()
-                            .and_then(|s| JobId::parse_str(&s).ok())
-                        {
-                            Some(id) => Signal::Cancel(id),
-                            None => continue,
-                        }
-                    } else {
-                        Signal::Wake
-                    };
-                    if tx.send(signal).await.is_err() {
-                        return;
-                    }
-                }
-                warn!("queue signals: Redis pub/sub connection lost, reconnecting");
-            }
-        });
-        Ok(rx)
+        signals::follow(&self.redis).await
     }
 
     async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error> {
@@ -384,60 +334,15 @@ impl Queue for RedisQueue {
     }
 
     async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
-        let k = &self.redis.keys;
-        let json = serde_json::to_string(info).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let mut conn = self.conn().await?;
-        let () = redis::pipe()
-            .hset(k.shared("workers"), &info.id, json)
-            .ignore()
-            .zadd(
-                k.shared("workers-seen"),
-                &info.id,
-                info.heartbeat_at.timestamp_millis(),
-            )
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        workers::register(&self.redis, info).await
     }
 
     async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
-        let k = &self.redis.keys;
-        let mut conn = self.conn().await?;
-        let () = redis::pipe()
-            .hdel(k.shared("workers"), id)
-            .ignore()
-            .zrem(k.shared("workers-seen"), id)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        workers::deregister(&self.redis, id).await
     }
 
     async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
-        let k = &self.redis.keys;
-        let oldest = Utc::now().timestamp_millis()
-            - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let mut conn = self.conn().await?;
-        let stale: Vec<String> = conn
-            .zrangebyscore(k.shared("workers-seen"), "-inf", format!("({oldest}"))
-            .await?;
-        if !stale.is_empty() {
-            let () = redis::pipe()
-                .hdel(k.shared("workers"), &stale)
-                .ignore()
-                .zrem(k.shared("workers-seen"), &stale)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-        }
-        let entries: Vec<String> = conn.hvals(k.shared("workers")).await?;
-        let mut workers: Vec<WorkerInfo> = entries
-            .iter()
-            .filter_map(|e| serde_json::from_str(e).ok())
-            .collect();
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(workers)
+        workers::live(&self.redis, window).await
     }
 
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
@@ -472,14 +377,4 @@ impl Queue for RedisQueue {
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
-}
-
-async fn subscribe(
-    client: &redis::Client,
-    wake: &str,
-    cancel: &str,
-) -> Result<redis::aio::PubSubStream, Error> {
-    let (mut sink, stream) = client.get_async_pubsub().await?.split();
-    sink.subscribe(&[wake, cancel]).await?;
-    Ok(stream)
 }

@@ -156,18 +156,7 @@ impl Budget {
     ) -> Result<Option<Duration>, String> {
         let base = format!("{}:ub:{model}", self.prefix);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let penalized = match &self.backend {
-            Backend::Redis(redis) => {
-                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
-                redis::cmd("EXISTS")
-                    .arg(format!("{base}:penalty"))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?
-            }
-            Backend::Memory(counters) => counters.flagged(&format!("{base}:penalty"), now_ms),
-        };
-        let (rpm, tpm) = if penalized {
+        let (rpm, tpm) = if self.penalized(&base, now_ms).await? {
             (
                 limits.requests_per_minute.div_ceil(2),
                 limits
@@ -232,6 +221,21 @@ impl Budget {
                 .max(wait_for(tpm, tokens, tp, tc))
                 .max(Duration::from_millis(1)),
         ))
+    }
+
+    /// Whether the budget at `base` is halved now (`now_ms`) after an upstream 429.
+    async fn penalized(&self, base: &str, now_ms: i64) -> Result<bool, String> {
+        Ok(match &self.backend {
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+                redis::cmd("EXISTS")
+                    .arg(format!("{base}:penalty"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Backend::Memory(counters) => counters.flagged(&format!("{base}:penalty"), now_ms),
+        })
     }
 
     /// The upstream answered 429 for `model`: halve its budget for `retry_after` (or 30 s).
