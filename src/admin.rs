@@ -12,9 +12,9 @@ use tracing::{info, instrument};
 use crate::{
     api::convert,
     error::Error,
-    events::{EventLog, Fence, event, queued},
+    events::{EventKind, EventLog, Fence, event, event::Cancelled, queued},
     job::{Job, JobError, JobId, Priority, queue_name},
-    proto::v1::{self, job_event::Kind},
+    proto::v1,
     queue::Queue,
     reconciler::EPOCH,
     store::{FailedFilter, Store},
@@ -178,7 +178,7 @@ impl Admin {
         let mut purged = 0;
         for id in ids {
             if self.store.cancel_queued(id).await?.is_some() {
-                let ev = event(Kind::Cancelled(v1::JobCancelled {
+                let ev = event(EventKind::Cancelled(Cancelled {
                     reason: format!("queue {queue} purged by an operator"),
                 }));
                 if let Some(seq) = self.events.append(id, &ev, Fence::None).await? {

@@ -5,7 +5,9 @@
 //! - [`jobs`]: the `llmjobs.v1.JobService` implementation.
 //! - [`validate`]: one validator per request message; each turns a request into domain values
 //!   (a `SubmitJobRequest` into a [`crate::job::NewJob`]) or field violations.
-//! - [`convert`]: maps domain types to wire types.
+//! - [`convert`]: maps domain types to wire types (events and progress both ways).
+//! - [`event_codec`]: the protobuf encoding of job events and progress snapshots that the
+//!   event logs store and watchers are sent ([`crate::events::Codec`]).
 
 use crate::{audit::Auditor, config::PromptStorage, ratelimit::Limiter};
 
@@ -53,6 +55,7 @@ pub mod admin;
 pub mod batches;
 pub mod codec;
 pub mod convert;
+pub mod event_codec;
 pub mod frames;
 pub mod jobs;
 pub mod validate;

@@ -14,11 +14,10 @@ use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 
 use crate::{
-    api::convert,
     error::Error,
-    events::{CancelRequest, EventLog, Fence, event, queued},
+    events::{CancelRequest, EventKind, EventLog, Fence, event, event::Cancelled, queued},
     job::{Job, JobId, JobStatus, NewJob},
-    proto::v1::{self, job_event::Kind},
+    progress::{ProgressEvent, ProgressEventKind},
     queue::{LocalSlots, Queue, Removal, ReservedSlot},
     store::{Store, StoredResult},
 };
@@ -229,49 +228,58 @@ impl Gateway {
             }
             Removal::Removed | Removal::Absent => match self.store.cancel_queued(id).await? {
                 Some(cancelled) => {
-                    let now = Utc::now();
-                    let change =
-                        crate::progress::cancelled_in_queue(job.attempts + 1, job.enqueued_at, now);
-                    let record = v1::ProgressEvent {
-                        time: Some(convert::timestamp(now)),
-                        kind: Some(v1::progress_event::Kind::StageChanged(change.clone())),
-                    };
-                    // History is reporting: a failure loses it, not the cancel.
-                    if let Err(e) = self.store.append_progress(id, &[record]).await {
-                        warn!(error = %e, "cannot store the cancelled stage");
-                    }
-                    // The stage event and the terminal one go out in one append, which
-                    // returns the whole log: no worker ends this job, so it is stored here.
-                    let events = [
-                        event(Kind::StageChanged(change)),
-                        event(Kind::Cancelled(v1::JobCancelled {
-                            reason: reason.to_owned(),
-                        })),
-                    ];
-                    let closed = self
-                        .events
-                        .close(id, &events, Fence::None, None, None)
-                        .await?;
-                    if closed.sequence.is_some() {
-                        self.metrics.published(events.len());
-                    }
-                    match crate::events::archive::of_events(&closed.log) {
-                        Some(log) => self.store.store_event_logs(&[(id, log)]).await?,
-                        None => {
-                            if let Some(seq) = closed.sequence {
-                                self.store.set_last_sequence(id, seq).await?;
-                            }
-                        }
-                    }
-                    self.metrics
-                        .ended(&job.queue, crate::metrics::Ended::Cancelled);
-                    info!("queued job cancelled");
+                    self.log_cancelled_in_queue(&job, reason).await?;
                     Ok(cancelled)
                 }
                 // It started running meanwhile; the flag reaches its worker.
                 None => Ok(self.store.get_job(id).await?.unwrap_or(job)),
             },
         }
+    }
+
+    /// Ends the log of `job`, cancelled (with `reason`) while it waited in its queue: its
+    /// last stage change and its terminal event, stored with its history, since no worker
+    /// ends this job. Errors: `Events`, `Store`.
+    async fn log_cancelled_in_queue(&self, job: &Job, reason: &str) -> Result<(), Error> {
+        let id = job.id;
+        let now = Utc::now();
+        let change = crate::progress::cancelled_in_queue(job.attempts + 1, job.enqueued_at, now);
+        let record = ProgressEvent {
+            time: Some(now),
+            kind: ProgressEventKind::StageChanged(change.clone()),
+        };
+        // History is reporting: a failure loses it, not the cancel.
+        let records = self.events.codec().progress_records(vec![record]);
+        if let Err(e) = self.store.append_progress(id, &records).await {
+            warn!(error = %e, "cannot store the cancelled stage");
+        }
+        // The stage event and the terminal one go out in one append, which returns the
+        // whole log: no worker ends this job, so it is stored here.
+        let events = [
+            event(EventKind::StageChanged(change)),
+            event(EventKind::Cancelled(Cancelled {
+                reason: reason.to_owned(),
+            })),
+        ];
+        let closed = self
+            .events
+            .close(id, &events, Fence::None, None, None)
+            .await?;
+        if closed.sequence.is_some() {
+            self.metrics.published(events.len());
+        }
+        match crate::events::archive::of_events(self.events.codec(), &closed.log) {
+            Some(log) => self.store.store_event_logs(&[(id, log)]).await?,
+            None => {
+                if let Some(seq) = closed.sequence {
+                    self.store.set_last_sequence(id, seq).await?;
+                }
+            }
+        }
+        self.metrics
+            .ended(&job.queue, crate::metrics::Ended::Cancelled);
+        info!("queued job cancelled");
+        Ok(())
     }
 }
 

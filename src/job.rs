@@ -20,13 +20,14 @@ pub use request::{ChatMessage, GenerationParams, ResponseFormat};
 pub type JobId = Uuid;
 
 /// Scheduling priority inside a job type; claims take urgent before high before normal before low.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// Queue `openai-{job_type}-urgent`.
     Urgent,
     /// Queue `openai-{job_type}-high`.
     High,
-    /// Queue `openai-{job_type}`.
+    /// Queue `openai-{job_type}` (the default).
+    #[default]
     Normal,
     /// Queue `openai-{job_type}-low`.
     Low,
@@ -69,9 +70,10 @@ pub fn queue_name(job_type: &str, priority: Priority) -> String {
 
 /// Lifecycle of a job: `Queued -> Running -> Completed | Failed | Cancelled`; a retried attempt
 /// goes from `Running` back to `Queued`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum JobStatus {
-    /// Waiting in its queue (first time or before a retry).
+    /// Waiting in its queue (first time or before a retry); the default.
+    #[default]
     Queued,
     /// A worker holds it and is generating.
     Running,

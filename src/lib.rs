@@ -18,7 +18,9 @@
 //! - [`backend`]: Redis connections and key layout shared by queue and events.
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals (Redis,
 //!   or in process without Redis).
-//! - [`events`]: per-job ordered event log and fan-out to watchers (Redis, or in process).
+//! - [`events`]: per-job ordered event log and fan-out to watchers (Redis, or in process);
+//!   its events are plain Rust ([`events::event`]), encoded once by the codec the app hands
+//!   it (`api::event_codec`, protobuf).
 //! - [`reconciler`]: re-enqueues jobs Postgres has as unfinished but Redis lost.
 //! - [`store`]: the durable store (Postgres) of jobs, results and failed attempts.
 //! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
@@ -28,7 +30,8 @@
 //! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots; batch
 //!   progress streams.
 //! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry).
-//! - [`api`]: the gRPC services (decode, call the core, encode).
+//! - [`api`]: the gRPC services (decode, call the core, encode): the only place that converts
+//!   between wire (proto) and domain types.
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
 //! - [`server`]: the tonic router (grpc-web, CORS, health, reflection, the web dashboard's
 //!   embedded page) and `serve`.

@@ -1,15 +1,18 @@
 //! Progress of a job: the stages of an attempt, the estimate of its total output, the progress
 //! fraction and the milestones it crosses.
 //!
-//! The wire types are the stored form (as for events): a worker keeps a `JobProgress` snapshot
-//! in Redis (see [`crate::events::EventLog::append_tracked`]) and its stage changes and
-//! milestones in Postgres; [`Stages::apply`] rebuilds the stages of an attempt from stored
-//! stage changes when the snapshot has expired.
+//! A worker keeps a [`JobProgress`] snapshot in Redis (see
+//! [`crate::events::EventLog::append_tracked`]) and its stage changes and milestones in the
+//! store; [`Stages::apply`] rebuilds the stages of an attempt from stored stage changes when
+//! the snapshot has expired. The types are in [`types`].
+
+pub mod types;
 
 use chrono::{DateTime, Utc};
 
-use crate::proto::v1::{
-    EstimateBasis, MilestoneKind, Stage, StageChanged, StageState, StageStatus,
+pub use types::{
+    EstimateBasis, JobProgress, Milestone, MilestoneKind, ProgressEvent, ProgressEventKind,
+    ProgressRecord, ProgressUpdate, Stage, StageChanged, StageState, StageStatus, WorkerResources,
 };
 
 /// The non-terminal stages of every attempt, in order.
@@ -49,15 +52,13 @@ impl Stages {
         let states = ATTEMPT_STAGES
             .iter()
             .map(|&stage| StageState {
-                stage: stage.into(),
+                stage,
                 status: if stage == Stage::Queued {
                     StageStatus::Active
                 } else {
                     StageStatus::Pending
-                }
-                .into(),
-                start_time: (stage == Stage::Queued)
-                    .then(|| crate::api::convert::timestamp(queued_at)),
+                },
+                start_time: (stage == Stage::Queued).then_some(queued_at),
                 duration_ms: None,
             })
             .collect();
@@ -103,7 +104,7 @@ impl Stages {
         }
         for skipped in &change.skipped {
             if let Some(s) = self.states.iter_mut().find(|s| s.stage == *skipped) {
-                s.status = StageStatus::Skipped.into();
+                s.status = StageStatus::Skipped;
                 s.start_time = None;
                 s.duration_ms = None;
             }
@@ -120,22 +121,21 @@ impl Stages {
 /// The stage change of a job cancelled while it waited for attempt `attempt` in its queue
 /// (since `since`): QUEUED ends unfinished, the rest of the attempt is skipped.
 pub fn cancelled_in_queue(attempt: u32, since: DateTime<Utc>, now: DateTime<Utc>) -> StageChanged {
-    let ts = crate::api::convert::timestamp;
     StageChanged {
         attempt,
         current: Some(StageState {
-            stage: Stage::Cancelled.into(),
-            status: StageStatus::Completed.into(),
-            start_time: Some(ts(now)),
+            stage: Stage::Cancelled,
+            status: StageStatus::Completed,
+            start_time: Some(now),
             duration_ms: Some(0),
         }),
         previous: Some(StageState {
-            stage: Stage::Queued.into(),
-            status: StageStatus::Failed.into(),
-            start_time: Some(ts(since)),
+            stage: Stage::Queued,
+            status: StageStatus::Failed,
+            start_time: Some(since),
             duration_ms: Some(u64::try_from((now - since).num_milliseconds()).unwrap_or(0)),
         }),
-        skipped: ATTEMPT_STAGES[1..].iter().map(|s| *s as i32).collect(),
+        skipped: ATTEMPT_STAGES[1..].to_vec(),
     }
 }
 
@@ -211,8 +211,8 @@ mod tests {
 
     fn state(stage: Stage, status: StageStatus) -> StageState {
         StageState {
-            stage: stage.into(),
-            status: status.into(),
+            stage,
+            status,
             start_time: None,
             duration_ms: None,
         }
@@ -271,10 +271,10 @@ mod tests {
             current: Some(state(Stage::Cancelled, StageStatus::Completed)),
             previous: Some(state(Stage::Dispatched, StageStatus::Failed)),
             skipped: vec![
-                Stage::Connecting.into(),
-                Stage::AwaitingFirstToken.into(),
-                Stage::Generating.into(),
-                Stage::Finalizing.into(),
+                Stage::Connecting,
+                Stage::AwaitingFirstToken,
+                Stage::Generating,
+                Stage::Finalizing,
             ],
         });
         assert_eq!(stages.current(), Stage::Cancelled);

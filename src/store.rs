@@ -319,7 +319,7 @@ pub trait Store: Send + Sync + 'static {
         id: JobId,
         attempt: u32,
         finish: Finish,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
         terminal_sequence: Option<u64>,
         log: Option<&Archive>,
     ) -> Result<Option<Job>, Error>;
@@ -332,7 +332,7 @@ pub trait Store: Send + Sync + 'static {
         id: JobId,
         attempt: u32,
         error: &JobError,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
     ) -> Result<bool, Error>;
 
     /// Marks a RUNNING job whose attempt `attempt` was lost (no lease; it waits in its queue
@@ -447,17 +447,18 @@ pub trait Store: Send + Sync + 'static {
     async fn append_progress(
         &self,
         id: JobId,
-        events: &[crate::proto::v1::ProgressEvent],
+        events: &[crate::progress::ProgressRecord],
     ) -> Result<(), Error>;
 
     /// Up to `limit` entries of the job's progress history after position `after` (from a
-    /// previous page), oldest first, each with its position.
+    /// previous page), oldest first, each with its position and its stored bytes
+    /// ([`crate::progress::ProgressRecord::encoded`]).
     async fn progress_history(
         &self,
         id: JobId,
         after: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error>;
+    ) -> Result<Vec<(i64, Vec<u8>)>, Error>;
 
     /// Output tokens of the stored results of those of `ids` that have one (job id, tokens),
     /// in no particular order: the figure `GetJob` reports for an ended job, for a whole page.

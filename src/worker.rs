@@ -10,13 +10,18 @@
 //! queue call that would have enqueued it; other processes see its lease as for any claim.
 
 mod attempt;
+mod background;
 pub mod balance;
 mod deltas;
+mod estimates;
 mod generate;
 pub mod resources;
 pub mod retry;
 mod sequences;
+mod slots;
 mod tracker;
+
+use slots::{AttemptGuard, Local, Reserved};
 
 use std::{
     collections::HashMap,
@@ -33,7 +38,7 @@ use crate::{
     events::EventLog,
     job::JobId,
     provider::Providers,
-    queue::{LocalSlots, Queue, ReservedSlot, Signal},
+    queue::{LocalSlots, Queue, ReservedSlot},
     store::Store,
 };
 
@@ -104,9 +109,9 @@ pub struct Worker {
     hard_stop: CancellationToken,
     started_at: chrono::DateTime<chrono::Utc>,
     /// This process's latest resource figures (refreshed with the registry entry).
-    resources: Mutex<Option<crate::proto::v1::WorkerResources>>,
+    resources: Mutex<Option<crate::progress::WorkerResources>>,
     /// Recent output sizes per (job type, model), for progress estimates.
-    estimates: Mutex<HashMap<(String, String), RecentOutputs>>,
+    estimates: Mutex<HashMap<(String, String), estimates::RecentOutputs>>,
     /// Stores terminal sequences in batches.
     sequences: sequences::SequenceWriter,
     /// One permit per slot: held by a claim in flight or a running attempt.
@@ -119,14 +124,6 @@ pub struct Worker {
     /// trip for both: see [`crate::queue::Queue::claim`]).
     ended: Mutex<Vec<crate::queue::Settle>>,
 }
-
-/// When recent output sizes were read, and the sizes (output tokens, newest first).
-type RecentOutputs = (tokio::time::Instant, Vec<u64>);
-
-/// How long recent output sizes are reused before they are read again.
-const ESTIMATE_CACHE: Duration = Duration::from_secs(30);
-/// The same, while there are too few to estimate from (a completion here also ends it).
-const ESTIMATE_CACHE_THIN: Duration = Duration::from_secs(2);
 
 impl Worker {
     /// A worker serving the queues of `job_types`, claiming for `lease` at a time. Starts a
@@ -167,77 +164,11 @@ impl Worker {
     }
 
     /// This process's latest resource figures, if sampled yet.
-    fn latest_resources(&self) -> Option<crate::proto::v1::WorkerResources> {
+    fn latest_resources(&self) -> Option<crate::progress::WorkerResources> {
         self.resources
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// The estimate of `job`'s output, from recent completed jobs of its job type and model
-    /// (read at most every [`ESTIMATE_CACHE`] per pair, or [`ESTIMATE_CACHE_THIN`] while
-    /// there are too few) or its `max_tokens`.
-    async fn estimate(&self, job: &crate::job::Job) -> crate::progress::Estimate {
-        let key = (job.job_type.clone(), job.params.model.clone());
-        let cached = {
-            let map = self
-                .estimates
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(&key)
-                .filter(|(at, recent)| {
-                    at.elapsed()
-                        < if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE {
-                            ESTIMATE_CACHE_THIN
-                        } else {
-                            ESTIMATE_CACHE
-                        }
-                })
-                .map(|(_, recent)| recent.clone())
-        };
-        let recent = match cached {
-            Some(recent) => recent,
-            None => match self
-                .deps
-                .store
-                .recent_output_tokens(&key.0, &key.1, crate::progress::ESTIMATE_WINDOW)
-                .await
-            {
-                Ok(recent) => {
-                    let mut map = self
-                        .estimates
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    // Model names come from clients: keep the cache bounded.
-                    if map.len() >= 1024 {
-                        map.clear();
-                    }
-                    map.insert(key, (tokio::time::Instant::now(), recent.clone()));
-                    recent
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read recent output sizes; estimating without them");
-                    Vec::new()
-                }
-            },
-        };
-        crate::progress::estimate(&recent, job.params.max_tokens)
-    }
-
-    /// Forgets recent output sizes of `job`'s job type and model that were too few to
-    /// estimate from, now that one more job of them completed.
-    fn completed_for_estimates(&self, job: &crate::job::Job) {
-        let mut map = self
-            .estimates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (job.job_type.clone(), job.params.model.clone());
-        if map
-            .get(&key)
-            .is_some_and(|(_, recent)| recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE)
-        {
-            map.remove(&key);
-        }
     }
 
     fn info(
@@ -461,212 +392,5 @@ impl Worker {
             me.run_attempt(claim.job_id, running).await;
             guard.finished = true;
         });
-    }
-
-    async fn follow_signals(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut rx = loop {
-            match self.deps.queue.signals().await {
-                Ok(rx) => break rx,
-                Err(e) => {
-                    warn!(error = %e, "worker signals unavailable; retrying in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            }
-        };
-        while let Some(signal) = rx.recv().await {
-            match signal {
-                Signal::Wake => self.wake.notify_one(),
-                Signal::Cancel(job_id) => {
-                    let running = self.running().get(&job_id).cloned();
-                    if let Some(r) = running {
-                        r.stop(StopReason::Cancelled);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Extends the leases of running jobs every third of a lease (also while draining) and
-    /// refreshes this worker's registry entry; stops when shut down with nothing running.
-    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
-        let lease = self.lease;
-        let mut tick = tokio::time::interval(lease / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sampler = resources::Sampler::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
-            }
-            let claims: Vec<(JobId, String)> = self
-                .running()
-                .iter()
-                .map(|(id, r)| (*id, r.owner.clone()))
-                .collect();
-            if shutdown.is_cancelled() {
-                if claims.is_empty() {
-                    return;
-                }
-            } else {
-                let (rss, cpu) = sampler.sample();
-                *self
-                    .resources
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(crate::proto::v1::WorkerResources {
-                        worker_id: self.id.clone(),
-                        resident_memory_mib: rss,
-                        cpu_percent: cpu,
-                        sample_time: Some(crate::api::convert::timestamp(chrono::Utc::now())),
-                    });
-                let info = self.info(&claims, rss, cpu);
-                if let Err(e) = self.deps.queue.register_worker(&info).await {
-                    warn!(error = %e, "cannot refresh the worker registry");
-                }
-            }
-            if claims.is_empty() {
-                continue;
-            }
-            match self.deps.queue.heartbeat(&claims, lease).await {
-                Ok(beat) => {
-                    self.restore(&beat.vanished).await;
-                    for id in beat.lost {
-                        self.stop_lost(id);
-                    }
-                }
-                Err(e) => warn!(error = %e, "heartbeat failed"),
-            }
-        }
-    }
-
-    /// Takes back the claims of attempts still running whose jobs the queue no longer knows
-    /// at all: Redis lost its data (a restart without persistence, FLUSHALL) while they ran.
-    /// The attempt goes on instead of being stopped and run again (which would cost a second
-    /// upstream call and, for a job with one attempt, fail it); the reconciler leaves such a
-    /// job alone for a lease, long enough for this to happen first. A job settled meanwhile is
-    /// skipped; one the queue knows again by now (re-enqueued, claimed elsewhere) is stopped.
-    async fn restore(&self, vanished: &[JobId]) {
-        let held: Vec<crate::queue::Held> = {
-            let running = self.running();
-            vanished
-                .iter()
-                .filter_map(|id| {
-                    let r = running.get(id)?;
-                    (!r.settled.load(std::sync::atomic::Ordering::SeqCst)).then(|| {
-                        crate::queue::Held {
-                            job_id: *id,
-                            owner: r.owner.clone(),
-                            queue: r.queue.clone(),
-                        }
-                    })
-                })
-                .collect()
-        };
-        if held.is_empty() {
-            return;
-        }
-        match self.deps.queue.restore(&held, self.lease).await {
-            Ok(restored) => {
-                for h in &held {
-                    if restored.contains(&h.job_id) {
-                        warn!(job_id = %h.job_id,
-                            "the queue lost this running job's claim (Redis lost its data); \
-                             claimed it again, the attempt goes on");
-                    } else {
-                        self.stop_lost(h.job_id);
-                    }
-                }
-            }
-            // The next heartbeat tries again; the reconciler waits a lease before it acts.
-            Err(e) => warn!(error = %e, "cannot restore the claims Redis lost"),
-        }
-    }
-
-    /// Stops the attempt of `id`, whose lease another worker or the queue holds now.
-    fn stop_lost(&self, id: JobId) {
-        let running = self.running().get(&id).cloned();
-        if let Some(r) = running {
-            warn!(job_id = %id, "lease lost; stopping the attempt");
-            r.stop(StopReason::LeaseLost);
-        }
-    }
-}
-
-/// Frees an attempt's slot when its task ends, however it ends. An attempt that did not
-/// finish (its task panicked) would otherwise stay in `running`, where the heartbeat kept its
-/// lease alive and its job RUNNING forever: it is ended as a failed attempt instead (see
-/// [`Worker::abandon`]), in a task of its own, before the slot is freed.
-struct AttemptGuard {
-    worker: Arc<Worker>,
-    job_id: JobId,
-    running: Arc<Running>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    finished: bool,
-}
-
-impl Drop for AttemptGuard {
-    fn drop(&mut self) {
-        let worker = self.worker.clone();
-        let job_id = self.job_id;
-        let permit = self.permit.take();
-        let release = move |worker: &Worker| {
-            worker.running().remove(&job_id);
-            drop(permit);
-            // A capped queue may be claimable again.
-            worker.wake.notify_one();
-        };
-        if self.finished || tokio::runtime::Handle::try_current().is_err() {
-            release(&worker);
-            return;
-        }
-        tracing::error!(
-            job_id = %job_id,
-            panicked = std::thread::panicking(),
-            "the attempt's task ended before the attempt did; ending it as a failed attempt"
-        );
-        let running = self.running.clone();
-        self.worker.tasks.spawn(async move {
-            worker.abandon(job_id, &running).await;
-            release(&worker);
-        });
-    }
-}
-
-/// The worker as the gateway sees it: [`LocalSlots`].
-struct Local(Arc<Worker>);
-
-impl LocalSlots for Local {
-    fn reserve(&self, queue: &str) -> Option<Box<dyn ReservedSlot>> {
-        self.0.reserve(queue)
-    }
-}
-
-/// A slot reserved for a job the gateway is about to claim for it.
-struct Reserved {
-    worker: Arc<Worker>,
-    owner: String,
-    permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl ReservedSlot for Reserved {
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    fn lease(&self) -> Duration {
-        self.worker.lease
-    }
-
-    fn start(self: Box<Self>, claim: crate::queue::Claim) {
-        let Reserved {
-            worker,
-            owner,
-            permit,
-        } = *self;
-        let tasks = worker.tasks.clone();
-        worker.spawn_attempt(&tasks, claim, &owner, permit);
     }
 }

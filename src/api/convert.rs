@@ -1,4 +1,7 @@
-//! Domain types to wire types (`llmjobs.v1`).
+//! Domain types to wire types (`llmjobs.v1`); [`event`] and [`progress`] map both ways.
+
+pub mod event;
+pub mod progress;
 
 use chrono::{DateTime, Utc};
 

@@ -79,7 +79,7 @@ impl JobApi {
         // The `queued` event opens each run of the log.
         let log = self.gateway.events.read_page(id, 0, 8).await.ok()??;
         Some(log.events.iter().find_map(|e| match &e.kind {
-            Some(v1::job_event::Kind::Queued(q)) if !q.tenant.is_empty() => Some(q.tenant.clone()),
+            crate::events::EventKind::Queued(q) if !q.tenant.is_empty() => Some(q.tenant.clone()),
             _ => None,
         }))
     }
@@ -332,7 +332,8 @@ impl JobService for JobApi {
         let who = principal(&request)?;
         let id = job_id(&request.get_ref().job_id)?;
         self.visible(&who, id).await?;
-        Ok(Response::new(self.gateway.progress(id).await?))
+        let progress = self.gateway.progress(id).await?;
+        Ok(Response::new(convert::progress::job_progress(&progress)))
     }
 
     #[instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
@@ -349,7 +350,10 @@ impl JobService for JobApi {
             .progress_events(id, req.page_size, &req.page_token)
             .await?;
         Ok(Response::new(v1::ListJobProgressEventsResponse {
-            events,
+            events: events
+                .iter()
+                .map(convert::progress::progress_event)
+                .collect(),
             next_page_token,
         }))
     }

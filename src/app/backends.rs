@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Common, Error};
 use crate::{
+    api::event_codec::ProtoCodec,
     backend::Redis,
     events::{EventLog, memory::MemoryEventLog, redis::RedisEventLog},
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
@@ -42,6 +43,7 @@ pub(super) async fn backends(cfg: &Common, both_sides: bool) -> Result<Backends,
             queue,
             events: Arc::new(
                 MemoryEventLog::new(
+                    Arc::new(ProtoCodec),
                     cfg.queues.event_log_ttl_secs(),
                     cfg.queues.finished_progress_ttl_secs(),
                 )
@@ -64,6 +66,7 @@ pub(super) async fn backends(cfg: &Common, both_sides: bool) -> Result<Backends,
         queue: Arc::new(RedisQueue::new(redis.clone())),
         events: Arc::new(RedisEventLog::new(
             redis.clone(),
+            Arc::new(ProtoCodec),
             cfg.queues.event_log_ttl_secs(),
             cfg.queues.finished_progress_ttl_secs(),
         )),

@@ -25,13 +25,12 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Extras, Fence, Live, LogRead,
-    Subscription, check_close, is_terminal, last_of_append,
+    Appended, CancelCheck, CancelRequest, Closed, Codec, Error, Event, EventLog, Extras, Fence,
+    Live, LogRead, Subscription, check_close,
 };
-use crate::{
-    job::JobId,
-    proto::v1::{JobEvent, JobProgress, job_event::Kind},
-};
+use crate::{job::JobId, progress::JobProgress};
+
+mod append;
 
 /// Buffered live items per job before a slow watcher is told to resync from the log.
 const LIVE_BUFFER: usize = 1024;
@@ -46,7 +45,7 @@ const FOLLOWED_FOR: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 struct Log {
     /// Events in order; event i has sequence `base + i + 1`.
-    events: Vec<JobEvent>,
+    events: Vec<Event>,
     /// Sequences continue above this (a log restarted after a loss).
     base: Option<u64>,
     /// The current attempt, once a fence or a restart set it.
@@ -126,6 +125,7 @@ pub trait CancelFlags: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct MemoryEventLog {
     state: Arc<Mutex<State>>,
+    codec: Arc<dyn Codec>,
     terminal_ttl: Duration,
     progress_ttl: Duration,
     cancel_flags: Option<Arc<dyn CancelFlags>>,
@@ -134,10 +134,15 @@ pub struct MemoryEventLog {
 impl MemoryEventLog {
     /// An event log whose finished logs stay `terminal_ttl_secs` for replay, and whose
     /// progress snapshots stay `progress_ttl_secs` after the end (each at least a second, as
-    /// in Redis).
-    pub fn new(terminal_ttl_secs: u64, progress_ttl_secs: u64) -> MemoryEventLog {
+    /// in Redis); live events are encoded by `codec` for their watchers.
+    pub fn new(
+        codec: Arc<dyn Codec>,
+        terminal_ttl_secs: u64,
+        progress_ttl_secs: u64,
+    ) -> MemoryEventLog {
         MemoryEventLog {
             state: Arc::default(),
+            codec,
             terminal_ttl: Duration::from_secs(terminal_ttl_secs.max(1)),
             progress_ttl: Duration::from_secs(progress_ttl_secs.max(1)),
             cancel_flags: None,
@@ -161,158 +166,6 @@ impl MemoryEventLog {
     /// holds consistent data.
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
-    }
-
-    /// `append.lua`: returns what the append did (`earlier` holds the events the script
-    /// would return: for an accepted start, those before it; with `log` (`Some(expected)`),
-    /// the whole log unless the last sequence is `expected`). The cancel flag is read under
-    /// the log's lock.
-    fn append_with(
-        &self,
-        job_id: JobId,
-        events: &[JobEvent],
-        fence: Fence,
-        progress: Option<&JobProgress>,
-        cancel: CancelCheck,
-        extras: Extras,
-    ) -> Result<Appended, Error> {
-        let Extras { log, followed } = extras;
-        let Some(last) = last_of_append(events)? else {
-            return Ok(Appended::default());
-        };
-        let now = Instant::now();
-        let mut guard = self.state();
-        let state = &mut *guard;
-        state.sweep(now);
-        state.log(job_id, now);
-        let (done, attempt, sealed) = state.logs.get(&job_id).map_or((false, None, None), |l| {
-            (l.done.is_some(), l.attempt, l.sealed)
-        });
-        let current = attempt.unwrap_or(0);
-        let seal = match (cancel, fence) {
-            (CancelCheck::Seal, Fence::Attempt(n) | Fence::At { attempt: n, .. }) => Some(n),
-            _ => None,
-        };
-        let cancel_requested = cancel != CancelCheck::Skip
-            && !(seal.is_some() && seal == sealed)
-            && self.cancel_requested(job_id);
-        let mut appended = Appended {
-            cancel_requested,
-            watched: state.watched.contains_key(&job_id)
-                || state
-                    .logs
-                    .get(&job_id)
-                    .is_some_and(|l| l.followed_until.is_some_and(|t| t > now)),
-            ..Appended::default()
-        };
-        if done {
-            if let (Some(_), Some(l)) = (log, state.logs.get(&job_id)) {
-                appended.earlier = l.events.clone();
-            }
-            return Ok(appended);
-        }
-        let refused = match fence {
-            Fence::None => false,
-            Fence::Attempt(n) | Fence::At { attempt: n, .. } => n != current,
-            Fence::Start(n) => n < current,
-        };
-        if refused {
-            // As append.lua: an attempt's fence on a log that holds no attempt.
-            appended.lost =
-                attempt.is_none() && matches!(fence, Fence::Attempt(_) | Fence::At { .. });
-            return Ok(appended);
-        }
-        if let Fence::At { head, .. } = fence {
-            let now = state
-                .logs
-                .get(&job_id)
-                .map_or(0, |l| l.base.unwrap_or(0) + l.events.len() as u64);
-            if now == head + events.len() as u64 {
-                // An earlier try of this append put the events in.
-                appended.sequence = Some(now);
-                appended.sealed = seal.is_some() && seal == sealed;
-                return Ok(appended);
-            }
-            if now != head {
-                return Ok(appended);
-            }
-        }
-        let wanted = log;
-        let log = state.logs.entry(job_id).or_default();
-        if followed {
-            log.followed_until = Some(now + FOLLOWED_FOR);
-        }
-        appended.watched |= log.followed_until.is_some_and(|t| t > now);
-        if let Some(n) = seal
-            && !cancel_requested
-        {
-            log.sealed = Some(n);
-            appended.sealed = true;
-        }
-        let mut returned = if matches!(fence, Fence::Start(_)) {
-            log.events.clone()
-        } else {
-            Vec::new()
-        };
-        if let Fence::Start(n) = fence {
-            log.attempt = Some(n);
-            log.output_tokens = Some(0);
-        }
-        let first = log.events.is_empty();
-        let base = log.base.unwrap_or(0);
-        let watched = state.watched.get(&job_id);
-        for event in events {
-            let stored = JobEvent {
-                sequence: base + log.events.len() as u64 + 1,
-                job_id: job_id.to_string(),
-                ..event.clone()
-            };
-            if let Some(w) = watched {
-                // No receiver left is fine: watchers come and go.
-                let _ =
-                    w.tx.send(Live::Event(super::Published::new(stored.clone())));
-            }
-            log.events.push(stored);
-        }
-        let seq = base + log.events.len() as u64;
-        if let Some(tokens) = events.iter().rev().find_map(|e| match &e.kind {
-            Some(Kind::TokenDelta(d)) => Some(d.output_tokens),
-            _ => None,
-        }) {
-            log.output_tokens = Some(tokens);
-        }
-        let terminal = is_terminal(last);
-        if terminal {
-            log.done = Some(seq);
-            log.expires = Some(now + self.terminal_ttl);
-            if let Some(flags) = &self.cancel_flags {
-                flags.expire(job_id, self.terminal_ttl);
-            }
-            if let Some(expected) = wanted {
-                returned = if expected == Some(seq) {
-                    Vec::new()
-                } else {
-                    log.events.clone()
-                };
-            }
-        } else if first || matches!(fence, Fence::Start(_)) {
-            log.expires = Some(now + UNFINISHED_TTL);
-        }
-        if let Some(p) = progress {
-            state.progress.insert(
-                job_id,
-                Snapshot {
-                    progress: p.clone(),
-                    expires: now + UNFINISHED_TTL,
-                },
-            );
-        }
-        if terminal && let Some(s) = state.progress.get_mut(&job_id) {
-            s.expires = now + self.progress_ttl;
-        }
-        appended.sequence = Some(seq);
-        appended.earlier = returned;
-        Ok(appended)
     }
 }
 
@@ -340,10 +193,14 @@ impl Drop for Unwatch {
 
 #[async_trait]
 impl EventLog for MemoryEventLog {
+    fn codec(&self) -> &dyn Codec {
+        &*self.codec
+    }
+
     async fn append_events(
         &self,
         job_id: JobId,
-        events: &[JobEvent],
+        events: &[Event],
         fence: Fence,
         progress: Option<&JobProgress>,
         cancel: CancelCheck,
@@ -354,7 +211,7 @@ impl EventLog for MemoryEventLog {
     async fn open(
         &self,
         job_id: JobId,
-        event: &JobEvent,
+        event: &Event,
         followed: bool,
     ) -> Result<Option<u64>, Error> {
         let appended = self.append_with(
@@ -376,12 +233,12 @@ impl EventLog for MemoryEventLog {
         let log = state.log(job_id, Instant::now());
         if let Some(l) = &log
             && let Some(seq) = l.done
+            && let Some(terminal) = l.events.last()
         {
-            let terminal = l.events.last().cloned().unwrap_or_default();
-            return Ok(CancelRequest::Ended(JobEvent {
+            return Ok(CancelRequest::Ended(Event {
                 sequence: seq,
-                job_id: job_id.to_string(),
-                ..terminal
+                job_id,
+                ..terminal.clone()
             }));
         }
         let ending = log.is_some_and(|l| l.sealed.is_some() && l.sealed == l.attempt);
@@ -399,7 +256,7 @@ impl EventLog for MemoryEventLog {
     async fn close(
         &self,
         job_id: JobId,
-        events: &[JobEvent],
+        events: &[Event],
         fence: Fence,
         progress: Option<&JobProgress>,
         expected: Option<u64>,

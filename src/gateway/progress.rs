@@ -6,11 +6,9 @@ use chrono::Utc;
 
 use super::Gateway;
 use crate::{
-    api::convert,
     error::Error,
     job::{Job, JobId, JobStatus},
-    progress::{self, Stages},
-    proto::v1::{self, Stage, progress_event},
+    progress::{self, JobProgress, ProgressEvent, ProgressEventKind, Stage, Stages},
 };
 
 /// Most history entries read to rebuild an ended job's stages (ample: about a dozen per
@@ -19,7 +17,7 @@ const HISTORY_LIMIT: i64 = 5_000;
 
 impl Gateway {
     /// The job's progress. Errors: `NotFound`, `Store`.
-    pub async fn progress(&self, id: JobId) -> Result<v1::JobProgress, Error> {
+    pub async fn progress(&self, id: JobId) -> Result<JobProgress, Error> {
         let job = self
             .store
             .get_job(id)
@@ -36,7 +34,7 @@ impl Gateway {
             };
             if usable {
                 // The store is the truth about the status (a cancel may be on its way).
-                snapshot.status = convert::status(job.status).into();
+                snapshot.status = job.status;
                 if !ended {
                     // The snapshot is refreshed at most every progress interval; the token
                     // count in Redis with every delta.
@@ -58,15 +56,16 @@ impl Gateway {
     }
 
     /// Progress of a job without a usable snapshot, from its stored history and result.
-    async fn rebuilt(&self, job: &Job) -> Result<v1::JobProgress, Error> {
-        let history = self
+    async fn rebuilt(&self, job: &Job) -> Result<JobProgress, Error> {
+        let rows = self
             .store
             .progress_history(job.id, None, HISTORY_LIMIT)
             .await?;
+        let history = self.decode_history(job.id, rows)?;
         let mut stages = Stages::new(job.attempts.max(1), job.enqueued_at);
         let mut first = true;
         for (_, entry) in &history {
-            if let Some(progress_event::Kind::StageChanged(change)) = &entry.kind {
+            if let ProgressEventKind::StageChanged(change) = &entry.kind {
                 if first {
                     // History starts with the first attempt.
                     stages = Stages::new(change.attempt, job.created_at);
@@ -101,27 +100,27 @@ impl Gateway {
             .await
             .unwrap_or_default();
         let estimate = progress::estimate(&recent, job.params.max_tokens);
-        Ok(v1::JobProgress {
-            job_id: job.id.to_string(),
-            status: convert::status(job.status).into(),
+        Ok(JobProgress {
+            job_id: job.id,
+            status: job.status,
             attempt: stages.attempt,
             max_attempts: job.max_attempts,
-            stage: stages.current().into(),
+            stage: stages.current(),
             stages: stages.states,
             output_tokens,
             estimated_output_tokens: estimate.tokens,
-            estimate_basis: estimate.basis.into(),
+            estimate_basis: estimate.basis,
             estimate_sample_size: estimate.sample_size,
             fraction: completed.then_some(1.0),
             output_tokens_per_second: outcome.as_ref().map_or(0.0, |o| o.output_tokens_per_second),
             estimated_completion_time: None,
             time_to_first_token_ms: outcome.as_ref().and_then(|o| o.time_to_first_token_ms),
             worker: None,
-            update_time: Some(convert::timestamp(
+            update_time: Some(
                 job.finished_at
                     .or(job.started_at)
                     .unwrap_or(job.enqueued_at),
-            )),
+            ),
         })
     }
 
@@ -132,7 +131,7 @@ impl Gateway {
         id: JobId,
         page_size: i32,
         page_token: &str,
-    ) -> Result<(Vec<v1::ProgressEvent>, String), Error> {
+    ) -> Result<(Vec<ProgressEvent>, String), Error> {
         let scope = id.simple().to_string();
         let (limit, after) = crate::paging::page_by_position(page_size, page_token, &scope)?;
         if self.store.get_job(id).await?.is_none() {
@@ -146,31 +145,55 @@ impl Gateway {
         } else {
             String::new()
         };
-        Ok((rows.into_iter().map(|(_, e)| e).collect(), next))
+        let events = self.decode_history(id, rows)?;
+        Ok((events.into_iter().map(|(_, e)| e).collect(), next))
+    }
+
+    /// Stored progress history entries, decoded. Errors: `Store` (`Corrupt`) for one that
+    /// does not decode.
+    fn decode_history(
+        &self,
+        id: JobId,
+        rows: Vec<(i64, Vec<u8>)>,
+    ) -> Result<Vec<(i64, ProgressEvent)>, Error> {
+        let codec = self.events.codec();
+        rows.into_iter()
+            .map(|(pos, bytes)| {
+                codec
+                    .decode_progress_event(&bytes)
+                    .map(|e| (pos, e))
+                    .map_err(|e| {
+                        crate::store::Error::Corrupt(format!(
+                            "progress event {pos} of job {id}: {e}"
+                        ))
+                        .into()
+                    })
+            })
+            .collect()
     }
 }
 
 /// A job that has never run: queued since it was enqueued, everything else pending; the
 /// estimate is its max_tokens when set.
-fn queued(job: &Job) -> v1::JobProgress {
+fn queued(job: &Job) -> JobProgress {
     let stages = Stages::new(job.attempts.max(1), job.enqueued_at);
     let estimate = progress::estimate(&[], job.params.max_tokens);
-    v1::JobProgress {
-        job_id: job.id.to_string(),
-        status: convert::status(job.status).into(),
+    JobProgress {
+        job_id: job.id,
+        status: job.status,
         attempt: job.attempts,
         max_attempts: job.max_attempts,
-        stage: Stage::Queued.into(),
+        stage: Stage::Queued,
         stages: stages.states,
         output_tokens: 0,
         estimated_output_tokens: estimate.tokens,
-        estimate_basis: estimate.basis.into(),
+        estimate_basis: estimate.basis,
         estimate_sample_size: 0,
         fraction: estimate.tokens.map(|_| 0.0),
         output_tokens_per_second: 0.0,
         estimated_completion_time: None,
         time_to_first_token_ms: None,
         worker: None,
-        update_time: Some(convert::timestamp(Utc::now())),
+        update_time: Some(Utc::now()),
     }
 }

@@ -126,38 +126,28 @@ pub struct AttemptFailureRow<'a> {
 }
 
 impl NewProgressRow {
-    /// Rows of job `id`'s history for `events` (stage changes and milestones), in order; an
-    /// event without a time is stamped now.
-    pub fn from_events(id: Uuid, events: &[crate::proto::v1::ProgressEvent]) -> Vec<Self> {
-        use crate::proto::v1::progress_event::Kind;
-        use prost::Message;
-        events
+    /// Rows of job `id`'s history for `records` (stage changes and milestones), in order; an
+    /// entry without a time is stamped now.
+    pub fn from_events(id: Uuid, records: &[crate::progress::ProgressRecord]) -> Vec<Self> {
+        use crate::progress::ProgressEventKind as Kind;
+        records
             .iter()
-            .map(|e| {
-                let (kind, name, attempt) = match &e.kind {
-                    Some(Kind::StageChanged(c)) => (
+            .map(|r| {
+                let (kind, name, attempt) = match &r.event.kind {
+                    Kind::StageChanged(c) => (
                         "stage_changed",
-                        c.current
-                            .map(|s| s.stage().as_str_name().to_owned())
-                            .unwrap_or_default(),
+                        c.current.map(|s| s.stage.name()).unwrap_or_default(),
                         c.attempt,
                     ),
-                    Some(Kind::Milestone(m)) => {
-                        ("milestone", m.kind().as_str_name().to_owned(), m.attempt)
-                    }
-                    None => ("milestone", String::new(), 0),
+                    Kind::Milestone(m) => ("milestone", m.kind.name(), m.attempt),
                 };
                 NewProgressRow {
                     job_id: id,
                     attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
                     kind,
-                    name,
-                    time: e
-                        .time
-                        .as_ref()
-                        .and_then(crate::api::convert::datetime)
-                        .unwrap_or_else(chrono::Utc::now),
-                    event: e.encode_to_vec(),
+                    name: name.to_owned(),
+                    time: r.event.time.unwrap_or_else(chrono::Utc::now),
+                    event: r.encoded.clone(),
                 }
             })
             .collect()

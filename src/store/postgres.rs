@@ -197,7 +197,7 @@ impl Store for PgStore {
         id: JobId,
         attempt: u32,
         finish: Finish,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
         terminal_sequence: Option<u64>,
         log: Option<&crate::events::archive::Archive>,
     ) -> Result<Option<Job>, Error> {
@@ -231,7 +231,7 @@ impl Store for PgStore {
         id: JobId,
         attempt: u32,
         error: &JobError,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
     ) -> Result<bool, Error> {
         let mut conn = self.conn().await?;
         conn.transaction::<_, Error, _>(async |conn| {
@@ -492,7 +492,7 @@ impl Store for PgStore {
     async fn append_progress(
         &self,
         id: JobId,
-        events: &[crate::proto::v1::ProgressEvent],
+        events: &[crate::progress::ProgressRecord],
     ) -> Result<(), Error> {
         progress::append(self, id, events).await
     }
@@ -502,7 +502,7 @@ impl Store for PgStore {
         id: JobId,
         after: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, Error> {
         progress::history(self, id, after, limit).await
     }
 

@@ -344,7 +344,7 @@ impl Store for SqliteStore {
         id: JobId,
         attempt: u32,
         finish: Finish,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
         terminal_sequence: Option<u64>,
         log: Option<&crate::events::archive::Archive>,
     ) -> Result<Option<Job>, Error> {
@@ -403,7 +403,7 @@ impl Store for SqliteStore {
         id: JobId,
         attempt: u32,
         error: &JobError,
-        history: &[crate::proto::v1::ProgressEvent],
+        history: &[crate::progress::ProgressRecord],
     ) -> Result<bool, Error> {
         let error = error.clone();
         let history = history.to_vec();
@@ -652,7 +652,7 @@ impl Store for SqliteStore {
     async fn append_progress(
         &self,
         id: JobId,
-        events: &[crate::proto::v1::ProgressEvent],
+        events: &[crate::progress::ProgressRecord],
     ) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
@@ -667,7 +667,7 @@ impl Store for SqliteStore {
         id: JobId,
         after: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, crate::proto::v1::ProgressEvent)>, Error> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, Error> {
         self.run(move |conn| progress::history(conn, id, after, limit))
             .await
     }

@@ -27,7 +27,7 @@ use super::{
 use crate::{
     api::{batches::batch_message, convert},
     batch::{BatchId, Member, Progress, Snapshot},
-    events::{EventLog, is_terminal},
+    events::{Event, EventLog, is_terminal},
     proto::v1::{self, batch_event},
     store::Store,
 };
@@ -151,6 +151,7 @@ impl Watcher {
             ended.sort_by_key(|m| m.finished_at);
             for m in ended {
                 if let Some(ev) = self.terminal_event(m, now).await? {
+                    let ev = convert::event::event(&ev, true);
                     self.send(batch_event::Kind::JobFinished(ev)).await?;
                     self.sent.insert(m.id);
                 }
@@ -207,12 +208,12 @@ impl Watcher {
         &self,
         m: &Member,
         now: chrono::DateTime<Utc>,
-    ) -> Result<Option<v1::JobEvent>, Stop> {
+    ) -> Result<Option<Event>, Stop> {
         if m.last_sequence > 0 {
             match self.events.read_page(m.id, m.last_sequence - 1, 1).await {
                 Ok(Some(read)) => {
                     if let Some(mut ev) = read.events.into_iter().find(is_terminal) {
-                        ev.job_id = m.id.to_string();
+                        ev.job_id = m.id;
                         return Ok(Some(ev));
                     }
                 }
@@ -230,11 +231,11 @@ impl Watcher {
         let kind = super::terminal_kind(self.store.as_ref(), &job)
             .await
             .map_err(unavailable)?;
-        Ok(Some(v1::JobEvent {
+        Ok(Some(Event {
             sequence: m.last_sequence,
-            time: job.finished_at.map(convert::timestamp),
-            job_id: m.id.to_string(),
-            kind: Some(kind),
+            time: job.finished_at.unwrap_or_default(),
+            job_id: m.id,
+            kind,
         }))
     }
 }

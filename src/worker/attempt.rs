@@ -6,22 +6,24 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use tokio::time::Instant;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, warn};
 
 use super::{
     Running, StopReason, Worker,
-    generate::{AttemptError, End, Progress},
-    retry::backoff,
+    generate::{AttemptError, End, Progress, Start},
     tracker::Tracker,
 };
 use crate::{
-    events::{CancelCheck, Fence, event},
-    job::{Job, JobError, JobId, Outcome},
-    proto::v1::{self, MilestoneKind, Stage, job_event::Kind},
-    store::Finish,
+    events::{
+        CancelCheck, Codec, Event, EventKind as Kind, Fence, event,
+        event::{AttemptFailed, Started},
+    },
+    job::{Job, JobId},
+    progress::{JobProgress, MilestoneKind, Stage},
 };
 
 mod abandon;
+mod ending;
 mod lost;
 mod measured;
 
@@ -29,8 +31,9 @@ mod measured;
 /// with their sequences), then its own (`own`), the last of which got `sequence`. `None` when
 /// the sequences do not run on by one.
 fn start_log(
-    earlier: &[v1::JobEvent],
-    own: &[v1::JobEvent],
+    codec: &dyn Codec,
+    earlier: &[Event],
+    own: &[Event],
     sequence: Option<u64>,
 ) -> Option<crate::events::archive::Builder> {
     let last = sequence?;
@@ -43,9 +46,9 @@ fn start_log(
         if log.next_sequence() != Some(e.sequence) {
             return None;
         }
-        log.push(e);
+        log.push(codec, e);
     }
-    own.iter().for_each(|e| log.push(e));
+    own.iter().for_each(|e| log.push(codec, e));
     (log.next_sequence() == Some(last + 1)).then_some(log)
 }
 
@@ -135,7 +138,6 @@ impl Worker {
     /// Runs attempt `job.attempts`; `lost` (the `attempt_failed` events of earlier attempts
     /// whose worker was lost) go out with its `started` event.
     async fn attempt(&self, job: Job, running: Arc<Running>, lost: Vec<Kind>) {
-        let attempt = job.attempts;
         let provider = self.deps.providers.for_model(&job.params.model).clone();
         let mut tracker = Tracker::new(
             &job,
@@ -143,49 +145,8 @@ impl Worker {
             Duration::from_millis(self.cfg.progress_interval_ms),
         );
         tracker.set_worker(self.latest_resources());
-        // The started event and the dispatched stage go out together: one round trip.
-        let mut opening: Vec<v1::JobEvent> = lost.into_iter().map(event).collect();
-        opening.push(event(Kind::Started(v1::JobStarted {
-            attempt,
-            worker_id: self.id.clone(),
-            model: job.params.model.clone(),
-        })));
-        opening.push(event(tracker.advance(Stage::Dispatched)));
-        let snapshot = tracker.snapshot();
-        // It also reads the job's cancel flag: a cancel requested before this worker held the
-        // job sent its signal to nobody, and stops the attempt here as the signal would have.
-        let published = self
-            .persist(
-                &running,
-                "publishing the started event",
-                events_transient,
-                || {
-                    self.deps.events.append_events(
-                        job.id,
-                        &opening,
-                        Fence::Start(attempt),
-                        Some(&snapshot),
-                        CancelCheck::Read,
-                    )
-                },
-            )
-            .await;
-        let (log_head, watched, log) = match published {
-            Ok(appended) if appended.sequence.is_some() => {
-                self.deps.metrics.published(opening.len());
-                if appended.cancel_requested {
-                    running.stop(StopReason::Cancelled);
-                }
-                let log = start_log(&appended.earlier, &opening, appended.sequence);
-                (appended.sequence, appended.watched, log)
-            }
-            Ok(_) => {
-                // The log is closed (the job ended meanwhile) or a newer attempt started.
-                self.settle(job.id, &running.owner, None);
-                return;
-            }
-            // Lease lost, or shutting down: another attempt will run it.
-            Err(_) => return,
+        let Some(start) = self.start(&job, &running, &mut tracker, lost).await else {
+            return;
         };
         // Tests make an attempt's task die here, once it is RUNNING and its start is
         // published, for jobs of the model the point is armed with (`return(<model>)`): the
@@ -202,42 +163,8 @@ impl Worker {
             let waited = (started - job.enqueued_at).to_std().unwrap_or_default();
             self.deps.metrics.started(&job.queue, waited);
         }
-
-        let mut progress = Progress {
-            outcome: Outcome {
-                model: job.params.model.clone(),
-                provider: provider.name().to_owned(),
-                simulated: provider.simulated(),
-                queue_wait_ms: job
-                    .started_at
-                    .map(|s| u64::try_from((s - job.enqueued_at).num_milliseconds()).unwrap_or(0))
-                    .unwrap_or(0),
-                ..Outcome::default()
-            },
-            output_tokens: 0,
-            reported_usage: None,
-            sent_at: Instant::now(),
-            began: Instant::now(),
-            called: false,
-            call: self.deps.metrics.call(provider.name(), &job.params.model),
-            first_token_at: None,
-            last_token_at: None,
-            unpublished: Default::default(),
-            mode: job.streaming_mode,
-            tracker,
-            gaps_ms: Vec::new(),
-            before_text: Vec::new(),
-            log_head,
-            published: log_head.unwrap_or(0),
-            log_lost: false,
-            log,
-            closing: Vec::new(),
-            seal: false,
-            sealed: false,
-            flush_failures: super::generate::LogEvery::new(super::generate::FLUSH_WARN_EVERY),
-            watched,
-            in_doubt: None,
-        };
+        let call = self.deps.metrics.call(provider.name(), &job.params.model);
+        let mut progress = Progress::new(&job, &*provider, tracker, start, call);
         // The start append read the cancel flag just now.
         progress.unpublished.cancel_read(Instant::now());
         let chat = crate::trace::chat_span(provider.name(), &job.params.model);
@@ -260,6 +187,63 @@ impl Worker {
             self.deps.pricing.cost(&o.model, &o.usage)
         };
         self.end(job, &running, end, progress).await;
+    }
+
+    /// Publishes the attempt's start: `lost`, the `started` event and the dispatched stage in
+    /// one append, which also reads the job's cancel flag (a cancel requested before this
+    /// worker held the job sent its signal to nobody, and stops the attempt here as the
+    /// signal would have). `None` when the attempt must not run: the log is closed or a
+    /// newer attempt started (settled), or the lease is lost or the worker shuts down.
+    async fn start(
+        &self,
+        job: &Job,
+        running: &Running,
+        tracker: &mut Tracker,
+        lost: Vec<Kind>,
+    ) -> Option<Start> {
+        let attempt = job.attempts;
+        let mut opening: Vec<Event> = lost.into_iter().map(event).collect();
+        opening.push(event(Kind::Started(Started {
+            attempt,
+            worker_id: self.id.clone(),
+            model: job.params.model.clone(),
+        })));
+        opening.push(event(tracker.advance(Stage::Dispatched)));
+        let snapshot = tracker.snapshot();
+        let what = "publishing the started event";
+        let published = self
+            .persist(running, what, events_transient, || {
+                self.deps.events.append_events(
+                    job.id,
+                    &opening,
+                    Fence::Start(attempt),
+                    Some(&snapshot),
+                    CancelCheck::Read,
+                )
+            })
+            .await;
+        match published {
+            Ok(appended) if appended.sequence.is_some() => {
+                self.deps.metrics.published(opening.len());
+                if appended.cancel_requested {
+                    running.stop(StopReason::Cancelled);
+                }
+                let codec = self.deps.events.codec();
+                let log = start_log(codec, &appended.earlier, &opening, appended.sequence);
+                Some(Start {
+                    log_head: appended.sequence,
+                    watched: appended.watched,
+                    log,
+                })
+            }
+            Ok(_) => {
+                // The log is closed (the job ended meanwhile) or a newer attempt started.
+                self.settle(job.id, &running.owner, None);
+                None
+            }
+            // Lease lost, or shutting down: another attempt will run it.
+            Err(_) => None,
+        }
     }
 
     /// Finalizes a completed attempt: parses structured output and notes the milestones of
@@ -332,270 +316,18 @@ impl Worker {
         err: &AttemptError,
         progress: &mut Progress,
     ) -> Option<bool> {
-        progress
-            .closing
-            .push(Kind::AttemptFailed(v1::AttemptFailed {
-                attempt: job.attempts,
-                error: Some(crate::api::convert::job_error(&err.to_job_error())),
-                will_retry: false,
-                retry_time: None,
-            }));
+        progress.closing.push(Kind::AttemptFailed(AttemptFailed {
+            attempt: job.attempts,
+            error: Some(err.to_job_error()),
+            will_retry: false,
+            retry_time: None,
+        }));
         progress.seal = true;
         progress.unpublished.read_cancel_next();
         if !self.flush_all(job, running, progress).await {
             return None;
         }
         Some(progress.sealed || running.reason.get() != Some(&StopReason::Cancelled))
-    }
-
-    async fn end(&self, job: Job, running: &Running, mut end: End, mut progress: Progress) {
-        let attempt = job.attempts;
-        let store = &self.deps.store;
-        self.measure_call(&progress, &end);
-        // A cancel asked before the end wins over a failure too: a final one claims the end
-        // as a completion does; a retry that finds the flag ends the job instead of waiting
-        // out its backoff (a flag set just after the read stops the next attempt's start).
-        let cancelled = match &end {
-            End::Failed(err) if Self::will_retry(&job, err) => {
-                self.cancel_asked(&job, running).await
-            }
-            End::Failed(err) => match self.claim_failure(&job, running, err, &mut progress).await {
-                Some(claimed) => !claimed,
-                None => return,
-            },
-            End::Stopped(StopReason::Shutdown) => self.cancel_asked(&job, running).await,
-            _ => false,
-        };
-        if cancelled {
-            end = End::Stopped(StopReason::Cancelled);
-        }
-        let finish = match end {
-            End::Stopped(StopReason::LeaseLost) => {
-                // Another worker owns the job now: write nothing.
-                return;
-            }
-            End::Stopped(StopReason::Shutdown) => {
-                self.retry_or_fail(
-                    &job,
-                    running,
-                    AttemptError::Shutdown,
-                    progress,
-                    Some(Duration::ZERO),
-                )
-                .await;
-                return;
-            }
-            End::Failed(err) => {
-                // The job did not complete: no finish reason in its result.
-                progress.outcome.finish_reason.clear();
-                self.retry_or_fail(&job, running, err, progress, None).await;
-                return;
-            }
-            End::Completed => Finish::Completed(progress.outcome.clone()),
-            End::Stopped(StopReason::Cancelled) => Finish::Cancelled {
-                partial: progress.outcome.clone(),
-            },
-        };
-        let outcome = progress.outcome.clone();
-        let stage_end = progress.tracker.end(match finish {
-            Finish::Completed(_) => Stage::Completed,
-            _ => Stage::Cancelled,
-        });
-        let history = progress.tracker.take_history();
-        let terminal = match &finish {
-            Finish::Completed(o) => Kind::Completed(v1::JobCompleted {
-                finish_reason: o.finish_reason.clone(),
-                usage: Some(crate::api::convert::usage(&o.usage)),
-            }),
-            _ => Kind::Cancelled(v1::JobCancelled {
-                reason: self
-                    .deps
-                    .queue
-                    .cancel_requested(job.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| crate::gateway::DEFAULT_CANCEL_REASON.to_owned()),
-            }),
-        };
-        // The finalizing events went out with the last flush, which claimed the end.
-        let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
-        let expected = progress.end_sequence(events.len());
-        let log = progress.final_log(&events, expected);
-        let stored = self
-            .persist(running, "storing the result", store_transient, || {
-                store.finish_attempt(
-                    job.id,
-                    attempt,
-                    finish.clone(),
-                    &history,
-                    expected,
-                    log.as_ref(),
-                )
-            })
-            .await;
-        match stored {
-            Ok(Some(_)) => {
-                if matches!(finish, Finish::Completed(_)) {
-                    self.completed_for_estimates(&job);
-                    self.measure_end(&job, &progress, crate::metrics::Outcome::Completed);
-                } else {
-                    self.measure_end(&job, &progress, crate::metrics::Outcome::Cancelled);
-                }
-                // A lost log takes no more events: the store has the end (see
-                // `Progress::end_sequence`).
-                if !progress.log_lost {
-                    let snapshot = progress.tracker.snapshot();
-                    self.publish_terminal(
-                        job.id,
-                        Fence::Attempt(attempt),
-                        events,
-                        Some(&snapshot),
-                        expected,
-                        log.is_some(),
-                    )
-                    .await;
-                }
-                info!(output_tokens = outcome.usage.output_tokens, "attempt ended");
-            }
-            Ok(None) => info!("attempt was superseded; result discarded"),
-            // The store will never take this result (it should not happen: text is cleaned
-            // first); fail the job rather than run it again and again.
-            Err(Some(e)) => {
-                let error = JobError {
-                    code: "result_not_storable".to_owned(),
-                    message: format!("the store rejected the result: {e}"),
-                };
-                let finish = Finish::Failed {
-                    error: error.clone(),
-                    retryable: false,
-                    partial: Outcome::default(),
-                };
-                let expected = progress.end_sequence(1);
-                if let Ok(Some(_)) = store
-                    .finish_attempt(job.id, attempt, finish, &[], expected, None)
-                    .await
-                {
-                    self.measure_end(&job, &progress, crate::metrics::Outcome::Failed);
-                    let terminal = Kind::Failed(v1::JobFailed {
-                        error: Some(crate::api::convert::job_error(&error)),
-                        attempts: attempt,
-                    });
-                    if !progress.log_lost {
-                        let events = vec![event(terminal)];
-                        let fence = Fence::Attempt(attempt);
-                        self.publish_terminal(job.id, fence, events, None, expected, false)
-                            .await;
-                    }
-                }
-            }
-            // The lease expires and another attempt runs the job again.
-            Err(None) => return,
-        }
-        self.settle(job.id, &running.owner, None);
-    }
-
-    async fn retry_or_fail(
-        &self,
-        job: &Job,
-        running: &Running,
-        err: AttemptError,
-        mut progress: Progress,
-        delay: Option<Duration>,
-    ) {
-        let attempt = job.attempts;
-        let partial = progress.outcome.clone();
-        let error = err.to_job_error();
-        let will_retry = Self::will_retry(job, &err);
-        warn!(code = %error.code, will_retry, "attempt failed: {}", error.message);
-        if will_retry {
-            let delay = delay.unwrap_or_else(|| {
-                backoff(
-                    attempt,
-                    Duration::from_millis(self.cfg.retry_base_ms),
-                    Duration::from_millis(self.cfg.retry_cap_ms),
-                    err.retry_after(),
-                )
-            });
-            let retry_at = super::retry::retry_time(Utc::now(), delay);
-            let retry_events = progress.tracker.retry(&error.code, retry_at);
-            let history = progress.tracker.take_history();
-            let recorded = self
-                .persist(running, "recording the retry", store_transient, || {
-                    self.deps
-                        .store
-                        .retry_attempt(job.id, attempt, &error, &history)
-                })
-                .await;
-            match recorded {
-                Ok(true) => {
-                    // A shutdown's handback is no failure: not counted as a retry.
-                    if !matches!(err, AttemptError::Shutdown) {
-                        self.measure_end(job, &progress, crate::metrics::Outcome::Retried);
-                    }
-                    let failed = Kind::AttemptFailed(v1::AttemptFailed {
-                        attempt,
-                        error: Some(crate::api::convert::job_error(&error)),
-                        will_retry: true,
-                        retry_time: Some(crate::api::convert::timestamp(retry_at)),
-                    });
-                    let [milestone, change] = retry_events;
-                    self.publish_tracked(job, &mut progress, vec![failed, milestone, change])
-                        .await;
-                    self.settle(job.id, &running.owner, Some(retry_at));
-                }
-                Ok(false) => self.settle(job.id, &running.owner, None),
-                Err(_) => {}
-            }
-            return;
-        }
-        let finish = Finish::Failed {
-            error: error.clone(),
-            retryable: err.is_retryable(),
-            partial,
-        };
-        let stage_end = progress.tracker.end(Stage::Failed);
-        let history = progress.tracker.take_history();
-        // Its `attempt_failed` went out with the append that claimed the end.
-        let terminal = Kind::Failed(v1::JobFailed {
-            error: Some(crate::api::convert::job_error(&error)),
-            attempts: attempt,
-        });
-        let events: Vec<v1::JobEvent> = [stage_end, terminal].into_iter().map(event).collect();
-        let expected = progress.end_sequence(events.len());
-        let log = progress.final_log(&events, expected);
-        let stored = self
-            .persist(running, "storing the failure", store_transient, || {
-                self.deps.store.finish_attempt(
-                    job.id,
-                    attempt,
-                    finish.clone(),
-                    &history,
-                    expected,
-                    log.as_ref(),
-                )
-            })
-            .await;
-        match stored {
-            Ok(Some(_)) => {
-                self.measure_end(job, &progress, crate::metrics::Outcome::Failed);
-                if !progress.log_lost {
-                    let snapshot = progress.tracker.snapshot();
-                    self.publish_terminal(
-                        job.id,
-                        Fence::Attempt(attempt),
-                        events,
-                        Some(&snapshot),
-                        expected,
-                        log.is_some(),
-                    )
-                    .await;
-                }
-            }
-            Ok(None) => {}
-            Err(_) => return,
-        }
-        self.settle(job.id, &running.owner, None);
     }
 
     /// Appends `events`, whose last is the terminal event, in one step under `fence` (with
@@ -606,12 +338,12 @@ impl Worker {
     /// came first), none was known, or the log was not stored, the append returns the log as
     /// it is and it goes to the batched writer with its last sequence. A log lost with Redis
     /// takes nothing: it is said in a warning, and the store's end stands.
-    async fn publish_terminal(
+    pub(in crate::worker) async fn publish_terminal(
         &self,
         job_id: JobId,
         fence: Fence,
-        events: Vec<v1::JobEvent>,
-        snapshot: Option<&v1::JobProgress>,
+        events: Vec<Event>,
+        snapshot: Option<&JobProgress>,
         expected: Option<u64>,
         stored_log: bool,
     ) {
@@ -629,35 +361,20 @@ impl Worker {
                 "the job's event log was lost (Redis lost its keys) before its terminal event; \
                  watchers get its stored result as a snapshot"
             ),
-            Ok(closed) => match crate::events::archive::of_events(&closed.log) {
-                Some(log) => self.sequences.record_log(job_id, log).await,
-                None => {
-                    if let Some(seq) = closed.sequence
-                        && Some(seq) != expected
-                    {
-                        self.sequences.record(job_id, seq).await;
+            Ok(closed) => {
+                match crate::events::archive::of_events(self.deps.events.codec(), &closed.log) {
+                    Some(log) => self.sequences.record_log(job_id, log).await,
+                    None => {
+                        if let Some(seq) = closed.sequence
+                            && Some(seq) != expected
+                        {
+                            self.sequences.record(job_id, seq).await;
+                        }
                     }
                 }
-            },
+            }
             // Watchers notice the terminal status in the store and repair the log.
             Err(e) => warn!(error = %e, "cannot publish the terminal event"),
         }
-    }
-
-    /// Ends the job's claim: done for good, or delayed until `retry_at`. The slot's next
-    /// claim call does it (no round trip of its own); the attempt's task ends right after,
-    /// which wakes the claim loop. Until then the lease stays, no longer renewed.
-    fn settle(&self, job_id: JobId, owner: &str, retry_at: Option<chrono::DateTime<Utc>>) {
-        if let Some(r) = self.running().get(&job_id) {
-            r.settled.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(crate::queue::Settle {
-                job_id,
-                owner: owner.to_owned(),
-                retry_at,
-            });
     }
 }

@@ -13,7 +13,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::proto::v1::TokenDelta;
+use crate::events::event::TokenDelta;
 
 /// Largest text of one token delta event (bytes).
 pub const MAX_DELTA_BYTES: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! The progress of one running attempt, as its worker sees it: stage changes, milestones and
 //! rate-limited progress updates, each published as a job event together with a fresh
-//! `JobProgress` snapshot, and the history to store in Postgres when the attempt ends.
+//! [`JobProgress`] snapshot, and the history to store in Postgres when the attempt ends.
 
 use std::time::Duration;
 
@@ -8,18 +8,17 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::{
-    api::convert::timestamp,
-    job::Job,
-    progress::{self, Estimate, Stages},
-    proto::v1::{
-        self, JobProgress, MilestoneKind, Stage, StageChanged, StageState, StageStatus,
-        job_event::Kind, progress_event,
+    events::EventKind as Kind,
+    job::{Job, JobId, JobStatus},
+    progress::{
+        self, Estimate, JobProgress, Milestone, MilestoneKind, ProgressEvent, ProgressEventKind,
+        ProgressUpdate, Stage, StageChanged, StageState, StageStatus, Stages, WorkerResources,
     },
 };
 
 /// Tracks one attempt; every method that changes something returns the events to publish.
 pub(super) struct Tracker {
-    job_id: String,
+    job_id: JobId,
     max_attempts: u32,
     stages: Stages,
     /// When the active stage started.
@@ -34,9 +33,9 @@ pub(super) struct Tracker {
     output_tokens: u64,
     output_tokens_per_second: f64,
     time_to_first_token_ms: Option<u64>,
-    worker: Option<v1::WorkerResources>,
+    worker: Option<WorkerResources>,
     /// Stage changes and milestones not yet stored in Postgres.
-    history: Vec<v1::ProgressEvent>,
+    history: Vec<ProgressEvent>,
 }
 
 fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
@@ -48,7 +47,7 @@ impl Tracker {
     /// dispatched now; progress updates go out at most every `interval`.
     pub(super) fn new(job: &Job, estimate: Estimate, interval: Duration) -> Tracker {
         Tracker {
-            job_id: job.id.to_string(),
+            job_id: job.id,
             max_attempts: job.max_attempts,
             stages: Stages::new(job.attempts, job.enqueued_at),
             stage_started: job.enqueued_at,
@@ -66,7 +65,7 @@ impl Tracker {
     }
 
     /// The worker process's latest resource figures, shown in snapshots from now on.
-    pub(super) fn set_worker(&mut self, worker: Option<v1::WorkerResources>) {
+    pub(super) fn set_worker(&mut self, worker: Option<WorkerResources>) {
         self.worker = worker;
     }
 
@@ -80,32 +79,30 @@ impl Tracker {
             (Some(total), false) if self.output_tokens_per_second > 0.0 => {
                 let left = total.saturating_sub(self.output_tokens) as f64;
                 let secs = left / self.output_tokens_per_second;
-                chrono::Duration::try_milliseconds((secs * 1000.0) as i64)
-                    .map(|d| timestamp(Utc::now() + d))
+                chrono::Duration::try_milliseconds((secs * 1000.0) as i64).map(|d| Utc::now() + d)
             }
             _ => None,
         };
         JobProgress {
-            job_id: self.job_id.clone(),
+            job_id: self.job_id,
             status: if ended {
                 match stage {
-                    Stage::Completed => v1::JobStatus::Completed,
-                    Stage::Failed => v1::JobStatus::Failed,
-                    _ => v1::JobStatus::Cancelled,
+                    Stage::Completed => JobStatus::Completed,
+                    Stage::Failed => JobStatus::Failed,
+                    _ => JobStatus::Cancelled,
                 }
             } else if stage == Stage::Queued {
-                v1::JobStatus::Queued
+                JobStatus::Queued
             } else {
-                v1::JobStatus::Running
-            }
-            .into(),
+                JobStatus::Running
+            },
             attempt: self.stages.attempt,
             max_attempts: self.max_attempts,
-            stage: stage.into(),
+            stage,
             stages: self.stages.states.clone(),
             output_tokens: self.output_tokens,
             estimated_output_tokens: self.estimate.tokens,
-            estimate_basis: self.estimate.basis.into(),
+            estimate_basis: self.estimate.basis,
             estimate_sample_size: self.estimate.sample_size,
             fraction,
             output_tokens_per_second: self.output_tokens_per_second,
@@ -116,19 +113,19 @@ impl Tracker {
             } else {
                 self.worker.clone()
             },
-            update_time: Some(timestamp(Utc::now())),
+            update_time: Some(Utc::now()),
         }
     }
 
     /// Stage changes and milestones not yet stored (taken: each is stored once).
-    pub(super) fn take_history(&mut self) -> Vec<v1::ProgressEvent> {
+    pub(super) fn take_history(&mut self) -> Vec<ProgressEvent> {
         std::mem::take(&mut self.history)
     }
 
-    fn record(&mut self, kind: progress_event::Kind) {
-        self.history.push(v1::ProgressEvent {
-            time: Some(timestamp(Utc::now())),
-            kind: Some(kind),
+    fn record(&mut self, kind: ProgressEventKind) {
+        self.history.push(ProgressEvent {
+            time: Some(Utc::now()),
+            kind,
         });
     }
 
@@ -137,7 +134,7 @@ impl Tracker {
         let started = self.stage_started;
         let active = *self.stages.active()?;
         Some(StageState {
-            status: status.into(),
+            status,
             duration_ms: Some(ms_between(started, now)),
             ..active
         })
@@ -145,7 +142,7 @@ impl Tracker {
 
     fn change(&mut self, change: StageChanged) -> Kind {
         self.stages.apply(&change);
-        self.record(progress_event::Kind::StageChanged(change.clone()));
+        self.record(ProgressEventKind::StageChanged(change.clone()));
         Kind::StageChanged(change)
     }
 
@@ -157,9 +154,9 @@ impl Tracker {
         self.change(StageChanged {
             attempt: self.stages.attempt,
             current: Some(StageState {
-                stage: next.into(),
-                status: StageStatus::Active.into(),
-                start_time: Some(timestamp(now)),
+                stage: next,
+                status: StageStatus::Active,
+                start_time: Some(now),
                 duration_ms: None,
             }),
             previous,
@@ -168,12 +165,12 @@ impl Tracker {
     }
 
     /// Stages after the active one that the attempt never reached.
-    fn unreached(&self) -> Vec<i32> {
+    fn unreached(&self) -> Vec<Stage> {
         let active = self.stages.current();
         progress::ATTEMPT_STAGES
             .iter()
-            .filter(|s| (**s as i32) > (active as i32))
-            .map(|s| *s as i32)
+            .filter(|s| (**s as u8) > (active as u8))
+            .copied()
             .collect()
     }
 
@@ -192,9 +189,9 @@ impl Tracker {
         self.change(StageChanged {
             attempt: self.stages.attempt,
             current: Some(StageState {
-                stage: terminal.into(),
-                status: StageStatus::Completed.into(),
-                start_time: Some(timestamp(now)),
+                stage: terminal,
+                status: StageStatus::Completed,
+                start_time: Some(now),
                 duration_ms: Some(0),
             }),
             previous,
@@ -214,9 +211,9 @@ impl Tracker {
         let change = self.change(StageChanged {
             attempt: next,
             current: Some(StageState {
-                stage: Stage::Queued.into(),
-                status: StageStatus::Active.into(),
-                start_time: Some(timestamp(retry_at)),
+                stage: Stage::Queued,
+                status: StageStatus::Active,
+                start_time: Some(retry_at),
                 duration_ms: None,
             }),
             previous,
@@ -231,14 +228,14 @@ impl Tracker {
 
     /// A milestone now, with `detail`.
     pub(super) fn milestone(&mut self, kind: MilestoneKind, detail: &str) -> Kind {
-        let m = v1::Milestone {
-            kind: kind.into(),
+        let m = Milestone {
+            kind,
             attempt: self.stages.attempt,
             output_tokens: self.output_tokens,
             fraction: progress::fraction(self.output_tokens, self.estimate.tokens, false),
             detail: detail.chars().take(1024).collect(),
         };
-        self.record(progress_event::Kind::Milestone(m.clone()));
+        self.record(ProgressEventKind::Milestone(m.clone()));
         Kind::Milestone(m)
     }
 
@@ -263,7 +260,7 @@ impl Tracker {
         self.next_update = now + self.interval;
         self.reported_tokens = output_tokens;
         let fraction = progress::fraction(output_tokens, self.estimate.tokens, false);
-        let mut events = vec![Kind::Progress(v1::ProgressUpdate {
+        let mut events = vec![Kind::Progress(ProgressUpdate {
             attempt: self.stages.attempt,
             output_tokens,
             estimated_output_tokens: self.estimate.tokens,
@@ -282,7 +279,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{GenerationParams, JobStatus, Priority, StreamingMode};
+    use crate::job::{GenerationParams, Priority, StreamingMode};
 
     fn job() -> Job {
         Job {
@@ -379,7 +376,7 @@ mod tests {
         t.advance(Stage::Dispatched);
         t.advance(Stage::Connecting);
         let [milestone, change] = t.retry("upstream_server_error", Utc::now());
-        assert!(matches!(milestone, Kind::Milestone(ref m) if m.kind() == MilestoneKind::Retry));
+        assert!(matches!(milestone, Kind::Milestone(ref m) if m.kind == MilestoneKind::Retry));
         let Kind::StageChanged(c) = change else {
             panic!("not a stage change")
         };

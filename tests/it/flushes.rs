@@ -4,9 +4,12 @@
 //! publishes only while someone watches the job.
 
 use llm_jobs::{
-    events::{CancelCheck, Fence, Live, event},
+    events::{
+        CancelCheck, Event, EventKind, Fence, Live, event,
+        event::{Started, TokenDelta},
+    },
     job::JobId,
-    proto::v1::{self, TokenDelta, job_event::Kind},
+    proto::v1::{self, job_event::Kind},
 };
 
 use crate::{
@@ -17,8 +20,8 @@ use crate::{
     },
 };
 
-fn delta(i: usize) -> v1::JobEvent {
-    event(Kind::TokenDelta(TokenDelta {
+fn delta(i: usize) -> Event {
+    event(EventKind::TokenDelta(TokenDelta {
         text: format!("t{i} "),
         output_tokens: i as u64 + 1,
         ..Default::default()
@@ -90,7 +93,7 @@ mod servers {
             .get_async_pubsub()
             .await?;
         bare.subscribe(&channel).await?;
-        let started = event(Kind::Started(v1::JobStarted {
+        let started = event(EventKind::Started(Started {
             attempt: 1,
             ..Default::default()
         }));

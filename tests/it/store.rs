@@ -147,7 +147,11 @@ async fn a_stale_attempt_cannot_end_or_requeue_a_newer_one() -> anyhow::Result<(
 /// job, start, end, result and history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_land_together_and_a_refused_one_fails_alone() -> anyhow::Result<()> {
-    use llm_jobs::proto::v1::{self, ProgressEvent, progress_event::Kind};
+    use llm_jobs::{
+        api::event_codec::ProtoCodec,
+        events::Codec,
+        progress::{Milestone, MilestoneKind, ProgressEvent, ProgressEventKind as Kind},
+    };
     let (app, store) = store().await?;
     let taken = store.insert_job(&new_job("first", None)).await?.job.id;
     let jobs: Vec<NewJob> = (0..120)
@@ -175,19 +179,21 @@ async fn concurrent_writes_land_together_and_a_refused_one_fails_alone() -> anyh
         assert_eq!((started.status, started.attempts), (JobStatus::Running, 1));
     }
     let milestone = |i: u32| ProgressEvent {
-        kind: Some(Kind::Milestone(v1::Milestone {
+        kind: Kind::Milestone(Milestone {
+            kind: MilestoneKind::FirstToken,
             attempt: 1,
+            output_tokens: 0,
+            fraction: None,
             detail: format!("m{i}"),
-            ..Default::default()
-        })),
-        ..Default::default()
+        }),
+        time: None,
     };
     let ends = futures::future::join_all(jobs.iter().enumerate().map(|(i, j)| {
         let outcome = Outcome {
             content: format!("answer {i}"),
             ..Default::default()
         };
-        let history = [milestone(1), milestone(2)];
+        let history = ProtoCodec.progress_records(vec![milestone(1), milestone(2)]);
         let store = store.clone();
         let id = j.id;
         async move {
@@ -681,15 +687,18 @@ mod servers {
 
 /// A stored log of `count` token deltas from `first`.
 fn log_of(first: u64, count: u64) -> llm_jobs::events::archive::Archive {
+    use llm_jobs::events::{EventKind, event::TokenDelta};
+    let codec = llm_jobs::api::event_codec::ProtoCodec;
     let mut log = llm_jobs::events::archive::Builder::new(first);
     for i in 0..count {
-        log.push(&llm_jobs::events::event(
-            llm_jobs::proto::v1::job_event::Kind::TokenDelta(llm_jobs::proto::v1::TokenDelta {
+        log.push(
+            &codec,
+            &llm_jobs::events::event(EventKind::TokenDelta(TokenDelta {
                 text: format!("t{i}"),
                 output_tokens: i + 1,
                 ..Default::default()
-            }),
-        ));
+            })),
+        );
     }
     log.finish().expect("a first sequence")
 }

@@ -3,33 +3,38 @@
 //! touches again, and a log used without the queue's cancel flags.
 
 use super::*;
-use crate::{
-    events::event,
-    proto::v1::{JobCompleted, JobStarted, TokenDelta},
+use crate::events::{
+    EventKind, event,
+    event::{Completed, Started, TokenDelta},
+    testing::TextCodec,
 };
 
-fn delta(text: &str, output_tokens: u64) -> JobEvent {
-    event(Kind::TokenDelta(TokenDelta {
+fn log() -> MemoryEventLog {
+    MemoryEventLog::new(Arc::new(TextCodec), 60, 60)
+}
+
+fn delta(text: &str, output_tokens: u64) -> Event {
+    event(EventKind::TokenDelta(TokenDelta {
         text: text.into(),
         output_tokens,
         ..Default::default()
     }))
 }
 
-fn started(attempt: u32) -> JobEvent {
-    event(Kind::Started(JobStarted {
+fn started(attempt: u32) -> Event {
+    event(EventKind::Started(Started {
         attempt,
-        ..Default::default()
+        ..Started::default()
     }))
 }
 
-fn completed() -> JobEvent {
-    event(Kind::Completed(JobCompleted::default()))
+fn completed() -> Event {
+    event(EventKind::Completed(Completed::default()))
 }
 
 #[tokio::test]
 async fn the_sweep_frees_expired_logs_and_snapshots_nobody_touches() -> Result<(), Error> {
-    let log = MemoryEventLog::new(60, 60);
+    let log = log();
     let id = JobId::now_v7();
     log.append(id, &started(1), Fence::Start(1)).await?;
     log.append_tracked(
@@ -50,7 +55,7 @@ async fn the_sweep_frees_expired_logs_and_snapshots_nobody_touches() -> Result<(
 
 #[tokio::test]
 async fn unfinished_logs_outlive_the_finished_ttl() -> Result<(), Error> {
-    let log = MemoryEventLog::new(60, 60);
+    let log = log();
     let id = JobId::now_v7();
     log.append(id, &started(1), Fence::Start(1)).await?;
     let later = Instant::now() + Duration::from_secs(3600);
@@ -64,7 +69,7 @@ async fn unfinished_logs_outlive_the_finished_ttl() -> Result<(), Error> {
 #[tokio::test]
 async fn without_the_queues_flags_appends_report_no_cancel_and_cancels_set_none()
 -> Result<(), Error> {
-    let log = MemoryEventLog::new(60, 60);
+    let log = log();
     let id = JobId::now_v7();
     assert_eq!(
         log.request_cancel(id, "stop").await?,

@@ -3,12 +3,11 @@
 
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
-use prost::Message;
 
 use super::PgStore;
 use crate::{
     job::{JobId, JobStatus},
-    proto::v1::ProgressEvent,
+    progress::ProgressRecord,
     store::{
         Error,
         models::NewProgressRow,
@@ -19,7 +18,7 @@ use crate::{
 pub(super) async fn append(
     store: &PgStore,
     id: JobId,
-    events: &[ProgressEvent],
+    events: &[ProgressRecord],
 ) -> Result<(), Error> {
     if events.is_empty() {
         return Ok(());
@@ -33,7 +32,7 @@ pub(super) async fn append(
 pub(super) async fn insert(
     conn: &mut diesel_async::AsyncPgConnection,
     id: JobId,
-    events: &[ProgressEvent],
+    events: &[ProgressRecord],
 ) -> Result<(), Error> {
     if events.is_empty() {
         return Ok(());
@@ -51,7 +50,7 @@ pub(super) async fn history(
     id: JobId,
     after: Option<i64>,
     limit: i64,
-) -> Result<Vec<(i64, ProgressEvent)>, Error> {
+) -> Result<Vec<(i64, Vec<u8>)>, Error> {
     let mut conn = store.conn().await?;
     let rows: Vec<(i64, Vec<u8>)> = job_progress_events::table
         .filter(job_progress_events::job_id.eq(id))
@@ -61,13 +60,7 @@ pub(super) async fn history(
         .limit(limit)
         .load(&mut conn)
         .await?;
-    rows.into_iter()
-        .map(|(pos, bytes)| {
-            ProgressEvent::decode(bytes.as_slice())
-                .map(|e| (pos, e))
-                .map_err(|e| Error::Corrupt(format!("progress event {pos} of job {id}: {e}")))
-        })
-        .collect()
+    Ok(rows)
 }
 
 pub(super) async fn result_output_tokens(

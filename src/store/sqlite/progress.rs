@@ -2,7 +2,6 @@
 //! output sizes that progress estimates come from.
 
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl, SqliteConnection};
-use prost::Message;
 
 use super::{
     key,
@@ -11,7 +10,7 @@ use super::{
 };
 use crate::{
     job::{JobId, JobStatus},
-    proto::v1::ProgressEvent,
+    progress::ProgressRecord,
     store::{Error, models::NewProgressRow},
 };
 
@@ -19,7 +18,7 @@ use crate::{
 pub(super) fn insert(
     conn: &mut SqliteConnection,
     id: JobId,
-    events: &[ProgressEvent],
+    events: &[ProgressRecord],
 ) -> Result<(), Error> {
     for r in NewProgressRow::from_events(id, events) {
         diesel::insert_into(job_progress_events::table)
@@ -41,7 +40,7 @@ pub(super) fn history(
     id: JobId,
     after: Option<i64>,
     limit: i64,
-) -> Result<Vec<(i64, ProgressEvent)>, Error> {
+) -> Result<Vec<(i64, Vec<u8>)>, Error> {
     let rows: Vec<(i64, Vec<u8>)> = job_progress_events::table
         .filter(job_progress_events::job_id.eq(key(id)))
         .filter(job_progress_events::id.gt(after.unwrap_or(0)))
@@ -49,13 +48,7 @@ pub(super) fn history(
         .select((job_progress_events::id, job_progress_events::event))
         .limit(limit)
         .load(conn)?;
-    rows.into_iter()
-        .map(|(pos, bytes)| {
-            ProgressEvent::decode(bytes.as_slice())
-                .map(|e| (pos, e))
-                .map_err(|e| Error::Corrupt(format!("progress event {pos} of job {id}: {e}")))
-        })
-        .collect()
+    Ok(rows)
 }
 
 /// Output tokens of the results of `ids` (SQLite keys); ids that do not parse are skipped.

@@ -8,9 +8,11 @@ use chrono::Utc;
 use tracing::warn;
 
 use crate::{
-    events::{Fence, event},
-    job::{JobError, JobId, JobStatus, Outcome},
-    proto::v1::{self, job_event::Kind},
+    events::{
+        EventKind as Kind, Fence, event,
+        event::{AttemptFailed, Failed},
+    },
+    job::{Job, JobError, JobId, JobStatus, Outcome},
     store::Finish,
     worker::{Running, Worker, retry},
 };
@@ -23,7 +25,6 @@ impl Worker {
     /// one is left alone. When the store cannot say, the job goes back to its queue, and the
     /// next attempt counts this one as lost.
     pub(in crate::worker) async fn abandon(&self, job_id: JobId, running: &Running) {
-        let hand_back = || Some(Utc::now() + chrono::Duration::seconds(2));
         let job = match self.deps.store.get_job(job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return self.settle(job_id, &running.owner, None),
@@ -45,50 +46,55 @@ impl Worker {
                  panic)"
             ),
         };
-        let failed = |will_retry, retry_at: Option<chrono::DateTime<Utc>>| {
-            Kind::AttemptFailed(v1::AttemptFailed {
-                attempt,
-                error: Some(crate::api::convert::job_error(&error)),
-                will_retry,
-                retry_time: retry_at.map(crate::api::convert::timestamp),
-            })
-        };
         if attempt < job.max_attempts {
-            let delay = retry::backoff(
-                attempt,
-                Duration::from_millis(self.cfg.retry_base_ms),
-                Duration::from_millis(self.cfg.retry_cap_ms),
-                None,
-            );
-            let retry_at = retry::retry_time(Utc::now(), delay);
-            match self
-                .deps
-                .store
-                .retry_attempt(job_id, attempt, &error, &[])
-                .await
-            {
-                Ok(true) => {
-                    self.deps.metrics.retried(&job.queue);
-                    let ev = event(failed(true, Some(retry_at)));
-                    if let Err(e) = self
-                        .deps
-                        .events
-                        .append(job_id, &ev, Fence::Attempt(attempt))
-                        .await
-                    {
-                        warn!(job_id = %job_id, error = %e, "cannot publish the failed attempt");
-                    }
-                    self.settle(job_id, &running.owner, Some(retry_at));
-                }
-                // Another attempt owns the job now.
-                Ok(false) => self.settle(job_id, &running.owner, None),
-                Err(e) => {
-                    warn!(job_id = %job_id, error = %e, "cannot record the failed attempt; handing the job back");
-                    self.settle(job_id, &running.owner, hand_back());
-                }
-            }
-            return;
+            self.abandon_for_retry(&job, running, error).await;
+        } else {
+            self.abandon_for_good(&job, running, error).await;
         }
+    }
+
+    /// Records the dead attempt of `job` as failed with `error` and retries the job after the
+    /// usual backoff.
+    async fn abandon_for_retry(&self, job: &Job, running: &Running, error: JobError) {
+        let (job_id, attempt) = (job.id, job.attempts);
+        let delay = retry::backoff(
+            attempt,
+            Duration::from_millis(self.cfg.retry_base_ms),
+            Duration::from_millis(self.cfg.retry_cap_ms),
+            None,
+        );
+        let retry_at = retry::retry_time(Utc::now(), delay);
+        match self
+            .deps
+            .store
+            .retry_attempt(job_id, attempt, &error, &[])
+            .await
+        {
+            Ok(true) => {
+                self.deps.metrics.retried(&job.queue);
+                let ev = event(failed(attempt, error, true, Some(retry_at)));
+                if let Err(e) = self
+                    .deps
+                    .events
+                    .append(job_id, &ev, Fence::Attempt(attempt))
+                    .await
+                {
+                    warn!(job_id = %job_id, error = %e, "cannot publish the failed attempt");
+                }
+                self.settle(job_id, &running.owner, Some(retry_at));
+            }
+            // Another attempt owns the job now.
+            Ok(false) => self.settle(job_id, &running.owner, None),
+            Err(e) => {
+                warn!(job_id = %job_id, error = %e, "cannot record the failed attempt; handing the job back");
+                self.settle(job_id, &running.owner, hand_back());
+            }
+        }
+    }
+
+    /// Records the dead last attempt of `job` as failed with `error`, and the job with it.
+    async fn abandon_for_good(&self, job: &Job, running: &Running, error: JobError) {
+        let (job_id, attempt) = (job.id, job.attempts);
         let finish = Finish::Failed {
             error: error.clone(),
             retryable: true,
@@ -104,11 +110,11 @@ impl Worker {
                 self.deps
                     .metrics
                     .ended(&job.queue, crate::metrics::Ended::Failed);
-                let terminal = Kind::Failed(v1::JobFailed {
-                    error: Some(crate::api::convert::job_error(&error)),
+                let terminal = Kind::Failed(Failed {
+                    error: Some(error.clone()),
                     attempts: attempt,
                 });
-                let events = vec![event(failed(false, None)), event(terminal)];
+                let events = vec![event(failed(attempt, error, false, None)), event(terminal)];
                 self.publish_terminal(job_id, Fence::Attempt(attempt), events, None, None, false)
                     .await;
                 self.settle(job_id, &running.owner, None);
@@ -120,4 +126,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// When a job whose state is unknown goes back to its queue: shortly.
+fn hand_back() -> Option<chrono::DateTime<Utc>> {
+    Some(Utc::now() + chrono::Duration::seconds(2))
+}
+
+/// The `attempt_failed` event of a dead attempt.
+fn failed(
+    attempt: u32,
+    error: JobError,
+    will_retry: bool,
+    retry_time: Option<chrono::DateTime<Utc>>,
+) -> Kind {
+    Kind::AttemptFailed(AttemptFailed {
+        attempt,
+        error: Some(error),
+        will_retry,
+        retry_time,
+    })
 }

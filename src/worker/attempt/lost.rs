@@ -4,9 +4,11 @@
 
 use super::store_transient;
 use crate::{
-    events::{Fence, event},
+    events::{
+        EventKind as Kind, Fence, event,
+        event::{AttemptFailed, Failed},
+    },
     job::{Job, JobError, Outcome},
-    proto::v1::{self, job_event::Kind},
     store::Finish,
     worker::{Running, Worker},
 };
@@ -120,8 +122,8 @@ impl Worker {
                     .metrics
                     .ended(&job.queue, crate::metrics::Ended::Failed);
                 let mut kinds = earlier.lost_events(false);
-                kinds.push(Kind::Failed(v1::JobFailed {
-                    error: Some(crate::api::convert::job_error(&error)),
+                kinds.push(Kind::Failed(Failed {
+                    error: Some(error.clone()),
                     attempts: job.attempts,
                 }));
                 // The log's current attempt is a lost one: this attempt takes it over to end it.
@@ -152,9 +154,9 @@ impl Earlier {
         self.lost
             .iter()
             .map(|(attempt, error)| {
-                Kind::AttemptFailed(v1::AttemptFailed {
+                Kind::AttemptFailed(AttemptFailed {
                     attempt: *attempt,
-                    error: Some(crate::api::convert::job_error(error)),
+                    error: Some(error.clone()),
                     will_retry,
                     retry_time: None,
                 })

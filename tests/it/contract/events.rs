@@ -4,18 +4,20 @@
 //! of finished logs.
 
 use llm_jobs::{
+    api::event_codec::ProtoCodec,
     events::{
-        Appended, CancelCheck, CancelRequest, Closed, Error, EventLog, Fence, Live, LogRead,
-        Subscription, event, is_terminal,
+        Appended, CancelCheck, CancelRequest, Closed, Codec, Error, Event as JobEvent, EventKind,
+        EventLog, Fence, Live, LogRead, Subscription, event,
+        event::{
+            Cancelled as JobCancelled, Completed as JobCompleted, Queued as JobQueued,
+            Started as JobStarted, TokenDelta,
+        },
+        is_terminal,
     },
     job::JobId,
-    proto::v1::{
-        JobCancelled, JobCompleted, JobEvent, JobProgress, JobQueued, JobStarted, TokenDelta,
-        job_event::Kind as EventKind,
-    },
+    progress::JobProgress,
     queue::Queue,
 };
-use prost::Message;
 
 use super::{Kind, contract, eventually, next_live};
 
@@ -123,8 +125,8 @@ async fn sequences_rise_by_one_and_reads_resume_after_any_point(
     assert_eq!(nothing, Appended::default());
     let all = whole(log, id).await?;
     assert_eq!(sequences(&all.events), [1, 2, 3, 4, 5]);
-    assert!(all.events.iter().all(|e| e.job_id == id.to_string()));
-    assert!(matches!(&all.events[3].kind, Some(EventKind::TokenDelta(d)) if d.text == "b"));
+    assert!(all.events.iter().all(|e| e.job_id == id));
+    assert!(matches!(&all.events[3].kind, EventKind::TokenDelta(d) if d.text == "b"));
     assert_eq!(all.terminal_sequence, None);
     let rest = log.read_after(id, 3).await?.expect("a log");
     assert_eq!(sequences(&rest.events), [4, 5]);
@@ -169,7 +171,7 @@ async fn an_append_larger_than_one_redis_command_takes_is_kept_whole(
     );
     assert!(matches!(
         &read.events[9].kind,
-        Some(EventKind::TokenDelta(d)) if d.text == "t9999 "
+        EventKind::TokenDelta(d) if d.text == "t9999 "
     ));
     assert_eq!(whole(log, id).await?.events.len(), 10_000);
     let page = log.read_page(id, 100, 256).await?.expect("a log");
@@ -492,8 +494,8 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
     let opened = append(log, id, &[started(1)], Fence::Start(1), CancelCheck::Skip).await?;
     assert_eq!(opened.sequence, Some(2));
     assert_eq!(sequences(&opened.earlier), [1]);
-    assert!(matches!(opened.earlier[0].kind, Some(EventKind::Queued(_))));
-    assert_eq!(opened.earlier[0].job_id, id.to_string());
+    assert!(matches!(opened.earlier[0].kind, EventKind::Queued(_)));
+    assert_eq!(opened.earlier[0].job_id, id);
     let flushed = append(
         log,
         id,
@@ -530,7 +532,7 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
         .await?;
     assert_eq!(again.sequence, None);
     assert_eq!(sequences(&again.log), [1, 2, 3, 4]);
-    assert!(matches!(again.log[3].kind, Some(EventKind::Completed(_))));
+    assert!(matches!(again.log[3].kind, EventKind::Completed(_)));
 
     // Not what was expected, or nothing was: the whole log, terminal event included.
     for expected in [Some(9), None] {
@@ -548,7 +550,7 @@ async fn a_start_returns_the_log_before_it_and_a_close_the_log_it_did_not_expect
         assert_eq!(closed.sequence, Some(3));
         assert_eq!(sequences(&closed.log), [1, 2, 3]);
         assert!(is_terminal(&closed.log[2]));
-        assert!(closed.log.iter().all(|e| e.job_id == other.to_string()));
+        assert!(closed.log.iter().all(|e| e.job_id == other));
     }
     Ok(())
 }
@@ -761,8 +763,8 @@ async fn a_cancel_and_an_attempts_end_are_ordered_in_the_log(
     .await?;
     match log.request_cancel(third, "too late").await? {
         CancelRequest::Ended(e) => {
-            assert_eq!((e.sequence, e.job_id.as_str()), (3, &*third.to_string()));
-            assert!(matches!(e.kind, Some(EventKind::Completed(_))), "{e:?}");
+            assert_eq!((e.sequence, e.job_id), (3, third));
+            assert!(matches!(e.kind, EventKind::Completed(_)), "{e:?}");
         }
         other => anyhow::bail!("expected the terminal event, got {other:?}"),
     }
@@ -866,7 +868,7 @@ async fn live_events(live: &mut Subscription, n: usize) -> anyhow::Result<Vec<(u
     let mut seen = Vec::new();
     while seen.len() < n {
         match next_live(live).await? {
-            Live::Event(e) => seen.push((e.event().sequence, e.event().job_id.clone())),
+            Live::Event(e) => seen.push((e.event().sequence, e.event().job_id.to_string())),
             Live::Resync => anyhow::bail!("a resync after {seen:?}"),
         }
     }
@@ -892,7 +894,7 @@ async fn many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(
         match next_live(&mut live).await? {
             Live::Event(e) if e.event().sequence == got.len() as u64 + 1 => {
                 // What watchers are sent is this event's encoding, made once.
-                assert_eq!(&JobEvent::decode(e.encoded())?, e.event());
+                assert_eq!(&ProtoCodec.decode(&e.encoded())?, e.event());
                 got.push(e.event().clone())
             }
             Live::Event(e) => anyhow::bail!(
@@ -906,10 +908,10 @@ async fn many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(
             ),
         }
     }
-    assert!(got.iter().all(|e| e.job_id == id.to_string()));
+    assert!(got.iter().all(|e| e.job_id == id));
     for (i, e) in got[1..1001].iter().enumerate() {
         match &e.kind {
-            Some(EventKind::TokenDelta(d)) => {
+            EventKind::TokenDelta(d) => {
                 assert_eq!(
                     (d.text.as_str(), d.output_tokens),
                     (&*format!("t{i} "), i as u64 + 1)
@@ -918,8 +920,8 @@ async fn many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(
             other => anyhow::bail!("event {}: {other:?}", e.sequence),
         }
     }
-    assert!(matches!(got[0].kind, Some(EventKind::Queued(_))));
-    assert!(matches!(got[1001].kind, Some(EventKind::Completed(_))));
+    assert!(matches!(got[0].kind, EventKind::Queued(_)));
+    assert!(matches!(got[1001].kind, EventKind::Completed(_)));
     // The log agrees with what went out live.
     let read = whole(log, id).await?;
     assert_eq!(read.events, got);

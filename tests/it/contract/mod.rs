@@ -25,6 +25,7 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use anyhow::Context;
 use futures::FutureExt;
 use llm_jobs::{
+    api::event_codec::ProtoCodec,
     events::{EventLog, Live, Subscription, memory::MemoryEventLog, redis::RedisEventLog},
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
 };
@@ -59,7 +60,8 @@ impl Backend {
     /// The in-process queue and event log; finished logs stay `window_secs`.
     pub(crate) fn in_process(window_secs: u64) -> Backend {
         let queue = Arc::new(MemoryQueue::new());
-        let events = MemoryEventLog::new(window_secs, window_secs).with_cancel_flags(queue.clone());
+        let events = MemoryEventLog::new(Arc::new(ProtoCodec), window_secs, window_secs)
+            .with_cancel_flags(queue.clone());
         Backend {
             queue,
             events: Arc::new(events),
@@ -89,7 +91,12 @@ impl Backend {
         })?;
         Ok(Backend {
             queue: Arc::new(queue),
-            events: Arc::new(RedisEventLog::new(redis, window_secs, window_secs)),
+            events: Arc::new(RedisEventLog::new(
+                redis,
+                Arc::new(ProtoCodec),
+                window_secs,
+                window_secs,
+            )),
             kind: Kind::Redis,
             prefix,
         })
