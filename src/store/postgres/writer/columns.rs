@@ -45,13 +45,11 @@ impl<'a> InsertColumns<'a> {
     pub(super) fn new(rows: Vec<&'a NewJobRow>) -> Self {
         let position = |len: usize| i32::try_from(len).unwrap_or(i32::MAX);
         let text = |f: fn(&'a NewJobRow) -> &'a str| rows.iter().map(|r| f(r)).collect();
-        let json =
-            |f: fn(&'a NewJobRow) -> &'a serde_json::Value| rows.iter().map(|r| f(r)).collect();
+        let json = |f: fn(&'a NewJobRow) -> &'a serde_json::Value| {
+            rows.iter().map(|r| f(r)).collect()
+        };
         let mut flat_tags: Vec<&str> = Vec::new();
-        let (mut from, mut to) = (
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-        );
+        let (mut from, mut to) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
         for r in &rows {
             from.push(position(flat_tags.len() + 1));
             flat_tags.extend(r.tags.iter().map(String::as_str));
@@ -167,8 +165,7 @@ impl<'a> EndColumns<'a> {
         self.attempts.push(attempt);
         self.statuses.push(e.status.as_str());
         self.codes.push(e.error.as_ref().map(|e| e.code.as_str()));
-        self.messages
-            .push(e.error.as_ref().map(|e| e.message.as_str()));
+        self.messages.push(e.error.as_ref().map(|e| e.message.as_str()));
         self.sequences.push(e.terminal_sequence);
         self.push_result(e);
         if let Some(error) = &e.error {
