@@ -6,7 +6,6 @@
 //! configuration. Every state change that must happen once (start of an attempt, the final
 //! status) is a conditional update, so a stale worker cannot overwrite a newer attempt.
 
-mod fixed;
 pub mod models;
 pub mod postgres;
 pub mod schema;

@@ -2,7 +2,6 @@
 //! migrations; [`reports`] holds the operators' queries, [`batches`] the batches'.
 
 mod batches;
-mod fixed;
 mod logs;
 mod migrate;
 mod progress;

@@ -34,7 +34,6 @@ const LAYERS: &[(&str, usize)] = &[
     ("store", 1),
     ("store::models", 2),
     ("store::schema", 2),
-    ("store::fixed", 2),
     ("queue", 1),
     ("events", 1),
     ("events::archive", 0),

@@ -4,16 +4,13 @@
 //! updated when an attempt starts, and updated with its result, failure record and progress
 //! history when the attempt ends. One statement (and one commit) per write made Postgres the
 //! largest cost of a job. The [`Writer`] task gathers the writes of concurrent jobs and applies
-//! them as one statement, so one transaction, whose parts are:
+//! them as a few multi-row statements in one transaction:
 //!
-//! - new jobs: an `INSERT … SELECT FROM unnest(…) RETURNING`;
-//! - attempt starts: an `UPDATE … WHERE id = ANY(…) … RETURNING`;
-//! - attempt ends: an `UPDATE … FROM unnest(…)` fenced on status and attempt, and the
-//!   inserts of results, failure records, progress history and event logs for the jobs that
-//!   update matched.
-//!
-//! That statement is a constant text prepared once per connection, and a batch of any size
-//! is one round trip ([`statements`]).
+//! - new jobs: one multi-row `INSERT … RETURNING`;
+//! - attempt starts: one `UPDATE … WHERE id = ANY($1) … RETURNING`;
+//! - attempt ends: one `UPDATE … FROM unnest(…)` fenced on status and attempt, then one
+//!   multi-row insert each for results, failure records, progress history and event logs,
+//!   for the jobs the update matched.
 //!
 //! Batching is natural first: the writer takes whatever is waiting (at most [`MAX_BATCH`]),
 //! writes it, and meanwhile the next batch gathers. Under load it is also timed, as River's
@@ -40,25 +37,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use diesel_async::AsyncPgConnection;
+use diesel::{ExpressionMethods, SelectableHelper};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use self::statements::write;
-use super::Pool;
+use super::{Pool, to_i32};
 use crate::{
     job::{JobError, JobId, JobStatus},
     store::{
         Error,
-        models::{JobRow, NewJobRow, NewProgressRow, ResultRow},
+        models::{AttemptFailureRow, JobRow, ListedJobRow, NewJobRow, NewProgressRow, ResultRow},
+        schema::{job_attempt_failures, job_progress_events, job_results, jobs},
     },
 };
 
-mod columns;
-mod statements;
-
-/// Most writes applied in one transaction (the statement binds one array per column, so its
-/// size does not bound the batch; this keeps a batch's statement and its wait short).
+/// Most writes applied in one transaction. Keeps every multi-row statement far below
+/// Postgres's limit of 65,535 bind parameters (16 per new job row, 24 per result row, 6 per
+/// progress row with up to ~30 progress rows per attempt).
 pub const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to hand theirs over (backpressure).
 const BACKLOG: usize = 4096;
@@ -240,12 +236,12 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
     };
     let written = tokio::time::timeout(
         WRITE_TIMEOUT,
-        write(
-            &mut conn,
-            inserts.iter().map(|(r, _)| r),
-            starts.iter().map(|(id, _)| *id),
-            finishes.iter().map(|(e, _)| e),
-        ),
+        conn.transaction::<_, Error, _>(async |conn| {
+            let inserted = insert_jobs(conn, inserts.iter().map(|(r, _)| r)).await?;
+            let started = start_attempts(conn, starts.iter().map(|(id, _)| *id)).await?;
+            let ended = end_attempts(conn, finishes.iter().map(|(e, _)| e)).await?;
+            Ok((inserted, started, ended))
+        }),
     )
     .await;
     let Ok(written) = written else {
@@ -270,11 +266,10 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
         return None;
     };
     match written {
-        Ok(mut batch) => {
+        Ok((mut inserted, mut started, mut ended)) => {
             debug!(writes = size, "group commit");
             for (row, reply) in inserts {
-                let answer = batch
-                    .inserted
+                let answer = inserted
                     .remove(&row.id)
                     .map(|stored| JobRow {
                         messages: row.messages,
@@ -284,10 +279,10 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
                 let _ = reply.send(answer);
             }
             for (id, reply) in starts {
-                let _ = reply.send(Ok(batch.started.remove(&id)));
+                let _ = reply.send(Ok(started.remove(&id)));
             }
             for (end, reply) in finishes {
-                let _ = reply.send(Ok(batch.ended.remove(&end.id)));
+                let _ = reply.send(Ok(ended.remove(&end.id)));
             }
             Some(conn)
         }
@@ -299,11 +294,11 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
             // One write Postgres refuses must not fail the others: apply each alone.
             warn!(error = %e, writes = size, "group commit refused; writing one by one");
             for (row, reply) in inserts {
-                let r = write(&mut conn, [&row], [], [])
+                let r = conn
+                    .transaction::<_, Error, _>(async |c| insert_jobs(c, [&row]).await)
                     .await
-                    .and_then(|mut b| {
-                        b.inserted
-                            .remove(&row.id)
+                    .and_then(|mut m| {
+                        m.remove(&row.id)
                             .ok_or_else(|| Error::Corrupt(format!("job {} not inserted", row.id)))
                     })
                     .map(|stored| JobRow {
@@ -313,12 +308,19 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
                 let _ = reply.send(r);
             }
             for (id, reply) in starts {
-                let r = write(&mut conn, [], [id], []).await;
-                let _ = reply.send(r.map(|mut b| b.started.remove(&id)));
+                let r = conn
+                    .transaction::<_, Error, _>(async |c| start_attempts(c, [id]).await)
+                    .await
+                    .map(|mut m| m.remove(&id));
+                let _ = reply.send(r);
             }
             for (end, reply) in finishes {
-                let r = write(&mut conn, [], [], [&end]).await;
-                let _ = reply.send(r.map(|mut b| b.ended.remove(&end.id)));
+                let id = end.id;
+                let r = conn
+                    .transaction::<_, Error, _>(async |c| end_attempts(c, [&end]).await)
+                    .await
+                    .map(|mut m| m.remove(&id));
+                let _ = reply.send(r);
             }
             None
         }
@@ -339,4 +341,143 @@ fn fail_all(
     finishes
         .into_iter()
         .for_each(|(_, r)| drop(r.send(Err(e()))));
+}
+
+type Rows = std::collections::HashMap<JobId, JobRow>;
+
+fn by_id(rows: Vec<JobRow>) -> Rows {
+    rows.into_iter().map(|r| (r.id, r)).collect()
+}
+
+async fn insert_jobs<'a>(
+    conn: &mut AsyncPgConnection,
+    rows: impl IntoIterator<Item = &'a NewJobRow>,
+) -> Result<Rows, Error> {
+    let rows: Vec<&NewJobRow> = rows.into_iter().collect();
+    if rows.is_empty() {
+        return Ok(Rows::new());
+    }
+    // The prompt is not sent back: the caller has it (see `apply`).
+    let inserted: Vec<ListedJobRow> = diesel::insert_into(jobs::table)
+        .values(rows)
+        .returning(ListedJobRow::as_returning())
+        .get_results(conn)
+        .await?;
+    Ok(by_id(inserted.into_iter().map(JobRow::from).collect()))
+}
+
+async fn start_attempts(
+    conn: &mut AsyncPgConnection,
+    ids: impl IntoIterator<Item = JobId>,
+) -> Result<Rows, Error> {
+    let ids: Vec<JobId> = ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(Rows::new());
+    }
+    let now = chrono::Utc::now();
+    let started: Vec<JobRow> = diesel::update(jobs::table)
+        .filter(jobs::id.eq_any(ids))
+        .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
+        .set((
+            jobs::status.eq(JobStatus::Running.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::started_at.eq(now),
+            jobs::updated_at.eq(now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(conn)
+        .await?;
+    Ok(by_id(started))
+}
+
+/// The columns of `jobs` an attempt's end changes, one array per column (for `unnest`).
+#[derive(Default)]
+struct EndColumns {
+    ids: Vec<JobId>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    codes: Vec<Option<String>>,
+    messages: Vec<Option<String>>,
+    sequences: Vec<Option<i64>>,
+}
+
+async fn end_attempts<'a>(
+    conn: &mut AsyncPgConnection,
+    ends: impl IntoIterator<Item = &'a End>,
+) -> Result<Rows, Error> {
+    use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid};
+    let ends: Vec<&End> = ends.into_iter().collect();
+    if ends.is_empty() {
+        return Ok(Rows::new());
+    }
+    let mut c = EndColumns::default();
+    for e in &ends {
+        c.ids.push(e.id);
+        c.attempts.push(to_i32(e.attempt));
+        c.statuses.push(e.status.as_str());
+        c.codes.push(e.error.as_ref().map(|e| e.code.clone()));
+        c.messages.push(e.error.as_ref().map(|e| e.message.clone()));
+        c.sequences.push(e.terminal_sequence);
+    }
+    // Fenced: only a job still RUNNING the same attempt ends; a stale attempt writes nothing.
+    let ended: Vec<JobRow> = diesel::sql_query(
+        "UPDATE jobs SET status = v.status, error_code = v.code, error_message = v.message, \
+         last_sequence = coalesce(v.seq, jobs.last_sequence), finished_at = $7, updated_at = $7 \
+         FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
+           AS v(id, attempt, status, code, message, seq) \
+         WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.attempts = v.attempt \
+         RETURNING jobs.*",
+    )
+    .bind::<Array<Uuid>, _>(c.ids)
+    .bind::<Array<Int4>, _>(c.attempts)
+    .bind::<Array<Text>, _>(c.statuses)
+    .bind::<Array<Nullable<Text>>, _>(c.codes)
+    .bind::<Array<Nullable<Text>>, _>(c.messages)
+    .bind::<Array<Nullable<Int8>>, _>(c.sequences)
+    .bind::<Timestamptz, _>(chrono::Utc::now())
+    .load(conn)
+    .await?;
+    let ended = by_id(ended);
+    let mine: Vec<&&End> = ends.iter().filter(|e| ended.contains_key(&e.id)).collect();
+    if mine.is_empty() {
+        return Ok(ended);
+    }
+    let results: Vec<&ResultRow> = mine.iter().map(|e| &e.result).collect();
+    diesel::insert_into(job_results::table)
+        .values(results)
+        .execute(conn)
+        .await?;
+    let failures: Vec<AttemptFailureRow<'_>> = mine
+        .iter()
+        .filter_map(|e| {
+            e.error.as_ref().map(|error| AttemptFailureRow {
+                job_id: e.id,
+                attempt: to_i32(e.attempt),
+                error_code: &error.code,
+                message: &error.message,
+                retryable: e.retryable,
+            })
+        })
+        .collect();
+    if !failures.is_empty() {
+        diesel::insert_into(job_attempt_failures::table)
+            .values(failures)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    let logs: Vec<(JobId, &crate::events::archive::Archive)> = mine
+        .iter()
+        .filter_map(|e| e.log.as_ref().map(|log| (e.id, log)))
+        .collect();
+    super::logs::upsert(conn, &logs).await?;
+    let history: Vec<&NewProgressRow> = mine.iter().flat_map(|e| e.history.iter()).collect();
+    // Each statement stays under the bind limit however long the histories are.
+    for chunk in history.chunks(8192) {
+        diesel::insert_into(job_progress_events::table)
+            .values(chunk.to_vec())
+            .execute(conn)
+            .await?;
+    }
+    Ok(ended)
 }
