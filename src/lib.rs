@@ -50,13 +50,15 @@
 //!   process without Redis).
 //! - [`redact`]: masking secrets in logs, errors, the audit log and stored prompts.
 //!
-//! Layers, bottom to top: domain (`job`, `batch`, `progress`, `pricing`, …) → ports (the
+//! Layers, bottom to top: domain (`job`, `batch`, `progress`, `principal`, `events::event`,
+//! `pricing`, …) → ports (the
 //! `store`, `queue`, `events` and `provider` interfaces) → adapters (their Postgres, SQLite,
 //! Redis, in-process and OpenAI implementations, `backend`, `ratelimit`) → core (`gateway`,
 //! `worker`, `streaming`, `admin`, …) → edge (`api`, `auth`, `server`, `cli`, `app`,
 //! `config`, `proto`, …). A module imports only from its own layer or below;
 //! `tests/it/layers.rs` holds each module's layer and fails on an upward import beyond the
-//! ones still listed there to be removed.
+//! ones still listed there to be removed. `ARCHITECTURE.md` draws the layers and follows one
+//! job through them.
 
 pub mod admin;
 pub mod api;
