@@ -27,6 +27,7 @@ pub(crate) async fn run(server: &Server, scale: Scale, report: &mut Report) -> a
         for _ in 0..n.div_ceil(50) {
             channels.push(server.client().await?);
         }
+        let cpu_before = server.cpu_ms();
         let start = Instant::now();
         let all = futures::future::join_all((0..n).map(|i| {
             through(
@@ -36,6 +37,7 @@ pub(crate) async fn run(server: &Server, scale: Scale, report: &mut Report) -> a
         }))
         .await;
         let secs = start.elapsed().as_secs_f64();
+        let cpu_after = server.cpu_ms();
         let all: Vec<Received> = all.into_iter().collect::<Result<_, _>>()?;
         let intact = all
             .iter()
@@ -48,6 +50,12 @@ pub(crate) async fn run(server: &Server, scale: Scale, report: &mut Report) -> a
         );
         let total = (n * scale.tokens_per_stream) as f64;
         let rate = total / secs;
+        // The server's CPU per delivered token, from upstream chunk to client frame: what
+        // bounds the rate on a machine the clients and the upstream share.
+        let cpu_us = cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| (after - before) * 1000.0 / total);
+        let cpu = cpu_us.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
         report.push(row(
             &format!("Token throughput, {name}"),
             &format!(
@@ -55,13 +63,19 @@ pub(crate) async fn run(server: &Server, scale: Scale, report: &mut Report) -> a
                 scale.tokens_per_stream
             ),
             "-",
-            format!("{rate:.0} tokens/s ({secs:.2} s)"),
+            format!("{rate:.0} tokens/s ({secs:.2} s); server CPU {cpu} µs per token"),
             &format!("≥ {target:.0} tokens/s"),
             Some(rate >= target),
         ));
         results.insert(
             name.into(),
-            json!({"streams": n, "tokens": total, "secs": secs, "tokens_per_second": rate}),
+            json!({
+                "streams": n,
+                "tokens": total,
+                "secs": secs,
+                "tokens_per_second": rate,
+                "server_cpu_us_per_token": cpu_us,
+            }),
         );
     }
     report.raw.insert("tokens".into(), Value::Object(results));
