@@ -10,11 +10,8 @@ use chrono::Utc;
 use tracing::{info, instrument};
 
 use crate::{
-    api::convert,
-    error::Error,
     events::{EventKind, EventLog, Fence, event, event::Cancelled, queued},
     job::{Job, JobError, JobId, Priority, queue_name},
-    proto::v1,
     queue::Queue,
     reconciler::EPOCH,
     store::{FailedFilter, Store},
@@ -32,6 +29,51 @@ pub const MAX_PAGE: i64 = crate::paging::MAX_PAGE_SIZE;
 /// calls.
 pub const MAX_IDS: usize = 1000;
 
+/// Why an admin call failed, by what the caller does next. The API maps each to its gRPC
+/// code (`crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is unusable: fix it (`field` names it) and call again.
+    #[error("invalid argument: {field}: {reason}")]
+    InvalidArgument {
+        /// Path of the field, e.g. `job_ids`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// What the call names does not exist; calling again will not help.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `queue "x"`.
+        what: String,
+    },
+    /// The store failed: retry later (unless its data is unreadable).
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The queue failed: retry later.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::Error),
+    /// The event log failed: retry later.
+    #[error(transparent)]
+    Events(#[from] crate::events::Error),
+}
+
+impl Error {
+    /// An `InvalidArgument` of `field`.
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<crate::paging::Error> for Error {
+    fn from(err: crate::paging::Error) -> Error {
+        Error::invalid(err.field, err.description)
+    }
+}
+
 /// One queue's statistics (see `QueueStats` in `admin.proto` for the windows).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueStats {
@@ -45,6 +87,9 @@ pub struct QueueStats {
     pub counts: crate::queue::Counts,
     /// Figures from Postgres.
     pub figures: crate::store::QueueFigures,
+    /// How long its oldest pending job had waited when the counts were read (ms; 0 when
+    /// none waits).
+    pub oldest_wait_ms: u64,
 }
 
 /// A failed job with its attempts' errors.
@@ -73,27 +118,6 @@ pub struct Admin {
     pub worker_window: std::time::Duration,
     /// Where purged (cancelled) jobs are counted.
     pub metrics: crate::metrics::Metrics,
-}
-
-/// A queue's statistics on the wire.
-pub fn encode_stats(s: QueueStats) -> v1::QueueStats {
-    let now = Utc::now();
-    v1::QueueStats {
-        priority: convert::priority(s.priority).into(),
-        pending: s.counts.pending,
-        delayed: s.counts.delayed,
-        running: s.counts.running,
-        paused: s.counts.paused,
-        throughput_per_minute: s.figures.completed_last_5_minutes as f64 / 5.0,
-        average_wait_ms: s.figures.average_wait_ms,
-        oldest_wait_ms: s.counts.oldest_enqueued.map_or(0, |t| {
-            u64::try_from((now - t).num_milliseconds()).unwrap_or(0)
-        }),
-        average_runtime_ms: s.figures.average_runtime_ms,
-        failed_last_hour: s.figures.failed_last_hour,
-        name: s.name,
-        job_type: s.job_type,
-    }
 }
 
 /// What [`Admin::retry`] did: the ids queued again, and the ids skipped with why.
@@ -126,7 +150,9 @@ impl Admin {
                 "longer than any queue name (200 bytes)",
             ))
         } else {
-            Err(Error::NotFound(format!("queue {name:?}")))
+            Err(Error::NotFound {
+                what: format!("queue {name:?}"),
+            })
         }
     }
 
@@ -136,6 +162,7 @@ impl Admin {
         let names: Vec<String> = queues.iter().map(|(q, _, _)| q.clone()).collect();
         let counts = self.queue.counts(&names).await?;
         let figures = self.store.queue_figures().await?;
+        let now = Utc::now();
         Ok(queues
             .into_iter()
             .zip(counts)
@@ -145,6 +172,7 @@ impl Admin {
                     .find(|f| f.queue == name)
                     .cloned()
                     .unwrap_or_default(),
+                oldest_wait_ms: counts.oldest_enqueued.map_or(0, |t| waited_ms(now, t)),
                 name,
                 job_type,
                 priority,
@@ -316,4 +344,9 @@ impl Admin {
         }
         Ok((forgotten.len() as u64, skipped))
     }
+}
+
+/// Milliseconds from `since` to `now` (0 when `since` is later).
+fn waited_ms(now: chrono::DateTime<Utc>, since: chrono::DateTime<Utc>) -> u64 {
+    u64::try_from((now - since).num_milliseconds()).unwrap_or(0)
 }

@@ -2,14 +2,14 @@
 //! `Status`.
 //!
 //! Library code returns typed errors (`store::Error`, `queue::Error`, `events::Error`,
-//! `provider::Error`); handlers lift them into [`Error`], and `From<Error> for Status` picks the
-//! code. Internal details are logged here once and never sent to clients. `anyhow` is used only
+//! `provider::Error`, and the core's `admin::Error`); handlers lift them into [`Error`], and
+//! `From<Error> for Status` picks the code. Internal details are logged here once and never sent to clients. `anyhow` is used only
 //! in `main.rs`, the CLI and tests.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{events, queue, store};
+use crate::{admin, events, queue, store};
 
 /// One offending request field (`google.rpc.BadRequest.FieldViolation`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +67,24 @@ impl Error {
 impl From<crate::paging::Error> for Error {
     fn from(err: crate::paging::Error) -> Error {
         Error::invalid(err.field, err.description)
+    }
+}
+
+impl From<admin::Error> for Error {
+    fn from(err: admin::Error) -> Error {
+        match err {
+            admin::Error::InvalidArgument { field, reason } => Error::invalid(field, reason),
+            admin::Error::NotFound { what } => Error::NotFound(what),
+            admin::Error::Store(e) => Error::Store(e),
+            admin::Error::Queue(e) => Error::Queue(e),
+            admin::Error::Events(e) => Error::Events(e),
+        }
+    }
+}
+
+impl From<admin::Error> for Status {
+    fn from(err: admin::Error) -> Status {
+        Error::from(err).into()
     }
 }
 
@@ -130,5 +148,29 @@ mod tests {
             .collect();
         assert_eq!(fields, ["prompt", "generation_config.temperature"]);
         assert!(status.message().contains("prompt: must not be empty"));
+    }
+
+    #[test]
+    fn admin_errors_keep_their_codes_messages_and_fields() {
+        let status: Status = admin::Error::InvalidArgument {
+            field: "queue".to_owned(),
+            reason: "must not be empty".to_owned(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid argument: queue: must not be empty"
+        );
+        let bad = status
+            .get_details_bad_request()
+            .expect("BadRequest detail present");
+        assert_eq!(bad.field_violations[0].field, "queue");
+        let status: Status = admin::Error::NotFound {
+            what: "queue \"x\"".to_owned(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "queue \"x\" not found");
     }
 }

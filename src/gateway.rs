@@ -122,7 +122,7 @@ impl Gateway {
     /// Each job with the figures every RPC that returns a job reports: see [`with_figures`].
     /// Errors: `Store`.
     pub async fn with_figures(&self, jobs: Vec<Job>) -> Result<Vec<(Job, u64)>, Error> {
-        with_figures(self.store.as_ref(), self.events.as_ref(), jobs).await
+        Ok(with_figures(self.store.as_ref(), self.events.as_ref(), jobs).await?)
     }
 
     /// A page of jobs matching `filter`, newest first, and the next page's token.
@@ -292,7 +292,7 @@ pub async fn with_figures(
     store: &dyn Store,
     events: &dyn EventLog,
     jobs: Vec<Job>,
-) -> Result<Vec<(Job, u64)>, Error> {
+) -> Result<Vec<(Job, u64)>, crate::store::Error> {
     let ended: Vec<JobId> = jobs
         .iter()
         .filter(|j| j.status.is_terminal())

@@ -8,6 +8,7 @@
 mod audit_log;
 mod dashboard;
 mod failed;
+mod reports;
 
 use std::pin::Pin;
 
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
-    admin::{Admin, encode_stats},
+    admin::Admin,
     auth::principal,
     error::Error,
     proto::v1::{self, queue_admin_service_server::QueueAdminService},
@@ -79,7 +80,7 @@ impl QueueAdminService for AdminApi {
             .audited(&request, "GetQueueStats", "queues", result)
             .await?;
         Ok(Response::new(v1::GetQueueStatsResponse {
-            queues: stats.into_iter().map(encode_stats).collect(),
+            queues: stats.into_iter().map(reports::stats).collect(),
         }))
     }
 
@@ -244,7 +245,9 @@ impl QueueAdminService for AdminApi {
         let queues = self
             .audited(&request, "GetWorkload", "queues", result)
             .await?;
-        Ok(Response::new(v1::GetWorkloadResponse { queues }))
+        Ok(Response::new(v1::GetWorkloadResponse {
+            queues: queues.into_iter().map(reports::workload).collect(),
+        }))
     }
 
     #[instrument(skip_all)]
@@ -256,7 +259,9 @@ impl QueueAdminService for AdminApi {
         let workers = self
             .audited(&request, "ListWorkers", "workers", result)
             .await?;
-        Ok(Response::new(v1::ListWorkersResponse { workers }))
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: workers.into_iter().map(reports::worker).collect(),
+        }))
     }
 
     #[instrument(skip_all)]
@@ -268,7 +273,7 @@ impl QueueAdminService for AdminApi {
         let metrics = self
             .audited(&request, "GetPerformanceMetrics", "queues", result)
             .await?;
-        Ok(Response::new(metrics))
+        Ok(Response::new(reports::performance(metrics)))
     }
 
     #[instrument(skip_all)]
@@ -276,7 +281,7 @@ impl QueueAdminService for AdminApi {
         &self,
         request: Request<v1::GetSystemHealthRequest>,
     ) -> Result<Response<v1::SystemHealth>, Status> {
-        let health = self.admin.health().await;
+        let health = reports::health(self.admin.health().await);
         let health = self
             .audited(&request, "GetSystemHealth", "health", Ok(health))
             .await?;
@@ -292,7 +297,7 @@ impl QueueAdminService for AdminApi {
         let dashboard = self
             .audited(&request, "GetDashboard", "dashboard", result)
             .await?;
-        Ok(Response::new(dashboard))
+        Ok(Response::new(reports::dashboard(dashboard)))
     }
 
     type WatchDashboardStream = Pin<Box<dyn Stream<Item = Result<v1::Dashboard, Status>> + Send>>;

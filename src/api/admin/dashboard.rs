@@ -29,7 +29,11 @@ pub(super) fn every(
                     return;
                 }
             }
-            let update = admin.dashboard().await.map_err(Status::from);
+            let update = admin
+                .dashboard()
+                .await
+                .map(super::reports::dashboard)
+                .map_err(Status::from);
             if tx.send(update).await.is_err() {
                 return;
             }
