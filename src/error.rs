@@ -2,14 +2,14 @@
 //! `Status`.
 //!
 //! Library code returns typed errors (`store::Error`, `queue::Error`, `events::Error`,
-//! `provider::Error`, and the core's `admin::Error`); handlers lift them into [`Error`], and
+//! `provider::Error`, and the core's `gateway::Error` and `admin::Error`); handlers lift them into [`Error`], and
 //! `From<Error> for Status` picks the code. Internal details are logged here once and never sent to clients. `anyhow` is used only
 //! in `main.rs`, the CLI and tests.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{admin, events, queue, store};
+use crate::{admin, events, gateway, queue, store};
 
 /// One offending request field (`google.rpc.BadRequest.FieldViolation`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +67,26 @@ impl Error {
 impl From<crate::paging::Error> for Error {
     fn from(err: crate::paging::Error) -> Error {
         Error::invalid(err.field, err.description)
+    }
+}
+
+impl From<gateway::Error> for Error {
+    fn from(err: gateway::Error) -> Error {
+        match err {
+            gateway::Error::InvalidArgument { field, reason } => Error::invalid(field, reason),
+            gateway::Error::NotFound { what } => Error::NotFound(what),
+            gateway::Error::FailedPrecondition { reason } => Error::FailedPrecondition(reason),
+            gateway::Error::AlreadyExists { reason } => Error::AlreadyExists(reason),
+            gateway::Error::Store(e) => Error::Store(e),
+            gateway::Error::Queue(e) => Error::Queue(e),
+            gateway::Error::Events(e) => Error::Events(e),
+        }
+    }
+}
+
+impl From<gateway::Error> for Status {
+    fn from(err: gateway::Error) -> Status {
+        Error::from(err).into()
     }
 }
 
@@ -148,6 +168,47 @@ mod tests {
             .collect();
         assert_eq!(fields, ["prompt", "generation_config.temperature"]);
         assert!(status.message().contains("prompt: must not be empty"));
+    }
+
+    #[test]
+    fn gateway_errors_keep_their_codes_and_messages() {
+        let status: Status = gateway::Error::InvalidArgument {
+            field: "page_size".to_owned(),
+            reason: "must be within 0..=1000".to_owned(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status
+            .get_details_bad_request()
+            .expect("BadRequest detail present");
+        assert_eq!(bad.field_violations[0].field, "page_size");
+        let cases = [
+            (
+                gateway::Error::NotFound {
+                    what: "job 1".to_owned(),
+                },
+                Code::NotFound,
+                "job 1 not found",
+            ),
+            (
+                gateway::Error::FailedPrecondition {
+                    reason: "job 1 is running".to_owned(),
+                },
+                Code::FailedPrecondition,
+                "job 1 is running",
+            ),
+            (
+                gateway::Error::AlreadyExists {
+                    reason: "key reused".to_owned(),
+                },
+                Code::AlreadyExists,
+                "key reused",
+            ),
+        ];
+        for (err, code, message) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
     }
 
     #[test]

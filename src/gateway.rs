@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 
 use crate::{
-    error::Error,
     events::{CancelRequest, EventKind, EventLog, Fence, event, event::Cancelled, queued},
     job::{Job, JobId, JobStatus, NewJob},
     progress::{ProgressEvent, ProgressEventKind},
@@ -26,6 +25,65 @@ use crate::{
 pub const DEFAULT_CANCEL_REASON: &str = "cancelled by a client";
 /// How long `CancelJob` waits for the worker of a running job to confirm the cancel.
 const CANCEL_CONFIRM: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why a gateway call failed, by what the caller does next. The API maps each to its gRPC
+/// code (`crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is unusable: fix it (`field` names it) and call again.
+    #[error("invalid argument: {field}: {reason}")]
+    InvalidArgument {
+        /// Path of the field, e.g. `page_token`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The job or batch does not exist; calling again will not help.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `job 0190…`.
+        what: String,
+    },
+    /// The job is not in a state the call can act on (no result before it ended): call
+    /// again once it is.
+    #[error("{reason}")]
+    FailedPrecondition {
+        /// Why, for the client.
+        reason: String,
+    },
+    /// An idempotency key reused for a different request: send the same request, or use a
+    /// new key.
+    #[error("{reason}")]
+    AlreadyExists {
+        /// Why, for the client.
+        reason: String,
+    },
+    /// The store failed: retry later (unless its data is unreadable).
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The queue failed: retry later.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::Error),
+    /// The event log failed: retry later.
+    #[error(transparent)]
+    Events(#[from] crate::events::Error),
+}
+
+impl Error {
+    /// A `NotFound` of `what`.
+    fn not_found(what: String) -> Error {
+        Error::NotFound { what }
+    }
+}
+
+impl From<crate::paging::Error> for Error {
+    fn from(err: crate::paging::Error) -> Error {
+        Error::InvalidArgument {
+            field: err.field.to_owned(),
+            reason: err.description,
+        }
+    }
+}
 
 /// Shared handles of the gateway.
 #[derive(Clone)]
@@ -54,12 +112,14 @@ impl Gateway {
         let inserted = self.store.insert_job(&job).await?;
         if !inserted.created {
             if !job.same_request_as(&inserted.job) {
-                return Err(Error::AlreadyExists(format!(
-                    "idempotency_key {:?} was used for a different request (job {}) within the \
-                     last 24 h; send the same request to get that job, or use a new key",
-                    job.idempotency_key.as_deref().unwrap_or_default(),
-                    inserted.job.id
-                )));
+                return Err(Error::AlreadyExists {
+                    reason: format!(
+                        "idempotency_key {:?} was used for a different request (job {}) within \
+                         the last 24 h; send the same request to get that job, or use a new key",
+                        job.idempotency_key.as_deref().unwrap_or_default(),
+                        inserted.job.id
+                    ),
+                });
             }
             return Ok(inserted.job);
         }
@@ -112,11 +172,11 @@ impl Gateway {
             .store
             .get_job(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
         let mut figured = self.with_figures(vec![job]).await?;
         figured
             .pop()
-            .ok_or_else(|| Error::NotFound(format!("job {id}")))
+            .ok_or_else(|| Error::not_found(format!("job {id}")))
     }
 
     /// Each job with the figures every RPC that returns a job reports: see [`with_figures`].
@@ -150,12 +210,14 @@ impl Gateway {
             .store
             .get_result(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
         if !stored.job.status.is_terminal() {
-            return Err(Error::FailedPrecondition(format!(
-                "job {id} is {}; its result exists once it is completed, failed or cancelled",
-                stored.job.status.as_str()
-            )));
+            return Err(Error::FailedPrecondition {
+                reason: format!(
+                    "job {id} is {}; its result exists once it is completed, failed or cancelled",
+                    stored.job.status.as_str()
+                ),
+            });
         }
         let failures = self.store.attempt_failures(id).await?;
         Ok((stored, failures))
@@ -180,7 +242,7 @@ impl Gateway {
             .store
             .get_job(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
         self.cancel_read(job, reason).await
     }
 

@@ -57,7 +57,7 @@ impl BatchApi {
         match self.gateway.get_batch(id).await {
             Ok(snap) if who.can_access(&snap.batch.tenant) => Ok(snap),
             Ok(_) => Err(Error::NotFound(format!("batch {id}"))),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 }

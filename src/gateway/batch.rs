@@ -12,10 +12,9 @@
 use futures::{StreamExt, stream};
 use tracing::{info, instrument, warn};
 
-use super::Gateway;
+use super::{Error, Gateway};
 use crate::{
     batch::{BatchId, NewBatch, Snapshot},
-    error::Error,
     job::{JobId, NewJob},
 };
 
@@ -71,12 +70,14 @@ impl Gateway {
         }
         let earlier = self.get_batch(inserted.id).await?;
         if !self.same_batch(&earlier, &batch, &jobs).await? {
-            return Err(Error::AlreadyExists(format!(
-                "idempotency_key {:?} was used for a different batch ({}) within the last 24 h; \
-                 send the same request to get that batch, or use a new key",
-                batch.idempotency_key.as_deref().unwrap_or_default(),
-                earlier.batch.id
-            )));
+            return Err(Error::AlreadyExists {
+                reason: format!(
+                    "idempotency_key {:?} was used for a different batch ({}) within the last \
+                     24 h; send the same request to get that batch, or use a new key",
+                    batch.idempotency_key.as_deref().unwrap_or_default(),
+                    earlier.batch.id
+                ),
+            });
         }
         Ok(earlier)
     }
@@ -109,7 +110,7 @@ impl Gateway {
         self.store
             .get_batch(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("batch {id}")))
+            .ok_or_else(|| Error::not_found(format!("batch {id}")))
     }
 
     /// Cancels every unfinished job of the batch as [`Gateway::cancel`] does,
@@ -139,7 +140,7 @@ impl Gateway {
         if let Some(e) = results
             .into_iter()
             .filter_map(Result::err)
-            .find(|e| !matches!(e, Error::NotFound(_)))
+            .find(|e| !matches!(e, Error::NotFound { .. }))
         {
             return Err(e);
         }

@@ -4,9 +4,8 @@
 
 use chrono::Utc;
 
-use super::Gateway;
+use super::{Error, Gateway};
 use crate::{
-    error::Error,
     job::{Job, JobId, JobStatus},
     progress::{self, JobProgress, ProgressEvent, ProgressEventKind, Stage, Stages},
 };
@@ -22,7 +21,7 @@ impl Gateway {
             .store
             .get_job(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
         // A snapshot that Redis cannot give is rebuilt below: progress is no reason to fail.
         let live = self.events.progress(id).await.ok().flatten();
         if let Some(mut snapshot) = live {
@@ -135,7 +134,7 @@ impl Gateway {
         let scope = id.simple().to_string();
         let (limit, after) = crate::paging::page_by_position(page_size, page_token, &scope)?;
         if self.store.get_job(id).await?.is_none() {
-            return Err(Error::NotFound(format!("job {id}")));
+            return Err(Error::not_found(format!("job {id}")));
         }
         let rows = self.store.progress_history(id, after, limit).await?;
         let next = if rows.len() as i64 == limit {

@@ -80,7 +80,6 @@ const LAYERS: &[(&str, usize)] = &[
 /// Upward imports still in the code, as "importing module -> imported module" (both by
 /// their layer's prefix in [`LAYERS`]). Remove a line when its import is gone.
 const KNOWN: &[&str] = &[
-    "gateway -> error",
     "store -> audit",
     "store -> auth",
     "store -> config",
