@@ -12,9 +12,10 @@ use crate::{
     auth::{Principal, principal},
     batch::{BatchId, Progress, Snapshot},
     error::Error,
+    events::Event,
     gateway::Gateway,
     proto::v1::{self, batch_service_server::BatchService},
-    streaming::batch::BatchEventStream,
+    streaming::batch::{BatchEventStream, Encoder},
 };
 
 /// The BatchService implementation.
@@ -89,6 +90,31 @@ pub fn batch_message(snap: &Snapshot, progress: &Progress, job_ids: bool) -> v1:
     }
 }
 
+/// A batch stream's messages as `BatchEvent`s, sized by their protobuf encoding.
+struct Wire;
+
+impl Encoder for Wire {
+    type Message = v1::BatchEvent;
+
+    fn progress(&self, snap: &Snapshot, progress: &Progress) -> v1::BatchEvent {
+        let message = batch_message(snap, progress, false);
+        v1::BatchEvent {
+            kind: Some(v1::batch_event::Kind::Progress(message)),
+        }
+    }
+
+    fn job_finished(&self, event: &Event) -> v1::BatchEvent {
+        let event = convert::event::event(event, true);
+        v1::BatchEvent {
+            kind: Some(v1::batch_event::Kind::JobFinished(event)),
+        }
+    }
+
+    fn encoded_len(&self, message: &v1::BatchEvent) -> usize {
+        prost::Message::encoded_len(message)
+    }
+}
+
 /// The wire batch of `snap` now, with its job ids.
 fn reply(snap: &Snapshot) -> Response<v1::Batch> {
     let progress = Progress::of(snap.batch.created_at, &snap.members, chrono::Utc::now());
@@ -150,7 +176,7 @@ impl BatchService for BatchApi {
         Ok(reply(&self.visible(&who, id).await?))
     }
 
-    type StreamBatchStream = BatchEventStream;
+    type StreamBatchStream = BatchEventStream<v1::BatchEvent>;
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]
     async fn stream_batch(
@@ -169,6 +195,7 @@ impl BatchService for BatchApi {
             self.pace,
             self.shutdown.clone(),
             slot,
+            Wire,
         );
         Ok(Response::new(stream))
     }

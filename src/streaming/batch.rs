@@ -8,14 +8,15 @@
 //! the store.
 //!
 //! Its queue towards the client is an [`Outbox`] of [`super::WATCHER_BUFFER_BYTES`], as a job
-//! watcher's: a client that reads nothing for [`Pace::stall_patience`] loses its stream
+//! watcher's, counted in the messages' encoded bytes. Making and sizing the messages is the
+//! wire's business: the caller hands in an [`Encoder`] (the API's encodes `BatchEvent`s). A
+//! client that reads nothing for [`Pace::stall_patience`] loses its stream
 //! (RESOURCE_EXHAUSTED; calling StreamBatch again starts over with the batch's progress) and
 //! frees the watcher and its key's slot.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::debug;
@@ -25,19 +26,29 @@ use super::{
     outbox::{self, Outbox, Refused},
 };
 use crate::{
-    api::{batches::batch_message, convert},
     batch::{BatchId, Member, Progress, Snapshot},
     events::{Event, EventLog, is_terminal},
-    proto::v1::{self, batch_event},
     store::Store,
 };
 
 /// How often a watcher reads the batch's job states.
 pub const POLL: Duration = Duration::from_millis(500);
 
-/// What a batch watcher stream yields: progress and terminal events, then the status that
-/// ended it, if any.
-pub type BatchEventStream = outbox::Drain<v1::BatchEvent>;
+/// What a batch watcher stream yields: its [`Encoder`]'s messages (progress and terminal
+/// events), then the status that ended it, if any.
+pub type BatchEventStream<M> = outbox::Drain<M>;
+
+/// Makes and sizes the messages of a batch stream, for the wire they go out on.
+pub trait Encoder: Send + Sync + 'static {
+    /// One message of the stream.
+    type Message: Send + 'static;
+    /// The batch's progress: `snap`'s batch with `progress`, without its job ids.
+    fn progress(&self, snap: &Snapshot, progress: &Progress) -> Self::Message;
+    /// A job's terminal event (whole: with its sequence and job id).
+    fn job_finished(&self, event: &Event) -> Self::Message;
+    /// Bytes of `message` once encoded: what the watcher's queue budget counts.
+    fn encoded_len(&self, message: &Self::Message) -> usize;
+}
 
 /// Starts following batch `batch_id` and returns the stream at once. It ends after a final
 /// progress message once every job's terminal event was sent; with UNAVAILABLE when Postgres
@@ -45,19 +56,22 @@ pub type BatchEventStream = outbox::Drain<v1::BatchEvent>;
 /// RESOURCE_EXHAUSTED when the client reads nothing for `pace.stall_patience` while its queue
 /// is full. The work stops when the client goes away. A quiet stream gets a progress message
 /// every `pace.heartbeat`. `keep` (a key's open-stream slot) is held until the watcher ends,
-/// which for a client that stopped reading is before its stream does.
-pub fn follow<K: Send + 'static>(
+/// which for a client that stopped reading is before its stream does. `encoder` makes and
+/// sizes the messages.
+pub fn follow<E: Encoder, K: Send + 'static>(
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     batch_id: BatchId,
     pace: Pace,
     shutdown: CancellationToken,
     keep: K,
-) -> BatchEventStream {
+    encoder: E,
+) -> BatchEventStream<E::Message> {
     let (tx, rx) = outbox::outbox(super::WATCHER_BUFFER_BYTES);
     tokio::spawn(async move {
         let _keep = keep;
         let mut w = Watcher {
+            encoder,
             store,
             events,
             batch_id,
@@ -107,11 +121,12 @@ fn figures(p: &Progress) -> Figures {
     (p.counts, p.input_tokens, p.output_tokens, p.cost_usd)
 }
 
-struct Watcher {
+struct Watcher<E: Encoder> {
+    encoder: E,
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
     batch_id: BatchId,
-    tx: Outbox<v1::BatchEvent>,
+    tx: Outbox<E::Message>,
     /// Jobs whose terminal event was sent.
     sent: HashSet<uuid::Uuid>,
     /// Figures of the last progress message.
@@ -124,7 +139,7 @@ struct Watcher {
     stall_patience: Duration,
 }
 
-impl Watcher {
+impl<E: Encoder> Watcher<E> {
     async fn run(&mut self) -> Result<(), Stop> {
         loop {
             let snap = self
@@ -151,8 +166,8 @@ impl Watcher {
             ended.sort_by_key(|m| m.finished_at);
             for m in ended {
                 if let Some(ev) = self.terminal_event(m, now).await? {
-                    let ev = convert::event::event(&ev, true);
-                    self.send(batch_event::Kind::JobFinished(ev)).await?;
+                    let message = self.encoder.job_finished(&ev);
+                    self.send(message).await?;
                     self.sent.insert(m.id);
                 }
             }
@@ -174,15 +189,14 @@ impl Watcher {
     }
 
     async fn progress(&mut self, snap: &Snapshot, progress: &Progress) -> Result<(), Stop> {
-        let message = batch_message(snap, progress, false);
-        self.send(batch_event::Kind::Progress(message)).await?;
+        let message = self.encoder.progress(snap, progress);
+        self.send(message).await?;
         self.last_progress = Some(figures(progress));
         Ok(())
     }
 
-    async fn send(&mut self, kind: batch_event::Kind) -> Result<(), Stop> {
-        let message = v1::BatchEvent { kind: Some(kind) };
-        let bytes = message.encoded_len();
+    async fn send(&mut self, message: E::Message) -> Result<(), Stop> {
+        let bytes = self.encoder.encoded_len(&message);
         match self.tx.send(message, bytes, self.stall_patience).await {
             Ok(()) => {
                 self.last_sent = tokio::time::Instant::now();

@@ -89,8 +89,6 @@ const KNOWN: &[&str] = &[
     "store::sqlite -> audit",
     "store::sqlite -> auth",
     "store::sqlite -> config",
-    "streaming -> api",
-    "streaming -> proto",
     "worker -> config",
 ];
 
