@@ -18,9 +18,11 @@ mod generate;
 pub mod resources;
 pub mod retry;
 mod sequences;
+mod settings;
 mod slots;
 mod tracker;
 
+pub use settings::Settings;
 use slots::{AttemptGuard, Local, Reserved};
 
 use std::{
@@ -34,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    config,
     events::EventLog,
     job::JobId,
     provider::Providers,
@@ -98,7 +99,7 @@ pub struct Deps {
 pub struct Worker {
     id: String,
     deps: Deps,
-    cfg: config::Worker,
+    cfg: Settings,
     /// How long a claim lasts without a heartbeat.
     lease: Duration,
     job_types: Vec<String>,
@@ -128,12 +129,7 @@ pub struct Worker {
 impl Worker {
     /// A worker serving the queues of `job_types`, claiming for `lease` at a time. Starts a
     /// background writer task, so it must be called inside a Tokio runtime.
-    pub fn new(
-        deps: Deps,
-        cfg: config::Worker,
-        lease: Duration,
-        job_types: Vec<String>,
-    ) -> Arc<Worker> {
+    pub fn new(deps: Deps, cfg: Settings, lease: Duration, job_types: Vec<String>) -> Arc<Worker> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let short = uuid::Uuid::new_v4().simple().to_string();
         let cfg_concurrency = cfg.concurrency.max(1);

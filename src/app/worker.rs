@@ -82,10 +82,26 @@ fn build(cfg: &WorkerConfig, shared: &Shared<'_>) -> Result<Arc<Worker>, Error> 
             budget,
             metrics: shared.metrics.clone(),
         },
-        cfg.worker.clone(),
+        settings(&cfg.worker),
         common.lease.lease(),
         common.queues.job_types.clone(),
     ))
+}
+
+/// The worker's settings from its configuration.
+fn settings(w: &crate::config::Worker) -> worker::Settings {
+    worker::Settings {
+        concurrency: w.concurrency,
+        job_timeout_secs: w.job_timeout_secs,
+        first_token_timeout_secs: w.first_token_timeout_secs,
+        balance: w.balance,
+        queue_cap: w.queue_cap,
+        retry_base_ms: w.retry_base_ms,
+        retry_cap_ms: w.retry_cap_ms,
+        buffer_flush_ms: w.buffer_flush_ms,
+        buffer_max_bytes: w.buffer_max_bytes,
+        progress_interval_ms: w.progress_interval_ms,
+    }
 }
 
 /// Starts the reconciler's periodic passes; with an in-process queue, first re-enqueues what

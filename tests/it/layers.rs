@@ -89,7 +89,6 @@ const KNOWN: &[&str] = &[
     "store::sqlite -> audit",
     "store::sqlite -> auth",
     "store::sqlite -> config",
-    "worker -> config",
 ];
 
 fn layer(module: &str) -> Option<(&'static str, usize)> {
