@@ -17,6 +17,7 @@ mod estimates;
 mod generate;
 pub mod resources;
 pub mod retry;
+mod run;
 mod sequences;
 mod settings;
 mod slots;
@@ -33,7 +34,6 @@ use std::{
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::{
     events::EventLog,
@@ -200,129 +200,6 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs until `shutdown` is cancelled: stops claiming, gives running jobs `grace` to finish,
-    /// then stops them and hands them back to their queues.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
-        info!(worker_id = %self.id, concurrency = self.cfg.concurrency, "worker started");
-        let tasks = self.tasks.clone();
-        let signals = tokio::spawn(self.clone().follow_signals(shutdown.clone()));
-        let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
-        let slots = self.slots.clone();
-        let mut turn = 0usize;
-        loop {
-            let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.cancelled() => break,
-            };
-            // Every free slot is filled by one claim (one round trip for many jobs) unless
-            // queues are capped, where one claim at a time keeps each cap exact.
-            let mut permits = vec![first];
-            let most = if self.cfg.queue_cap.is_some() {
-                1
-            } else {
-                crate::queue::MAX_CLAIM
-            };
-            while permits.len() < most {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            let owner = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
-            let per_queue = {
-                let mut per_queue = HashMap::new();
-                for r in self.running().values() {
-                    *per_queue.entry(r.queue.clone()).or_insert(0) += 1;
-                }
-                per_queue
-            };
-            let order = self
-                .balancer
-                .order(&*self.deps.queue, turn, &per_queue)
-                .await;
-            let ended = self.take_ended();
-            let claimed = self
-                .deps
-                .queue
-                .claim(&order, &owner, self.lease, permits.len(), &ended)
-                .await;
-            if claimed.is_err() {
-                self.keep_ended(ended);
-            }
-            match claimed {
-                Ok(claims) if !claims.is_empty() => {
-                    // The next turn starts after the job type just served, so an empty type
-                    // does not hand its turn to its neighbour.
-                    self.balancer.claimed();
-                    if let Some(served) =
-                        claims.last().and_then(|c| self.balancer.type_of(&c.queue))
-                    {
-                        turn = served + 1;
-                    }
-                    // Slots the claim did not fill go back before the jobs start.
-                    permits.truncate(claims.len());
-                    for (claim, permit) in claims.into_iter().zip(permits) {
-                        self.spawn_attempt(&tasks, claim, &owner, permit);
-                    }
-                }
-                Ok(_) => {
-                    drop(permits);
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-                Err(e) => {
-                    drop(permits);
-                    warn!(error = %e, "claim failed; retrying in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            }
-        }
-        self.draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        tasks.close();
-        let busy = self.running().len();
-        if busy > 0 {
-            info!(jobs = busy, grace_secs = grace.as_secs(), "worker draining");
-        }
-        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-            let running: Vec<_> = self.running().values().cloned().collect();
-            warn!(
-                jobs = running.len(),
-                "drain timeout: handing running jobs back to their queues"
-            );
-            self.hard_stop.cancel();
-            for r in running {
-                r.stop(StopReason::Shutdown);
-            }
-            tasks.wait().await;
-        }
-        // No claim follows to end these: one call each.
-        loop {
-            let ended = self.take_ended();
-            if ended.is_empty() {
-                break;
-            }
-            for s in ended {
-                if let Err(e) = self.deps.queue.settle(s.job_id, &s.owner, s.retry_at).await {
-                    warn!(error = %e, job_id = %s.job_id, "cannot settle the claim; its lease will expire");
-                }
-            }
-        }
-        self.sequences.flush().await;
-        signals.abort();
-        heartbeat.abort();
-        if let Err(e) = self.deps.queue.deregister_worker(&self.id).await {
-            warn!(error = %e, "cannot remove this worker from the registry");
-        }
-        info!(worker_id = %self.id, "worker stopped");
-    }
-
     /// Reserves a free slot for a job of `queue` (see [`LocalSlots::reserve`]).
     fn reserve(self: &Arc<Self>, queue: &str) -> Option<Box<dyn ReservedSlot>> {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst)
@@ -337,27 +214,6 @@ impl Worker {
             owner: format!("{}/{}", self.id, uuid::Uuid::new_v4().simple()),
             permit,
         }))
-    }
-
-    /// The ended claims waiting for the next claim call (at most [`crate::queue::MAX_SETTLE`];
-    /// the rest wait for the one after).
-    fn take_ended(&self) -> Vec<crate::queue::Settle> {
-        let mut ended = self
-            .ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = ended.len().min(crate::queue::MAX_SETTLE);
-        ended.drain(..n).collect()
-    }
-
-    /// Puts back ended claims a failed claim call did not end, ahead of newer ones.
-    fn keep_ended(&self, mut kept: Vec<crate::queue::Settle>) {
-        let mut ended = self
-            .ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        kept.append(&mut ended);
-        *ended = kept;
     }
 
     /// Runs `claim` in its own task, holding `permit` (its slot) until the attempt ends.
