@@ -71,6 +71,31 @@ async fn bad_submissions_are_invalid_argument_with_the_field() -> anyhow::Result
             );
         }
     }
+    // An oversized metadata entry is named, with which part is too long.
+    let mut req = request("hi", "sim");
+    req.metadata.insert("owner".into(), "x".repeat(5000));
+    req.metadata.insert(String::new(), "v".into());
+    let status = c.submit_job(req).await.expect_err("rejected");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let described: Vec<String> = status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| v.description)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        described
+            .iter()
+            .any(|d| d.contains("\"owner\"") && d.contains("value is 5000 bytes")),
+        "{described:?}"
+    );
+    assert!(
+        described.iter().any(|d| d.contains("empty key")),
+        "{described:?}"
+    );
     // A message over the decode limit is refused by the transport, not accepted.
     let huge = request(&"x".repeat(5 * 1024 * 1024), "sim");
     let status = c.submit_job(huge).await.expect_err("too large");

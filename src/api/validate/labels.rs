@@ -21,14 +21,28 @@ pub(super) fn metadata(
             format!("at most {} entries", limits.max_metadata_entries),
         ));
     }
-    if metadata.iter().any(|(k, val)| {
-        k.is_empty() || k.len() > limits.max_metadata_bytes || val.len() > limits.max_metadata_bytes
-    }) {
+    let most = limits.max_metadata_bytes;
+    if metadata.keys().any(String::is_empty) {
+        v.push(FieldViolation::new(
+            "metadata",
+            format!("an entry has an empty key; keys must be 1..={most} bytes"),
+        ));
+    }
+    if let Some((k, val)) = metadata
+        .iter()
+        .find(|(k, val)| k.len() > most || val.len() > most)
+    {
+        let (what, len) = if k.len() > most {
+            ("key", k.len())
+        } else {
+            ("value", val.len())
+        };
         v.push(FieldViolation::new(
             "metadata",
             format!(
-                "keys must be 1..={0} bytes and values at most {0} bytes",
-                limits.max_metadata_bytes
+                "entry {:?}: its {what} is {len} bytes; keys and values may hold at most {most} \
+                 bytes",
+                truncate(k)
             ),
         ));
     }
