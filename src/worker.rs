@@ -46,6 +46,8 @@ use crate::{
 /// How long an attempt keeps reading after the `finish_reason` chunk (for the usage chunk);
 /// then it completes even if the upstream neither sends `[DONE]` nor closes.
 pub const FINISH_GRACE: Duration = Duration::from_secs(3);
+/// Most (job type, model) pairs whose recent output sizes a worker remembers at once.
+const ESTIMATE_PAIRS: usize = 1024;
 
 /// Why a running attempt was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +114,9 @@ pub struct Worker {
     /// This process's latest resource figures (refreshed with the registry entry).
     resources: Mutex<Option<crate::progress::WorkerResources>>,
     /// Recent output sizes per (job type, model), for progress estimates.
-    estimates: Mutex<HashMap<(String, String), estimates::RecentOutputs>>,
+    /// Bounded (model names come from clients): past [`ESTIMATE_PAIRS`] the least useful
+    /// pairs go first.
+    estimates: quick_cache::sync::Cache<(String, String), estimates::RecentOutputs>,
     /// Stores terminal sequences in batches.
     sequences: sequences::SequenceWriter,
     /// One permit per slot: held by a claim in flight or a running attempt.
@@ -144,7 +148,7 @@ impl Worker {
             hard_stop: CancellationToken::new(),
             started_at: chrono::Utc::now(),
             resources: Mutex::new(None),
-            estimates: Mutex::new(HashMap::new()),
+            estimates: quick_cache::sync::Cache::new(ESTIMATE_PAIRS),
             sequences: sequences::SequenceWriter::start(deps.store.clone()),
             slots: Arc::new(Semaphore::new(cfg_concurrency)),
             tasks: tokio_util::task::TaskTracker::new(),

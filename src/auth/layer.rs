@@ -81,15 +81,16 @@ pub struct Authenticator {
     limiter: Option<Limiter>,
     /// Keys read recently, by prefix (`None`: no such key), so that a burst of RPCs does not
     /// become a burst of Postgres reads.
-    cache: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
+    cache: quick_cache::sync::Cache<String, CachedKey>,
     cache_ttl: std::time::Duration,
 }
 
 /// When a key was read, and what was found.
 type CachedKey = (std::time::Instant, Option<keys::ApiKey>);
 
-/// Most prefixes remembered at once (unknown prefixes included); the cache starts over when
-/// full, so random prefixes cannot grow it without bound.
+/// Most prefixes remembered at once (unknown prefixes included); past it the least useful
+/// entries go first (quick_cache's eviction), so random prefixes cannot grow it without
+/// bound nor push out the keys in use.
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
 impl Authenticator {
@@ -106,7 +107,7 @@ impl Authenticator {
             store,
             refusals,
             limiter,
-            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cache: quick_cache::sync::Cache::new(KEY_CACHE_ENTRIES),
             cache_ttl: std::time::Duration::ZERO,
         }
     }
@@ -124,14 +125,10 @@ impl Authenticator {
     /// reaches this gateway once the store answers again).
     async fn key(&self, prefix: &str) -> Result<Option<keys::ApiKey>, crate::store::Error> {
         let cached = |fresh_only: bool| {
-            let cache = self
-                .cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache
+            self.cache
                 .get(prefix)
                 .filter(|(at, _)| !fresh_only || at.elapsed() < self.cache_ttl)
-                .map(|(_, key)| key.clone())
+                .map(|(_, key)| key)
         };
         if !self.cache_ttl.is_zero()
             && let Some(key) = cached(true)
@@ -150,14 +147,8 @@ impl Authenticator {
             Err(e) => return Err(e),
         };
         if !self.cache_ttl.is_zero() {
-            let mut cache = self
-                .cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache.len() >= KEY_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(prefix.to_owned(), (std::time::Instant::now(), key.clone()));
+            self.cache
+                .insert(prefix.to_owned(), (std::time::Instant::now(), key.clone()));
         }
         Ok(key)
     }

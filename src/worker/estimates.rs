@@ -21,22 +21,18 @@ impl Worker {
     /// there are too few) or its `max_tokens`.
     pub(super) async fn estimate(&self, job: &crate::job::Job) -> crate::progress::Estimate {
         let key = (job.job_type.clone(), job.params.model.clone());
-        let cached = {
-            let map = self
-                .estimates
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(&key)
-                .filter(|(at, recent)| {
-                    at.elapsed()
-                        < if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE {
-                            ESTIMATE_CACHE_THIN
-                        } else {
-                            ESTIMATE_CACHE
-                        }
-                })
-                .map(|(_, recent)| recent.clone())
-        };
+        let cached = self
+            .estimates
+            .get(&key)
+            .filter(|(at, recent)| {
+                at.elapsed()
+                    < if recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE {
+                        ESTIMATE_CACHE_THIN
+                    } else {
+                        ESTIMATE_CACHE
+                    }
+            })
+            .map(|(_, recent)| recent);
         let recent = match cached {
             Some(recent) => recent,
             None => match self
@@ -46,15 +42,8 @@ impl Worker {
                 .await
             {
                 Ok(recent) => {
-                    let mut map = self
-                        .estimates
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    // Model names come from clients: keep the cache bounded.
-                    if map.len() >= 1024 {
-                        map.clear();
-                    }
-                    map.insert(key, (tokio::time::Instant::now(), recent.clone()));
+                    self.estimates
+                        .insert(key, (tokio::time::Instant::now(), recent.clone()));
                     recent
                 }
                 Err(e) => {
@@ -69,16 +58,9 @@ impl Worker {
     /// Forgets recent output sizes of `job`'s job type and model that were too few to
     /// estimate from, now that one more job of them completed.
     pub(super) fn completed_for_estimates(&self, job: &crate::job::Job) {
-        let mut map = self
-            .estimates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (job.job_type.clone(), job.params.model.clone());
-        if map
-            .get(&key)
-            .is_some_and(|(_, recent)| recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE)
-        {
-            map.remove(&key);
-        }
+        self.estimates.remove_if(&key, |(_, recent)| {
+            recent.len() < crate::progress::MIN_ESTIMATE_SAMPLE
+        });
     }
 }
