@@ -1,6 +1,9 @@
 //! Who a caller is once authenticated: its tenant, role and own client limits ([`Principal`]),
-//! and the access rules that follow from them. Plain types, shared by the core (audit, rate
-//! limits, store) and the edge that authenticates (`auth`).
+//! the access rules that follow from them, and the stored API key that proves it
+//! ([`ApiKey`]). Plain types, shared by the store, the core (audit, rate limits) and the edge
+//! that authenticates (`auth`).
+
+use chrono::{DateTime, Utc};
 
 /// Tenant of jobs submitted with authentication off, and of jobs stored before tenants existed.
 pub const DEFAULT_TENANT: &str = "default";
@@ -93,6 +96,29 @@ pub struct KeyLimits {
     pub requests_per_minute: Option<u32>,
     /// Unfinished (queued or running) jobs at once.
     pub max_concurrent_jobs: Option<u32>,
+}
+
+/// A stored API key (`auth::keys` makes and checks them; the store keeps them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Row id.
+    pub id: uuid::Uuid,
+    /// The non-secret part that finds the key (12 hex digits).
+    pub prefix: String,
+    /// SHA-256 of the secret part, 64 lowercase hex digits.
+    pub secret_sha256: String,
+    /// Tenant whose jobs the key sees.
+    pub tenant: String,
+    /// What the key may do.
+    pub role: Role,
+    /// A label for humans.
+    pub name: String,
+    /// Overrides of the client limits.
+    pub limits: KeyLimits,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -12,21 +12,79 @@ pub mod schema;
 pub mod single;
 pub mod sqlite;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::config::{self, StoreLocation};
+/// Which database holds the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A Postgres URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Location {
+    /// The database `url` names: Postgres for `postgres://…` or `postgresql://…`, a SQLite
+    /// file for `sqlite://PATH` or `sqlite:PATH`, and the file at `sqlite_path` when `url` is
+    /// empty.
+    ///
+    /// Errors: a URL of another scheme (the message names `DATABASE_URL` and the schemes
+    /// understood), or `sqlite://` without a path.
+    pub fn parse(url: &str, sqlite_path: &std::path::Path) -> Result<Location, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Ok(Location::Sqlite(sqlite_path.to_owned()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Location::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err("DATABASE_URL: `sqlite://` needs a file path".into());
+            }
+            return Ok(Location::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (or be empty \
+             for a SQLite file at --sqlite-path); got {:?}",
+            url.split("://").next().unwrap_or_default()
+        ))
+    }
+}
+
+/// What opening the store needs (built from `config::Database`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `DATABASE_URL`: see [`Location::parse`].
+    pub url: String,
+    /// The SQLite file used when `url` is empty.
+    pub sqlite_path: PathBuf,
+    /// Pooled connections (Postgres; SQLite uses one connection).
+    pub pool_size: usize,
+}
+
+impl Settings {
+    /// The database these settings name ([`Location::parse`]).
+    pub fn location(&self) -> Result<Location, String> {
+        Location::parse(&self.url, &self.sqlite_path)
+    }
+}
 
 /// Opens the configured store: a Postgres pool (connections open lazily, so this succeeds
 /// while Postgres is down) or the SQLite file (created when missing).
 ///
 /// Errors: [`Error::Unavailable`] for a bad `DATABASE_URL` or a SQLite file that cannot be
 /// opened.
-pub async fn open(cfg: &config::Database) -> Result<Arc<dyn Store>, Error> {
+pub async fn open(cfg: impl Into<Settings>) -> Result<Arc<dyn Store>, Error> {
+    let cfg = cfg.into();
     Ok(match cfg.location().map_err(Error::Unavailable)? {
-        StoreLocation::Postgres(url) => Arc::new(postgres::PgStore::new(&url, cfg.pool_size)?),
-        StoreLocation::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path).await?),
+        Location::Postgres(url) => Arc::new(postgres::PgStore::new(&url, cfg.pool_size)?),
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path).await?),
     })
 }
 
@@ -34,33 +92,33 @@ pub async fn open(cfg: &config::Database) -> Result<Arc<dyn Store>, Error> {
 /// `migrations/postgres/` or `migrations/sqlite/`); returns the versions applied.
 ///
 /// Errors: [`Error::Unavailable`], [`Error::Migration`].
-pub async fn migrate(cfg: &config::Database) -> Result<Vec<String>, Error> {
-    match cfg.location().map_err(Error::Unavailable)? {
-        StoreLocation::Postgres(url) => {
+pub async fn migrate(cfg: impl Into<Settings>) -> Result<Vec<String>, Error> {
+    match cfg.into().location().map_err(Error::Unavailable)? {
+        Location::Postgres(url) => {
             postgres::ensure_database(&url).await?;
             postgres::migrate(&url).await
         }
-        StoreLocation::Sqlite(path) => sqlite::migrate(&path).await,
+        Location::Sqlite(path) => sqlite::migrate(&path).await,
     }
 }
 
 /// The configured store for logs and errors: `Postgres at postgres://u:***@h/db` or
 /// `SQLite at llm-jobs.db` (passwords masked).
-pub fn describe(cfg: &config::Database) -> String {
-    match cfg.location() {
-        Ok(StoreLocation::Postgres(url)) => {
+pub fn describe(cfg: impl Into<Settings>) -> String {
+    match cfg.into().location() {
+        Ok(Location::Postgres(url)) => {
             format!("Postgres at {}", crate::redact::redact_url(&url))
         }
-        Ok(StoreLocation::Sqlite(path)) => format!("SQLite at {}", path.display()),
+        Ok(Location::Sqlite(path)) => format!("SQLite at {}", path.display()),
         Err(e) => e,
     }
 }
 
 use crate::{
-    auth::keys::ApiKey,
     batch::{BatchId, NewBatch, Snapshot},
     events::archive::Archive,
     job::{Job, JobError, JobId, NewJob, Outcome},
+    principal::ApiKey,
 };
 
 /// The jobs a cleanup would delete: how many, and when the first and the last of them ended.
@@ -500,16 +558,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, prefix: &str) -> Result<Option<ApiKey>, Error>;
 
     /// Appends `event` to the audit log (its `id` is assigned here).
-    async fn append_audit(&self, event: &crate::audit::Event) -> Result<(), Error>;
+    async fn append_audit(&self, event: &crate::audit::record::Event) -> Result<(), Error>;
 
     /// Audit events matching `filter`, newest first, with ids below `before` (pagination), at
     /// most `limit`.
     async fn audit_events(
         &self,
-        filter: &crate::audit::Filter,
+        filter: &crate::audit::record::Filter,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::audit::Event>, Error>;
+    ) -> Result<Vec<crate::audit::record::Event>, Error>;
 
     /// Round trip to the database (health checks).
     async fn ping(&self) -> Result<(), Error>;

@@ -3,12 +3,12 @@
 //! SHA-256, the only form in which it is stored. A fast hash is right here: the secret is
 //! random and long, so there is nothing to guess that a slow hash would protect.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use crate::principal::KeyLimits;
+pub use crate::principal::{ApiKey, KeyLimits};
 
 use super::Role;
 
@@ -18,29 +18,6 @@ pub const KEY_START: &str = "llmj_";
 const PREFIX_BYTES: usize = 6;
 /// Random bytes of the secret.
 const SECRET_BYTES: usize = 32;
-
-/// A stored API key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiKey {
-    /// Row id.
-    pub id: uuid::Uuid,
-    /// The non-secret part that finds the key (12 hex digits).
-    pub prefix: String,
-    /// SHA-256 of the secret part, 64 lowercase hex digits.
-    pub secret_sha256: String,
-    /// Tenant whose jobs the key sees.
-    pub tenant: String,
-    /// What the key may do.
-    pub role: Role,
-    /// A label for humans.
-    pub name: String,
-    /// Overrides of the client limits.
-    pub limits: KeyLimits,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<DateTime<Utc>>,
-}
 
 /// A freshly generated key: the whole key (shown once) and its stored form.
 pub struct Generated {

@@ -7,6 +7,9 @@
 
 use std::path::PathBuf;
 
+/// Which database [`Database`] names (the store's own type, under the name callers know).
+pub use crate::store::Location as StoreLocation;
+
 /// Redis: queue, leases and the live event log (both sides).
 #[derive(clap::Args, Clone, Debug)]
 #[command(next_help_heading = "Redis")]
@@ -103,41 +106,22 @@ pub struct Database {
     pub no_migrate: bool,
 }
 
-/// Which database [`Database`] names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// A Postgres URL.
-    Postgres(String),
-    /// A SQLite file.
-    Sqlite(PathBuf),
-}
-
 impl Database {
-    /// The database this configuration names.
+    /// The database this configuration names ([`crate::store::Location::parse`]).
     ///
     /// Errors: a URL of another scheme (the message names `DATABASE_URL` and the schemes
     /// understood), or `sqlite://` without a path.
     pub fn location(&self) -> Result<StoreLocation, String> {
-        let url = self.url.trim();
-        if url.is_empty() {
-            return Ok(StoreLocation::Sqlite(self.sqlite_path.clone()));
+        StoreLocation::parse(&self.url, &self.sqlite_path)
+    }
+}
+
+impl From<&Database> for crate::store::Settings {
+    fn from(cfg: &Database) -> Self {
+        crate::store::Settings {
+            url: cfg.url.clone(),
+            sqlite_path: cfg.sqlite_path.clone(),
+            pool_size: cfg.pool_size,
         }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(StoreLocation::Postgres(url.to_owned()));
-        }
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if path.is_empty() {
-                return Err("DATABASE_URL: `sqlite://` needs a file path".into());
-            }
-            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
-        }
-        Err(format!(
-            "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (or be empty \
-             for a SQLite file at --sqlite-path); got {:?}",
-            url.split("://").next().unwrap_or_default()
-        ))
     }
 }

@@ -518,38 +518,38 @@ impl Store for PgStore {
         progress::recent_output_tokens(self, job_type, model, limit).await
     }
 
-    async fn insert_api_key(&self, key: &crate::auth::keys::ApiKey) -> Result<(), Error> {
+    async fn insert_api_key(&self, key: &crate::principal::ApiKey) -> Result<(), Error> {
         security::insert_api_key(self, key).await
     }
 
-    async fn api_key(&self, prefix: &str) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+    async fn api_key(&self, prefix: &str) -> Result<Option<crate::principal::ApiKey>, Error> {
         security::api_key(self, prefix).await
     }
 
     async fn list_api_keys(
         &self,
         tenant: Option<&str>,
-    ) -> Result<Vec<crate::auth::keys::ApiKey>, Error> {
+    ) -> Result<Vec<crate::principal::ApiKey>, Error> {
         security::list_api_keys(self, tenant).await
     }
 
     async fn revoke_api_key(
         &self,
         prefix: &str,
-    ) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+    ) -> Result<Option<crate::principal::ApiKey>, Error> {
         security::revoke_api_key(self, prefix).await
     }
 
-    async fn append_audit(&self, event: &crate::audit::Event) -> Result<(), Error> {
+    async fn append_audit(&self, event: &crate::audit::record::Event) -> Result<(), Error> {
         security::append_audit(self, event).await
     }
 
     async fn audit_events(
         &self,
-        filter: &crate::audit::Filter,
+        filter: &crate::audit::record::Filter,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::audit::Event>, Error> {
+    ) -> Result<Vec<crate::audit::record::Event>, Error> {
         security::audit_events(self, filter, before, limit).await
     }
 

@@ -16,8 +16,7 @@ use std::path::Path;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::Error;
-use crate::config::StoreLocation;
+use super::{Error, Location};
 
 /// Key of the advisory lock ("llm-jobs" in ASCII, plus one: the migration lock is the key
 /// itself).
@@ -45,10 +44,10 @@ pub enum Mode {
 /// Errors: [`Error::InUse`] when another process's claim excludes this one;
 /// [`Error::Unavailable`] when the lock cannot be taken (lock file not creatable, Postgres
 /// unreachable).
-pub async fn claim(location: &StoreLocation, mode: Mode) -> Result<Claim, Error> {
+pub async fn claim(location: &Location, mode: Mode) -> Result<Claim, Error> {
     match location {
-        StoreLocation::Sqlite(path) => claim_file(path, mode).map(Claim::File),
-        StoreLocation::Postgres(url) => {
+        Location::Sqlite(path) => claim_file(path, mode).map(Claim::File),
+        Location::Postgres(url) => {
             let mut conn = AsyncPgConnection::establish(url)
                 .await
                 .map_err(|e| Error::Unavailable(e.to_string()))?;

@@ -689,13 +689,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_api_key(&self, key: &crate::auth::keys::ApiKey) -> Result<(), Error> {
+    async fn insert_api_key(&self, key: &crate::principal::ApiKey) -> Result<(), Error> {
         let key = key.clone();
         self.write(move |conn| security::insert_api_key(conn, &key))
             .await
     }
 
-    async fn api_key(&self, prefix: &str) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+    async fn api_key(&self, prefix: &str) -> Result<Option<crate::principal::ApiKey>, Error> {
         let prefix = prefix.to_owned();
         self.run(move |conn| security::api_key(conn, &prefix)).await
     }
@@ -703,7 +703,7 @@ impl Store for SqliteStore {
     async fn list_api_keys(
         &self,
         tenant: Option<&str>,
-    ) -> Result<Vec<crate::auth::keys::ApiKey>, Error> {
+    ) -> Result<Vec<crate::principal::ApiKey>, Error> {
         let tenant = tenant.map(str::to_owned);
         self.run(move |conn| security::list_api_keys(conn, tenant.as_deref()))
             .await
@@ -712,13 +712,13 @@ impl Store for SqliteStore {
     async fn revoke_api_key(
         &self,
         prefix: &str,
-    ) -> Result<Option<crate::auth::keys::ApiKey>, Error> {
+    ) -> Result<Option<crate::principal::ApiKey>, Error> {
         let prefix = prefix.to_owned();
         self.write(move |conn| security::revoke_api_key(conn, &prefix))
             .await
     }
 
-    async fn append_audit(&self, event: &crate::audit::Event) -> Result<(), Error> {
+    async fn append_audit(&self, event: &crate::audit::record::Event) -> Result<(), Error> {
         let event = event.clone();
         self.write(move |conn| security::append_audit(conn, &event))
             .await
@@ -726,10 +726,10 @@ impl Store for SqliteStore {
 
     async fn audit_events(
         &self,
-        filter: &crate::audit::Filter,
+        filter: &crate::audit::record::Filter,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::audit::Event>, Error> {
+    ) -> Result<Vec<crate::audit::record::Event>, Error> {
         let filter = filter.clone();
         self.run(move |conn| security::audit_events(conn, &filter, before, limit))
             .await

@@ -10,11 +10,8 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    audit,
-    auth::{
-        Role,
-        keys::{ApiKey, KeyLimits},
-    },
+    audit::record as audit,
+    principal::{ApiKey, KeyLimits, Role},
     store::{
         Error,
         schema::{api_keys, audit_events},

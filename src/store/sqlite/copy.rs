@@ -179,7 +179,7 @@ mod source {
 /// [`Error::Corrupt`] (a source row that does not decode: nothing is written).
 pub async fn copy_to_postgres(path: &Path, url: &str) -> Result<Copied, Error> {
     let _claim = crate::store::single::claim(
-        &crate::config::StoreLocation::Sqlite(path.to_owned()),
+        &crate::store::Location::Sqlite(path.to_owned()),
         crate::store::single::Mode::Exclusive,
     )
     .await?;

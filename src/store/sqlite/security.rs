@@ -11,11 +11,8 @@ use super::{
     schema::{api_keys, audit_events},
 };
 use crate::{
-    audit,
-    auth::{
-        Role,
-        keys::{ApiKey, KeyLimits},
-    },
+    audit::record as audit,
+    principal::{ApiKey, KeyLimits, Role},
     store::Error,
 };
 
