@@ -92,13 +92,13 @@ pub(super) struct End {
     pub error: Option<JobError>,
     /// Whether that error was retryable (kept with the failure record).
     pub retryable: bool,
-    /// The terminal event's sequence, when known ahead (see `Store::finish_attempt`).
+    /// The terminal event's sequence, when known ahead (see `AttemptStore::finish_attempt`).
     pub terminal_sequence: Option<i64>,
     /// The result row.
     pub result: ResultRow,
     /// The attempt's progress history.
     pub history: Vec<NewProgressRow>,
-    /// The job's whole event log, when known ahead (see `Store::finish_attempt`).
+    /// The job's whole event log, when known ahead (see `AttemptStore::finish_attempt`).
     pub log: Option<crate::events::archive::Archive>,
 }
 
@@ -470,7 +470,7 @@ async fn end_attempts<'a>(
         .iter()
         .filter_map(|e| e.log.as_ref().map(|log| (e.id, log)))
         .collect();
-    super::logs::upsert(conn, &logs).await?;
+    super::history::upsert_logs(conn, &logs).await?;
     let history: Vec<&NewProgressRow> = mine.iter().flat_map(|e| e.history.iter()).collect();
     // Each statement stays under the bind limit however long the histories are.
     for chunk in history.chunks(8192) {

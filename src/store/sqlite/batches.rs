@@ -1,12 +1,12 @@
-//! Batches on SQLite: one transaction for a batch and all its jobs, one statement for a
-//! batch's job states, and cleanup that takes a batch's jobs only together.
+//! [`BatchStore`] on SQLite: one transaction for a batch and all its jobs, one statement for a
+//! batch's job states.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use async_trait::async_trait;
+use chrono::Utc;
 use diesel::{
     ExpressionMethods, NullableExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl,
-    sql_types::{BigInt, Nullable},
 };
 use tracing::instrument;
 
@@ -18,7 +18,7 @@ use super::{
 use crate::{
     batch::{Batch, BatchId, Member, NewBatch, Snapshot},
     job::{JobStatus, NewJob},
-    store::{Deletable, Error, InsertedBatch, postgres::IDEMPOTENCY_WINDOW},
+    store::{BatchStore, Error, InsertedBatch, postgres::IDEMPOTENCY_WINDOW},
 };
 
 /// One job of a batch: id, status, last sequence, end, and its result's tokens and cost.
@@ -32,17 +32,18 @@ type MemberRow = (
     Option<f64>,
 );
 
-#[instrument(skip_all, fields(batch_id = %batch.id, jobs = jobs.len()))]
-pub(super) async fn insert_batch(
-    store: &SqliteStore,
-    batch: &NewBatch,
-    jobs: &[NewJob],
-) -> Result<InsertedBatch, Error> {
-    let metadata = serde_json::to_string(&batch.metadata)
-        .map_err(|e| Error::Corrupt(format!("batch metadata: {e}")))?;
-    let (batch, jobs) = (batch.clone(), jobs.to_vec());
-    store
-        .write(move |conn| {
+#[async_trait]
+impl BatchStore for SqliteStore {
+    #[instrument(skip_all, fields(batch_id = %batch.id, jobs = jobs.len()))]
+    async fn insert_batch(
+        &self,
+        batch: &NewBatch,
+        jobs: &[NewJob],
+    ) -> Result<InsertedBatch, Error> {
+        let metadata = serde_json::to_string(&batch.metadata)
+            .map_err(|e| Error::Corrupt(format!("batch metadata: {e}")))?;
+        let (batch, jobs) = (batch.clone(), jobs.to_vec());
+        self.write(move |conn| {
             let key = batch.idempotency_key.as_deref();
             if let Some(key) = key {
                 let earlier: Option<(String, i64)> = batches::table
@@ -86,11 +87,10 @@ pub(super) async fn insert_batch(
             })
         })
         .await
-}
+    }
 
-pub(super) async fn get_batch(store: &SqliteStore, id: BatchId) -> Result<Option<Snapshot>, Error> {
-    store
-        .run(move |conn| {
+    async fn get_batch(&self, id: BatchId) -> Result<Option<Snapshot>, Error> {
+        self.run(move |conn| {
             let row: Option<(String, String, String, i64, String)> = batches::table
                 .find(id.to_string())
                 .select((
@@ -150,74 +150,5 @@ pub(super) async fn get_batch(store: &SqliteStore, id: BatchId) -> Result<Option
             }))
         })
         .await
-}
-
-/// Which jobs `j` a cleanup deletes (?1: ended before this time, in µs): ended jobs, and a
-/// batch's jobs only once all of them ended before then. One text for the delete and its dry
-/// run, so the two cannot disagree.
-const DELETABLE: &str = "j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < ?1 \
-     AND (j.batch_id IS NULL OR NOT EXISTS ( \
-       SELECT 1 FROM jobs o WHERE o.batch_id = j.batch_id \
-         AND (o.status NOT IN ('completed', 'failed', 'cancelled') \
-              OR o.finished_at IS NULL OR o.finished_at >= ?1)))";
-
-/// How many jobs [`delete_finished`] would delete for `before`, and their first and last end.
-pub(super) async fn deletable(
-    store: &SqliteStore,
-    before: DateTime<Utc>,
-) -> Result<Deletable, Error> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        oldest: Option<i64>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        newest: Option<i64>,
     }
-    let before = micros(before);
-    let row: Row = store
-        .run(move |conn| {
-            Ok(diesel::sql_query(format!(
-                "SELECT count(*) AS n, min(j.finished_at) AS oldest, max(j.finished_at) AS newest \
-                 FROM jobs j WHERE {DELETABLE}"
-            ))
-            .bind::<BigInt, _>(before)
-            .get_result(conn)?)
-        })
-        .await?;
-    Ok(Deletable {
-        jobs: u64::try_from(row.n).unwrap_or_default(),
-        oldest: time_opt(row.oldest)?,
-        newest: time_opt(row.newest)?,
-    })
-}
-
-/// Deletes up to `limit` jobs that ended before `before` (a batch's jobs only once all of
-/// them did), then the batches created before `before` that have no job left.
-pub(super) async fn delete_finished(
-    store: &SqliteStore,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<u64, Error> {
-    let before = micros(before);
-    store
-        .write(move |conn| {
-            // Results, attempt failures, progress and event logs go with their job (ON DELETE
-            // CASCADE).
-            let deleted = diesel::sql_query(format!(
-                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE {DELETABLE} LIMIT ?2)"
-            ))
-            .bind::<BigInt, _>(before)
-            .bind::<BigInt, _>(limit)
-            .execute(conn)?;
-            diesel::sql_query(
-                "DELETE FROM batches WHERE created_at < ?1 \
-                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = batches.id)",
-            )
-            .bind::<BigInt, _>(before)
-            .execute(conn)?;
-            Ok(deleted as u64)
-        })
-        .await
 }

@@ -1,5 +1,6 @@
-//! API keys and the audit log on SQLite. The row types live here: nothing else reads them.
+//! [`KeyStore`] on SQLite. The row type lives here: nothing else reads it.
 
+use async_trait::async_trait;
 use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper,
     SqliteConnection,
@@ -7,13 +8,13 @@ use diesel::{
 };
 
 use super::{
+    SqliteStore,
     rows::{micros, time, time_opt, uuid},
-    schema::{api_keys, audit_events},
+    schema::api_keys,
 };
 use crate::{
-    audit::record as audit,
     principal::{ApiKey, KeyLimits, Role},
-    store::Error,
+    store::{Error, KeyStore},
 };
 
 /// A row of `api_keys`.
@@ -56,22 +57,7 @@ impl TryFrom<KeyRow> for ApiKey {
     }
 }
 
-/// A row of `audit_events`.
-#[derive(Queryable, Selectable, Debug)]
-#[diesel(table_name = audit_events, check_for_backend(diesel::sqlite::Sqlite))]
-struct AuditRow {
-    id: i64,
-    time: i64,
-    actor: String,
-    tenant: String,
-    action: String,
-    target: String,
-    peer: String,
-    outcome: String,
-    detail: String,
-}
-
-pub(super) fn insert_api_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<(), Error> {
+fn insert_api_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<(), Error> {
     let limit = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     diesel::insert_into(api_keys::table)
         .values((
@@ -90,7 +76,7 @@ pub(super) fn insert_api_key(conn: &mut SqliteConnection, key: &ApiKey) -> Resul
     Ok(())
 }
 
-pub(super) fn api_key(conn: &mut SqliteConnection, prefix: &str) -> Result<Option<ApiKey>, Error> {
+fn api_key(conn: &mut SqliteConnection, prefix: &str) -> Result<Option<ApiKey>, Error> {
     let row: Option<KeyRow> = api_keys::table
         .filter(api_keys::prefix.eq(prefix))
         .select(KeyRow::as_select())
@@ -99,10 +85,7 @@ pub(super) fn api_key(conn: &mut SqliteConnection, prefix: &str) -> Result<Optio
     row.map(ApiKey::try_from).transpose()
 }
 
-pub(super) fn list_api_keys(
-    conn: &mut SqliteConnection,
-    tenant: Option<&str>,
-) -> Result<Vec<ApiKey>, Error> {
+fn list_api_keys(conn: &mut SqliteConnection, tenant: Option<&str>) -> Result<Vec<ApiKey>, Error> {
     let mut query = api_keys::table
         .order((api_keys::created_at.desc(), api_keys::id.desc()))
         .select(KeyRow::as_select())
@@ -114,10 +97,7 @@ pub(super) fn list_api_keys(
     rows.into_iter().map(ApiKey::try_from).collect()
 }
 
-pub(super) fn revoke_api_key(
-    conn: &mut SqliteConnection,
-    prefix: &str,
-) -> Result<Option<ApiKey>, Error> {
+fn revoke_api_key(conn: &mut SqliteConnection, prefix: &str) -> Result<Option<ApiKey>, Error> {
     diesel::update(api_keys::table)
         .filter(api_keys::prefix.eq(prefix))
         .filter(api_keys::revoked_at.is_null())
@@ -126,66 +106,26 @@ pub(super) fn revoke_api_key(
     api_key(conn, prefix)
 }
 
-pub(super) fn append_audit(conn: &mut SqliteConnection, e: &audit::Event) -> Result<(), Error> {
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::time.eq(micros(e.time)),
-            audit_events::actor.eq(&e.actor),
-            audit_events::tenant.eq(&e.tenant),
-            audit_events::action.eq(&e.action),
-            audit_events::target.eq(&e.target),
-            audit_events::peer.eq(&e.peer),
-            audit_events::outcome.eq(e.outcome.as_str()),
-            audit_events::detail.eq(&e.detail),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), Error> {
+        let key = key.clone();
+        self.write(move |conn| insert_api_key(conn, &key)).await
+    }
 
-pub(super) fn audit_events(
-    conn: &mut SqliteConnection,
-    filter: &audit::Filter,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<audit::Event>, Error> {
-    let mut query = audit_events::table
-        .order(audit_events::id.desc())
-        .limit(limit)
-        .select(AuditRow::as_select())
-        .into_boxed();
-    if let Some(t) = &filter.tenant {
-        query = query.filter(audit_events::tenant.eq(t.clone()));
+    async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, Error> {
+        let prefix = prefix.to_owned();
+        self.run(move |conn| api_key(conn, &prefix)).await
     }
-    if let Some(a) = &filter.actor {
-        query = query.filter(audit_events::actor.eq(a.clone()));
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, Error> {
+        let tenant = tenant.map(str::to_owned);
+        self.run(move |conn| list_api_keys(conn, tenant.as_deref()))
+            .await
     }
-    if let Some(a) = &filter.action {
-        query = query.filter(audit_events::action.eq(a.clone()));
+
+    async fn revoke_api_key(&self, prefix: &str) -> Result<Option<ApiKey>, Error> {
+        let prefix = prefix.to_owned();
+        self.write(move |conn| revoke_api_key(conn, &prefix)).await
     }
-    if let Some(o) = filter.outcome {
-        query = query.filter(audit_events::outcome.eq(o.as_str()));
-    }
-    if let Some(t) = filter.since {
-        query = query.filter(audit_events::time.ge(micros(t)));
-    }
-    if let Some(id) = before {
-        query = query.filter(audit_events::id.lt(id));
-    }
-    let rows: Vec<AuditRow> = query.load(conn)?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(audit::Event {
-                outcome: audit::Outcome::parse(&r.outcome)
-                    .ok_or_else(|| Error::Corrupt(format!("audit event {}: bad outcome", r.id)))?,
-                id: r.id,
-                time: time(r.time)?,
-                actor: r.actor,
-                tenant: r.tenant,
-                action: r.action,
-                target: r.target,
-                peer: r.peer,
-                detail: r.detail,
-            })
-        })
-        .collect()
 }
