@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use diesel::{
     ExpressionMethods, OptionalExtension, PgArrayExpressionMethods, QueryDsl, SelectableHelper,
+    sql_types::{BigInt, Double, Nullable, Text},
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
@@ -16,6 +17,91 @@ use crate::{
         schema::{job_event_logs, job_results, jobs},
     },
 };
+
+/// One group of [`performance_sql`]'s answer.
+#[derive(diesel::QueryableByName)]
+struct PerformanceRow {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = BigInt)]
+    completed: i64,
+    #[diesel(sql_type = BigInt)]
+    failed: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    r50: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    r95: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    r99: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    t50: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    t95: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    t99: Option<f64>,
+    #[diesel(sql_type = Double)]
+    tps: f64,
+    #[diesel(sql_type = BigInt)]
+    input: i64,
+    #[diesel(sql_type = BigInt)]
+    output: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    cost: Option<f64>,
+}
+
+impl From<PerformanceRow> for Performance {
+    fn from(r: PerformanceRow) -> Performance {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Performance {
+            key: r.key,
+            completed: n(r.completed),
+            failed: n(r.failed),
+            runtime_ms: [r.r50, r.r95, r.r99],
+            time_to_first_token_ms: [r.t50, r.t95, r.t99],
+            output_tokens_per_second: r.tps,
+            input_tokens: n(r.input),
+            output_tokens: n(r.output),
+            cost_usd: r.cost,
+        }
+    }
+}
+
+/// The performance query grouped `by` queue or model, binding the window in seconds ($1):
+/// jobs finished within it, with percentiles of completed jobs' runtime and time to first
+/// token.
+fn performance_sql(by: GroupBy) -> String {
+    // The key column is one of two constants, never client input.
+    let key = match by {
+        GroupBy::Queue => "j.queue",
+        GroupBy::Model => "r.model",
+    };
+    let done = "j.status = 'completed'";
+    let p = |q: f64, col: &str| {
+        format!(
+            "(percentile_cont({q}) WITHIN GROUP (ORDER BY r.{col}) FILTER (WHERE {done}))::float8"
+        )
+    };
+    format!(
+        "SELECT {key} AS key, \
+           count(*) FILTER (WHERE {done}) AS completed, \
+           count(*) FILTER (WHERE j.status = 'failed') AS failed, \
+           {} AS r50, {} AS r95, {} AS r99, {} AS t50, {} AS t95, {} AS t99, \
+           coalesce(avg(r.output_tokens_per_second) FILTER (WHERE {done}), 0)::float8 AS tps, \
+           coalesce(sum(r.input_tokens) FILTER (WHERE {done}), 0)::int8 AS input, \
+           coalesce(sum(r.output_tokens) FILTER (WHERE {done}), 0)::int8 AS output, \
+           (sum(r.cost_usd) FILTER (WHERE {done}))::float8 AS cost \
+         FROM jobs j JOIN job_results r ON r.job_id = j.id \
+         WHERE j.finished_at > now() - make_interval(secs => $1) \
+           AND j.status IN ('completed', 'failed') \
+         GROUP BY {key} ORDER BY {key}",
+        p(0.5, "duration_ms"),
+        p(0.95, "duration_ms"),
+        p(0.99, "duration_ms"),
+        p(0.5, "time_to_first_token_ms"),
+        p(0.95, "time_to_first_token_ms"),
+        p(0.99, "time_to_first_token_ms"),
+    )
+}
 
 #[async_trait]
 impl ReportStore for PgStore {
@@ -193,87 +279,12 @@ impl ReportStore for PgStore {
         window: std::time::Duration,
         by: GroupBy,
     ) -> Result<Vec<Performance>, Error> {
-        use diesel::sql_types::{BigInt, Double, Nullable, Text};
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Text)]
-            key: String,
-            #[diesel(sql_type = BigInt)]
-            completed: i64,
-            #[diesel(sql_type = BigInt)]
-            failed: i64,
-            #[diesel(sql_type = Nullable<Double>)]
-            r50: Option<f64>,
-            #[diesel(sql_type = Nullable<Double>)]
-            r95: Option<f64>,
-            #[diesel(sql_type = Nullable<Double>)]
-            r99: Option<f64>,
-            #[diesel(sql_type = Nullable<Double>)]
-            t50: Option<f64>,
-            #[diesel(sql_type = Nullable<Double>)]
-            t95: Option<f64>,
-            #[diesel(sql_type = Nullable<Double>)]
-            t99: Option<f64>,
-            #[diesel(sql_type = Double)]
-            tps: f64,
-            #[diesel(sql_type = BigInt)]
-            input: i64,
-            #[diesel(sql_type = BigInt)]
-            output: i64,
-            #[diesel(sql_type = Nullable<Double>)]
-            cost: Option<f64>,
-        }
-        // The key column is one of two constants, never client input.
-        let key = match by {
-            GroupBy::Queue => "j.queue",
-            GroupBy::Model => "r.model",
-        };
-        let done = "j.status = 'completed'";
-        let p = |q: f64, col: &str| {
-            format!(
-                "(percentile_cont({q}) WITHIN GROUP (ORDER BY r.{col}) FILTER (WHERE {done}))::float8"
-            )
-        };
-        let sql = format!(
-            "SELECT {key} AS key, \
-               count(*) FILTER (WHERE {done}) AS completed, \
-               count(*) FILTER (WHERE j.status = 'failed') AS failed, \
-               {} AS r50, {} AS r95, {} AS r99, {} AS t50, {} AS t95, {} AS t99, \
-               coalesce(avg(r.output_tokens_per_second) FILTER (WHERE {done}), 0)::float8 AS tps, \
-               coalesce(sum(r.input_tokens) FILTER (WHERE {done}), 0)::int8 AS input, \
-               coalesce(sum(r.output_tokens) FILTER (WHERE {done}), 0)::int8 AS output, \
-               (sum(r.cost_usd) FILTER (WHERE {done}))::float8 AS cost \
-             FROM jobs j JOIN job_results r ON r.job_id = j.id \
-             WHERE j.finished_at > now() - make_interval(secs => $1) \
-               AND j.status IN ('completed', 'failed') \
-             GROUP BY {key} ORDER BY {key}",
-            p(0.5, "duration_ms"),
-            p(0.95, "duration_ms"),
-            p(0.99, "duration_ms"),
-            p(0.5, "time_to_first_token_ms"),
-            p(0.95, "time_to_first_token_ms"),
-            p(0.99, "time_to_first_token_ms"),
-        );
         let mut conn = self.conn().await?;
-        let rows: Vec<Row> = diesel::sql_query(sql)
+        let rows: Vec<PerformanceRow> = diesel::sql_query(performance_sql(by))
             .bind::<Double, _>(window.as_secs_f64())
             .load(&mut conn)
             .await?;
-        let n = |v: i64| u64::try_from(v).unwrap_or(0);
-        Ok(rows
-            .into_iter()
-            .map(|r| Performance {
-                key: r.key,
-                completed: n(r.completed),
-                failed: n(r.failed),
-                runtime_ms: [r.r50, r.r95, r.r99],
-                time_to_first_token_ms: [r.t50, r.t95, r.t99],
-                output_tokens_per_second: r.tps,
-                input_tokens: n(r.input),
-                output_tokens: n(r.output),
-                cost_usd: r.cost,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Performance::from).collect())
     }
 
     async fn upstream_error_rate(&self, window: std::time::Duration) -> Result<f64, Error> {

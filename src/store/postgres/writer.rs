@@ -32,23 +32,24 @@
 //! retries as before. When it fails for good (a row Postgres refuses), the batch is applied
 //! again one write per transaction, so one bad write fails alone.
 
+mod statements;
+
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
 };
 
-use diesel::{ExpressionMethods, SelectableHelper};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::{Pool, to_i32};
+use self::statements::{Rows, end_attempts, insert_jobs, start_attempts};
+use super::Pool;
 use crate::{
     job::{JobError, JobId, JobStatus},
     store::{
         Error,
-        models::{AttemptFailureRow, JobRow, ListedJobRow, NewJobRow, NewProgressRow, ResultRow},
-        schema::{job_attempt_failures, job_progress_events, job_results, jobs},
+        models::{JobRow, NewJobRow, NewProgressRow, ResultRow},
     },
 };
 
@@ -205,43 +206,136 @@ async fn gather(rx: &mut mpsc::Receiver<Op>, waiting: &mut Vec<Op>) {
     }
 }
 
+/// One batch's writes by kind, each with its caller's reply.
+#[derive(Default)]
+struct Parts {
+    inserts: Vec<(NewJobRow, Reply<JobRow>)>,
+    starts: Vec<(JobId, Reply<Option<JobRow>>)>,
+    finishes: Vec<(End, Reply<Option<JobRow>>)>,
+}
+
+impl Parts {
+    fn of(batch: Vec<Op>) -> Parts {
+        let mut parts = Parts::default();
+        for op in batch {
+            match op {
+                Op::Insert(row, reply) => parts.inserts.push((*row, reply)),
+                Op::Start(id, reply) => parts.starts.push((id, reply)),
+                Op::Finish(end, reply) => parts.finishes.push((*end, reply)),
+            }
+        }
+        parts
+    }
+
+    fn len(&self) -> usize {
+        self.inserts.len() + self.starts.len() + self.finishes.len()
+    }
+
+    /// Every write of the batch, in one transaction on `conn` (the caller's).
+    async fn write(&self, conn: &mut AsyncPgConnection) -> Result<(Rows, Rows, Rows), Error> {
+        let inserted = insert_jobs(conn, self.inserts.iter().map(|(r, _)| r)).await?;
+        let started = start_attempts(conn, self.starts.iter().map(|(id, _)| *id)).await?;
+        let ended = end_attempts(conn, self.finishes.iter().map(|(e, _)| e)).await?;
+        Ok((inserted, started, ended))
+    }
+
+    /// Answers every caller from the rows the committed batch returned.
+    fn answer(self, (mut inserted, mut started, mut ended): (Rows, Rows, Rows)) {
+        for (row, reply) in self.inserts {
+            let answer = inserted
+                .remove(&row.id)
+                .map(|stored| JobRow {
+                    messages: row.messages,
+                    ..stored
+                })
+                .ok_or_else(|| Error::Corrupt(format!("job {} was not inserted", row.id)));
+            let _ = reply.send(answer);
+        }
+        for (id, reply) in self.starts {
+            let _ = reply.send(Ok(started.remove(&id)));
+        }
+        for (end, reply) in self.finishes {
+            let _ = reply.send(Ok(ended.remove(&end.id)));
+        }
+    }
+
+    /// Applies each write in a transaction of its own and answers its caller: one write
+    /// Postgres refuses must not fail the others.
+    async fn one_by_one(self, conn: &mut Conn) {
+        for (row, reply) in self.inserts {
+            let r = conn
+                .transaction::<_, Error, _>(async |c| insert_jobs(c, [&row]).await)
+                .await
+                .and_then(|mut m| {
+                    m.remove(&row.id)
+                        .ok_or_else(|| Error::Corrupt(format!("job {} not inserted", row.id)))
+                })
+                .map(|stored| JobRow {
+                    messages: row.messages,
+                    ..stored
+                });
+            let _ = reply.send(r);
+        }
+        for (id, reply) in self.starts {
+            let r = conn
+                .transaction::<_, Error, _>(async |c| start_attempts(c, [id]).await)
+                .await
+                .map(|mut m| m.remove(&id));
+            let _ = reply.send(r);
+        }
+        for (end, reply) in self.finishes {
+            let id = end.id;
+            let r = conn
+                .transaction::<_, Error, _>(async |c| end_attempts(c, [&end]).await)
+                .await
+                .map(|mut m| m.remove(&id));
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Answers every caller with [`Error::Unavailable`] saying `error`.
+    fn fail(self, error: &str) {
+        let e = || Error::Unavailable(error.to_owned());
+        self.inserts
+            .into_iter()
+            .for_each(|(_, r)| drop(r.send(Err(e()))));
+        self.starts
+            .into_iter()
+            .for_each(|(_, r)| drop(r.send(Err(e()))));
+        self.finishes
+            .into_iter()
+            .for_each(|(_, r)| drop(r.send(Err(e()))));
+    }
+}
+
+/// The `kept` connection while it is fresh, else one checked out (and so verified) afresh; a
+/// stale connection goes back to the pool first.
+async fn connection(pool: &Pool, kept: Option<(Conn, Instant)>) -> Result<Conn, String> {
+    let fresh = kept
+        .filter(|(_, at)| at.elapsed() < KEEP)
+        .map(|(conn, _)| conn);
+    match fresh {
+        Some(conn) => Ok(conn),
+        None => pool.get().await.map_err(|e| e.to_string()),
+    }
+}
+
 /// Applies one batch and answers every caller, through the `kept` connection while it is
 /// fresh, else one checked out (and so verified) afresh; returns the connection when the
 /// batch committed (it is fit to keep).
 async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Option<Conn> {
-    let mut inserts = Vec::new();
-    let mut starts = Vec::new();
-    let mut finishes = Vec::new();
-    for op in batch {
-        match op {
-            Op::Insert(row, reply) => inserts.push((*row, reply)),
-            Op::Start(id, reply) => starts.push((id, reply)),
-            Op::Finish(end, reply) => finishes.push((*end, reply)),
+    let parts = Parts::of(batch);
+    let size = parts.len();
+    let mut conn = match connection(pool, kept).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            parts.fail(&e);
+            return None;
         }
-    }
-    let size = inserts.len() + starts.len() + finishes.len();
-    // A stale connection goes back to the pool first (its checkout verifies the next).
-    let fresh = kept
-        .filter(|(_, at)| at.elapsed() < KEEP)
-        .map(|(conn, _)| conn);
-    let mut conn = match fresh {
-        Some(conn) => conn,
-        None => match pool.get().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                fail_all(inserts, starts, finishes, &e.to_string());
-                return None;
-            }
-        },
     };
     let written = tokio::time::timeout(
         WRITE_TIMEOUT,
-        conn.transaction::<_, Error, _>(async |conn| {
-            let inserted = insert_jobs(conn, inserts.iter().map(|(r, _)| r)).await?;
-            let started = start_attempts(conn, starts.iter().map(|(id, _)| *id)).await?;
-            let ended = end_attempts(conn, finishes.iter().map(|(e, _)| e)).await?;
-            Ok((inserted, started, ended))
-        }),
+        conn.transaction::<_, Error, _>(async |conn| parts.write(conn).await),
     )
     .await;
     let Ok(written) = written else {
@@ -254,230 +348,26 @@ async fn apply(pool: &Pool, kept: Option<(Conn, Instant)>, batch: Vec<Op>) -> Op
         drop(diesel_async::pooled_connection::deadpool::Object::take(
             conn,
         ));
-        fail_all(
-            inserts,
-            starts,
-            finishes,
-            &format!(
-                "Postgres did not answer within {} s (the write may still be committed)",
-                WRITE_TIMEOUT.as_secs()
-            ),
-        );
+        parts.fail(&format!(
+            "Postgres did not answer within {} s (the write may still be committed)",
+            WRITE_TIMEOUT.as_secs()
+        ));
         return None;
     };
     match written {
-        Ok((mut inserted, mut started, mut ended)) => {
+        Ok(rows) => {
             debug!(writes = size, "group commit");
-            for (row, reply) in inserts {
-                let answer = inserted
-                    .remove(&row.id)
-                    .map(|stored| JobRow {
-                        messages: row.messages,
-                        ..stored
-                    })
-                    .ok_or_else(|| Error::Corrupt(format!("job {} was not inserted", row.id)));
-                let _ = reply.send(answer);
-            }
-            for (id, reply) in starts {
-                let _ = reply.send(Ok(started.remove(&id)));
-            }
-            for (end, reply) in finishes {
-                let _ = reply.send(Ok(ended.remove(&end.id)));
-            }
+            parts.answer(rows);
             Some(conn)
         }
         Err(e) if e.is_transient() => {
-            fail_all(inserts, starts, finishes, &e.to_string());
+            parts.fail(&e.to_string());
             None
         }
         Err(e) => {
-            // One write Postgres refuses must not fail the others: apply each alone.
             warn!(error = %e, writes = size, "group commit refused; writing one by one");
-            for (row, reply) in inserts {
-                let r = conn
-                    .transaction::<_, Error, _>(async |c| insert_jobs(c, [&row]).await)
-                    .await
-                    .and_then(|mut m| {
-                        m.remove(&row.id)
-                            .ok_or_else(|| Error::Corrupt(format!("job {} not inserted", row.id)))
-                    })
-                    .map(|stored| JobRow {
-                        messages: row.messages,
-                        ..stored
-                    });
-                let _ = reply.send(r);
-            }
-            for (id, reply) in starts {
-                let r = conn
-                    .transaction::<_, Error, _>(async |c| start_attempts(c, [id]).await)
-                    .await
-                    .map(|mut m| m.remove(&id));
-                let _ = reply.send(r);
-            }
-            for (end, reply) in finishes {
-                let id = end.id;
-                let r = conn
-                    .transaction::<_, Error, _>(async |c| end_attempts(c, [&end]).await)
-                    .await
-                    .map(|mut m| m.remove(&id));
-                let _ = reply.send(r);
-            }
+            parts.one_by_one(&mut conn).await;
             None
         }
     }
-}
-
-fn fail_all(
-    inserts: Vec<(NewJobRow, Reply<JobRow>)>,
-    starts: Vec<(JobId, Reply<Option<JobRow>>)>,
-    finishes: Vec<(End, Reply<Option<JobRow>>)>,
-    error: &str,
-) {
-    let e = || Error::Unavailable(error.to_owned());
-    inserts
-        .into_iter()
-        .for_each(|(_, r)| drop(r.send(Err(e()))));
-    starts.into_iter().for_each(|(_, r)| drop(r.send(Err(e()))));
-    finishes
-        .into_iter()
-        .for_each(|(_, r)| drop(r.send(Err(e()))));
-}
-
-type Rows = std::collections::HashMap<JobId, JobRow>;
-
-fn by_id(rows: Vec<JobRow>) -> Rows {
-    rows.into_iter().map(|r| (r.id, r)).collect()
-}
-
-async fn insert_jobs<'a>(
-    conn: &mut AsyncPgConnection,
-    rows: impl IntoIterator<Item = &'a NewJobRow>,
-) -> Result<Rows, Error> {
-    let rows: Vec<&NewJobRow> = rows.into_iter().collect();
-    if rows.is_empty() {
-        return Ok(Rows::new());
-    }
-    // The prompt is not sent back: the caller has it (see `apply`).
-    let inserted: Vec<ListedJobRow> = diesel::insert_into(jobs::table)
-        .values(rows)
-        .returning(ListedJobRow::as_returning())
-        .get_results(conn)
-        .await?;
-    Ok(by_id(inserted.into_iter().map(JobRow::from).collect()))
-}
-
-async fn start_attempts(
-    conn: &mut AsyncPgConnection,
-    ids: impl IntoIterator<Item = JobId>,
-) -> Result<Rows, Error> {
-    let ids: Vec<JobId> = ids.into_iter().collect();
-    if ids.is_empty() {
-        return Ok(Rows::new());
-    }
-    let now = chrono::Utc::now();
-    let started: Vec<JobRow> = diesel::update(jobs::table)
-        .filter(jobs::id.eq_any(ids))
-        .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
-        .set((
-            jobs::status.eq(JobStatus::Running.as_str()),
-            jobs::attempts.eq(jobs::attempts + 1),
-            jobs::started_at.eq(now),
-            jobs::updated_at.eq(now),
-        ))
-        .returning(JobRow::as_returning())
-        .get_results(conn)
-        .await?;
-    Ok(by_id(started))
-}
-
-/// The columns of `jobs` an attempt's end changes, one array per column (for `unnest`).
-#[derive(Default)]
-struct EndColumns {
-    ids: Vec<JobId>,
-    attempts: Vec<i32>,
-    statuses: Vec<&'static str>,
-    codes: Vec<Option<String>>,
-    messages: Vec<Option<String>>,
-    sequences: Vec<Option<i64>>,
-}
-
-async fn end_attempts<'a>(
-    conn: &mut AsyncPgConnection,
-    ends: impl IntoIterator<Item = &'a End>,
-) -> Result<Rows, Error> {
-    use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid};
-    let ends: Vec<&End> = ends.into_iter().collect();
-    if ends.is_empty() {
-        return Ok(Rows::new());
-    }
-    let mut c = EndColumns::default();
-    for e in &ends {
-        c.ids.push(e.id);
-        c.attempts.push(to_i32(e.attempt));
-        c.statuses.push(e.status.as_str());
-        c.codes.push(e.error.as_ref().map(|e| e.code.clone()));
-        c.messages.push(e.error.as_ref().map(|e| e.message.clone()));
-        c.sequences.push(e.terminal_sequence);
-    }
-    // Fenced: only a job still RUNNING the same attempt ends; a stale attempt writes nothing.
-    let ended: Vec<JobRow> = diesel::sql_query(
-        "UPDATE jobs SET status = v.status, error_code = v.code, error_message = v.message, \
-         last_sequence = coalesce(v.seq, jobs.last_sequence), finished_at = $7, updated_at = $7 \
-         FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
-           AS v(id, attempt, status, code, message, seq) \
-         WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.attempts = v.attempt \
-         RETURNING jobs.*",
-    )
-    .bind::<Array<Uuid>, _>(c.ids)
-    .bind::<Array<Int4>, _>(c.attempts)
-    .bind::<Array<Text>, _>(c.statuses)
-    .bind::<Array<Nullable<Text>>, _>(c.codes)
-    .bind::<Array<Nullable<Text>>, _>(c.messages)
-    .bind::<Array<Nullable<Int8>>, _>(c.sequences)
-    .bind::<Timestamptz, _>(chrono::Utc::now())
-    .load(conn)
-    .await?;
-    let ended = by_id(ended);
-    let mine: Vec<&&End> = ends.iter().filter(|e| ended.contains_key(&e.id)).collect();
-    if mine.is_empty() {
-        return Ok(ended);
-    }
-    let results: Vec<&ResultRow> = mine.iter().map(|e| &e.result).collect();
-    diesel::insert_into(job_results::table)
-        .values(results)
-        .execute(conn)
-        .await?;
-    let failures: Vec<AttemptFailureRow<'_>> = mine
-        .iter()
-        .filter_map(|e| {
-            e.error.as_ref().map(|error| AttemptFailureRow {
-                job_id: e.id,
-                attempt: to_i32(e.attempt),
-                error_code: &error.code,
-                message: &error.message,
-                retryable: e.retryable,
-            })
-        })
-        .collect();
-    if !failures.is_empty() {
-        diesel::insert_into(job_attempt_failures::table)
-            .values(failures)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-    }
-    let logs: Vec<(JobId, &crate::events::archive::Archive)> = mine
-        .iter()
-        .filter_map(|e| e.log.as_ref().map(|log| (e.id, log)))
-        .collect();
-    super::history::upsert_logs(conn, &logs).await?;
-    let history: Vec<&NewProgressRow> = mine.iter().flat_map(|e| e.history.iter()).collect();
-    // Each statement stays under the bind limit however long the histories are.
-    for chunk in history.chunks(8192) {
-        diesel::insert_into(job_progress_events::table)
-            .values(chunk.to_vec())
-            .execute(conn)
-            .await?;
-    }
-    Ok(ended)
 }

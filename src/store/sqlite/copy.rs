@@ -40,136 +40,7 @@ pub struct Copied {
     pub audit_events: usize,
 }
 
-/// The source's rows, read with diesel's blocking calls (diesel-async's are for the target).
-mod source {
-    use std::path::Path;
-
-    use diesel::{QueryDsl, RunQueryDsl, SelectableHelper};
-
-    use super::super::{
-        connect,
-        rows::{JobRow, ResultRow},
-        schema as lite,
-    };
-    use crate::store::Error;
-
-    pub(super) type BatchRow = (String, String, String, Option<String>, i64, String);
-    pub(super) type FailureRow = (String, i32, String, String, bool, i64);
-    pub(super) type ProgressRow = (String, i32, String, String, i64, Vec<u8>);
-    pub(super) type LogRow = (String, i64, i64, Vec<u8>);
-    pub(super) type KeyRow = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<i32>,
-        Option<i32>,
-        i64,
-        Option<i64>,
-    );
-    pub(super) type AuditRow = (i64, String, String, String, String, String, String, String);
-
-    /// Everything the source holds.
-    pub(super) struct Source {
-        pub(super) batches: Vec<BatchRow>,
-        pub(super) jobs: Vec<(JobRow, bool)>,
-        pub(super) results: Vec<ResultRow>,
-        pub(super) failures: Vec<FailureRow>,
-        pub(super) progress: Vec<ProgressRow>,
-        pub(super) logs: Vec<LogRow>,
-        pub(super) keys: Vec<KeyRow>,
-        pub(super) audit: Vec<AuditRow>,
-    }
-
-    pub(super) fn read(path: &Path) -> Result<Source, Error> {
-        let conn = &mut connect(path)?;
-        Ok(Source {
-            batches: lite::batches::table
-                .order(lite::batches::id)
-                .select((
-                    lite::batches::id,
-                    lite::batches::display_name,
-                    lite::batches::metadata,
-                    lite::batches::idempotency_key,
-                    lite::batches::created_at,
-                    lite::batches::tenant,
-                ))
-                .load(conn)?,
-            jobs: lite::jobs::table
-                .order(lite::jobs::id)
-                .select((JobRow::as_select(), lite::jobs::discard_prompt))
-                .load(conn)?,
-            results: lite::job_results::table
-                .order(lite::job_results::job_id)
-                .select(ResultRow::as_select())
-                .load(conn)?,
-            failures: lite::job_attempt_failures::table
-                .order((
-                    lite::job_attempt_failures::job_id,
-                    lite::job_attempt_failures::attempt,
-                ))
-                .select((
-                    lite::job_attempt_failures::job_id,
-                    lite::job_attempt_failures::attempt,
-                    lite::job_attempt_failures::error_code,
-                    lite::job_attempt_failures::message,
-                    lite::job_attempt_failures::retryable,
-                    lite::job_attempt_failures::created_at,
-                ))
-                .load(conn)?,
-            progress: lite::job_progress_events::table
-                .order(lite::job_progress_events::id)
-                .select((
-                    lite::job_progress_events::job_id,
-                    lite::job_progress_events::attempt,
-                    lite::job_progress_events::kind,
-                    lite::job_progress_events::name,
-                    lite::job_progress_events::time,
-                    lite::job_progress_events::event,
-                ))
-                .load(conn)?,
-            logs: lite::job_event_logs::table
-                .order(lite::job_event_logs::job_id)
-                .select((
-                    lite::job_event_logs::job_id,
-                    lite::job_event_logs::first_sequence,
-                    lite::job_event_logs::event_count,
-                    lite::job_event_logs::events,
-                ))
-                .load(conn)?,
-            keys: lite::api_keys::table
-                .order(lite::api_keys::created_at)
-                .select((
-                    lite::api_keys::id,
-                    lite::api_keys::prefix,
-                    lite::api_keys::secret_sha256,
-                    lite::api_keys::tenant,
-                    lite::api_keys::role,
-                    lite::api_keys::name,
-                    lite::api_keys::requests_per_minute,
-                    lite::api_keys::max_concurrent_jobs,
-                    lite::api_keys::created_at,
-                    lite::api_keys::revoked_at,
-                ))
-                .load(conn)?,
-            audit: lite::audit_events::table
-                .order(lite::audit_events::id)
-                .select((
-                    lite::audit_events::time,
-                    lite::audit_events::actor,
-                    lite::audit_events::tenant,
-                    lite::audit_events::action,
-                    lite::audit_events::target,
-                    lite::audit_events::peer,
-                    lite::audit_events::outcome,
-                    lite::audit_events::detail,
-                ))
-                .load(conn)?,
-        })
-    }
-}
+mod source;
 
 /// Copies the SQLite store at `path` into the empty Postgres database at `url` (created and
 /// migrated when needed, once the source is claimed).
@@ -211,7 +82,26 @@ macro_rules! insert_chunks {
     };
 }
 
-async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error> {
+async fn write(conn: &mut AsyncPgConnection, mut s: Source) -> Result<Copied, Error> {
+    refuse_unless_empty(conn).await?;
+    let copied = Copied {
+        batches: s.batches.len(),
+        jobs: s.jobs.len(),
+        results: s.results.len(),
+        attempt_failures: s.failures.len(),
+        progress_events: s.progress.len(),
+        event_logs: s.logs.len(),
+        api_keys: s.keys.len(),
+        audit_events: s.audit.len(),
+    };
+    write_jobs(conn, &mut s).await?;
+    write_histories(conn, &mut s).await?;
+    write_security(conn, s).await?;
+    Ok(copied)
+}
+
+/// Refuses a target that holds jobs, API keys or audit events.
+async fn refuse_unless_empty(conn: &mut AsyncPgConnection) -> Result<(), Error> {
     let held: i64 = pg::jobs::table.count().get_result::<i64>(conn).await?
         + pg::api_keys::table.count().get_result::<i64>(conn).await?
         + pg::audit_events::table
@@ -225,19 +115,14 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
                 .into(),
         ));
     }
-    let copied = Copied {
-        batches: s.batches.len(),
-        jobs: s.jobs.len(),
-        results: s.results.len(),
-        attempt_failures: s.failures.len(),
-        progress_events: s.progress.len(),
-        event_logs: s.logs.len(),
-        api_keys: s.keys.len(),
-        audit_events: s.audit.len(),
-    };
+    Ok(())
+}
+
+/// Batches, then jobs, then their results (so each row's references exist).
+async fn write_jobs(conn: &mut AsyncPgConnection, s: &mut Source) -> Result<(), Error> {
     let batches = s
         .batches
-        .into_iter()
+        .drain(..)
         .map(|(id, name, metadata, key, created_at, tenant)| {
             Ok((
                 pg::batches::id.eq(uuid(&id)?),
@@ -252,7 +137,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
     insert_chunks!(conn, pg::batches::table, batches);
     let jobs = s
         .jobs
-        .into_iter()
+        .drain(..)
         .map(|(row, discard)| {
             Ok((
                 models::JobRow::try_from(row)?,
@@ -263,7 +148,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
     insert_chunks!(conn, pg::jobs::table, jobs);
     let results = s
         .results
-        .into_iter()
+        .drain(..)
         .map(|r| {
             let (id, created_at) = (uuid(&r.job_id)?, time(r.created_at)?);
             Ok((
@@ -273,9 +158,14 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         })
         .collect::<Result<Vec<_>, Error>>()?;
     insert_chunks!(conn, pg::job_results::table, results);
+    Ok(())
+}
+
+/// Failed attempts, progress history and event logs.
+async fn write_histories(conn: &mut AsyncPgConnection, s: &mut Source) -> Result<(), Error> {
     let failures = s
         .failures
-        .into_iter()
+        .drain(..)
         .map(|(id, attempt, code, message, retryable, created_at)| {
             Ok((
                 pg::job_attempt_failures::job_id.eq(uuid(&id)?),
@@ -290,7 +180,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
     insert_chunks!(conn, pg::job_attempt_failures::table, failures);
     let progress = s
         .progress
-        .into_iter()
+        .drain(..)
         .map(|(id, attempt, kind, name, at, event)| {
             Ok((
                 pg::job_progress_events::job_id.eq(uuid(&id)?),
@@ -306,7 +196,7 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
     insert_chunks!(conn, pg::job_progress_events::table, progress);
     let logs = s
         .logs
-        .into_iter()
+        .drain(..)
         .map(|(id, first, count, events)| {
             Ok((
                 pg::job_event_logs::job_id.eq(uuid(&id)?),
@@ -317,6 +207,11 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         })
         .collect::<Result<Vec<_>, Error>>()?;
     insert_chunks!(conn, pg::job_event_logs::table, logs);
+    Ok(())
+}
+
+/// API keys and the audit log.
+async fn write_security(conn: &mut AsyncPgConnection, s: Source) -> Result<(), Error> {
     let keys = s
         .keys
         .into_iter()
@@ -357,5 +252,5 @@ async fn write(conn: &mut AsyncPgConnection, s: Source) -> Result<Copied, Error>
         )
         .collect::<Result<Vec<_>, Error>>()?;
     insert_chunks!(conn, pg::audit_events::table, audit);
-    Ok(copied)
+    Ok(())
 }
