@@ -2,12 +2,13 @@
 //! `&dyn Store`, run on both SQL backends in the same pass. [`store_contract!`] turns every
 //! check into two tests, whatever `LLMJOBS_TEST_BACKEND` says:
 //! - `contract::<file>::sqlite::<check>`: a fresh SQLite file, migrated, in a directory of its
-//!   own under the system's temporary directory, removed when the check ends;
+//!   own under the system's temporary directory (`llmjobs_it_contract_…`);
 //! - `contract::<file>::servers::postgres::<check>`: a fresh database on the test Postgres
-//!   (`LLMJOBS_TEST_POSTGRES_URL`), created and migrated by `store::migrate`, dropped when the
-//!   check ends. It sits in a `servers` module, which the embedded pass filters out by name.
+//!   (`LLMJOBS_TEST_POSTGRES_URL`; `llmjobs_it_contract_…`, a name `.ci/run` clears when an
+//!   interrupted run left it), created and migrated by `store::migrate`. It sits in a
+//!   `servers` module, which the embedded pass filters out by name.
 //!
-//! Passed or failed (or panicked), the check's file or database goes.
+//! Passed or failed (or panicked), the check's file or database goes when the check ends.
 
 use std::{future::Future, panic::AssertUnwindSafe, path::PathBuf, sync::Arc};
 
@@ -47,7 +48,7 @@ impl StoreBackend {
 
     /// A new database on the test Postgres. Errors, naming the URL, when it does not answer.
     pub(crate) async fn postgres() -> anyhow::Result<StoreBackend> {
-        let database = format!("it_contract_{}", uuid::Uuid::new_v4().simple());
+        let database = format!("llmjobs_it_contract_{}", uuid::Uuid::new_v4().simple());
         let server = crate::support::postgres_server_url();
         let store = open(&format!("{server}/{database}"))
             .await
