@@ -686,7 +686,7 @@ mod servers {
 }
 
 /// A stored log of `count` token deltas from `first`.
-fn log_of(first: u64, count: u64) -> llm_jobs::events::archive::Archive {
+pub(crate) fn log_of(first: u64, count: u64) -> llm_jobs::events::archive::Archive {
     use llm_jobs::events::{EventKind, event::TokenDelta};
     let codec = llm_jobs::api::event_codec::ProtoCodec;
     let mut log = llm_jobs::events::archive::Builder::new(first);

@@ -14,8 +14,9 @@
 //!   (`-- --skip ::servers::`): there it counts as filtered out, never as passed.
 //!
 //! The store's interfaces follow the same pattern on the two SQL backends ([`stores`]): the
-//! API keys' contract in [`keys`] and the audit log's in [`audit`], each check a test on a
-//! SQLite file and one on a Postgres database (`servers::postgres::<check>`).
+//! API keys' contract in [`keys`], the audit log's in [`audit`] and retention's in
+//! [`retention`], each check a test on a SQLite file and one on a Postgres database
+//! (`servers::postgres::<check>`).
 //!
 //! Where the two differ on purpose, the check asserts the documented difference and says why.
 //! Checks do not sleep and hope: they poll with a deadline ([`eventually`]); the one wait
@@ -25,6 +26,7 @@ mod audit;
 mod events;
 mod keys;
 mod queue;
+mod retention;
 pub(crate) mod stores;
 
 use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
