@@ -14,15 +14,16 @@
 //!   (`-- --skip ::servers::`): there it counts as filtered out, never as passed.
 //!
 //! The store's interfaces follow the same pattern on the two SQL backends ([`stores`]): the
-//! API keys' contract in [`keys`], the audit log's in [`audit`] and retention's in
-//! [`retention`], each check a test on a SQLite file and one on a Postgres database
-//! (`servers::postgres::<check>`).
+//! API keys' contract in [`keys`], the audit log's in [`audit`], the batches' in [`batches`]
+//! and retention's in [`retention`], each check a test on a SQLite file and one on a Postgres
+//! database (`servers::postgres::<check>`).
 //!
 //! Where the two differ on purpose, the check asserts the documented difference and says why.
 //! Checks do not sleep and hope: they poll with a deadline ([`eventually`]); the one wait
 //! for time itself is a heartbeat check's, which must see a lease outlive its first deadline.
 
 mod audit;
+mod batches;
 mod events;
 mod keys;
 mod queue;

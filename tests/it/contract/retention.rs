@@ -21,8 +21,8 @@ store_contract! {
     a_batch_goes_only_once_all_its_jobs_ended;
 }
 
-/// A job with no idempotency key (so batches take it too).
-fn new_job() -> NewJob {
+/// A queued job of tenant `default` with no idempotency key (so batches take it too).
+pub(super) fn new_job() -> NewJob {
     NewJob {
         id: uuid::Uuid::now_v7(),
         job_type: "general".into(),
