@@ -14,9 +14,9 @@
 //!   (`-- --skip ::servers::`): there it counts as filtered out, never as passed.
 //!
 //! The store's interfaces follow the same pattern on the two SQL backends ([`stores`]): the
-//! API keys' contract in [`keys`], the audit log's in [`audit`], the batches' in [`batches`]
-//! and retention's in [`retention`], each check a test on a SQLite file and one on a Postgres
-//! database (`servers::postgres::<check>`).
+//! API keys' contract in [`keys`], the audit log's in [`audit`], the batches' in [`batches`],
+//! the failed jobs' in [`reports`] and retention's in [`retention`], each check a test on a
+//! SQLite file and one on a Postgres database (`servers::postgres::<check>`).
 //!
 //! Where the two differ on purpose, the check asserts the documented difference and says why.
 //! Checks do not sleep and hope: they poll with a deadline ([`eventually`]); the one wait
@@ -27,6 +27,7 @@ mod batches;
 mod events;
 mod keys;
 mod queue;
+mod reports;
 mod retention;
 pub(crate) mod stores;
 
