@@ -1,25 +1,21 @@
-//! Generating one attempt: stream from the provider, enforce the timeouts, publish token
-//! deltas (coalesced in BUFFERED mode), and report how generation ended.
+//! Generating one attempt: take the fleet's turn, open the upstream stream, read it while
+//! publishing what arrives (see [`read`]: token deltas, coalesced in BUFFERED mode, with the
+//! stage changes and progress that go with them), and report how generation ended.
 
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 mod end;
 mod flush;
 mod progress;
+mod read;
 
 pub(super) use end::{AttemptError, End};
 pub(super) use progress::{Progress, Start};
 
-use super::{FINISH_GRACE, Running, StopReason, Worker, deltas::MAX_APPEND_DELTAS};
-use crate::{
-    job::{Job, StreamingMode},
-    progress::Stage,
-    provider,
-    ratelimit::upstream::Budget,
-};
+use super::{Running, Settings, StopReason, Worker};
+use crate::{job::Job, progress::Stage, provider, ratelimit::upstream::Budget};
 
 /// The `q` quantile (0..=1, nearest rank) of `values`; `None` when empty. Sorts in place.
 fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
@@ -31,21 +27,55 @@ fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
     Some(values[rank - 1])
 }
 
-/// What one item of the upstream stream did to the attempt.
-enum Absorbed {
-    /// Text arrived (and waits in `unpublished`).
-    Text,
-    /// Usage, finish reason or an empty chunk.
-    Other,
-    /// The stream ended (`None`) or failed.
-    End(Option<End>),
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How an attempt told to stop ends: as its stop's reason says (a cancel when none is set).
+fn stopped(running: &Running) -> End {
+    End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled))
+}
+
+/// An attempt's time limits, counted from when it was set (after the fleet's turn).
+struct Limits {
+    deadline: Instant,
+    first_token_deadline: Instant,
+}
+
+impl Limits {
+    /// The job's own timeout (else the configured one) and the first-token timeout.
+    fn new(job: &Job, cfg: &Settings) -> Limits {
+        let timeout = job
+            .timeout
+            .unwrap_or(Duration::from_secs(cfg.job_timeout_secs.max(1)));
+        let deadline = Instant::now() + timeout;
+        let first_token_deadline =
+            Instant::now() + Duration::from_secs(cfg.first_token_timeout_secs.max(1));
+        Limits {
+            deadline,
+            first_token_deadline,
+        }
+    }
+
+    /// The limit that applies now, and the failure it ends in: while no token has arrived,
+    /// whichever limit comes first.
+    fn current(&self, p: &Progress) -> (Instant, AttemptError) {
+        if p.first_token_at.is_none() && self.first_token_deadline < self.deadline {
+            (self.first_token_deadline, AttemptError::FirstTokenTimeout)
+        } else {
+            (self.deadline, AttemptError::Timeout)
+        }
+    }
+}
+
+/// How the upstream call went while it was being opened: `None` when the attempt was told to
+/// stop; `Err(None)` when the time limit passed first.
+type Opened = Option<Result<provider::ChunkStream, Option<provider::Error>>>;
+
 impl Worker {
+    /// Generates attempt `job.attempts` of `job` on `provider` into `progress`, publishing
+    /// as it goes, and says how it ended (the end of a completing attempt is claimed by the
+    /// last flush: see [`Worker::conclude`]).
     pub(super) async fn generate(
         &self,
         job: &Job,
@@ -53,89 +83,60 @@ impl Worker {
         running: &Running,
         progress: &mut Progress,
     ) -> End {
-        let stopped = || End::Stopped(*running.reason.get().unwrap_or(&StopReason::Cancelled));
         // The fleet's turn first; the wait does not count against the attempt's timeouts.
-        if !provider.simulated() {
-            let prompt_bytes = job.messages.iter().map(|m| m.content.len()).sum();
-            let tokens = Budget::cost(prompt_bytes, job.params.max_tokens);
-            let budget = &self.deps.budget;
-            if budget
-                .acquire(&job.params.model, tokens, &running.stop)
-                .await
-                .is_err()
-            {
-                return stopped();
-            }
+        if !provider.simulated() && !self.take_turn(job, running).await {
+            return stopped(running);
         }
-        let timeout = job
-            .timeout
-            .unwrap_or(Duration::from_secs(self.cfg.job_timeout_secs.max(1)));
-        let deadline = Instant::now() + timeout;
-        let first_token_deadline =
-            Instant::now() + Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
-        // While no token has arrived, whichever limit comes first applies.
-        let limit = |p: &Progress| {
-            if p.first_token_at.is_none() && first_token_deadline < deadline {
-                (first_token_deadline, AttemptError::FirstTokenTimeout)
-            } else {
-                (deadline, AttemptError::Timeout)
-            }
-        };
-        let stop = running.stop.clone();
-        let request = provider::Request {
-            messages: job.messages.clone(),
-            params: job.params.clone(),
-            // This runs in the call's `chat` span (see `Worker::attempt`).
-            traceparent: crate::trace::traceparent(&tracing::Span::current()),
-        };
-        let connecting = progress.tracker.advance(Stage::Connecting);
-        let connect_until = limit(progress).0;
+        let limits = Limits::new(job, &self.cfg);
         let flush_every = Duration::from_millis(self.cfg.buffer_flush_ms.max(1));
-        progress.sent_at = Instant::now();
-        progress.called = true;
-        // The connecting stage goes out with the first token when the upstream answers within
-        // a flush interval (one append instead of two); else once that interval has passed,
-        // while the request waits, so it stays off the path to the first token.
-        let opened = {
-            let connect = provider.stream(&request);
-            tokio::pin!(connect);
-            let quick = tokio::select! {
-                biased;
-                _ = stop.cancelled() => Some(None),
-                _ = tokio::time::sleep_until(connect_until) => Some(Some(Err(None))),
-                s = &mut connect => Some(Some(s.map_err(Some))),
-                _ = tokio::time::sleep(flush_every) => None,
-            };
-            match quick {
-                Some(opened) => {
-                    if matches!(opened, Some(Ok(_))) {
-                        progress.before_text.push(connecting);
-                    } else {
-                        // The attempt ends here: its history keeps every stage it went through.
-                        self.publish_tracked(job, progress, vec![connecting]).await;
-                    }
-                    opened
-                }
-                None => {
-                    let slow = async {
-                        tokio::join!(
-                            self.publish_tracked(job, progress, vec![connecting]),
-                            &mut connect
-                        )
-                        .1
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => None,
-                        _ = tokio::time::sleep_until(connect_until) => Some(Err(None)),
-                        s = slow => Some(s.map_err(Some)),
-                    }
-                }
-            }
+        let stream = match self
+            .open(job, provider, running, progress, &limits, flush_every)
+            .await
+        {
+            Ok(stream) => stream,
+            Err(end) => return end,
         };
-        let mut stream = match opened {
-            None => return stopped(),
-            Some(Ok(s)) => s,
+        // The stage goes out with the first token when that comes within a flush interval
+        // (one append instead of two), else by the flush timer of the reader.
+        let awaiting = progress.tracker.advance(Stage::AwaitingFirstToken);
+        progress.before_text.push(awaiting);
+        let mut reader = read::Reader::new(job, stream, limits, flush_every);
+        match self.read(job, running, progress, &mut reader).await {
+            Ok(finished) => self.conclude(job, running, progress, finished).await,
+            Err(end) => end,
+        }
+    }
+
+    /// Waits for the fleet's upstream budget to cover the job's cost. Returns false when the
+    /// attempt was told to stop first.
+    async fn take_turn(&self, job: &Job, running: &Running) -> bool {
+        let prompt_bytes = job.messages.iter().map(|m| m.content.len()).sum();
+        let tokens = Budget::cost(prompt_bytes, job.params.max_tokens);
+        let budget = &self.deps.budget;
+        budget
+            .acquire(&job.params.model, tokens, &running.stop)
+            .await
+            .is_ok()
+    }
+
+    /// Sends the upstream request and waits for its stream within the attempt's limits.
+    /// `Err`: how the attempt ended instead (stopped, a provider failure, a timeout); a
+    /// rate-limit answer also slows the model's budget down.
+    async fn open(
+        &self,
+        job: &Job,
+        provider: &dyn provider::Provider,
+        running: &Running,
+        progress: &mut Progress,
+        limits: &Limits,
+        flush_every: Duration,
+    ) -> Result<provider::ChunkStream, End> {
+        match self
+            .connect(job, provider, running, progress, limits, flush_every)
+            .await
+        {
+            None => Err(stopped(running)),
+            Some(Ok(s)) => Ok(s),
             Some(Err(Some(e))) => {
                 if let provider::Error::RateLimited { retry_after, .. } = &e {
                     // The hint is capped as the retry's wait is: a 429 asking for a day
@@ -146,101 +147,83 @@ impl Worker {
                         .penalize(&job.params.model, retry_after.map(|d| d.min(cap)))
                         .await;
                 }
-                return End::Failed(AttemptError::Provider(e));
+                Err(End::Failed(AttemptError::Provider(e)))
             }
-            Some(Err(None)) => return End::Failed(limit(progress).1),
+            Some(Err(None)) => Err(End::Failed(limits.current(progress).1)),
+        }
+    }
+
+    /// Sends the upstream request and waits for its stream, the attempt's limit or a stop.
+    /// The connecting stage goes out with the first token when the upstream answers within
+    /// a flush interval (one append instead of two); else once that interval has passed,
+    /// while the request waits, so it stays off the path to the first token.
+    async fn connect(
+        &self,
+        job: &Job,
+        provider: &dyn provider::Provider,
+        running: &Running,
+        progress: &mut Progress,
+        limits: &Limits,
+        flush_every: Duration,
+    ) -> Opened {
+        let stop = &running.stop;
+        let request = provider::Request {
+            messages: job.messages.clone(),
+            params: job.params.clone(),
+            // This runs in the call's `chat` span (see `Worker::attempt`).
+            traceparent: crate::trace::traceparent(&tracing::Span::current()),
         };
-        // The stage goes out with the first token when that comes within a flush interval
-        // (one append instead of two), else by the flush timer below.
-        let awaiting = progress.tracker.advance(Stage::AwaitingFirstToken);
-        progress.before_text.push(awaiting);
-        let buffered = job.streaming_mode == StreamingMode::Buffered;
-        let mut next_flush = Instant::now() + flush_every;
-        let mut finished = false;
-        // After the finish, wait this long for the usage chunk and the end of the stream
-        // (some servers never send `[DONE]` nor close).
-        let mut finish_deadline = Instant::now();
-        loop {
-            // A flush may have found the job's cancel flag (the REALTIME path below can go
-            // round without reaching the `select!`).
-            if stop.is_cancelled() {
-                self.flush_all(job, running, progress).await;
-                return stopped();
-            }
-            let has_text = !progress.unpublished.is_empty();
-            let has_pending =
-                has_text || !progress.before_text.is_empty() || progress.in_doubt.is_some();
-            // Gathered into timed flushes: BUFFERED, and REALTIME while nobody watches.
-            let gathered = buffered || !progress.watched;
-            // REALTIME: chunks already here join the waiting ones before they go out, each as
-            // its own delta, so a slow append is followed by one carrying all that arrived
-            // meanwhile instead of one round trip per chunk. Stage changes without text wait
-            // for the flush timer.
-            if !gathered && has_text {
-                let ready = if progress.unpublished.pieces() < MAX_APPEND_DELTAS {
-                    stream.next().now_or_never()
+        let connecting = progress.tracker.advance(Stage::Connecting);
+        let connect_until = limits.current(progress).0;
+        progress.sent_at = Instant::now();
+        progress.called = true;
+        let connect = provider.stream(&request);
+        tokio::pin!(connect);
+        let quick = tokio::select! {
+            biased;
+            _ = stop.cancelled() => Some(None),
+            _ = tokio::time::sleep_until(connect_until) => Some(Some(Err(None))),
+            s = &mut connect => Some(Some(s.map_err(Some))),
+            _ = tokio::time::sleep(flush_every) => None,
+        };
+        match quick {
+            Some(opened) => {
+                if matches!(opened, Some(Ok(_))) {
+                    progress.before_text.push(connecting);
                 } else {
-                    None
-                };
-                match ready {
-                    Some(item) => {
-                        match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
-                            Absorbed::Text | Absorbed::Other => continue,
-                            Absorbed::End(Some(end)) => {
-                                self.flush(job, running, progress).await;
-                                return end;
-                            }
-                            Absorbed::End(None) => break,
-                        }
-                    }
-                    None => {
-                        if self.flush(job, running, progress).await {
-                            continue;
-                        }
-                        // Redis is unavailable: the flush timer below retries, or the next
-                        // chunk does.
-                        next_flush = Instant::now() + flush_every;
-                    }
+                    // The attempt ends here: its history keeps every stage it went through.
+                    self.publish_tracked(job, progress, vec![connecting]).await;
                 }
+                opened
             }
-            let item = tokio::select! {
-                biased;
-                _ = stop.cancelled() => {
-                    self.flush_all(job, running, progress).await;
-                    return stopped();
-                }
-                _ = tokio::time::sleep_until(limit(progress).0) => return End::Failed(limit(progress).1),
-                _ = tokio::time::sleep_until(next_flush), if has_pending => {
-                    self.flush(job, running, progress).await;
-                    next_flush = Instant::now() + flush_every;
-                    continue;
-                }
-                _ = tokio::time::sleep_until(finish_deadline), if finished => break,
-                item = stream.next() => item,
-            };
-            match self.absorb(item, progress, &mut finished, &mut finish_deadline) {
-                Absorbed::End(Some(end)) => {
-                    // Best effort: what arrived before the failure reaches the watchers.
-                    self.flush(job, running, progress).await;
-                    return end;
-                }
-                Absorbed::End(None) => break,
-                Absorbed::Other => {}
-                // The first token goes out at once in both modes (it is the time to first
-                // token users feel); watched REALTIME text is published at the top of the
-                // loop.
-                Absorbed::Text => {
-                    if gathered
-                        && (progress.output_tokens == 1
-                            || progress.unpublished.bytes() >= self.cfg.buffer_max_bytes
-                            || progress.unpublished.pieces() >= MAX_APPEND_DELTAS)
-                    {
-                        self.flush(job, running, progress).await;
-                        next_flush = Instant::now() + flush_every;
-                    }
+            None => {
+                let slow = async {
+                    tokio::join!(
+                        self.publish_tracked(job, progress, vec![connecting]),
+                        &mut connect
+                    )
+                    .1
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    _ = tokio::time::sleep_until(connect_until) => Some(Err(None)),
+                    s = slow => Some(s.map_err(Some)),
                 }
             }
         }
+    }
+
+    /// Decides how a stream that ended (`finished`: after its finish reason) ends the
+    /// attempt, and publishes what is left; a completing attempt's last flush claims the
+    /// job's end with its finalizing events.
+    async fn conclude(
+        &self,
+        job: &Job,
+        running: &Running,
+        progress: &mut Progress,
+        finished: bool,
+    ) -> End {
         let o = &progress.outcome;
         let end = if finished
             && o.content.trim().is_empty()
@@ -273,75 +256,8 @@ impl Worker {
         {
             // Lease lost or shutting down: `end` hands the job on. Or the cancel reached the
             // last flush (or its signal came before the end was claimed): it wins.
-            return stopped();
+            return stopped(running);
         }
         end
-    }
-
-    /// Takes one upstream stream item into `progress`: text (NUL dropped), model, usage,
-    /// request id, finish reason (which starts the [`FINISH_GRACE`] for the usage chunk).
-    fn absorb(
-        &self,
-        item: Option<Result<provider::Chunk, provider::Error>>,
-        progress: &mut Progress,
-        finished: &mut bool,
-        finish_deadline: &mut Instant,
-    ) -> Absorbed {
-        let mut chunk = match item {
-            None => return Absorbed::End(None),
-            Some(Err(e)) => return Absorbed::End(Some(End::Failed(AttemptError::Provider(e)))),
-            Some(Ok(chunk)) => chunk,
-        };
-        // NUL cannot be stored in Postgres text (nor shown usefully): it is dropped here, so
-        // the streamed and the stored text stay identical.
-        for text in [&mut chunk.content, &mut chunk.reasoning] {
-            if text.contains('\0') {
-                text.retain(|c| c != '\0');
-            }
-        }
-        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
-            progress.outcome.model = model;
-        }
-        if let Some(usage) = chunk.usage {
-            progress.reported_usage = Some(usage);
-        }
-        if let Some(id) = chunk.upstream_request_id.take() {
-            progress.outcome.upstream_request_id = Some(id);
-        }
-        if chunk.finish_reason.is_some() {
-            if !*finished {
-                *finish_deadline = Instant::now() + FINISH_GRACE;
-            }
-            *finished = true;
-            progress.outcome.finish_reason = chunk.finish_reason.unwrap_or_default();
-        }
-        if chunk.content.is_empty() && chunk.reasoning.is_empty() {
-            return Absorbed::Other;
-        }
-        let now = Instant::now();
-        if progress.first_token_at.is_none() {
-            let ttft = now - progress.sent_at;
-            let kinds = progress.tracker.first_token(ttft);
-            progress.before_text.extend(kinds);
-        }
-        progress.first_token_at.get_or_insert(now);
-        if let Some(last) = progress.last_token_at {
-            progress.gaps_ms.push((now - last).as_secs_f64() * 1000.0);
-        }
-        progress.last_token_at = Some(now);
-        progress.output_tokens += 1;
-        progress.outcome.content.push_str(&chunk.content);
-        progress
-            .outcome
-            .reasoning_content
-            .push_str(&chunk.reasoning);
-        let separate = progress.mode == StreamingMode::Realtime;
-        progress.unpublished.push(
-            &chunk.content,
-            &chunk.reasoning,
-            progress.output_tokens,
-            separate,
-        );
-        Absorbed::Text
     }
 }
