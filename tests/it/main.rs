@@ -30,6 +30,7 @@ mod restart;
 mod results;
 mod retries;
 mod security;
+mod sizes;
 mod store;
 mod stored_logs;
 mod support;
