@@ -25,11 +25,18 @@
 //! - [`store`]: the durable store (Postgres) of jobs, results and failed attempts.
 //! - [`provider`]: LLM providers (OpenAI-compatible via async-openai, simulated) and error
 //!   classification.
-//! - [`worker`]: claiming jobs, running attempts, retries, cancellation.
-//! - [`gateway`]: job and batch operations behind the API (submit, get, result, cancel).
+//! - [`worker`]: claiming jobs, running attempts, retries, cancellation; told what to do by
+//!   [`worker::Settings`] (built by `app` from the configuration). [`worker::Worker::run`]
+//!   is its main loop as steps (claim into free slots, drain, settle); `worker::generate`
+//!   reads the upstream stream (`generate::read`) and feeds the publisher (`generate::flush`).
+//! - [`gateway`]: job and batch operations behind the API (submit, get, result, cancel);
+//!   fails with [`gateway::Error`], which `error` maps to gRPC codes.
 //! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots; batch
-//!   progress streams.
-//! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry).
+//!   progress streams, encoded by the caller's [`streaming::batch::Encoder`] (the API's
+//!   `api::batches::Wire`).
+//! - [`admin`]: queue administration (stats, pause/resume, purge, failed jobs, retry),
+//!   answering with domain report types ([`admin::report`]) and [`admin::Error`]; the API
+//!   encodes them and maps the error.
 //! - [`api`]: the gRPC services (decode, call the core, encode): the only place that converts
 //!   between wire (proto) and domain types.
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
@@ -57,7 +64,8 @@
 //! `worker`, `streaming`, `admin`, …) → edge (`api`, `auth`, `server`, `cli`, `app`,
 //! `config`, `proto`, …). A module imports only from its own layer or below;
 //! `tests/it/layers.rs` holds each module's layer and fails on an upward import beyond the
-//! ones still listed there to be removed. `ARCHITECTURE.md` draws the layers and follows one
+//! ones still listed there to be removed; `tests/it/sizes.rs` does the same for files over 400
+//! lines and functions over 80. `ARCHITECTURE.md` draws the layers and follows one
 //! job through them.
 
 pub mod admin;
