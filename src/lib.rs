@@ -19,8 +19,8 @@
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals (Redis,
 //!   or in process without Redis).
 //! - [`events`]: per-job ordered event log and fan-out to watchers (Redis, or in process);
-//!   its events are plain Rust ([`events::event`](mod@events::event)), encoded once by the codec the app hands
-//!   it (`api::event_codec`, protobuf).
+//!   its events are plain Rust ([`events::event`](mod@events::event)), encoded once by the
+//!   codec the app hands it (`api::event_codec`, protobuf).
 //! - [`reconciler`]: re-enqueues jobs Postgres has as unfinished but Redis lost.
 //! - [`store`]: the durable store of jobs, results, failed attempts, batches, keys and the
 //!   audit log: one interface per aggregate ([`store::JobStore`], [`store::AttemptStore`],
