@@ -10,7 +10,7 @@
 pub mod openai;
 pub mod sim;
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -98,34 +98,15 @@ fn http(status: Option<u16>) -> String {
 }
 
 /// Removes secrets from upstream text before it is stored, logged or sent to clients: the
-/// configured API key, `Bearer …` credentials and OpenAI-style `sk-…` keys (some proxies echo
-/// request headers into their error pages).
+/// configured API key (some proxies echo request headers into their error pages), then
+/// everything [`crate::redact::redact`] masks (`Bearer …` credentials, `sk-…` keys and the
+/// rest of its rules).
 pub fn redact(text: &str, api_key: Option<&str>) -> String {
-    let mut out = match api_key {
-        Some(key) if key.len() >= 8 => text.replace(key, "[redacted]"),
-        _ => text.to_owned(),
+    let text = match api_key {
+        Some(key) if key.len() >= 8 => Cow::Owned(text.replace(key, crate::redact::MASK)),
+        _ => Cow::Borrowed(text),
     };
-    for marker in ["Bearer ", "bearer ", "sk-"] {
-        let mut result = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(marker) {
-            result.push_str(&rest[..at]);
-            let after = &rest[at + marker.len()..];
-            let secret_len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.=+/".contains(c)))
-                .unwrap_or(after.len());
-            if secret_len >= 8 {
-                result.push_str(if marker == "sk-" { "sk-" } else { marker });
-                result.push_str("[redacted]");
-            } else {
-                result.push_str(&rest[at..at + marker.len() + secret_len]);
-            }
-            rest = &after[secret_len..];
-        }
-        result.push_str(rest);
-        out = result;
-    }
-    out
+    crate::redact::redact(&text).into_owned()
 }
 
 impl Error {
@@ -305,7 +286,9 @@ mod tests {
                 && !clean.contains("my-own-key"),
             "{clean}"
         );
-        assert!(clean.contains("Bearer [redacted]"));
+        // The `sk-` key inside the credential is masked first; the credential is gone either way.
+        assert!(clean.contains("Bearer sk-[redacted]"), "{clean}");
+        assert!(redact("Bearer abcdefgh12345678", None).contains("Bearer [redacted]"));
         assert_eq!(redact("sk-short ok", None), "sk-short ok");
         let e = Error::Server {
             status: Some(500),
