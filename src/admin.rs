@@ -234,7 +234,7 @@ impl Admin {
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let next = crate::paging::next_token(&ids, limit);
         let jobs =
-            crate::gateway::with_figures(self.store.as_ref(), self.events.as_ref(), jobs).await?;
+            crate::jobs::with_figures(self.store.as_ref(), self.events.as_ref(), jobs).await?;
         let mut out = Vec::with_capacity(jobs.len());
         for (job, output_tokens) in jobs {
             let attempt_errors = self.store.attempt_failures(job.id).await?;

@@ -2,14 +2,14 @@
 //! `Status`.
 //!
 //! Library code returns typed errors (`store::Error`, `queue::Error`, `events::Error`,
-//! `provider::Error`, and the core's `gateway::Error` and `admin::Error`); handlers lift them into [`Error`], and
+//! `provider::Error`, and the core's `jobs::Error` and `admin::Error`); handlers lift them into [`Error`], and
 //! `From<Error> for Status` picks the code. Internal details are logged here once and never sent to clients. `anyhow` is used only
 //! in `main.rs`, the CLI and tests.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{admin, events, gateway, queue, store};
+use crate::{admin, events, jobs, queue, store};
 
 /// One offending request field (`google.rpc.BadRequest.FieldViolation`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,22 +70,22 @@ impl From<crate::paging::Error> for Error {
     }
 }
 
-impl From<gateway::Error> for Error {
-    fn from(err: gateway::Error) -> Error {
+impl From<jobs::Error> for Error {
+    fn from(err: jobs::Error) -> Error {
         match err {
-            gateway::Error::InvalidArgument { field, reason } => Error::invalid(field, reason),
-            gateway::Error::NotFound { what } => Error::NotFound(what),
-            gateway::Error::FailedPrecondition { reason } => Error::FailedPrecondition(reason),
-            gateway::Error::AlreadyExists { reason } => Error::AlreadyExists(reason),
-            gateway::Error::Store(e) => Error::Store(e),
-            gateway::Error::Queue(e) => Error::Queue(e),
-            gateway::Error::Events(e) => Error::Events(e),
+            jobs::Error::InvalidArgument { field, reason } => Error::invalid(field, reason),
+            jobs::Error::NotFound { what } => Error::NotFound(what),
+            jobs::Error::FailedPrecondition { reason } => Error::FailedPrecondition(reason),
+            jobs::Error::AlreadyExists { reason } => Error::AlreadyExists(reason),
+            jobs::Error::Store(e) => Error::Store(e),
+            jobs::Error::Queue(e) => Error::Queue(e),
+            jobs::Error::Events(e) => Error::Events(e),
         }
     }
 }
 
-impl From<gateway::Error> for Status {
-    fn from(err: gateway::Error) -> Status {
+impl From<jobs::Error> for Status {
+    fn from(err: jobs::Error) -> Status {
         Error::from(err).into()
     }
 }

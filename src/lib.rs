@@ -33,8 +33,9 @@
 //!   [`worker::Settings`] (built by `app` from the configuration). [`worker::Worker::run`]
 //!   is its main loop as steps (claim into free slots, drain, settle); `worker::generate`
 //!   reads the upstream stream (`generate::read`) and feeds the publisher (`generate::flush`).
-//! - [`gateway`]: job and batch operations behind the API (submit, get, result, cancel);
-//!   fails with [`gateway::Error`], which `error` maps to gRPC codes.
+//! - [`jobs`]: the application service of jobs and batches behind the API ([`jobs::Jobs`]:
+//!   submit, get, result, cancel; what a gateway process serves); fails with
+//!   [`jobs::Error`], which `error` maps to gRPC codes.
 //! - [`streaming`]: serving one watcher: replay, live follow, gap repair, snapshots; batch
 //!   progress streams, encoded by the caller's [`streaming::batch::Encoder`] (the API's
 //!   `api::batches::Wire`).
@@ -65,7 +66,7 @@
 //! Layers, bottom to top: domain (`job`, `batch`, `progress`, `principal`, `events::event`,
 //! `audit::record`, `pricing`, …) → ports (the
 //! `store`, `queue`, `events` and `provider` interfaces) → adapters (their Postgres, SQLite,
-//! Redis, in-process and OpenAI implementations, `backend`, `ratelimit`) → core (`gateway`,
+//! Redis, in-process and OpenAI implementations, `backend`, `ratelimit`) → core (`jobs`,
 //! `worker`, `streaming`, `admin`, …) → edge (`api`, `auth`, `server`, `cli`, `app`,
 //! `config`, `proto`, …). A module imports only from its own layer or below;
 //! `tests/it/layers.rs` holds each module's layer and fails on an upward import beyond the
@@ -84,10 +85,10 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
-pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod job;
+pub mod jobs;
 pub mod metrics;
 pub mod paging;
 pub mod pricing;

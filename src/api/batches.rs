@@ -1,4 +1,4 @@
-//! `llmjobs.v1.BatchService`: validate a batch all or nothing, call the [`Gateway`], encode.
+//! `llmjobs.v1.BatchService`: validate a batch all or nothing, call the [`Jobs`] service, encode.
 //!
 //! Tenancy: a batch and its jobs belong to the tenant of the key that submitted it; other
 //! tenants' batches are NOT_FOUND.
@@ -13,14 +13,14 @@ use crate::{
     batch::{BatchId, Progress, Snapshot},
     error::Error,
     events::Event,
-    gateway::Gateway,
+    jobs::Jobs,
     proto::v1::{self, batch_service_server::BatchService},
     streaming::batch::{BatchEventStream, Encoder},
 };
 
 /// The BatchService implementation.
 pub struct BatchApi {
-    gateway: Gateway,
+    gateway: Jobs,
     rules: validate::Rules,
     max_jobs: usize,
     pace: crate::streaming::Pace,
@@ -35,7 +35,7 @@ impl BatchApi {
     /// audits, limits and stores prompts as configured; open streams end with UNAVAILABLE
     /// when `shutdown` is cancelled.
     pub fn new(
-        gateway: Gateway,
+        gateway: Jobs,
         rules: validate::Rules,
         max_jobs: usize,
         pace: crate::streaming::Pace,

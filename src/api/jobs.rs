@@ -1,4 +1,4 @@
-//! `llmjobs.v1.JobService`: decode, call the [`Gateway`], encode.
+//! `llmjobs.v1.JobService`: decode, call the [`Jobs`] service, encode.
 //!
 //! Tenancy: every job belongs to the tenant of the key that submitted it; a caller that may not
 //! access a job's tenant gets NOT_FOUND, exactly as for a job that does not exist.
@@ -12,8 +12,8 @@ use super::{convert, validate};
 use crate::{
     auth::{Principal, principal},
     error::Error,
-    gateway::Gateway,
     job::JobId,
+    jobs::Jobs,
     proto::v1::{self, job_service_server::JobService},
     ratelimit::streams::StreamSlot,
     streaming::{self, Ended},
@@ -21,7 +21,7 @@ use crate::{
 
 /// The JobService implementation.
 pub struct JobApi {
-    gateway: Gateway,
+    gateway: Jobs,
     rules: validate::Rules,
     pace: streaming::Pace,
     guard: super::Guard,
@@ -33,7 +33,7 @@ impl JobApi {
     /// patience with clients that do not read); `guard` audits, limits and stores prompts as configured; open
     /// streams end with UNAVAILABLE when `shutdown` is cancelled.
     pub fn new(
-        gateway: Gateway,
+        gateway: Jobs,
         rules: validate::Rules,
         pace: streaming::Pace,
         guard: super::Guard,

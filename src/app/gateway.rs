@@ -13,8 +13,8 @@ use crate::{
     api::{self, admin::AdminApi, batches::BatchApi, jobs::JobApi, validate},
     audit::Auditor,
     auth::{self, layer::AuthLayer},
-    gateway::Gateway,
     health,
+    jobs::Jobs,
     queue::LocalSlots,
     ratelimit::Limiter,
     server,
@@ -174,7 +174,7 @@ fn warn_auth_off(addr: std::net::SocketAddr) {
     );
 }
 
-/// The three gRPC services over one [`Gateway`]: jobs, batches and queue administration.
+/// The three gRPC services over one [`Jobs`] service: jobs, batches and queue administration.
 fn apis(
     plan: &GatewayPlan,
     shared: &Shared<'_>,
@@ -183,7 +183,7 @@ fn apis(
 ) -> (JobApi, BatchApi, AdminApi) {
     let (g, common, core) = (&plan.cfg, shared.common, shared.core);
     let rules = rules(plan, shared);
-    let gateway = Gateway {
+    let gateway = Jobs {
         store: core.store.clone(),
         queue: core.queue.clone(),
         events: core.events.clone(),

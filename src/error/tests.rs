@@ -22,7 +22,7 @@ fn invalid_argument_carries_bad_request_details() {
 
 #[test]
 fn gateway_errors_keep_their_codes_and_messages() {
-    let status: Status = gateway::Error::InvalidArgument {
+    let status: Status = jobs::Error::InvalidArgument {
         field: "page_size".to_owned(),
         reason: "must be within 0..=1000".to_owned(),
     }
@@ -34,21 +34,21 @@ fn gateway_errors_keep_their_codes_and_messages() {
     assert_eq!(bad.field_violations[0].field, "page_size");
     let cases = [
         (
-            gateway::Error::NotFound {
+            jobs::Error::NotFound {
                 what: "job 1".to_owned(),
             },
             Code::NotFound,
             "job 1 not found",
         ),
         (
-            gateway::Error::FailedPrecondition {
+            jobs::Error::FailedPrecondition {
                 reason: "job 1 is running".to_owned(),
             },
             Code::FailedPrecondition,
             "job 1 is running",
         ),
         (
-            gateway::Error::AlreadyExists {
+            jobs::Error::AlreadyExists {
                 reason: "key reused".to_owned(),
             },
             Code::AlreadyExists,

@@ -51,7 +51,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("backend", 2),
     ("ratelimit", 2),
     // Core: what the service does.
-    ("gateway", 3),
+    ("jobs", 3),
     ("worker", 3),
     ("streaming", 3),
     ("admin", 3),

@@ -110,7 +110,7 @@ impl Worker {
                         .await
                         .ok()
                         .flatten()
-                        .unwrap_or_else(|| crate::gateway::DEFAULT_CANCEL_REASON.to_owned()),
+                        .unwrap_or_else(|| crate::jobs::DEFAULT_CANCEL_REASON.to_owned()),
                 }),
             ),
         };

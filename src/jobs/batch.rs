@@ -4,7 +4,7 @@
 //! Ordering rules: Redis is checked before anything is written, so a submit while Redis is
 //! down fails with nothing stored. The batch and all its jobs are then stored in one
 //! transaction; from that commit on the batch exists. Each job is then published as
-//! [`Gateway::submit`] publishes one (its `queued` event, then its queue). When Redis fails part
+//! [`Jobs::submit`] publishes one (its `queued` event, then its queue). When Redis fails part
 //! way, the submit still succeeds: undoing is not safe once workers may have claimed the jobs
 //! published first, and the jobs left unpublished are QUEUED in Postgres, which the reconciler
 //! ([`crate::reconciler`]) puts back in their queues once Redis answers.
@@ -12,7 +12,7 @@
 use futures::{StreamExt, stream};
 use tracing::{info, instrument, warn};
 
-use super::{Error, Gateway};
+use super::{Error, Jobs};
 use crate::{
     batch::{BatchId, NewBatch, Snapshot},
     job::{JobId, NewJob},
@@ -26,7 +26,7 @@ pub const CANCEL_CONCURRENCY: usize = 32;
 /// Reason of a batch cancel when the client gave none.
 pub const DEFAULT_BATCH_CANCEL_REASON: &str = "batch cancelled by a client";
 
-impl Gateway {
+impl Jobs {
     /// Stores a validated batch with its validated jobs (in request order, without idempotency
     /// keys) and enqueues the jobs; with a known batch idempotency key, returns the earlier
     /// batch unchanged when the request is the same (a retry). Returns the batch as it is
@@ -113,7 +113,7 @@ impl Gateway {
             .ok_or_else(|| Error::not_found(format!("batch {id}")))
     }
 
-    /// Cancels every unfinished job of the batch as [`Gateway::cancel`] does,
+    /// Cancels every unfinished job of the batch as [`Jobs::cancel`] does,
     /// [`CANCEL_CONCURRENCY`] at a time, and returns the batch afterwards. Jobs that end or
     /// vanish meanwhile are skipped. Errors: `NotFound`; the first `Store`/`Queue`/`Events`
     /// failure once every job was tried (calling again is safe).

@@ -1,5 +1,5 @@
-//! The gateway's job operations, called by the API: submit, get, result, cancel; [`batch`]
-//! holds those of batches.
+//! The application service of jobs, called by the API of a gateway process: submit, get,
+//! result, cancel ([`Jobs`]); [`batch`] holds those of batches.
 //!
 //! Ordering rules: a job row exists in Postgres before its id is in Redis; the `queued` event
 //! is the first in its log; a Redis failure after the insert removes the row again, so a
@@ -87,7 +87,7 @@ impl From<crate::paging::Error> for Error {
 
 /// Shared handles of the gateway.
 #[derive(Clone)]
-pub struct Gateway {
+pub struct Jobs {
     /// Durable store.
     pub store: Arc<dyn Store>,
     /// Job queue.
@@ -101,7 +101,7 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
 }
 
-impl Gateway {
+impl Jobs {
     /// Stores and enqueues a validated job; with a known idempotency key, returns the earlier
     /// job unchanged when the request is the same (a retry). `followed`: the caller streams
     /// the job from its start (see [`EventLog::open`]). Errors: `AlreadyExists` when the
@@ -246,7 +246,7 @@ impl Gateway {
         self.cancel_read(job, reason).await
     }
 
-    /// [`Gateway::cancel`] of `job`, just read from the store by the caller (who checked it
+    /// [`Jobs::cancel`] of `job`, just read from the store by the caller (who checked it
     /// may): the cancel's flag reaches Redis without a second store read first, which under
     /// load is what a cancel racing the job's end waits for. Errors: as `cancel`.
     #[instrument(skip_all, fields(job_id = %job.id))]

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 
-use super::{Error, Gateway};
+use super::{Error, Jobs};
 use crate::{
     job::{Job, JobId, JobStatus},
     progress::{self, JobProgress, ProgressEvent, ProgressEventKind, Stage, Stages},
@@ -14,7 +14,7 @@ use crate::{
 /// attempt).
 const HISTORY_LIMIT: i64 = 5_000;
 
-impl Gateway {
+impl Jobs {
     /// The job's progress. Errors: `NotFound`, `Store`.
     pub async fn progress(&self, id: JobId) -> Result<JobProgress, Error> {
         let job = self
