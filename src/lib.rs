@@ -15,7 +15,8 @@
 //! - [`progress`]: stages of an attempt, output estimates, progress fractions and milestones.
 //! - [`structured`]: JSON response formats: schema checks at submit, parsing and validation.
 //! - [`proto`]: code generated from `proto/llmjobs/v1`.
-//! - [`backend`]: Redis connections and key layout shared by queue and events.
+//! - [`redis`]: Redis connections and key layout shared by the queue, the event
+//!   log and the rate limits (the `redis` crate underneath keeps its name).
 //! - [`queue`]: priority queues, claims with leases, delayed retries, worker signals (Redis,
 //!   or in process without Redis).
 //! - [`events`]: per-job ordered event log and fan-out to watchers (Redis, or in process);
@@ -66,7 +67,7 @@
 //! Layers, bottom to top: domain (`job`, `batch`, `progress`, `principal`, `events::event`,
 //! `audit::record`, `pricing`, …) → ports (the
 //! `store`, `queue`, `events` and `provider` interfaces) → adapters (their Postgres, SQLite,
-//! Redis, in-process and OpenAI implementations, `backend`, `ratelimit`) → core (`jobs`,
+//! Redis, in-process and OpenAI implementations, `redis`, `ratelimit`) → core (`jobs`,
 //! `worker`, `streaming`, `admin`, …) → edge (`api`, `auth`, `server`, `cli`, `app`,
 //! `config`, `proto`, …). A module imports only from its own layer or below;
 //! `tests/it/layers.rs` holds each module's layer and fails on an upward import beyond the
@@ -79,7 +80,6 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod backend;
 pub mod batch;
 pub mod cli;
 pub mod config;
@@ -100,6 +100,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod reconciler;
 pub mod redact;
+pub mod redis;
 pub mod server;
 pub mod shutdown;
 pub mod store;

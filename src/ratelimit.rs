@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::backend::Redis;
+use crate::redis::Redis;
 pub use limiter::Limiter;
 pub use window::{Taken, take};
 pub(crate) use window::{fits, retry_after};

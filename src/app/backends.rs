@@ -7,10 +7,10 @@ use std::sync::Arc;
 use super::{Common, Error};
 use crate::{
     api::event_codec::ProtoCodec,
-    backend::Redis,
     events::{EventLog, memory::MemoryEventLog, redis::RedisEventLog},
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
     ratelimit,
+    redis::Redis,
 };
 
 /// The queue, the event log and the rate limits' counters, all in Redis or all in process.

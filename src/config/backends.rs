@@ -51,9 +51,9 @@ impl Redis {
     }
 }
 
-impl From<&Redis> for crate::backend::Settings {
+impl From<&Redis> for crate::redis::Settings {
     fn from(cfg: &Redis) -> Self {
-        crate::backend::Settings {
+        crate::redis::Settings {
             url: cfg.url.clone(),
             prefix: cfg.prefix.clone(),
             pool_size: cfg.pool_size,

@@ -18,7 +18,7 @@ use super::{
     Appended, CancelCheck, CancelRequest, Closed, Codec, Error, Event, EventKind, EventLog, Extras,
     Fence, LogRead, Subscription, check_close, is_terminal, last_of_append,
 };
-use crate::{backend::Redis, job::JobId, progress::JobProgress};
+use crate::{job::JobId, progress::JobProgress, redis::Redis};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cancel.lua")));

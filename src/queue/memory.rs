@@ -1,5 +1,5 @@
 //! [`Queue`] in process, for a single `serve` process without Redis: the same data as the
-//! Redis layout ([`crate::backend`]) behind one mutex, so each operation is atomic as the Lua
+//! Redis layout ([`crate::redis`]) behind one mutex, so each operation is atomic as the Lua
 //! scripts are, and a broadcast channel for wake-ups and cancels.
 //!
 //! Semantics follow `src/queue/*.lua` step for step: sorted sets ordered by (score, id), the

@@ -1,5 +1,5 @@
 //! [`Queue`] on Redis: sorted sets per queue, Lua scripts for every multi-key step, and one
-//! pub/sub connection per worker process for wake-ups and cancels. Key layout: [`crate::backend`].
+//! pub/sub connection per worker process for wake-ups and cancels. Key layout: [`crate::redis`].
 
 mod signals;
 mod workers;
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::instrument;
 
 use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
-use crate::{backend::Redis, job::JobId};
+use crate::{job::JobId, redis::Redis};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
@@ -71,7 +71,7 @@ impl RedisQueue {
         due
     }
 
-    async fn conn(&self) -> Result<crate::backend::Conn, Error> {
+    async fn conn(&self) -> Result<crate::redis::Conn, Error> {
         Ok(self.redis.conn().await?)
     }
 }

@@ -88,7 +88,7 @@ mod servers {
         let id = JobId::now_v7();
         // A bare subscriber on the job's channel: it sees what appends publish without marking the
         // job as watched, as a service's watcher does.
-        let channel = llm_jobs::backend::Keys::new(&backend.prefix).events_channel(&id);
+        let channel = llm_jobs::redis::Keys::new(&backend.prefix).events_channel(&id);
         let mut bare = redis::Client::open(crate::support::redis_url())?
             .get_async_pubsub()
             .await?;

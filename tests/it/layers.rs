@@ -48,7 +48,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("events::memory", 2),
     ("provider::openai", 2),
     ("provider::sim", 2),
-    ("backend", 2),
+    ("redis", 2),
     ("ratelimit", 2),
     // Core: what the service does.
     ("jobs", 3),

@@ -21,9 +21,9 @@ use messages::dispatch;
 
 use super::LIVE_BUFFER;
 use crate::{
-    backend::Redis,
     events::{Codec, Error, Live, Subscription},
     job::JobId,
+    redis::Redis,
 };
 
 impl From<redis::RedisError> for Error {

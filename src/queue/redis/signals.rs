@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::{
-    backend::Redis,
     job::JobId,
     queue::{Error, Signal},
+    redis::Redis,
 };
 
 /// Wake-ups and cancels for this worker process, from one pub/sub connection that

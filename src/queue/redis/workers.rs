@@ -6,8 +6,8 @@ use chrono::Utc;
 use redis::AsyncCommands;
 
 use crate::{
-    backend::Redis,
     queue::{Error, WorkerInfo},
+    redis::Redis,
 };
 
 /// Records `info` in the registry (`{P}:workers`, last seen in `{P}:workers-seen`).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::backend::Redis;
+use crate::redis::Redis;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -23,7 +23,7 @@ fn limiter(backend: Backend, n: u32) -> Limiter {
 #[tokio::test]
 async fn without_redis_requests_pass_unchecked_and_are_counted() {
     // Nothing listens on port 1: every Redis and Postgres call fails at once.
-    let redis = Redis::new(crate::backend::Settings {
+    let redis = Redis::new(crate::redis::Settings {
         url: "redis://127.0.0.1:1".into(),
         prefix: "t".into(),
         pool_size: 1,

@@ -86,7 +86,7 @@ impl Backend {
     pub(crate) async fn redis(window_secs: u64) -> anyhow::Result<Backend> {
         let prefix = format!("it-contract-{}", uuid::Uuid::new_v4().simple());
         let url = redis_url();
-        let redis = llm_jobs::backend::Redis::new(&llm_jobs::config::Redis {
+        let redis = llm_jobs::redis::Redis::new(&llm_jobs::config::Redis {
             url: url.clone(),
             prefix: prefix.clone(),
             pool_size: 4,

@@ -1014,7 +1014,7 @@ pub async fn wait_for_job_on(
 /// under the in-process backends, which have no Redis (see [`needs_servers`]).
 pub async fn set_cancel_flag(app: &TestApp, job_id: &str, reason: &str) -> anyhow::Result<()> {
     let id: llm_jobs::job::JobId = job_id.parse()?;
-    let flag = llm_jobs::backend::Keys::new(&app.prefix).cancel_flag(&id);
+    let flag = llm_jobs::redis::Keys::new(&app.prefix).cancel_flag(&id);
     let mut r = app.redis().await?;
     let () = redis::cmd("SET")
         .arg(&flag)

@@ -5,12 +5,12 @@ use tracing::warn;
 
 use super::HubInner;
 use crate::{
-    backend::Redis,
     events::{
         Error,
         redis::{WATCH, WATCH_CHUNK, WATCH_LEASE, WATCH_REFRESH, now_ms},
     },
     job::JobId,
+    redis::Redis,
 };
 
 /// The jobs this process watches.
