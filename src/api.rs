@@ -9,7 +9,7 @@
 //! - [`event_codec`]: the protobuf encoding of job events and progress snapshots that the
 //!   event logs store and watchers are sent ([`crate::events::Codec`]).
 
-use crate::{audit::Auditor, config::PromptStorage, ratelimit::Limiter};
+use crate::{audit::Auditor, job::PromptStorage, ratelimit::Limiter};
 
 /// What every service needs beyond its core: the audit log, the per-key client limits, and
 /// how prompts are stored. The caller itself ([`crate::auth::Principal`]) comes with each

@@ -6,10 +6,9 @@
 //! Writing is best effort from the caller's side: a failed write is logged (and the operation
 //! goes on), so an audit outage does not stop cancels.
 
-pub mod record;
 pub mod refusals;
 
-pub use record::{Event, Filter, Outcome};
+pub use crate::store::audit::{Event, Filter, Outcome};
 
 use std::sync::Arc;
 

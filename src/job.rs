@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use limits::Limits;
 pub use outcome::{Outcome, StreamingStats, StructuredOutput, Usage};
-pub use request::{ChatMessage, GenerationParams, ResponseFormat};
+pub use request::{ChatMessage, GenerationParams, PromptStorage, ResponseFormat};
 
 /// A job's id: a UUID v7, so ids sort by creation time.
 pub type JobId = Uuid;

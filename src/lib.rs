@@ -58,15 +58,14 @@
 //! - [`http`]: the admin HTTP listener of every process (`/metrics`, `/healthz`, `/readyz`).
 //! - [`cli`]: the `llm-jobs` command line (server and client commands).
 //! - [`auth`]: API keys, principals (tenant, role) and the authenticating tower layer.
-//! - [`audit`]: the append-only audit log; its records are domain types
-//!   ([`audit::record`]).
+//! - [`audit`]: the append-only audit log; its records belong to the store's audit interface
+//!   ([`store::audit`]).
 //! - [`ratelimit`]: per-key client limits and the fleet's upstream budget, in Redis (or in
 //!   process without Redis).
 //! - [`redact`]: masking secrets in logs, errors, the audit log and stored prompts.
 //!
 //! Layers, bottom to top: domain (`job`, `batch`, `progress`, `principal`, `events::event`,
-//! `audit::record`, `pricing`, …) → ports (the
-//! `store`, `queue`, `events` and `provider` interfaces) → adapters (their Postgres, SQLite,
+//! `pricing`, …) → ports (the `store`, `queue`, `events` and `provider` interfaces) → adapters (their Postgres, SQLite,
 //! Redis, in-process and OpenAI implementations, `redis`, `ratelimit`) → core (`jobs`,
 //! `worker`, `streaming`, `admin`, …) → edge (`api`, `auth`, `server`, `cli`, `app`,
 //! `config`, `proto`, …). A module imports only from its own layer or below;

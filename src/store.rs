@@ -11,7 +11,7 @@
 //! attempt.
 
 mod attempts;
-mod audit;
+pub mod audit;
 mod batches;
 mod history;
 mod jobs;

@@ -86,10 +86,11 @@ fn gateway_plan(cfg: GatewayConfig, common: &Common) -> Result<GatewayPlan, Erro
              no model would all be refused"
         )));
     }
-    let cors = cfg
-        .server
-        .cors(cfg.security.auth_mode() == auth::layer::Mode::Off)
-        .map_err(Error::Config)?;
+    let cors = crate::server::Cors::configured(
+        &cfg.server.cors_allowed_origins,
+        cfg.security.auth_mode() == auth::layer::Mode::Off,
+    )
+    .map_err(Error::Config)?;
     Ok(GatewayPlan {
         cfg,
         default_model,

@@ -99,7 +99,7 @@ pub(super) async fn spawn(
         health: health_service,
         auth,
         tls,
-        connections: g.server.connections(),
+        connections: crate::server::incoming::Limits::from(&g.server),
         cors: plan.cors,
         metrics: shared.metrics.clone(),
     };

@@ -98,13 +98,4 @@ impl Security {
     }
 }
 
-/// How prompts are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PromptStorage {
-    /// As submitted.
-    Full,
-    /// With secrets masked (see `crate::redact`).
-    Redacted,
-    /// Only until the job ends.
-    None,
-}
+pub use crate::job::PromptStorage;

@@ -6,7 +6,7 @@
 //! `LLMJOBS_HTTP2_KEEPALIVE_SECS`, `LLMJOBS_HTTP2_KEEPALIVE_TIMEOUT_SECS`,
 //! `LLMJOBS_CORS_ALLOWED_ORIGINS`, `LLMJOBS_METRICS_LISTEN`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 /// The gRPC listener (gateway).
 #[derive(clap::Args, Clone, Debug)]
@@ -121,64 +121,3 @@ fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
             .map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:9464 (or `off`)")),
     }
 }
-
-/// [`Server::cors`] of the list `configured`: every entry is checked, `*` among them
-/// included, so a typo never hides behind a `*`.
-fn cors(configured: &[String], auth_off: bool) -> Result<crate::server::Cors, String> {
-    let entries: Vec<&str> = configured
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .collect();
-    if entries.is_empty() {
-        // An empty value is unset (as deployment templates write it); separators alone are
-        // a list that lost its entries.
-        if configured.len() > 1 {
-            return Err(
-                "LLMJOBS_CORS_ALLOWED_ORIGINS is set but names no origin: give origins like \
-                 https://app.example.com, or `*`, or unset it"
-                    .into(),
-            );
-        }
-        return Ok(if auth_off {
-            crate::server::Cors::Loopback
-        } else {
-            crate::server::Cors::Any
-        });
-    }
-    let origins = entries
-        .iter()
-        .filter(|o| **o != "*")
-        .map(|o| crate::server::origin(o))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(if entries.contains(&"*") {
-        crate::server::Cors::Any
-    } else {
-        crate::server::Cors::Only(origins)
-    })
-}
-
-impl Server {
-    /// Which origins CORS lets call, given whether callers need keys (`auth_off`: they do
-    /// not).
-    ///
-    /// Errors: an entry that is not `*` or an origin (`scheme://host[:port]`), or a list of
-    /// separators only (`,`); an empty value counts as unset.
-    pub fn cors(&self, auth_off: bool) -> Result<crate::server::Cors, String> {
-        cors(&self.cors_allowed_origins, auth_off)
-    }
-
-    /// What [`crate::server::serve`] needs to guard its connections.
-    pub fn connections(&self) -> crate::server::incoming::Limits {
-        crate::server::incoming::Limits {
-            max_connections: (self.max_connections > 0).then_some(self.max_connections),
-            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms.max(1)),
-            keepalive_interval: (self.http2_keepalive_secs > 0)
-                .then(|| Duration::from_secs(self.http2_keepalive_secs)),
-            keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs.max(1)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

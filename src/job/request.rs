@@ -52,3 +52,14 @@ pub enum ResponseFormat {
         description: String,
     },
 }
+
+/// How a job's prompt is stored (`LLMJOBS_PROMPT_STORAGE`, set by the operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PromptStorage {
+    /// As submitted.
+    Full,
+    /// With secrets masked (see `crate::redact`).
+    Redacted,
+    /// Only until the job ends.
+    None,
+}

@@ -169,3 +169,16 @@ impl AsyncWrite for Guarded {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+impl From<&crate::config::Server> for Limits {
+    /// The limits the gRPC listener's settings ask for (0 turns a limit or keepalive off).
+    fn from(cfg: &crate::config::Server) -> Limits {
+        Limits {
+            max_connections: (cfg.max_connections > 0).then_some(cfg.max_connections),
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
+            keepalive_interval: (cfg.http2_keepalive_secs > 0)
+                .then(|| Duration::from_secs(cfg.http2_keepalive_secs)),
+            keepalive_timeout: Duration::from_secs(cfg.http2_keepalive_timeout_secs.max(1)),
+        }
+    }
+}

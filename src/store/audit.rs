@@ -2,8 +2,11 @@
 
 use async_trait::async_trait;
 
+mod record;
+
+pub use record::{Event, Filter, Outcome};
+
 use super::Error;
-use crate::audit::record::{Event, Filter};
 
 /// The audit log.
 #[async_trait]

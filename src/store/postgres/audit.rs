@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 
 use super::PgStore;
 use crate::{
-    audit::record::{Event, Filter, Outcome},
+    store::audit::{Event, Filter, Outcome},
     store::{AuditStore, Error, schema::audit_events},
 };
 

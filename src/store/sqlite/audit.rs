@@ -12,7 +12,7 @@ use super::{
     schema::audit_events,
 };
 use crate::{
-    audit::record::{Event, Filter, Outcome},
+    store::audit::{Event, Filter, Outcome},
     store::{AuditStore, Error},
 };
 

@@ -1,5 +1,6 @@
 //! The audit log's records, as plain Rust: one [`Event`], how it ended ([`Outcome`]), and
-//! which events a listing means ([`Filter`]). The store keeps them; [`crate::audit`] writes
+//! which events a listing means ([`Filter`]). They belong to the store's audit interface
+//! (the store keeps them, whatever writes them); [`crate::audit`] writes them and re-exports
 //! them.
 
 use chrono::{DateTime, Utc};
