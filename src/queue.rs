@@ -169,9 +169,36 @@ pub trait ReservedSlot: Send {
     fn start(self: Box<Self>, claim: Claim);
 }
 
-/// Queue operations.
+/// The registry of live workers, for the admin API (kept beside the queue it serves).
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait WorkerRegistry: Send + Sync + 'static {
+    /// Records (or refreshes) a worker's registry entry.
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error>;
+
+    /// Removes a worker's registry entry (clean shutdown).
+    async fn deregister_worker(&self, id: &str) -> Result<(), Error>;
+
+    /// Workers that reported within `window`; older entries are removed.
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error>;
+}
+
+/// What reaches a worker process besides its claims: wake-ups and cancel requests.
+#[async_trait]
+pub trait Signals: Send + Sync + 'static {
+    /// Signals for this worker process, for as long as the receiver lives. The sender side
+    /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].
+    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error>;
+
+    /// The reason given when a cancel was requested for the job (the flag that
+    /// [`crate::events::EventLog::request_cancel`] sets); `None` when none was.
+    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error>;
+}
+
+/// Queue operations: enqueue, claim, lease, settle, and the queue's figures and pauses. A
+/// queue backend is also its workers' registry and their signals ([`WorkerRegistry`],
+/// [`Signals`]).
+#[async_trait]
+pub trait Queue: WorkerRegistry + Signals + Send + Sync + 'static {
     /// Puts a job at the back of `queue` (no-op when it is already there) and wakes workers.
     async fn enqueue(&self, job_id: JobId, queue: &str, at: DateTime<Utc>) -> Result<(), Error>;
 
@@ -229,14 +256,6 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes a waiting job out of the queue.
     async fn remove(&self, job_id: JobId) -> Result<Removal, Error>;
 
-    /// The reason given when a cancel was requested for the job (the flag that
-    /// [`crate::events::EventLog::request_cancel`] sets); `None` when none was.
-    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error>;
-
-    /// Signals for this worker process, for as long as the receiver lives. The sender side
-    /// reconnects by itself; after a reconnect it sends a [`Signal::Wake`].
-    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error>;
-
     /// Counts for each of `queues`, in the same order.
     async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error>;
 
@@ -246,15 +265,6 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes every pending job out of `queue` and returns their ids (delayed and claimed jobs
     /// stay).
     async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error>;
-
-    /// Records (or refreshes) a worker's registry entry.
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error>;
-
-    /// Removes a worker's registry entry (clean shutdown).
-    async fn deregister_worker(&self, id: &str) -> Result<(), Error>;
-
-    /// Workers that reported within `window`; older entries are removed.
-    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error>;
 
     /// For each job, whether the queue knows it (waiting, delayed or claimed).
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error>;

@@ -19,7 +19,10 @@ use tokio::sync::{broadcast, mpsc};
 mod state;
 mod zset;
 
-use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
+use super::{
+    Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, Signals, WorkerInfo,
+    WorkerRegistry,
+};
 use crate::{events::memory::CancelFlags, job::JobId};
 use state::State;
 
@@ -151,13 +154,69 @@ impl Queue for MemoryQueue {
         Ok(self.state().remove(job_id))
     }
 
-    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
-        let mut state = self.state();
-        let now = Utc::now();
-        state.cancel.retain(|_, (_, expires)| *expires > now);
-        Ok(state.cancel.get(&job_id).map(|(reason, _)| reason.clone()))
+    async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error> {
+        Ok(self.state().counts(queues))
     }
 
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), Error> {
+        let mut state = self.state();
+        if paused {
+            state.paused.insert(queue.to_owned());
+        } else {
+            state.paused.remove(queue);
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error> {
+        Ok(self.state().drain(queue))
+    }
+
+    async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
+        let state = self.state();
+        Ok(jobs
+            .iter()
+            .map(|id| state.job_queue.contains_key(id))
+            .collect())
+    }
+
+    async fn leased(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
+        let state = self.state();
+        Ok(jobs.iter().map(|id| state.leases.contains(*id)).collect())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryQueue {
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
+        self.state().workers.insert(info.id.clone(), info.clone());
+        Ok(())
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
+        self.state().workers.remove(id);
+        Ok(())
+    }
+
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
+        let oldest = Utc::now().timestamp_millis()
+            - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut state = self.state();
+        state
+            .workers
+            .retain(|_, w| w.heartbeat_at.timestamp_millis() >= oldest);
+        let mut workers: Vec<WorkerInfo> = state.workers.values().cloned().collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+}
+
+#[async_trait]
+impl Signals for MemoryQueue {
     async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {
         let (tx, rx) = mpsc::channel(SIGNAL_BUFFER);
         let mut signals = self.signals.subscribe();
@@ -182,61 +241,11 @@ impl Queue for MemoryQueue {
         Ok(rx)
     }
 
-    async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error> {
-        Ok(self.state().counts(queues))
-    }
-
-    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), Error> {
+    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
         let mut state = self.state();
-        if paused {
-            state.paused.insert(queue.to_owned());
-        } else {
-            state.paused.remove(queue);
-        }
-        Ok(())
-    }
-
-    async fn drain(&self, queue: &str) -> Result<Vec<JobId>, Error> {
-        Ok(self.state().drain(queue))
-    }
-
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
-        self.state().workers.insert(info.id.clone(), info.clone());
-        Ok(())
-    }
-
-    async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
-        self.state().workers.remove(id);
-        Ok(())
-    }
-
-    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
-        let oldest = Utc::now().timestamp_millis()
-            - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let mut state = self.state();
-        state
-            .workers
-            .retain(|_, w| w.heartbeat_at.timestamp_millis() >= oldest);
-        let mut workers: Vec<WorkerInfo> = state.workers.values().cloned().collect();
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(workers)
-    }
-
-    async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
-        let state = self.state();
-        Ok(jobs
-            .iter()
-            .map(|id| state.job_queue.contains_key(id))
-            .collect())
-    }
-
-    async fn leased(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
-        let state = self.state();
-        Ok(jobs.iter().map(|id| state.leases.contains(*id)).collect())
-    }
-
-    async fn ping(&self) -> Result<(), Error> {
-        Ok(())
+        let now = Utc::now();
+        state.cancel.retain(|_, (_, expires)| *expires > now);
+        Ok(state.cancel.get(&job_id).map(|(reason, _)| reason.clone()))
     }
 }
 

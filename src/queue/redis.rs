@@ -12,7 +12,10 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tracing::instrument;
 
-use super::{Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, WorkerInfo};
+use super::{
+    Beat, Claim, Counts, Error, Held, Queue, Removal, Settle, Signal, Signals, WorkerInfo,
+    WorkerRegistry,
+};
 use crate::{job::JobId, redis::Redis};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
@@ -272,15 +275,6 @@ impl Queue for RedisQueue {
         }
     }
 
-    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
-        let mut conn = self.conn().await?;
-        Ok(conn.get(self.redis.keys.cancel_flag(&job_id)).await?)
-    }
-
-    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {
-        signals::follow(&self.redis).await
-    }
-
     async fn counts(&self, queues: &[String]) -> Result<Vec<Counts>, Error> {
         let k = &self.redis.keys;
         let mut inv = STATS.prepare_invoke();
@@ -333,18 +327,6 @@ impl Queue for RedisQueue {
         ids.iter().map(|s| parse_id(s)).collect()
     }
 
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
-        workers::register(&self.redis, info).await
-    }
-
-    async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
-        workers::deregister(&self.redis, id).await
-    }
-
-    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
-        workers::live(&self.redis, window).await
-    }
-
     async fn known(&self, jobs: &[JobId]) -> Result<Vec<bool>, Error> {
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -376,5 +358,32 @@ impl Queue for RedisQueue {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisQueue {
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<(), Error> {
+        workers::register(&self.redis, info).await
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<(), Error> {
+        workers::deregister(&self.redis, id).await
+    }
+
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerInfo>, Error> {
+        workers::live(&self.redis, window).await
+    }
+}
+
+#[async_trait]
+impl Signals for RedisQueue {
+    async fn signals(&self) -> Result<mpsc::Receiver<Signal>, Error> {
+        signals::follow(&self.redis).await
+    }
+
+    async fn cancel_requested(&self, job_id: JobId) -> Result<Option<String>, Error> {
+        let mut conn = self.conn().await?;
+        Ok(conn.get(self.redis.keys.cancel_flag(&job_id)).await?)
     }
 }
