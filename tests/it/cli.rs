@@ -105,6 +105,30 @@ async fn submit_stream_ends_its_output_with_a_line_break() -> anyhow::Result<()>
     app.stop().await
 }
 
+/// A metadata key given twice is refused before anything is sent, rather than one of its
+/// values being dropped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_refuses_a_metadata_key_given_twice() -> anyhow::Result<()> {
+    let app = TestApp::builder().without_worker().start().await?;
+    let (ok, _, stderr) = app.cli_outcome(&[
+        "submit",
+        "--metadata",
+        "k=first",
+        "--metadata",
+        "k=second",
+        "hello",
+    ])?;
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("\"k\" is given twice"), "{stderr}");
+    let page: serde_json::Value = serde_json::from_str(&app.cli(&["jobs", "--json"])?)?;
+    assert_eq!(
+        page["jobs"].as_array().map_or(0, Vec::len),
+        0,
+        "nothing was submitted: {page}"
+    );
+    app.stop().await
+}
+
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
 /// and its status code show once, a usage error does not list the key taken from the
 /// environment as a flag to pass, and an unreachable server does not repeat its cause.

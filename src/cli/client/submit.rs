@@ -129,6 +129,22 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
+/// The `--metadata` entries as the request's map. Errors: a key given twice (the request
+/// holds one value per key, and keeping either silently would lose the other).
+fn metadata(
+    entries: Vec<(String, String)>,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut map = std::collections::HashMap::with_capacity(entries.len());
+    for (key, value) in entries {
+        anyhow::ensure!(
+            !map.contains_key(&key),
+            "--metadata {key:?} is given twice; give each key once"
+        );
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
 /// `submit`.
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     let connection = a.connection.clone();
@@ -216,7 +232,7 @@ fn request(a: SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
             v1::StreamingMode::Realtime
         }
         .into(),
-        metadata: a.metadata.into_iter().collect(),
+        metadata: metadata(a.metadata)?,
         idempotency_key: a.idempotency_key,
         ..Default::default()
     })
