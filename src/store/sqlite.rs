@@ -69,7 +69,15 @@ fn create_private(path: &Path) -> Result<(), Error> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if let Ok(meta) = std::fs::metadata(path)
+                let meta = std::fs::metadata(path).ok();
+                if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+                    return Err(Error::Unavailable(format!(
+                        "the SQLite store's path {} is a directory; name a file (e.g. {})",
+                        path.display(),
+                        path.join("llm-jobs.db").display()
+                    )));
+                }
+                if let Some(meta) = meta
                     && meta.permissions().mode() & 0o077 != 0
                 {
                     tracing::warn!(

@@ -460,6 +460,24 @@ async fn a_new_sqlite_store_and_its_companion_files_are_private() -> anyhow::Res
     Ok(())
 }
 
+/// A SQLite path that names a directory is refused saying so, not after a warning about the
+/// directory's permissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_path_naming_a_directory_is_refused_saying_so() -> anyhow::Result<()> {
+    let dir = scratch_dir("dir-as-store")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["keys", "list"])
+        .env_remove("DATABASE_URL")
+        .env("LLMJOBS_SQLITE_PATH", &dir)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is a directory"), "{stderr}");
+    assert!(!stderr.contains("chmod"), "{stderr}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 /// Tests about Redis or Postgres themselves, or about processes sharing them: the embedded
 /// pass filters them out by name (`-- --skip ::servers::`, as `scripts/test` does).
 mod servers {
