@@ -31,6 +31,23 @@ pub enum Finish {
     },
 }
 
+impl Finish {
+    /// The end as the job's row takes it: its status, the error of a failed job, whether
+    /// that error was retryable, and what the attempt produced (whole or partial).
+    pub fn into_parts(self) -> (crate::job::JobStatus, Option<JobError>, bool, Outcome) {
+        use crate::job::JobStatus;
+        match self {
+            Finish::Completed(o) => (JobStatus::Completed, None, false, o),
+            Finish::Failed {
+                error,
+                retryable,
+                partial,
+            } => (JobStatus::Failed, Some(error), retryable, partial),
+            Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
+        }
+    }
+}
+
 /// The attempts of jobs: start, end, retry, release, and their failure records.
 #[async_trait]
 pub trait AttemptStore: Send + Sync + 'static {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use diesel::{ExpressionMethods, QueryDsl};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tracing::instrument;
 
 use super::{PgStore, to_i32, writer};
@@ -36,15 +36,7 @@ impl AttemptStore for PgStore {
         terminal_sequence: Option<u64>,
         log: Option<&Archive>,
     ) -> Result<Option<Job>, Error> {
-        let (status, error, retryable, outcome) = match finish {
-            Finish::Completed(o) => (JobStatus::Completed, None, false, o),
-            Finish::Failed {
-                error,
-                retryable,
-                partial,
-            } => (JobStatus::Failed, Some(error), retryable, partial),
-            Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
-        };
+        let (status, error, retryable, outcome) = finish.into_parts();
         let end = writer::End {
             id,
             attempt,
@@ -86,17 +78,7 @@ impl AttemptStore for PgStore {
             if updated == 0 {
                 return Ok(false);
             }
-            diesel::insert_into(job_attempt_failures::table)
-                .values(AttemptFailureRow {
-                    job_id: id,
-                    attempt: to_i32(attempt),
-                    error_code: &error.code,
-                    message: &error.message,
-                    retryable: true,
-                })
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
+            insert_failure(conn, id, attempt, error).await?;
             super::history::insert_progress(conn, id, history).await?;
             Ok(true)
         })
@@ -126,18 +108,7 @@ impl AttemptStore for PgStore {
         error: &JobError,
     ) -> Result<(), Error> {
         let mut conn = self.conn().await?;
-        diesel::insert_into(job_attempt_failures::table)
-            .values(AttemptFailureRow {
-                job_id: id,
-                attempt: to_i32(attempt),
-                error_code: &error.code,
-                message: &error.message,
-                retryable: true,
-            })
-            .on_conflict_do_nothing()
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        insert_failure(&mut conn, id, attempt, error).await
     }
 
     async fn attempt_failures(&self, id: JobId) -> Result<Vec<(u32, JobError)>, Error> {
@@ -162,4 +133,25 @@ impl AttemptStore for PgStore {
             })
             .collect())
     }
+}
+
+/// Records the retryable failure `error` of `attempt` (once: a record already there stays).
+async fn insert_failure(
+    conn: &mut AsyncPgConnection,
+    id: JobId,
+    attempt: u32,
+    error: &JobError,
+) -> Result<(), Error> {
+    diesel::insert_into(job_attempt_failures::table)
+        .values(AttemptFailureRow {
+            job_id: id,
+            attempt: to_i32(attempt),
+            error_code: &error.code,
+            message: &error.message,
+            retryable: true,
+        })
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
 }

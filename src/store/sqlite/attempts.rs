@@ -90,15 +90,7 @@ impl AttemptStore for SqliteStore {
         terminal_sequence: Option<u64>,
         log: Option<&Archive>,
     ) -> Result<Option<Job>, Error> {
-        let (status, error, retryable, outcome) = match finish {
-            Finish::Completed(o) => (JobStatus::Completed, None, false, o),
-            Finish::Failed {
-                error,
-                retryable,
-                partial,
-            } => (JobStatus::Failed, Some(error), retryable, partial),
-            Finish::Cancelled { partial } => (JobStatus::Cancelled, None, false, partial),
-        };
+        let (status, error, retryable, outcome) = finish.into_parts();
         let history = history.to_vec();
         let log = log.cloned();
         self.write(move |conn| {
