@@ -21,7 +21,7 @@ use async_trait::async_trait;
 pub(crate) use append::Extras;
 pub use append::{Appended, CancelCheck, CancelRequest, Closed};
 pub use event::{Codec, DecodeError, Event, EventKind};
-pub use live::{Live, Published, Subscription};
+pub use live::{JobTurn, Live, Published, Subscription};
 
 use crate::{
     job::{JobId, Priority},

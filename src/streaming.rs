@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::{
     events::{
-        Event, EventKind, EventLog, Live,
+        Event, EventKind, EventLog, JobTurn, Live,
         event::{Cancelled, Completed, Failed, Heartbeat},
         is_terminal,
     },
@@ -103,6 +103,7 @@ pub fn follow<K: Send + 'static>(
             last_sent: tokio::time::Instant::now(),
             heartbeat: pace.heartbeat.max(Duration::from_millis(100)),
             stall_patience: pace.stall_patience,
+            turn: Arc::default(),
         };
         let result = tokio::select! {
             r = w.run() => r,
@@ -191,6 +192,9 @@ struct Watcher {
     heartbeat: Duration,
     /// See [`Pace::stall_patience`].
     stall_patience: Duration,
+    /// The job's turn to consult the store, shared with its other watchers here once
+    /// subscribed.
+    turn: Arc<JobTurn>,
 }
 
 /// Whether the watcher is done.
@@ -208,6 +212,7 @@ impl Watcher {
             .subscribe(self.job_id)
             .await
             .map_err(unavailable)?;
+        self.turn = live.turn();
         if self.catch_up().await? == Done::Yes {
             return Ok(());
         }

@@ -1,7 +1,10 @@
 //! What live watchers of a job get: its events as published, each encoded once and shared,
 //! through a [`Subscription`].
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -41,16 +44,59 @@ impl Published {
     }
 }
 
+/// What the live watchers of one job in this process share besides the feed: the turn of
+/// the job's periodic check (see [`JobTurn::take_turn`]). Each hub keeps one per watched
+/// job and hands it to every subscription of that job.
+#[derive(Debug, Default)]
+pub struct JobTurn {
+    /// When a watcher last took the turn.
+    taken: Mutex<Option<Instant>>,
+}
+
+impl JobTurn {
+    /// Whether the caller should do the job's periodic check now: `true` for the first of
+    /// the job's watchers in this process to ask within each `every`, `false` for the others,
+    /// which rely on that one's check (what it finds reaches them through the log). A hundred
+    /// watchers of a quiet job cost one check per `every`, not a hundred.
+    pub fn take_turn(&self, every: Duration) -> bool {
+        let mut taken = self
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if taken.is_some_and(|t| now.duration_since(t) < every) {
+            return false;
+        }
+        *taken = Some(now);
+        true
+    }
+}
+
 /// A live feed of one job's events; unsubscribes when dropped.
 pub struct Subscription {
     rx: broadcast::Receiver<Live>,
+    turn: Arc<JobTurn>,
     _guard: Box<dyn Send + Sync>,
 }
 
 impl Subscription {
-    /// A feed from a broadcast receiver; `guard` is dropped with it.
-    pub fn new(rx: broadcast::Receiver<Live>, guard: Box<dyn Send + Sync>) -> Subscription {
-        Subscription { rx, _guard: guard }
+    /// A feed from a broadcast receiver, sharing `turn` with the job's other watchers in this
+    /// process; `guard` is dropped with it.
+    pub fn new(
+        rx: broadcast::Receiver<Live>,
+        turn: Arc<JobTurn>,
+        guard: Box<dyn Send + Sync>,
+    ) -> Subscription {
+        Subscription {
+            rx,
+            turn,
+            _guard: guard,
+        }
+    }
+
+    /// The job's turn, shared with its other watchers in this process.
+    pub fn turn(&self) -> Arc<JobTurn> {
+        self.turn.clone()
     }
 
     /// The next live item; `Resync` after a lag. `None` when the feed ended (shutdown).
@@ -62,3 +108,6 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

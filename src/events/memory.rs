@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 
 use super::{
     Appended, CancelCheck, CancelRequest, Closed, Codec, Error, Event, EventLog, Extras, Fence,
-    Live, LogRead, Subscription, check_close,
+    JobTurn, Live, LogRead, Subscription, check_close,
 };
 use crate::{job::JobId, progress::JobProgress};
 
@@ -73,6 +73,7 @@ struct Snapshot {
 /// Live watchers of one job.
 struct Watched {
     tx: broadcast::Sender<Live>,
+    turn: Arc<JobTurn>,
     watchers: usize,
 }
 
@@ -317,20 +318,21 @@ impl EventLog for MemoryEventLog {
     }
 
     async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error> {
-        let rx = {
+        let (rx, turn) = {
             let mut state = self.state();
             let w = state.watched.entry(job_id).or_insert_with(|| Watched {
                 tx: broadcast::channel(LIVE_BUFFER).0,
+                turn: Arc::default(),
                 watchers: 0,
             });
             w.watchers += 1;
-            w.tx.subscribe()
+            (w.tx.subscribe(), w.turn.clone())
         };
         let guard = Unwatch {
             state: self.state.clone(),
             job_id,
         };
-        Ok(Subscription::new(rx, Box::new(guard)))
+        Ok(Subscription::new(rx, turn, Box::new(guard)))
     }
 
     async fn restart(

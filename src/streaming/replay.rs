@@ -50,7 +50,12 @@ impl Watcher {
                     }
                 }
                 // The store is only consulted to repair a lost terminal event: while it is
-                // down, the live log keeps flowing.
+                // down, the live log keeps flowing. One of the job's watchers here consults it
+                // at a time (twice per IDLE_CHECK at most), for all of them: a repair reaches
+                // the others through the log.
+                if !self.turn.take_turn(IDLE_CHECK / 2) {
+                    return Ok(Done::No);
+                }
                 let job = match self.store.get_job(self.job_id).await {
                     Ok(Some(job)) => job,
                     Ok(None) | Err(_) => return Ok(Done::No),

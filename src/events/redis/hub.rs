@@ -21,7 +21,7 @@ use messages::dispatch;
 
 use super::LIVE_BUFFER;
 use crate::{
-    events::{Codec, Error, Live, Subscription},
+    events::{Codec, Error, JobTurn, Live, Subscription},
     job::JobId,
     redis::Redis,
 };
@@ -62,6 +62,8 @@ struct HubInner {
 
 struct Watched {
     tx: broadcast::Sender<Live>,
+    /// Shared by the job's subscriptions (see [`JobTurn::take_turn`]).
+    turn: Arc<JobTurn>,
     watchers: usize,
     /// Whether the job's channel is subscribed and the job marked watched: until then a
     /// new watcher waits, so that no watcher reads the log before appends are published to it.
@@ -142,18 +144,19 @@ impl Hub {
 
     pub(super) async fn subscribe(&self, job_id: JobId) -> Result<Subscription, Error> {
         let inner = &self.inner;
-        let (rx, ready) = {
+        let (rx, turn, ready) = {
             let mut jobs = inner
                 .jobs
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let w = jobs.entry(job_id).or_insert_with(|| Watched {
                 tx: broadcast::channel(LIVE_BUFFER).0,
+                turn: Arc::default(),
                 watchers: 0,
                 ready: false,
             });
             w.watchers += 1;
-            (w.tx.subscribe(), w.ready)
+            (w.tx.subscribe(), w.turn.clone(), w.ready)
         };
         let guard = Unwatch {
             hub: inner.clone(),
@@ -178,7 +181,7 @@ impl Hub {
                 Err(_) => return Err(Error::Unavailable("event hub: subscription lost".into())),
             }
         }
-        Ok(Subscription::new(rx, Box::new(guard)))
+        Ok(Subscription::new(rx, turn, Box::new(guard)))
     }
 
     /// Applies every waiting (un)subscription with one UNSUBSCRIBE, one SUBSCRIBE and one
