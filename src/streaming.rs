@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod outbox;
 mod replay;
+mod tail;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
 
+use tail::Tail;
+
 use crate::{
     events::{
-        Event, EventKind, EventLog, JobTurn, Live,
+        Event, EventKind, EventLog, JobTurn,
         event::{Cancelled, Completed, Failed, Heartbeat},
         is_terminal,
     },
@@ -53,7 +56,7 @@ pub const CATCH_UP_PAGE: usize = 256;
 /// (`llmjobs.v1.JobEvent`; a live event's is shared with every other watcher of the job in
 /// this process), then the status that ended it, if any. `api::frames` sends them as they
 /// are.
-pub type EventStream = outbox::Drain<Bytes>;
+pub type EventStream = outbox::Drain<Bytes, Tail>;
 
 /// How a watcher's stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +88,7 @@ pub fn follow<K: Send + 'static>(
     keep: K,
     metrics: &crate::metrics::Metrics,
 ) -> (EventStream, tokio::task::JoinHandle<Ended>) {
-    let (tx, rx) = outbox::outbox(WATCHER_BUFFER_BYTES);
+    let (tx, rx) = outbox::with_source(WATCHER_BUFFER_BYTES);
     // A token of its own: waiting on the server's shared one locked that token's one mutex
     // every time any watcher woke.
     let shutdown = shutdown.child_token();
@@ -185,8 +188,9 @@ struct Watcher {
     events: Arc<dyn EventLog>,
     job_id: JobId,
     last: u64,
-    tx: outbox::Outbox<Bytes>,
-    /// When the client last got anything (heartbeats included).
+    tx: outbox::Outbox<Bytes, Tail>,
+    /// When the client last got anything (heartbeats included; for events its stream pulled
+    /// from the lent tail, as of the tick that saw them pulled).
     last_sent: tokio::time::Instant,
     /// Longest silence towards the client before a heartbeat event.
     heartbeat: Duration,
@@ -207,7 +211,7 @@ enum Done {
 impl Watcher {
     async fn run(&mut self) -> Result<(), Stop> {
         // Subscribe before reading so nothing falls between the replay and the live feed.
-        let mut live = self
+        let live = self
             .events
             .subscribe(self.job_id)
             .await
@@ -216,55 +220,88 @@ impl Watcher {
         if self.catch_up().await? == Done::Yes {
             return Ok(());
         }
-        // One timer for the watcher's life, re-armed on its ticks only: a timer made and
-        // dropped for every event was a lock of the runtime's timer wheel per event per
-        // watcher. The log is re-read after two ticks without a live item (a silence of
-        // between one and two ticks, at most `IDLE_CHECK`); a heartbeat goes out once the
-        // client has had nothing for `heartbeat`.
+        // From here the stream pulls live events from the tail itself; this task wakes only
+        // when the tail hands itself back, on its ticks, and when the client leaves.
+        self.tx.lend(Tail::new(live, self.last));
+        let back = self.tx.handed_back();
+        // One timer for the watcher's life, re-armed on its ticks only. The log is re-read
+        // after two ticks in which the stream pulled nothing (a silence of between one and
+        // two ticks, at most `IDLE_CHECK`; for a client that stopped reading, this is what
+        // queues the events it missed, and so what ends it once its queue stays full); a
+        // heartbeat goes out once the client has had nothing for `heartbeat`.
         let tick = IDLE_CHECK.min(self.heartbeat) / 2;
         let wake = tokio::time::sleep(tick);
         tokio::pin!(wake);
         let mut quiet_ticks = 0u8;
+        let mut pulled = self.tx.pulled();
         let closed = self.tx.gone().cancelled_owned();
         tokio::pin!(closed);
         loop {
-            let item = tokio::select! {
-                item = live.recv() => item,
+            tokio::select! {
+                () = back.notified() => {
+                    if self.resume(false).await? == Done::Yes {
+                        return Ok(());
+                    }
+                }
                 () = &mut wake => {
-                    quiet_ticks += 1;
+                    let now = self.tx.pulled();
+                    if now != pulled {
+                        pulled = now;
+                        quiet_ticks = 0;
+                        self.last_sent = tokio::time::Instant::now();
+                    } else {
+                        quiet_ticks += 1;
+                    }
                     if quiet_ticks >= 2 {
                         quiet_ticks = 0;
-                        if self.catch_up().await? == Done::Yes {
+                        if self.resume(true).await? == Done::Yes {
                             return Ok(());
                         }
                     }
                     if self.last_sent.elapsed() >= self.heartbeat {
+                        let tail = self.take_tail()?;
                         self.heartbeat().await?;
+                        self.tx.lend(tail);
                     }
                     let next = (tokio::time::Instant::now() + tick).min(self.last_sent + self.heartbeat);
                     wake.as_mut().reset(next);
-                    continue;
                 }
                 () = &mut closed => return Err(Stop::Gone),
-            };
-            quiet_ticks = 0;
-            match item {
-                Some(Live::Event(p)) if p.event().sequence <= self.last => {}
-                Some(Live::Event(p)) if p.event().sequence == self.last + 1 => {
-                    let (sequence, terminal) = (p.event().sequence, is_terminal(p.event()));
-                    if self.send_encoded(sequence, terminal, p.encoded()).await? == Done::Yes {
-                        return Ok(());
-                    }
-                }
-                // A gap (a missed message) or a resync request: the log has everything.
-                Some(_) => {
-                    if self.catch_up().await? == Done::Yes {
-                        return Ok(());
-                    }
-                }
-                None => return Err(unavailable("live feed closed")),
             }
         }
+    }
+
+    /// Takes the tail back from the stream, with the sequence it reached.
+    fn take_tail(&mut self) -> Result<Tail, Stop> {
+        let tail = self
+            .tx
+            .reclaim()
+            .ok_or_else(|| unavailable("watcher: the live tail was not lent"))?;
+        self.last = tail.last;
+        Ok(tail)
+    }
+
+    /// Takes the tail back and acts on why it stopped (or on a quiet spell, with `reread`):
+    /// ends after the terminal event, catches up from the log after a gap, then lends the
+    /// tail again. A stale notice (the tail was taken back since) only lends it again.
+    async fn resume(&mut self, reread: bool) -> Result<Done, Stop> {
+        let mut tail = self.take_tail()?;
+        match tail.stop.take() {
+            Some(tail::Stop::Terminal) => return Ok(Done::Yes),
+            Some(tail::Stop::Closed) => return Err(unavailable("live feed closed")),
+            Some(tail::Stop::Behind) => {}
+            None if reread => {}
+            None => {
+                self.tx.lend(tail);
+                return Ok(Done::No);
+            }
+        }
+        if self.catch_up().await? == Done::Yes {
+            return Ok(Done::Yes);
+        }
+        tail.last = self.last;
+        self.tx.lend(tail);
+        Ok(Done::No)
     }
 
     /// Sends an event read from a log or made here (encoded for this watcher alone).

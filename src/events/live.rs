@@ -3,11 +3,14 @@
 
 use std::{
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use futures::Stream;
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{Codec, Event};
 
@@ -74,7 +77,7 @@ impl JobTurn {
 
 /// A live feed of one job's events; unsubscribes when dropped.
 pub struct Subscription {
-    rx: broadcast::Receiver<Live>,
+    rx: BroadcastStream<Live>,
     turn: Arc<JobTurn>,
     _guard: Box<dyn Send + Sync>,
 }
@@ -88,7 +91,7 @@ impl Subscription {
         guard: Box<dyn Send + Sync>,
     ) -> Subscription {
         Subscription {
-            rx,
+            rx: BroadcastStream::new(rx),
             turn,
             _guard: guard,
         }
@@ -101,11 +104,18 @@ impl Subscription {
 
     /// The next live item; `Resync` after a lag. `None` when the feed ended (shutdown).
     pub async fn recv(&mut self) -> Option<Live> {
-        match self.rx.recv().await {
-            Ok(live) => Some(live),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Live::Resync),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Subscription::recv`] for a caller that polls: the next live item, `Resync` after a
+    /// lag, `None` when the feed ended; `Pending` registers `cx`'s waker.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Live>> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll_next(cx)
+            .map(|item| match item? {
+                Ok(live) => Some(live),
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(Live::Resync),
+            })
     }
 }
 

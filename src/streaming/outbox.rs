@@ -11,6 +11,11 @@
 //! The stream's final status travels beside the queue, not in it: a stream that ends because
 //! its queue is full can still end with a status instead of a silent OK, as soon as the
 //! client reads again.
+//!
+//! The sender may also lend the receiver a [`Source`] to pull from itself while nothing is
+//! queued ([`Outbox::lend`]): a live feed then reaches the client with no task of the
+//! sender's woken and no queue between. Items queued always go first, and a source that
+//! needs its sender hands itself back ([`Outbox::handed_back`]).
 
 use std::{
     collections::VecDeque,
@@ -21,7 +26,7 @@ use std::{
 };
 
 use futures::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -34,8 +39,24 @@ pub enum Refused {
     Stalled,
 }
 
+/// Items the receiving half pulls itself while nothing is queued (see [`Outbox::lend`]).
+pub trait Source<T>: Send {
+    /// The next item; `Ready(None)` once the source needs its sender (it is then not polled
+    /// again until lent anew); `Pending` registers `cx`'s waker.
+    fn poll_pull(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>>;
+}
+
+/// No source: the outbox is a plain queue.
+pub enum NoSource {}
+
+impl<T> Source<T> for NoSource {
+    fn poll_pull(&mut self, _: &mut Context<'_>) -> Poll<Option<T>> {
+        match *self {}
+    }
+}
+
 /// What the two halves share.
-struct State<T> {
+struct State<T, S> {
     queue: VecDeque<(T, OwnedSemaphorePermit)>,
     /// The status that ends the stream, once the sender has ended it.
     end: Option<Status>,
@@ -43,23 +64,31 @@ struct State<T> {
     done: bool,
     /// The receiver waiting for the next item.
     waker: Option<Waker>,
+    /// The source lent to the receiver, until the sender takes it back.
+    source: Option<S>,
+    /// The lent source asked for its sender.
+    handed_back: bool,
+    /// Items the receiver has pulled from sources.
+    pulled: u64,
 }
 
-struct Shared<T> {
-    state: Mutex<State<T>>,
+struct Shared<T, S> {
+    state: Mutex<State<T, S>>,
     /// Cancelled when the receiving half is dropped (the client went away).
     gone: CancellationToken,
+    /// Notified when the lent source hands itself back.
+    back: Arc<Notify>,
 }
 
-impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+impl<T, S> Shared<T, S> {
+    fn lock(&self) -> MutexGuard<'_, State<T, S>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends the sending side with `status` (after the queued items, or instead of them with
-    /// `drop_queued`), and wakes the receiver.
+    /// `drop_queued`), drops the lent source, and wakes the receiver.
     fn finish(&self, status: Option<Status>, drop_queued: bool) {
-        let waker = {
+        let (waker, _source) = {
             let mut state = self.lock();
             if drop_queued {
                 state.queue.clear();
@@ -68,7 +97,7 @@ impl<T> Shared<T> {
                 state.end = status;
             }
             state.done = true;
-            state.waker.take()
+            (state.waker.take(), state.source.take())
         };
         if let Some(w) = waker {
             w.wake();
@@ -77,21 +106,27 @@ impl<T> Shared<T> {
 }
 
 /// The sending half: owned by the watcher task.
-pub struct Outbox<T> {
-    shared: Arc<Shared<T>>,
+pub struct Outbox<T, S: Source<T> = NoSource> {
+    shared: Arc<Shared<T, S>>,
     room: Arc<Semaphore>,
     budget: u32,
 }
 
-/// The receiving half, handed to tonic as the response stream: yields the queued items, then
-/// the final status when one was set.
-pub struct Drain<T> {
-    shared: Arc<Shared<T>>,
+/// The receiving half, handed to tonic as the response stream: yields the queued items (and
+/// while none are queued, those of the lent source), then the final status when one was set.
+pub struct Drain<T, S: Source<T> = NoSource> {
+    shared: Arc<Shared<T, S>>,
     finished: bool,
 }
 
 /// A queue of at most `budget_bytes` (clamped to 1..=`u32::MAX`) bytes of items.
 pub fn outbox<T>(budget_bytes: usize) -> (Outbox<T>, Drain<T>) {
+    with_source(budget_bytes)
+}
+
+/// [`outbox`], whose sender may lend its receiver a source of type `S` (see
+/// [`Outbox::lend`]).
+pub fn with_source<T, S: Source<T>>(budget_bytes: usize) -> (Outbox<T, S>, Drain<T, S>) {
     let budget = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -99,8 +134,12 @@ pub fn outbox<T>(budget_bytes: usize) -> (Outbox<T>, Drain<T>) {
             end: None,
             done: false,
             waker: None,
+            source: None,
+            handed_back: false,
+            pulled: 0,
         }),
         gone: CancellationToken::new(),
+        back: Arc::new(Notify::new()),
     });
     (
         Outbox {
@@ -115,7 +154,7 @@ pub fn outbox<T>(budget_bytes: usize) -> (Outbox<T>, Drain<T>) {
     )
 }
 
-impl<T> Outbox<T> {
+impl<T, S: Source<T>> Outbox<T, S> {
     /// Bytes the queue may hold.
     pub fn budget(&self) -> usize {
         self.budget as usize
@@ -163,6 +202,39 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Lends `source` to the receiver, which pulls from it whenever nothing is queued, until
+    /// the source hands itself back or the sender [`Outbox::reclaim`]s it.
+    pub fn lend(&self, source: S) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.source = Some(source);
+            state.handed_back = false;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes the lent source back (`None` when none is lent): the receiver pulls nothing
+    /// more from it.
+    pub fn reclaim(&self) -> Option<S> {
+        let mut state = self.shared.lock();
+        state.handed_back = false;
+        state.source.take()
+    }
+
+    /// Notified when the lent source hands itself back (see [`Source::poll_pull`]); a
+    /// notification may also be stale (the source was reclaimed meanwhile).
+    pub fn handed_back(&self) -> Arc<Notify> {
+        self.shared.back.clone()
+    }
+
+    /// How many items the receiver has pulled from lent sources.
+    pub fn pulled(&self) -> u64 {
+        self.shared.lock().pulled
+    }
+
     /// Resolves when the client has gone away.
     pub async fn closed(&self) {
         self.shared.gone.cancelled().await
@@ -187,7 +259,7 @@ impl<T> Outbox<T> {
     }
 }
 
-impl<T> Drop for Outbox<T> {
+impl<T, S: Source<T>> Drop for Outbox<T, S> {
     fn drop(&mut self) {
         // Ended without a status (after the terminal event, or the client left): the stream
         // ends quietly once the queue is drained. A status set before stays.
@@ -195,13 +267,13 @@ impl<T> Drop for Outbox<T> {
     }
 }
 
-impl<T> Drop for Drain<T> {
+impl<T, S: Source<T>> Drop for Drain<T, S> {
     fn drop(&mut self) {
         self.shared.gone.cancel();
     }
 }
 
-impl<T> Stream for Drain<T> {
+impl<T, S: Source<T>> Stream for Drain<T, S> {
     type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -219,7 +291,35 @@ impl<T> Stream for Drain<T> {
             self.finished = true;
             return Poll::Ready(status.map(Err));
         }
-        state.waker = Some(cx.waker().clone());
+        // Nothing queued: the lent source's next item, under the same lock, so that nothing
+        // the sender queued before lending it can come after.
+        let mut ask = false;
+        if !state.handed_back
+            && let Some(source) = state.source.as_mut()
+        {
+            match source.poll_pull(cx) {
+                Poll::Ready(Some(item)) => {
+                    state.pulled += 1;
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                Poll::Ready(None) => {
+                    state.handed_back = true;
+                    ask = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        drop(state);
+        if ask {
+            self.shared.back.notify_one();
+        }
         Poll::Pending
     }
 }

@@ -220,3 +220,81 @@ async fn a_client_that_stops_reading_is_ended_with_a_resume_point() -> anyhow::R
     );
     app.stop().await
 }
+
+/// The same for a client that stops reading while its job is still running, when the events
+/// reach its stream straight from the live feed (issue 14): the watcher notices that its
+/// stream pulls nothing, queues what the client missed from the log, and once that queue has
+/// stayed full for the stall patience ends the stream with RESOURCE_EXHAUSTED and frees the
+/// key's slot; the client's events up to there are gap-free and a resume gets the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_client_that_stops_reading_is_ended_with_a_resume_point() -> anyhow::Result<()> {
+    // About 5,000 events over five seconds: far more than the client's window and the queue.
+    let (reply, start) = Reply::held_start(5000, 1);
+    let upstream = TestUpstream::start(reply).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--stream-stall-secs", "1")
+        .arg("--client-max-open-streams", "1")
+        .start()
+        .await?;
+    let job = app.submit(request("a live answer", "gpt-4o-mini")).await?;
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let mut client = v1::job_service_client::JobServiceClient::new(crate::support::with_key(
+        narrow,
+        Some(&app.key),
+    )?);
+    let mut stalled = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner();
+    // The first event read makes sure the stream is live before the answer begins.
+    let first_event = stalled.message().await?.expect("the queued event");
+    start.add_permits(1);
+    // The stalled stream lets go of the key's only slot while the client still reads nothing;
+    // this watcher follows the job to its end meanwhile.
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let whole = loop {
+        match app.watch(&job.id, 0).await {
+            Ok(events) => break events,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the slot is still held");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context("the stalled stream never freed its slot")),
+        }
+    };
+    assert_well_formed(&whole, 0);
+    let mut first = vec![first_event];
+    let status = loop {
+        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
+            Ok(Some(ev)) => first.push(ev),
+            Ok(None) => anyhow::bail!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let last = first.last().map_or(0, |e| e.sequence);
+    for (i, ev) in first.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
+    }
+    let end = whole.last().map_or(0, |e| e.sequence);
+    assert!(
+        last < end,
+        "the stalled client got part of the log ({last} of {end})"
+    );
+    let rest = app.watch(&job.id, last).await?;
+    assert_well_formed(&rest, last);
+    first.extend(rest);
+    assert_eq!(
+        first, whole,
+        "what the stalled client got, then its resume, is the log"
+    );
+    app.stop().await
+}
