@@ -6,13 +6,10 @@
 //!
 //! `build.rs` names this type as the codec of the generated servers and clients.
 
-use std::marker::PhantomData;
-
-use bytes::{BufMut, Bytes};
 use prost::Message;
 use tonic::{
     Code, Status,
-    codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{BufferSettings, DecodeBuf, Decoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
@@ -49,57 +46,23 @@ where
     }
 }
 
-/// The codec of a response stream whose messages are already encoded (a job's events, see
-/// `api::frames`): each goes out as it is, into the same small buffer as [`Codec`]'s;
-/// requests of type `U` decode as with [`Codec`].
+/// tonic-prost's decoder; see [`Codec`].
 #[derive(Debug)]
-pub struct FramesCodec<U>(PhantomData<U>);
+pub struct RequestDecoder<U>(ProstDecoder<U>);
 
-impl<U> Default for FramesCodec<U> {
-    fn default() -> Self {
-        FramesCodec(PhantomData)
-    }
-}
-
-impl<U> tonic::codec::Codec for FramesCodec<U>
-where
-    U: Message + Default + Send + 'static,
-{
-    type Encode = Bytes;
-    type Decode = U;
-    type Encoder = FrameEncoder;
-    type Decoder = RequestDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        FrameEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
+impl<U> RequestDecoder<U> {
+    /// A decoder of requests of type `U`, with tonic's buffer settings (what `api::frames`
+    /// decodes the event streams' requests with).
+    pub fn new() -> RequestDecoder<U> {
         RequestDecoder(ProstDecoder::new(BufferSettings::default()))
     }
 }
 
-/// Writes messages that are already protobuf-encoded; see [`FramesCodec`].
-#[derive(Debug)]
-pub struct FrameEncoder;
-
-impl Encoder for FrameEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        encode_buffer()
+impl<U> Default for RequestDecoder<U> {
+    fn default() -> Self {
+        Self::new()
     }
 }
-
-/// tonic-prost's decoder; see [`Codec`].
-#[derive(Debug)]
-pub struct RequestDecoder<U>(ProstDecoder<U>);
 
 impl<U: Message + Default> Decoder for RequestDecoder<U> {
     type Item = U;

@@ -34,6 +34,9 @@ mod field {
     pub const REASONING_TEXT: u32 = 3;
 }
 
+/// Bytes before a message on the gRPC wire: a compressed flag and a big-endian u32 length.
+pub const GRPC_PREFIX: usize = 5;
+
 /// Length of a hyphenated UUID.
 const JOB_ID_LEN: usize = 36;
 
@@ -42,9 +45,15 @@ const JOB_ID_LEN: usize = 36;
 pub struct ProtoCodec;
 
 impl Codec for ProtoCodec {
+    /// The event as one gRPC message on the wire: the 5-byte prefix of gRPC's
+    /// length-prefixed message (compressed flag 0, then the length as a big-endian u32; the
+    /// gRPC over HTTP/2 protocol spec, "Length-Prefixed-Message"), then `llmjobs.v1.JobEvent`.
+    /// `api::frames` sends it as it is, one DATA frame shared by every watcher.
     fn encode(&self, e: &Event) -> Bytes {
-        let mut out = Vec::new();
+        let mut out = vec![0u8; GRPC_PREFIX];
         write(e, true, false, &mut out);
+        let len = u32::try_from(out.len() - GRPC_PREFIX).unwrap_or(u32::MAX);
+        out[1..GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());
         Bytes::from(out)
     }
 

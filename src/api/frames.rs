@@ -1,24 +1,30 @@
 //! `llmjobs.v1.JobService` on the wire, with its two event streams (`StreamJob`,
-//! `SubmitAndStream`) sent as the watcher holds them: already encoded, a live event once per
-//! gateway however many watchers follow its job. The generated service would take each event
-//! decoded and encode it again for every watcher; every other method goes to it unchanged.
+//! `SubmitAndStream`) sent as the watcher holds them: each event already a gRPC message on
+//! the wire, a live event encoded once per gateway however many watchers follow its job, and
+//! sent as its own DATA frame without a copy. The generated service would take each event
+//! decoded and encode it again for every watcher, and tonic's encoder would copy it into a
+//! buffer per stream; every other method goes to the generated service unchanged.
 
 use std::{
     convert::Infallible,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
 use tonic::{
     Request, Response, Status,
     body::Body,
+    codec::Streaming,
     codegen::{BoxFuture, StdError},
-    server::{Grpc, NamedService, ServerStreamingService},
+    metadata::GRPC_CONTENT_TYPE,
+    server::{NamedService, ServerStreamingService},
 };
 
 use super::{
-    codec::FramesCodec,
+    codec::RequestDecoder,
     jobs::{EventStream, JobApi},
 };
 use crate::proto::v1::{self, job_service_server::JobServiceServer};
@@ -48,26 +54,146 @@ impl JobRoutes {
         }
     }
 
-    /// One of the two event streams, served with [`FramesCodec`].
+    /// One of the two event streams: the request decoded as tonic decodes it (with
+    /// [`RequestDecoder`]), the events sent as [`Framed`] DATA frames.
     fn stream<B, M, S>(
         &self,
-        method: S,
+        mut method: S,
         req: http::Request<B>,
     ) -> BoxFuture<http::Response<Body>, Infallible>
     where
         B: tonic::codegen::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
         M: prost::Message + Default + Send + 'static,
-        S: ServerStreamingService<M, Response = Bytes> + Send + 'static,
-        S::ResponseStream: Send + 'static,
+        S: ServerStreamingService<M, Response = Bytes, ResponseStream = EventStream>
+            + Send
+            + 'static,
         S::Future: Send + 'static,
     {
         let limit = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = Grpc::new(FramesCodec::<M>::default())
-                .apply_max_message_size_config(Some(limit), None);
-            Ok(grpc.server_streaming(method, req).await)
+            let request = match unary_request::<B, M>(req, limit).await {
+                Ok(request) => request,
+                Err(status) => return Ok(status.into_http()),
+            };
+            Ok(match method.call(request).await {
+                Ok(response) => framed_response(response),
+                Err(status) => status.into_http(),
+            })
         })
+    }
+}
+
+/// The one request message of a server-streaming call, decoded as tonic's `Grpc` does it
+/// (uncompressed, at most `limit` bytes, decode errors as [`RequestDecoder`] reports them), with
+/// the request's headers and any trailers as its metadata.
+async fn unary_request<B, M>(req: http::Request<B>, limit: usize) -> Result<Request<M>, Status>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+    M: prost::Message + Default + Send + 'static,
+{
+    let (mut parts, body) = req.into_parts();
+    let mut messages = std::pin::pin!(Streaming::new_request(
+        RequestDecoder::<M>::new(),
+        body,
+        None,
+        Some(limit),
+    ));
+    let message = messages
+        .try_next()
+        .await?
+        .ok_or_else(|| Status::internal("Missing request message."))?;
+    if let Some(trailers) = messages.trailers().await? {
+        parts.headers.extend(trailers.into_headers());
+    }
+    Ok(Request::from_http(http::Request::from_parts(
+        parts, message,
+    )))
+}
+
+/// The response of an event stream: its metadata as headers, then each event as the one DATA
+/// frame it already is (see [`Framed`]).
+fn framed_response(response: Response<EventStream>) -> http::Response<Body> {
+    let (metadata, events, extensions) = response.into_parts();
+    let mut res = http::Response::new(Body::new(Framed {
+        events,
+        ended: false,
+    }));
+    *res.version_mut() = http::Version::HTTP_2;
+    *res.headers_mut() = metadata.into_headers();
+    res.headers_mut()
+        .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    *res.extensions_mut() = extensions;
+    res
+}
+
+/// A watcher's events as HTTP/2 DATA frames, then the trailers with the stream's status.
+/// Each event's bytes are already a gRPC message on the wire (`api::event_codec`), shared
+/// by every watcher of a live event, so each goes out as it is: no copy, no buffer per
+/// stream (tonic's encoder copied every event into one). When several are ready at once (a
+/// catch-up), they go out together, copied into one frame of up to [`BATCH_BYTES`].
+struct Framed {
+    events: EventStream,
+    ended: bool,
+}
+
+/// Most bytes of events sent in one DATA frame when several are ready at once.
+const BATCH_BYTES: usize = 16 * 1024;
+
+impl Framed {
+    /// The trailers that end the stream: `status`, or OK.
+    fn end(&mut self, status: Option<Status>) -> Result<http::HeaderMap, Status> {
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        status
+            .unwrap_or_else(|| Status::ok(""))
+            .add_header(&mut trailers)?;
+        Ok(trailers)
+    }
+}
+
+impl http_body::Body for Framed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let first = match std::task::ready!(self.events.poll_next_unpin(cx)) {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(status)) => {
+                return Poll::Ready(Some(self.end(Some(status)).map(http_body::Frame::trailers)));
+            }
+            None => return Poll::Ready(Some(self.end(None).map(http_body::Frame::trailers))),
+        };
+        // More ready now (a catch-up): one frame for them all; else the event as it is.
+        let mut batch: Option<BytesMut> = None;
+        while batch.as_ref().map_or(first.len(), BytesMut::len) < BATCH_BYTES {
+            match self.events.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(more))) => {
+                    let b = batch.get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(BATCH_BYTES);
+                        b.extend_from_slice(&first);
+                        b
+                    });
+                    b.extend_from_slice(&more);
+                }
+                // The end (or the status) is seen again at the next poll: the stream keeps it.
+                _ => break,
+            }
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(
+            batch.map_or(first, BytesMut::freeze),
+        ))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 
@@ -124,3 +250,6 @@ impl ServerStreamingService<v1::SubmitJobRequest> for SubmitAndStream {
         Box::pin(async move { api.submit_and_stream_frames(request).await })
     }
 }
+
+#[cfg(test)]
+mod tests;

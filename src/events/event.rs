@@ -177,7 +177,8 @@ pub struct DecodeError(pub String);
 /// `llmjobs.v1.JobProgress`), implemented in `crate::api`. Event logs store and publish these
 /// bytes, and watchers are sent them as they are.
 pub trait Codec: Send + Sync + 'static {
-    /// `event` whole (sequence and job id included): what a watcher is sent.
+    /// `event` whole (sequence and job id included), as a watcher's stream carries it (the
+    /// API's codec frames it for the wire; the core passes these bytes on untouched).
     fn encode(&self, event: &Event) -> Bytes;
 
     /// `event` without its sequence and job id (the log's index and key carry them), appended

@@ -71,7 +71,15 @@ fn events_encode_as_prost_encodes_their_wire_events() {
     let codec = ProtoCodec;
     for e in samples() {
         let whole = event(&e, true);
-        assert_eq!(&codec.encode(&e)[..], whole.encode_to_vec(), "{e:?}");
+        let framed = codec.encode(&e);
+        let body = whole.encode_to_vec();
+        assert_eq!(framed[0], 0, "not compressed");
+        assert_eq!(
+            framed[1..GRPC_PREFIX],
+            u32::try_from(body.len()).expect("small").to_be_bytes(),
+            "the gRPC length prefix"
+        );
+        assert_eq!(&framed[GRPC_PREFIX..], body, "{e:?}");
         let stored = event(&e, false);
         let mut out = Vec::new();
         codec.encode_stored(&e, false, &mut out);
@@ -79,7 +87,10 @@ fn events_encode_as_prost_encodes_their_wire_events() {
         let mut out = vec![1, 2];
         codec.encode_stored(&e, true, &mut out);
         assert_eq!(out[2..], stored.encode_length_delimited_to_vec(), "{e:?}");
-        assert_eq!(codec.decode(&codec.encode(&e)).ok(), Some(e.clone()));
+        assert_eq!(
+            codec.decode(&codec.encode(&e)[GRPC_PREFIX..]).ok(),
+            Some(e.clone())
+        );
         let mut rest = &out[2..];
         let back = codec.decode_delimited(&mut rest).ok();
         assert!(rest.is_empty());

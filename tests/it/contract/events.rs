@@ -4,7 +4,7 @@
 //! of finished logs.
 
 use llm_jobs::{
-    api::event_codec::ProtoCodec,
+    api::event_codec::{GRPC_PREFIX, ProtoCodec},
     events::{
         Appended, CancelCheck, CancelRequest, Closed, Codec, Error, Event as JobEvent, EventKind,
         EventLog, Fence, Live, LogRead, Subscription, event,
@@ -894,7 +894,7 @@ async fn many_events_of_one_append_reach_a_live_watcher_in_order_and_gap_free(
         match next_live(&mut live).await? {
             Live::Event(e) if e.event().sequence == got.len() as u64 + 1 => {
                 // What watchers are sent is this event's encoding, made once.
-                assert_eq!(&ProtoCodec.decode(&e.encoded())?, e.event());
+                assert_eq!(&ProtoCodec.decode(&e.encoded()[GRPC_PREFIX..])?, e.event());
                 got.push(e.event().clone())
             }
             Live::Event(e) => anyhow::bail!(

@@ -1,0 +1,62 @@
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use super::*;
+use crate::streaming::{EventStream, outbox};
+
+fn framed() -> (outbox::Outbox<Bytes, impl outbox::Source<Bytes>>, Framed) {
+    let (tx, events): (_, EventStream) = outbox::with_source(1024);
+    (
+        tx,
+        Framed {
+            events,
+            ended: false,
+        },
+    )
+}
+
+#[tokio::test]
+async fn events_ready_together_go_in_one_frame_then_the_trailers_say_ok() {
+    let (tx, mut body) = framed();
+    for part in ["ab", "cd", "ef"] {
+        tx.send(Bytes::from(part), 2, Duration::from_secs(1))
+            .await
+            .expect("queued");
+    }
+    drop(tx);
+    let frame = body.frame().await.expect("a frame").expect("no error");
+    assert_eq!(frame.into_data().expect("data"), Bytes::from("abcdef"));
+    let trailers = body.frame().await.expect("a frame").expect("no error");
+    let trailers = trailers.into_trailers().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert!(http_body::Body::is_end_stream(&body));
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn a_single_event_goes_out_as_it_is_and_an_ending_status_becomes_the_trailers() {
+    let (tx, mut body) = framed();
+    let event = Bytes::from_static(b"\0\0\0\0\x02hi");
+    tx.send(event.clone(), event.len(), Duration::from_secs(1))
+        .await
+        .expect("queued");
+    let frame = body.frame().await.expect("a frame").expect("no error");
+    let data = frame.into_data().expect("data");
+    assert_eq!(
+        data.as_ptr(),
+        event.as_ptr(),
+        "the shared bytes, not a copy"
+    );
+    tx.end(Status::resource_exhausted("the client stopped reading"));
+    let trailers = body.frame().await.expect("a frame").expect("no error");
+    let trailers = trailers.into_trailers().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"8"[..])
+    );
+    assert!(body.frame().await.is_none());
+}
