@@ -134,6 +134,15 @@ pub(crate) async fn run(
     // and the upstream), which shares the machine with it.
     let own_pid = std::process::id();
     let cpu_before = (server.cpu_ms(), process_cpu_ms(own_pid));
+    // The delivery's window in wall-clock seconds, for a profile of that window alone:
+    // `perf record -k realtime …`, then `perf report --time START,END` (BENCHMARKS.md).
+    let window = |edge: &str| {
+        eprintln!(
+            "fan-out delivery {edge}: {:.6}",
+            chrono::Utc::now().timestamp_micros() as f64 / 1e6
+        )
+    };
+    window("start");
     start.add_permits(scale.fanout_jobs);
     let mut lags = Vec::new();
     let mut complete = 0;
@@ -149,6 +158,7 @@ pub(crate) async fn run(
         delivered += d;
     }
     let cpu_after = (server.cpu_ms(), process_cpu_ms(own_pid));
+    window("end");
     let per_event_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(b), Some(a)) if delivered > 0 => (a - b) * 1000.0 / delivered as f64,
         _ => f64::NAN,
