@@ -107,6 +107,7 @@ pub fn follow<K: Send + 'static>(
             heartbeat: pace.heartbeat.max(Duration::from_millis(100)),
             stall_patience: pace.stall_patience,
             turn: Arc::default(),
+            newest_read: None,
         };
         let result = tokio::select! {
             r = w.run() => r,
@@ -199,6 +200,8 @@ struct Watcher {
     /// The job's turn to consult the store, shared with its other watchers here once
     /// subscribed.
     turn: Arc<JobTurn>,
+    /// The time of the newest event this watcher read from the log itself.
+    newest_read: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Whether the watcher is done.
@@ -307,6 +310,9 @@ impl Watcher {
     /// Sends an event read from a log or made here (encoded for this watcher alone).
     async fn send(&mut self, ev: Event) -> Result<Done, Stop> {
         let (sequence, terminal) = (ev.sequence, is_terminal(&ev));
+        if self.newest_read.is_none_or(|t| ev.time > t) {
+            self.newest_read = Some(ev.time);
+        }
         let encoded = self.events.codec().encode(&ev);
         self.send_encoded(sequence, terminal, encoded).await
     }

@@ -53,7 +53,10 @@ impl Watcher {
                 // down, the live log keeps flowing. One of the job's watchers here consults it
                 // at a time (twice per IDLE_CHECK at most), for all of them: a repair reaches
                 // the others through the log.
-                if !self.turn.take_turn(IDLE_CHECK / 2) {
+                // Nor is it while the log's newest event is younger than IDLE_CHECK: a job
+                // that ended after it cannot have ended long enough ago to be repaired (a
+                // job just submitted, followed by `SubmitAndStream`, never asks the store).
+                if self.log_is_recent() || !self.turn.take_turn(IDLE_CHECK / 2) {
                     return Ok(Done::No);
                 }
                 let job = match self.store.get_job(self.job_id).await {
@@ -81,6 +84,15 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Whether an event this watcher read from the log is younger than [`IDLE_CHECK`]: every
+    /// event a job's log holds was appended before the job ended, so such a job ended (if it
+    /// did) too recently for [`Watcher::repair_terminal`] to act.
+    fn log_is_recent(&self) -> bool {
+        let recent = chrono::Duration::from_std(IDLE_CHECK).unwrap_or_default();
+        self.newest_read
+            .is_some_and(|t| chrono::Utc::now() - t < recent)
     }
 
     /// Up to [`CATCH_UP_PAGE`] events of the log after `last`; `None` when there is no log.

@@ -298,3 +298,51 @@ async fn a_live_client_that_stops_reading_is_ended_with_a_resume_point() -> anyh
     );
     app.stop().await
 }
+
+/// Tests that edit Redis (filtered out of the embedded pass, as `servers` above).
+mod repair {
+    pub(super) mod servers {
+        use super::super::*;
+
+        /// A job the store says has ended, whose live log lost its terminal event (its writer
+        /// died between the two): a watcher reads the log, finds no end, asks the store once the
+        /// log's newest event is older than the idle check, and writes the terminal event back
+        /// from the stored log; it and every later watcher get exactly the log they would have.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_log_that_lost_its_terminal_event_is_repaired_from_the_store()
+        -> anyhow::Result<()> {
+            crate::support::needs_servers("edits a job's live log in Redis");
+            let upstream = TestUpstream::start(Reply::slow(5, 0, 0)).await?;
+            let app = TestApp::builder()
+                .upstream(upstream.base_url())
+                .start()
+                .await?;
+            let job = app.submit(request("repair me", "gpt-4o-mini")).await?;
+            app.wait_for_job(&job.id, |j| j.status == v1::JobStatus::Completed as i32)
+                .await?;
+            let whole = app.watch(&job.id, 0).await?;
+            assert_well_formed(&whole, 0);
+            // The log loses its terminal event, as if its writer had died before appending it.
+            let mut r = app.redis().await?;
+            let key = |name: &str| format!("{}:{{{}}}:{name}", app.prefix, job.id);
+            let popped: Vec<u8> = redis::cmd("RPOP")
+                .arg(key("events"))
+                .query_async(&mut r)
+                .await?;
+            anyhow::ensure!(!popped.is_empty(), "the log had a terminal event to lose");
+            let _: i64 = redis::cmd("HDEL")
+                .arg(key("state"))
+                .arg("done")
+                .query_async(&mut r)
+                .await?;
+            // Older than the idle check (3 s), so that the repair is due at once.
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            let repaired = tokio::time::timeout(crate::support::PATIENCE, app.watch(&job.id, 0))
+                .await
+                .map_err(|_| anyhow::anyhow!("the watcher never got the job's end"))??;
+            assert_eq!(repaired, whole, "the repaired log is the log as it was");
+            assert_eq!(app.watch(&job.id, 0).await?, whole, "and stays so");
+            app.stop().await
+        }
+    }
+}
