@@ -94,6 +94,21 @@ where
     M: prost::Message + Default + Send + 'static,
 {
     let (mut parts, body) = req.into_parts();
+    // As tonic answers a compressed request to a service that accepts none: UNIMPLEMENTED,
+    // saying which encodings it accepts, so that the client can send it again uncompressed.
+    if let Some(encoding) = parts.headers.get("grpc-encoding")
+        && encoding != "identity"
+    {
+        let mut status = Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            encoding.to_str().unwrap_or("?")
+        ));
+        status.metadata_mut().insert(
+            "grpc-accept-encoding",
+            tonic::metadata::MetadataValue::from_static("identity"),
+        );
+        return Err(status);
+    }
     let mut messages = std::pin::pin!(Streaming::new_request(
         RequestDecoder::<M>::new(),
         body,
@@ -119,6 +134,7 @@ fn framed_response(response: Response<EventStream>) -> http::Response<Body> {
     let mut res = http::Response::new(Body::new(Framed {
         events,
         ended: false,
+        end_seen: None,
     }));
     *res.version_mut() = http::Version::HTTP_2;
     *res.headers_mut() = metadata.into_headers();
@@ -135,7 +151,12 @@ fn framed_response(response: Response<EventStream>) -> http::Response<Body> {
 /// catch-up), they go out together, copied into one frame of up to [`BATCH_BYTES`].
 struct Framed {
     events: EventStream,
+    /// The trailers were sent.
     ended: bool,
+    /// The stream's end, seen while a frame of events was gathered: `Some(None)` for the
+    /// quiet end, `Some(Some(status))` for one with a status. The events' stream yields it
+    /// once, so it is kept for the next poll.
+    end_seen: Option<Option<Status>>,
 }
 
 /// Most bytes of events sent in one DATA frame when several are ready at once.
@@ -164,6 +185,9 @@ impl http_body::Body for Framed {
         if self.ended {
             return Poll::Ready(None);
         }
+        if let Some(status) = self.end_seen.take() {
+            return Poll::Ready(Some(self.end(status).map(http_body::Frame::trailers)));
+        }
         let first = match std::task::ready!(self.events.poll_next_unpin(cx)) {
             Some(Ok(bytes)) => bytes,
             Some(Err(status)) => {
@@ -174,18 +198,26 @@ impl http_body::Body for Framed {
         // More ready now (a catch-up): one frame for them all; else the event as it is.
         let mut batch: Option<BytesMut> = None;
         while batch.as_ref().map_or(first.len(), BytesMut::len) < BATCH_BYTES {
-            match self.events.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(more))) => {
-                    let b = batch.get_or_insert_with(|| {
-                        let mut b = BytesMut::with_capacity(BATCH_BYTES);
-                        b.extend_from_slice(&first);
-                        b
-                    });
-                    b.extend_from_slice(&more);
+            let more = match self.events.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(more))) => more,
+                // The end comes once: the trailers go out at the next poll, after this frame.
+                Poll::Ready(Some(Err(status))) => {
+                    self.end_seen = Some(Some(status));
+                    break;
                 }
-                // The end (or the status) is seen again at the next poll: the stream keeps it.
-                _ => break,
-            }
+                Poll::Ready(None) => {
+                    self.end_seen = Some(None);
+                    break;
+                }
+                Poll::Pending => break,
+            };
+            batch
+                .get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(BATCH_BYTES);
+                    b.extend_from_slice(&first);
+                    b
+                })
+                .extend_from_slice(&more);
         }
         Poll::Ready(Some(Ok(http_body::Frame::data(
             batch.map_or(first, BytesMut::freeze),

@@ -346,3 +346,38 @@ mod repair {
         }
     }
 }
+
+/// A compressed request to an event stream is refused as to every other method: UNIMPLEMENTED,
+/// naming the encodings the server accepts, so that a client can send it again uncompressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_stream_request_is_unimplemented_like_any_other() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let mut client = app
+        .client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let id = llm_jobs::job::JobId::now_v7().to_string();
+    let stream = client
+        .stream_job(v1::StreamJobRequest {
+            job_id: id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect_err("refused");
+    let unary = client
+        .get_job(v1::GetJobRequest { job_id: id })
+        .await
+        .expect_err("refused");
+    for status in [&stream, &unary] {
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        assert_eq!(
+            status
+                .metadata()
+                .get("grpc-accept-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some("identity"),
+            "{status:?}"
+        );
+    }
+    app.stop().await
+}

@@ -12,6 +12,7 @@ fn framed() -> (outbox::Outbox<Bytes, impl outbox::Source<Bytes>>, Framed) {
         Framed {
             events,
             ended: false,
+            end_seen: None,
         },
     )
 }
@@ -57,6 +58,28 @@ async fn a_single_event_goes_out_as_it_is_and_an_ending_status_becomes_the_trail
     assert_eq!(
         trailers.get("grpc-status").map(|v| v.as_bytes()),
         Some(&b"8"[..])
+    );
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn a_status_that_ends_a_frame_of_events_is_kept_for_the_trailers() {
+    let (tx, mut body) = framed();
+    for part in ["ab", "cd"] {
+        tx.send(Bytes::from(part), 2, Duration::from_secs(1))
+            .await
+            .expect("queued");
+    }
+    // The shutdown's status, right behind queued events (seen while they are gathered).
+    tx.end(Status::unavailable("the server is shutting down"));
+    let frame = body.frame().await.expect("a frame").expect("no error");
+    assert_eq!(frame.into_data().expect("data"), Bytes::from("abcd"));
+    let trailers = body.frame().await.expect("a frame").expect("no error");
+    let trailers = trailers.into_trailers().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"14"[..]),
+        "UNAVAILABLE, not OK"
     );
     assert!(body.frame().await.is_none());
 }
