@@ -15,9 +15,10 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// The encoder's buffer: tonic allocates `buffer_size` up front for every response and keeps
 /// it while a stream lives. Its default, 8 KiB, was about a third of what a job watcher cost
-/// the gateway (BENCHMARKS.md, fan-out); an event of a job's stream is about 60 to 200 bytes,
-/// so 1 KiB holds several, and larger responses (a page of jobs) grow the buffer as needed.
-/// The yield threshold (how much is encoded before it is handed to HTTP/2) stays tonic's.
+/// the gateway (BENCHMARKS.md, fan-out); a batch stream's message is a few hundred bytes, so
+/// 1 KiB holds several, and larger responses (a page of jobs) grow the buffer as needed. (Job
+/// event streams use no encoder at all: see `api::frames`.) The yield threshold (how much is
+/// encoded before it is handed to HTTP/2) stays tonic's.
 fn encode_buffer() -> BufferSettings {
     BufferSettings::new(1024, 32 * 1024)
 }

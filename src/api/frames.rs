@@ -174,6 +174,16 @@ impl Framed {
     }
 }
 
+/// An item of the events' stream, or its end: `Err(None)` for the quiet one,
+/// `Err(Some(status))` for one with a status.
+fn next(item: Option<Result<Bytes, Status>>) -> Result<Bytes, Option<Status>> {
+    match item {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(status)) => Err(Some(status)),
+        None => Err(None),
+    }
+}
+
 impl http_body::Body for Framed {
     type Data = Bytes;
     type Error = Status;
@@ -185,39 +195,34 @@ impl http_body::Body for Framed {
         if self.ended {
             return Poll::Ready(None);
         }
-        if let Some(status) = self.end_seen.take() {
-            return Poll::Ready(Some(self.end(status).map(http_body::Frame::trailers)));
-        }
-        let first = match std::task::ready!(self.events.poll_next_unpin(cx)) {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(status)) => {
-                return Poll::Ready(Some(self.end(Some(status)).map(http_body::Frame::trailers)));
-            }
-            None => return Poll::Ready(Some(self.end(None).map(http_body::Frame::trailers))),
+        let first = match self.end_seen.take() {
+            Some(end) => Err(end),
+            None => next(std::task::ready!(self.events.poll_next_unpin(cx))),
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(end) => return Poll::Ready(Some(self.end(end).map(http_body::Frame::trailers))),
         };
         // More ready now (a catch-up): one frame for them all; else the event as it is.
         let mut batch: Option<BytesMut> = None;
         while batch.as_ref().map_or(first.len(), BytesMut::len) < BATCH_BYTES {
-            let more = match self.events.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(more))) => more,
-                // The end comes once: the trailers go out at the next poll, after this frame.
-                Poll::Ready(Some(Err(status))) => {
-                    self.end_seen = Some(Some(status));
-                    break;
-                }
-                Poll::Ready(None) => {
-                    self.end_seen = Some(None);
-                    break;
-                }
-                Poll::Pending => break,
+            let Poll::Ready(item) = self.events.poll_next_unpin(cx) else {
+                break;
             };
-            batch
-                .get_or_insert_with(|| {
-                    let mut b = BytesMut::with_capacity(BATCH_BYTES);
-                    b.extend_from_slice(&first);
-                    b
-                })
-                .extend_from_slice(&more);
+            match next(item) {
+                Ok(more) => batch
+                    .get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(BATCH_BYTES);
+                        b.extend_from_slice(&first);
+                        b
+                    })
+                    .extend_from_slice(&more),
+                // The end comes once: the trailers go out at the next poll, after this frame.
+                Err(end) => {
+                    self.end_seen = Some(end);
+                    break;
+                }
+            }
         }
         Poll::Ready(Some(Ok(http_body::Frame::data(
             batch.map_or(first, BytesMut::freeze),
