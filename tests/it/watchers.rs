@@ -137,6 +137,52 @@ fn long_answer(pieces: usize, size: usize) -> String {
     body
 }
 
+/// A `StreamJob` of `job_id` from the start, on a client that takes no more than HTTP/2's
+/// default 64 KiB window before it reads (tonic's own default window is 2 MiB, which would
+/// take a whole long answer in).
+async fn narrow_stream(
+    app: &TestApp,
+    job_id: &str,
+) -> anyhow::Result<tonic::Streaming<v1::JobEvent>> {
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let mut client = v1::job_service_client::JobServiceClient::new(crate::support::with_key(
+        narrow,
+        Some(&app.key),
+    )?);
+    Ok(client
+        .stream_job(v1::StreamJobRequest {
+            job_id: job_id.into(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner())
+}
+
+/// Reads a stalled client's stream to its end, after the events in `got`: the stream must end
+/// with RESOURCE_EXHAUSTED, and everything received (`got`) run gap-free from sequence 1.
+/// Returns the status and the last sequence received.
+async fn read_to_the_stall(
+    stalled: &mut tonic::Streaming<v1::JobEvent>,
+    got: &mut Vec<v1::JobEvent>,
+) -> anyhow::Result<(tonic::Status, u64)> {
+    let status = loop {
+        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
+            Ok(Some(ev)) => got.push(ev),
+            Ok(None) => anyhow::bail!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    for (i, ev) in got.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
+    }
+    Ok((status, got.last().map_or(0, |e| e.sequence)))
+}
+
 /// A client that stops reading holds a bounded queue: once it has stayed full for the stall
 /// patience, the watcher ends (what waited is dropped, the key's stream slot is free again
 /// while the client still reads nothing), the stream ends with RESOURCE_EXHAUSTED naming the
@@ -156,42 +202,14 @@ async fn a_client_that_stops_reading_is_ended_with_a_resume_point() -> anyhow::R
         .wait_for_job(&job.id, |j| j.status == v1::JobStatus::Completed as i32)
         .await?;
 
-    // A client that takes no more than HTTP/2's default 64 KiB window before it reads (tonic's
-    // own default window is 2 MiB, which would take the whole answer in).
-    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await?;
-    let mut client = v1::job_service_client::JobServiceClient::new(crate::support::with_key(
-        narrow,
-        Some(&app.key),
-    )?);
-    let mut stalled = client
-        .stream_job(v1::StreamJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await?
-        .into_inner();
+    let mut stalled = narrow_stream(&app, &job.id).await?;
     // Read nothing for well past the patience.
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The stalled stream no longer holds the key's only slot.
     let replay = app.watch(&job.id, 0).await?;
     assert_well_formed(&replay, 0);
     let mut first = Vec::new();
-    let status = loop {
-        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
-            Ok(Some(ev)) => first.push(ev),
-            Ok(None) => anyhow::bail!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    let last = first.last().map_or(0, |e| e.sequence);
-    for (i, ev) in first.iter().enumerate() {
-        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
-    }
+    let (status, last) = read_to_the_stall(&mut stalled, &mut first).await?;
     assert!(
         last < done.last_sequence,
         "the stalled client got only part of the log ({last} of {})",
@@ -238,22 +256,7 @@ async fn a_live_client_that_stops_reading_is_ended_with_a_resume_point() -> anyh
         .start()
         .await?;
     let job = app.submit(request("a live answer", "gpt-4o-mini")).await?;
-    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await?;
-    let mut client = v1::job_service_client::JobServiceClient::new(crate::support::with_key(
-        narrow,
-        Some(&app.key),
-    )?);
-    let mut stalled = client
-        .stream_job(v1::StreamJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await?
-        .into_inner();
+    let mut stalled = narrow_stream(&app, &job.id).await?;
     // The first event read makes sure the stream is live before the answer begins.
     let first_event = stalled.message().await?.expect("the queued event");
     start.add_permits(1);
@@ -272,18 +275,7 @@ async fn a_live_client_that_stops_reading_is_ended_with_a_resume_point() -> anyh
     };
     assert_well_formed(&whole, 0);
     let mut first = vec![first_event];
-    let status = loop {
-        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
-            Ok(Some(ev)) => first.push(ev),
-            Ok(None) => anyhow::bail!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    let last = first.last().map_or(0, |e| e.sequence);
-    for (i, ev) in first.iter().enumerate() {
-        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
-    }
+    let (_, last) = read_to_the_stall(&mut stalled, &mut first).await?;
     let end = whole.last().map_or(0, |e| e.sequence);
     assert!(
         last < end,
