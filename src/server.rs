@@ -6,6 +6,7 @@
 //! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
 //! and pass it in; [`incoming`] caps and times out the connections it accepts.
 
+pub mod coalesce;
 mod cors;
 pub mod dashboard;
 pub mod incoming;

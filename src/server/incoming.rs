@@ -22,6 +22,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tracing::warn;
 
+use super::coalesce::Coalescing;
+
 /// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, RFC 9113 §3.4). Any
 /// HTTP/1.1 request (grpc-web) is longer, and so is a TLS ClientHello.
 pub const PREFACE_BYTES: usize = 24;
@@ -81,7 +83,7 @@ pub fn guard(
                 },
             };
             Some(Ok(Guarded {
-                inner: stream,
+                inner: Coalescing::new(stream),
                 deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
                 received: 0,
                 _slot: permit,
@@ -91,10 +93,11 @@ pub fn guard(
 }
 
 /// An accepted connection: until it has sent [`PREFACE_BYTES`], a read that would wait past
-/// the handshake deadline fails with `TimedOut` instead, which ends the connection.
+/// the handshake deadline fails with `TimedOut` instead, which ends the connection. Its
+/// writes are gathered until each flush ([`Coalescing`]).
 #[derive(Debug)]
 pub struct Guarded {
-    inner: TcpStream,
+    inner: Coalescing<TcpStream>,
     deadline: Option<Pin<Box<Sleep>>>,
     received: usize,
     _slot: Option<OwnedSemaphorePermit>,
@@ -106,7 +109,7 @@ impl Connected for Guarded {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
+        self.inner.get_ref().connect_info()
     }
 }
 
