@@ -129,6 +129,44 @@ async fn submit_refuses_a_metadata_key_given_twice() -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// Flags take what a user types: a priority in any case, and negative numbers as values (a
+/// seed may be negative; a negative `--top-p` reaches the server, which refuses it naming the
+/// field, instead of being taken for an unknown flag). An empty `--model` is refused before
+/// anything is sent, rather than quietly meaning the server's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::Result<()> {
+    let app = TestApp::builder().without_worker().start().await?;
+    let job: serde_json::Value = serde_json::from_str(&app.cli(&[
+        "submit",
+        "--json",
+        "--priority",
+        "HIGH",
+        "--seed",
+        "-7",
+        "hello",
+    ])?)?;
+    assert_eq!(job["queue"], "openai-general-high", "{job}");
+    assert_eq!(job["generationConfig"]["seed"], "-7", "{job}");
+
+    let (ok, _, stderr) = app.cli_outcome(&["submit", "--top-p", "-1", "hello"])?;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("top_p"),
+        "the server names the field: {stderr}"
+    );
+    let (ok, _, stderr) = app.cli_outcome(&["submit", "--model", "", "hello"])?;
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("--model"), "{stderr}");
+
+    let page: serde_json::Value = serde_json::from_str(&app.cli(&["jobs", "--json"])?)?;
+    assert_eq!(
+        page["jobs"].as_array().map_or(0, Vec::len),
+        1,
+        "only the first was submitted: {page}"
+    );
+    app.stop().await
+}
+
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
 /// and its status code show once, a usage error does not list the key taken from the
 /// environment as a flag to pass, and an unreachable server does not repeat its cause.

@@ -9,6 +9,20 @@ use super::{
 };
 use crate::proto::v1;
 
+/// A job's priority on the command line: `llmjobs.v1.Priority` without its prefix, each
+/// with its queue (named after Horizon's, as the proto says).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PriorityArg {
+    /// Queue `openai-{job_type}-urgent`.
+    Urgent,
+    /// Queue `openai-{job_type}-high`.
+    High,
+    /// Queue `openai-{job_type}`.
+    Normal,
+    /// Queue `openai-{job_type}-low`.
+    Low,
+}
+
 /// `submit` arguments.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SubmitArgs {
@@ -24,17 +38,17 @@ pub struct SubmitArgs {
     /// Job type (one of the server's configured types).
     #[arg(long = "job-type", default_value = "general")]
     pub job_type: String,
-    /// urgent, high, normal or low.
-    #[arg(long, default_value = "normal")]
-    pub priority: String,
-    /// Model (empty: the server's default; `sim` is simulated).
-    #[arg(long, default_value = "")]
-    pub model: String,
+    /// urgent, high, normal or low (any case).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = PriorityArg::Normal)]
+    pub priority: PriorityArg,
+    /// Model (default: the server's; `sim` is simulated).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub model: Option<String>,
     /// Upper bound of output tokens.
     #[arg(long = "max-tokens")]
     pub max_tokens: Option<u32>,
     /// Sampling temperature (0..=2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Coalesce deltas (BUFFERED) instead of one event per token.
     #[arg(long)]
@@ -49,10 +63,10 @@ pub struct SubmitArgs {
     #[arg(long = "idempotency-key", default_value = "")]
     pub idempotency_key: String,
     /// Nucleus sampling (0..=1).
-    #[arg(long = "top-p")]
+    #[arg(long = "top-p", allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// Sampling seed.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<i64>,
     /// Ask for a JSON object (`response_format` json_object); the result carries it parsed.
     #[arg(long = "json-object", conflicts_with = "json_schema")]
@@ -187,14 +201,13 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 
 /// The request `a` asks for; the prompt is read from standard input when it is `-`.
 ///
-/// Errors: an unknown priority, an unreadable standard input or schema file.
+/// Errors: an unreadable standard input or schema file.
 fn request(a: SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
-    let priority = match a.priority.as_str() {
-        "urgent" => v1::Priority::Urgent,
-        "high" => v1::Priority::High,
-        "normal" => v1::Priority::Normal,
-        "low" => v1::Priority::Low,
-        other => anyhow::bail!("unknown priority {other:?} (urgent, high, normal, low)"),
+    let priority = match a.priority {
+        PriorityArg::Urgent => v1::Priority::Urgent,
+        PriorityArg::High => v1::Priority::High,
+        PriorityArg::Normal => v1::Priority::Normal,
+        PriorityArg::Low => v1::Priority::Low,
     };
     let prompt = if a.prompt == "-" {
         let mut text = String::new();
@@ -210,7 +223,7 @@ fn request(a: SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
         job_type: a.job_type,
         priority: priority.into(),
         generation_config: Some(v1::GenerationConfig {
-            model: a.model,
+            model: a.model.unwrap_or_default(),
             max_tokens: a.max_tokens,
             temperature: a.temperature,
             top_p: a.top_p,
