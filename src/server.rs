@@ -9,6 +9,7 @@
 pub mod coalesce;
 mod cors;
 pub mod dashboard;
+pub mod deadline;
 pub mod incoming;
 pub mod refusals;
 
@@ -131,6 +132,8 @@ where
         // The page and its assets; gRPC and grpc-web (POST) pass on.
         .layer(dashboard::Layer)
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside grpc-web, so that its DEADLINE_EXCEEDED trailers reach browsers too.
+        .layer(deadline::Layer)
         .layer(auth)
         .add_service(health)
         .add_service(reflection_v1)

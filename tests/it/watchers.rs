@@ -64,6 +64,55 @@ async fn a_watcher_that_joins_mid_stream_gets_replay_then_live() -> anyhow::Resu
     app.stop().await
 }
 
+/// A call's deadline holds for the whole stream: a `StreamJob` whose `grpc-timeout` passes
+/// while its job still streams ends with DEADLINE_EXCEEDED (tonic alone kept the stream open
+/// for as long as the job ran), and resuming after the last event received gets exactly the
+/// rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_its_deadline_and_resumes_without_a_gap() -> anyhow::Result<()> {
+    // About 4 s of tokens: far past the deadline, well within the test's patience.
+    let upstream = TestUpstream::start(Reply::slow(80, 10, 50)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let job = app
+        .submit(request("past the deadline", "gpt-4o-mini"))
+        .await?;
+    let mut call = tonic::Request::new(v1::StreamJobRequest {
+        job_id: job.id.clone(),
+        after_sequence: 0,
+    });
+    call.set_timeout(Duration::from_millis(800));
+    let mut stream = app.client.clone().stream_job(call).await?.into_inner();
+    let mut got = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(crate::support::PATIENCE, stream.message()).await? {
+            Ok(Some(ev)) => got.push(ev),
+            Ok(None) => anyhow::bail!("the stream ended with OK before the job: {got:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    for (i, ev) in got.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the deadline");
+    }
+    let last = got.last().map_or(0, |e| e.sequence);
+
+    let rest = app.watch(&job.id, last).await?;
+    let whole = app.watch(&job.id, 0).await?;
+    assert!(
+        rest.len() > 1,
+        "the job was still streaming at the deadline"
+    );
+    assert_eq!(
+        [got, rest].concat(),
+        whole,
+        "the events before the deadline and the rest make the whole log"
+    );
+    app.stop().await
+}
+
 /// Number of Redis pub/sub subscriptions on a job's live channel.
 pub(crate) async fn subscriptions(app: &TestApp, job_id: &str) -> anyhow::Result<i64> {
     let mut r = app.redis().await?;
