@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (id DESC);
