@@ -15,10 +15,10 @@ pub struct CleanupArgs {
     pub database: crate::config::Database,
     /// Age of the jobs to delete, with its unit: `30d`, `12h`, `90m` or `45s` (by when they
     /// ended); more than zero.
-    #[arg(long = "older-than", value_parser = parse_age)]
+    #[arg(long = "older-than", value_parser = parse_age, allow_hyphen_values = true)]
     pub older_than: std::time::Duration,
     /// Jobs deleted per statement.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub batch: i64,
     #[command(flatten)]
     #[allow(missing_docs)]

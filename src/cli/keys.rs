@@ -40,10 +40,10 @@ pub enum KeysCommand {
         #[arg(long, default_value = "")]
         name: String,
         /// This key's requests per minute (default: the server's).
-        #[arg(long = "requests-per-minute")]
+        #[arg(long = "requests-per-minute", allow_negative_numbers = true)]
         requests_per_minute: Option<u32>,
         /// This key's unfinished jobs at once (default: the server's).
-        #[arg(long = "max-concurrent-jobs")]
+        #[arg(long = "max-concurrent-jobs", allow_negative_numbers = true)]
         max_concurrent_jobs: Option<u32>,
     },
     /// List keys (prefix, tenant, role, name, limits, created, revoked); never secrets.

@@ -19,7 +19,7 @@ pub struct MonitorArgs {
     #[allow(missing_docs)]
     pub connection: Connection,
     /// Seconds between refreshes (1..=60).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     pub interval: u32,
 }
 
@@ -175,16 +175,20 @@ pub struct LoadTestArgs {
     #[allow(missing_docs)]
     pub connection: Connection,
     /// Jobs to run.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub jobs: usize,
     /// Jobs streaming at once.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub concurrency: usize,
     /// Model (`sim` and `sim-*` are simulated).
     #[arg(long, default_value = "sim")]
     pub model: String,
     /// Upper bound of output tokens per job.
-    #[arg(long = "max-tokens", default_value_t = 64)]
+    #[arg(
+        long = "max-tokens",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
     pub max_tokens: u32,
     /// Coalesce deltas (BUFFERED).
     #[arg(long)]

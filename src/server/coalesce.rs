@@ -25,9 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// four of h2's 16 KiB write buffers).
 pub const MAX_BUFFERED: usize = 64 * 1024;
 
-/// Capacity a connection keeps between flushes (16 KiB, h2's own write buffer); a burst's
-/// larger buffer is given back, so idle connections hold little.
-const RETAINED: usize = 16 * 1024;
+/// Capacity a connection keeps between flushes (4 KiB); a burst's larger buffer is given
+/// back, so that an idle connection holds little (10,000 of them: 40 MiB at most).
+const RETAINED: usize = 4 * 1024;
 
 /// An I/O object whose writes are gathered until a flush, which waits for one turn of the
 /// runtime before it writes (see the module's documentation). Reads pass straight through.
@@ -51,6 +51,12 @@ impl<T> Coalescing<T> {
     /// The wrapped I/O object.
     pub fn get_ref(&self) -> &T {
         &self.io
+    }
+
+    /// The bytes gathered and not yet written: what a connection dropped without a flush or
+    /// a shutdown would lose (see [`super::incoming::Guarded`]'s `Drop`).
+    pub fn unwritten(&self) -> &[u8] {
+        &self.out
     }
 }
 

@@ -104,6 +104,18 @@ pub struct Guarded {
     _open: crate::metrics::Connected,
 }
 
+impl Drop for Guarded {
+    /// Writes what is gathered and unwritten, without waiting: a TLS handshake refused (no
+    /// common protocol, an old TLS version, plaintext on the TLS port) queues its alert and
+    /// then drops the connection without a flush, and the client should still hear why.
+    fn drop(&mut self) {
+        let unwritten = self.inner.unwritten();
+        if !unwritten.is_empty() {
+            let _ = self.inner.get_ref().try_write(unwritten);
+        }
+    }
+}
+
 impl Connected for Guarded {
     // The plain TCP peer info, so `Request::remote_addr` keeps working (audit, rate limits).
     type ConnectInfo = TcpConnectInfo;

@@ -157,6 +157,13 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
     let (ok, _, stderr) = app.cli_outcome(&["submit", "--model", "", "hello"])?;
     assert!(!ok, "{stderr}");
     assert!(stderr.contains("--model"), "{stderr}");
+    // A negative count is a bad value of its flag, not an unknown flag.
+    let (ok, _, stderr) = app.cli_outcome(&["submit", "--max-tokens", "-1", "hello"])?;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("invalid value '-1' for '--max-tokens"),
+        "{stderr}"
+    );
 
     let page: serde_json::Value = serde_json::from_str(&app.cli(&["jobs", "--json"])?)?;
     assert_eq!(

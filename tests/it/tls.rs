@@ -5,6 +5,7 @@ use std::{path::Path, process::Command};
 
 use llm_jobs::{cli::client::Connection, proto::v1};
 use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{PATIENCE, TestApp, request};
 
@@ -169,6 +170,16 @@ mod servers {
         }
         .await;
         assert!(refused.is_err(), "plaintext must not work against TLS");
+        // ... and is told so: the refused handshake's alert reaches it before the connection
+        // closes (a TLS record of type 21, alert), although the connection is dropped without
+        // a flush.
+        let mut socket = tokio::net::TcpStream::connect(&addr).await?;
+        socket
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, socket.read_to_end(&mut answer)).await??;
+        assert_eq!(answer.first(), Some(&21), "a TLS alert: {answer:?}");
         std::fs::remove_dir_all(&dir)?;
         app.stop().await
     }

@@ -49,7 +49,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub tag: Option<String>,
     /// Jobs to show (newest first).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     pub limit: i32,
     /// Continue after a previous page (the token it printed).
     #[arg(long = "page-token", default_value = "")]

@@ -45,7 +45,7 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub model: Option<String>,
     /// Upper bound of output tokens.
-    #[arg(long = "max-tokens")]
+    #[arg(long = "max-tokens", allow_negative_numbers = true)]
     pub max_tokens: Option<u32>,
     /// Sampling temperature (0..=2).
     #[arg(long, allow_negative_numbers = true)]
@@ -82,10 +82,10 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub stop: Vec<String>,
     /// Attempts before the job fails for good (default: the server's).
-    #[arg(long = "max-attempts")]
+    #[arg(long = "max-attempts", allow_negative_numbers = true)]
     pub max_attempts: Option<u32>,
     /// Limit of one attempt in seconds (default: the server's).
-    #[arg(long = "timeout-seconds")]
+    #[arg(long = "timeout-seconds", allow_negative_numbers = true)]
     pub timeout_seconds: Option<u32>,
     /// Follow the job and print tokens as they arrive.
     #[arg(long)]

@@ -20,7 +20,7 @@ pub struct WatchArgs {
     /// The job's id.
     pub job_id: String,
     /// Resume after this sequence (0: from the start).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub after: u64,
     /// Print each event of the job's log as canonical protobuf JSON, one per line (JSON
     /// lines; heartbeats, which are not part of the log, are left out).
