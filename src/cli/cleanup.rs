@@ -83,6 +83,7 @@ fn describe(d: &Deletable, before: DateTime<Utc>) -> String {
 pub async fn run(a: CleanupArgs) -> anyhow::Result<()> {
     // Decided before the store is opened: a script without --yes changes nothing.
     let answer = a.consent.answer("delete jobs")?;
+    a.database.require_existing().map_err(anyhow::Error::msg)?;
     let store = crate::store::open(&a.database).await?;
     let before = Utc::now() - chrono::Duration::from_std(a.older_than)?;
     if answer != Answer::Given {

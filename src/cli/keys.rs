@@ -68,8 +68,13 @@ fn local() -> crate::auth::Principal {
 
 /// Runs a `keys` command.
 ///
-/// Errors: the database is unreachable, migrations fail, the key is unknown.
+/// Errors: the database is unreachable, migrations fail, the key is unknown; `list` and
+/// `revoke` on a SQLite file that does not exist.
 pub async fn run(a: KeysArgs) -> anyhow::Result<()> {
+    // Only `create` may make the store (before the server's first start).
+    if !matches!(a.command, KeysCommand::Create { .. }) {
+        a.database.require_existing().map_err(anyhow::Error::msg)?;
+    }
     if !a.database.no_migrate {
         crate::app::migrate(&a.database).await?;
     }

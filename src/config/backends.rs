@@ -114,6 +114,23 @@ impl Database {
     pub fn location(&self) -> Result<StoreLocation, String> {
         StoreLocation::parse(&self.url, &self.sqlite_path)
     }
+
+    /// For commands that work on an existing store (`cleanup`, `keys list`, `keys revoke`):
+    /// a SQLite file that does not exist is an error, not a new empty store made where the
+    /// command happened to run.
+    ///
+    /// Errors: the location is invalid ([`Database::location`]), or its SQLite file is missing
+    /// (the message says where it looked and how to name another).
+    pub fn require_existing(&self) -> Result<(), String> {
+        match self.location()? {
+            StoreLocation::Sqlite(path) if !path.exists() => Err(format!(
+                "no store at {}: run this in the directory the server runs in, or name its \
+                 database (--sqlite-path / LLMJOBS_SQLITE_PATH, --database-url / DATABASE_URL)",
+                path.display()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl From<&Database> for crate::store::Settings {

@@ -174,6 +174,39 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
     app.stop().await
 }
 
+/// `cleanup`, `keys list` and `keys revoke` work on an existing store: run where there is no
+/// SQLite file, they say where they looked, and leave no empty store behind (`cleanup` used
+/// to fail on a missing table, `keys list` to list an empty store it had just made).
+#[test]
+fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_nostore_{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for args in [
+        &["cleanup", "--older-than", "30d", "--dry-run"][..],
+        &["keys", "list"][..],
+        &["keys", "revoke", "llmj_nothing"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("LLMJOBS_SQLITE_PATH")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no store at llm-jobs.db"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(&dir)?.next().is_none(),
+        "nothing was created"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
 /// and its status code show once, a usage error does not list the key taken from the
 /// environment as a flag to pass, and an unreachable server does not repeat its cause.
