@@ -1,7 +1,10 @@
 //! The `GenerationConfig` validator (inside a `SubmitJobRequest`): the model, the sampling
 //! settings and the response format, each violation named `generation_config.*`.
 
-use super::{Rules, text::truncate};
+use super::{
+    Rules,
+    text::{truncate, truncate_to},
+};
 use crate::{
     error::FieldViolation,
     job::{GenerationParams, Limits, ResponseFormat},
@@ -12,6 +15,9 @@ const MAX_MODEL_BYTES: usize = 256;
 
 /// Longest `response_format.schema_name` (the OpenAI API's limit).
 const MAX_SCHEMA_NAME_CHARS: usize = 64;
+/// Most characters of a JSON Schema validator's message quoted in an error (it quotes the
+/// client's schema, so it is bounded too).
+const MAX_SCHEMA_ERROR_CHARS: usize = 300;
 
 /// The generation parameters of `config` (none: the defaults, on the default model), with
 /// every violation found pushed onto `v`.
@@ -170,7 +176,11 @@ fn json_schema(f: v1::ResponseFormat, limits: &Limits) -> Result<ResponseFormat,
     if let Err(e) = crate::structured::check_schema(&schema) {
         return Err(FieldViolation::new(
             field("schema"),
-            format!("not a usable JSON Schema: {}", truncate(&e)),
+            // The validator's own words, which quote the schema: enough of them to act on.
+            format!(
+                "not a usable JSON Schema: {}",
+                truncate_to(&e, MAX_SCHEMA_ERROR_CHARS)
+            ),
         ));
     }
     if f.description.len() > 1024 {

@@ -1,9 +1,20 @@
 //! What client text shown back to people may hold, and how much of it an error message
 //! quotes.
 
-/// Quotes at most 64 characters of client input in error messages.
+/// Quotes at most 64 characters of client input in error messages (see [`truncate_to`]).
 pub(crate) fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    truncate_to(s, 64)
+}
+
+/// At most `max` characters of `s`, with `…` after them when `s` was longer, so that a
+/// reader knows the message goes on.
+pub(crate) fn truncate_to(s: &str, max: usize) -> String {
+    let mut chars = s.chars();
+    let mut out: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// True when `text` holds no control characters (terminal escapes among them) and no
@@ -28,4 +39,17 @@ pub fn metadata_printable(key: &str, value: &str) -> bool {
 /// CVE-2021-42574).
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_to;
+
+    #[test]
+    fn a_cut_quote_says_so() {
+        assert_eq!(truncate_to("abcdef", 6), "abcdef");
+        assert_eq!(truncate_to("abcdefg", 6), "abcdef…");
+        assert_eq!(truncate_to("ééééé", 2), "éé…");
+        assert_eq!(truncate_to("", 3), "");
+    }
 }
