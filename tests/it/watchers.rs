@@ -86,18 +86,8 @@ async fn a_stream_ends_at_its_deadline_and_resumes_without_a_gap() -> anyhow::Re
     call.set_timeout(Duration::from_millis(800));
     let mut stream = app.client.clone().stream_job(call).await?.into_inner();
     let mut got = Vec::new();
-    let status = loop {
-        match tokio::time::timeout(crate::support::PATIENCE, stream.message()).await? {
-            Ok(Some(ev)) => got.push(ev),
-            Ok(None) => anyhow::bail!("the stream ended with OK before the job: {got:?}"),
-            Err(status) => break status,
-        }
-    };
+    let (status, last) = read_to_the_status(&mut stream, &mut got).await?;
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    for (i, ev) in got.iter().enumerate() {
-        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the deadline");
-    }
-    let last = got.last().map_or(0, |e| e.sequence);
 
     let rest = app.watch(&job.id, last).await?;
     let whole = app.watch(&job.id, 0).await?;
@@ -211,25 +201,35 @@ async fn narrow_stream(
         .into_inner())
 }
 
-/// Reads a stalled client's stream to its end, after the events in `got`: the stream must end
-/// with RESOURCE_EXHAUSTED, and everything received (`got`) run gap-free from sequence 1.
+/// Reads a stream cut short to its end, after the events in `got`: it must end with an error
+/// status before its job's end, and everything received (`got`) run gap-free from sequence 1.
 /// Returns the status and the last sequence received.
+async fn read_to_the_status(
+    stream: &mut tonic::Streaming<v1::JobEvent>,
+    got: &mut Vec<v1::JobEvent>,
+) -> anyhow::Result<(tonic::Status, u64)> {
+    let status = loop {
+        match tokio::time::timeout(crate::support::PATIENCE, stream.message()).await? {
+            Ok(Some(ev)) => got.push(ev),
+            Ok(None) => anyhow::bail!("the stream ended without a status: {got:?}"),
+            Err(status) => break status,
+        }
+    };
+    for (i, ev) in got.iter().enumerate() {
+        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to {status:?}");
+    }
+    Ok((status, got.last().map_or(0, |e| e.sequence)))
+}
+
+/// [`read_to_the_status`] of a stalled client's stream, which must end with
+/// RESOURCE_EXHAUSTED.
 async fn read_to_the_stall(
     stalled: &mut tonic::Streaming<v1::JobEvent>,
     got: &mut Vec<v1::JobEvent>,
 ) -> anyhow::Result<(tonic::Status, u64)> {
-    let status = loop {
-        match tokio::time::timeout(crate::support::PATIENCE, stalled.message()).await? {
-            Ok(Some(ev)) => got.push(ev),
-            Ok(None) => anyhow::bail!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let (status, last) = read_to_the_status(stalled, got).await?;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    for (i, ev) in got.iter().enumerate() {
-        assert_eq!(ev.sequence, i as u64 + 1, "gap-free up to the stall");
-    }
-    Ok((status, got.last().map_or(0, |e| e.sequence)))
+    Ok((status, last))
 }
 
 /// A client that stops reading holds a bounded queue: once it has stayed full for the stall
