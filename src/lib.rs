@@ -47,7 +47,7 @@
 //!   between wire (proto) and domain types.
 //! - [`health`]: probes Redis and Postgres and drives `grpc.health.v1.Health`.
 //! - [`server`]: the tonic router (grpc-web, CORS, health, reflection, the web dashboard's
-//!   embedded page) and `serve`.
+//!   embedded page, call deadlines) and `serve` (connections capped, their writes gathered).
 //! - [`app`]: composition root: configuration to running gateway and worker.
 //! - [`shutdown`]: signals to a shutdown future.
 //! - [`trace`]: the W3C trace context carried from a submitting call through the queue to the

@@ -3,8 +3,10 @@
 //! (HTTP/1.1 included; JSON encodings refused with a readable status, and posts that are not
 //! gRPC calls with 415, [`refusals`]) and CORS for browsers, authentication
 //! ([`crate::auth::layer`]) behind the grpc-web translation so both protocols pass it, and
-//! optional TLS. [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
-//! and pass it in; [`incoming`] caps and times out the connections it accepts.
+//! optional TLS. Every call's deadline (`grpc-timeout`) holds for its whole response, streams
+//! included ([`deadline`]). [`serve`] takes a bound listener and a shutdown future, so tests
+//! bind port 0 and pass it in; [`incoming`] caps and times out the connections it accepts,
+//! and [`coalesce`] gathers each one's writes until it flushes.
 
 pub mod coalesce;
 mod cors;
