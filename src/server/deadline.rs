@@ -90,8 +90,8 @@ where
             self.ended = true;
             let mut trailers = http::HeaderMap::new();
             let status = tonic::Status::deadline_exceeded(
-                "the call's deadline (grpc-timeout) passed; a job's events resume with StreamJob \
-                 and after_sequence set to the last one received",
+                "the call's deadline (grpc-timeout) passed (StreamJob with after_sequence set to \
+                 the last event received resumes a job's events)",
             );
             // The message is ASCII, so the headers always form.
             if status.add_header(&mut trailers).is_ok() {
