@@ -40,8 +40,8 @@ pub enum BatchCommand {
         #[arg(long)]
         name: Option<String>,
         /// Resubmitting with the same key within 24 h returns the first batch.
-        #[arg(long = "idempotency-key", default_value = "")]
-        idempotency_key: String,
+        #[arg(long = "idempotency-key", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        idempotency_key: Option<String>,
         /// Then follow it as `batch watch` does.
         #[arg(long)]
         watch: bool,
@@ -93,7 +93,7 @@ pub async fn run(a: BatchArgs) -> anyhow::Result<()> {
             let request = v1::SubmitBatchRequest {
                 requests,
                 display_name: name.unwrap_or_default(),
-                idempotency_key,
+                idempotency_key: idempotency_key.unwrap_or_default(),
                 ..Default::default()
             };
             // Checked here: an oversized message is cut off by the transport, which clients

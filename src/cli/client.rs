@@ -76,6 +76,12 @@ impl Connection {
     /// Errors: an unreadable CA file, a bad URL or key, or no connection.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         let url = self.url();
+        // tonic would take any other scheme as plaintext HTTP/2: `ftp://` or a mistyped
+        // `htps://` must not quietly send the key unencrypted.
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "bad server URL {url}: the scheme must be http:// or https://"
+        );
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .with_context(|| format!("bad server URL {url}"))?;
         if url.starts_with("https://") || self.ca_file.is_some() {

@@ -34,7 +34,7 @@ pub enum KeysCommand {
         tenant: String,
         /// `user` (its tenant's jobs), `admin` (also its tenant's failed jobs and audit events)
         /// or `operator` (every tenant, all of QueueAdminService).
-        #[arg(long, value_enum, default_value_t = Role::User)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Role::User)]
         role: Role,
         /// A label for humans.
         #[arg(long, default_value = "")]

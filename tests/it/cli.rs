@@ -131,8 +131,8 @@ async fn submit_refuses_a_metadata_key_given_twice() -> anyhow::Result<()> {
 
 /// Flags take what a user types: a priority in any case, and negative numbers as values (a
 /// seed may be negative; a negative `--top-p` reaches the server, which refuses it naming the
-/// field, instead of being taken for an unknown flag). An empty `--model` is refused before
-/// anything is sent, rather than quietly meaning the server's default.
+/// field, instead of being taken for an unknown flag). An empty `--model`, `--job-type` or
+/// `--idempotency-key` is refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::Result<()> {
     let app = TestApp::builder().without_worker().start().await?;
@@ -154,9 +154,13 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
         stderr.contains("top_p"),
         "the server names the field: {stderr}"
     );
-    let (ok, _, stderr) = app.cli_outcome(&["submit", "--model", "", "hello"])?;
-    assert!(!ok, "{stderr}");
-    assert!(stderr.contains("--model"), "{stderr}");
+    // An empty value is refused before anything is sent, rather than quietly meaning the
+    // default (the server's model, `general`, no key).
+    for flag in ["--model", "--job-type", "--idempotency-key"] {
+        let (ok, _, stderr) = app.cli_outcome(&["submit", flag, "", "hello"])?;
+        assert!(!ok, "{stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
     // A negative count is a bad value of its flag, not an unknown flag.
     let (ok, _, stderr) = app.cli_outcome(&["submit", "--max-tokens", "-1", "hello"])?;
     assert!(!ok, "{stderr}");
@@ -209,7 +213,8 @@ fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Resul
 
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
 /// and its status code show once, a usage error does not list the key taken from the
-/// environment as a flag to pass, and an unreachable server does not repeat its cause.
+/// environment as a flag to pass, an unreachable server does not repeat its cause, an unknown
+/// status lists the known ones, and a URL with a scheme other than http(s) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
     let app = TestApp::builder().without_worker().start().await?;
@@ -254,6 +259,27 @@ async fn cli_errors_say_what_to_do_once() -> anyhow::Result<()> {
             "a cause repeats: {stderr}"
         );
     }
+
+    // A value out of a set names the set.
+    let (ok, _, stderr) = app.cli_outcome(&["jobs", "--status", "bogus"])?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("one of queued, running, completed, failed, cancelled"),
+        "{stderr}"
+    );
+
+    // A scheme other than http or https is refused, not taken for plaintext.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["status", "0190b4d2-0000-7000-8000-000000000000"])
+        .args(["--server", &format!("ftp://{}", app.addr)])
+        .env("LLMJOBS_API_KEY", &app.key)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the scheme must be http:// or https://"),
+        "{stderr}"
+    );
     app.stop().await
 }
 

@@ -96,7 +96,8 @@ impl Embedded {
         let file = std::env::temp_dir().join(format!("llmjobs_it_restart_{id}.db"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .args(["keys", "--database-url", &Embedded::url_of(&file)])
-            .args(["create", "--tenant", "restart", "--role", "operator"])
+            // A role in any case, as users type it.
+            .args(["create", "--tenant", "restart", "--role", "Operator"])
             .args(["--name", "restart-test"])
             .env("RUST_LOG", "warn")
             .output()?;

@@ -183,7 +183,12 @@ pub async fn list(a: ListArgs) -> anyhow::Result<()> {
     let status = match a.status.as_deref() {
         None => v1::JobStatus::Unspecified,
         Some(s) => v1::JobStatus::from_str_name(&format!("JOB_STATUS_{}", s.to_uppercase()))
-            .ok_or_else(|| anyhow::anyhow!("unknown status {s:?}"))?,
+            .filter(|status| *status != v1::JobStatus::Unspecified)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown status {s:?}: one of queued, running, completed, failed, cancelled"
+                )
+            })?,
     };
     let mut client = connect(&a.connection).await?;
     let r = client

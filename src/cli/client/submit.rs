@@ -36,7 +36,11 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub system: Option<String>,
     /// Job type (one of the server's configured types).
-    #[arg(long = "job-type", default_value = "general")]
+    #[arg(
+        long = "job-type",
+        default_value = "general",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     pub job_type: String,
     /// urgent, high, normal or low (any case).
     #[arg(long, value_enum, ignore_case = true, default_value_t = PriorityArg::Normal)]
@@ -60,8 +64,8 @@ pub struct SubmitArgs {
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Idempotency key: resubmitting with it returns the first job.
-    #[arg(long = "idempotency-key", default_value = "")]
-    pub idempotency_key: String,
+    #[arg(long = "idempotency-key", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub idempotency_key: Option<String>,
     /// Nucleus sampling (0..=1).
     #[arg(long = "top-p", allow_negative_numbers = true)]
     pub top_p: Option<f32>,
@@ -246,7 +250,7 @@ fn request(a: SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
         }
         .into(),
         metadata: metadata(a.metadata)?,
-        idempotency_key: a.idempotency_key,
+        idempotency_key: a.idempotency_key.unwrap_or_default(),
         ..Default::default()
     })
 }
