@@ -32,8 +32,20 @@ impl Jobs {
     /// batch unchanged when the request is the same (a retry). Returns the batch as it is
     /// after publishing. Errors: `AlreadyExists` when the key was used for a different batch
     /// within 24 h; `Queue` (Redis down before anything was written), `Store` (UNAVAILABLE).
+    ///
+    /// Like [`Jobs::submit`], it runs to its end even when the call is dropped.
     #[instrument(skip_all, fields(batch_id = %batch.id, jobs = jobs.len()))]
     pub async fn submit_batch(
+        &self,
+        batch: NewBatch,
+        jobs: Vec<NewJob>,
+    ) -> Result<Snapshot, Error> {
+        let this = self.clone();
+        super::detach::detached(async move { this.submit_batch_now(batch, jobs).await }).await
+    }
+
+    /// [`Jobs::submit_batch`], bound to the caller's future.
+    async fn submit_batch_now(
         &self,
         batch: NewBatch,
         jobs: Vec<NewJob>,

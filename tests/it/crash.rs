@@ -405,3 +405,61 @@ mod servers {
         app.stop().await
     }
 }
+
+/// A `SubmitJob` whose deadline passes between its two writes (the job's row, then its queue
+/// entry): the client gets DEADLINE_EXCEEDED, and the submit still finishes, so the job runs
+/// at once. Before, the dropped call left the stored job for the reconciler (here an hour
+/// away), and a retry without its idempotency key made a second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test passes it)"
+)]
+async fn a_submit_cut_short_by_its_deadline_still_queues_its_job() -> anyhow::Result<()> {
+    const HELD: &str = "gpt-held-submit";
+    // Holds stored jobs of this model for a second before their queue entry; tests running
+    // beside this one are untouched.
+    #[cfg(feature = "failpoints")]
+    fail::cfg("submit-stored", &format!("return({HELD})")).map_err(anyhow::Error::msg)?;
+    let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .arg("--reconcile-secs", "3600")
+        .start()
+        .await?;
+    let mut c = app.client.clone();
+    let mut submit = request("q", HELD);
+    submit.idempotency_key = "cut-short".into();
+    let mut call = tonic::Request::new(submit.clone());
+    call.set_timeout(Duration::from_millis(200));
+    let status = c
+        .submit_job(call)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the held submit answered within its deadline"))?;
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    // The same request with its key finds the job the cut call stored.
+    let job = c
+        .submit_job(submit)
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("no job"))?;
+    let done = crate::support::wait_for_job_on(&app.client, &job.id, |j| {
+        j.status() == v1::JobStatus::Completed
+    })
+    .await?;
+    assert_eq!(done.attempts, 1, "{done:?}");
+    let result = app.result(&job.id).await?;
+    assert_eq!(
+        result.content,
+        "The queue is a line of work waiting its turn."
+    );
+    app.stop().await
+}
