@@ -77,3 +77,24 @@ async fn a_status_that_ends_a_frame_of_events_is_kept_for_the_trailers() {
     assert_eq!(next_status(&mut body).await, b"14", "UNAVAILABLE, not OK");
     assert!(body.frame().await.is_none());
 }
+
+#[tokio::test]
+async fn a_long_catch_up_goes_out_in_frames_that_stop_gathering_at_the_batch_size() {
+    let (tx, mut body) = framed();
+    let parts: Vec<Bytes> = (0..5u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 6 * 1024]))
+        .collect();
+    for part in &parts {
+        // Counted as one byte each: the queue's budget is not what this test is about.
+        tx.send(part.clone(), 1, Duration::from_secs(1))
+            .await
+            .expect("queued");
+    }
+    drop(tx);
+    let first = body.frame().await.expect("a frame").expect("no error");
+    // 6 and 12 KiB are below the batch size; the third event takes the frame past it.
+    assert_eq!(first.into_data().expect("data"), parts[..3].concat());
+    let second = body.frame().await.expect("a frame").expect("no error");
+    assert_eq!(second.into_data().expect("data"), parts[3..].concat());
+    assert_eq!(next_status(&mut body).await, b"0");
+}
