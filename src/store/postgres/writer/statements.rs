@@ -1,12 +1,12 @@
 //! The statements of one group commit ([`super`]): multi-row inserts of new jobs, one update
 //! for attempt starts, one fenced update for attempt ends plus the rows they leave.
 
-use diesel::SelectableHelper;
+use diesel::{ExpressionMethods, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{super::to_i32, End};
 use crate::{
-    job::JobId,
+    job::{JobId, JobStatus},
     store::{
         Error,
         models::{AttemptFailureRow, JobRow, ListedJobRow, NewJobRow, NewProgressRow, ResultRow},
@@ -40,34 +40,27 @@ pub(super) async fn insert_jobs<'a>(
 }
 
 /// Starts an attempt of each job still QUEUED or RUNNING, with one statement.
-///
-/// Both fenced updates here find their rows through the primary key, one probe per id
-/// (`unnest` joined on `jobs.id`), whatever the table's statistics say. Their status fence is
-/// written `(…) IS TRUE` so that it cannot be matched to `jobs_unfinished`: with the plain
-/// comparison, Postgres often chose a bitmap scan of that partial index (every queued or
-/// running job's entry, and every dead one left by the status changes since the last vacuum)
-/// ANDed with the key lookups, so each batch's cost grew with the backlog rather than with
-/// the batch. The SQL text is fixed, so the connection prepares it once.
 pub(super) async fn start_attempts(
     conn: &mut AsyncPgConnection,
     ids: impl IntoIterator<Item = JobId>,
 ) -> Result<Rows, Error> {
-    use diesel::sql_types::{Array, Timestamptz, Uuid};
     let ids: Vec<JobId> = ids.into_iter().collect();
     if ids.is_empty() {
         return Ok(Rows::new());
     }
-    let started: Vec<JobRow> = diesel::sql_query(
-        "UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, started_at = $2, \
-         updated_at = $2 \
-         FROM unnest($1::uuid[]) AS v(id) \
-         WHERE jobs.id = v.id AND (jobs.status IN ('queued', 'running')) IS TRUE \
-         RETURNING jobs.*",
-    )
-    .bind::<Array<Uuid>, _>(ids)
-    .bind::<Timestamptz, _>(chrono::Utc::now())
-    .load(conn)
-    .await?;
+    let now = chrono::Utc::now();
+    let started: Vec<JobRow> = diesel::update(jobs::table)
+        .filter(jobs::id.eq_any(ids))
+        .filter(jobs::status.eq_any([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]))
+        .set((
+            jobs::status.eq(JobStatus::Running.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::started_at.eq(now),
+            jobs::updated_at.eq(now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(conn)
+        .await?;
     Ok(by_id(started))
 }
 
@@ -103,14 +96,12 @@ pub(super) async fn end_attempts<'a>(
         c.sequences.push(e.terminal_sequence);
     }
     // Fenced: only a job still RUNNING the same attempt ends; a stale attempt writes nothing.
-    // Rows are found by key (see `start_attempts`).
     let ended: Vec<JobRow> = diesel::sql_query(
         "UPDATE jobs SET status = v.status, error_code = v.code, error_message = v.message, \
          last_sequence = coalesce(v.seq, jobs.last_sequence), finished_at = $7, updated_at = $7 \
          FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
            AS v(id, attempt, status, code, message, seq) \
-         WHERE jobs.id = v.id AND (jobs.status = 'running') IS TRUE \
-           AND jobs.attempts = v.attempt \
+         WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.attempts = v.attempt \
          RETURNING jobs.*",
     )
     .bind::<Array<Uuid>, _>(c.ids)
