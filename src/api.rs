@@ -55,6 +55,7 @@ pub mod admin;
 pub mod batches;
 pub mod codec;
 pub mod convert;
+mod disconnect;
 pub mod event_codec;
 pub mod frames;
 pub mod jobs;

@@ -10,6 +10,7 @@ mod detach;
 mod figures;
 mod progress;
 
+pub use detach::detached;
 pub use figures::with_figures;
 
 use std::sync::Arc;

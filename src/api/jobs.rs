@@ -21,7 +21,7 @@ use crate::{
 
 /// The JobService implementation.
 pub struct JobApi {
-    gateway: Jobs,
+    pub(super) gateway: Jobs,
     rules: validate::Rules,
     pace: streaming::Pace,
     guard: super::Guard,
@@ -48,19 +48,31 @@ impl JobApi {
         }
     }
 
-    async fn submit(
+    pub(super) async fn submit(
         &self,
         who: &Principal,
         req: v1::SubmitJobRequest,
         followed: bool,
     ) -> Result<crate::job::Job, Status> {
+        Ok(self
+            .gateway
+            .submit(self.prepare(who, req).await?, followed)
+            .await?)
+    }
+
+    /// The request as a job of `who`'s, validated and counted against its limits.
+    pub(super) async fn prepare(
+        &self,
+        who: &Principal,
+        req: v1::SubmitJobRequest,
+    ) -> Result<crate::job::NewJob, Status> {
         let mut job = validate::submit(req, &self.rules).map_err(Error::InvalidArgument)?;
         job.tenant = who.tenant.clone();
         // The attempts continue the trace of this call's span (see `crate::trace`).
         job.trace_context = crate::trace::carry(&tracing::Span::current());
         self.guard.store_prompt_as_configured(&mut job);
         self.guard.limiter.reserve_jobs(who, &[job.id]).await?;
-        Ok(self.gateway.submit(job, followed).await?)
+        Ok(job)
     }
 
     /// The job, when `who` may access it. Errors: NOT_FOUND (unknown or another tenant's),
@@ -104,11 +116,10 @@ impl JobApi {
             // Before the submit: a refused stream must not leave a job behind.
             let slot = self.guard.limiter.open_stream(&who)?;
             let req = request.into_inner();
-            let cancel_on_disconnect = req.cancel_on_disconnect;
-            let job = self.submit(&who, req, true).await?;
+            let (job, disconnect) = self.submit_followed(&who, req).await?;
             tracing::Span::current().record("job_id", job.id.to_string());
             let (stream, ended) = self.follow(job.id, 0, slot);
-            if cancel_on_disconnect {
+            if let Some(disconnect) = disconnect {
                 let gateway = self.gateway.clone();
                 tokio::spawn(async move {
                     if let Ok(Ended::ClientGone) = ended.await
@@ -117,6 +128,7 @@ impl JobApi {
                         tracing::warn!(job_id = %job.id, error = %e, "cancel on disconnect failed");
                     }
                 });
+                disconnect.handed_over();
             }
             Ok(Response::new(stream))
         }

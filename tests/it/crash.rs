@@ -416,11 +416,7 @@ mod servers {
     ignore = "needs the failpoints feature (scripts/test passes it)"
 )]
 async fn a_submit_cut_short_by_its_deadline_still_queues_its_job() -> anyhow::Result<()> {
-    const HELD: &str = "gpt-held-submit";
-    // Holds stored jobs of this model for a second before their queue entry; tests running
-    // beside this one are untouched.
-    #[cfg(feature = "failpoints")]
-    fail::cfg("submit-stored", &format!("return({HELD})")).map_err(anyhow::Error::msg)?;
+    hold_submits()?;
     let upstream = TestUpstream::start(Reply::fixture("basic.sse")).await?;
     let app = TestApp::builder()
         .upstream(upstream.base_url())
@@ -461,5 +457,64 @@ async fn a_submit_cut_short_by_its_deadline_still_queues_its_job() -> anyhow::Re
         result.content,
         "The queue is a line of work waiting its turn."
     );
+    app.stop().await
+}
+
+/// The model whose submits `hold_submits` holds.
+const HELD: &str = "gpt-held-submit";
+
+/// Holds stored jobs of [`HELD`] for a second before their queue entry (the same setting
+/// for every test that uses it); tests running beside these are untouched.
+fn hold_submits() -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::cfg("submit-stored", &format!("return({HELD})")).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// A `SubmitAndStream` with `cancel_on_disconnect` whose call ends before its stream starts:
+/// the submit finishes on the server, and the job is then cancelled, as for a client that
+/// goes away later. (Before, the job ran to its end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test passes it)"
+)]
+async fn a_stream_call_gone_before_its_stream_cancels_its_job_when_asked() -> anyhow::Result<()> {
+    hold_submits()?;
+    // Long enough that only a cancel ends it within the test's patience.
+    let upstream = TestUpstream::start(Reply::slow(200, 10, 200)).await?;
+    let app = TestApp::builder()
+        .upstream(upstream.base_url())
+        .start()
+        .await?;
+    let mut c = app.client.clone();
+    let mut submit = request("q", HELD);
+    submit.idempotency_key = "gone-before-stream".into();
+    submit.cancel_on_disconnect = true;
+    let mut call = tonic::Request::new(submit.clone());
+    call.set_timeout(Duration::from_millis(200));
+    let status = c
+        .submit_and_stream(call)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the held submit answered within its deadline"))?;
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    let job = c
+        .submit_job(submit)
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("no job"))?;
+    let done = crate::support::wait_for_job_on(&app.client, &job.id, |j| {
+        j.status() == v1::JobStatus::Cancelled
+    })
+    .await?;
+    assert_eq!(done.status(), v1::JobStatus::Cancelled, "{done:?}");
     app.stop().await
 }
