@@ -60,11 +60,11 @@ pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
 impl Connection {
     /// The server URL, with `http://` added when no scheme is given.
+    /// The scheme is lowercased (schemes are case-insensitive, RFC 3986 §3.1).
     pub fn url(&self) -> String {
-        if self.server.contains("://") {
-            self.server.clone()
-        } else {
-            format!("http://{}", self.server)
+        match self.server.split_once("://") {
+            Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+            None => format!("http://{}", self.server),
         }
     }
 }
@@ -82,9 +82,14 @@ impl Connection {
             url.starts_with("http://") || url.starts_with("https://"),
             "bad server URL {url}: the scheme must be http:// or https://"
         );
+        // A CA file asks for TLS: with http:// the key would go out in plaintext.
+        anyhow::ensure!(
+            self.ca_file.is_none() || url.starts_with("https://"),
+            "--ca-file needs an https:// server URL (got {url})"
+        );
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .with_context(|| format!("bad server URL {url}"))?;
-        if url.starts_with("https://") || self.ca_file.is_some() {
+        if url.starts_with("https://") {
             let mut tls = tonic::transport::ClientTlsConfig::new();
             if let Some(path) = &self.ca_file {
                 let pem = std::fs::read(path)

@@ -180,8 +180,8 @@ pub async fn create(
     limits: keys::KeyLimits,
 ) -> anyhow::Result<keys::Generated> {
     anyhow::ensure!(
-        !tenant.is_empty() && tenant.len() <= 128 && !tenant.chars().any(char::is_control),
-        "--tenant must be 1..=128 bytes without control characters"
+        !tenant.trim().is_empty() && tenant.len() <= 128 && !tenant.chars().any(char::is_control),
+        "--tenant must be 1..=128 bytes, not only spaces, without control characters"
     );
     let key = keys::generate(tenant, role, name, limits)
         .map_err(|e| anyhow::anyhow!("no random bytes from the operating system: {e}"))?;

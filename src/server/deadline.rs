@@ -50,23 +50,49 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let deadline = grpc_timeout(request.headers()).map(|t| Instant::now() + t);
+        let message = if STREAMS
+            .iter()
+            .any(|method| request.uri().path().ends_with(method))
+        {
+            STREAM_PASSED
+        } else {
+            PASSED
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|inner| Body {
                 inner,
                 deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                message,
                 ended: false,
             }))
         })
     }
 }
 
+/// The server-streaming methods whose streams resume with `after_sequence`.
+const STREAMS: [&str; 4] = [
+    "/StreamJob",
+    "/SubmitAndStream",
+    "/StreamBatch",
+    "/WatchDashboard",
+];
+
+/// The status message of a passed deadline.
+const PASSED: &str = "the call's deadline (grpc-timeout) passed";
+
+/// The status message of a passed deadline on a stream, saying how to go on.
+const STREAM_PASSED: &str = "the call's deadline (grpc-timeout) passed (StreamJob with \
+     after_sequence set to the last event received resumes a job's events)";
+
 /// A response body that ends with DEADLINE_EXCEEDED trailers once its deadline passes.
 #[derive(Debug)]
 pub struct Body<B> {
     inner: B,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// What the DEADLINE_EXCEEDED says.
+    message: &'static str,
     ended: bool,
 }
 
@@ -89,10 +115,7 @@ where
         {
             self.ended = true;
             let mut trailers = http::HeaderMap::new();
-            let status = tonic::Status::deadline_exceeded(
-                "the call's deadline (grpc-timeout) passed (StreamJob with after_sequence set to \
-                 the last event received resumes a job's events)",
-            );
+            let status = tonic::Status::deadline_exceeded(self.message);
             // The message is ASCII, so the headers always form.
             if status.add_header(&mut trailers).is_ok() {
                 return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));

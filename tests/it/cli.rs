@@ -211,6 +211,26 @@ fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Resul
     Ok(())
 }
 
+/// A tenant of spaces only is refused, as an empty one is: it would be a tenant nobody can
+/// type back.
+#[test]
+fn keys_create_refuses_a_tenant_of_spaces() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("llmjobs_it_spaces_{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(["keys", "create", "--tenant", "  ", "--role", "admin"])
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("LLMJOBS_SQLITE_PATH")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--tenant must be"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no key printed");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 /// Errors read as one clean line each: a missing key says how to give one, a field violation
 /// and its status code show once, a usage error does not list the key taken from the
 /// environment as a flag to pass, an unreachable server does not repeat its cause, an unknown

@@ -153,6 +153,21 @@ mod servers {
                 .to_lowercase()
                 .contains("completed")
         );
+        // A scheme in capitals is still https; a CA file with http:// is refused (the key
+        // would go out in plaintext).
+        for (scheme, ok) in [("HTTPS", true), ("http", false)] {
+            let out = Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+                .args(["status", &job.id, "--ca-file", &path("ca.pem"), "--server"])
+                .arg(format!("{scheme}://localhost:{port}"))
+                .env("LLMJOBS_API_KEY", &app.key)
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.success(), ok, "{scheme}: {stderr}");
+            assert!(
+                ok || stderr.contains("--ca-file needs an https:// server URL"),
+                "{stderr}"
+            );
+        }
         // A plaintext client gets nowhere.
         let plain = Connection {
             server: format!("http://{addr}"),
