@@ -205,17 +205,16 @@ impl http_body::Body for Framed {
             Err(end) => return Poll::Ready(Some(self.end(end).map(http_body::Frame::trailers))),
         };
         // More ready now (a catch-up): one frame for them all; else the event as it is.
-        let Poll::Ready(item) = self.events.poll_next_unpin(cx) else {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
-        };
         // Gathered first and copied once into a frame of their exact size: a frame buffer of
         // BATCH_BYTES for every catch-up was, under load, the largest allocation per
         // delivery (glibc serves 16 KiB outside its per-thread caches).
         let mut total = first.len();
-        let mut more: Vec<Bytes> = Vec::with_capacity(8);
-        let mut item = Some(item);
-        while let Some(polled) = item.take() {
-            match next(polled) {
+        let mut more: Vec<Bytes> = Vec::new();
+        while total < BATCH_BYTES {
+            let Poll::Ready(item) = self.events.poll_next_unpin(cx) else {
+                break;
+            };
+            match next(item) {
                 Ok(bytes) => {
                     total += bytes.len();
                     more.push(bytes);
@@ -225,12 +224,6 @@ impl http_body::Body for Framed {
                     self.end_seen = Some(end);
                     break;
                 }
-            }
-            if total >= BATCH_BYTES {
-                break;
-            }
-            if let Poll::Ready(polled) = self.events.poll_next_unpin(cx) {
-                item = Some(polled);
             }
         }
         if more.is_empty() {
