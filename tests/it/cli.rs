@@ -178,6 +178,20 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
     app.stop().await
 }
 
+/// Runs the `llm-jobs` binary with `args` in `dir`, with no store named in the environment
+/// (so the default SQLite file there).
+fn in_dir_without_store(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("LLMJOBS_SQLITE_PATH")
+        .output()
+}
+
 /// `cleanup`, `keys list` and `keys revoke` work on an existing store: run where there is no
 /// SQLite file, they say where they looked, and leave no empty store behind (`cleanup` used
 /// to fail on a missing table, `keys list` to list an empty store it had just made).
@@ -190,12 +204,7 @@ fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Resul
         &["keys", "list"][..],
         &["keys", "revoke", "llmj_nothing"][..],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-            .args(args)
-            .current_dir(&dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("LLMJOBS_SQLITE_PATH")
-            .output()?;
+        let out = in_dir_without_store(&dir, args)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(
@@ -217,12 +226,10 @@ fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Resul
 fn keys_create_refuses_a_tenant_of_spaces() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("llmjobs_it_spaces_{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
-        .args(["keys", "create", "--tenant", "  ", "--role", "admin"])
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("LLMJOBS_SQLITE_PATH")
-        .output()?;
+    let out = in_dir_without_store(
+        &dir,
+        &["keys", "create", "--tenant", "  ", "--role", "admin"],
+    )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--tenant must be"), "{stderr}");

@@ -423,30 +423,9 @@ async fn a_submit_cut_short_by_its_deadline_still_queues_its_job() -> anyhow::Re
         .arg("--reconcile-secs", "3600")
         .start()
         .await?;
-    let mut c = app.client.clone();
     let mut submit = request("q", HELD);
     submit.idempotency_key = "cut-short".into();
-    let mut call = tonic::Request::new(submit.clone());
-    call.set_timeout(Duration::from_millis(200));
-    let status = c
-        .submit_job(call)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("the held submit answered within its deadline"))?;
-    assert!(
-        matches!(
-            status.code(),
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
-        "{status:?}"
-    );
-    // The same request with its key finds the job the cut call stored.
-    let job = c
-        .submit_job(submit)
-        .await?
-        .into_inner()
-        .job
-        .ok_or_else(|| anyhow::anyhow!("no job"))?;
+    let job = cut_short(&app, submit, Call::SubmitJob).await?;
     let done = crate::support::wait_for_job_on(&app.client, &job.id, |j| {
         j.status() == v1::JobStatus::Completed
     })
@@ -471,6 +450,45 @@ fn hold_submits() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The call that [`cut_short`] makes.
+enum Call {
+    SubmitJob,
+    SubmitAndStream,
+}
+
+/// Makes `call` with `submit` (a held job's, with an idempotency key) under a 200 ms
+/// deadline, which passes while the job is held: the call must fail with DEADLINE_EXCEEDED
+/// or CANCELLED. Returns the job the cut call stored, found by submitting the same request
+/// with its key again.
+async fn cut_short(
+    app: &TestApp,
+    submit: v1::SubmitJobRequest,
+    call: Call,
+) -> anyhow::Result<v1::Job> {
+    let mut c = app.client.clone();
+    let mut request = tonic::Request::new(submit.clone());
+    request.set_timeout(Duration::from_millis(200));
+    let answered = match call {
+        Call::SubmitJob => c.submit_job(request).await.map(drop),
+        Call::SubmitAndStream => c.submit_and_stream(request).await.map(drop),
+    };
+    let status = answered
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the held submit answered within its deadline"))?;
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    c.submit_job(submit)
+        .await?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("no job"))
+}
+
 /// A `SubmitAndStream` with `cancel_on_disconnect` whose call ends before its stream starts:
 /// the submit finishes on the server, and the job is then cancelled, as for a client that
 /// goes away later. (Before, the job ran to its end.)
@@ -487,30 +505,10 @@ async fn a_stream_call_gone_before_its_stream_cancels_its_job_when_asked() -> an
         .upstream(upstream.base_url())
         .start()
         .await?;
-    let mut c = app.client.clone();
     let mut submit = request("q", HELD);
     submit.idempotency_key = "gone-before-stream".into();
     submit.cancel_on_disconnect = true;
-    let mut call = tonic::Request::new(submit.clone());
-    call.set_timeout(Duration::from_millis(200));
-    let status = c
-        .submit_and_stream(call)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("the held submit answered within its deadline"))?;
-    assert!(
-        matches!(
-            status.code(),
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
-        "{status:?}"
-    );
-    let job = c
-        .submit_job(submit)
-        .await?
-        .into_inner()
-        .job
-        .ok_or_else(|| anyhow::anyhow!("no job"))?;
+    let job = cut_short(&app, submit, Call::SubmitAndStream).await?;
     let done = crate::support::wait_for_job_on(&app.client, &job.id, |j| {
         j.status() == v1::JobStatus::Cancelled
     })
