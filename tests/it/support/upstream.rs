@@ -250,6 +250,10 @@ struct Shared {
     routes: Mutex<HashMap<String, Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
     disconnects: AtomicUsize,
+    /// Response streams sent and not yet ended or dropped.
+    open: AtomicUsize,
+    /// The most response streams open at once so far.
+    most_open: AtomicUsize,
 }
 
 /// A running test upstream; the server task is aborted when this is dropped.
@@ -270,6 +274,8 @@ impl TestUpstream {
             routes: Mutex::default(),
             requests: Mutex::default(),
             disconnects: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            most_open: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -343,6 +349,12 @@ impl TestUpstream {
     /// Bodies that the upstream itself aborts ([`Reply::DropAfter`]) are not counted.
     pub fn disconnects(&self) -> usize {
         self.shared.disconnects.load(Ordering::SeqCst)
+    }
+
+    /// The most streamed responses this upstream had open at once (error responses, which
+    /// end at once, are not counted): how many calls the service made to it at the same time.
+    pub fn most_open(&self) -> usize {
+        self.shared.most_open.load(Ordering::SeqCst)
     }
 
     /// Waits (polling with a deadline, no fixed sleeps as assertions) until `disconnects() >= n`; returns false on timeout.
@@ -519,6 +531,8 @@ async fn chat_completions(
                 .boxed()
         }
     };
+    let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_open.fetch_max(now_open, Ordering::SeqCst);
     let body = Body::from_stream(Tracked {
         inner,
         ended: false,
@@ -602,7 +616,8 @@ fn sse_chunk(delta: Value, finish_reason: Option<&str>) -> String {
     format!("data: {chunk}\n\n")
 }
 
-/// A response body that counts a disconnect when dropped before it ended (with `None` or an error).
+/// A response body that counts a disconnect when dropped before it ended (with `None` or an
+/// error), and stops counting as open when it ends or is dropped.
 struct Tracked {
     inner: BoxStream<'static, io::Result<Bytes>>,
     ended: bool,
@@ -614,8 +629,9 @@ impl Stream for Tracked {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.inner.poll_next_unpin(cx);
-        if matches!(item, Poll::Ready(None | Some(Err(_)))) {
+        if !self.ended && matches!(item, Poll::Ready(None | Some(Err(_)))) {
             self.ended = true;
+            self.shared.open.fetch_sub(1, Ordering::SeqCst);
         }
         item
     }
@@ -625,6 +641,7 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         if !self.ended {
             self.shared.disconnects.fetch_add(1, Ordering::SeqCst);
+            self.shared.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
