@@ -132,7 +132,7 @@ async fn submit_refuses_a_metadata_key_given_twice() -> anyhow::Result<()> {
 /// Flags take what a user types: a priority in any case, and negative numbers as values (a
 /// seed may be negative; a negative `--top-p` reaches the server, which refuses it naming the
 /// field, instead of being taken for an unknown flag). An empty `--model`, `--job-type` or
-/// `--idempotency-key` is refused before anything is sent.
+/// `--idempotency-key`, or an empty list filter, is refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::Result<()> {
     let app = TestApp::builder().without_worker().start().await?;
@@ -159,6 +159,19 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
     for flag in ["--model", "--job-type", "--idempotency-key"] {
         let (ok, _, stderr) = app.cli_outcome(&["submit", flag, "", "hello"])?;
         assert!(!ok, "{stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+    // Nor does an empty filter quietly mean "any".
+    for (command, flag) in [
+        (&["jobs"][..], "--job-type"),
+        (&["jobs"], "--tag"),
+        (&["admin", "failed"], "--queue"),
+        (&["admin", "failed"], "--job-type"),
+        (&["admin", "failed"], "--error-code"),
+    ] {
+        let args = [command, &[flag, ""]].concat();
+        let (ok, _, stderr) = app.cli_outcome(&args)?;
+        assert!(!ok, "{args:?}: {stderr}");
         assert!(stderr.contains(flag), "{stderr}");
     }
     // A negative count is a bad value of its flag, not an unknown flag.

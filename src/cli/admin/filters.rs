@@ -52,13 +52,13 @@ impl AuditFilter {
 #[derive(clap::Args, Clone, Debug)]
 pub struct FailedFilter {
     /// Only this queue.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     queue: Option<String>,
     /// Only this job type.
-    #[arg(long = "job-type")]
+    #[arg(long = "job-type", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job_type: Option<String>,
     /// Only this error code.
-    #[arg(long = "error-code")]
+    #[arg(long = "error-code", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     error_code: Option<String>,
 }
 

@@ -976,7 +976,10 @@ export type Job = Message<"llmjobs.v1.Job"> & {
   queue: string;
 
   /**
-   * Attempts started so far (0 while it has never run).
+   * Attempts started so far (0 while it has never run). Each attempt's number fences off
+   * writes from the one before, so an attempt whose worker was lost (killed, crashed) counts,
+   * and so does the one after it that refuses to run (error code attempts_exhausted): such a
+   * job ends with max_attempts + 1.
    *
    * @generated from field: uint32 attempts = 6;
    */
