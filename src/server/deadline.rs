@@ -29,7 +29,8 @@ impl<S> tower::Layer<S> for Layer {
 }
 
 /// Passes every request to `inner`, and ends the response body at the request's
-/// `grpc-timeout`, if it has a valid one (an invalid one is ignored, as tonic ignores it).
+/// `grpc-timeout`, if it has one (a malformed one is refused in front, by
+/// [`super::refusals`]).
 #[derive(Clone, Debug)]
 pub struct Service<S> {
     inner: S,
@@ -49,7 +50,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let deadline = grpc_timeout(request.headers()).map(|t| Instant::now() + t);
+        let deadline = grpc_timeout(request.headers())
+            .ok()
+            .flatten()
+            .map(|t| Instant::now() + t);
         let message = if STREAMS
             .iter()
             .any(|method| request.uri().path().ends_with(method))
@@ -142,28 +146,39 @@ where
 /// as ASCII string of at most 8 digits}`).
 const MAX_TIMEOUT_DIGITS: usize = 8;
 
+/// A `grpc-timeout` header that is not one (see [`grpc_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
 /// The request's `grpc-timeout`: at most 8 digits and a unit, `H` (hours), `M` (minutes), `S`
 /// (seconds), `m` (milliseconds), `u` (microseconds) or `n` (nanoseconds), per the gRPC over
-/// HTTP/2 specification. `None` without one, or when it is malformed.
-pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+/// HTTP/2 specification. `Ok(None)` without one.
+///
+/// # Errors
+///
+/// [`Malformed`] when the header is there and is not such a value.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Result<Option<Duration>, Malformed> {
+    let Some(value) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| Malformed)?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1).ok_or(Malformed)?);
     if digits.is_empty()
         || digits.len() > MAX_TIMEOUT_DIGITS
         || !digits.bytes().all(|b| b.is_ascii_digit())
     {
-        return None;
+        return Err(Malformed);
     }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
+    let n: u64 = digits.parse().map_err(|_| Malformed)?;
+    Ok(Some(match unit {
         "H" => Duration::from_secs(n * 3600),
         "M" => Duration::from_secs(n * 60),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+        _ => return Err(Malformed),
+    }))
 }
 
 #[cfg(test)]

@@ -13,11 +13,16 @@
 //!   make a browser submit jobs to a server running with `--insecure-no-auth` (CORS only
 //!   hides the answer from the page). A real gRPC or grpc-web client always sends one of the
 //!   `application/grpc` types (gRPC over HTTP/2 and grpc-web protocol specifications).
+//! - A call whose `grpc-timeout` header is malformed: INVALID_ARGUMENT naming the header, as
+//!   a trailers-only response. tonic would ignore it and run the call with no deadline at
+//!   all, where the client asked for one (grpc-go refuses it too, with INTERNAL).
 
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
 use http::{HeaderValue, header::CONTENT_TYPE};
+
+use super::deadline::grpc_timeout;
 
 /// What a JSON request is told.
 pub const MESSAGE: &str = "only protobuf-encoded messages are served (grpc-web: \
@@ -36,8 +41,8 @@ impl<S> tower::Layer<S> for Layer {
     }
 }
 
-/// Answers a `POST` that is not a gRPC call 415 and gRPC-in-JSON UNIMPLEMENTED, and passes
-/// every other request to `inner`.
+/// Answers a `POST` that is not a gRPC call 415, gRPC-in-JSON UNIMPLEMENTED and a malformed
+/// `grpc-timeout` INVALID_ARGUMENT, and passes every other request to `inner`.
 #[derive(Clone, Debug)]
 pub struct Service<S> {
     inner: S,
@@ -60,10 +65,13 @@ where
         if request.method() == http::Method::POST && !is_grpc(request.headers()) {
             return Either::Left(ready(Ok(unsupported())));
         }
-        match refusal_content_type(request.headers()) {
-            Some(content_type) => Either::Left(ready(Ok(refusal(content_type)))),
-            None => Either::Right(self.inner.call(request)),
+        if let Some(content_type) = refusal_content_type(request.headers()) {
+            return Either::Left(ready(Ok(refusal(content_type))));
         }
+        if is_grpc(request.headers()) && grpc_timeout(request.headers()).is_err() {
+            return Either::Left(ready(Ok(malformed_timeout(request.headers()))));
+        }
+        Either::Right(self.inner.call(request))
     }
 }
 
@@ -108,6 +116,36 @@ fn refusal<R: Default>(content_type: &'static str) -> http::Response<R> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Most bytes of a malformed `grpc-timeout` quoted back.
+const MAX_QUOTED: usize = 32;
+
+/// The trailers-only INVALID_ARGUMENT for a malformed `grpc-timeout`, with a `BadRequest`
+/// detail naming the header, in the request's own content type.
+fn malformed_timeout<R: Default>(headers: &http::HeaderMap) -> http::Response<R> {
+    let got = headers
+        .get("grpc-timeout")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mut quoted: String = got.chars().take(MAX_QUOTED).collect();
+    if quoted.len() < got.len() {
+        quoted.push('…');
+    }
+    let status = tonic::Status::from(crate::error::Error::invalid(
+        "grpc-timeout",
+        format!(
+            "malformed header {quoted:?}: expected at most 8 digits and a unit (H, M, S, m, u \
+             or n), e.g. 30S (gRPC over HTTP/2)"
+        ),
+    ));
+    let mut response = status.into_http::<R>();
+    if let Some(content_type) = headers.get(CONTENT_TYPE) {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, content_type.clone());
+    }
     response
 }
 

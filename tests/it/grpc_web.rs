@@ -412,3 +412,82 @@ async fn json_encodings_get_unimplemented_with_a_readable_status() -> anyhow::Re
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
     app.stop().await
 }
+
+/// A call with a malformed `grpc-timeout` is refused INVALID_ARGUMENT naming the header, over
+/// gRPC and grpc-web alike, and makes no job: tonic alone ignored the header and ran the call
+/// with no deadline. A well-formed one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_grpc_timeout_is_refused_naming_the_header() -> anyhow::Result<()> {
+    let app = TestApp::builder().start().await?;
+    let url = format!("http://{}/llmjobs.v1.JobService/SubmitJob", app.addr);
+    let http1 = reqwest::Client::builder().http1_only().build()?;
+    let http2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    for (client, content_type, timeout, status) in [
+        (&http2, "application/grpc", "10x", "3"),
+        (&http2, "application/grpc", "123456789m", "3"),
+        (&http1, "application/grpc-web+proto", "-5S", "3"),
+        (&http2, "application/grpc", "30S", "0"),
+        (&http1, "application/grpc-web+proto", "30S", "0"),
+    ] {
+        let resp = client
+            .post(&url)
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .header("grpc-timeout", timeout)
+            .header("authorization", format!("Bearer {}", app.key))
+            .body(frame(&request("timed", "sim")))
+            .send()
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(resp.status(), 200, "{content_type} {timeout}");
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some(content_type),
+            "{timeout}"
+        );
+        if status == "0" {
+            // Served: the status comes in the trailers, after the job.
+            let headers_status = header("grpc-status");
+            let body = resp.bytes().await?;
+            assert_eq!(headers_status, None, "{content_type} {timeout}");
+            assert!(!body.is_empty(), "{content_type} {timeout}: a job");
+            continue;
+        }
+        assert_eq!(
+            header("grpc-status").as_deref(),
+            Some(status),
+            "{content_type} {timeout}"
+        );
+        let message = header("grpc-message")
+            .unwrap_or_default()
+            .replace("%20", " ")
+            .replace("%22", "\"");
+        assert!(
+            message.contains("grpc-timeout") && message.contains(&format!("\"{timeout}\"")),
+            "{content_type}: {message}"
+        );
+        let details = header("grpc-status-details-bin").unwrap_or_default();
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        let bad_request = tonic_types::StatusExt::get_details_bad_request(&status);
+        assert_eq!(
+            bad_request.map(|b| b.field_violations[0].field.clone()),
+            Some("grpc-timeout".to_owned()),
+            "{details}"
+        );
+        assert!(resp.bytes().await?.is_empty(), "trailers-only: no body");
+    }
+    // Only the two well-formed calls made jobs.
+    let page = app
+        .client
+        .clone()
+        .list_jobs(v1::ListJobsRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(page.jobs.len(), 2, "{page:?}");
+    app.stop().await
+}

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use super::grpc_timeout;
+use super::{Malformed, grpc_timeout};
 
-fn timeout(value: &str) -> Option<Duration> {
+fn timeout(value: &str) -> Result<Option<Duration>, Malformed> {
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "grpc-timeout",
@@ -13,20 +13,22 @@ fn timeout(value: &str) -> Option<Duration> {
 
 #[test]
 fn grpc_timeouts_are_read_in_every_unit() {
-    assert_eq!(timeout("2H"), Some(Duration::from_secs(7200)));
-    assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
-    assert_eq!(timeout("15S"), Some(Duration::from_secs(15)));
-    assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
-    assert_eq!(
-        timeout("99999999u"),
-        Some(Duration::from_micros(99_999_999))
-    );
-    assert_eq!(timeout("7n"), Some(Duration::from_nanos(7)));
-    assert_eq!(timeout("0m"), Some(Duration::ZERO));
+    for (value, expected) in [
+        ("2H", Duration::from_secs(7200)),
+        ("3M", Duration::from_secs(180)),
+        ("15S", Duration::from_secs(15)),
+        ("250m", Duration::from_millis(250)),
+        ("99999999u", Duration::from_micros(99_999_999)),
+        ("7n", Duration::from_nanos(7)),
+        ("0m", Duration::ZERO),
+    ] {
+        assert_eq!(timeout(value), Ok(Some(expected)), "{value:?}");
+    }
+    assert_eq!(grpc_timeout(&http::HeaderMap::new()), Ok(None));
 }
 
 #[test]
-fn malformed_grpc_timeouts_are_ignored() {
+fn malformed_grpc_timeouts_are_told_apart_from_none() {
     for bad in [
         "",
         "m",
@@ -40,7 +42,12 @@ fn malformed_grpc_timeouts_are_ignored() {
         "10mm",
         "1h",
     ] {
-        assert_eq!(timeout(bad), None, "{bad:?}");
+        assert_eq!(timeout(bad), Err(Malformed), "{bad:?}");
     }
-    assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "grpc-timeout",
+        http::HeaderValue::from_bytes(b"5\xffm").expect("opaque bytes are a header value"),
+    );
+    assert_eq!(grpc_timeout(&headers), Err(Malformed));
 }
