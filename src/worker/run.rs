@@ -11,6 +11,10 @@ use tracing::{info, warn};
 use super::{StopReason, Worker};
 use crate::queue::Settle;
 
+/// How long ended claims wait for a claim call to end them before they are ended on their
+/// own (one queue call each): a slot usually frees well within it.
+const SETTLE_PATIENCE: Duration = Duration::from_millis(100);
+
 /// How one claim call went.
 enum Round {
     /// Jobs were claimed and started.
@@ -47,6 +51,13 @@ impl Worker {
         loop {
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                // Ended claims ride on the next claim call, which waits for a free slot: when
+                // the gateway's in-process dispatch took the slot their attempt freed, they
+                // would stay leased (and count as running) until some slot frees again.
+                () = tokio::time::sleep(SETTLE_PATIENCE), if self.has_ended() => {
+                    self.settle_waiting().await;
+                    continue;
+                }
                 _ = shutdown.cancelled() => return,
             };
             match self.claim_round(self.free_slots(first), &mut turn).await {
@@ -157,6 +168,20 @@ impl Worker {
         }
     }
 
+    /// Ends the claims waiting for a claim call, one queue call each; those a failed call
+    /// did not end wait again (a claim call or the next try ends them), a second apart.
+    async fn settle_waiting(&self) {
+        let mut ended = self.take_ended().into_iter();
+        while let Some(s) = ended.next() {
+            if let Err(e) = self.deps.queue.settle(s.job_id, &s.owner, s.retry_at).await {
+                warn!(error = %e, "cannot end the claims of ended attempts; retrying in 1 s");
+                self.keep_ended(std::iter::once(s).chain(ended).collect());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+    }
+
     /// Ends the claims that no claim call follows to end, one queue call each.
     async fn settle_left(&self) {
         loop {
@@ -170,6 +195,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether ended claims wait for the next claim call.
+    fn has_ended(&self) -> bool {
+        !self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
     }
 
     /// The ended claims waiting for the next claim call (at most [`crate::queue::MAX_SETTLE`];
