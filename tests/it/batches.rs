@@ -675,17 +675,29 @@ async fn a_batch_client_that_stops_reading_is_ended_and_frees_its_slot() -> anyh
         })
         .await?
         .into_inner();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-
-    // The stalled stream no longer holds the key's only slot.
-    let mut other = batches(&app)
-        .await?
-        .max_decoding_message_size(4 << 20)
-        .stream_batch(v1::StreamBatchRequest {
-            batch_id: batch.id.clone(),
-        })
-        .await?
-        .into_inner();
+    // Reading nothing, the stalled stream lets go of the key's only slot after the patience
+    // (until then a second stream is refused RESOURCE_EXHAUSTED).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut other = loop {
+        let opened = batches(&app)
+            .await?
+            .max_decoding_message_size(4 << 20)
+            .stream_batch(v1::StreamBatchRequest {
+                batch_id: batch.id.clone(),
+            })
+            .await;
+        match opened {
+            Ok(stream) => break stream.into_inner(),
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the stalled stream never freed its slot: {s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    };
     let first = tokio::time::timeout(PATIENCE, other.message()).await??;
     assert!(
         matches!(

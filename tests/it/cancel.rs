@@ -73,12 +73,15 @@ async fn cancelling_a_queued_job_removes_it_from_its_queue() -> anyhow::Result<(
         .concurrency(1)
         .start()
         .await?;
-    upstream.push_reply(Reply::slow(3, 300, 10));
+    // The blocker holds the only slot until the cancel is in, however slow the calls.
+    let (held, end) = Reply::held_end(3);
+    upstream.push_reply(held);
     let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
     assert!(upstream.wait_for_requests(1, PATIENCE).await);
     let queued = app.submit(request("never runs", "gpt-4o-mini")).await?;
     let cancelled = cancel(&app, &queued.id).await?;
     assert_eq!(cancelled.status(), v1::JobStatus::Cancelled);
+    end.add_permits(1);
 
     let events = app.watch(&queued.id, 0).await?;
     assert_well_formed(&events, 0);

@@ -24,13 +24,17 @@ fn slow(n: usize, interval_ms: u64) -> Reply {
 }
 
 /// Submits `req` to a server without a worker of its own, lets a `llm-jobs worker` process
-/// (2 s leases) stream 3 of its 40 tokens, then kills that process. Needs the servers: worker
-/// processes cannot share the in-process backends.
+/// (2 s leases) stream its 40 tokens, then kills that process while the upstream holds the
+/// stream's end (later attempts get the whole stream). Needs the servers: worker processes
+/// cannot share the in-process backends.
 async fn a_job_whose_worker_was_killed(
     req: v1::SubmitJobRequest,
 ) -> anyhow::Result<Option<(TestUpstream, TestApp, v1::Job)>> {
     crate::support::needs_worker_processes();
     let upstream = TestUpstream::start(slow(40, 25)).await?;
+    // Held for good: the attempt cannot end before the kill, however slow the machine.
+    let (held, _never) = Reply::held_end(40);
+    upstream.push_reply(held);
     let app = TestApp::builder()
         .upstream(upstream.base_url())
         .without_worker()

@@ -14,15 +14,20 @@ fn prompt_of(body: &serde_json::Value) -> String {
         .to_owned()
 }
 
-/// Occupies the single worker slot until the job's slow stream ends.
-async fn occupy(app: &TestApp, upstream: &TestUpstream) -> anyhow::Result<v1::Job> {
-    upstream.push_reply(Reply::slow(2, 400, 10));
-    let blocker = app.submit(request("blocker", "gpt-4o-mini")).await?;
+/// Occupies the single worker slot with a job whose stream ends only when the returned gate
+/// opens (`add_permits(1)`): every job submitted meanwhile waits, however slow the submits.
+async fn occupy(
+    app: &TestApp,
+    upstream: &TestUpstream,
+) -> anyhow::Result<std::sync::Arc<tokio::sync::Semaphore>> {
+    let (held, end) = Reply::held_end(2);
+    upstream.push_reply(held);
+    app.submit(request("blocker", "gpt-4o-mini")).await?;
     anyhow::ensure!(
         upstream.wait_for_requests(1, PATIENCE).await,
         "blocker never ran"
     );
-    Ok(blocker)
+    Ok(end)
 }
 
 /// Runs `jobs` (prompt, job type) on one worker slot behind a blocker, with `job_types`
@@ -41,13 +46,17 @@ async fn order_behind_blocker(
         builder = builder.arg(flag, value);
     }
     let app = builder.start().await?;
-    occupy(&app, &upstream).await?;
+    let blocker = occupy(&app, &upstream).await?;
     let mut ids = Vec::new();
     for (prompt, job_type) in jobs {
         let mut req = request(prompt, "gpt-4o-mini");
         req.job_type = (*job_type).into();
         ids.push(app.submit(req).await?.id);
     }
+    // `auto` reuses its weights for 100 ms: past that, the claim after the blocker weighs the
+    // backlog just submitted (a lower bound, so a slow machine only waits longer).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    blocker.add_permits(1);
     for id in &ids {
         app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
             .await?;
@@ -70,7 +79,7 @@ async fn urgent_runs_first_and_low_last() -> anyhow::Result<()> {
         .concurrency(1)
         .start()
         .await?;
-    occupy(&app, &upstream).await?;
+    let blocker = occupy(&app, &upstream).await?;
     let mut ids = Vec::new();
     for (name, p) in [
         ("low", v1::Priority::Low),
@@ -88,6 +97,7 @@ async fn urgent_runs_first_and_low_last() -> anyhow::Result<()> {
         assert_eq!(job.queue, expected_queue);
         ids.push(job.id);
     }
+    blocker.add_permits(1);
     for id in &ids {
         app.wait_for_job(id, |j| j.status() == v1::JobStatus::Completed)
             .await?;

@@ -1,6 +1,8 @@
 //! Failing attempts: retryable errors retry (and clients are told to reset), permanent errors
 //! and exhausted attempts fail, and partial text never becomes a completed result.
 
+use std::time::Duration;
+
 use llm_jobs::proto::v1::{self, job_event::Kind};
 
 use crate::support::{
@@ -178,22 +180,34 @@ async fn a_429_waits_at_least_its_retry_after() -> anyhow::Result<()> {
         retry_after_secs: Some(2),
     });
     let events = run(&app).await?;
-    let (failed_at, f) = events
+    let f = events
         .iter()
         .find_map(|e| match &e.kind {
-            Some(Kind::AttemptFailed(f)) => Some((e.time.unwrap_or_default(), f.clone())),
+            Some(Kind::AttemptFailed(f)) => Some(f.clone()),
             _ => None,
         })
         .expect("an attempt-failed event");
     assert!(f.will_retry);
     assert_eq!(f.error.unwrap_or_default().code, "upstream_rate_limited");
+    // Measured from the first request's arrival, which came before the 429 it was answered
+    // with: the event's own time is taken after the store's write, so a slow write would
+    // shorten the wait it shows.
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    let asked = requests[0].at;
     let retry_at = f.retry_time.expect("retry time");
-    let scheduled = (retry_at.seconds - failed_at.seconds) as f64
-        + f64::from(retry_at.nanos - failed_at.nanos) / 1e9;
-    assert!(
-        scheduled >= 1.9,
-        "retry scheduled {scheduled:.3} s later, Retry-After said 2 s"
-    );
+    let retry_at = std::time::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(retry_at.seconds)?,
+            u32::try_from(retry_at.nanos)?,
+        );
+    for (what, at) in [("scheduled", retry_at), ("sent", requests[1].at)] {
+        let after = at.duration_since(asked)?;
+        assert!(
+            after >= Duration::from_secs(2),
+            "retry {what} {after:?} after the first request; Retry-After said 2 s"
+        );
+    }
     let result = app.result(&events[0].job_id).await?;
     assert_eq!(result.status(), v1::JobStatus::Completed);
     assert_eq!(result.attempts, 2);

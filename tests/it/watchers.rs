@@ -232,6 +232,23 @@ async fn read_to_the_stall(
     Ok((status, last))
 }
 
+/// The whole of the job's events, watched as soon as the key's only stream slot is free (a
+/// stalled stream holds it until its patience has passed): retried every 200 ms, for at
+/// most [`crate::support::PATIENCE`].
+async fn watch_once_admitted(app: &TestApp, job_id: &str) -> anyhow::Result<Vec<v1::JobEvent>> {
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        match app.watch(job_id, 0).await {
+            Ok(events) => return Ok(events),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the slot is still held");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context("the stalled stream never freed its slot")),
+        }
+    }
+}
+
 /// A client that stops reading holds a bounded queue: once it has stayed full for the stall
 /// patience, the watcher ends (what waited is dropped, the key's stream slot is free again
 /// while the client still reads nothing), the stream ends with RESOURCE_EXHAUSTED naming the
@@ -252,10 +269,8 @@ async fn a_client_that_stops_reading_is_ended_with_a_resume_point() -> anyhow::R
         .await?;
 
     let mut stalled = narrow_stream(&app, &job.id).await?;
-    // Read nothing for well past the patience.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // The stalled stream no longer holds the key's only slot.
-    let replay = app.watch(&job.id, 0).await?;
+    // Reading nothing, the stalled stream lets go of the key's only slot after the patience.
+    let replay = watch_once_admitted(&app, &job.id).await?;
     assert_well_formed(&replay, 0);
     let mut first = Vec::new();
     let (status, last) = read_to_the_stall(&mut stalled, &mut first).await?;
@@ -311,17 +326,7 @@ async fn a_live_client_that_stops_reading_is_ended_with_a_resume_point() -> anyh
     start.add_permits(1);
     // The stalled stream lets go of the key's only slot while the client still reads nothing;
     // this watcher follows the job to its end meanwhile.
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    let whole = loop {
-        match app.watch(&job.id, 0).await {
-            Ok(events) => break events,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "the slot is still held");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.context("the stalled stream never freed its slot")),
-        }
-    };
+    let whole = watch_once_admitted(&app, &job.id).await?;
     assert_well_formed(&whole, 0);
     let mut first = vec![first_event];
     let (_, last) = read_to_the_stall(&mut stalled, &mut first).await?;
