@@ -211,6 +211,16 @@ pub(crate) fn print_json_line<M: prost::Message>(
     Ok(())
 }
 
+/// A list filter's value (`--job-type`, `--tag`, `--queue`, `--tenant` …): one that is empty or
+/// only spaces would match nothing (or, sent as the empty string, everything), so it is refused
+/// at parse time (exit 2, naming the flag); leaving the flag out means "any".
+pub(crate) fn parse_filter(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("an empty filter is refused: leave the flag out to match any".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;

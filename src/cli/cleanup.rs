@@ -30,14 +30,26 @@ pub struct CleanupArgs {
 /// an age of zero would delete every job that has ended (refused at parse time, as other zeros
 /// that cannot be meant are: exit 2, naming the flag).
 pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    nonzero_age(
+        s,
+        "would delete every job that has ended: give an age above zero, e.g. 30d",
+    )
+}
+
+/// `--since` of `admin audit`: an age as [`parse_age`] reads it. Zero is refused too, as it
+/// would select nothing.
+pub fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    nonzero_age(s, "would select nothing: give an age above zero, e.g. 90m")
+}
+
+/// An age with its unit; zero is refused with `zero` (what it would do) after the value.
+fn nonzero_age(s: &str, zero: &str) -> Result<std::time::Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
         .parse()
         .map_err(|_| format!("expected a number and a unit (d, h, m, s), got {s:?}"))?;
     if n == 0 {
-        return Err(format!(
-            "{s:?} would delete every job that has ended: give an age above zero, e.g. 30d"
-        ));
+        return Err(format!("{s:?} {zero}"));
     }
     let unit_secs: u64 = match unit {
         "d" => 86_400,

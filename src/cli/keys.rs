@@ -49,7 +49,7 @@ pub enum KeysCommand {
     /// List keys (prefix, tenant, role, name, limits, created, revoked); never secrets.
     List {
         /// Only this tenant's keys.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::cli::parse_filter)]
         tenant: Option<String>,
     },
     /// Revoke a key by its prefix (or the whole key); its next request is UNAUTHENTICATED.

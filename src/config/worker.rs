@@ -55,8 +55,12 @@ pub struct Worker {
     /// by backlog and oldest wait).
     #[arg(long = "balance", env = "LLMJOBS_BALANCE", value_enum, default_value_t = crate::worker::balance::Strategy::Simple)]
     pub balance: crate::worker::balance::Strategy,
-    /// Most jobs of one queue this worker runs at once (unset: no cap).
-    #[arg(long = "queue-cap", env = "LLMJOBS_QUEUE_CAP")]
+    /// Most jobs of one queue this worker runs at once, 1 or more (unset: no cap).
+    #[arg(
+        long = "queue-cap",
+        env = "LLMJOBS_QUEUE_CAP",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub queue_cap: Option<usize>,
     /// First retry delay (ms); doubles per attempt, with full jitter.
     #[arg(

@@ -29,7 +29,12 @@ impl Worker {
     /// Runs until `shutdown` is cancelled: stops claiming, gives running jobs `grace` to finish,
     /// then stops them and hands them back to their queues.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
-        info!(worker_id = %self.id, concurrency = self.cfg.concurrency, "worker started");
+        info!(
+            worker_id = %self.id,
+            concurrency = self.cfg.concurrency,
+            queue_cap = self.cfg.queue_cap,
+            "worker started"
+        );
         let signals = tokio::spawn(self.clone().follow_signals(shutdown.clone()));
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
         self.claim_until(&shutdown).await;

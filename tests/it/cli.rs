@@ -161,19 +161,30 @@ async fn submit_takes_priorities_in_any_case_and_negative_numbers() -> anyhow::R
         assert!(!ok, "{stderr}");
         assert!(stderr.contains(flag), "{stderr}");
     }
-    // Nor does an empty filter quietly mean "any".
+    // Nor does an empty filter (or one of spaces) quietly mean "any", or match nothing.
     for (command, flag) in [
         (&["jobs"][..], "--job-type"),
         (&["jobs"], "--tag"),
         (&["admin", "failed"], "--queue"),
         (&["admin", "failed"], "--job-type"),
         (&["admin", "failed"], "--error-code"),
+        (&["admin", "audit"], "--tenant"),
+        (&["admin", "audit"], "--actor"),
+        (&["admin", "audit"], "--action"),
+        (&["admin", "audit"], "--outcome"),
     ] {
-        let args = [command, &[flag, ""]].concat();
-        let (ok, _, stderr) = app.cli_outcome(&args)?;
-        assert!(!ok, "{args:?}: {stderr}");
-        assert!(stderr.contains(flag), "{stderr}");
+        for value in ["", "  "] {
+            let args = [command, &[flag, value]].concat();
+            let (ok, _, stderr) = app.cli_outcome(&args)?;
+            assert!(!ok, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(flag) && stderr.contains("empty filter"),
+                "{stderr}"
+            );
+        }
     }
+    let (ok, _, stderr) = app.cli_outcome(&["admin", "audit", "--since", "0m"])?;
+    assert!(!ok && stderr.contains("would select nothing"), "{stderr}");
     // A negative count is a bad value of its flag, not an unknown flag.
     let (ok, _, stderr) = app.cli_outcome(&["submit", "--max-tokens", "-1", "hello"])?;
     assert!(!ok, "{stderr}");
@@ -234,7 +245,7 @@ fn commands_on_an_existing_store_refuse_a_missing_sqlite_file() -> anyhow::Resul
 }
 
 /// A tenant of spaces only is refused, as an empty one is: it would be a tenant nobody can
-/// type back.
+/// type back. `keys list` refuses such a tenant filter too.
 #[test]
 fn keys_create_refuses_a_tenant_of_spaces() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("llmjobs_it_spaces_{}", std::process::id()));
@@ -247,6 +258,13 @@ fn keys_create_refuses_a_tenant_of_spaces() -> anyhow::Result<()> {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--tenant must be"), "{stderr}");
     assert!(out.stdout.is_empty(), "no key printed");
+    // Listing with such a tenant would list nothing, as if there were no keys.
+    for tenant in ["", "  "] {
+        let out = in_dir_without_store(&dir, &["keys", "list", "--tenant", tenant])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("empty filter"), "{stderr}");
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -427,6 +445,7 @@ fn zero_where_zero_cannot_work_is_refused() -> anyhow::Result<()> {
         ("--lease-secs", "LLMJOBS_LEASE_SECS"),
         ("--job-timeout-secs", "LLMJOBS_JOB_TIMEOUT_SECS"),
         ("--max-batch-jobs", "LLMJOBS_MAX_BATCH_JOBS"),
+        ("--queue-cap", "LLMJOBS_QUEUE_CAP"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-jobs"))
             .args(["serve", flag, "0"])

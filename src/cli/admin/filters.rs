@@ -7,21 +7,21 @@ use crate::proto::v1;
 #[derive(clap::Args, Clone, Debug)]
 pub struct AuditFilter {
     /// Only this tenant's events.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     tenant: Option<String>,
     /// Only this caller's: an API key's prefix, `anonymous`, `local` (`llm-jobs keys`) or
     /// `auth-off`.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     actor: Option<String>,
     /// Only this action: an RPC name (`CancelJob`, `PauseQueue` ...), `authenticate`,
     /// `authorize`, `keys.create`, `keys.revoke`.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     action: Option<String>,
     /// Only `ok`, `denied` or `error` events.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     outcome: Option<String>,
     /// Only events of the last AGE: a number with a unit, s, m, h or d (`90m`, `7d`).
-    #[arg(long, value_parser = crate::cli::cleanup::parse_age)]
+    #[arg(long, value_parser = crate::cli::cleanup::parse_since)]
     since: Option<std::time::Duration>,
 }
 
@@ -52,13 +52,13 @@ impl AuditFilter {
 #[derive(clap::Args, Clone, Debug)]
 pub struct FailedFilter {
     /// Only this queue.
-    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     queue: Option<String>,
     /// Only this job type.
-    #[arg(long = "job-type", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long = "job-type", value_parser = crate::cli::parse_filter)]
     job_type: Option<String>,
     /// Only this error code.
-    #[arg(long = "error-code", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long = "error-code", value_parser = crate::cli::parse_filter)]
     error_code: Option<String>,
 }
 

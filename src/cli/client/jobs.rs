@@ -43,10 +43,10 @@ pub struct ListArgs {
     #[arg(long)]
     pub status: Option<String>,
     /// Only this job type.
-    #[arg(long = "job-type", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long = "job-type", value_parser = crate::cli::parse_filter)]
     pub job_type: Option<String>,
     /// Only jobs with this tag.
-    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_parser = crate::cli::parse_filter)]
     pub tag: Option<String>,
     /// Jobs to show (newest first).
     #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
