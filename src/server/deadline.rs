@@ -156,11 +156,16 @@ pub struct Malformed;
 ///
 /// # Errors
 ///
-/// [`Malformed`] when the header is there and is not such a value.
+/// [`Malformed`] when the header is there and is not such a value, or is there more than once
+/// (which of two deadlines was meant is a guess).
 pub fn grpc_timeout(headers: &http::HeaderMap) -> Result<Option<Duration>, Malformed> {
-    let Some(value) = headers.get("grpc-timeout") else {
+    let mut values = headers.get_all("grpc-timeout").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Malformed);
+    }
     let value = value.to_str().map_err(|_| Malformed)?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1).ok_or(Malformed)?);
     if digits.is_empty()

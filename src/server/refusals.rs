@@ -125,6 +125,7 @@ const MAX_QUOTED: usize = 32;
 /// The trailers-only INVALID_ARGUMENT for a malformed `grpc-timeout`, with a `BadRequest`
 /// detail naming the header, in the request's own content type.
 fn malformed_timeout<R: Default>(headers: &http::HeaderMap) -> http::Response<R> {
+    let given = headers.get_all("grpc-timeout").iter().count();
     let got = headers
         .get("grpc-timeout")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -133,13 +134,15 @@ fn malformed_timeout<R: Default>(headers: &http::HeaderMap) -> http::Response<R>
     if quoted.len() < got.len() {
         quoted.push('…');
     }
-    let status = tonic::Status::from(crate::error::Error::invalid(
-        "grpc-timeout",
+    let description = if given > 1 {
+        format!("given {given} times: send one")
+    } else {
         format!(
             "malformed header {quoted:?}: expected at most 8 digits and a unit (H, M, S, m, u \
              or n), e.g. 30S (gRPC over HTTP/2)"
-        ),
-    ));
+        )
+    };
+    let status = tonic::Status::from(crate::error::Error::invalid("grpc-timeout", description));
     let mut response = status.into_http::<R>();
     if let Some(content_type) = headers.get(CONTENT_TYPE) {
         response

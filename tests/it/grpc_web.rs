@@ -481,6 +481,22 @@ async fn a_malformed_grpc_timeout_is_refused_naming_the_header() -> anyhow::Resu
         );
         assert!(resp.bytes().await?.is_empty(), "trailers-only: no body");
     }
+    // A second grpc-timeout, valid or not, is refused too: which deadline was meant is a guess.
+    for second in ["abc", "2S"] {
+        let resp = http2
+            .post(&url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "1S")
+            .header("grpc-timeout", second)
+            .header("authorization", format!("Bearer {}", app.key))
+            .body(frame(&request("timed twice", "sim")))
+            .send()
+            .await?;
+        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{second}");
+        assert!(status.message().contains("given 2 times"), "{status:?}");
+    }
     // Only the two well-formed calls made jobs.
     let page = app
         .client

@@ -51,3 +51,13 @@ fn malformed_grpc_timeouts_are_told_apart_from_none() {
     );
     assert_eq!(grpc_timeout(&headers), Err(Malformed));
 }
+
+#[test]
+fn a_grpc_timeout_given_twice_is_malformed_even_when_both_are_valid() {
+    for (first, second) in [("1S", "2S"), ("1S", "abc"), ("abc", "1S")] {
+        let mut headers = http::HeaderMap::new();
+        headers.append("grpc-timeout", http::HeaderValue::from_static(first));
+        headers.append("grpc-timeout", http::HeaderValue::from_static(second));
+        assert_eq!(grpc_timeout(&headers), Err(Malformed), "{first} {second}");
+    }
+}
