@@ -12,7 +12,7 @@ use super::{StopReason, Worker};
 use crate::queue::Settle;
 
 /// How long ended claims wait for a claim call to end them before they are ended on their
-/// own (one queue call each): a slot usually frees well within it.
+/// own (one queue call for all): a slot usually frees well within it.
 const SETTLE_PATIENCE: Duration = Duration::from_millis(100);
 
 /// How one claim call went.
@@ -173,17 +173,20 @@ impl Worker {
         }
     }
 
-    /// Ends the claims waiting for a claim call, one queue call each; those a failed call
-    /// did not end wait again (a claim call or the next try ends them), a second apart.
+    /// Ends the claims waiting for a claim call, in one queue call: a claim from no queue,
+    /// which only ends them (see [`crate::queue::Queue::claim`]). Those a failed call did not
+    /// end wait again (a claim call or the next try ends them), a second apart.
     async fn settle_waiting(&self) {
-        let mut ended = self.take_ended().into_iter();
-        while let Some(s) = ended.next() {
-            if let Err(e) = self.deps.queue.settle(s.job_id, &s.owner, s.retry_at).await {
-                warn!(error = %e, "cannot end the claims of ended attempts; retrying in 1 s");
-                self.keep_ended(std::iter::once(s).chain(ended).collect());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
-            }
+        let ended = self.take_ended();
+        if let Err(e) = self
+            .deps
+            .queue
+            .claim(&[], &self.id, self.lease, 0, &ended)
+            .await
+        {
+            warn!(error = %e, "cannot end the claims of ended attempts; retrying in 1 s");
+            self.keep_ended(ended);
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
