@@ -62,13 +62,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.method() == http::Method::POST && !is_grpc(request.headers()) {
+        let grpc = is_grpc(request.headers());
+        if request.method() == http::Method::POST && !grpc {
             return Either::Left(ready(Ok(unsupported())));
         }
         if let Some(content_type) = refusal_content_type(request.headers()) {
             return Either::Left(ready(Ok(refusal(content_type))));
         }
-        if is_grpc(request.headers()) && grpc_timeout(request.headers()).is_err() {
+        if grpc && grpc_timeout(request.headers()).is_err() {
             return Either::Left(ready(Ok(malformed_timeout(request.headers()))));
         }
         Either::Right(self.inner.call(request))
@@ -125,22 +126,20 @@ const MAX_QUOTED: usize = 32;
 /// The trailers-only INVALID_ARGUMENT for a malformed `grpc-timeout`, with a `BadRequest`
 /// detail naming the header, in the request's own content type.
 fn malformed_timeout<R: Default>(headers: &http::HeaderMap) -> http::Response<R> {
-    let given = headers.get_all("grpc-timeout").iter().count();
-    let got = headers
-        .get("grpc-timeout")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let mut quoted: String = got.chars().take(MAX_QUOTED).collect();
-    if quoted.len() < got.len() {
-        quoted.push('…');
-    }
-    let description = if given > 1 {
-        format!("given {given} times: send one")
-    } else {
-        format!(
-            "malformed header {quoted:?}: expected at most 8 digits and a unit (H, M, S, m, u \
-             or n), e.g. 30S (gRPC over HTTP/2)"
-        )
+    let mut given = headers.get_all("grpc-timeout").iter();
+    let description = match (given.next(), given.count()) {
+        (Some(value), 0) => {
+            let got = String::from_utf8_lossy(value.as_bytes());
+            let mut quoted: String = got.chars().take(MAX_QUOTED).collect();
+            if quoted.len() < got.len() {
+                quoted.push('…');
+            }
+            format!(
+                "malformed header {quoted:?}: expected at most 8 digits and a unit (H, M, S, m, \
+                 u or n), e.g. 30S (gRPC over HTTP/2)"
+            )
+        }
+        (_, more) => format!("given {} times: send one", more + 1),
     };
     let status = tonic::Status::from(crate::error::Error::invalid("grpc-timeout", description));
     let mut response = status.into_http::<R>();

@@ -37,6 +37,14 @@ fn unframe(mut body: &[u8]) -> (Vec<Vec<u8>>, String) {
     (data, trailers)
 }
 
+/// A response header's value, as text.
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 async fn grpc_web(
     app: &TestApp,
     method: &str,
@@ -371,12 +379,7 @@ async fn json_encodings_get_unimplemented_with_a_readable_status() -> anyhow::Re
             .body(r#"{"prompt": "in JSON", "generationConfig": {"model": "sim"}}"#)
             .send()
             .await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| header(&resp, name);
         assert_eq!(resp.status(), 200, "{content_type}");
         assert_eq!(
             header("grpc-status").as_deref(),
@@ -413,89 +416,69 @@ async fn json_encodings_get_unimplemented_with_a_readable_status() -> anyhow::Re
     app.stop().await
 }
 
+/// A `SubmitJob` of a `sim` job sent as `content_type` with a `grpc-timeout` header per entry
+/// of `timeouts`.
+async fn timed_submit(
+    client: &reqwest::Client,
+    app: &TestApp,
+    content_type: &str,
+    timeouts: &[&str],
+) -> reqwest::Result<reqwest::Response> {
+    let mut call = client
+        .post(format!(
+            "http://{}/llmjobs.v1.JobService/SubmitJob",
+            app.addr
+        ))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", app.key));
+    for timeout in timeouts {
+        call = call.header("grpc-timeout", *timeout);
+    }
+    call.body(frame(&request("timed", "sim"))).send().await
+}
+
 /// A call with a malformed `grpc-timeout` is refused INVALID_ARGUMENT naming the header, over
 /// gRPC and grpc-web alike, and makes no job: tonic alone ignored the header and ran the call
-/// with no deadline. A well-formed one is served.
+/// with no deadline. So is one with the header twice; a well-formed one is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_grpc_timeout_is_refused_naming_the_header() -> anyhow::Result<()> {
     let app = TestApp::builder().start().await?;
-    let url = format!("http://{}/llmjobs.v1.JobService/SubmitJob", app.addr);
     let http1 = reqwest::Client::builder().http1_only().build()?;
     let http2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
-    for (client, content_type, timeout, status) in [
-        (&http2, "application/grpc", "10x", "3"),
-        (&http2, "application/grpc", "123456789m", "3"),
-        (&http1, "application/grpc-web+proto", "-5S", "3"),
-        (&http2, "application/grpc", "30S", "0"),
-        (&http1, "application/grpc-web+proto", "30S", "0"),
+    let (grpc, web) = ("application/grpc", "application/grpc-web+proto");
+    for (client, content_type, timeouts, says) in [
+        (&http2, grpc, &["10x"][..], r#"malformed header "10x""#),
+        (
+            &http2,
+            grpc,
+            &["123456789m"],
+            r#"malformed header "123456789m""#,
+        ),
+        (&http1, web, &["-5S"], r#"malformed header "-5S""#),
+        // Which deadline was meant is a guess, even when both are valid.
+        (&http2, grpc, &["1S", "abc"], "given 2 times"),
+        (&http2, grpc, &["1S", "2S"], "given 2 times"),
     ] {
-        let resp = client
-            .post(&url)
-            .header("content-type", content_type)
-            .header("te", "trailers")
-            .header("grpc-timeout", timeout)
-            .header("authorization", format!("Bearer {}", app.key))
-            .body(frame(&request("timed", "sim")))
-            .send()
-            .await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        assert_eq!(resp.status(), 200, "{content_type} {timeout}");
-        assert_eq!(
-            header("content-type").as_deref(),
-            Some(content_type),
-            "{timeout}"
-        );
-        if status == "0" {
-            // Served: the status comes in the trailers, after the job.
-            let headers_status = header("grpc-status");
-            let body = resp.bytes().await?;
-            assert_eq!(headers_status, None, "{content_type} {timeout}");
-            assert!(!body.is_empty(), "{content_type} {timeout}: a job");
-            continue;
-        }
-        assert_eq!(
-            header("grpc-status").as_deref(),
-            Some(status),
-            "{content_type} {timeout}"
-        );
-        let message = header("grpc-message")
-            .unwrap_or_default()
-            .replace("%20", " ")
-            .replace("%22", "\"");
-        assert!(
-            message.contains("grpc-timeout") && message.contains(&format!("\"{timeout}\"")),
-            "{content_type}: {message}"
-        );
-        let details = header("grpc-status-details-bin").unwrap_or_default();
+        let resp = timed_submit(client, &app, content_type, timeouts).await?;
+        assert_eq!(resp.status(), 200, "{timeouts:?}");
+        assert_eq!(header(&resp, "content-type").as_deref(), Some(content_type));
         let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
         let bad_request = tonic_types::StatusExt::get_details_bad_request(&status);
         assert_eq!(
             bad_request.map(|b| b.field_violations[0].field.clone()),
             Some("grpc-timeout".to_owned()),
-            "{details}"
+            "{status:?}"
         );
         assert!(resp.bytes().await?.is_empty(), "trailers-only: no body");
     }
-    // A second grpc-timeout, valid or not, is refused too: which deadline was meant is a guess.
-    for second in ["abc", "2S"] {
-        let resp = http2
-            .post(&url)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("grpc-timeout", "1S")
-            .header("grpc-timeout", second)
-            .header("authorization", format!("Bearer {}", app.key))
-            .body(frame(&request("timed twice", "sim")))
-            .send()
-            .await?;
-        let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{second}");
-        assert!(status.message().contains("given 2 times"), "{status:?}");
+    for (client, content_type) in [(&http2, grpc), (&http1, web)] {
+        let resp = timed_submit(client, &app, content_type, &["30S"]).await?;
+        // Served: the status comes in the trailers, after the job.
+        assert_eq!(header(&resp, "grpc-status"), None, "{content_type}");
+        assert!(!resp.bytes().await?.is_empty(), "{content_type}: a job");
     }
     // Only the two well-formed calls made jobs.
     let page = app
